@@ -1,0 +1,3 @@
+from cgan.cli import main
+
+raise SystemExit(main())

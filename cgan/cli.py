@@ -1,0 +1,238 @@
+"""`cgan`: the recipe's steps as one command line, for an Ascend host or a laptop, no Airflow.
+
+    cgan export  --checkpoint G.pth --out cgan.onnx          # pth -> onnx -> onnxsim, checked
+    cgan bins    --out bins/ --num-grids 10 --seed 0          # seeded input bins + .info file
+    cgan infer   --model cgan.onnx --input bins/ --output out/ # msame layout + perf.json
+    cgan grids   --input out/ --out grids/                    # 280x280 PNG per bin
+    cgan quality --checkpoint G.pth --grids 20 --seed 0 --json  # parity + label accuracy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from cgan.classifier import DEFAULT_CLASSIFIER, MODELS_DIR
+from cgan.errors import CganError
+
+DEFAULT_CHECKPOINT = MODELS_DIR / "cgan_generator.pth"
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _progress(label: str):
+    """Prints `label done/total` about every 10% (and at the end)."""
+    state = {"last": -1}
+
+    def report(done: int, total: int) -> None:
+        step = max(1, total // 10)
+        if done == total or done // step != state["last"]:
+            state["last"] = done // step
+            _say(f"{label} {done}/{total}")
+
+    return report
+
+
+def _emit(result: dict, as_json: bool, human: str) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(human)
+
+
+def cmd_export(args) -> int:
+    from cgan.export import export_onnx
+
+    _say(f"exporting {args.checkpoint} -> {args.out} (batch {args.batch}, opset {args.opset})")
+    result = export_onnx(args.checkpoint, args.out, batch=args.batch, opset=args.opset,
+                         simplify=not args.no_simplify)
+    _emit(result.as_dict(), args.json,
+          f"wrote {result.onnx_path}: C={result.channels}, batch {result.batch}, opset "
+          f"{result.opset}, simplified={result.simplified}, ONNX Runtime vs PyTorch max abs "
+          f"error {result.max_abs_err:.3g}")
+    return 0
+
+
+def cmd_bins(args) -> int:
+    from cgan.bins import write_bins, write_dataset_info
+
+    paths = write_bins(args.out, args.num_grids, args.seed, start=args.start)
+    info = write_dataset_info(args.out)
+    _emit({"bins": [str(p) for p in paths], "info": str(info)}, args.json,
+          f"wrote {len(paths)} input bin(s) to {args.out} (seed {args.seed}) and {info}")
+    return 0
+
+
+def _run_backend(args, model_or_checkpoint, input_dir, output_root, progress=None):
+    if args.backend == "onnxruntime":
+        from cgan.runtimes.onnxruntime_runner import run_onnxruntime
+
+        return run_onnxruntime(model_or_checkpoint, input_dir, output_root, threads=args.threads,
+                               warmup=args.warmup, progress=progress)
+    from cgan.runtimes.pytorch_runner import run_pytorch
+
+    return run_pytorch(model_or_checkpoint, input_dir, output_root, threads=args.threads,
+                       warmup=args.warmup, progress=progress)
+
+
+def cmd_infer(args) -> int:
+    source = args.model if args.backend == "onnxruntime" else args.checkpoint
+    if source is None:
+        flag = "--model X.onnx" if args.backend == "onnxruntime" else "--checkpoint G.pth"
+        raise CganError(f"--backend {args.backend} needs {flag}")
+    run = _run_backend(args, source, args.input, args.output, _progress("infer"))
+    perf = run.perf
+    _emit({"output_dir": str(run.output_dir), "perf": json.loads(perf.to_json())}, args.json,
+          f"wrote {len(run.outputs)} output bin(s) to {run.output_dir}\n"
+          f"{perf.backend}: {perf.latency_ms['mean']:.2f} ms per call (median "
+          f"{perf.latency_ms['median']:.2f}, p99 {perf.latency_ms['p99']:.2f}), "
+          f"{perf.grids_per_s:.1f} grids/s, {perf.images_per_s:.0f} images/s, "
+          f"{perf.threads} thread(s); perf record {run.output_dir / 'perf.json'}")
+    return 0
+
+
+def cmd_grids(args) -> int:
+    from cgan.grids import write_grids
+
+    paths = write_grids(args.input, args.out, _progress("grids"))
+    _emit({"grids": [str(p) for p in paths]}, args.json,
+          f"wrote {len(paths)} grid(s) to {args.out}")
+    return 0
+
+
+def cmd_quality(args) -> int:
+    from cgan.quality import quality_report, write_report
+
+    if (args.inputs is None) != (args.outputs is None):
+        raise CganError("give both --inputs and --outputs, or neither (then --grids/--seed are used)")
+    if args.inputs is not None:
+        report = quality_report(args.checkpoint, args.inputs, args.outputs,
+                                classifier_path=args.classifier, parity_grids=args.parity_grids)
+    else:
+        from cgan.bins import write_bins
+        from cgan.export import export_onnx
+
+        with tempfile.TemporaryDirectory(prefix="cgan-quality-") as tmp:
+            tmp = Path(tmp)
+            _say(f"quality: {args.grids} grid(s), seed {args.seed}, backend {args.backend}, in {tmp}")
+            write_bins(tmp / "bins", args.grids, args.seed)
+            source = args.checkpoint
+            if args.backend == "onnxruntime":
+                source = export_onnx(args.checkpoint, tmp / "cgan.onnx").onnx_path
+            run = _run_backend(args, source, tmp / "bins", tmp / "out")
+            report = quality_report(args.checkpoint, tmp / "bins", run.output_dir,
+                                    classifier_path=args.classifier, parity_grids=args.parity_grids)
+    if args.out:
+        write_report(report, args.out)
+    _emit(report, args.json,
+          f"label accuracy {report['label_accuracy']:.4f} over {report['digits_judged']} digits, "
+          f"parity max abs error {report['parity_max_abs_err']:.3g} "
+          f"({report['parity_grids_checked']} grid(s) vs PyTorch), classifier hold-out accuracy "
+          f"{report['classifier_holdout_accuracy']}"
+          + (f"; wrote {Path(args.out) / 'quality.json'}" if args.out else ""))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["onnxruntime", "pytorch"], default="onnxruntime",
+                   help="runtime (default onnxruntime)")
+    p.add_argument("--threads", type=_non_negative_int, default=1,
+                   help="intra-op threads per call (default 1; 0 = all cores)")
+    p.add_argument("--warmup", type=_non_negative_int, default=1,
+                   help="warm-up calls, excluded from perf (default 1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cgan", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("export", help="checkpoint -> ONNX (onnxsim, checked against PyTorch)")
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                   help=f"generator state_dict (default {DEFAULT_CHECKPOINT.relative_to(MODELS_DIR.parent)})")
+    p.add_argument("--out", type=Path, required=True, help="ONNX file to write")
+    p.add_argument("--batch", type=_positive_int, default=100,
+                   help="rows per call, a multiple of 100 (default 100, as the recipe's om)")
+    p.add_argument("--opset", type=_positive_int, default=11, help="ONNX opset, 11..20 (default 11)")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bins", help="seeded input bins (one per grid) + dataset info file")
+    p.add_argument("--out", type=Path, required=True, help="folder for the bins")
+    p.add_argument("--num-grids", type=_positive_int, required=True, help="how many grids (1..100000)")
+    p.add_argument("--seed", type=_non_negative_int, required=True, help="noise seed")
+    p.add_argument("--start", type=_non_negative_int, default=0, help="first grid index (shards)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bins)
+
+    p = sub.add_parser("infer", help="folder of bins -> output bins (msame layout) + perf.json")
+    _add_runtime_flags(p)
+    p.add_argument("--model", type=Path, help="ONNX model (backend onnxruntime)")
+    p.add_argument("--checkpoint", type=Path, help="generator state_dict (backend pytorch)")
+    p.add_argument("--input", type=Path, required=True, help="folder of input bins")
+    p.add_argument("--output", type=Path, required=True,
+                   help="output root; each run gets a new timestamped folder in it")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("grids", help="output bins -> 280x280 PNG grids")
+    p.add_argument("--input", type=Path, required=True,
+                   help="a run folder of output bins, or an output root holding one run")
+    p.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_grids)
+
+    p = sub.add_parser("quality", help="parity with PyTorch and label accuracy -> quality.json")
+    _add_runtime_flags(p)
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="generator state_dict")
+    p.add_argument("--grids", type=_positive_int, default=20,
+                   help="grids to generate in a temporary folder (default 20)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed (default 0)")
+    p.add_argument("--inputs", type=Path, help="judge existing runs: folder of input bins ...")
+    p.add_argument("--outputs", type=Path, help="... and the output folder of their run")
+    p.add_argument("--parity-grids", type=_positive_int, default=32,
+                   help="grids compared with PyTorch, spread over the run (default 32)")
+    p.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER, help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, help="folder to write quality.json into")
+    p.add_argument("--json", action="store_true", help="print quality.json on stdout")
+    p.set_defaults(func=cmd_quality)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CganError, ValueError, FileNotFoundError) as exc:
+        _say(f"cgan {args.command}: error: {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

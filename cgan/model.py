@@ -1,0 +1,86 @@
+"""The upstream CGAN generator and discriminator (znxlwm/pytorch-generative-model-collections).
+
+Architecture of the generator: FC1024_BR-FC7x7x128_BR-(64)4dc2s_BR-(C)4dc2s_S. The state_dict
+keys (`fc.0.weight` ... `deconv.3.bias`) match upstream `CGAN_G.pkl` and ModelZoo `CGAN_G.pth`.
+Unlike upstream, `forward` takes the already concatenated [z | one-hot] vector, as the Ascend
+recipe's exported graph does (one input `image` of shape [B, 72]).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cgan.layout import IMAGE_SIZE, INPUT_DIM, NOISE_DIM, NUM_CLASSES
+
+FEATURE_SIZE = IMAGE_SIZE // 4  # 7
+
+
+class Generator(nn.Module):
+    def __init__(self, output_dim: int = 1):
+        super().__init__()
+        self.output_dim = output_dim
+        self.fc = nn.Sequential(
+            nn.Linear(INPUT_DIM, 1024),
+            nn.BatchNorm1d(1024),
+            nn.ReLU(),
+            nn.Linear(1024, 128 * FEATURE_SIZE * FEATURE_SIZE),
+            nn.BatchNorm1d(128 * FEATURE_SIZE * FEATURE_SIZE),
+            nn.ReLU(),
+        )
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(128, 64, 4, 2, 1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, output_dim, 4, 2, 1),
+            nn.Tanh(),
+        )
+        initialize_weights(self)
+
+    def forward(self, z_and_label: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z_and_label)
+        x = x.view(-1, 128, FEATURE_SIZE, FEATURE_SIZE)
+        return self.deconv(x)
+
+
+class Discriminator(nn.Module):
+    """Upstream discriminator: image plus label maps -> probability the pair is real."""
+
+    def __init__(self, input_dim: int = 1):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(input_dim + NUM_CLASSES, 64, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(64, 128, 4, 2, 1),
+            nn.BatchNorm2d(128),
+            nn.LeakyReLU(0.2),
+        )
+        self.fc = nn.Sequential(
+            nn.Linear(128 * FEATURE_SIZE * FEATURE_SIZE, 1024),
+            nn.BatchNorm1d(1024),
+            nn.LeakyReLU(0.2),
+            nn.Linear(1024, 1),
+            nn.Sigmoid(),
+        )
+        initialize_weights(self)
+
+    def forward(self, image: torch.Tensor, label_maps: torch.Tensor) -> torch.Tensor:
+        x = self.conv(torch.cat([image, label_maps], 1))
+        x = x.view(-1, 128 * FEATURE_SIZE * FEATURE_SIZE)
+        return self.fc(x)
+
+
+def initialize_weights(net: nn.Module) -> None:
+    """Upstream `utils.initialize_weights`: N(0, 0.02) weights, zero biases."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            m.weight.data.normal_(0, 0.02)
+            m.bias.data.zero_()
+
+
+def expected_generator_shapes(output_dim: int) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a generator state_dict with C = output_dim (buffers included)."""
+    return {k: tuple(v.shape) for k, v in Generator(output_dim).state_dict().items()}
+
+
+__all__ = ["Discriminator", "Generator", "NOISE_DIM", "expected_generator_shapes"]

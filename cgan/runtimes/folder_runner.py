@@ -1,0 +1,99 @@
+"""The loop every local runtime shares: bins in, msame-layout outputs and perf.json out.
+
+A runtime supplies `execute(batch [B, 72]) -> [B, C, 28, 28]`. Each call takes B/100 bins;
+a short last group is padded with zero rows whose outputs are dropped. Every input is checked
+before any work; every output is written atomically; perf.json is written last, so a run
+folder with perf.json is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cgan.artifacts import atomic_write_bytes
+from cgan.bins import list_bins, read_input_bin
+from cgan.errors import InferenceError, InputBinError
+from cgan.layout import BIN_DTYPE, INPUT_BIN_BYTES, INPUT_DIM, SAMPLES_PER_GRID
+from cgan.outputs import new_run_dir, output_name
+from cgan.perf import PerfRecord, make_record
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class InferenceRun:
+    output_dir: Path
+    outputs: list[Path]
+    perf: PerfRecord
+
+
+def check_inputs(input_dir: str | os.PathLike) -> list[Path]:
+    bins = list_bins(input_dir)
+    if not bins:
+        raise InputBinError(f"no *.bin files in {input_dir}; create them with `cgan bins`")
+    wrong = [p for p in bins if p.stat().st_size != INPUT_BIN_BYTES]
+    if wrong:
+        read_input_bin(wrong[0])  # raises with the size and the fix
+    return bins
+
+
+def run_folder(
+    execute: Callable[[np.ndarray], np.ndarray],
+    *,
+    batch: int,
+    input_dir: str | os.PathLike,
+    output_root: str | os.PathLike,
+    backend: str,
+    device: str,
+    threads: int | None,
+    warmup: int = 1,
+    progress: Progress | None = None,
+    tool: dict[str, str] | None = None,
+) -> InferenceRun:
+    if batch % SAMPLES_PER_GRID:
+        raise InferenceError(f"model batch {batch} is not a multiple of {SAMPLES_PER_GRID}")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise InferenceError(f"warmup must be a non-negative integer, got {warmup!r}")
+    bins = check_inputs(input_dir)
+    per_call = batch // SAMPLES_PER_GRID
+    wall_start = time.perf_counter()
+    run_dir = new_run_dir(output_root)
+    first = np.zeros((batch, INPUT_DIM), dtype=np.float32)
+    for _ in range(warmup):
+        execute(first)
+    latencies: list[float] = []
+    outputs: list[Path] = []
+    for start in range(0, len(bins), per_call):
+        group = bins[start : start + per_call]
+        x = np.zeros((batch, INPUT_DIM), dtype=np.float32)
+        for i, path in enumerate(group):
+            x[i * SAMPLES_PER_GRID : (i + 1) * SAMPLES_PER_GRID] = read_input_bin(path)
+        t0 = time.perf_counter()
+        y = execute(x)
+        latencies.append((time.perf_counter() - t0) * 1000.0)
+        if y.shape[0] != batch or not np.all(np.isfinite(y)):
+            raise InferenceError(f"{backend} returned a bad output for {group[0].name}: shape {y.shape}")
+        for i, path in enumerate(group):
+            chunk = y[i * SAMPLES_PER_GRID : (i + 1) * SAMPLES_PER_GRID]
+            out = atomic_write_bytes(run_dir / output_name(path), chunk.astype(BIN_DTYPE).tobytes())
+            outputs.append(out)
+        if progress is not None:
+            progress(len(outputs), len(bins))
+    notes = [
+        f"latency = one {backend} call of batch {batch} ({per_call} grid(s)), execute only, "
+        "no file I/O",
+        f"{warmup} warm-up call(s) excluded",
+    ]
+    perf = make_record(
+        backend=backend, device=device, batch=batch, latencies_ms=latencies, grids=len(outputs),
+        warmup_calls=warmup, threads=threads, wall_s=time.perf_counter() - wall_start,
+        notes=notes, tool=tool,
+    )
+    perf.write(run_dir)
+    return InferenceRun(output_dir=run_dir, outputs=outputs, perf=perf)

@@ -1,0 +1,66 @@
+"""ONNX Runtime on the CPU: the `cpu` target of the DAG and the recipe's stand-in for msame."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cgan.errors import InferenceError
+from cgan.layout import INPUT_DIM, INPUT_NAME, SAMPLES_PER_GRID
+from cgan.runtimes.folder_runner import InferenceRun, Progress, run_folder
+
+
+def make_session(model_path: str | os.PathLike, threads: int = 1):
+    import onnxruntime as ort
+
+    if not isinstance(threads, int) or threads < 0:
+        raise InferenceError(f"threads must be a non-negative integer (0 = all cores), got {threads!r}")
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise InferenceError(f"ONNX model {model_path} not found; create it with `cgan export`")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise InferenceError(f"ONNX Runtime cannot load {model_path}: {exc}") from exc
+
+
+def model_batch(session) -> int:
+    """Rows per call from the model's input: [B, 72] with B a multiple of 100 (or dynamic)."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or len(inputs[0].shape) != 2:
+        got = [(i.name, i.shape) for i in inputs]
+        raise InferenceError(f"model inputs {got} are not the CGAN input '{INPUT_NAME}' [B, {INPUT_DIM}]")
+    rows, cols = inputs[0].shape
+    if cols != INPUT_DIM:
+        raise InferenceError(f"model input has {cols} columns, expected {INPUT_DIM}")
+    return rows if isinstance(rows, int) else SAMPLES_PER_GRID
+
+
+def run_onnxruntime(
+    model_path: str | os.PathLike,
+    input_dir: str | os.PathLike,
+    output_root: str | os.PathLike,
+    *,
+    threads: int = 1,
+    warmup: int = 1,
+    progress: Progress | None = None,
+) -> InferenceRun:
+    import onnxruntime as ort
+
+    session = make_session(model_path, threads)
+    batch = model_batch(session)
+    if batch % SAMPLES_PER_GRID:
+        raise InferenceError(f"model batch {batch} is not a multiple of {SAMPLES_PER_GRID}")
+
+    def execute(x):
+        return session.run(None, {INPUT_NAME: x})[0]
+
+    return run_folder(
+        execute, batch=batch, input_dir=input_dir, output_root=output_root,
+        backend="onnxruntime", device="cpu", threads=threads, warmup=warmup, progress=progress,
+        tool={"onnxruntime": ort.__version__, "model": str(model_path)},
+    )

@@ -1,0 +1,1 @@
+"""Training code for the demo generator and the quality classifier (not used at run time)."""

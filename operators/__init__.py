@@ -1,0 +1,1 @@
+"""Airflow operators of the CGAN job: thin wrappers that call the `cgan` library."""

@@ -1,0 +1,86 @@
+import json
+
+import numpy as np
+import pytest
+
+from cgan.bins import write_bins
+from cgan.errors import InferenceError, InputBinError
+from cgan.export import export_onnx
+from cgan.outputs import list_outputs, read_output_bin
+from cgan.runtimes.onnxruntime_runner import run_onnxruntime
+from cgan.runtimes.pytorch_runner import run_pytorch
+
+
+@pytest.fixture(scope="module")
+def bins(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bins")
+    write_bins(folder, 3, seed=5)
+    return folder
+
+
+def test_outputs_in_msame_layout_with_perf(tmp_path, upstream_onnx, bins):
+    ticks = []
+    run = run_onnxruntime(upstream_onnx, bins, tmp_path / "out", threads=1,
+                          progress=lambda d, t: ticks.append((d, t)))
+    assert run.output_dir.parent == tmp_path / "out"
+    assert [p.name for p in list_outputs(run.output_dir)] == [
+        "grid_000000_output_0.bin", "grid_000001_output_0.bin", "grid_000002_output_0.bin"]
+    assert all(p.stat().st_size == 313_600 for p in run.outputs)
+    assert ticks[-1] == (3, 3)
+    perf = json.loads((run.output_dir / "perf.json").read_text())
+    assert perf["backend"] == "onnxruntime" and perf["batch"] == 100 and perf["threads"] == 1
+    assert perf["calls"] == 3 and perf["grids"] == 3 and perf["warmup_calls"] == 1
+    assert set(perf["latency_ms"]) >= {"mean", "median", "p99"}
+    assert perf["grids_per_s"] > 0 and perf["images_per_s"] == pytest.approx(perf["grids_per_s"] * 100, rel=1e-3)
+    assert any("warm-up" in note for note in perf["notes"])
+
+
+def test_matches_pytorch(tmp_path, upstream_onnx, upstream_checkpoint, bins):
+    ort_run = run_onnxruntime(upstream_onnx, bins, tmp_path / "ort")
+    torch_run = run_pytorch(upstream_checkpoint, bins, tmp_path / "torch")
+    for a, b in zip(ort_run.outputs, torch_run.outputs):
+        assert a.name == b.name
+        assert np.max(np.abs(read_output_bin(a) - read_output_bin(b))) < 1e-5
+
+
+def test_batch_of_two_grids_pads_the_last_call(tmp_path, upstream_checkpoint, upstream_onnx, bins):
+    model200 = export_onnx(upstream_checkpoint, tmp_path / "b200.onnx", batch=200).onnx_path
+    run200 = run_onnxruntime(model200, bins, tmp_path / "o200")
+    run100 = run_onnxruntime(upstream_onnx, bins, tmp_path / "o100")
+    assert run200.perf.calls == 2 and run200.perf.grids == 3
+    for a, b in zip(run200.outputs, run100.outputs):
+        assert np.max(np.abs(read_output_bin(a) - read_output_bin(b))) < 1e-5
+
+
+def test_each_run_gets_its_own_folder(tmp_path, upstream_onnx, bins):
+    a = run_onnxruntime(upstream_onnx, bins, tmp_path / "out", warmup=0)
+    b = run_onnxruntime(upstream_onnx, bins, tmp_path / "out", warmup=0)
+    assert a.output_dir != b.output_dir
+    assert a.outputs[0].read_bytes() == b.outputs[0].read_bytes()
+
+
+def test_wrong_size_input_fails_before_any_output(tmp_path, upstream_onnx):
+    write_bins(tmp_path / "bins", 2, seed=0)
+    (tmp_path / "bins" / "grid_000001.bin").write_bytes(b"\0" * 28_796)
+    with pytest.raises(InputBinError, match="28,796 bytes"):
+        run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_input_folder(tmp_path, upstream_onnx):
+    (tmp_path / "bins").mkdir()
+    with pytest.raises(InputBinError, match="no \\*.bin files"):
+        run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "out")
+
+
+def test_missing_or_broken_model(tmp_path, bins):
+    with pytest.raises(InferenceError, match="not found; create it with `cgan export`"):
+        run_onnxruntime(tmp_path / "none.onnx", bins, tmp_path / "out")
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(InferenceError, match="cannot load"):
+        run_onnxruntime(tmp_path / "junk.onnx", bins, tmp_path / "out")
+
+
+def test_negative_threads(tmp_path, upstream_onnx, bins):
+    with pytest.raises(InferenceError, match="threads must be"):
+        run_onnxruntime(upstream_onnx, bins, tmp_path / "out", threads=-1)

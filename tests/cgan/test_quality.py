@@ -1,0 +1,68 @@
+import json
+
+import numpy as np
+import pytest
+
+from cgan.bins import write_bins
+from cgan.errors import InputBinError
+from cgan.quality import evenly_spaced, quality_report, write_report
+from cgan.runtimes.onnxruntime_runner import run_onnxruntime
+
+REQUIRED_KEYS = {"label_accuracy", "per_class_accuracy", "parity_max_abs_err", "classifier_holdout_accuracy"}
+
+
+@pytest.fixture
+def run(tmp_path, upstream_onnx):
+    write_bins(tmp_path / "bins", 3, seed=1)
+    return tmp_path / "bins", run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "out").output_dir
+
+
+def test_untrained_generator_scores_low_with_tight_parity(tmp_path, upstream_checkpoint, run):
+    bins, out = run
+    report = quality_report(upstream_checkpoint, bins, out)
+    assert REQUIRED_KEYS <= set(report)
+    assert report["label_accuracy"] < 0.5  # random weights draw no digits: the metric can fail
+    assert set(report["per_class_accuracy"]) == {str(d) for d in range(10)}
+    assert report["parity_max_abs_err"] <= 1e-5 and report["parity_grids_checked"] == 3
+    assert report["digits_judged"] == 300
+    path = write_report(report, tmp_path / "q")
+    assert json.loads(path.read_text()) == report
+
+
+def test_parity_catches_a_corrupted_output(upstream_checkpoint, run):
+    bins, out = run
+    target = out / "grid_000001_output_0.bin"
+    data = np.fromfile(target, "<f4")
+    data[123] += 0.25
+    data.tofile(target)
+    report = quality_report(upstream_checkpoint, bins, out)
+    assert report["parity_max_abs_err"] == pytest.approx(0.25, abs=1e-4)
+
+
+def test_outputs_of_another_model_are_refused(modelzoo_checkpoint, run):
+    bins, out = run
+    with pytest.raises(InputBinError, match="different models"):
+        quality_report(modelzoo_checkpoint, bins, out)
+
+
+def test_missing_input_bin_for_an_output(upstream_checkpoint, run):
+    bins, out = run
+    (bins / "grid_000000.bin").unlink()
+    with pytest.raises(InputBinError, match="no input bin"):
+        quality_report(upstream_checkpoint, bins, out)
+
+
+def test_committed_generator_draws_the_digits_asked_for(tmp_path, committed_generator):
+    from cgan.runtimes.pytorch_runner import run_pytorch
+
+    write_bins(tmp_path / "bins", 5, seed=123)
+    out = run_pytorch(committed_generator, tmp_path / "bins", tmp_path / "out").output_dir
+    report = quality_report(committed_generator, tmp_path / "bins", out)
+    assert report["label_accuracy"] >= 0.90
+    assert min(report["per_class_accuracy"].values()) >= 0.6
+
+
+def test_evenly_spaced():
+    assert evenly_spaced(3, 32) == [0, 1, 2]
+    assert evenly_spaced(100, 3) == [0, 50, 99]
+    assert evenly_spaced(10, 1) == [0]
