@@ -1,0 +1,232 @@
+"""The artifact store: where tasks hand artifacts to each other, named by a URI.
+
+`file:///abs/path` on one machine, `s3://bucket/prefix` across machines. Keys are relative
+POSIX paths under the store's root; `..`, absolute keys and empty parts are refused, so a key
+can never escape the root. Writes are whole-object: a local write goes through a temp file
+and a rename, an S3 PUT is atomic, so a reader never sees half an artifact under its name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterable
+from urllib.parse import unquote, urlparse
+
+from cgan.errors import CganError
+
+BUCKET_RE = re.compile(r"^(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+KEY_PART_RE = re.compile(r"^[A-Za-z0-9._=+@-]+$")
+
+
+class StoreError(CganError):
+    """A bad store URI or key, or a failed store operation."""
+
+
+def check_key(key: str) -> str:
+    """A safe relative key: parts of [A-Za-z0-9._=+@-], no '.', '..', or empty parts."""
+    if not isinstance(key, str) or not key or key.startswith("/") or "\\" in key:
+        raise StoreError(f"artifact key {key!r} must be a non-empty relative path")
+    parts = key.split("/")
+    for part in parts:
+        if part in ("", ".", "..") or not KEY_PART_RE.match(part):
+            raise StoreError(
+                f"artifact key {key!r} has an unsafe part {part!r}: use letters, digits and ._=+@- "
+                "separated by single slashes, no '..'"
+            )
+    return key
+
+
+def check_bucket(bucket: str) -> str:
+    if not isinstance(bucket, str) or not BUCKET_RE.match(bucket) or ".." in bucket:
+        raise StoreError(
+            f"{bucket!r} is not a valid S3 bucket name: 3-63 lowercase letters, digits, '.' or "
+            "'-', starting and ending with a letter or digit"
+        )
+    return bucket
+
+
+def join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+@dataclass
+class LocalStore:
+    root: Path
+
+    @property
+    def uri(self) -> str:
+        return self.root.as_uri()
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def child(self, prefix: str) -> "LocalStore":
+        return LocalStore(self.path(prefix))
+
+    def put_file(self, local: str | os.PathLike, key: str) -> str:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, target)
+        return key
+
+    def put_bytes(self, data: bytes, key: str) -> str:
+        from cgan.artifacts import atomic_write_bytes
+
+        atomic_write_bytes(self.path(key), data)
+        return key
+
+    def get_file(self, key: str, local: str | os.PathLike) -> Path:
+        source = self.path(key)
+        if not source.is_file():
+            raise StoreError(f"artifact {key!r} not found in {self.uri}")
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.part")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, local)
+        return local
+
+    def get_bytes(self, key: str) -> bytes:
+        source = self.path(key)
+        if not source.is_file():
+            raise StoreError(f"artifact {key!r} not found in {self.uri}")
+        return source.read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self.path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return []
+        keys = []
+        for p in base.rglob("*"):
+            if p.is_file() and not p.name.startswith("."):
+                keys.append(p.relative_to(self.root).as_posix())
+        return sorted(keys)
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self.path(prefix), ignore_errors=True)
+
+
+@dataclass
+class S3Store:
+    bucket: str
+    prefix: str
+    client: object
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def key(self, key: str) -> str:
+        return join(self.prefix, check_key(key))
+
+    def child(self, prefix: str) -> "S3Store":
+        return S3Store(self.bucket, join(self.prefix, check_key(prefix)), self.client)
+
+    def put_file(self, local: str | os.PathLike, key: str) -> str:
+        self.client.upload_file(str(local), self.bucket, self.key(key))  # multipart when large
+        return key
+
+    def put_bytes(self, data: bytes, key: str) -> str:
+        self.client.put_object(Bucket=self.bucket, Key=self.key(key), Body=data)
+        return key
+
+    def get_file(self, key: str, local: str | os.PathLike) -> Path:
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.part")
+        try:
+            self.client.download_file(self.bucket, self.key(key), str(tmp))
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot fetch {key!r} from {self.uri}: {exc}") from exc
+        os.replace(tmp, local)
+        return local
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(key))["Body"].read()
+        except Exception as exc:
+            raise StoreError(f"cannot fetch {key!r} from {self.uri}: {exc}") from exc
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def list(self, prefix: str = "") -> list[str]:
+        full = join(self.prefix, check_key(prefix)) if prefix else self.prefix
+        full = f"{full}/" if full else ""
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            for obj in page.get("Contents", []):
+                keys.append(obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"])
+        return sorted(keys)
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = [self.key(k) for k in self.list(prefix)]
+        for i in range(0, len(keys), 1000):
+            self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]}
+            )
+
+
+ArtifactStore = LocalStore | S3Store
+
+
+def open_store(uri: str, *, s3_client=None) -> ArtifactStore:
+    """`file:///abs/dir` (or a plain absolute path) -> LocalStore; `s3://bucket/prefix` -> S3Store.
+
+    For s3:// pass a boto3 S3 client (operators take it from the Airflow connection); without
+    one, boto3's own configuration is used (AWS_* environment, CGAN_S3_ENDPOINT_URL).
+    """
+    if not isinstance(uri, str) or not uri:
+        raise StoreError("the artifact store URI is empty: use file:///abs/dir or s3://bucket/prefix")
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        raw = unquote(parsed.path if parsed.scheme else uri)
+        if parsed.netloc not in ("", "localhost") or not os.path.isabs(raw):
+            raise StoreError(f"{uri!r}: a local store needs an absolute path, e.g. file:///var/cgan")
+        if ".." in PurePosixPath(raw).parts:
+            raise StoreError(f"{uri!r}: '..' is not allowed in a store path")
+        return LocalStore(Path(raw))
+    if parsed.scheme == "s3":
+        bucket = check_bucket(parsed.netloc)
+        prefix = parsed.path.strip("/")
+        if prefix:
+            check_key(prefix)
+        if s3_client is None:
+            import boto3
+
+            s3_client = boto3.client("s3", endpoint_url=os.environ.get("CGAN_S3_ENDPOINT_URL") or None)
+        return S3Store(bucket, prefix, s3_client)
+    raise StoreError(f"{uri!r}: unsupported scheme {parsed.scheme!r}; use file:// or s3://")
+
+
+def upload_dir(store: ArtifactStore, local_dir: str | os.PathLike, prefix: str, pattern: str = "*") -> list[str]:
+    """Upload the files of a folder (not recursive) under prefix; returns the keys."""
+    keys = []
+    for path in sorted(Path(local_dir).glob(pattern)):
+        if path.is_file() and not path.name.startswith("."):
+            keys.append(store.put_file(path, join(prefix, path.name)))
+    return keys
+
+
+def download_keys(store: ArtifactStore, keys: Iterable[str], local_dir: str | os.PathLike) -> list[Path]:
+    """Fetch keys into local_dir, flat, by their base names."""
+    local_dir = Path(local_dir)
+    return [store.get_file(k, local_dir / PurePosixPath(k).name) for k in keys]
