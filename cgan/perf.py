@@ -35,6 +35,7 @@ class PerfRecord:
     wall_s: float
     notes: list[str] = field(default_factory=list)
     tool: dict[str, str] = field(default_factory=dict)
+    samples_ms: list[float] = field(default_factory=list)  # every measured call, in order
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -78,8 +79,45 @@ def make_record(
         grids=grids, warmup_calls=warmup_calls, threads=threads, latency_ms=summary,
         grids_per_s=round(grids_per_s, 2), images_per_s=round(grids_per_s * SAMPLES_PER_GRID, 1),
         wall_s=round(wall_s, 3), notes=list(notes or []), tool=dict(tool or {}),
+        samples_ms=[round(v, 4) for v in latencies_ms],
     )
 
 
 def read_record(path: str | os.PathLike) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def aggregate(records: list[dict]) -> dict:
+    """One run-level record from per-shard records (their measured calls pooled).
+
+    grids_per_s is per device (grids over the summed call time), the same basis as one shard's
+    figure; shards that ran side by side on several devices are not added up.
+    """
+    if not records:
+        raise ValueError("no shard perf records to aggregate")
+    samples = [v for r in records for v in r.get("samples_ms", [])]
+    calls = sum(r["calls"] for r in records)
+    if len(samples) != calls:
+        raise ValueError("a shard perf record lacks its samples_ms; cannot pool latencies")
+    batch = records[0]["batch"]
+    summary = latency_summary(samples)
+    grids_per_s = 1000.0 * (batch / SAMPLES_PER_GRID) / summary["mean"] if summary["mean"] > 0 else 0.0
+    return {
+        "backend": records[0]["backend"],
+        "devices": sorted({r["device"] for r in records}),
+        "batch": batch,
+        "threads": records[0].get("threads"),
+        "shards": len(records),
+        "calls": calls,
+        "grids": sum(r["grids"] for r in records),
+        "warmup_calls": sum(r["warmup_calls"] for r in records),
+        "latency_ms": summary,
+        "grids_per_s": round(grids_per_s, 2),
+        "images_per_s": round(grids_per_s * SAMPLES_PER_GRID, 1),
+        "wall_s_per_shard": [r["wall_s"] for r in records],
+        "notes": records[0].get("notes", []) + [
+            "run-level figures pool the calls of every shard; grids/s is per device, never "
+            "multiplied by the number of devices or chips",
+        ],
+        "tool": records[0].get("tool", {}),
+    }

@@ -34,46 +34,62 @@ def evenly_spaced(n: int, k: int) -> list[int]:
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
 
 
-def parity_max_abs_err(
-    checkpoint: str | os.PathLike, input_dir: Path, outputs: list[Path], parity_grids: int
-) -> tuple[float, int]:
-    """Max abs error between the given outputs and PyTorch on their input bins."""
-    import torch
+class QualityAccumulator:
+    """Builds quality.json one output bin at a time, so memory does not grow with the run."""
 
-    from cgan.bins import read_input_bin
-    from cgan.checkpoint import load_generator
+    def __init__(self, checkpoint: str | os.PathLike, classifier_path: str | os.PathLike = DEFAULT_CLASSIFIER):
+        self.checkpoint = checkpoint
+        self.classifier_path = Path(classifier_path)
+        self.classifier = DigitClassifier.load(classifier_path)
+        self.correct = np.zeros(NUM_CLASSES, dtype=np.int64)
+        self.total = np.zeros(NUM_CLASSES, dtype=np.int64)
+        self.grids = 0
+        self.parity = 0.0
+        self.parity_checked = 0
+        self._model = None
 
-    model = load_generator(checkpoint)
-    worst, chosen = 0.0, evenly_spaced(len(outputs), parity_grids)
-    for i in chosen:
-        source = input_dir / f"{grid_stem(outputs[i])}.bin"
+    def add_labels(self, output: Path) -> None:
+        hits = self.classifier.predict(read_output_bin(output)) == EXPECTED_LABELS
+        np.add.at(self.correct, EXPECTED_LABELS, hits)
+        np.add.at(self.total, EXPECTED_LABELS, 1)
+        self.grids += 1
+
+    def add_parity(self, output: Path, source: Path) -> None:
+        import torch
+
+        from cgan.bins import read_input_bin
+        from cgan.checkpoint import load_generator
+
         if not source.is_file():
-            raise InputBinError(f"no input bin {source} for output {outputs[i].name}")
+            raise InputBinError(f"no input bin {source} for output {output.name}")
+        if self._model is None:
+            self._model = load_generator(self.checkpoint)
         with torch.inference_mode():
-            ref = model(torch.from_numpy(read_input_bin(source))).numpy()
-        got = read_output_bin(outputs[i])
+            ref = self._model(torch.from_numpy(read_input_bin(source))).numpy()
+        got = read_output_bin(output)
         if got.shape != ref.shape:
             raise InputBinError(
-                f"{outputs[i].name} has shape {got.shape} but the checkpoint makes {ref.shape}: "
+                f"{output.name} has shape {got.shape} but the checkpoint makes {ref.shape}: "
                 "outputs and checkpoint belong to different models"
             )
-        worst = max(worst, float(np.max(np.abs(got - ref))))
-    return worst, len(chosen)
+        self.parity = max(self.parity, float(np.max(np.abs(got - ref))))
+        self.parity_checked += 1
 
-
-def label_accuracy(
-    outputs: list[Path], classifier: DigitClassifier, progress: Callable[[int, int], None] | None = None
-) -> tuple[float, dict[str, float], int]:
-    correct = np.zeros(NUM_CLASSES, dtype=np.int64)
-    total = np.zeros(NUM_CLASSES, dtype=np.int64)
-    for n, path in enumerate(outputs, 1):
-        hits = classifier.predict(read_output_bin(path)) == EXPECTED_LABELS
-        np.add.at(correct, EXPECTED_LABELS, hits)
-        np.add.at(total, EXPECTED_LABELS, 1)
-        if progress is not None:
-            progress(n, len(outputs))
-    per_class = {str(d): round(float(correct[d] / total[d]), 4) for d in range(NUM_CLASSES)}
-    return round(float(correct.sum() / total.sum()), 4), per_class, int(total.sum())
+    def report(self) -> dict:
+        if not self.grids:
+            raise InputBinError("no output bins were judged: nothing to report")
+        per_class = {str(d): round(float(self.correct[d] / self.total[d]), 4) for d in range(NUM_CLASSES)}
+        return {
+            "label_accuracy": round(float(self.correct.sum() / self.total.sum()), 4),
+            "per_class_accuracy": per_class,
+            "parity_max_abs_err": self.parity,
+            "classifier_holdout_accuracy": self.classifier.holdout_accuracy,
+            "grids": self.grids,
+            "digits_judged": int(self.total.sum()),
+            "parity_grids_checked": self.parity_checked,
+            "parity_reference": "PyTorch fp32 eager on the same input bins",
+            "classifier": {"path": self.classifier_path.name, "sha256": sha256_file(self.classifier_path)},
+        }
 
 
 def quality_report(
@@ -85,24 +101,18 @@ def quality_report(
     parity_grids: int = DEFAULT_PARITY_GRIDS,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
+    """quality.json of one local run folder (or the single run under an output root)."""
     if not isinstance(parity_grids, int) or parity_grids < 1:
         raise ValueError(f"parity_grids must be a positive integer, got {parity_grids!r}")
-    run_dir = find_run_dir(output_dir)
-    outputs = list_outputs(run_dir)
-    classifier = DigitClassifier.load(classifier_path)
-    accuracy, per_class, digits = label_accuracy(outputs, classifier, progress)
-    parity, checked = parity_max_abs_err(checkpoint, Path(input_dir), outputs, parity_grids)
-    return {
-        "label_accuracy": accuracy,
-        "per_class_accuracy": per_class,
-        "parity_max_abs_err": parity,
-        "classifier_holdout_accuracy": classifier.holdout_accuracy,
-        "grids": len(outputs),
-        "digits_judged": digits,
-        "parity_grids_checked": checked,
-        "parity_reference": "PyTorch fp32 eager on the same input bins",
-        "classifier": {"path": Path(classifier_path).name, "sha256": sha256_file(classifier_path)},
-    }
+    outputs = list_outputs(find_run_dir(output_dir))
+    acc = QualityAccumulator(checkpoint, classifier_path)
+    for n, path in enumerate(outputs, 1):
+        acc.add_labels(path)
+        if progress is not None:
+            progress(n, len(outputs))
+    for i in evenly_spaced(len(outputs), parity_grids):
+        acc.add_parity(outputs[i], Path(input_dir) / f"{grid_stem(outputs[i])}.bin")
+    return acc.report()
 
 
 def write_report(report: dict, folder: str | os.PathLike) -> Path:

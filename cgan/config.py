@@ -1,0 +1,65 @@
+"""Deployment settings, read from the environment (docker-compose `.env`, `make up`, CI).
+
+| variable | default | meaning |
+|---|---|---|
+| CGAN_ARTIFACT_ROOT | file://<project>/var/artifacts | store URI under which each run gets a workspace |
+| CGAN_PUBLISH_BUCKET | cgan | bucket that published runs go to |
+| CGAN_S3_CONN_ID | cgan_s3 | Airflow connection of the object store |
+| CGAN_DEFAULT_TARGET | cpu | target of nightly runs: cpu or ascend |
+| CGAN_SOC_VERSION | Ascend310P3 | default --soc_version of atc |
+| CGAN_DEVICES | 0 | default NPU ids, comma-separated |
+| CGAN_SCHEDULE | 0 2 * * * | cron of the nightly run |
+| CGAN_TIMEZONE | UTC | timezone of that cron |
+| CGAN_NUM_GRIDS | 100 | default grids per run |
+| CGAN_PUBLISHED_URL | {endpoint}/{bucket}/{prefix}/manifest.json | the task's "Published run" link |
+"""
+
+from __future__ import annotations
+
+import os
+
+from cgan.run_params import PROJECT_ROOT
+
+
+def artifact_root() -> str:
+    return os.environ.get("CGAN_ARTIFACT_ROOT") or (PROJECT_ROOT / "var" / "artifacts").as_uri()
+
+
+def publish_bucket() -> str:
+    return os.environ.get("CGAN_PUBLISH_BUCKET") or "cgan"
+
+
+def s3_conn_id() -> str:
+    return os.environ.get("CGAN_S3_CONN_ID") or "cgan_s3"
+
+
+def default_target() -> str:
+    return os.environ.get("CGAN_DEFAULT_TARGET") or "cpu"
+
+
+def soc_version() -> str:
+    return os.environ.get("CGAN_SOC_VERSION") or "Ascend310P3"
+
+
+def devices() -> list[int]:
+    raw = os.environ.get("CGAN_DEVICES") or "0"
+    try:
+        return [int(d) for d in raw.split(",") if d.strip()]
+    except ValueError:
+        raise ValueError(f"CGAN_DEVICES={raw!r} must be comma-separated NPU ids such as 0,1") from None
+
+
+def schedule() -> str:
+    return os.environ.get("CGAN_SCHEDULE") or "0 2 * * *"
+
+
+def timezone() -> str:
+    return os.environ.get("CGAN_TIMEZONE") or "UTC"
+
+
+def num_grids() -> int:
+    return int(os.environ.get("CGAN_NUM_GRIDS") or 100)
+
+
+def published_url_template() -> str:
+    return os.environ.get("CGAN_PUBLISHED_URL") or "{endpoint}/{bucket}/{prefix}/manifest.json"

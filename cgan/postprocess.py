@@ -1,0 +1,93 @@
+"""Postprocessing of a whole run in the artifact store: grids, quality report, run-level perf.
+
+Reads `outputs/shard_NNNN/` (output bins, perf.json, raw tool logs) shard by shard, writes
+`grids/`, `quality/quality.json` and `perf/` (per-shard records and logs, pooled perf.json,
+latency plot) into the same workspace. One shard is on local disk at a time, so memory and
+disk do not grow with the number of grids.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from cgan.errors import InferenceError
+from cgan.grids import grid_array, png_bytes
+from cgan.outputs import OUTPUT_SUFFIX, grid_stem
+from cgan.perf import PERF_NAME, aggregate
+from cgan.perf_plot import latency_plot_png
+from cgan.quality import DEFAULT_PARITY_GRIDS, QUALITY_NAME, QualityAccumulator, evenly_spaced
+from cgan.store import join
+
+Log = Callable[[str], None]
+
+
+def outputs_prefix(shard: dict) -> str:
+    return f"outputs/shard_{shard['shard']:04d}"
+
+
+def postprocess_run(
+    store, shards: list[dict], checkpoint: str | Path, *, parity_grids: int = DEFAULT_PARITY_GRIDS,
+    log: Log = print,
+) -> dict:
+    """Grids + quality + perf for every shard of a run; returns a small summary."""
+    from cgan.bins import bin_name
+
+    total = sum(s["count"] for s in shards)
+    parity_at = set(evenly_spaced(total, parity_grids))
+    quality = QualityAccumulator(checkpoint)
+    records, done = [], 0
+    with tempfile.TemporaryDirectory(prefix="cgan-post-") as tmp:
+        tmp = Path(tmp)
+        for shard in shards:
+            prefix = outputs_prefix(shard)
+            keys = store.list(prefix)
+            outputs = [k for k in keys if k.endswith(OUTPUT_SUFFIX)]
+            expected = {bin_name(g)[:-4] + OUTPUT_SUFFIX for g in range(shard["start"], shard["start"] + shard["count"])}
+            missing = sorted(expected - {Path(k).name for k in outputs})
+            if missing:
+                raise InferenceError(
+                    f"shard {shard['shard']} is incomplete: {len(missing)} of {shard['count']} output "
+                    f"bins missing in {prefix}/ (first: {missing[0]}); re-run its inference task"
+                )
+            local = tmp / prefix
+            for key in sorted(k for k in outputs if Path(k).name in expected):
+                out = store.get_file(key, local / Path(key).name)
+                stem = grid_stem(out)
+                store.put_bytes(png_bytes(grid_array(_read(out))), f"grids/{stem}.png")
+                quality.add_labels(out)
+                g = int(stem.rsplit("_", 1)[1])
+                if g in parity_at:
+                    source = store.get_file(join(shard["bins_prefix"], f"{stem}.bin"), local / "bins" / f"{stem}.bin")
+                    quality.add_parity(out, source)
+                out.unlink()
+                done += 1
+                if done == total or done % max(1, total // 10) == 0:
+                    log(f"grids {done}/{total}")
+            shutil.rmtree(local, ignore_errors=True)
+            for key in keys:  # perf record and raw tool logs of the shard
+                if not key.endswith(".bin"):
+                    store.put_bytes(store.get_bytes(key), f"perf/shard_{shard['shard']:04d}.{Path(key).name}")
+            records.append(json.loads(store.get_bytes(join(prefix, PERF_NAME))))
+    report = quality.report()
+    store.put_bytes(json.dumps(report, indent=2).encode(), f"quality/{QUALITY_NAME}")
+    perf = aggregate(records)
+    store.put_bytes(json.dumps(perf, indent=2).encode(), f"perf/{PERF_NAME}")
+    store.put_bytes(latency_plot_png(records), "perf/latency.png")
+    return {
+        "grids": done,
+        "label_accuracy": report["label_accuracy"],
+        "parity_max_abs_err": report["parity_max_abs_err"],
+        "grids_per_s": perf["grids_per_s"],
+        "latency_ms_mean": perf["latency_ms"]["mean"],
+        "backend": perf["backend"],
+    }
+
+
+def _read(path: Path):
+    from cgan.outputs import read_output_bin
+
+    return read_output_bin(path)

@@ -1,0 +1,170 @@
+"""Publishing a finished run to object storage, manifest last.
+
+Layout (bucket from config): `runs/<run id>/grids/*.png`, `runs/<run id>/perf/*`,
+`runs/<run id>/quality/quality.json`, then `runs/<run id>/manifest.json` (key, size and sha256
+of every object, the params, model hashes, tool versions), then `latest.json` at the bucket
+root naming the newest manifest. A run is published only when its manifest exists: uploads
+are checked (size) before the manifest is written, and a retry overwrites the same keys, so
+it never duplicates objects nor writes a manifest for objects that are not there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from cgan.errors import CganError
+from cgan.store import check_bucket, check_key, join
+
+MANIFEST_NAME = "manifest.json"
+LATEST_NAME = "latest.json"
+SECTIONS = ("grids", "perf", "quality")
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+
+Log = Callable[[str], None]
+
+
+class PublishError(CganError):
+    """The object store refused or lost an upload; nothing was marked published."""
+
+
+@dataclass
+class Published:
+    bucket: str
+    prefix: str
+    manifest_key: str
+    objects: int
+    bytes: int
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}/"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def publish_run(
+    workspace, client, bucket: str, run_prefix: str, *, metadata: dict, log: Log = print,
+    tmp_dir: str | Path,
+) -> Published:
+    """Copy grids/, perf/ and quality/ of the workspace store to s3://bucket/run_prefix/."""
+    from boto3.s3.transfer import TransferConfig
+
+    check_bucket(bucket)
+    check_key(run_prefix)
+    transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD)
+    objects, total_bytes = [], 0
+    keys = [k for section in SECTIONS for k in workspace.list(section)]
+    if not any(k.startswith("grids/") for k in keys) or f"quality/quality.json" not in keys:
+        raise PublishError("the workspace has no grids or no quality report: postprocess did not finish")
+    for n, key in enumerate(keys, 1):
+        local = workspace.get_file(key, Path(tmp_dir) / "publish" / key)
+        data_sha = _sha256_file(local)
+        size = local.stat().st_size
+        target = join(run_prefix, key)
+        try:
+            client.upload_file(str(local), bucket, target, Config=transfer,
+                               ExtraArgs={"ContentType": _content_type(key)})
+            head = client.head_object(Bucket=bucket, Key=target)
+        except Exception as exc:
+            raise PublishError(f"upload of s3://{bucket}/{target} failed: {_describe(exc)}") from exc
+        if head["ContentLength"] != size:
+            raise PublishError(f"s3://{bucket}/{target} has {head['ContentLength']} bytes, expected {size}")
+        local.unlink()
+        objects.append({"key": target, "size": size, "sha256": data_sha})
+        total_bytes += size
+        if n == len(keys) or n % max(1, len(keys) // 10) == 0:
+            log(f"published {n}/{len(keys)} objects")
+    manifest = dict(metadata, objects=objects, published_at=_now())
+    manifest_key = join(run_prefix, MANIFEST_NAME)
+    _put_json(client, bucket, manifest_key, manifest)
+    _update_latest(client, bucket, manifest_key, metadata.get("logical_date"), log)
+    return Published(bucket, run_prefix, manifest_key, len(objects), total_bytes)
+
+
+def _update_latest(client, bucket: str, manifest_key: str, logical_date: str | None, log: Log) -> None:
+    """Point latest.json at this manifest unless it already names a newer run."""
+    current = read_json(client, bucket, LATEST_NAME)
+    if current and logical_date and current.get("logical_date", "") > logical_date:
+        log(f"latest.json kept: it names a newer run ({current.get('manifest')})")
+        return
+    _put_json(client, bucket, LATEST_NAME, {"manifest": manifest_key, "logical_date": logical_date,
+                                             "updated_at": _now()})
+
+
+def read_json(client, bucket: str, key: str) -> dict | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise PublishError(f"cannot read s3://{bucket}/{key}: {_describe(exc)}") from exc
+
+
+def _put_json(client, bucket: str, key: str, obj: dict) -> None:
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=json.dumps(obj, indent=2).encode(),
+                          ContentType="application/json")
+    except Exception as exc:
+        raise PublishError(f"writing s3://{bucket}/{key} failed: {_describe(exc)}") from exc
+
+
+def _describe(exc: Exception) -> str:
+    error = getattr(exc, "response", {}).get("Error", {}) if hasattr(exc, "response") else {}
+    return f"{error.get('Code')}: {error.get('Message')}" if error else f"{type(exc).__name__}: {exc}"
+
+
+def _sha256_file(path: Path) -> str:
+    from cgan.artifacts import sha256_file
+
+    return sha256_file(path)
+
+
+def _content_type(key: str) -> str:
+    return {"png": "image/png", "json": "application/json", "log": "text/plain", "txt": "text/plain"}.get(
+        key.rsplit(".", 1)[-1], "application/octet-stream")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+TOOL_PACKAGES = ("cgan-airflow", "torch", "onnx", "onnxsim", "onnxruntime", "numpy", "pillow",
+                 "apache-airflow", "boto3")
+
+
+def tool_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in TOOL_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def build_metadata(*, run_id: str, logical_date: str | None, params: dict, export: dict | None,
+                   convert: dict | None, postprocess: dict | None) -> dict:
+    """The manifest's description of a run: what was asked, with which model and tools."""
+    model = {}
+    if export:
+        model.update({k: export.get(k) for k in ("checkpoint_sha256", "onnx_sha256", "channels", "batch", "opset",
+                                                 "export_max_abs_err")})
+    if convert:
+        model.update({k: v for k, v in convert.items() if k in ("om_sha256", "cache_key", "cache_hit",
+                                                              "toolkit_version")})
+    tools = tool_versions()
+    if convert and convert.get("toolkit_version"):
+        tools["cann_toolkit"] = convert["toolkit_version"]
+    return {"run_id": run_id, "logical_date": logical_date, "params": params, "model": model,
+            "tools": tools, "summary": postprocess or {}}

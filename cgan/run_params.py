@@ -1,0 +1,163 @@
+"""The parameters of one generation run, checked before any work, and the shard plan.
+
+The DAG's trigger form validates types and ranges with JSON schema; this module re-checks
+every value (a run can also be triggered through the API or a config file) and refuses
+anything that could escape a path or reach a tool's command line with a clear message.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from cgan.bins import MAX_GRIDS, MAX_SEED
+from cgan.errors import CganError
+
+TARGETS = ("cpu", "ascend")
+PRECISION_MODES = (
+    "force_fp16", "force_fp32", "cube_fp16in_fp32out", "allow_mix_precision",
+    "allow_fp32_to_fp16", "must_keep_origin_dtype",
+)
+SOC_VERSION_RE = re.compile(r"^Ascend[0-9]{3}[A-Z]?[0-9]{0,2}(_[A-Za-z0-9]{1,16})?$")
+CHECKPOINT_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/)?[A-Za-z0-9._/+=@-]+$")
+MAX_SHARDS = 1024  # Airflow's [core] max_map_length default
+MAX_DEVICES = 64
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = "models/cgan_generator.pth"
+
+
+class ParamError(CganError):
+    """A run parameter is missing, of the wrong type, out of range or unsafe."""
+
+
+@dataclass
+class RunParams:
+    num_grids: int = 100
+    seed: int | None = None
+    target: str = "cpu"
+    soc_version: str = "Ascend310P3"
+    devices: list[int] = field(default_factory=lambda: [0])
+    checkpoint: str = DEFAULT_CHECKPOINT
+    precision_mode: str = "force_fp16"
+    grids_per_shard: int = 500
+    threads: int = 1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _int(name: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ParamError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+    return value
+
+
+def _choice(name: str, value, choices) -> str:
+    if value not in choices:
+        raise ParamError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def validate_soc_version(value) -> str:
+    if not isinstance(value, str) or not SOC_VERSION_RE.match(value):
+        raise ParamError(
+            f"soc_version {value!r} is not an Ascend SoC name such as Ascend310, Ascend310P3 or "
+            "Ascend910B1 (the Name column of `npu-smi info`, prefixed with 'Ascend')"
+        )
+    return value
+
+
+def validate_checkpoint(value) -> str:
+    if not isinstance(value, str) or not CHECKPOINT_RE.match(value) or ".." in value.split("/"):
+        raise ParamError(
+            f"checkpoint {value!r} must be a file path or s3://bucket/key made of letters, "
+            "digits and ._/+=@- (no '..', spaces or shell characters)"
+        )
+    return value
+
+
+def validate(conf: dict) -> RunParams:
+    """A checked RunParams from a run's params (unknown keys are refused, not ignored)."""
+    if not isinstance(conf, dict):
+        raise ParamError(f"run parameters must be a JSON object, got {type(conf).__name__}")
+    known = set(RunParams.__dataclass_fields__)
+    unknown = sorted(set(conf) - known)
+    if unknown:
+        raise ParamError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    p = RunParams(**{k: v for k, v in conf.items() if v is not None or k == "seed"})
+    _int("num_grids", p.num_grids, 1, MAX_GRIDS)
+    if p.seed is not None:
+        _int("seed", p.seed, 0, MAX_SEED)
+    _choice("target", p.target, TARGETS)
+    validate_soc_version(p.soc_version)
+    _choice("precision_mode", p.precision_mode, PRECISION_MODES)
+    if not isinstance(p.devices, list) or not 1 <= len(p.devices) <= MAX_DEVICES:
+        raise ParamError(f"devices must be a list of 1..{MAX_DEVICES} NPU ids, got {p.devices!r}")
+    for d in p.devices:
+        _int("each device id", d, 0, 255)
+    if len(set(p.devices)) != len(p.devices):
+        raise ParamError(f"devices must not repeat an id, got {p.devices!r}")
+    validate_checkpoint(p.checkpoint)
+    _int("grids_per_shard", p.grids_per_shard, 1, MAX_GRIDS)
+    _int("threads", p.threads, 0, 64)
+    return p
+
+
+def derive_seed(logical_date: datetime) -> int:
+    """The default seed of a run: its logical date as YYYYMMDDHHMMSS (so nightly runs differ)."""
+    return int(logical_date.strftime("%Y%m%d%H%M%S"))
+
+
+def resolve_local_checkpoint(checkpoint: str) -> Path:
+    """A relative checkpoint path is relative to the project root (where models/ lives)."""
+    path = Path(checkpoint)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def plan_shards(num_grids: int, target: str, devices: list[int], grids_per_shard: int) -> list[dict]:
+    """Split grids 0..num_grids-1 into shards: one per device (ascend), or of grids_per_shard (cpu)."""
+    if target == "ascend":
+        count = min(len(devices), num_grids)
+    else:
+        count = min(math.ceil(num_grids / grids_per_shard), MAX_SHARDS)
+    base, extra = divmod(num_grids, count)
+    shards, start = [], 0
+    for i in range(count):
+        size = base + (1 if i < extra else 0)
+        shards.append({
+            "shard": i, "start": start, "count": size, "bins_prefix": f"bins/shard_{i:04d}",
+            "device": devices[i] if target == "ascend" else None,
+        })
+        start += size
+    return shards
+
+
+def safe_run_id(run_id: str) -> str:
+    """A run id usable as one key part: ':' and other characters become '-'."""
+    cleaned = re.sub(r"[^A-Za-z0-9._=@-]", "-", run_id).strip("-.")
+    if not cleaned:
+        raise ParamError(f"run id {run_id!r} has no usable characters")
+    return cleaned[:200]
+
+
+def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root: str,
+              default_target: str = "cpu") -> dict:
+    """Everything the tasks of one run need: checked params, seed, workspace, shards, publish prefix."""
+    conf = dict(conf)
+    if conf.get("target") is None:
+        conf["target"] = default_target
+    params = validate(conf)
+    seed = params.seed if params.seed is not None else derive_seed(logical_date)
+    run_key = safe_run_id(run_id)
+    return {
+        "params": dict(params.as_dict(), seed=seed),
+        "seed": seed,
+        "target": params.target,
+        "workspace": f"{artifact_root.rstrip('/')}/runs/{run_key}",
+        "shards": plan_shards(params.num_grids, params.target, params.devices, params.grids_per_shard),
+        "run_prefix": f"runs/{run_key}",
+        "logical_date": logical_date.isoformat(),
+    }

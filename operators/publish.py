@@ -1,0 +1,74 @@
+"""PublishRunOperator: grids, perf and quality of a run to object storage, manifest last.
+
+Uploads through the amazon provider's S3Hook (connection `cgan_s3` by default); the task
+gets a "Published run" link to the manifest.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+
+from airflow.sdk import BaseOperator, BaseOperatorLink
+
+from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
+
+URL_XCOM_KEY = "published_url"
+
+
+class PublishedRunLink(BaseOperatorLink):
+    name = "Published run"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return XCom.get_value(ti_key=ti_key, key=URL_XCOM_KEY) or ""
+
+
+class PublishRunOperator(BaseOperator):
+    template_fields: Sequence[str] = ("workspace", "bucket", "run_prefix", "params_used", "logical_date")
+    operator_extra_links = (PublishedRunLink(),)
+    ui_color = "#fce8e6"
+
+    def __init__(self, *, workspace: str, bucket: str, run_prefix: str, params_used: dict,
+                 logical_date: str | None = None, export_task_id: str = "export_onnx",
+                 convert_task_id: str | None = "atc_convert", postprocess_task_id: str = "postprocess",
+                 aws_conn_id: str = DEFAULT_CONN_ID, **kwargs):
+        super().__init__(**kwargs)
+        self.workspace = workspace
+        self.bucket = bucket
+        self.run_prefix = run_prefix
+        self.params_used = params_used
+        self.logical_date = logical_date
+        self.export_task_id = export_task_id
+        self.convert_task_id = convert_task_id
+        self.postprocess_task_id = postprocess_task_id
+        self.aws_conn_id = aws_conn_id
+
+    def execute(self, context) -> dict:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from cgan.config import published_url_template
+        from cgan.publish import build_metadata, publish_run
+
+        ti = context["ti"]
+        pull = lambda task_id: ti.xcom_pull(task_ids=task_id) if task_id else None  # noqa: E731
+        metadata = build_metadata(
+            run_id=ti.run_id, logical_date=self.logical_date, params=self.params_used,
+            export=pull(self.export_task_id), convert=pull(self.convert_task_id),
+            postprocess=pull(self.postprocess_task_id),
+        )
+        hook = S3Hook(aws_conn_id=self.aws_conn_id)
+        client = hook.get_conn()
+        store = open_artifact_store(self.workspace, self.aws_conn_id)
+        self.log.info("Publishing %s to s3://%s/%s/ (connection %s)", store.uri, self.bucket,
+                      self.run_prefix, self.aws_conn_id)
+        with tempfile.TemporaryDirectory(prefix="cgan-publish-") as tmp:
+            published = publish_run(store, client, self.bucket, self.run_prefix,
+                                    metadata=metadata, log=self.log.info, tmp_dir=tmp)
+        endpoint = (client.meta.endpoint_url or "").rstrip("/")
+        url = published_url_template().format(endpoint=endpoint, bucket=self.bucket, prefix=self.run_prefix)
+        ti.xcom_push(key=URL_XCOM_KEY, value=url)
+        self.log.info("Published %d objects (%d bytes); manifest s3://%s/%s", published.objects,
+                      published.bytes, self.bucket, published.manifest_key)
+        return {"uri": published.uri, "manifest": published.manifest_key, "objects": published.objects}
