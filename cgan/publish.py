@@ -59,6 +59,7 @@ def publish_run(
     check_bucket(bucket)
     check_key(run_prefix)
     transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD)
+    check_bucket_exists(client, bucket)
     objects, total_bytes = [], 0
     keys = [k for section in SECTIONS for k in workspace.list(section)]
     if not any(k.startswith("grids/") for k in keys) or f"quality/quality.json" not in keys:
@@ -86,6 +87,16 @@ def publish_run(
     _put_json(client, bucket, manifest_key, manifest)
     _update_latest(client, bucket, manifest_key, metadata.get("logical_date"), log)
     return Published(bucket, run_prefix, manifest_key, len(objects), total_bytes)
+
+
+def check_bucket_exists(client, bucket: str) -> None:
+    try:
+        client.head_bucket(Bucket=bucket)
+    except Exception as exc:
+        raise PublishError(
+            f"cannot use bucket s3://{bucket}/ ({_describe(exc)}): create the bucket, or point "
+            "CGAN_PUBLISH_BUCKET / the connection's credentials at one that exists"
+        ) from exc
 
 
 def _update_latest(client, bucket: str, manifest_key: str, logical_date: str | None, log: Log) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,41 @@ def committed_generator() -> Path:
     if not COMMITTED_GENERATOR.is_file():
         pytest.fail(f"{COMMITTED_GENERATOR} is missing: it is committed with the repository")
     return COMMITTED_GENERATOR
+
+
+@pytest.fixture(scope="session")
+def local_s3(tmp_path_factory):
+    """A real S3-compatible server (SeaweedFS weed mini) on 127.0.0.1 with its own credentials."""
+    import secrets
+
+    import boto3
+
+    from scripts import local_s3 as server
+
+    keys = {"AWS_ACCESS_KEY_ID": "test-" + secrets.token_hex(4), "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16)}
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        s3 = server.start(tmp_path_factory.mktemp("s3"))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
+                          aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+    yield {"endpoint": s3.endpoint, "access_key": keys["AWS_ACCESS_KEY_ID"],
+           "secret_key": keys["AWS_SECRET_ACCESS_KEY"], "client": client, "server": s3}
+    s3.stop()
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory):
+    """A migrated Airflow 3.3 metadata DB (SQLite) in a temporary AIRFLOW_HOME."""
+    from tests.airflow_stack import airflow_env, migrate
+
+    home = tmp_path_factory.mktemp("airflow_home")
+    migrate(airflow_env(home))
+    return home

@@ -1,0 +1,118 @@
+"""cgan_generation: nightly and on-demand CGAN batch generation, published to object storage.
+
+plan -> export_onnx -> input_bins -> choose_target
+    ascend: atc_convert -> msame_infer (mapped over shards, queue `ascend`, pool `ascend_npu`)
+    cpu:    onnxruntime_infer (mapped over shards, default queue)
+-> postprocess (grids, quality report, perf) -> publish (manifest last, then latest.json)
+
+No logic here: the steps are operators in operators/ that call the cgan library; deployment
+settings come from the environment (cgan/config.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule, task
+
+from cgan import config
+from cgan.bins import MAX_GRIDS, MAX_SEED
+from cgan.run_params import CHECKPOINT_RE, DEFAULT_CHECKPOINT, PRECISION_MODES, SOC_VERSION_RE, TARGETS
+from operators.atc_convert import AtcConvertOperator
+from operators.export_onnx import ExportOnnxOperator
+from operators.input_bins import InputBinsOperator
+from operators.msame_inference import MsameInferenceOperator
+from operators.onnxruntime_inference import OnnxRuntimeInferenceOperator
+from operators.postprocess import PostprocessOperator
+from operators.publish import PublishRunOperator
+
+PARAMS = {
+    "num_grids": Param(config.num_grids(), type="integer", minimum=1, maximum=MAX_GRIDS, title="Grids",
+                       description="How many 10x10 grids (100 digits each) to generate."),
+    "seed": Param(None, type=["null", "integer"], minimum=0, maximum=MAX_SEED, title="Seed",
+                  description="Noise seed. Empty: derived from the run's logical date (YYYYMMDDHHMMSS), "
+                              "so nightly runs differ and each can be reproduced."),
+    "target": Param(config.default_target(), type="string", enum=list(TARGETS), title="Target",
+                    description="ascend: atc + msame on the NPU workers (queue `ascend`); "
+                                "cpu: ONNX Runtime on any worker."),
+    "soc_version": Param(config.soc_version(), type="string", pattern=SOC_VERSION_RE.pattern,
+                         title="SoC version", description="atc --soc_version: 'Ascend' + the Name column "
+                                                          "of `npu-smi info`, e.g. Ascend310P3."),
+    "devices": Param(config.devices(), type="array", minItems=1, maxItems=64, uniqueItems=True,
+                     items={"type": "integer", "minimum": 0, "maximum": 255}, title="NPU devices",
+                     description="NPU ids; the run is split into one shard per device (target ascend)."),
+    "checkpoint": Param(DEFAULT_CHECKPOINT, type="string", pattern=CHECKPOINT_RE.pattern,
+                        title="Checkpoint", description="Generator state_dict: a path (relative to the "
+                        "project root) or s3://bucket/key. Default: the committed demo model."),
+    "precision_mode": Param("force_fp16", type="string", enum=list(PRECISION_MODES), title="Precision mode",
+                            description="atc --precision_mode (atc's own default is force_fp16; "
+                                        "must_keep_origin_dtype keeps fp32)."),
+    "grids_per_shard": Param(500, type="integer", minimum=1, maximum=MAX_GRIDS, title="Grids per shard",
+                             section="Advanced", description="Shard size of the cpu target."),
+    "threads": Param(1, type="integer", minimum=0, maximum=64, title="Threads per inference task",
+                     section="Advanced", description="ONNX Runtime intra-op threads (0 = all cores)."),
+}
+
+DEFAULT_ARGS = {
+    "owner": "ml-platform",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+    "execution_timeout": timedelta(hours=2),
+}
+
+with DAG(
+    dag_id="cgan_generation",
+    description="CGAN digit grids: export, atc/msame or ONNX Runtime, grids, quality, publish",
+    schedule=CronTriggerTimetable(config.schedule(), timezone=config.timezone()),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    params=PARAMS,
+    default_args=DEFAULT_ARGS,
+    tags=["cgan", "ascend"],
+    doc_md=__doc__,
+) as dag:
+
+    @task(multiple_outputs=True, retries=0, execution_timeout=timedelta(minutes=2))
+    def plan(params=None, run_id=None, logical_date=None, dag_run=None) -> dict:
+        """Check every parameter and lay out the run: seed, workspace, shards."""
+        from cgan.run_params import make_plan
+
+        return make_plan({k: params[k] for k in PARAMS}, run_id=run_id,
+                         logical_date=logical_date or dag_run.run_after,
+                         artifact_root=config.artifact_root(), default_target=config.default_target())
+
+    @task.branch(retries=0, execution_timeout=timedelta(minutes=1))
+    def choose_target(target: str) -> str:
+        return "atc_convert" if target == "ascend" else "onnxruntime_infer"
+
+    run = plan()
+    export = ExportOnnxOperator(task_id="export_onnx", workspace=run["workspace"],
+                                checkpoint="{{ params.checkpoint }}", execution_timeout=timedelta(minutes=20))
+    bins = InputBinsOperator(task_id="input_bins", workspace=run["workspace"], shards=run["shards"],
+                             seed=run["seed"], execution_timeout=timedelta(minutes=30))
+    branch = choose_target(run["target"])
+    atc = AtcConvertOperator(task_id="atc_convert", workspace=run["workspace"],
+                             soc_version="{{ params.soc_version }}",
+                             precision_mode="{{ params.precision_mode }}",
+                             execution_timeout=timedelta(hours=6))
+    msame = MsameInferenceOperator.partial(
+        task_id="msame_infer", workspace=run["workspace"], execution_timeout=timedelta(hours=1),
+    ).expand(shard=run["shards"])
+    onnxruntime = OnnxRuntimeInferenceOperator.partial(
+        task_id="onnxruntime_infer", workspace=run["workspace"], threads="{{ params.threads }}",
+        execution_timeout=timedelta(hours=1),
+    ).expand(shard=run["shards"])
+    post = PostprocessOperator(task_id="postprocess", workspace=run["workspace"], shards=run["shards"],
+                               checkpoint="{{ params.checkpoint }}", execution_timeout=timedelta(hours=1),
+                               trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    publish = PublishRunOperator(task_id="publish", workspace=run["workspace"], bucket=config.publish_bucket(),
+                                 run_prefix=run["run_prefix"], params_used=run["params"],
+                                 logical_date=run["logical_date"], aws_conn_id=config.s3_conn_id(),
+                                 execution_timeout=timedelta(hours=1))
+
+    export >> bins >> branch >> [atc, onnxruntime]
+    atc >> msame
+    [msame, onnxruntime] >> post >> publish

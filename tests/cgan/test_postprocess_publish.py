@@ -1,0 +1,105 @@
+"""A run's workspace through postprocess and publish, on a real S3-compatible server."""
+
+import hashlib
+import json
+
+import pytest
+
+from cgan.bins import write_bins
+from cgan.errors import InferenceError
+from cgan.postprocess import outputs_prefix, postprocess_run
+from cgan.publish import LATEST_NAME, PublishError, build_metadata, publish_run
+from cgan.run_params import plan_shards
+from cgan.runtimes.onnxruntime_runner import run_onnxruntime
+from cgan.store import open_store, upload_dir
+
+
+@pytest.fixture
+def workspace(tmp_path, upstream_onnx):
+    """A workspace as the inference tasks leave it: bins and outputs of 3 grids in 2 shards."""
+    store = open_store((tmp_path / "ws").as_uri())
+    shards = plan_shards(3, "cpu", [0], 2)
+    for shard in shards:
+        local = tmp_path / shard["bins_prefix"]
+        write_bins(local, shard["count"], 9, start=shard["start"])
+        upload_dir(store, local, shard["bins_prefix"])
+        run = run_onnxruntime(upstream_onnx, local, tmp_path / f"out{shard['shard']}")
+        upload_dir(store, run.output_dir, outputs_prefix(shard))
+    return store, shards
+
+
+def test_postprocess_writes_grids_quality_and_pooled_perf(workspace, upstream_checkpoint):
+    store, shards = workspace
+    lines = []
+    summary = postprocess_run(store, shards, upstream_checkpoint, log=lines.append)
+    assert store.list("grids") == [f"grids/grid_00000{i}.png" for i in range(3)]
+    quality = json.loads(store.get_bytes("quality/quality.json"))
+    assert quality["grids"] == 3 and quality["parity_max_abs_err"] <= 1e-5 and quality["parity_grids_checked"] == 3
+    perf = json.loads(store.get_bytes("perf/perf.json"))
+    assert perf["shards"] == 2 and perf["calls"] == 3 and perf["grids"] == 3
+    assert "never multiplied" in perf["notes"][-1]
+    assert store.get_bytes("perf/latency.png")[:4] == b"\x89PNG"
+    assert {"perf/shard_0000.perf.json", "perf/shard_0001.perf.json"} <= set(store.list("perf"))
+    assert lines[-1] == "grids 3/3" and summary["grids"] == 3
+
+
+def test_incomplete_shard_is_refused(workspace, upstream_checkpoint):
+    store, shards = workspace
+    store.path("outputs/shard_0001/grid_000002_output_0.bin").unlink()
+    with pytest.raises(InferenceError, match="shard 1 is incomplete: 1 of 1 output bins missing"):
+        postprocess_run(store, shards, upstream_checkpoint)
+
+
+def _meta(logical_date):
+    return build_metadata(run_id="r", logical_date=logical_date, params={"num_grids": 3},
+                          export={"onnx_sha256": "ab", "checkpoint_sha256": "cd"}, convert=None,
+                          postprocess={"grids": 3})
+
+
+def test_publish_manifest_last_and_idempotent(workspace, upstream_checkpoint, local_s3, tmp_path):
+    store, shards = workspace
+    postprocess_run(store, shards, upstream_checkpoint)
+    client = local_s3["client"]
+    client.create_bucket(Bucket="pub-test")
+    published = publish_run(store, client, "pub-test", "runs/r1", metadata=_meta("2026-11-26T02:00:00"),
+                            tmp_dir=tmp_path / "t1", log=lambda m: None)
+    manifest = json.loads(client.get_object(Bucket="pub-test", Key="runs/r1/manifest.json")["Body"].read())
+    keys = {o["key"] for o in manifest["objects"]}
+    assert {"runs/r1/grids/grid_000000.png", "runs/r1/quality/quality.json", "runs/r1/perf/perf.json",
+            "runs/r1/perf/latency.png"} <= keys
+    for obj in manifest["objects"]:
+        body = client.get_object(Bucket="pub-test", Key=obj["key"])["Body"].read()
+        assert len(body) == obj["size"] and hashlib.sha256(body).hexdigest() == obj["sha256"]
+    assert manifest["params"] == {"num_grids": 3} and manifest["model"]["onnx_sha256"] == "ab"
+    assert manifest["tools"]["onnxruntime"] != "not installed"
+    latest = json.loads(client.get_object(Bucket="pub-test", Key=LATEST_NAME)["Body"].read())
+    assert latest["manifest"] == "runs/r1/manifest.json" == published.manifest_key
+
+    def listing():
+        return sorted(o["Key"] for o in client.list_objects_v2(Bucket="pub-test")["Contents"])
+
+    before = listing()
+    publish_run(store, client, "pub-test", "runs/r1", metadata=_meta("2026-11-26T02:00:00"),
+                tmp_dir=tmp_path / "t2", log=lambda m: None)
+    assert listing() == before  # a re-run publishes the same objects, no duplicates
+
+    publish_run(store, client, "pub-test", "runs/r0", metadata=_meta("2026-11-25T02:00:00"),
+                tmp_dir=tmp_path / "t3", log=lambda m: None)
+    latest = json.loads(client.get_object(Bucket="pub-test", Key=LATEST_NAME)["Body"].read())
+    assert latest["manifest"] == "runs/r1/manifest.json"  # an older run does not move latest back
+
+
+def test_publish_without_postprocess_publishes_nothing(workspace, local_s3, tmp_path):
+    store, _ = workspace
+    client = local_s3["client"]
+    client.create_bucket(Bucket="pub-empty")
+    with pytest.raises(PublishError, match="postprocess did not finish"):
+        publish_run(store, client, "pub-empty", "runs/x", metadata=_meta(None), tmp_dir=tmp_path)
+    assert client.list_objects_v2(Bucket="pub-empty")["KeyCount"] == 0
+
+
+def test_publish_to_a_missing_bucket_names_it(workspace, upstream_checkpoint, local_s3, tmp_path):
+    store, shards = workspace
+    postprocess_run(store, shards, upstream_checkpoint)
+    with pytest.raises(PublishError, match="cannot use bucket s3://no-such-bucket/ .*create the bucket"):
+        publish_run(store, local_s3["client"], "no-such-bucket", "runs/x", metadata=_meta(None), tmp_dir=tmp_path)

@@ -1,0 +1,77 @@
+from datetime import datetime, timezone
+
+import pytest
+
+from cgan.run_params import (
+    MAX_SHARDS, ParamError, derive_seed, make_plan, plan_shards, safe_run_id, validate,
+)
+
+
+def test_defaults_validate():
+    p = validate({})
+    assert (p.num_grids, p.target, p.devices, p.precision_mode) == (100, "cpu", [0], "force_fp16")
+
+
+@pytest.mark.parametrize("conf,message", [
+    ({"num_grids": 0}, "num_grids must be an integer in 1..100000"),
+    ({"num_grids": "10"}, "num_grids must be an integer"),
+    ({"seed": -5}, "seed must be an integer"),
+    ({"target": "gpu"}, "target must be one of cpu, ascend"),
+    ({"soc_version": "Ascend310; rm -rf /"}, "not an Ascend SoC name"),
+    ({"soc_version": "$(reboot)"}, "not an Ascend SoC name"),
+    ({"devices": []}, "devices must be a list of 1..64"),
+    ({"devices": [0, "1;ls"]}, "each device id must be an integer"),
+    ({"devices": [0, 0]}, "must not repeat"),
+    ({"devices": [256]}, "0..255"),
+    ({"checkpoint": "../../etc/passwd"}, "no '..'"),
+    ({"checkpoint": "models/x.pth; curl evil"}, "no '..', spaces or shell characters"),
+    ({"checkpoint": "s3://Bad_Bucket/x.pth"}, "shell characters"),
+    ({"precision_mode": "fast"}, "precision_mode must be one of"),
+    ({"threads": -1}, "threads must be an integer in 0..64"),
+    ({"bogus": 1}, "unknown parameter(s) bogus"),
+])
+def test_bad_params_are_refused_with_the_fix(conf, message):
+    with pytest.raises(ParamError) as err:
+        validate(conf)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("soc", ["Ascend310", "Ascend310P3", "Ascend910B1", "Ascend310B4", "Ascend910_9391"])
+def test_real_soc_names_pass(soc):
+    assert validate({"soc_version": soc}).soc_version == soc
+
+
+def test_cpu_shards_cover_every_grid_once():
+    shards = plan_shards(1001, "cpu", [0], 250)
+    assert len(shards) == 5
+    covered = [g for s in shards for g in range(s["start"], s["start"] + s["count"])]
+    assert covered == list(range(1001))
+    assert shards[2]["bins_prefix"] == "bins/shard_0002" and shards[0]["device"] is None
+
+
+def test_ascend_shards_one_per_device():
+    shards = plan_shards(10, "ascend", [4, 5, 6], 500)
+    assert [(s["device"], s["count"]) for s in shards] == [(4, 4), (5, 3), (6, 3)]
+    assert len(plan_shards(2, "ascend", [0, 1, 2, 3], 500)) == 2
+
+
+def test_shard_count_is_capped_at_max_map_length():
+    shards = plan_shards(100_000, "cpu", [0], 1)
+    assert len(shards) == MAX_SHARDS and sum(s["count"] for s in shards) == 100_000
+
+
+def test_seed_from_logical_date_and_plan():
+    when = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+    assert derive_seed(when) == 20261126020000
+    plan = make_plan({"num_grids": 3, "seed": None}, run_id="scheduled__2026-11-26T02:00:00+00:00",
+                     logical_date=when, artifact_root="file:///tmp/a/")
+    assert plan["seed"] == 20261126020000 and plan["params"]["seed"] == 20261126020000
+    assert plan["workspace"] == "file:///tmp/a/runs/scheduled__2026-11-26T02-00-00-00-00"
+    assert plan["run_prefix"] == "runs/scheduled__2026-11-26T02-00-00-00-00"
+    assert make_plan({"seed": 7}, run_id="r", logical_date=when, artifact_root="file:///x")["seed"] == 7
+
+
+def test_safe_run_id():
+    assert safe_run_id("manual__2026-11-26T06:30:00.123+00:00") == "manual__2026-11-26T06-30-00.123-00-00"
+    with pytest.raises(ParamError):
+        safe_run_id("::")

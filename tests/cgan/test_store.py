@@ -1,0 +1,52 @@
+import pytest
+
+from cgan.store import LocalStore, S3Store, StoreError, check_key, download_keys, open_store, upload_dir
+
+
+@pytest.mark.parametrize("key", ["../x", "a/../../b", "/abs", "a//b", "a/./b", "a b", "a;b", "", "a\\b"])
+def test_unsafe_keys_are_refused(key):
+    with pytest.raises(StoreError):
+        check_key(key)
+
+
+@pytest.mark.parametrize("uri,message", [
+    ("", "empty"), ("relative/dir", "absolute path"), ("file://host/x", "absolute path"),
+    ("file:///a/../b", "'..'"), ("s3://UPPER/x", "not a valid S3 bucket name"), ("s3://ab/x", "not a valid"),
+    ("ftp://x/y", "unsupported scheme"), ("s3://bucket/../x", "unsafe part"),
+])
+def test_bad_store_uris(uri, message):
+    with pytest.raises(StoreError, match=message):
+        open_store(uri)
+
+
+def _exercise(store, tmp_path):
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "a.bin").write_bytes(b"A" * 10)
+    (tmp_path / "up" / "b.bin").write_bytes(b"B" * 20)
+    (tmp_path / "up" / ".hidden.part").write_bytes(b"partial")
+    assert upload_dir(store, tmp_path / "up", "x/y") == ["x/y/a.bin", "x/y/b.bin"]
+    store.put_bytes(b"{}", "x/meta.json")
+    assert store.list("x") == ["x/meta.json", "x/y/a.bin", "x/y/b.bin"]
+    assert store.exists("x/y/a.bin") and not store.exists("x/y/zzz.bin")
+    got = download_keys(store, store.list("x/y"), tmp_path / "down")
+    assert [p.read_bytes() for p in got] == [b"A" * 10, b"B" * 20]
+    assert store.child("x").list("y") == ["y/a.bin", "y/b.bin"]
+    store.delete_prefix("x/y")
+    assert store.list("x") == ["x/meta.json"]
+    with pytest.raises(StoreError, match="not found|cannot fetch"):
+        store.get_bytes("x/none.json")
+
+
+def test_local_store(tmp_path):
+    store = open_store((tmp_path / "root").as_uri())
+    assert isinstance(store, LocalStore)
+    _exercise(store, tmp_path)
+
+
+def test_s3_store_on_a_real_server(tmp_path, local_s3):
+    local_s3["client"].create_bucket(Bucket="store-test")
+    store = open_store("s3://store-test/work/run1", s3_client=local_s3["client"])
+    assert isinstance(store, S3Store) and store.uri == "s3://store-test/work/run1"
+    _exercise(store, tmp_path)
+    keys = [o["Key"] for o in local_s3["client"].list_objects_v2(Bucket="store-test")["Contents"]]
+    assert keys == ["work/run1/x/meta.json"]
