@@ -1,0 +1,133 @@
+"""The conversion cache: an unchanged model on an unchanged toolkit never runs atc twice.
+
+Key = sha256 of a canonical JSON of: the ONNX file's sha256, the path-free atc flags that shape
+the om (AtcOptions.model_flags: framework, input format and shape, soc_version, output type,
+precision mode; not --log) and the toolkit version (cgan.ascend.toolkit). An entry is two
+objects in an artifact store (cgan.store LocalStore or S3Store):
+
+    <prefix>/<key>/model.om    the om, uploaded first
+    <prefix>/<key>/entry.json  flags, versions, the om's size and sha256; written last
+
+An entry counts only when entry.json exists and the om matches its size and sha256, so a crash
+between the two writes, or a damaged om, is a miss (and is overwritten), never a bad hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cgan.artifacts import sha256_file
+from cgan.ascend.atc import AtcOptions, LineSink, find_om, onnx_input_shape, run_atc
+from cgan.ascend.toolkit import Toolkit
+from cgan.ascend.validate import check_path
+from cgan.store import StoreError, join
+
+CACHE_FORMAT = "cgan-atc-cache-v1"
+DEFAULT_PREFIX = "atc-cache"
+OM_NAME = "model.om"
+ENTRY_NAME = "entry.json"
+SUFFIX_RE = re.compile(r"^(?:_[a-z]+_[A-Za-z0-9_]+)?$")  # "" or "_linux_x86_64"
+
+
+def cache_key(onnx_sha256: str, flags: list[str], toolkit_version: str) -> str:
+    canonical = json.dumps({"format": CACHE_FORMAT, "onnx_sha256": onnx_sha256, "flags": flags,
+                            "toolkit_version": toolkit_version}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class AtcCache:
+    store: object  # cgan.store.LocalStore | S3Store
+    prefix: str = DEFAULT_PREFIX
+
+    def keys(self, key: str) -> tuple[str, str]:
+        base = join(self.prefix, key)
+        return join(base, OM_NAME), join(base, ENTRY_NAME)
+
+    def fetch(self, key: str, dest: Path) -> dict | None:
+        """The entry's metadata with its om copied to dest, or None (a miss)."""
+        om_key, entry_key = self.keys(key)
+        try:
+            if not self.store.exists(entry_key):
+                return None
+            entry = json.loads(self.store.get_bytes(entry_key))
+            self.store.get_file(om_key, dest)
+        except (StoreError, ValueError):
+            return None
+        if dest.stat().st_size != entry.get("om_bytes") or sha256_file(dest) != entry.get("om_sha256"):
+            dest.unlink(missing_ok=True)
+            return None
+        return entry
+
+    def put(self, key: str, om_path: Path, entry: dict) -> None:
+        om_key, entry_key = self.keys(key)
+        self.store.put_file(om_path, om_key)
+        self.store.put_bytes(json.dumps(entry, indent=2, sort_keys=True).encode(), entry_key)
+
+
+@dataclass
+class Conversion:
+    om_path: Path
+    cache_hit: bool
+    cache_key: str
+    toolkit_version: str
+    flags: list[str]
+    log: str
+    notes: list[str] = field(default_factory=list)
+
+
+def convert(
+    onnx_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    options: AtcOptions,
+    *,
+    toolkit: Toolkit,
+    cache: AtcCache | None = None,
+    name: str = "cgan",
+    on_line: LineSink | None = None,
+    timeout_s: float | None = None,
+) -> Conversion:
+    """run_atc behind the cache: a hit copies the stored om to `<out_dir>/<its name>`."""
+    options.validate()
+    onnx_path = check_path(onnx_path, "ONNX model")
+    out_dir = check_path(out_dir, "output folder")
+    flags = options.model_flags(onnx_input_shape(onnx_path))
+    onnx_sha = sha256_file(onnx_path)
+    key = cache_key(onnx_sha, flags, toolkit.version)
+    notes = list(toolkit.notes)
+    if toolkit.version == "unknown":
+        notes.append("toolkit version unknown: a toolkit upgrade will not invalidate cached oms")
+    if cache is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / f".{name}.cache.part"
+        entry = cache.fetch(key, tmp)
+        if entry is not None:
+            suffix = entry.get("om_suffix", "")
+            if not isinstance(suffix, str) or not SUFFIX_RE.match(suffix):
+                suffix = ""
+            for stale in find_om(out_dir, name):
+                stale.unlink()
+            om_path = out_dir / f"{name}{suffix}.om"
+            os.replace(tmp, om_path)
+            line = f"atc cache hit {key}: om from {entry.get('created', '?')}, atc not run"
+            if on_line:
+                on_line(line)
+            return Conversion(om_path, True, key, toolkit.version, flags, line + "\n", notes)
+    result = run_atc(onnx_path, out_dir, options, toolkit=toolkit, name=name, on_line=on_line,
+                     timeout_s=timeout_s)
+    notes += [n for n in result.notes if n not in notes]
+    if cache is not None:
+        cache.put(key, result.om_path, {
+            "format": CACHE_FORMAT, "onnx_sha256": onnx_sha, "flags": flags,
+            "toolkit_version": toolkit.version, "toolkit_version_source": toolkit.version_source,
+            "om_name": result.om_path.name, "om_suffix": result.om_path.name[len(name):-3], "om_bytes": result.om_path.stat().st_size,
+            "om_sha256": sha256_file(result.om_path), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "atc_seconds": round(result.duration_s, 3),
+        })
+    return Conversion(result.om_path, False, key, toolkit.version, flags, result.log, notes)

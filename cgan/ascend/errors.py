@@ -1,0 +1,32 @@
+"""Errors of the Ascend wrappers; every message says what went wrong and what to do."""
+
+from cgan.errors import CganError, InferenceError
+
+
+class AscendError(CganError):
+    """A bad argument or a missing toolchain piece, found before any tool ran."""
+
+
+class ToolchainNotFound(AscendError):
+    """set_env.sh, atc, msame or npu-smi is not where it was looked for."""
+
+
+class AtcError(CganError):
+    """atc ran and did not produce an om (or lied about it). Carries what atc printed."""
+
+    def __init__(self, message: str, *, codes: list[str] | None = None,
+                 error_lines: list[str] | None = None, exit_code: int | None = None):
+        super().__init__(message)
+        self.codes = list(codes or [])
+        self.error_lines = list(error_lines or [])
+        self.exit_code = exit_code
+
+
+class MsameError(InferenceError):
+    """msame ran and the run is not complete and correct. Carries msame's own error lines."""
+
+    def __init__(self, message: str, *, error_lines: list[str] | None = None,
+                 exit_code: int | None = None):
+        super().__init__(message)
+        self.error_lines = list(error_lines or [])
+        self.exit_code = exit_code

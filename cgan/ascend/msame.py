@@ -1,0 +1,231 @@
+"""msame: om + input bins -> output bins, a perf record and the raw log, or a clear error.
+
+    msame --model <om> --input <file.bin | folder> --output <out> --outfmt BIN --loop N --device D
+
+Each run gets a private staging folder `<output_root>/.msame-<id>/` holding its working
+directory (msame reads ./acl.json from its CWD; an empty CWD means none is read), a folder of
+links to the input bins only (msame feeds every file of a folder to the model) and its
+`--output` (msame mkdirs one level only and names its result folder by a timestamp that can
+collide between runs). msame's result folder is found from the bare path line it prints, else
+as the one new subfolder; its name (`20211113_073952` or `2023610_9_5_6_123456`) is never
+parsed. It is moved to `<output_root>/<timestamp>/` with perf.json and msame.log inside, once
+the run passed every check:
+
+- exit code 0 (msame exits 0 on many failures, so this alone means nothing),
+- no `[ERROR]` line, and `Execute sample success` printed,
+- every expected output present with an output-bin size of cgan.layout: folder input gives
+  `<input stem>_output_0.bin` per bin, file input `<om name>_output_0.bin`,
+- timings printed (every variant, see cgan.ascend.msame_log).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cgan.ascend.errors import AscendError, MsameError
+from cgan.ascend.msame_log import error_lines, parse_timings, printed_output_dir, printed_success
+from cgan.ascend.proc import LineSink, run_streaming
+from cgan.ascend.validate import check_device, check_executable, check_loop, check_path
+from cgan.bins import list_bins
+from cgan.layout import INPUT_BIN_BYTES, SAMPLES_PER_GRID, SUPPORTED_CHANNELS, output_bin_bytes
+from cgan.outputs import OUTPUT_SUFFIX, output_name
+from cgan.perf import PerfRecord, make_record
+from cgan.runtimes.folder_runner import InferenceRun
+
+LOG_NAME = "msame.log"
+MAX_QUOTED_LINES = 20
+
+
+@dataclass
+class MsameRun(InferenceRun):
+    log_path: Path
+    argv: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def _inputs(input_path: Path) -> tuple[list[Path], bool]:
+    """(input bins, folder mode), each bin checked against the 28,800-byte contract."""
+    if input_path.is_dir():
+        bins = list_bins(input_path)
+    elif input_path.is_file() and ".bin" in input_path.name:
+        bins = [input_path]
+    else:
+        raise AscendError(f"input {input_path} is neither a folder of bins nor a .bin file")
+    if not bins:
+        raise AscendError(f"no *.bin files in {input_path}; create them with `cgan bins`")
+    wrong = [p.name for p in bins if p.stat().st_size != INPUT_BIN_BYTES]
+    if wrong:
+        raise AscendError(f"input bins {', '.join(wrong[:5])} are not {INPUT_BIN_BYTES:,} bytes "
+                          "(float32 [100, 72]); msame would fail inside the model execute")
+    return bins, input_path.is_dir()
+
+
+def _stage_inputs(bins: list[Path], folder: Path) -> Path:
+    """A folder holding only the bins (links): msame feeds every file of a folder to the model."""
+    folder.mkdir()
+    for path in bins:
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+def expected_outputs(model: Path, bins: list[Path], folder_mode: bool) -> list[str]:
+    if folder_mode:
+        return [output_name(p) for p in bins]
+    return [model.name[: model.name.rfind(".")] + OUTPUT_SUFFIX]
+
+
+def _check_outputs(run_dir: Path, names: list[str], channels: int | None) -> tuple[list[Path], list[str]]:
+    sizes = [output_bin_bytes(channels)] if channels else [output_bin_bytes(c) for c in SUPPORTED_CHANNELS]
+    problems, found, seen = [], [], set()
+    for name in names:
+        path = run_dir / name
+        if not path.is_file():
+            problems.append(f"output {name} is missing")
+            continue
+        size = path.stat().st_size
+        if size not in sizes:
+            want = " or ".join(f"{s:,}" for s in sizes)
+            problems.append(f"output {name} has {size:,} bytes, expected {want}")
+            continue
+        seen.add(size)
+        found.append(path)
+    if len(seen) > 1:
+        problems.append("outputs have different sizes (mixed channel counts)")
+    return found, problems
+
+
+def _discover(lines: list[str], out_root: Path) -> tuple[Path | None, str]:
+    printed = printed_output_dir(lines, out_root)
+    if printed is not None and printed.is_dir():
+        return printed, "from msame's output line"
+    subdirs = [d for d in out_root.iterdir() if d.is_dir()]
+    if len(subdirs) == 1:
+        return subdirs[0], "the one new folder (msame printed no usable output line)"
+    return None, f"{len(subdirs)} folders under {out_root} and no usable output line"
+
+
+def _perf(lines: list[str], *, device: int, loop: int, folder_mode: bool, grids: int,
+          wall_s: float, tool: dict[str, str]) -> PerfRecord:
+    t = parse_timings(lines)
+    notes = ["latency = msame's host wall clock around one synchronous aclmdlExecute of batch "
+             f"{SAMPLES_PER_GRID} (one grid); no H2D/D2H copies or file I/O"]
+    if len(t.calls_ms) >= 2:
+        latencies, warmup = t.calls_ms[1:], 1
+        notes.append("first call excluded as warm-up, like msame's 'without first time' average")
+    elif t.calls_ms:
+        latencies, warmup = t.calls_ms, 0
+        notes.append("a single call: its time includes the first-call warm-up")
+    else:
+        best = t.average_without_first_ms if t.average_without_first_ms is not None else t.average_ms
+        latencies, warmup = [best], 0
+        notes.append("no per-call lines printed: msame's printed average used as the one sample")
+    if folder_mode and loop > 1:
+        notes.append(f"--loop {loop} ignored by msame for folder input: one call per bin")
+    for label, value in (("average_ms", t.average_ms), ("average_without_first_ms", t.average_without_first_ms)):
+        if value is not None:
+            tool[f"msame_{label}"] = f"{value:g}"
+    return make_record(
+        backend="msame", device=f"npu:{device}", batch=SAMPLES_PER_GRID, latencies_ms=latencies,
+        grids=grids, warmup_calls=warmup, threads=None, wall_s=wall_s,
+        loops=1 if folder_mode else loop, notes=notes, tool=tool,
+    )
+
+
+def _error(message: str, lines: list[str], exit_code: int | None) -> MsameError:
+    errs = error_lines(lines)
+    quoted = "\n".join(f"  {line}" for line in errs[:MAX_QUOTED_LINES])
+    if len(errs) > MAX_QUOTED_LINES:
+        quoted += f"\n  ... {len(errs) - MAX_QUOTED_LINES} more"
+    text = message + (f"\nmsame said:\n{quoted}" if quoted else "")
+    return MsameError(text, error_lines=errs, exit_code=exit_code)
+
+
+def _move_into_place(run_dir: Path, output_root: Path) -> Path:
+    target = output_root / run_dir.name
+    n = 0
+    while True:
+        try:
+            target.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            target = output_root / f"{run_dir.name}_{n}"
+    os.replace(run_dir, target)  # onto the empty folder just made: atomic on POSIX
+    return target
+
+
+def run_msame(
+    model: str | os.PathLike,
+    input_path: str | os.PathLike,
+    output_root: str | os.PathLike,
+    *,
+    device: int = 0,
+    loop: int = 1,
+    msame: str | os.PathLike = "msame",
+    channels: int | None = None,
+    env: dict[str, str] | None = None,
+    on_line: LineSink | None = None,
+    timeout_s: float | None = None,
+) -> MsameRun:
+    """Run msame once and check everything; MsameError (quoting msame's errors) on failure."""
+    check_device(device)
+    check_loop(loop)
+    if channels is not None and channels not in SUPPORTED_CHANNELS:
+        raise AscendError(f"channels must be one of {SUPPORTED_CHANNELS}, got {channels!r}")
+    program = check_executable(msame, "msame")
+    model = check_path(model, "om model")
+    input_path = check_path(input_path, "input")
+    output_root = check_path(output_root, "output folder")
+    if not model.is_file() or ".om" not in model.name:
+        raise AscendError(f"om model {model} not found (msame needs a file whose name holds '.om')")
+    bins, folder_mode = _inputs(input_path)
+    found = shutil.which(program, path=(env or os.environ).get("PATH")) if "/" not in program else program
+    if not found or not os.access(found, os.X_OK):
+        raise AscendError(f"msame not found ({program}): build it from Ascend/tools and pass its path")
+    output_root.mkdir(parents=True, exist_ok=True)
+    stage = output_root / f".msame-{uuid.uuid4().hex[:12]}"
+    cwd, out = stage / "cwd", stage / "out"
+    try:
+        cwd.mkdir(parents=True)
+        out.mkdir()
+        msame_input = _stage_inputs(bins, stage / "in") if folder_mode else input_path
+        argv = [found, "--model", str(model), "--input", str(msame_input), "--output", str(out),
+                "--outfmt", "BIN", "--loop", str(loop), "--device", str(device)]
+        start = time.perf_counter()
+        result = run_streaming(argv, cwd=cwd, env=env, on_line=on_line, timeout_s=timeout_s)
+        lines = result.lines
+        if result.timed_out:
+            raise _error(f"msame did not finish within {timeout_s} s and was stopped", lines, None)
+        problems = []
+        if result.exit_code != 0:
+            problems.append(f"exit code {result.exit_code}")
+        if error_lines(lines):
+            problems.append("[ERROR] lines printed")
+        if not printed_success(lines):
+            problems.append("'Execute sample success' never printed")
+        run_dir, how = _discover(lines, out)
+        if run_dir is None:
+            problems.append(f"no output folder: {how}")
+            outputs = []
+        else:
+            outputs, missing = _check_outputs(run_dir, expected_outputs(model, bins, folder_mode), channels)
+            problems += missing
+        if not parse_timings(lines).found:
+            problems.append("no inference time printed")
+        if problems:
+            raise _error(f"msame on device {device} failed: {'; '.join(problems)}", lines, result.exit_code)
+        tool = {"msame": found, "model": str(model), "output_folder": f"{run_dir.name} ({how})"}
+        perf = _perf(lines, device=device, loop=loop, folder_mode=folder_mode, grids=len(outputs),
+                     wall_s=time.perf_counter() - start, tool=tool)
+        (run_dir / LOG_NAME).write_text(result.text)
+        perf.write(run_dir)
+        final = _move_into_place(run_dir, output_root)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return MsameRun(output_dir=final, outputs=[final / p.name for p in outputs], perf=perf,
+                    log_path=final / LOG_NAME, argv=argv, notes=[how])

@@ -1,0 +1,191 @@
+"""The msame wrapper against the stand-in msame (tests/standins/msame: ONNX Runtime, no NPU)."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cgan.ascend.errors import AscendError, MsameError
+from cgan.ascend.msame import run_msame
+from cgan.bins import read_input_bin, write_dataset_info
+from cgan.layout import output_bin_bytes
+from cgan.outputs import find_run_dir, read_output_bin
+
+OLD_TS = re.compile(r"^\d{8}_\d{6}(_\d+)?$")
+NEW_TS = re.compile(r"^\d{5,8}_\d{1,2}_\d{1,2}_\d{1,2}_\d{1,6}(_\d+)?$")
+
+
+def reference(onnx_path, bin_path):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": read_input_bin(bin_path)})[0]
+
+
+@pytest.mark.parametrize("ts, pattern", [("old", OLD_TS), ("new", NEW_TS)])
+def test_folder_run_outputs_perf_and_log(tmp_path, standins_on_path, calls, standin_om,
+                                         upstream_onnx, bins3, monkeypatch, ts, pattern):
+    monkeypatch.setenv("STANDIN_MSAME_TS", ts)
+    lines = []
+    run = run_msame(standin_om, bins3, tmp_path / "out", device=3, channels=1, on_line=lines.append)
+    assert pattern.match(run.output_dir.name), run.output_dir.name
+    assert run.output_dir.parent == tmp_path / "out"
+    assert [p.name for p in run.outputs] == [f"grid_00000{i}_output_0.bin" for i in range(3)]
+    np.testing.assert_allclose(read_output_bin(run.outputs[1]),
+                               reference(upstream_onnx, bins3 / "grid_000001.bin"), atol=1e-6)
+    perf = json.loads((run.output_dir / "perf.json").read_text())
+    assert perf["backend"] == "msame" and perf["device"] == "npu:3"
+    assert perf["grids"] == 3 and perf["calls"] == 2 and perf["warmup_calls"] == 1
+    assert perf["batch"] == 100 and perf["latency_ms"]["mean"] > 0
+    assert "msame_average_ms" in perf["tool"]
+    log = (run.output_dir / "msame.log").read_text()
+    assert "Execute sample success" in log and log.splitlines() == lines
+    assert find_run_dir(tmp_path / "out") == run.output_dir  # staging folders are gone
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [run.output_dir.name]
+    argv = calls("msame")[0]["argv"]
+    assert argv[argv.index("--device") + 1] == "3" and argv[argv.index("--outfmt") + 1] == "BIN"
+
+
+def test_single_file_input_with_loops(tmp_path, standins_on_path, standin_om, bins3):
+    run = run_msame(standin_om, bins3 / "grid_000002.bin", tmp_path / "out", loop=4)
+    assert [p.name for p in run.outputs] == ["cgan_output_0.bin"]  # <om name>_output_0.bin
+    assert run.perf.loops == 4 and run.perf.calls == 3 and run.perf.warmup_calls == 1
+    assert run.outputs[0].stat().st_size == output_bin_bytes(1)
+
+
+def test_folder_input_holding_other_files_is_staged_bins_only(tmp_path, standins_on_path, standin_om, bins3):
+    write_dataset_info(bins3)  # `cgan bins` leaves CGAN_prep_bin.info beside the bins
+    run = run_msame(standin_om, bins3, tmp_path / "out")
+    assert len(run.outputs) == 3
+    assert "[ERROR]" not in run.log_path.read_text()
+
+
+def test_output_folder_found_without_the_printed_line(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
+    monkeypatch.setenv("STANDIN_MSAME_NO_DIR_LINE", "1")
+    run = run_msame(standin_om, bins3, tmp_path / "out")
+    assert len(run.outputs) == 3
+    assert "one new folder" in run.perf.tool["output_folder"]
+
+
+def test_printed_line_is_preferred(tmp_path, standins_on_path, standin_om, bins3):
+    run = run_msame(standin_om, bins3, tmp_path / "out")
+    assert "output line" in run.perf.tool["output_folder"]
+
+
+def test_each_run_has_its_own_cwd_so_a_stray_acl_json_is_not_read(tmp_path, standins_on_path, calls,
+                                                                    standin_om, bins3, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "acl.json").write_text("{ not json")  # would break aclInit in this CWD
+    run_msame(standin_om, bins3, tmp_path / "a")
+    run_msame(standin_om, bins3, tmp_path / "a")  # same root, same second: separate folders
+    seen = calls("msame")
+    assert not any(c["acl_json"] for c in seen)
+    assert len({c["cwd"] for c in seen}) == 2 and all(c["cwd"] != str(tmp_path) for c in seen)
+    assert len([d for d in (tmp_path / "a").iterdir()]) == 2
+
+
+def test_stray_acl_json_really_breaks_the_standin(tmp_path, standins_on_path, standin_om, bins3):
+    """The trap the private CWD avoids: the stand-in reads ./acl.json like msame."""
+    import subprocess
+
+    (tmp_path / "acl.json").write_text("{ not json")
+    proc = subprocess.run(["msame", "--model", str(standin_om), "--input", str(bins3),
+                           "--output", str(tmp_path / "o")], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 1 and "[ERROR] acl init failed" in proc.stdout
+
+
+def test_output_parent_is_created(tmp_path, standins_on_path, standin_om, bins3):
+    run = run_msame(standin_om, bins3, tmp_path / "deep" / "er" / "out")
+    assert run.output_dir.parent == tmp_path / "deep" / "er" / "out"
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("output_error", r"\[ERROR\] lines printed.*missing.*\[ERROR\] memcpy device to host failed"),
+    ("no_success", r"'Execute sample success' never printed"),
+    ("missing_output", r"output grid_000000_output_0.bin is missing"),
+    ("short_output", r"grid_000000_output_0.bin has 156,800 bytes, expected 313,600"),
+])
+def test_exit_zero_failures_are_caught(tmp_path, standins_on_path, standin_om, bins3, monkeypatch, mode, expected):
+    monkeypatch.setenv("STANDIN_MSAME_MODE", mode)
+    with pytest.raises(MsameError, match=re.compile(expected, re.S)) as info:
+        run_msame(standin_om, bins3, tmp_path / "out", channels=1)
+    assert info.value.exit_code == 0
+    assert list((tmp_path / "out").iterdir()) == []  # nothing half-done left behind
+
+
+def test_skipped_file_in_folder_mode_is_caught(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
+    monkeypatch.setenv("STANDIN_MSAME_FAIL_FILE", "grid_000001.bin")
+    with pytest.raises(MsameError, match="model execute failed") as info:
+        run_msame(standin_om, bins3, tmp_path / "out")
+    assert "grid_000001_output_0.bin is missing" in str(info.value)
+    assert info.value.error_lines == ["[ERROR] model execute failed"]
+
+
+def test_channel_mismatch_is_caught(tmp_path, standins_on_path, standin_om, bins3):
+    with pytest.raises(MsameError, match="expected 940,800"):
+        run_msame(standin_om, bins3, tmp_path / "out", channels=3)
+
+
+def test_nonzero_exit_quotes_msame(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
+    monkeypatch.setenv("STANDIN_MSAME_DEVICES", "0")
+    with pytest.raises(MsameError) as info:
+        run_msame(standin_om, bins3, tmp_path / "out", device=5)
+    text = str(info.value)
+    assert "exit code 1" in text and "[ERROR] acl open device 5 failed" in text
+    assert info.value.exit_code == 1
+
+
+def test_exec_failure_in_file_mode(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
+    monkeypatch.setenv("STANDIN_MSAME_MODE", "exec_fail")
+    with pytest.raises(MsameError, match="Sample process failed"):
+        run_msame(standin_om, bins3 / "grid_000000.bin", tmp_path / "out")
+
+
+def test_not_an_om_is_caught_when_loading(tmp_path, standins_on_path, bins3):
+    fake = tmp_path / "broken.om"
+    fake.write_bytes(b"not a model")
+    with pytest.raises(MsameError, match="load model from file failed"):
+        run_msame(fake, bins3, tmp_path / "out")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"device": 256}, "device must be an integer in 0..255"),
+    ({"device": -1}, "device must be"),
+    ({"device": True}, "device must be"),
+    ({"loop": 0}, "loop must be an integer in 1..100"),
+    ({"loop": 101}, "loop must be"),
+    ({"loop": "2"}, "loop must be"),
+    ({"channels": 2}, "channels must be one of"),
+    ({"msame": "msame; rm -rf /"}, "characters the Ascend tools cannot take"),
+])
+def test_bad_arguments_are_refused_before_running(tmp_path, standins_on_path, calls, standin_om, bins3,
+                                                  kwargs, message):
+    with pytest.raises(AscendError, match=re.escape(message)):
+        run_msame(standin_om, bins3, tmp_path / "out", **kwargs)
+    assert calls("msame") == []
+
+
+@pytest.mark.parametrize("bad", ["out dir", "out;rm", "out,2", "$(reboot)", "a|b", "-x"])
+def test_paths_with_metacharacters_are_refused(tmp_path, standins_on_path, calls, standin_om, bins3, bad):
+    with pytest.raises(AscendError, match="cannot take safely"):
+        run_msame(standin_om, bins3, tmp_path / bad)
+    assert calls("msame") == []
+
+
+def test_missing_model_input_and_tool(tmp_path, standins_on_path, standin_om, bins3):
+    with pytest.raises(AscendError, match="not found"):
+        run_msame(tmp_path / "none.om", bins3, tmp_path / "out")
+    with pytest.raises(AscendError, match="no \\*.bin files"):
+        (tmp_path / "empty").mkdir()
+        run_msame(standin_om, tmp_path / "empty", tmp_path / "out")
+    with pytest.raises(AscendError, match="msame not found"):
+        run_msame(standin_om, bins3, tmp_path / "out", msame=tmp_path / "no-msame")
+
+
+def test_wrong_input_size_is_refused(tmp_path, standins_on_path, standin_om):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.bin").write_bytes(b"\0" * 100)
+    with pytest.raises(AscendError, match="not 28,800 bytes"):
+        run_msame(standin_om, tmp_path / "in", tmp_path / "out")
