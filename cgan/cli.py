@@ -3,6 +3,8 @@
     cgan export  --checkpoint G.pth --out cgan.onnx          # pth -> onnx -> onnxsim, checked
     cgan bins    --out bins/ --num-grids 10 --seed 0          # seeded input bins + .info file
     cgan infer   --model cgan.onnx --input bins/ --output out/ # msame layout + perf.json
+    cgan convert --onnx cgan.onnx --soc-version Ascend310P3 --out om/ --cache ~/.cache/cgan
+    cgan infer   --backend msame --model om/cgan.om --input bins/ --output out/ --device 0
     cgan grids   --input out/ --out grids/                    # 280x280 PNG per bin
     cgan quality --checkpoint G.pth --grids 20 --seed 0 --json  # parity + label accuracy
 """
@@ -80,19 +82,77 @@ def _run_backend(args, model_or_checkpoint, input_dir, output_root, progress=Non
                        warmup=args.warmup, progress=progress)
 
 
+def _run_msame(args):
+    from cgan.ascend.msame import run_msame
+
+    if args.model is None:
+        raise CganError("--backend msame needs --model X.om (make it with `cgan convert`)")
+    _say(f"msame on NPU {args.device}: {args.model} over {args.input}")
+    return run_msame(args.model, args.input, args.output, device=args.device, loop=args.loop,
+                     msame=args.msame, channels=args.channels, on_line=_say, timeout_s=args.timeout)
+
+
 def cmd_infer(args) -> int:
-    source = args.model if args.backend == "onnxruntime" else args.checkpoint
-    if source is None:
-        flag = "--model X.onnx" if args.backend == "onnxruntime" else "--checkpoint G.pth"
-        raise CganError(f"--backend {args.backend} needs {flag}")
-    run = _run_backend(args, source, args.input, args.output, _progress("infer"))
+    if args.backend == "msame":
+        run = _run_msame(args)
+    else:
+        source = args.model if args.backend == "onnxruntime" else args.checkpoint
+        if source is None:
+            flag = "--model X.onnx" if args.backend == "onnxruntime" else "--checkpoint G.pth"
+            raise CganError(f"--backend {args.backend} needs {flag}")
+        run = _run_backend(args, source, args.input, args.output, _progress("infer"))
     perf = run.perf
+    where = f"{perf.threads} thread(s)" if perf.threads is not None else f"device {perf.device}"
     _emit({"output_dir": str(run.output_dir), "perf": json.loads(perf.to_json())}, args.json,
           f"wrote {len(run.outputs)} output bin(s) to {run.output_dir}\n"
           f"{perf.backend}: {perf.latency_ms['mean']:.2f} ms per call (median "
           f"{perf.latency_ms['median']:.2f}, p99 {perf.latency_ms['p99']:.2f}), "
           f"{perf.grids_per_s:.1f} grids/s, {perf.images_per_s:.0f} images/s, "
-          f"{perf.threads} thread(s); perf record {run.output_dir / 'perf.json'}")
+          f"{where}; perf record {run.output_dir / 'perf.json'}")
+    return 0
+
+
+def _store_uri(text: str) -> str:
+    return text if "://" in text else str(Path(text).expanduser().resolve())
+
+
+def _detect_soc_version() -> str:
+    from cgan.ascend.npu_smi import read_npu_smi, soc_version_of
+
+    chips = read_npu_smi()
+    if chips is None:
+        raise CganError("--soc-version auto needs a working `npu-smi info`; pass e.g. --soc-version Ascend310P3")
+    soc = soc_version_of(chips)
+    if soc is None:
+        names = sorted({c.name for c in chips}) or ["no NPU listed"]
+        raise CganError(f"cannot derive --soc-version from npu-smi (Name: {', '.join(names)}); pass it")
+    _say(f"soc_version {soc} from npu-smi info")
+    return soc
+
+
+def cmd_convert(args) -> int:
+    from cgan.artifacts import atomic_write_bytes
+    from cgan.ascend.atc import AtcOptions
+    from cgan.ascend.atc_cache import DEFAULT_PREFIX, AtcCache, convert
+    from cgan.ascend.toolkit import locate_toolkit
+    from cgan.store import open_store
+
+    soc = _detect_soc_version() if args.soc_version == "auto" else args.soc_version
+    options = AtcOptions(soc, args.precision_mode, args.log_level).validate()
+    toolkit = locate_toolkit(args.toolkit_home, atc_from_path=args.atc_from_path)
+    cache = AtcCache(open_store(_store_uri(args.cache)), DEFAULT_PREFIX) if args.cache else None
+    _say(f"converting {args.onnx} for {soc} (precision_mode {options.precision_mode}) with "
+         f"{toolkit.atc}, toolkit {toolkit.version} (from {toolkit.version_source})")
+    result = convert(args.onnx, args.out, options, toolkit=toolkit, cache=cache, name=args.name,
+                     on_line=_say, timeout_s=args.timeout)
+    log = atomic_write_bytes(Path(args.out) / "atc.log", result.log.encode())
+    for note in result.notes:
+        _say(f"note: {note}")
+    _emit({"om": str(result.om_path), "cache_hit": result.cache_hit, "cache_key": result.cache_key,
+           "toolkit_version": result.toolkit_version, "flags": result.flags, "log": str(log)},
+          args.json,
+          f"wrote {result.om_path} ({'cache hit, atc not run' if result.cache_hit else 'converted'}; "
+          f"cache key {result.cache_key[:16]}...); atc output in {log}")
     return 0
 
 
@@ -158,8 +218,8 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=["onnxruntime", "pytorch"], default="onnxruntime",
+def _add_runtime_flags(p: argparse.ArgumentParser, backends=("onnxruntime", "pytorch")) -> None:
+    p.add_argument("--backend", choices=list(backends), default="onnxruntime",
                    help="runtime (default onnxruntime)")
     p.add_argument("--threads", type=_non_negative_int, default=1,
                    help="intra-op threads per call (default 1; 0 = all cores)")
@@ -192,14 +252,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bins)
 
     p = sub.add_parser("infer", help="folder of bins -> output bins (msame layout) + perf.json")
-    _add_runtime_flags(p)
-    p.add_argument("--model", type=Path, help="ONNX model (backend onnxruntime)")
+    _add_runtime_flags(p, ("onnxruntime", "pytorch", "msame"))
+    p.add_argument("--model", type=Path, help="ONNX model (onnxruntime) or om (msame)")
     p.add_argument("--checkpoint", type=Path, help="generator state_dict (backend pytorch)")
     p.add_argument("--input", type=Path, required=True, help="folder of input bins")
     p.add_argument("--output", type=Path, required=True,
                    help="output root; each run gets a new timestamped folder in it")
+    p.add_argument("--device", type=_non_negative_int, default=0, help="msame: NPU device id 0..255 (default 0)")
+    p.add_argument("--msame", default="msame", help="msame: its path, or a name on PATH (default msame)")
+    p.add_argument("--loop", type=_positive_int, default=1,
+                   help="msame: --loop 1..100 for a single .bin input (ignored by msame for a folder)")
+    p.add_argument("--channels", type=int, choices=[1, 3],
+                   help="msame: expected output channels (default: 1 or 3, the same for every bin)")
+    p.add_argument("--timeout", type=float, help="msame: stop it after this many seconds")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("convert", help="ONNX -> om with atc (Ascend host with the CANN toolkit)")
+    p.add_argument("--onnx", type=Path, required=True, help="ONNX model from `cgan export`")
+    p.add_argument("--soc-version", required=True,
+                   help="atc --soc_version, e.g. Ascend310P3 ('Ascend' + npu-smi's Name), or auto")
+    p.add_argument("--out", type=Path, required=True, help="folder for the om and atc.log")
+    p.add_argument("--precision-mode", default="force_fp16",
+                   help="atc --precision_mode (default force_fp16, atc's own default; "
+                        "must_keep_origin_dtype keeps fp32)")
+    p.add_argument("--log-level", default="error", help="atc --log: debug, info, warning, error, null")
+    p.add_argument("--toolkit-home", default="/usr/local/Ascend/ascend-toolkit",
+                   help="folder holding the CANN set_env.sh (default /usr/local/Ascend/ascend-toolkit)")
+    p.add_argument("--atc-from-path", action="store_true",
+                   help="if set_env.sh is missing, use the atc on PATH with the current environment")
+    p.add_argument("--cache", help="conversion cache: a folder or a store URI (file://, s3://); "
+                                   "entries go under its atc-cache/")
+    p.add_argument("--name", default="cgan", help="om name without .om (default cgan)")
+    p.add_argument("--timeout", type=float, help="stop atc after this many seconds")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("grids", help="output bins -> 280x280 PNG grids")
     p.add_argument("--input", type=Path, required=True,

@@ -99,7 +99,7 @@ def onnx_input_shape(onnx_path: str | os.PathLike) -> str:
         if inp.name in initializers:
             continue
         dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inp.type.tensor_type.shape.dim]
-        if not TENSOR_NAME_RE.match(inp.name):
+        if not TENSOR_NAME_RE.fullmatch(inp.name):
             raise AscendError(f"ONNX input name {inp.name!r} cannot be passed to --input_shape")
         if not dims or any(d <= 0 for d in dims):
             raise AscendError(
@@ -135,7 +135,7 @@ def scan_output(lines: list[str]) -> tuple[bool, list[str], list[str]]:
 def find_om(folder: Path, name: str) -> list[Path]:
     """The oms atc wrote for `--output=<folder>/<name>`: `<name>.om` or `<name>_<os>_<arch>.om`."""
     pattern = re.compile(rf"^{re.escape(name)}(?:_[a-z]+_[A-Za-z0-9_]+)?\.om$")
-    return sorted(p for p in folder.glob(f"{name}*.om") if pattern.match(p.name) and p.is_file())
+    return sorted(p for p in folder.glob(f"{name}*.om") if pattern.fullmatch(p.name) and p.is_file())
 
 
 def _fail(message: str, result, codes: list[str], errors: list[str]) -> AtcError:
@@ -161,7 +161,7 @@ def run_atc(
     options.validate()
     onnx_path = check_path(onnx_path, "ONNX model")
     out_dir = check_path(out_dir, "output folder")
-    if not NAME_RE.match(name or ""):
+    if not NAME_RE.fullmatch(name or ""):
         raise AscendError(f"om name {name!r}: use letters, digits, '_' and '-' (no suffix)")
     if not onnx_path.is_file():
         raise AscendError(f"ONNX model {onnx_path} not found; create it with `cgan export`")

@@ -109,7 +109,7 @@ def convert(
         entry = cache.fetch(key, tmp)
         if entry is not None:
             suffix = entry.get("om_suffix", "")
-            if not isinstance(suffix, str) or not SUFFIX_RE.match(suffix):
+            if not isinstance(suffix, str) or not SUFFIX_RE.fullmatch(suffix):
                 suffix = ""
             for stale in find_om(out_dir, name):
                 stale.unlink()

@@ -41,7 +41,7 @@ class NpuChip:
     @property
     def soc_version(self) -> str | None:
         soc = f"Ascend{self.name}"
-        return soc if not self.name.startswith("Ascend") and SOC_VERSION_RE.match(soc) else None
+        return soc if not self.name.startswith("Ascend") and SOC_VERSION_RE.fullmatch(soc) else None
 
 
 def _cells(line: str) -> list[str] | None:

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from cgan.ascend.errors import ToolchainNotFound
+
 LineSink = Callable[[str], None]
 
 
@@ -42,12 +44,15 @@ def run_streaming(
     if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
         raise TypeError("argv must be a list of strings")
     start = time.monotonic()
-    proc = subprocess.Popen(
-        argv, cwd=cwd, env=dict(env) if env is not None else None, shell=False,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, encoding="utf-8", errors="replace", bufsize=1,
-        start_new_session=True,  # its own process group: a timeout kills atc's children too
-    )
+    try:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=dict(env) if env is not None else None, shell=False,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, encoding="utf-8", errors="replace", bufsize=1,
+            start_new_session=True,  # its own process group: a timeout kills atc's children too
+        )
+    except OSError as exc:
+        raise ToolchainNotFound(f"cannot run {argv[0]}: {exc}") from exc
     timed_out = threading.Event()
 
     def kill() -> None:

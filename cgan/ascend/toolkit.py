@@ -50,11 +50,14 @@ def load_set_env(set_env: str | os.PathLike, base_env: dict[str, str] | None = N
             "PATH (--atc-from-path / atc_from_path=True) on a host whose environment is set up"
         )
     bash = shutil.which("bash") or "/bin/bash"
-    proc = subprocess.run(
-        [bash, "-c", SOURCE_SCRIPT, "cgan-set-env", str(path)], shell=False,
-        env=dict(os.environ if base_env is None else base_env), capture_output=True,
-        timeout=timeout_s, stdin=subprocess.DEVNULL,
-    )
+    try:
+        proc = subprocess.run(
+            [bash, "-c", SOURCE_SCRIPT, "cgan-set-env", str(path)], shell=False,
+            env=dict(os.environ if base_env is None else base_env), capture_output=True,
+            timeout=timeout_s, stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ToolchainNotFound(f"sourcing {path} failed: {exc}") from exc
     if proc.returncode != 0:
         raise ToolchainNotFound(
             f"sourcing {path} failed (exit {proc.returncode}): "

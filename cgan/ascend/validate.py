@@ -23,7 +23,7 @@ MAX_LOOP = 100
 
 
 def check_soc_version(value: object) -> str:
-    if not isinstance(value, str) or not SOC_VERSION_RE.match(value):
+    if not isinstance(value, str) or not SOC_VERSION_RE.fullmatch(value):
         raise AscendError(
             f"soc_version {value!r} is not an Ascend SoC name: use 'Ascend' + the Name column of "
             "`npu-smi info` (e.g. Ascend310, Ascend310P3, Ascend310B4, Ascend910B1) or the A3 "
@@ -60,7 +60,7 @@ def check_path(path: str | os.PathLike, what: str) -> Path:
     if not isinstance(text, str) or not text:
         raise AscendError(f"{what}: empty path")
     absolute = os.path.abspath(text)
-    if not SAFE_PATH_RE.match(absolute) or any(p.startswith("-") for p in absolute.split("/")):
+    if not SAFE_PATH_RE.fullmatch(absolute) or any(p.startswith("-") for p in absolute.split("/")):
         raise AscendError(
             f"{what} {text!r} has characters the Ascend tools cannot take safely (spaces, commas, "
             "quotes, shell metacharacters, or a part starting with '-'); use letters, digits and "
@@ -72,7 +72,7 @@ def check_path(path: str | os.PathLike, what: str) -> Path:
 def check_executable(program: str | os.PathLike, what: str) -> str:
     """A tool given by name (looked up on PATH later) or by a safe path."""
     text = os.fspath(program)
-    if isinstance(text, str) and "/" not in text and re.match(r"^[A-Za-z0-9_.+-]+$", text) \
+    if isinstance(text, str) and "/" not in text and re.fullmatch(r"[A-Za-z0-9_.+-]+", text) \
             and not text.startswith("-"):
         return text
     return str(check_path(text, what))

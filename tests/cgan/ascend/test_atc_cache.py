@@ -1,0 +1,126 @@
+"""The conversion cache: a hit skips atc (the stand-in records every call), misses are honest."""
+
+import json
+import shutil
+
+import pytest
+
+from cgan.ascend.atc import AtcOptions
+from cgan.ascend.atc_cache import AtcCache, cache_key, convert
+from cgan.ascend.errors import AtcError
+from cgan.ascend.toolkit import locate_toolkit
+from cgan.store import LocalStore
+
+OPTS = AtcOptions("Ascend310P3")
+
+
+def atc_runs(calls):
+    return [c for c in calls("atc") if c["argv"] != ["--version"]]
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return AtcCache(LocalStore(tmp_path / "cache"))
+
+
+def test_second_conversion_is_a_hit_and_skips_atc(tmp_path, fake_toolkit, calls, upstream_onnx, cache):
+    toolkit = locate_toolkit(fake_toolkit)
+    first = convert(upstream_onnx, tmp_path / "a", OPTS, toolkit=toolkit, cache=cache)
+    assert not first.cache_hit and len(atc_runs(calls)) == 1
+    entry = tmp_path / "cache" / "atc-cache" / first.cache_key
+    assert sorted(p.name for p in entry.iterdir()) == ["entry.json", "model.om"]
+    meta = json.loads((entry / "entry.json").read_text())
+    assert meta["toolkit_version"] == "7.0.0 (V100R001C15SPC001B220)"
+    assert "--precision_mode=force_fp16" in meta["flags"] and not any("--model" in f for f in meta["flags"])
+    lines = []
+    second = convert(upstream_onnx, tmp_path / "b", OPTS, toolkit=toolkit, cache=cache, on_line=lines.append)
+    assert second.cache_hit and second.cache_key == first.cache_key
+    assert len(atc_runs(calls)) == 1, "atc ran on a cache hit"
+    assert second.om_path.read_bytes() == first.om_path.read_bytes()
+    assert "cache hit" in lines[0]
+
+
+def test_log_level_does_not_change_the_key_but_model_flags_do(tmp_path, fake_toolkit, calls, upstream_onnx, cache):
+    toolkit = locate_toolkit(fake_toolkit)
+    base = convert(upstream_onnx, tmp_path / "a", OPTS, toolkit=toolkit, cache=cache)
+    quiet = convert(upstream_onnx, tmp_path / "b", AtcOptions("Ascend310P3", log_level="null"),
+                    toolkit=toolkit, cache=cache)
+    assert quiet.cache_hit and quiet.cache_key == base.cache_key
+    fp32 = convert(upstream_onnx, tmp_path / "c", AtcOptions("Ascend310P3", "must_keep_origin_dtype"),
+                   toolkit=toolkit, cache=cache)
+    other_soc = convert(upstream_onnx, tmp_path / "d", AtcOptions("Ascend910B1"), toolkit=toolkit, cache=cache)
+    assert not fp32.cache_hit and not other_soc.cache_hit
+    assert len({base.cache_key, fp32.cache_key, other_soc.cache_key}) == 3
+    assert len(atc_runs(calls)) == 3
+
+
+def test_toolkit_upgrade_and_model_change_miss(tmp_path, fake_toolkit, calls, upstream_onnx, cache):
+    base = convert(upstream_onnx, tmp_path / "a", OPTS, toolkit=locate_toolkit(fake_toolkit), cache=cache)
+    info = next(fake_toolkit.glob("latest/*-linux/ascend_toolkit_install.info"))
+    info.write_text(info.read_text().replace("version=7.0.0", "version=8.0.RC1"))
+    upgraded = convert(upstream_onnx, tmp_path / "b", OPTS, toolkit=locate_toolkit(fake_toolkit), cache=cache)
+    assert not upgraded.cache_hit and upgraded.cache_key != base.cache_key
+    import onnx
+
+    changed = tmp_path / "changed.onnx"
+    model = onnx.load(str(upstream_onnx))
+    model.producer_name = "someone-else"
+    onnx.save(model, changed)
+    other = convert(changed, tmp_path / "c", OPTS, toolkit=locate_toolkit(fake_toolkit), cache=cache)
+    assert not other.cache_hit and other.cache_key not in (base.cache_key, upgraded.cache_key)
+    assert len(atc_runs(calls)) == 3
+
+
+def test_failed_conversion_stores_nothing(tmp_path, fake_toolkit, upstream_onnx, cache, monkeypatch):
+    monkeypatch.setenv("STANDIN_ATC_MODE", "ecode")
+    with pytest.raises(AtcError):
+        convert(upstream_onnx, tmp_path / "a", OPTS, toolkit=locate_toolkit(fake_toolkit), cache=cache)
+    assert cache.store.list() == []
+
+
+def test_incomplete_or_damaged_entries_are_misses(tmp_path, fake_toolkit, calls, upstream_onnx, cache):
+    toolkit = locate_toolkit(fake_toolkit)
+    first = convert(upstream_onnx, tmp_path / "a", OPTS, toolkit=toolkit, cache=cache)
+    entry = tmp_path / "cache" / "atc-cache" / first.cache_key
+    om = (entry / "model.om").read_bytes()
+    (entry / "model.om").write_bytes(om[:-10])  # damaged om
+    again = convert(upstream_onnx, tmp_path / "b", OPTS, toolkit=toolkit, cache=cache)
+    assert not again.cache_hit and (entry / "model.om").read_bytes() == om  # repaired
+    (entry / "entry.json").unlink()  # a crash between the two writes
+    third = convert(upstream_onnx, tmp_path / "c", OPTS, toolkit=toolkit, cache=cache)
+    assert not third.cache_hit
+    assert len(atc_runs(calls)) == 3
+    assert not list((tmp_path / "c").glob(".*"))  # no temp file left
+
+
+def test_hit_keeps_the_arch_suffix(tmp_path, fake_toolkit, upstream_onnx, cache, monkeypatch):
+    monkeypatch.setenv("STANDIN_ATC_SUFFIX", "_linux_aarch64")
+    convert(upstream_onnx, tmp_path / "a", OPTS, toolkit=locate_toolkit(fake_toolkit), cache=cache)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "cgan.om").write_bytes(b"stale")
+    hit = convert(upstream_onnx, tmp_path / "b", OPTS, toolkit=locate_toolkit(fake_toolkit), cache=cache)
+    assert hit.cache_hit and hit.om_path.name == "cgan_linux_aarch64.om"
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["cgan_linux_aarch64.om"]
+
+
+def test_without_cache_atc_always_runs(tmp_path, fake_toolkit, calls, upstream_onnx):
+    for out in ("a", "b"):
+        assert not convert(upstream_onnx, tmp_path / out, OPTS, toolkit=locate_toolkit(fake_toolkit)).cache_hit
+    assert len(atc_runs(calls)) == 2
+
+
+def test_cache_key_depends_on_every_part():
+    base = cache_key("a" * 64, ["--soc_version=Ascend310"], "7.0.0")
+    assert base == cache_key("a" * 64, ["--soc_version=Ascend310"], "7.0.0")
+    assert len({base, cache_key("b" * 64, ["--soc_version=Ascend310"], "7.0.0"),
+                cache_key("a" * 64, ["--soc_version=Ascend310P3"], "7.0.0"),
+                cache_key("a" * 64, ["--soc_version=Ascend310"], "8.0.0")}) == 4
+
+
+def test_cache_in_a_moved_store_still_hits(tmp_path, fake_toolkit, calls, upstream_onnx, cache):
+    """Entries are plain objects: a copied store (e.g. synced to S3 and back) still hits."""
+    convert(upstream_onnx, tmp_path / "a", OPTS, toolkit=locate_toolkit(fake_toolkit), cache=cache)
+    shutil.copytree(tmp_path / "cache", tmp_path / "copy")
+    hit = convert(upstream_onnx, tmp_path / "b", OPTS, toolkit=locate_toolkit(fake_toolkit),
+                  cache=AtcCache(LocalStore(tmp_path / "copy")))
+    assert hit.cache_hit and len(atc_runs(calls)) == 1
