@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-CGAN := $(BIN)/cgan
 TORCH_PIN := torch==2.13.0
 DEMO_DIR := demo-output
 DEMO_GRIDS ?= 20
@@ -31,16 +30,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	rm -rf $(DEMO_DIR)
-	$(CGAN) export --out $(DEMO_DIR)/cgan.onnx
-	$(CGAN) bins --out $(DEMO_DIR)/bins --num-grids $(DEMO_GRIDS) --seed $(DEMO_SEED)
-	$(CGAN) infer --model $(DEMO_DIR)/cgan.onnx --input $(DEMO_DIR)/bins --output $(DEMO_DIR)/out
-	$(CGAN) grids --input $(DEMO_DIR)/out --out $(DEMO_DIR)/grids
-	$(CGAN) quality --inputs $(DEMO_DIR)/bins --outputs $(DEMO_DIR)/out --out $(DEMO_DIR)
-	@echo
-	@echo "Grids (row = noise vector, column = digit 0..9): $(CURDIR)/$(DEMO_DIR)/grids/"
-	@echo "Quality report: $(CURDIR)/$(DEMO_DIR)/quality.json"
-	@echo "Perf record:    $$(ls $(CURDIR)/$(DEMO_DIR)/out/*/perf.json)"
+	$(BIN)/python scripts/demo.py --num-grids $(DEMO_GRIDS) --seed $(DEMO_SEED) --out $(DEMO_DIR)
 
 test: install
 	$(BIN)/python -m pytest
@@ -57,4 +47,4 @@ train: install
 	$(BIN)/python scripts/train_cgan.py --out models/cgan_generator.pth
 
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache
+	rm -rf $(DEMO_DIR) .pytest_cache var

@@ -84,11 +84,17 @@ with DAG(
                          logical_date=logical_date or dag_run.run_after,
                          artifact_root=config.artifact_root(), default_target=config.default_target())
 
+    @task(retries=0, execution_timeout=timedelta(minutes=1))
+    def shards(planned: list[dict]) -> list[dict]:
+        """The shard list on its own, for the mapped inference tasks to expand over."""
+        return planned
+
     @task.branch(retries=0, execution_timeout=timedelta(minutes=1))
     def choose_target(target: str) -> str:
         return "atc_convert" if target == "ascend" else "onnxruntime_infer"
 
     run = plan()
+    shard_list = shards(run["shards"])
     export = ExportOnnxOperator(task_id="export_onnx", workspace=run["workspace"],
                                 checkpoint="{{ params.checkpoint }}", execution_timeout=timedelta(minutes=20))
     bins = InputBinsOperator(task_id="input_bins", workspace=run["workspace"], shards=run["shards"],
@@ -100,11 +106,11 @@ with DAG(
                              execution_timeout=timedelta(hours=6))
     msame = MsameInferenceOperator.partial(
         task_id="msame_infer", workspace=run["workspace"], execution_timeout=timedelta(hours=1),
-    ).expand(shard=run["shards"])
+    ).expand(shard=shard_list)
     onnxruntime = OnnxRuntimeInferenceOperator.partial(
         task_id="onnxruntime_infer", workspace=run["workspace"], threads="{{ params.threads }}",
         execution_timeout=timedelta(hours=1),
-    ).expand(shard=run["shards"])
+    ).expand(shard=shard_list)
     post = PostprocessOperator(task_id="postprocess", workspace=run["workspace"], shards=run["shards"],
                                checkpoint="{{ params.checkpoint }}", execution_timeout=timedelta(hours=1),
                                trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
 
+from operators.failures import fail_fast_on_bad_input
 from operators.artifact_store import DEFAULT_CONN_ID, fetch_checkpoint, open_artifact_store
 
 ONNX_KEY = "model/cgan.onnx"
@@ -25,6 +26,7 @@ class ExportOnnxOperator(BaseOperator):
         self.opset = opset
         self.aws_conn_id = aws_conn_id
 
+    @fail_fast_on_bad_input
     def execute(self, context) -> dict:
         from cgan.artifacts import sha256_file
         from cgan.export import export_onnx

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from airflow.sdk import BaseOperator
 
+from operators.failures import fail_fast_on_bad_input
 from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
 
 
@@ -24,6 +25,7 @@ class InputBinsOperator(BaseOperator):
         self.seed = seed
         self.aws_conn_id = aws_conn_id
 
+    @fail_fast_on_bad_input
     def execute(self, context) -> dict:
         from cgan.bins import write_bins, write_dataset_info
         from cgan.store import upload_dir

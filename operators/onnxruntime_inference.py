@@ -12,6 +12,7 @@ from pathlib import Path
 
 from airflow.sdk import BaseOperator
 
+from operators.failures import fail_fast_on_bad_input
 from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
 
 
@@ -28,6 +29,7 @@ class OnnxRuntimeInferenceOperator(BaseOperator):
         self.threads = threads
         self.aws_conn_id = aws_conn_id
 
+    @fail_fast_on_bad_input
     def execute(self, context) -> dict:
         from cgan.postprocess import outputs_prefix
         from cgan.runtimes.onnxruntime_runner import run_onnxruntime

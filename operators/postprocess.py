@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
 
+from operators.failures import fail_fast_on_bad_input
 from operators.artifact_store import DEFAULT_CONN_ID, fetch_checkpoint, open_artifact_store
 
 
@@ -23,6 +24,7 @@ class PostprocessOperator(BaseOperator):
         self.parity_grids = parity_grids
         self.aws_conn_id = aws_conn_id
 
+    @fail_fast_on_bad_input
     def execute(self, context) -> dict:
         from cgan.postprocess import postprocess_run
 
