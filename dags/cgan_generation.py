@@ -105,7 +105,8 @@ with DAG(
                              precision_mode="{{ params.precision_mode }}",
                              execution_timeout=timedelta(hours=6))
     msame = MsameInferenceOperator.partial(
-        task_id="msame_infer", workspace=run["workspace"], execution_timeout=timedelta(hours=1),
+        task_id="msame_infer", workspace=run["workspace"], queue="ascend", pool="ascend_npu",
+        execution_timeout=timedelta(hours=1),
     ).expand(shard=shard_list)
     onnxruntime = OnnxRuntimeInferenceOperator.partial(
         task_id="onnxruntime_infer", workspace=run["workspace"], threads="{{ params.threads }}",
