@@ -1,0 +1,41 @@
+"""Every timing variant msame has printed, and the bare output-folder line."""
+
+from pathlib import Path
+
+from cgan.ascend.msame_log import error_lines, parse_timings, printed_output_dir, printed_success
+
+
+def test_file_input_variants():
+    t = parse_timings([
+        "[INFO] model execute success", "Inference time: 2.5542ms", "Inference time: 2.54784ms",
+        "Inference time: 1e-3ms", "Inference average time: 2.554200 ms",
+        "Inference average time without first time: 2.547842 ms",
+    ])
+    assert t.calls_ms == [2.5542, 2.54784, 0.001]
+    assert t.average_ms == 2.5542 and t.average_without_first_ms == 2.547842
+
+
+def test_folder_input_variants_with_space_before_colon():
+    t = parse_timings(["Inference time: 3ms", "Inference average time : 2.55 ms",
+                       "Inference average time without first time : 2.50 ms"])
+    assert t.calls_ms == [3.0] and t.average_ms == 2.55 and t.average_without_first_ms == 2.5
+
+
+def test_averages_only_and_nothing():
+    t = parse_timings(["Inference average time: 2.554200 ms"])
+    assert t.found and t.calls_ms == [] and t.average_without_first_ms is None
+    assert not parse_timings(["[INFO] acl init success", "The inference time is: 1 millisecond"]).found
+
+
+def test_errors_and_success():
+    lines = ["[INFO] acl init success", "[ERROR] acl open device 3 failed", "[INFO] pid: 7 Execute sample success"]
+    assert error_lines(lines) == ["[ERROR] acl open device 3 failed"]
+    assert printed_success(lines) and not printed_success(lines[:2])
+
+
+def test_output_dir_line_both_formats():
+    root = Path("/w/out")
+    assert printed_output_dir(["[INFO] create model output success", "/w/out/20211113_073952"], root) \
+        == root / "20211113_073952"
+    assert printed_output_dir(["/w/out/2023610_9_5_6_123456"], root) == root / "2023610_9_5_6_123456"
+    assert printed_output_dir(["/w/other/20211113_073952", "[INFO] start to process file:/w/out/x"], root) is None

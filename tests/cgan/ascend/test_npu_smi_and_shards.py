@@ -1,0 +1,116 @@
+"""npu-smi parsing on documented sample tables, and the split of a run's bins over NPUs."""
+
+from pathlib import Path
+
+import pytest
+
+from cgan.ascend.errors import AscendError
+from cgan.ascend.npu_smi import parse_npu_smi_info, read_npu_smi, soc_version_of
+from cgan.ascend.shards import outputs_prefix, parse_devices, shard_specs, split_bins, stage_shards
+from cgan.store import LocalStore
+from tests.standins.fixtures import STANDINS
+
+SAMPLES = STANDINS / "npu_smi_samples"
+
+
+def test_310p3_card_with_device_column():
+    chips = parse_npu_smi_info((SAMPLES / "310p3_x2.txt").read_text())
+    assert [(c.npu_id, c.name, c.chip_id, c.device_id, c.health, c.bus_id) for c in chips] == [
+        (0, "310P3", 0, 0, "OK", "0000:82:00.0"),
+        (1, "310P3", 0, 1, "OK", "0000:89:00.0"),
+    ]
+    assert soc_version_of(chips) == "Ascend310P3"
+
+
+def test_910b_host_without_device_column_and_process_table():
+    chips = parse_npu_smi_info((SAMPLES / "910b4_x2.txt").read_text())
+    assert [(c.npu_id, c.name, c.device_id, c.bus_id) for c in chips] == [
+        (0, "910B4", 0, "0000:C1:00.0"), (1, "910B4", 1, "0000:C2:00.0")]
+    assert soc_version_of(chips) == "Ascend910B4"
+
+
+def test_310b_board_with_na_bus_id():
+    chips = parse_npu_smi_info((SAMPLES / "310b1_x1.txt").read_text())
+    assert [(c.name, c.device_id, c.bus_id) for c in chips] == [("310B1", 0, "NA")]
+    assert soc_version_of(chips) == "Ascend310B1"
+
+
+NPU5 = """\
++------------------------------------------------------------------------------------------------+
+| npu-smi 25.5.2                   Version: 25.5.2                                               |
++---------------------------+---------------+----------------------------------------------------+
+| NPU   Name                | Health        | Power(W)    Temp(C)           Hugepages-Usage(page)|
+| Chip                      | Bus-Id        | AICore(%)   Memory-Usage(MB)  HBM-Usage(MB)        |
++===========================+===============+====================================================+
+| 5     910B4               | OK            | 89.9        39                0    / 0             |
+| 0                         | 0000:41:00.0  | 0           0    / 0          2922 / 32768         |
++===========================+===============+====================================================+
++---------------------------+---------------+----------------------------------------------------+
+| NPU     Chip              | Process id    | Process name             | Process memory(MB)      |
++===========================+===============+====================================================+
+"""
+
+
+def test_container_shows_npu_5_as_logical_device_0():
+    chips = parse_npu_smi_info(NPU5)
+    assert [(c.npu_id, c.device_id, c.name) for c in chips] == [(5, 0, "910B4")]
+
+
+def test_no_soc_version_for_a3_names_mixed_models_or_nothing():
+    a3 = (SAMPLES / "910b4_x2.txt").read_text().replace("910B4  ", "Ascend910")
+    assert soc_version_of(parse_npu_smi_info(a3)) is None
+    mixed = (SAMPLES / "910b4_x2.txt").read_text().replace("| 1     910B4", "| 1     910B3")
+    assert soc_version_of(parse_npu_smi_info(mixed)) is None
+    assert parse_npu_smi_info("dcmi module initialize failed. ret is -8005") == []
+    assert soc_version_of([]) is None
+
+
+def test_read_npu_smi_with_the_standin(standins_on_path, monkeypatch):
+    assert [c.device_id for c in read_npu_smi()] == [0, 1]
+    monkeypatch.setenv("STANDIN_NPU_SMI_SAMPLE", "310b1_x1.txt")
+    assert soc_version_of(read_npu_smi()) == "Ascend310B1"
+    monkeypatch.setenv("STANDIN_NPU_SMI_FAIL", "1")
+    assert read_npu_smi() is None
+
+
+def test_read_npu_smi_absent(clean_env):
+    assert read_npu_smi("no-such-npu-smi") is None
+
+
+def test_split_bins_one_shard_per_device_balanced():
+    bins = [Path(f"b/grid_{i:06d}.bin") for i in reversed(range(10))]
+    shards = split_bins(bins, [4, 5, 6])
+    assert [s.device for s in shards] == [4, 5, 6]
+    assert [len(s.bins) for s in shards] == [4, 3, 3]
+    assert [p.name for s in shards for p in s.bins] == [f"grid_{i:06d}.bin" for i in range(10)]
+    assert shard_specs(shards)[1] == {"shard": 1, "bins_prefix": "bins/shard_0001", "device": 5}
+    assert outputs_prefix(12) == "outputs/shard_0012"
+
+
+def test_fewer_bins_than_devices():
+    shards = split_bins(["a.bin", "b.bin"], "0,1,2,3")
+    assert [(s.device, len(s.bins)) for s in shards] == [(0, 1), (1, 1)]
+
+
+@pytest.mark.parametrize("devices, message", [
+    ([], "empty"), ("", "empty"), ([0, 0], "twice"), ([256], "0..255"), ("0,x", "comma-separated"),
+    ([True], "0..255"),
+])
+def test_bad_device_lists(devices, message):
+    with pytest.raises(AscendError, match=message):
+        parse_devices(devices)
+
+
+def test_no_bins():
+    with pytest.raises(AscendError, match="no bins"):
+        split_bins([], [0])
+
+
+def test_stage_shards_uploads_each_shard(tmp_path, bins3):
+    store = LocalStore(tmp_path / "ws")
+    store.put_bytes(b"old", "bins/shard_0007/stale.bin")
+    specs = stage_shards(store, sorted(bins3.glob("*.bin")), [2, 3])
+    assert specs == [{"shard": 0, "bins_prefix": "bins/shard_0000", "device": 2},
+                     {"shard": 1, "bins_prefix": "bins/shard_0001", "device": 3}]
+    assert store.list("bins") == ["bins/shard_0000/grid_000000.bin", "bins/shard_0000/grid_000001.bin",
+                                  "bins/shard_0001/grid_000002.bin"]
