@@ -2,7 +2,6 @@
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,7 +166,7 @@ def test_bad_arguments_are_refused_before_running(tmp_path, standins_on_path, ca
     assert calls("msame") == []
 
 
-@pytest.mark.parametrize("bad", ["out dir", "out;rm", "out,2", "$(reboot)", "a|b", "-x"])
+@pytest.mark.parametrize("bad", ["out dir", "out;rm", "out,2", "$(reboot)", "a|b", "-x", "out\n", "o`id`"])
 def test_paths_with_metacharacters_are_refused(tmp_path, standins_on_path, calls, standin_om, bins3, bad):
     with pytest.raises(AscendError, match="cannot take safely"):
         run_msame(standin_om, bins3, tmp_path / bad)
