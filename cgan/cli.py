@@ -84,12 +84,15 @@ def _run_backend(args, model_or_checkpoint, input_dir, output_root, progress=Non
 
 def _run_msame(args):
     from cgan.ascend.msame import run_msame
+    from cgan.ascend.toolkit import runtime_env
 
     if args.model is None:
         raise CganError("--backend msame needs --model X.om (make it with `cgan convert`)")
-    _say(f"msame on NPU {args.device}: {args.model} over {args.input}")
+    env, where = runtime_env(args.toolkit_home)
+    _say(f"msame on NPU {args.device}: {args.model} over {args.input} ({where})")
     return run_msame(args.model, args.input, args.output, device=args.device, loop=args.loop,
-                     msame=args.msame, channels=args.channels, on_line=_say, timeout_s=args.timeout)
+                     msame=args.msame, channels=args.channels, env=env, on_line=_say,
+                     timeout_s=args.timeout)
 
 
 def cmd_infer(args) -> int:
@@ -265,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, choices=[1, 3],
                    help="msame: expected output channels (default: 1 or 3, the same for every bin)")
     p.add_argument("--timeout", type=float, help="msame: stop it after this many seconds")
+    p.add_argument("--toolkit-home", default="/usr/local/Ascend/ascend-toolkit",
+                   help="msame: source its set_env.sh when present (default /usr/local/Ascend/ascend-toolkit)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_infer)
 

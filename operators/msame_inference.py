@@ -28,15 +28,18 @@ class MsameInferenceOperator(BaseOperator):
     :param msame_path: msame's path, or a name looked up on the worker's PATH
     :param loop: msame --loop, 1..100 (msame ignores it for folder input: one call per bin)
     :param channels: expected output channels (1 or 3); None accepts either, consistently
+    :param toolkit_home: folder of the CANN set_env.sh, sourced for msame when present (msame
+        needs the ACL libraries); otherwise the worker's own environment is used
     """
 
-    template_fields: Sequence[str] = ("workspace", "shard", "om_key", "msame_path", "loop", "device")
+    template_fields: Sequence[str] = ("workspace", "shard", "om_key", "msame_path", "loop", "device",
+                                      "toolkit_home")
     ui_color = "#fde7e9"
 
     def __init__(self, *, workspace: str, shard: dict, om_key: str = "model/cgan.om",
                  msame_path: str = "msame", loop: int = 1, device: int | None = None,
                  channels: int | None = None, msame_timeout_s: float | None = None,
-                 aws_conn_id: str = DEFAULT_CONN_ID, queue: str = "ascend", pool: str = "ascend_npu",
+                 toolkit_home: str = "/usr/local/Ascend/ascend-toolkit", aws_conn_id: str = DEFAULT_CONN_ID, queue: str = "ascend", pool: str = "ascend_npu",
                  **kwargs):
         super().__init__(queue=queue, pool=pool, **kwargs)
         self.workspace = workspace
@@ -47,16 +50,20 @@ class MsameInferenceOperator(BaseOperator):
         self.device = device
         self.channels = channels
         self.msame_timeout_s = msame_timeout_s
+        self.toolkit_home = toolkit_home
         self.aws_conn_id = aws_conn_id
 
     def execute(self, context) -> dict:
         from cgan.ascend.msame import LOG_NAME, run_msame
         from cgan.ascend.shards import outputs_prefix
+        from cgan.ascend.toolkit import runtime_env
         from cgan.perf import PERF_NAME
         from cgan.store import download_keys, upload_dir
 
         index, bins_prefix, device = parse_shard(self.shard, self.device)
         loop = _int(self.loop, "loop")
+        env, where = runtime_env(self.toolkit_home)
+        self.log.info("msame %s", where)
         store = open_artifact_store(self.workspace, self.aws_conn_id)
         prefix = outputs_prefix(index)
         store.delete_prefix(prefix)
@@ -71,7 +78,7 @@ class MsameInferenceOperator(BaseOperator):
             download_keys(store, keys, tmp / "bins")
             self.log.info("Shard %d: %d bin(s) through msame on NPU %d", index, len(keys), device)
             run = run_msame(om, tmp / "bins", tmp / "out", device=device, loop=loop,
-                            msame=self.msame_path, channels=self.channels, on_line=self.log.info,
+                            msame=self.msame_path, channels=self.channels, env=env, on_line=self.log.info,
                             timeout_s=self.msame_timeout_s)
             upload_dir(store, run.output_dir, prefix, "*_output_0.bin")
             store.put_file(run.log_path, f"{prefix}/{LOG_NAME}")

@@ -121,6 +121,16 @@ def read_toolkit_version(home: Path | None, env: dict[str, str], atc: str | None
     return "unknown", "none"
 
 
+def runtime_env(toolkit_home: str | os.PathLike | None = None) -> tuple[dict[str, str], str]:
+    """The environment for msame: set_env.sh's when it exists (msame needs the ACL libraries on
+    LD_LIBRARY_PATH), else the current one. Returns (env, where it came from)."""
+    home = check_path(toolkit_home or DEFAULT_TOOLKIT_HOME, "toolkit home")
+    set_env = home / SET_ENV_NAME
+    if set_env.is_file():
+        return load_set_env(set_env), f"environment from {set_env}"
+    return dict(os.environ), f"{set_env} not found; the current environment is used"
+
+
 def locate_toolkit(toolkit_home: str | os.PathLike | None = None, *, atc_from_path: bool = False) -> Toolkit:
     """The toolkit's atc and environment: set_env.sh under toolkit_home (default
     /usr/local/Ascend/ascend-toolkit); when it is missing and atc_from_path is set, the atc on

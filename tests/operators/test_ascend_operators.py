@@ -187,3 +187,22 @@ def test_msame_path_parameter(tmp_path, clean_env, workspace, standin_om, task_l
     shutil.copy(STANDINS / "msame", tool)
     op = MsameInferenceOperator(task_id="m", workspace=store.uri, shard=SHARD, msame_path=str(tool))
     assert op.execute(context={})["grids"] == 3
+
+
+def test_msame_gets_the_cann_environment_when_set_env_exists(tmp_path, fake_toolkit, calls, workspace,
+                                                             standin_om, task_log):
+    store = msame_ws(workspace, standin_om)
+    MsameInferenceOperator(task_id="m", workspace=store.uri, shard=SHARD,
+                           toolkit_home=str(fake_toolkit)).execute(context={})
+    (call,) = calls("msame")
+    assert call["ascend_opp_path"] == f"{fake_toolkit}/latest/opp"
+    assert any("environment from" in line for line in task_log.lines)
+
+
+def test_msame_without_set_env_uses_the_worker_environment(tmp_path, standins_on_path, calls, workspace,
+                                                           standin_om, task_log):
+    store = msame_ws(workspace, standin_om)
+    MsameInferenceOperator(task_id="m", workspace=store.uri, shard=SHARD,
+                           toolkit_home=str(tmp_path / "none")).execute(context={})
+    assert calls("msame")[0]["ascend_opp_path"] is None
+    assert any("set_env.sh not found" in line for line in task_log.lines)

@@ -115,3 +115,9 @@ def test_help_lists_the_ascend_commands():
     proc = cgan("--help")
     assert "cgan convert" in proc.stdout and "--backend msame" in proc.stdout
     assert cgan("convert", "--help").stdout.startswith("usage: cgan convert")
+
+
+def test_infer_msame_sources_set_env(tmp_path, fake_toolkit, calls, standin_om, bins3):
+    ok(cgan("infer", "--backend", "msame", "--model", standin_om, "--input", bins3, "--output", tmp_path,
+            "--toolkit-home", fake_toolkit, "--json"))
+    assert calls("msame")[0]["ascend_opp_path"] == f"{fake_toolkit}/latest/opp"

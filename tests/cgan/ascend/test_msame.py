@@ -188,3 +188,14 @@ def test_wrong_input_size_is_refused(tmp_path, standins_on_path, standin_om):
     (tmp_path / "in" / "x.bin").write_bytes(b"\0" * 100)
     with pytest.raises(AscendError, match="not 28,800 bytes"):
         run_msame(standin_om, tmp_path / "in", tmp_path / "out")
+
+
+def test_discovery_prefers_the_printed_line_over_several_folders(tmp_path):
+    from cgan.ascend.msame import _discover
+
+    for name in ("profiler", "20211113_073952"):
+        (tmp_path / name).mkdir()
+    lines = ["[INFO] create model output success", f"{tmp_path}/20211113_073952"]
+    assert _discover(lines, tmp_path)[0] == tmp_path / "20211113_073952"
+    found, how = _discover(lines[:1], tmp_path)
+    assert found is None and "2 folders" in how
