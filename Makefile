@@ -13,7 +13,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 QUIET := 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: install demo test lock train clean
+.PHONY: install demo test lock train clean up down
 
 install: $(STAMP)
 
@@ -48,3 +48,10 @@ train: install
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache var
+
+# Airflow standalone (SQLite, LocalExecutor) + the local S3 server, DAG unpaused; `make down` stops both.
+up: install
+	$(BIN)/python scripts/local_stack.py up
+
+down:
+	$(BIN)/python scripts/local_stack.py down

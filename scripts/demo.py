@@ -12,49 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scripts import local_s3  # noqa: E402
-
-VAR = REPO / "var"
-BUCKET = "cgan"
-LOCAL_KEYS = {"AWS_ACCESS_KEY_ID": "cgan-local", "AWS_SECRET_ACCESS_KEY": "cgan-local-secret"}
-
-
-def airflow_env(endpoint: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "AIRFLOW_HOME": str(VAR / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "PYTHONPATH": str(REPO),
-        "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
-        "CGAN_ARTIFACT_ROOT": (VAR / "artifacts").as_uri(),
-        "CGAN_PUBLISH_BUCKET": BUCKET,
-        "AIRFLOW_CONN_CGAN_S3": json.dumps({
-            "conn_type": "aws", "login": LOCAL_KEYS["AWS_ACCESS_KEY_ID"],
-            "password": LOCAL_KEYS["AWS_SECRET_ACCESS_KEY"],
-            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        }),
-    })
-    return env
-
-
-def airflow(env: dict, *args: str, quiet: bool = True) -> None:
-    cmd = [str(Path(sys.executable).with_name("airflow")), *args]
-    proc = subprocess.run(cmd, env=env, capture_output=quiet, text=True)
-    if proc.returncode != 0:
-        if quiet:
-            sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
-        raise SystemExit(f"`airflow {' '.join(args[:2])}` failed (exit {proc.returncode})")
+from scripts.local_stack import (  # noqa: E402
+    BUCKET, S3_PORT, VAR, airflow, local_env, prepare_airflow, start_s3,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,28 +31,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "demo-output")
     args = parser.parse_args(argv)
 
-    os.environ.update({k: os.environ.get(k, v) for k, v in LOCAL_KEYS.items()})
-    LOCAL_KEYS.update({k: os.environ[k] for k in LOCAL_KEYS})
-    print("Starting the local S3 server (SeaweedFS) ...", flush=True)
-    server = local_s3.start(VAR / "s3")
+    server = None
+    if (VAR / "s3.pid").exists():  # `make up` is running: publish to its server
+        endpoint = f"http://127.0.0.1:{S3_PORT}"
+    else:
+        print("Starting the local S3 server (SeaweedFS, data in var/s3) ...", flush=True)
+        server = start_s3()
+        endpoint = server.endpoint
     try:
-        local_s3.ensure_bucket(server.endpoint, BUCKET)
-        env = airflow_env(server.endpoint)
+        env = local_env(endpoint)
         print("Preparing Airflow (SQLite in var/airflow) ...", flush=True)
-        airflow(env, "db", "migrate")
-        airflow(env, "pools", "set", "ascend_npu", "1", "NPU slots (one per NPU)")
+        prepare_airflow(env)
         conf = {"num_grids": args.num_grids, "seed": args.seed, "target": "cpu"}
         print(f"Running cgan_generation once with {json.dumps(conf)} ...", flush=True)
         airflow(env, "dags", "test", "cgan_generation", "-c", json.dumps(conf), quiet=False)
-        return report(server.endpoint, args.out)
+        return report(endpoint, args.out.resolve())
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
 
 
 def report(endpoint: str, out: Path) -> int:
     import boto3
 
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    from scripts.local_stack import local_keys
+
+    keys = local_keys()
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
     latest = json.loads(client.get_object(Bucket=BUCKET, Key="latest.json")["Body"].read())
     manifest = json.loads(client.get_object(Bucket=BUCKET, Key=latest["manifest"])["Body"].read())
     prefix = latest["manifest"].rsplit("/", 1)[0]
