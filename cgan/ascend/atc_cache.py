@@ -24,6 +24,7 @@ from pathlib import Path
 
 from cgan.artifacts import sha256_file
 from cgan.ascend.atc import AtcOptions, LineSink, find_om, onnx_input_shape, run_atc
+from cgan.ascend.errors import AscendError
 from cgan.ascend.toolkit import Toolkit
 from cgan.ascend.validate import check_path
 from cgan.store import StoreError, join
@@ -97,6 +98,8 @@ def convert(
     options.validate()
     onnx_path = check_path(onnx_path, "ONNX model")
     out_dir = check_path(out_dir, "output folder")
+    if not onnx_path.is_file():
+        raise AscendError(f"ONNX model {onnx_path} not found; create it with `cgan export`")
     flags = options.model_flags(onnx_input_shape(onnx_path))
     onnx_sha = sha256_file(onnx_path)
     key = cache_key(onnx_sha, flags, toolkit.version)

@@ -44,11 +44,7 @@ def load_set_env(set_env: str | os.PathLike, base_env: dict[str, str] | None = N
     """The environment after `source set_env.sh`, as a dict (no user text in any shell code)."""
     path = check_path(set_env, "set_env.sh")
     if not path.is_file():
-        raise ToolchainNotFound(
-            f"CANN set_env.sh not found at {path}: install the CANN toolkit there, point "
-            "--toolkit-home (toolkit_home) at the folder holding set_env.sh, or allow the atc on "
-            "PATH (--atc-from-path / atc_from_path=True) on a host whose environment is set up"
-        )
+        raise _missing(path)
     bash = shutil.which("bash") or "/bin/bash"
     try:
         proc = subprocess.run(
@@ -70,6 +66,14 @@ def load_set_env(set_env: str | os.PathLike, base_env: dict[str, str] | None = N
             env[key] = value
     env.pop("_", None)
     return env
+
+
+def _missing(path: Path) -> ToolchainNotFound:
+    return ToolchainNotFound(
+        f"CANN set_env.sh not found at {path}: install the CANN toolkit there, point "
+        "--toolkit-home (toolkit_home) at the folder holding set_env.sh, or allow the atc on "
+        "PATH (--atc-from-path / atc_from_path=True) on a host whose environment is set up"
+    )
 
 
 def _read_kv(path: Path) -> dict[str, str]:
@@ -145,8 +149,7 @@ def locate_toolkit(toolkit_home: str | os.PathLike | None = None, *, atc_from_pa
         env = dict(os.environ)
         notes.append(f"{set_env} not found; using the atc on PATH with the current environment")
     else:
-        load_set_env(set_env)  # raises the clear "not found" error
-        raise AssertionError("unreachable")
+        raise _missing(set_env)
     atc = shutil.which("atc", path=env.get("PATH", ""))
     if atc is None:
         raise ToolchainNotFound(

@@ -124,3 +124,10 @@ def test_cache_in_a_moved_store_still_hits(tmp_path, fake_toolkit, calls, upstre
     hit = convert(upstream_onnx, tmp_path / "b", OPTS, toolkit=locate_toolkit(fake_toolkit),
                   cache=AtcCache(LocalStore(tmp_path / "copy")))
     assert hit.cache_hit and len(atc_runs(calls)) == 1
+
+
+def test_missing_onnx_is_said_clearly(tmp_path, fake_toolkit, cache):
+    from cgan.ascend.errors import AscendError
+
+    with pytest.raises(AscendError, match="not found; create it with `cgan export`"):
+        convert(tmp_path / "none.onnx", tmp_path / "a", OPTS, toolkit=locate_toolkit(fake_toolkit), cache=cache)
