@@ -12,6 +12,9 @@
 | CGAN_TIMEZONE | UTC | timezone of that cron |
 | CGAN_NUM_GRIDS | 100 | default grids per run |
 | CGAN_PUBLISHED_URL | {endpoint}/{bucket}/{prefix}/manifest.json | the task's "Published run" link |
+| CGAN_ASCEND_TOOLKIT | /usr/local/Ascend/ascend-toolkit | CANN toolkit home (its set_env.sh is sourced) |
+| CGAN_ATC_FROM_PATH | false | use the atc found on PATH instead of the toolkit's set_env.sh |
+| CGAN_MSAME | msame | msame's path, or a name looked up on the Ascend worker's PATH |
 """
 
 from __future__ import annotations
@@ -63,3 +66,15 @@ def num_grids() -> int:
 
 def published_url_template() -> str:
     return os.environ.get("CGAN_PUBLISHED_URL") or "{endpoint}/{bucket}/{prefix}/manifest.json"
+
+
+def ascend_toolkit() -> str:
+    return os.environ.get("CGAN_ASCEND_TOOLKIT") or "/usr/local/Ascend/ascend-toolkit"
+
+
+def atc_from_path() -> bool:
+    return (os.environ.get("CGAN_ATC_FROM_PATH") or "false").strip().lower() in ("1", "true", "yes")
+
+
+def msame() -> str:
+    return os.environ.get("CGAN_MSAME") or "msame"

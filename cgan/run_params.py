@@ -13,15 +13,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from cgan.ascend.atc import PRECISION_MODES
+from cgan.ascend.errors import AscendError
+from cgan.ascend.validate import SOC_VERSION_RE, check_soc_version
 from cgan.bins import MAX_GRIDS, MAX_SEED
 from cgan.errors import CganError
 
 TARGETS = ("cpu", "ascend")
-PRECISION_MODES = (
-    "force_fp16", "force_fp32", "cube_fp16in_fp32out", "allow_mix_precision",
-    "allow_fp32_to_fp16", "must_keep_origin_dtype",
-)
-SOC_VERSION_RE = re.compile(r"^Ascend[0-9]{3}[A-Z]?[0-9]{0,2}(_[A-Za-z0-9]{1,16})?$")
 CHECKPOINT_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/)?[A-Za-z0-9._/+=@-]+$")
 MAX_SHARDS = 1024  # Airflow's [core] max_map_length default
 MAX_DEVICES = 64
@@ -62,12 +60,10 @@ def _choice(name: str, value, choices) -> str:
 
 
 def validate_soc_version(value) -> str:
-    if not isinstance(value, str) or not SOC_VERSION_RE.match(value):
-        raise ParamError(
-            f"soc_version {value!r} is not an Ascend SoC name such as Ascend310, Ascend310P3 or "
-            "Ascend910B1 (the Name column of `npu-smi info`, prefixed with 'Ascend')"
-        )
-    return value
+    try:
+        return check_soc_version(value)
+    except AscendError as exc:
+        raise ParamError(str(exc)) from None
 
 
 def validate_checkpoint(value) -> str:

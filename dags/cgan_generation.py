@@ -96,25 +96,30 @@ with DAG(
     run = plan()
     shard_list = shards(run["shards"])
     export = ExportOnnxOperator(task_id="export_onnx", workspace=run["workspace"],
-                                checkpoint="{{ params.checkpoint }}", execution_timeout=timedelta(minutes=20))
+                                checkpoint="{{ params.checkpoint }}", aws_conn_id=config.s3_conn_id(),
+                                execution_timeout=timedelta(minutes=20))
     bins = InputBinsOperator(task_id="input_bins", workspace=run["workspace"], shards=run["shards"],
-                             seed=run["seed"], execution_timeout=timedelta(minutes=30))
+                             seed=run["seed"], aws_conn_id=config.s3_conn_id(),
+                             execution_timeout=timedelta(minutes=30))
     branch = choose_target(run["target"])
     atc = AtcConvertOperator(task_id="atc_convert", workspace=run["workspace"],
                              soc_version="{{ params.soc_version }}",
                              precision_mode="{{ params.precision_mode }}",
-                             execution_timeout=timedelta(hours=6))
+                             toolkit_home=config.ascend_toolkit(), atc_from_path=config.atc_from_path(),
+                             aws_conn_id=config.s3_conn_id(), execution_timeout=timedelta(hours=6))
     msame = MsameInferenceOperator.partial(
         task_id="msame_infer", workspace=run["workspace"], queue="ascend", pool="ascend_npu",
+        msame_path=config.msame(), toolkit_home=config.ascend_toolkit(), aws_conn_id=config.s3_conn_id(),
         execution_timeout=timedelta(hours=1),
     ).expand(shard=shard_list)
     onnxruntime = OnnxRuntimeInferenceOperator.partial(
         task_id="onnxruntime_infer", workspace=run["workspace"], threads="{{ params.threads }}",
+        aws_conn_id=config.s3_conn_id(),
         execution_timeout=timedelta(hours=1),
     ).expand(shard=shard_list)
     post = PostprocessOperator(task_id="postprocess", workspace=run["workspace"], shards=run["shards"],
-                               checkpoint="{{ params.checkpoint }}", execution_timeout=timedelta(hours=1),
-                               trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+                               checkpoint="{{ params.checkpoint }}", aws_conn_id=config.s3_conn_id(),
+                               execution_timeout=timedelta(hours=1), trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     publish = PublishRunOperator(task_id="publish", workspace=run["workspace"], bucket=config.publish_bucket(),
                                  run_prefix=run["run_prefix"], params_used=run["params"],
                                  logical_date=run["logical_date"], aws_conn_id=config.s3_conn_id(),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from airflow.sdk import BaseOperator
 
+from operators.failures import fail_fast_on_bad_input
 from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
 
 DEFAULT_TOOLKIT_HOME = "/usr/local/Ascend/ascend-toolkit"
@@ -59,8 +60,10 @@ class AtcConvertOperator(BaseOperator):
         self.atc_timeout_s = atc_timeout_s
         self.aws_conn_id = aws_conn_id
 
+    @fail_fast_on_bad_input
     def execute(self, context) -> dict:
         from cgan import config
+        from cgan.artifacts import sha256_file
         from cgan.ascend.atc import AtcOptions
         from cgan.ascend.atc_cache import DEFAULT_PREFIX, AtcCache, convert
         from cgan.ascend.toolkit import locate_toolkit
@@ -81,8 +84,10 @@ class AtcConvertOperator(BaseOperator):
                 self.log.info("note: %s", note)
             store.put_bytes(result.log.encode(), self.log_key)
             store.put_file(result.om_path, self.om_key)
+            om_sha256 = sha256_file(result.om_path)
         self.log.info("om %s (%s) -> %s", result.om_path.name,
                       "cache hit, atc not run" if result.cache_hit else "converted", self.om_key)
         return {"om_key": self.om_key, "cache_hit": result.cache_hit, "cache_key": result.cache_key,
                 "log_key": self.log_key, "soc_version": options.soc_version,
-                "precision_mode": options.precision_mode, "toolkit_version": result.toolkit_version}
+                "precision_mode": options.precision_mode, "toolkit_version": result.toolkit_version,
+                "om_sha256": om_sha256}

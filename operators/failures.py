@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 
+from cgan.ascend.errors import AscendError
 from cgan.errors import CheckpointError, ExportError, InputBinError
 from cgan.run_params import ParamError
 from cgan.store import StoreError
 
-NOT_RETRYABLE = (CheckpointError, ExportError, InputBinError, ParamError, StoreError)
+NOT_RETRYABLE = (AscendError, CheckpointError, ExportError, InputBinError, ParamError, StoreError)
 
 
 def fail_fast_on_bad_input(execute):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from airflow.sdk import BaseOperator
 
+from operators.failures import fail_fast_on_bad_input
 from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
 
 
@@ -53,6 +54,7 @@ class MsameInferenceOperator(BaseOperator):
         self.toolkit_home = toolkit_home
         self.aws_conn_id = aws_conn_id
 
+    @fail_fast_on_bad_input
     def execute(self, context) -> dict:
         from cgan.ascend.msame import LOG_NAME, run_msame
         from cgan.ascend.shards import outputs_prefix

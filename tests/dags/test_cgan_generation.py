@@ -136,3 +136,46 @@ def test_invalid_trigger_fails_before_any_work(airflow_home, tmp_path):
     assert proc.returncode != 0
     assert "num_grids" in proc.stdout + proc.stderr
     assert not (tmp_path / "artifacts").exists()
+
+
+@pytest.mark.slow
+def test_ascend_run_with_standins_converts_once_and_publishes(airflow_home, local_s3, tmp_path):
+    """target=ascend through the real DAG, with the contract-faithful atc/msame stand-ins of
+    tests/standins (no NPU exists here). Two runs: the second reuses the cached om."""
+    from tests.standins.fixtures import STANDINS, TOOLKIT_VERSION
+
+    home = tmp_path / "ascend-toolkit"
+    info = home / "latest" / "x86_64-linux" / "ascend_toolkit_install.info"
+    info.parent.mkdir(parents=True)
+    info.write_text(f"version={TOOLKIT_VERSION}\n")
+    (home / "set_env.sh").write_text(  # the stand-in CANN set_env.sh (tests only)
+        f'export ASCEND_TOOLKIT_HOME="{home}/latest"\nexport ASCEND_OPP_PATH="{home}/latest/opp"\n'
+        f'export PATH="{STANDINS}:$PATH"\n')
+    client = local_s3["client"]
+    client.create_bucket(Bucket="ascendtest")
+    env = airflow_env(
+        airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET="ascendtest",
+        CGAN_ASCEND_TOOLKIT=str(home), CGAN_MSAME=str(STANDINS / "msame"),
+        STANDIN_ATC_CALLS=str(tmp_path / "atc.jsonl"), STANDIN_MSAME_CALLS=str(tmp_path / "msame.jsonl"),
+        AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
+    )
+    conf = {"num_grids": 3, "seed": 5, "target": "ascend", "devices": [0, 1], "soc_version": "Ascend310P3"}
+    for attempt in range(2):
+        proc = dags_test(env, conf)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    log = proc.stdout + proc.stderr
+    atc_calls = (tmp_path / "atc.jsonl").read_text().splitlines()
+    msame_calls = [json.loads(line) for line in (tmp_path / "msame.jsonl").read_text().splitlines()]
+    assert len(atc_calls) == 1  # the second run hit the conversion cache
+    assert sorted({c["argv"][c["argv"].index("--device") + 1] for c in msame_calls}) == ["0", "1"]
+    assert len(msame_calls) == 4  # one per shard per run
+    latest = json.loads(client.get_object(Bucket="ascendtest", Key="latest.json")["Body"].read())
+    manifest = json.loads(client.get_object(Bucket="ascendtest", Key=latest["manifest"])["Body"].read())
+    assert manifest["model"]["cache_hit"] is True and manifest["model"]["om_sha256"]
+    assert manifest["tools"]["cann_toolkit"].startswith(TOOLKIT_VERSION)
+    keys = [o["key"] for o in manifest["objects"]]
+    assert sum("/grids/" in k for k in keys) == 3
+    assert any(k.endswith("shard_0001.msame.log") for k in keys)
+    perf = json.loads(client.get_object(Bucket="ascendtest", Key=[k for k in keys if k.endswith("perf/perf.json")][0])["Body"].read())
+    assert perf["backend"] == "msame" and perf["devices"] == ["npu:0", "npu:1"]
+    assert "onnxruntime_infer" in log  # the cpu branch exists and was skipped

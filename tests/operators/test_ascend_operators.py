@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 from cgan.ascend.errors import AscendError, AtcError, MsameError
 from cgan.store import LocalStore
@@ -101,8 +102,9 @@ def test_atc_failure_raises_the_cgan_error(tmp_path, fake_toolkit, workspace, ta
 
 
 def test_atc_bad_soc_is_refused_before_any_download(tmp_path, fake_toolkit, calls, workspace, task_log):
-    with pytest.raises(AscendError, match="not an Ascend SoC name"):
+    with pytest.raises(AirflowFailException, match="not an Ascend SoC name") as err:  # no retry for bad input
         atc_op(workspace, tmp_path, fake_toolkit, soc_version="Ascend310'; reboot").execute(context={})
+    assert isinstance(err.value.__cause__, AscendError)
     assert calls("atc") == []
 
 
@@ -173,7 +175,7 @@ def test_bad_shards_are_refused_before_msame(tmp_path, standins_on_path, calls, 
 def test_shard_without_bins(tmp_path, standins_on_path, workspace, standin_om, task_log):
     store = msame_ws(workspace, standin_om)
     shard = {"shard": 3, "bins_prefix": "bins/shard_0003", "device": 0}
-    with pytest.raises(AscendError, match="no input bins under bins/shard_0003"):
+    with pytest.raises(AirflowFailException, match="no input bins under bins/shard_0003"):
         MsameInferenceOperator(task_id="m", workspace=store.uri, shard=shard).execute(context={})
 
 
