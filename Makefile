@@ -13,7 +13,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 QUIET := 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: install demo test lock train clean up down
+.PHONY: install demo test lock train clean up down bench
 
 install: $(STAMP)
 
@@ -55,3 +55,7 @@ up: install
 
 down:
 	$(BIN)/python scripts/local_stack.py down
+
+# Benchmarks (numbers, not pass/fail): bench/results.json, bench/bench.png and a table.
+bench: install
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)

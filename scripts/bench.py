@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""`make bench`: CPU inference against the machine's own fp32 ceiling, DAG overhead, task memory.
+
+    .venv/bin/python scripts/bench.py [--quick] [--out bench]
+
+Everything is measured side by side in one run (these machines are shared and noisy; compare
+ratios, not absolute numbers). Writes bench/results.json and bench/bench.png, prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CHECKPOINT = REPO / "models" / "cgan_generator.pth"
+
+
+def generator_gflop_per_grid(channels: int = 1) -> float:
+    """Multiply-adds of the generator for 100 digits, x2 (BN, ReLU, tanh ignored)."""
+    macs = 72 * 1024 + 1024 * 6272 + 128 * 64 * 16 * 7 * 7 + 64 * channels * 16 * 14 * 14
+    return 2 * macs * 100 / 1e9
+
+
+def _median_ms(fn, reps: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def matmul_ceiling(threads: int, n: int = 2048) -> dict:
+    """fp32 GEMM GFLOP/s of ONNX Runtime (MLAS) and numpy at n x n x n."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    flop = 2 * n ** 3 / 1e9
+    ort_ms = _median_ms(lambda: sess.run(None, {"a": a, "b": a}), 5)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    code = ("import numpy as np,time,statistics;a=np.random.default_rng(0).random((%d,%d),dtype=np.float32);"
+            "[a@a for _ in range(2)];t=[];\nfor _ in range(5):\n s=time.perf_counter();a@a;t.append(time.perf_counter()-s)\n"
+            "print(statistics.median(t)*1000)") % (n, n)
+    np_ms = float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                 check=True).stdout)
+    result = {"onnxruntime_gflops": flop / ort_ms * 1000, "numpy_gflops": flop / np_ms * 1000}
+    result["ceiling_gflops"] = max(result.values())
+    return result
+
+
+def runtime_speed(batches: list[int], threads_list: list[int], reps: int) -> list[dict]:
+    import numpy as np
+    import torch
+
+    from cgan.bins import make_input_batch
+    from cgan.checkpoint import load_generator
+    from cgan.export import export_onnx
+    from cgan.runtimes.onnxruntime_runner import make_session
+
+    model = load_generator(CHECKPOINT)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in batches:
+            x = np.concatenate([make_input_batch(0, g) for g in range(batch // 100)])
+            onnx_path = export_onnx(CHECKPOINT, f"{tmp}/b{batch}.onnx", batch=batch).onnx_path
+            for threads in threads_list:
+                sess = make_session(onnx_path, threads=threads)
+                ort_ms = _median_ms(lambda: sess.run(None, {"image": x}), reps)
+                torch.set_num_threads(threads)
+                xt = torch.from_numpy(x)
+
+                def eager():
+                    with torch.inference_mode():
+                        model(xt)
+
+                torch_ms = _median_ms(eager, reps)
+                for backend, ms in (("onnxruntime", ort_ms), ("pytorch", torch_ms)):
+                    rows.append({"backend": backend, "batch": batch, "threads": threads,
+                                 "ms_per_call": ms, "ms_per_grid": ms / (batch // 100),
+                                 "grids_per_s": 1000 * (batch // 100) / ms})
+    return rows
+
+
+def _peak_rss_mb(code: str) -> tuple[float, float]:
+    """Run code in a fresh Python; return (peak RSS MiB, seconds)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    usage = json.loads(proc.stdout.strip().splitlines()[-1])
+    return usage["maxrss_mb"], time.perf_counter() - t0
+
+
+TASK_CODE = {
+    "export_onnx": "from cgan.export import export_onnx; export_onnx({ckpt!r}, {ws!r} + '/model/cgan.onnx')",
+    "input_bins": ("from cgan.run_params import plan_shards; from cgan.bins import write_bins\n"
+                   "for s in plan_shards({n}, 'cpu', [0], 500): write_bins({ws!r} + '/' + s['bins_prefix'], s['count'], 1, start=s['start'])"),
+    "onnxruntime_infer": ("from cgan.run_params import plan_shards; from cgan.runtimes.onnxruntime_runner import run_onnxruntime\n"
+                          "import shutil, pathlib\n"
+                          "s = plan_shards({n}, 'cpu', [0], 500)[0]\n"
+                          "r = run_onnxruntime({ws!r} + '/model/cgan.onnx', {ws!r} + '/' + s['bins_prefix'], {ws!r} + '/tmp-out')\n"
+                          "shutil.copytree(r.output_dir, {ws!r} + '/outputs/shard_0000', dirs_exist_ok=True)"),
+    "postprocess": ("from cgan.run_params import plan_shards; from cgan.store import open_store; from cgan.postprocess import postprocess_run\n"
+                    "import pathlib, shutil\n"
+                    "shards = plan_shards({n}, 'cpu', [0], 500)\n"
+                    "src = pathlib.Path({ws!r}) / 'outputs' / 'shard_0000'\n"
+                    "for s in shards[1:]:\n"
+                    "    d = pathlib.Path({ws!r}) / 'outputs' / ('shard_%04d' % s['shard']); d.mkdir(parents=True, exist_ok=True)\n"
+                    "    [shutil.copyfile(src / ('grid_%06d_output_0.bin' % (g - s['start'])), d / ('grid_%06d_output_0.bin' % g)) for g in range(s['start'], s['start'] + s['count'])]\n"
+                    "    shutil.copyfile(src / 'perf.json', d / 'perf.json')\n"
+                    "postprocess_run(open_store(pathlib.Path({ws!r}).as_uri()), shards, {ckpt!r}, log=lambda m: None)"),
+}
+RSS_TAIL = "\nimport resource, json; print(json.dumps({{'maxrss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))"
+
+
+def task_memory(n: int) -> dict:
+    """Each step of the DAG's cpu path in its own process on n grids: peak RSS and seconds.
+
+    Inference runs one shard (500 grids, as the DAG maps them); postprocess covers all n grids
+    (shard outputs beyond the first are copies of it, so the step sees n grids)."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="cgan-bench-") as ws:
+        for task, code in TASK_CODE.items():
+            mb, secs = _peak_rss_mb(code.format(ckpt=str(CHECKPOINT), ws=ws, n=n) + RSS_TAIL.format())
+            out[task] = {"peak_rss_mb": round(mb, 1), "seconds": round(secs, 1)}
+    return out
+
+
+def dag_overhead(n: int, ort_ms_per_grid: float) -> dict:
+    """Wall time of one `airflow dags test` run of n grids vs n x the pure ORT time per grid."""
+    from scripts.local_stack import local_env, prepare_airflow, start_s3
+
+    server = start_s3(port=None)
+    try:
+        env = local_env(server.endpoint)
+        prepare_airflow(env)
+        conf = json.dumps({"num_grids": n, "seed": 1, "target": "cpu", "grids_per_shard": 500})
+        t0 = time.perf_counter()
+        proc = subprocess.run([str(Path(sys.executable).with_name("airflow")), "dags", "test", "cgan_generation",
+                               "-c", conf], env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError((proc.stdout + proc.stderr)[-3000:])
+    finally:
+        server.stop()
+    pure = n * ort_ms_per_grid / 1000
+    return {"grids": n, "dag_wall_s": round(wall, 1), "pure_inference_s": round(pure, 1),
+            "ratio": round(wall / pure, 2)}
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results["speed"] if r["batch"] == 100]
+    labels = [f"{r['backend']}\n{r['threads']} thr" for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    ax.bar(labels, [r["fraction_of_ceiling"] * 100 for r in rows], color="#4a7fb5")
+    ax.set_ylabel("% of measured fp32 GEMM ceiling")
+    ax.set_title("Generator at batch 100 (one grid per call)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer reps, smaller runs")
+    parser.add_argument("--out", type=Path, default=REPO / "bench")
+    parser.add_argument("--skip-dag", action="store_true")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    reps = 10 if args.quick else 30
+    results = {"machine": {"cores": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
+               "gflop_per_grid": generator_gflop_per_grid()}
+    print(f"generator work per grid (100 digits, C=1): {results['gflop_per_grid']:.3f} GFLOP", flush=True)
+    results["ceiling"] = {str(t): matmul_ceiling(t) for t in (1, 2)}
+    results["speed"] = runtime_speed([100, 200, 500] if not args.quick else [100, 500], [1, 2], reps)
+    for r in results["speed"]:
+        ceiling = results["ceiling"][str(r["threads"])]["ceiling_gflops"]
+        r["gflops"] = results["gflop_per_grid"] / (r["ms_per_grid"] / 1000)
+        r["fraction_of_ceiling"] = r["gflops"] / ceiling
+    base = {(r["batch"], r["threads"]): r for r in results["speed"] if r["backend"] == "pytorch"}
+    for r in results["speed"]:
+        r["speedup_vs_pytorch"] = base[(r["batch"], r["threads"])]["ms_per_grid"] / r["ms_per_grid"]
+    ort100 = min(r["ms_per_grid"] for r in results["speed"] if r["backend"] == "onnxruntime" and r["batch"] == 100
+                 and r["threads"] == 1)
+    sizes = (100, 1000) if args.quick else (100, 10_000)
+    results["task_memory"] = {str(n): task_memory(n) for n in sizes}
+    if not args.skip_dag:
+        results["dag"] = dag_overhead(200 if args.quick else 1000, ort100)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    chart(results, args.out / "bench.png")
+    print_table(results)
+    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'bench.png'}")
+    return 0
+
+
+def print_table(results: dict) -> None:
+    print("\nfp32 GEMM ceiling (2048^3), GFLOP/s:")
+    for t, c in results["ceiling"].items():
+        print(f"  {t} thread(s): ONNX Runtime {c['onnxruntime_gflops']:.0f}, numpy {c['numpy_gflops']:.0f}"
+              f" -> ceiling {c['ceiling_gflops']:.0f}")
+    print(f"\n{'backend':<12} {'batch':>5} {'thr':>3} {'ms/grid':>8} {'grids/s':>8} {'GFLOP/s':>8} {'%ceil':>6} {'vs torch':>8}")
+    for r in results["speed"]:
+        print(f"{r['backend']:<12} {r['batch']:>5} {r['threads']:>3} {r['ms_per_grid']:>8.2f} {r['grids_per_s']:>8.1f}"
+              f" {r['gflops']:>8.0f} {100 * r['fraction_of_ceiling']:>5.0f}% {r['speedup_vs_pytorch']:>7.2f}x")
+    print("\npeak memory per task (own process), MiB / seconds:")
+    for n, tasks in results["task_memory"].items():
+        print(f"  N={n:>6}: " + ", ".join(f"{k} {v['peak_rss_mb']:.0f} / {v['seconds']:.0f}s" for k, v in tasks.items()))
+    if "dag" in results:
+        d = results["dag"]
+        print(f"\nDAG end to end, {d['grids']} grids: {d['dag_wall_s']} s wall vs {d['pure_inference_s']} s pure "
+              f"inference -> {d['ratio']}x")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
