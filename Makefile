@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 DEMO_DIR := demo-output
-DEMO_GRIDS ?= 20
+DEMO_GRIDS ?= 10
 DEMO_SEED ?= 0
 PIP := $(BIN)/pip --disable-pip-version-check
 # pip's failures must fail make; its noise about this machine's extra index is dropped.

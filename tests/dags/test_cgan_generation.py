@@ -130,11 +130,14 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
 
 
 @pytest.mark.slow
-def test_invalid_trigger_fails_before_any_work(airflow_home, tmp_path):
+@pytest.mark.parametrize("conf,field", [({"num_grids": -1}, "num_grids"), ({"target": "gpu"}, "target")])
+def test_invalid_trigger_fails_before_any_task_runs(airflow_home, tmp_path, conf, field):
     env = airflow_env(airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri())
-    proc = dags_test(env, {"num_grids": 0})
+    proc = dags_test(env, conf)
+    log = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "num_grids" in proc.stdout + proc.stderr
+    assert field in log and "ParamValidationError" in log
+    assert "Task started" not in log  # refused before any task instance ran
     assert not (tmp_path / "artifacts").exists()
 
 
