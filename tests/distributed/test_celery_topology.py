@@ -1,0 +1,266 @@
+"""A distributed run proven on this machine: the production topology without containers.
+
+Started for real, each as its own process group with its own AIRFLOW_HOME and TMPDIR:
+PostgreSQL (a fresh database: metadata DB and Celery result backend), Redis (Celery broker),
+`airflow api-server`, `airflow scheduler` (CeleryExecutor), `airflow dag-processor`, and two
+Celery workers, `airflow celery worker -q default` and `airflow celery worker -q ascend`,
+plus SeaweedFS as S3 for both the per-run artifact store (CGAN_ARTIFACT_ROOT=s3://...) and
+publishing. The run is triggered through the REST API with target=ascend, 3 grids, devices
+[0, 1], seed 1. Only the ascend worker has the Ascend tools: the atc/msame stand-ins of
+tests/standins (a fake CANN toolkit whose set_env.sh puts atc on PATH, CGAN_MSAME, the
+stand-ins on PATH, and the STANDIN_*_CALLS call logs in a folder only that worker is told
+about). The default worker has none of them, so an Ascend task routed to it would fail.
+
+How routing is proven. Both workers run on one host, so the usual evidence (the task
+instance's `hostname` = the host's FQDN) could not tell them apart. Four independent pieces
+of evidence, each of which a misrouted task would contradict:
+
+1. `hostname` from the REST API. Each worker is started with its own CGAN_TEST_NODE and
+   `[core] hostname_callable = tests.distributed.node.hostname`. The task process that a
+   worker forks inherits that variable and reports it to the Execution API when it starts
+   (and on each heartbeat), so the API's `hostname` of every task instance, mapped ones
+   included, names the worker whose environment ran it. atc_convert and msame_infer[0,1]
+   must carry the ascend node's name; every other task that ran, the default node's.
+2. The workers' own records. Each Celery worker logs "Executing workload" with the task
+   instance's UUID, and writes the task's log file (dag_id=.../task_id=.../attempt=N.log)
+   under its own AIRFLOW_HOME: every task instance's UUID and log file must be found at the
+   expected worker and nowhere at the other.
+3. The stand-ins' call logs. STANDIN_ATC_CALLS / STANDIN_MSAME_CALLS exist only in the
+   ascend worker's environment: atc ran once and msame twice (devices 0 and 1), in working
+   folders under the ascend worker's private TMPDIR.
+4. The task instances' `queue` (ascend for atc_convert/msame_infer, default otherwise),
+   which is what the scheduler sent to the broker.
+
+Artifacts cross workers only through S3: the workspace (ONNX from the default worker, om and
+outputs from the ascend worker) is checked in the artifact bucket, and the published run
+(latest.json, manifest, every manifest object with its sha256) in the publish bucket.
+
+Needs PostgreSQL and Redis (tests/distributed/topology.py says where it looks). Without
+them the test is skipped, saying why; with CGAN_REQUIRE_SERVICES=1 (CI) it fails instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.airflow_stack import s3_connection
+from tests.distributed.topology import (CeleryStack, Worker, check_services, require_services,
+                                        services_required, tail)
+from tests.standins.fixtures import STANDINS, TOOLKIT_VERSION
+
+pytestmark = pytest.mark.slow
+
+DAG_ID = "cgan_generation"
+CONF = {"target": "ascend", "num_grids": 3, "devices": [0, 1], "seed": 1}
+ASCEND_TASKS = {"atc_convert", "msame_infer"}
+RAN = {("plan", -1), ("shards", -1), ("export_onnx", -1), ("input_bins", -1), ("choose_target", -1),
+       ("atc_convert", -1), ("msame_infer", 0), ("msame_infer", 1), ("postprocess", -1), ("publish", -1)}
+RUN_DEADLINE_S = 12 * 60
+DAG_PARSE_DEADLINE_S = 180
+
+
+def make_fake_toolkit(home: Path) -> Path:
+    """A CANN toolkit home whose set_env.sh puts the stand-in atc on PATH (tests only)."""
+    info = home / "latest" / "x86_64-linux" / "ascend_toolkit_install.info"
+    info.parent.mkdir(parents=True)
+    info.write_text(f"version={TOOLKIT_VERSION}\n")
+    (home / "set_env.sh").write_text(
+        f'export ASCEND_TOOLKIT_HOME="{home}/latest"\nexport ASCEND_OPP_PATH="{home}/latest/opp"\n'
+        f'export PATH="{STANDINS}:$PATH"\n')
+    return home
+
+
+def read_calls(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def task_instances(stack: CeleryStack, run_id: str) -> list[dict]:
+    body = stack.api.json("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
+                          params={"limit": 100})
+    return body["task_instances"]
+
+
+def task_instances_or_none(stack: CeleryStack, run_id: str) -> list[dict] | None:
+    try:
+        return task_instances(stack, run_id)
+    except Exception:  # noqa: BLE001 - the api-server may be the component that died
+        return None
+
+
+def ti_table(tis: list[dict]) -> str:
+    rows = sorted(tis, key=lambda t: (t["task_id"], t["map_index"]))
+    return "\n".join(f"  {t['task_id']}[{t['map_index']}] state={t['state']} queue={t['queue']} "
+                     f"hostname={t['hostname']} try={t['try_number']}" for t in rows)
+
+
+def report(stack: CeleryStack, tis: list[dict] | None = None) -> str:
+    """What a person needs when the run went wrong: task states, failed task logs, component logs."""
+    parts = []
+    if tis:
+        parts.append("task instances:\n" + ti_table(tis))
+        for ti in tis:
+            if ti["state"] in ("failed", "upstream_failed", "up_for_retry", "queued"):
+                for queue in stack.worker_components:
+                    for log in stack.task_log_files(queue):
+                        if f"task_id={ti['task_id']}" in str(log):
+                            parts.append(f"----- task log {log}\n{tail(log, 40)}")
+    parts.append(stack.diagnostics())
+    return "\n".join(parts)
+
+
+def wait_for_dag(stack: CeleryStack) -> None:
+    deadline = time.monotonic() + DAG_PARSE_DEADLINE_S
+    while True:
+        if stack.api.request("GET", f"/api/v2/dags/{DAG_ID}").status_code == 200:
+            return
+        for comp in stack.components:
+            comp.check_alive()
+        if time.monotonic() > deadline:
+            pytest.fail(f"{DAG_ID} was not parsed within {DAG_PARSE_DEADLINE_S} s\n{report(stack)}")
+        time.sleep(2)
+
+
+def wait_for_run(stack: CeleryStack, run_id: str) -> str:
+    deadline = time.monotonic() + RUN_DEADLINE_S
+    while True:
+        state = stack.api.json("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+        if state in ("success", "failed"):
+            return state
+        dead = [c.name for c in stack.components if not c.running()]
+        if dead or time.monotonic() > deadline:
+            why = f"{', '.join(dead)} exited" if dead else f"still {state} after {RUN_DEADLINE_S} s"
+            pytest.fail(f"run {run_id}: {why}\n{report(stack, task_instances_or_none(stack, run_id))}")
+        time.sleep(5)
+
+
+@pytest.fixture(scope="session")
+def services_or_skip():
+    """Skip before the S3 server starts when a service is missing and not required."""
+    _, problem = check_services()
+    if problem and not services_required():
+        pytest.skip(problem)
+
+
+def test_ascend_run_on_celery_workers_routes_npu_tasks_and_publishes(services_or_skip, local_s3, tmp_path):
+    services = require_services()  # a failure (not a setup error) when CGAN_REQUIRE_SERVICES=1
+    started = time.monotonic()
+    token = secrets.token_hex(3)
+    s3 = local_s3["client"]
+    artifact_bucket, publish_bucket = f"cgan-dist-art-{token}", f"cgan-dist-pub-{token}"
+    for bucket in (artifact_bucket, publish_bucket):
+        s3.create_bucket(Bucket=bucket)
+
+    ascend_node, default_node = f"cgan-ascend-{token}", f"cgan-default-{token}"
+    ascend_private = tmp_path / "ascend-node"  # only the ascend worker is told about this folder
+    toolkit = make_fake_toolkit(ascend_private / "ascend-toolkit")
+    atc_calls, msame_calls = ascend_private / "atc.jsonl", ascend_private / "msame.jsonl"
+    ascend_env = {
+        "CGAN_ASCEND_TOOLKIT": str(toolkit),
+        "CGAN_MSAME": str(STANDINS / "msame"),
+        "STANDIN_ATC_CALLS": str(atc_calls),
+        "STANDIN_MSAME_CALLS": str(msame_calls),
+        # the stand-ins are `#!/usr/bin/env python3` scripts that need onnxruntime: venv first
+        "PATH": os.pathsep.join([str(STANDINS), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+    common_env = {
+        "CGAN_ARTIFACT_ROOT": f"s3://{artifact_bucket}/artifacts",
+        "CGAN_PUBLISH_BUCKET": publish_bucket,
+        "AIRFLOW_CONN_CGAN_S3": s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
+    }
+    workers = [Worker("default", default_node), Worker("ascend", ascend_node, extra_env=ascend_env)]
+
+    with CeleryStack(services, tmp_path / "stack", common_env=common_env, workers=workers) as stack:
+        startup_s = time.monotonic() - started
+        # the default worker really could not run an Ascend task
+        default_env = stack.worker_components["default"].env
+        assert shutil.which("atc", path=default_env["PATH"]) is None
+        assert shutil.which("msame", path=default_env["PATH"]) is None
+        assert not any(k.startswith(("CGAN_ASCEND", "CGAN_MSAME", "STANDIN_", "ASCEND_")) for k in default_env)
+
+        api = stack.api
+        wait_for_dag(stack)
+        api.json("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
+        run = api.json("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", ok=(200,),
+                       json={"logical_date": None, "conf": CONF})
+        run_id = run["dag_run_id"]
+        assert run["conf"] == CONF
+        state = wait_for_run(stack, run_id)
+        tis = task_instances(stack, run_id)
+        run_s = time.monotonic() - started - startup_s
+        assert state == "success", f"run {run_id} {state}\n{report(stack, tis)}"
+
+        by_key = {(t["task_id"], t["map_index"]): t for t in tis}
+        ran = {k for k, t in by_key.items() if t["state"] == "success"}
+        assert ran == RAN, ti_table(tis)
+        assert by_key[("onnxruntime_infer", -1)]["state"] == "skipped", ti_table(tis)
+
+        # 1 + 4: hostname (per-worker node name) and queue, from the REST API
+        node_of = {"ascend": ascend_node, "default": default_node}
+        for key in ran:
+            ti = by_key[key]
+            queue = "ascend" if ti["task_id"] in ASCEND_TASKS else "default"
+            assert ti["queue"] == queue, ti_table(tis)
+            assert ti["hostname"] == node_of[queue], ti_table(tis)
+        assert by_key[("msame_infer", 0)]["pool"] == "ascend_npu"
+
+        # 2: each worker's own records: the workload UUIDs it executed, the task logs it wrote
+        worker_log = {q: c.text() for q, c in stack.worker_components.items()}
+        for key in ran:
+            ti = by_key[key]
+            queue = "ascend" if ti["task_id"] in ASCEND_TASKS else "default"
+            other = "default" if queue == "ascend" else "ascend"
+            assert ti["id"] in worker_log[queue], f"{key} ({ti['id']}) not in the {queue} worker's log"
+            assert ti["id"] not in worker_log[other], f"{key} ({ti['id']}) in the {other} worker's log"
+        for queue in ("default", "ascend"):
+            written = set()
+            for log in stack.task_log_files(queue):
+                parts = {p.split("=", 1)[0]: p.split("=", 1)[1] for p in log.parts if "=" in p}
+                assert parts["run_id"] == run_id
+                written.add((parts["task_id"], int(parts.get("map_index", -1))))
+            expected = {k for k in ran if (k[0] in ASCEND_TASKS) == (queue == "ascend")}
+            assert written == expected, f"task logs under the {queue} worker's AIRFLOW_HOME: {sorted(written)}"
+
+        # 3: the stand-ins ran on the ascend worker only (their call logs and working folders)
+        ascend_tmp = stack.worker_components["ascend"].env["TMPDIR"]
+        atc, msame = read_calls(atc_calls), read_calls(msame_calls)
+        assert len(atc) == 1 and len(msame) == 2, (atc, msame)
+        assert sorted(c["argv"][c["argv"].index("--device") + 1] for c in msame) == ["0", "1"]
+        assert all(c["cwd"].startswith(ascend_tmp) for c in atc + msame), (ascend_tmp, atc, msame)
+        assert all(c["ascend_opp_path"] for c in msame)  # set_env.sh's environment reached msame
+
+        # artifacts crossed workers through S3: the workspace written by both workers
+        workspace = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=artifact_bucket)
+                     for o in page.get("Contents", [])]
+        for needed in ("/model/cgan.onnx", "/model/cgan.om", "/bins/shard_0000/", "/bins/shard_0001/",
+                       "/outputs/shard_0000/", "/outputs/shard_0001/"):
+            assert any(needed in k for k in workspace), f"{needed} missing from s3://{artifact_bucket}: {workspace}"
+
+        # published: latest.json -> manifest -> every object, byte for byte
+        latest = json.loads(s3.get_object(Bucket=publish_bucket, Key="latest.json")["Body"].read())
+        manifest = json.loads(s3.get_object(Bucket=publish_bucket, Key=latest["manifest"])["Body"].read())
+        for obj in manifest["objects"]:
+            body = s3.get_object(Bucket=publish_bucket, Key=obj["key"])["Body"].read()
+            assert hashlib.sha256(body).hexdigest() == obj["sha256"], obj["key"]
+        keys = [o["key"] for o in manifest["objects"]]
+        assert sum("/grids/grid_" in k for k in keys) == 3
+        assert manifest["params"]["target"] == "ascend" and manifest["params"]["seed"] == 1
+        assert manifest["model"]["om_sha256"] and manifest["tools"]["cann_toolkit"].startswith(TOOLKIT_VERSION)
+        perf_key = next(k for k in keys if k.endswith("perf/perf.json"))
+        perf = json.loads(s3.get_object(Bucket=publish_bucket, Key=perf_key)["Body"].read())
+        assert perf["backend"] == "msame" and perf["devices"] == ["npu:0", "npu:1"]
+
+    # everything was stopped and cleaned up
+    assert stack.cleanup_notes == [], stack.cleanup_notes
+    assert not any(c.running() for c in stack.components)
+    assert not stack.db.exists()
+    print(f"distributed run: stack up in {startup_s:.0f} s, run {run_id} in {run_s:.0f} s, "
+          f"total {time.monotonic() - started:.0f} s")
