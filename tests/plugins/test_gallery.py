@@ -1,0 +1,114 @@
+"""cgan/gallery.py against the real local S3 server: listing, one run, images, trend."""
+
+import pytest
+
+from cgan.gallery import (
+    PNG_SIGNATURE,
+    ManifestCache,
+    NotFound,
+    StoreUnavailable,
+    list_runs,
+    load_run,
+    open_png,
+    trend,
+)
+from tests.plugins.conftest import NEW, OLD, publish_fake_run
+
+
+@pytest.fixture
+def cache():
+    return ManifestCache()
+
+
+def test_lists_published_runs_newest_first_and_skips_prefixes_without_manifest(published, cache):
+    listing = list_runs(published["client"], "gallery", cache=cache)
+    assert [r.name for r in listing.runs] == [NEW, OLD]
+    assert listing.unpublished == ["half-done"]
+    assert listing.unreadable == [] and not listing.more_runs and not listing.more_prefixes
+    new = listing.runs[0]
+    assert new.run_id == "scheduled__2026-05-02T02:00:00+00:00"
+    assert new.logical_date == "2026-05-02T02:00:00+00:00"
+    assert (new.grids, new.grids_per_s, new.label_accuracy, new.latency_ms_mean) == (4, 15.0, 0.95, 80.0)
+    assert new.parity_max_abs_err == 2e-6 and new.backend == "onnxruntime" and new.target == "cpu"
+    assert new.objects == 4 + 3  # grids + perf.json, latency.png, quality.json
+    assert new.published_at and new.manifest_key == f"runs/{NEW}/manifest.json"
+
+
+def test_list_is_capped(published, cache):
+    listing = list_runs(published["client"], "gallery", limit=1, cache=cache)
+    assert [r.name for r in listing.runs] == [NEW] and listing.more_runs
+    listing = list_runs(published["client"], "gallery", max_scan=1, cache=cache)
+    assert listing.scanned == 1 and listing.more_prefixes
+
+
+def test_trend_is_oldest_first(published, cache):
+    points = trend(list_runs(published["client"], "gallery", cache=cache).runs)
+    assert [(p.name, p.grids_per_s, p.label_accuracy) for p in points] == [(OLD, 12.5, 0.91), (NEW, 15.0, 0.95)]
+
+
+def test_load_run(published, cache):
+    run = load_run(published["client"], "gallery", NEW, cache=cache)
+    assert run.grids == [f"grids/grid_{g:06d}.png" for g in range(4)]
+    assert run.has_latency_plot and "perf/latency.png" in run.images
+    assert run.perf["latency_ms"]["p99"] == 120.0 and run.perf["grids_per_s"] == 15.0
+    assert run.quality["per_class_accuracy"]["0"] == 0.905 and run.quality["classifier_holdout_accuracy"] == 0.978
+    assert "objects" not in run.manifest and run.manifest["params"]["num_grids"] == 4
+    assert run.problems == [] and run.total_bytes > 0
+
+
+def test_unpublished_or_unknown_run_is_not_found(published, cache):
+    for name in ("half-done", "no-such-run", "..", "a/b", "<x>"):
+        with pytest.raises(NotFound):
+            load_run(published["client"], "gallery", name, cache=cache)
+
+
+def test_open_png_serves_only_keys_of_the_manifest(published, cache):
+    client = published["client"]
+    png = open_png(client, "gallery", NEW, "grids/grid_000002.png", cache=cache)
+    data = png.read()
+    assert data.startswith(PNG_SIGNATURE) and data == published["pngs"][NEW]["grids/grid_000002.png"]
+    assert png.size == len(data)
+    assert open_png(client, "gallery", OLD, "perf/latency.png", cache=cache).read() == \
+        published["pngs"][OLD]["perf/latency.png"]
+    refused = [
+        (NEW, "grids/not_in_manifest.png"),  # in the run's prefix, but not listed
+        (NEW, "../../private/secret.png"),  # traversal
+        (NEW, "grids/../../../private/secret.png"),
+        ("half-done", "grids/grid_000000.png"),  # not published
+        (NEW, "quality/quality.json"),  # listed, but not an image
+        (NEW, "manifest.json"),
+        (OLD, "grids/grid_000003.png"),  # another run's grid
+        ("..", "private/secret.png"),
+    ]
+    for name, key in refused:
+        with pytest.raises(NotFound):
+            open_png(client, "gallery", name, key, cache=cache)
+
+
+def test_republished_run_is_read_again(local_s3, tmp_path, cache):
+    client = local_s3["client"]
+    client.create_bucket(Bucket="gallery-republish")
+    publish_fake_run(client, "gallery-republish", tmp_path, "r1", run_id="r1", logical_date="2026-01-01T00:00:00+00:00",
+                     grids_per_s=1.0)
+    assert list_runs(client, "gallery-republish", cache=cache).runs[0].grids_per_s == 1.0
+    assert load_run(client, "gallery-republish", "r1", cache=cache).summary.grids_per_s == 1.0
+    publish_fake_run(client, "gallery-republish", tmp_path / "again", "r1", run_id="r1",
+                     logical_date="2026-01-01T00:00:00+00:00", grids_per_s=2.0, grids=5)
+    assert list_runs(client, "gallery-republish", cache=cache).runs[0].grids_per_s == 2.0
+    cache.ttl_s = 0  # the object map is trusted for ttl_s; after it, the manifest's ETag is checked
+    assert load_run(client, "gallery-republish", "r1", cache=cache).grids[-1] == "grids/grid_000004.png"
+    assert open_png(client, "gallery-republish", "r1", "grids/grid_000004.png", cache=cache).read()[:8] == PNG_SIGNATURE
+
+
+def test_missing_bucket_is_reported(local_s3, cache):
+    with pytest.raises(StoreUnavailable, match="NoSuchBucket"):
+        list_runs(local_s3["client"], "no-such-bucket", cache=cache)
+
+
+def test_unreadable_manifest_is_reported_not_listed(local_s3, cache):
+    client = local_s3["client"]
+    client.create_bucket(Bucket="gallery-broken")
+    client.put_object(Bucket="gallery-broken", Key="runs/broken/manifest.json", Body=b"{not json")
+    listing = list_runs(client, "gallery-broken", cache=cache)
+    assert listing.runs == [] and listing.unreadable[0][0] == "broken"
+    assert "not valid JSON" in listing.unreadable[0][1]
