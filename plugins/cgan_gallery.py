@@ -162,13 +162,28 @@ def s3_client():
     return client
 
 
+def _bucket() -> str:
+    """CGAN_PUBLISH_BUCKET (default `cgan`); a value that cannot work is a 503 that names it."""
+    from fastapi import HTTPException
+
+    from cgan.config import publish_bucket
+    from cgan.errors import CganError
+    from cgan.store import check_bucket
+
+    try:
+        return check_bucket(publish_bucket())
+    except (CganError, ValueError) as exc:
+        raise HTTPException(503, f"CGAN_PUBLISH_BUCKET cannot be used: {exc}") from None
+
+
 def _store_call(fn, *args, **kwargs):
     """Run a cgan.gallery function against the configured bucket; its errors become HTTP errors."""
     from fastapi import HTTPException
 
-    from cgan.config import publish_bucket, s3_conn_id
+    from cgan.config import s3_conn_id
     from cgan.gallery import GalleryError, NotFound, StoreUnavailable
 
+    bucket = _bucket()
     try:
         client = s3_client()
     except Exception as exc:
@@ -176,12 +191,12 @@ def _store_call(fn, *args, **kwargs):
                                  f"{exc}); define it (type aws, extra.endpoint_url for MinIO/SeaweedFS) "
                                  "or set CGAN_S3_CONN_ID") from None
     try:
-        return fn(client, publish_bucket(), *args, **kwargs)
+        return fn(client, bucket, *args, **kwargs)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
     except StoreUnavailable as exc:
         raise HTTPException(502, f"{exc} (Airflow connection {s3_conn_id()!r}, bucket CGAN_PUBLISH_BUCKET="
-                                 f"{publish_bucket()!r})") from None
+                                 f"{bucket!r})") from None
     except GalleryError as exc:
         raise HTTPException(502, str(exc)) from None
 
@@ -241,11 +256,10 @@ def _rows(pairs: list[tuple[str, str]]) -> str:
 
 @app.get("/", response_class=HTMLResponse)
 def index(request: Request, user=Depends(require_user)):
-    from cgan.config import publish_bucket
     from cgan.gallery import list_runs, trend
 
     listing = _store_call(list_runs)
-    bucket = publish_bucket()
+    bucket = _bucket()
     body = [f"<h1>{e(TITLE)}</h1><p class=muted>Published runs of <code>s3://{e(bucket)}/runs/</code>, "
             f"newest first ({len(listing.runs)} shown). A run is published once its manifest is written.</p>"]
     if listing.runs:

@@ -254,6 +254,10 @@ def test_store_problems_are_reported(client, token, monkeypatch):
     monkeypatch.setenv("CGAN_PUBLISH_BUCKET", "no-such-bucket")
     response = client.get("/", headers={**bearer(token), **HTML})
     assert response.status_code == 502 and "NoSuchBucket" in response.text
+    monkeypatch.setenv("CGAN_PUBLISH_BUCKET", "Not_A_Bucket")
+    response = client.get("/", headers=bearer(token))
+    assert response.status_code == 503 and "CGAN_PUBLISH_BUCKET" in response.json()["detail"]
+    monkeypatch.setenv("CGAN_PUBLISH_BUCKET", "gallery")
     # A connection that does not exist: the amazon provider falls back to boto3's own credential
     # chain (as the operators do); with none here the store refuses, and the page names the connection.
     monkeypatch.setenv("CGAN_S3_CONN_ID", "no_such_connection")
