@@ -136,7 +136,10 @@ TASK_CODE = {
                     "    shutil.copyfile(src / 'perf.json', d / 'perf.json')\n"
                     "postprocess_run(open_store(pathlib.Path({ws!r}).as_uri()), shards, {ckpt!r}, log=lambda m: None)"),
 }
-RSS_TAIL = "\nimport resource, json; print(json.dumps({{'maxrss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))"
+# VmHWM (the peak RSS of this process image): unlike ru_maxrss it is not inherited across exec
+# from the parent, which here has torch loaded.
+RSS_TAIL = ("\nimport json, re; hwm = re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read())"
+            "\nprint(json.dumps({{'maxrss_mb': int(hwm.group(1)) / 1024}}))")
 
 
 def task_memory(n: int) -> dict:
@@ -196,14 +199,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer reps, smaller runs")
     parser.add_argument("--out", type=Path, default=REPO / "bench")
     parser.add_argument("--skip-dag", action="store_true")
+    parser.add_argument("--sections", default="speed,memory,dag",
+                        help="comma list of speed, memory, dag (default all)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     reps = 10 if args.quick else 30
     results = {"machine": {"cores": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
                "gflop_per_grid": generator_gflop_per_grid()}
     print(f"generator work per grid (100 digits, C=1): {results['gflop_per_grid']:.3f} GFLOP", flush=True)
-    results["ceiling"] = {str(t): matmul_ceiling(t) for t in (1, 2)}
-    results["speed"] = runtime_speed([100, 200, 500] if not args.quick else [100, 500], [1, 2], reps)
+    sections = set(args.sections.split(","))
+    if args.skip_dag:
+        sections.discard("dag")
+    previous = args.out / "results.json"
+    if sections != {"speed", "memory", "dag"} and previous.exists():  # keep the sections not re-run
+        results = {**json.loads(previous.read_text()), **results}
+    if "speed" in sections or "speed" not in results:
+        results["ceiling"] = {str(t): matmul_ceiling(t) for t in (1, 2)}
+        results["speed"] = runtime_speed([100, 200, 500] if not args.quick else [100, 500], [1, 2], reps)
     for r in results["speed"]:
         ceiling = results["ceiling"][str(r["threads"])]["ceiling_gflops"]
         r["gflops"] = results["gflop_per_grid"] / (r["ms_per_grid"] / 1000)
@@ -214,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     ort100 = min(r["ms_per_grid"] for r in results["speed"] if r["backend"] == "onnxruntime" and r["batch"] == 100
                  and r["threads"] == 1)
     sizes = (100, 1000) if args.quick else (100, 10_000)
-    results["task_memory"] = {str(n): task_memory(n) for n in sizes}
-    if not args.skip_dag:
+    if "memory" in sections:
+        results["task_memory"] = {str(n): task_memory(n) for n in sizes}
+    if "dag" in sections:
         results["dag"] = dag_overhead(200 if args.quick else 1000, ort100)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     chart(results, args.out / "bench.png")
@@ -234,7 +247,7 @@ def print_table(results: dict) -> None:
         print(f"{r['backend']:<12} {r['batch']:>5} {r['threads']:>3} {r['ms_per_grid']:>8.2f} {r['grids_per_s']:>8.1f}"
               f" {r['gflops']:>8.0f} {100 * r['fraction_of_ceiling']:>5.0f}% {r['speedup_vs_pytorch']:>7.2f}x")
     print("\npeak memory per task (own process), MiB / seconds:")
-    for n, tasks in results["task_memory"].items():
+    for n, tasks in results.get("task_memory", {}).items():
         print(f"  N={n:>6}: " + ", ".join(f"{k} {v['peak_rss_mb']:.0f} / {v['seconds']:.0f}s" for k, v in tasks.items()))
     if "dag" in results:
         d = results["dag"]
