@@ -15,21 +15,52 @@
 | CGAN_ASCEND_TOOLKIT | /usr/local/Ascend/ascend-toolkit | CANN toolkit home (its set_env.sh is sourced) |
 | CGAN_ATC_FROM_PATH | false | use the atc found on PATH instead of the toolkit's set_env.sh |
 | CGAN_MSAME | msame | msame's path, or a name looked up on the Ascend worker's PATH |
+| CGAN_RETRY_DELAY_S | 30 | first retry delay of the DAG's tasks (then exponential backoff) |
+
+CGAN_ARTIFACT_ROOT and CGAN_PUBLISH_BUCKET are checked when read: a bucket or prefix that is
+not a valid S3 name is refused with the variable's name, before any work (the bucket when the
+DAG is parsed, the artifact root by the run's first task).
 """
 
 from __future__ import annotations
 
 import os
 
+from cgan.errors import CganError
 from cgan.run_params import PROJECT_ROOT
 
 
+class ConfigError(CganError, ValueError):
+    """A deployment setting (environment variable) has a value that cannot work."""
+
+
 def artifact_root() -> str:
-    return os.environ.get("CGAN_ARTIFACT_ROOT") or (PROJECT_ROOT / "var" / "artifacts").as_uri()
+    from cgan.store import StoreError, check_store_uri
+
+    uri = os.environ.get("CGAN_ARTIFACT_ROOT") or (PROJECT_ROOT / "var" / "artifacts").as_uri()
+    try:
+        if "@" in uri.split("://", 1)[-1].split("/", 1)[0]:
+            raise StoreError("credentials do not belong in the URI: give them to the Airflow connection "
+                             "(CGAN_S3_CONN_ID) or the environment")
+        return check_store_uri(uri)
+    except StoreError as exc:
+        raise ConfigError(_redact(f"CGAN_ARTIFACT_ROOT={uri!r} cannot be used: {exc}", uri)) from None
+
+
+def _redact(text: str, uri: str) -> str:
+    """text without the user:password part of uri, if it has one."""
+    netloc = uri.split("://", 1)[-1].split("/", 1)[0]
+    return text.replace(netloc.rsplit("@", 1)[0], "***") if "@" in netloc else text
 
 
 def publish_bucket() -> str:
-    return os.environ.get("CGAN_PUBLISH_BUCKET") or "cgan"
+    from cgan.store import StoreError, check_bucket
+
+    bucket = os.environ.get("CGAN_PUBLISH_BUCKET") or "cgan"
+    try:
+        return check_bucket(bucket)
+    except StoreError as exc:
+        raise ConfigError(f"CGAN_PUBLISH_BUCKET: {exc}") from None
 
 
 def s3_conn_id() -> str:
@@ -78,3 +109,15 @@ def atc_from_path() -> bool:
 
 def msame() -> str:
     return os.environ.get("CGAN_MSAME") or "msame"
+
+
+def retry_delay_s() -> float:
+    """First retry delay of the DAG's tasks in seconds (tests lower it; production keeps 30)."""
+    raw = os.environ.get("CGAN_RETRY_DELAY_S") or "30"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise ConfigError(f"CGAN_RETRY_DELAY_S={raw!r} must be a number of seconds in 0..3600")
+    return value

@@ -217,6 +217,16 @@ def open_store(uri: str, *, s3_client=None) -> ArtifactStore:
     raise StoreError(f"{uri!r}: unsupported scheme {parsed.scheme!r}; use file:// or s3://")
 
 
+_NO_CLIENT = object()
+
+
+def check_store_uri(uri: str) -> str:
+    """The checks of open_store (scheme, absolute path, no '..', S3 bucket and prefix names)
+    without opening anything; returns uri."""
+    open_store(uri, s3_client=_NO_CLIENT)
+    return uri
+
+
 def upload_dir(store: ArtifactStore, local_dir: str | os.PathLike, prefix: str, pattern: str = "*") -> list[str]:
     """Upload the files of a folder (not recursive) under prefix; returns the keys."""
     keys = []

@@ -1,7 +1,9 @@
 """PublishRunOperator: grids, perf and quality of a run to object storage, manifest last.
 
 Uploads through the amazon provider's S3Hook (connection `cgan_s3` by default); the task
-gets a "Published run" link to the manifest.
+gets a "Published run" link to the manifest. Every publish error names the connection id, the
+bucket and the endpoint, never a credential; wrong credentials or a missing bucket fail at once
+(no retries), a store that is down keeps the task's retries.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
+from operators.failures import fail_fast_on_bad_input
 
 URL_XCOM_KEY = "published_url"
 
@@ -45,7 +48,16 @@ class PublishRunOperator(BaseOperator):
         self.postprocess_task_id = postprocess_task_id
         self.aws_conn_id = aws_conn_id
 
+    @fail_fast_on_bad_input
     def execute(self, context) -> dict:
+        from cgan.publish import PublishError
+
+        try:
+            return self._publish(context)
+        except PublishError as exc:  # same class (retryable or not), with where it went
+            raise type(exc)(f"{exc} [connection {self.aws_conn_id!r}, bucket {self.bucket!r}]") from exc
+
+    def _publish(self, context) -> dict:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         from cgan.config import published_url_template

@@ -95,8 +95,9 @@ def test_atc_cache_defaults_to_the_artifact_root(tmp_path, fake_toolkit, workspa
 
 def test_atc_failure_raises_the_cgan_error(tmp_path, fake_toolkit, workspace, task_log, monkeypatch):
     monkeypatch.setenv("STANDIN_ATC_MODE", "ecode")
-    with pytest.raises(AtcError, match="EZ3003"):
+    with pytest.raises(AirflowFailException, match="EZ3003") as err:  # deterministic: no retries
         atc_op(workspace, tmp_path, fake_toolkit).execute(context={})
+    assert isinstance(err.value.__cause__, AtcError)
     assert not workspace.exists("model/cgan.om")
     assert any(line.startswith("EZ3003") for line in task_log.lines)
 

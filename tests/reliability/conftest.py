@@ -1,0 +1,194 @@
+"""Fixtures of the reliability tests: an S3 server of one's own (to kill), workspaces as the
+tasks leave them, and the pieces to run the real DAG with `airflow dags test`."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.standins.fixtures import *  # noqa: F401,F403  (stand-in atc/msame fixtures)
+
+
+@pytest.fixture
+def own_s3(tmp_path, monkeypatch):
+    """A SeaweedFS server of this test alone, on a fixed port, that the test may kill and restart
+    on the same data dir and port. Yields a controller."""
+    from scripts import local_s3 as server
+
+    keys = {"AWS_ACCESS_KEY_ID": "rel-" + secrets.token_hex(4), "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16)}
+    for k, v in keys.items():
+        monkeypatch.setenv(k, v)
+    control = OwnS3(tmp_path / "s3data", fixed_port_block(), keys)
+    control.start()
+    yield control
+    control.stop()
+
+
+def fixed_port_block() -> int:
+    """An S3 port p such that the ports `start(dir, p)` derives from it (and their gRPC ports) are free."""
+    from scripts.local_s3 import GRPC_OFFSET, port_free
+
+    first = 21000 + (os.getpid() % 400) * 17
+    for p in list(range(first, 29000, 13)) + list(range(21000, first, 13)):
+        ports = [p, p + 1000, p + 1001, p + 1002, p + 1007]
+        if all(port_free(x) and port_free(x + GRPC_OFFSET) for x in ports):
+            return p
+    raise RuntimeError("no free port block for a local S3 server")
+
+
+class OwnS3:
+    def __init__(self, data_dir: Path, port: int, keys: dict):
+        self.data_dir, self.port, self.keys = data_dir, port, keys
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.server = None
+
+    @property
+    def access_key(self) -> str:
+        return self.keys["AWS_ACCESS_KEY_ID"]
+
+    @property
+    def secret_key(self) -> str:
+        return self.keys["AWS_SECRET_ACCESS_KEY"]
+
+    def start(self) -> None:
+        from scripts import local_s3 as server
+
+        self.server = server.start(self.data_dir, self.port)
+
+    def kill(self) -> None:
+        """SIGKILL the whole server (its process group): no clean shutdown, like a lost machine."""
+        try:
+            os.killpg(self.server.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.server.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.server is not None and self.server.process.poll() is None:
+            self.server.stop()
+
+    def client(self, secret: str | None = None, **config):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=self.access_key,
+                            aws_secret_access_key=secret or self.secret_key,
+                            config=Config(s3={"addressing_style": "path"}, **config))
+
+
+@pytest.fixture
+def finished_workspace(tmp_path, upstream_onnx, upstream_checkpoint):
+    """A file:// workspace as postprocess leaves it (grids, perf, quality) for 6 grids in 2 shards,
+    and its shard plan."""
+    return make_workspace(tmp_path / "ws", upstream_onnx, upstream_checkpoint, grids=6, per_shard=3)
+
+
+def make_workspace(root: Path, onnx: Path, checkpoint: Path, *, grids: int, per_shard: int, seed: int = 9,
+                   postprocess: bool = True):
+    from cgan.bins import write_bins
+    from cgan.postprocess import outputs_prefix, postprocess_run
+    from cgan.run_params import plan_shards
+    from cgan.runtimes.onnxruntime_runner import run_onnxruntime
+    from cgan.store import open_store, upload_dir
+
+    store = open_store(root.as_uri())
+    shards = plan_shards(grids, "cpu", [0], per_shard)
+    local = root.parent / (root.name + "-local")
+    for shard in shards:
+        bins = local / shard["bins_prefix"]
+        write_bins(bins, shard["count"], seed, start=shard["start"])
+        upload_dir(store, bins, shard["bins_prefix"])
+        run = run_onnxruntime(onnx, bins, local / f"out{shard['shard']}")
+        upload_dir(store, run.output_dir, outputs_prefix(shard))
+    if postprocess:
+        postprocess_run(store, shards, checkpoint, log=lambda m: None)
+    return store, shards
+
+
+def metadata(logical_date: str | None, run_id: str = "r") -> dict:
+    from cgan.publish import build_metadata
+
+    return build_metadata(run_id=run_id, logical_date=logical_date, params={"num_grids": 6},
+                          export={"onnx_sha256": "ab", "checkpoint_sha256": "cd"}, convert=None,
+                          postprocess={"grids": 6})
+
+
+def listing(client, bucket: str, prefix: str = "") -> list[str]:
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(o["Key"] for o in page.get("Contents", []))
+    return sorted(keys)
+
+
+def get(client, bucket: str, key: str) -> bytes:
+    return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def check_manifest_complete(client, bucket: str, manifest_key: str) -> dict:
+    """The manifest exists, every object it lists is stored with its size and sha256, and the run
+    prefix holds nothing else."""
+    import hashlib
+
+    manifest = json.loads(get(client, bucket, manifest_key))
+    prefix = manifest_key.rsplit("/", 1)[0]
+    for obj in manifest["objects"]:
+        body = get(client, bucket, obj["key"])
+        assert len(body) == obj["size"], obj["key"]
+        assert hashlib.sha256(body).hexdigest() == obj["sha256"], obj["key"]
+    assert listing(client, bucket, prefix + "/") == sorted([o["key"] for o in manifest["objects"]] + [manifest_key])
+    return manifest
+
+
+# --- the real DAG -------------------------------------------------------------------------
+
+
+def fake_toolkit_home(root: Path) -> Path:
+    """A stand-in CANN home whose set_env.sh puts the stand-in atc on PATH (as in the DAG tests)."""
+    from tests.standins.fixtures import STANDINS, TOOLKIT_VERSION
+
+    home = root / "ascend-toolkit"
+    info = home / "latest" / "x86_64-linux" / "ascend_toolkit_install.info"
+    info.parent.mkdir(parents=True, exist_ok=True)
+    info.write_text(f"version={TOOLKIT_VERSION}\n")
+    (home / "set_env.sh").write_text(
+        f'export ASCEND_TOOLKIT_HOME="{home}/latest"\nexport ASCEND_OPP_PATH="{home}/latest/opp"\n'
+        f'export PATH="{STANDINS}:$PATH"\n')
+    return home
+
+
+def latest_run_tasks(airflow_home: Path) -> dict[str, list[tuple[str, int]]]:
+    """{task_id: [(state, try_number) per map index]} of the newest cgan_generation run."""
+    db = sqlite3.connect(airflow_home / "airflow.db")
+    try:
+        (run_id,) = db.execute("select run_id from dag_run where dag_id='cgan_generation' "
+                               "order by id desc limit 1").fetchone()
+        rows = db.execute("select task_id, map_index, state, try_number from task_instance "
+                          "where dag_id='cgan_generation' and run_id=? order by task_id, map_index",
+                          (run_id,)).fetchall()
+    finally:
+        db.close()
+    tasks: dict[str, list[tuple[str, int]]] = {}
+    for task_id, _, state, tries in rows:
+        tasks.setdefault(task_id, []).append((state, tries))
+    return tasks
+
+
+def xcom_values(airflow_home: Path) -> str:
+    """Every XCom value stored in the metadata DB, as one text."""
+    db = sqlite3.connect(airflow_home / "airflow.db")
+    try:
+        return "\n".join(str(v) for (v,) in db.execute("select value from xcom"))
+    finally:
+        db.close()
+
+
+def task_log_files(airflow_home: Path) -> str:
+    logs = Path(airflow_home) / "logs"
+    return "\n".join(p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file()) if logs.is_dir() else ""
