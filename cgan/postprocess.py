@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,7 @@ from cgan.quality import DEFAULT_PARITY_GRIDS, QUALITY_NAME, QualityAccumulator,
 from cgan.store import join
 
 Log = Callable[[str], None]
+POST_THREADS = 2
 
 
 def outputs_prefix(shard: dict) -> str:
@@ -54,19 +56,28 @@ def postprocess_run(
                     f"bins missing in {prefix}/ (first: {missing[0]}); re-run its inference task"
                 )
             local = tmp / prefix
-            for key in sorted(k for k in outputs if Path(k).name in expected):
+
+            def grid_of(key: str):
+                """Fetch one output bin, publish its PNG to the workspace, judge its digits."""
                 out = store.get_file(key, local / Path(key).name)
                 stem = grid_stem(out)
                 store.put_bytes(png_bytes(grid_array(_read(out))), f"grids/{stem}.png")
-                quality.add_labels(out)
-                g = int(stem.rsplit("_", 1)[1])
-                if g in parity_at:
-                    source = store.get_file(join(shard["bins_prefix"], f"{stem}.bin"), local / "bins" / f"{stem}.bin")
-                    quality.add_parity(out, source)
-                out.unlink()
-                done += 1
-                if done == total or done % max(1, total // 10) == 0:
-                    log(f"grids {done}/{total}")
+                return out, stem, quality.judge(out)
+
+            # PNG encoding, the classifier and the store I/O release the GIL: two grids at a time.
+            keys_in_order = sorted(k for k in outputs if Path(k).name in expected)
+            with ThreadPoolExecutor(max_workers=POST_THREADS, thread_name_prefix="post") as pool:
+                for out, stem, hits in pool.map(grid_of, keys_in_order):
+                    quality.record(hits)
+                    g = int(stem.rsplit("_", 1)[1])
+                    if g in parity_at:
+                        source = store.get_file(join(shard["bins_prefix"], f"{stem}.bin"),
+                                                local / "bins" / f"{stem}.bin")
+                        quality.add_parity(out, source)
+                    out.unlink()
+                    done += 1
+                    if done == total or done % max(1, total // 10) == 0:
+                        log(f"grids {done}/{total}")
             shutil.rmtree(local, ignore_errors=True)
             for key in keys:  # perf record and raw tool logs of the shard
                 if not key.endswith(".bin"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +32,7 @@ MANIFEST_NAME = "manifest.json"
 LATEST_NAME = "latest.json"
 SECTIONS = ("grids", "perf", "quality")
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
+PUBLISH_THREADS = 8
 
 Log = Callable[[str], None]
 
@@ -87,7 +89,7 @@ def publish_run(
         _delete(client, bucket, [manifest_key])
         log(f"re-publishing s3://{bucket}/{run_prefix}/: its old manifest was removed first, so the "
             "run reads as not published until the new one is written")
-    for n, key in enumerate(keys, 1):
+    def upload(key: str) -> dict:
         local = workspace.get_file(key, Path(tmp_dir) / "publish" / key)
         data_sha = _sha256_file(local)
         size = local.stat().st_size
@@ -98,13 +100,19 @@ def publish_run(
             head = client.head_object(Bucket=bucket, Key=target)
         except Exception as exc:
             raise _error(exc, f"upload of s3://{bucket}/{target} failed") from exc
+        finally:
+            local.unlink(missing_ok=True)
         if head["ContentLength"] != size:
             raise PublishError(f"s3://{bucket}/{target} has {head['ContentLength']} bytes, expected {size}")
-        local.unlink()
-        objects.append({"key": target, "size": size, "sha256": data_sha})
-        total_bytes += size
-        if n == len(keys) or n % max(1, len(keys) // 10) == 0:
-            log(f"published {n}/{len(keys)} objects")
+        return {"key": target, "size": size, "sha256": data_sha}
+
+    # Uploads are I/O bound: a few in flight at once; results come back in key order.
+    with ThreadPoolExecutor(max_workers=PUBLISH_THREADS, thread_name_prefix="publish") as pool:
+        for n, obj in enumerate(pool.map(upload, keys), 1):
+            objects.append(obj)
+            total_bytes += obj["size"]
+            if n == len(keys) or n % max(1, len(keys) // 10) == 0:
+                log(f"published {n}/{len(keys)} objects")
     stray = sorted(set(_list(client, bucket, run_prefix)) - {o["key"] for o in objects})
     if stray:
         _delete(client, bucket, stray)

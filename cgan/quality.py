@@ -48,11 +48,17 @@ class QualityAccumulator:
         self.parity_checked = 0
         self._model = None
 
-    def add_labels(self, output: Path) -> None:
-        hits = self.classifier.predict(read_output_bin(output)) == EXPECTED_LABELS
+    def judge(self, output: Path) -> np.ndarray:
+        """Which of a grid's 100 digits the classifier reads as their column's label (thread-safe)."""
+        return self.classifier.predict(read_output_bin(output)) == EXPECTED_LABELS
+
+    def record(self, hits: np.ndarray) -> None:
         np.add.at(self.correct, EXPECTED_LABELS, hits)
         np.add.at(self.total, EXPECTED_LABELS, 1)
         self.grids += 1
+
+    def add_labels(self, output: Path) -> None:
+        self.record(self.judge(output))
 
     def add_parity(self, output: Path, source: Path) -> None:
         import torch

@@ -41,13 +41,19 @@ def test_store_killed_mid_publish_publishes_nothing_and_a_retry_publishes_all(fi
                     tmp_dir=tmp_path / "t1", log=log_and_kill)
     assert not isinstance(err.value, PublishConfigError)  # a dead store is worth a retry
     assert "upload of s3://rel-publish/runs/r1/" in str(err.value) and "failed" in str(err.value)
-    assert lines[-1] == f"published 3/{total} objects"
+    # uploads run a few at a time, so the ones already in flight may still land: the publish
+    # stopped part-way, after at least the 3 objects seen before the kill
+    done = int(lines[-1].split()[1].split("/")[0])
+    assert lines[-1].endswith(f"/{total} objects") and 3 <= done < total
 
     own_s3.start()  # the same data dir and port
     client = own_s3.client()
     keys = listing(client, BUCKET)
     assert "runs/r1/manifest.json" not in keys  # not published ...
-    assert len([k for k in keys if k.startswith("runs/r1/")]) <= 3  # ... even if some objects landed
+    from cgan.publish import PUBLISH_THREADS
+
+    landed = [k for k in keys if k.startswith("runs/r1/")]
+    assert len(landed) <= done + PUBLISH_THREADS  # ... even if some objects (those in flight) landed
     assert get(client, BUCKET, LATEST_NAME) == latest_before  # latest.json still names r0
     check_manifest_complete(client, BUCKET, "runs/r0/manifest.json")  # the older run is untouched
 
