@@ -20,6 +20,7 @@ from cgan.grids import grid_array, png_bytes
 from cgan.outputs import OUTPUT_SUFFIX, grid_stem
 from cgan.perf import PERF_NAME, aggregate
 from cgan.perf_plot import latency_plot_png
+from cgan.progress import is_tenth
 from cgan.quality import DEFAULT_PARITY_GRIDS, QUALITY_NAME, QualityAccumulator, evenly_spaced
 from cgan.store import join
 
@@ -76,7 +77,7 @@ def postprocess_run(
                         quality.add_parity(out, source)
                     out.unlink()
                     done += 1
-                    if done == total or done % max(1, total // 10) == 0:
+                    if is_tenth(done, total):
                         log(f"grids {done}/{total}")
             shutil.rmtree(local, ignore_errors=True)
             for key in keys:  # perf record and raw tool logs of the shard

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from cgan.errors import CganError
+from cgan.progress import is_tenth
 from cgan.store import check_bucket, check_key, join
 
 MANIFEST_NAME = "manifest.json"
@@ -111,7 +112,7 @@ def publish_run(
         for n, obj in enumerate(pool.map(upload, keys), 1):
             objects.append(obj)
             total_bytes += obj["size"]
-            if n == len(keys) or n % max(1, len(keys) // 10) == 0:
+            if is_tenth(n, len(keys)):
                 log(f"published {n}/{len(keys)} objects")
     stray = sorted(set(_list(client, bucket, run_prefix)) - {o["key"] for o in objects})
     if stray:

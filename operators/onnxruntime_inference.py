@@ -56,5 +56,7 @@ class OnnxRuntimeInferenceOperator(BaseOperator):
                 "grids_per_s": perf.grids_per_s}
 
     def _progress(self, done: int, total: int) -> None:
-        if done == total or done % max(1, total // 10) == 0:
+        from cgan.progress import is_tenth
+
+        if is_tenth(done, total):
             self.log.info("infer %d/%d", done, total)
