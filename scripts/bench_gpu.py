@@ -47,8 +47,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="time each configuration for at least this long")
     p.add_argument("--check-grids", type=int, default=20,
                    help="grids judged by the classifier for each precision (0: skip)")
-    p.add_argument("--compile", action="store_true",
-                   help="also time torch.compile (inductor) at each batch (tens of seconds to build each)")
+    p.add_argument("--compile", nargs="?", const="default", default=None,
+                   choices=("default", "reduce-overhead", "max-autotune"),
+                   help="also time torch.compile (inductor) in this mode at each batch "
+                        "(tens of seconds to build each; reduce-overhead adds CUDA graphs)")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="let cuDNN time its algorithms for each shape first (torch.backends.cudnn.benchmark)")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu, for testing the harness")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "gpu")
     args = p.parse_args(argv)
@@ -182,7 +186,9 @@ def run(args) -> dict:
         raise SystemExit(f"bench_gpu: checkpoint {args.checkpoint} not found (--checkpoint PATH)")
     args.out.mkdir(parents=True, exist_ok=True)
     out_file = args.out / "gpu_results.json"
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     results = {"machine": machine(torch, args.device), "seed_figures": SEED_FIGURES,
+               "options": {"cudnn_benchmark": args.cudnn_benchmark, "compile": args.compile},
                "runs": [], "accuracy": {}}
 
     def save():
@@ -206,7 +212,7 @@ def run(args) -> dict:
         del ref_model
 
     modes = ["eager"] + (["cuda_graph"] if args.device == "cuda" else []) + (
-        ["compile"] if args.compile else [])
+        [f"compile:{args.compile}"] if args.compile else [])
     for precision in args.precisions:
         if args.device == "cpu" and precision in ("tf32", "fp16"):
             print(f"bench_gpu: {precision} skipped on the CPU", flush=True)
@@ -233,7 +239,7 @@ def run(args) -> dict:
                         fn, _ = graphed(torch, model, x)
                     else:
                         if compiled is None:
-                            compiled = torch.compile(model, dynamic=False)
+                            compiled = torch.compile(model, mode=args.compile, dynamic=False)
                         compiled(x)
                         fn = lambda: compiled(x)  # noqa: E731
                     if args.device == "cuda":
@@ -250,7 +256,7 @@ def run(args) -> dict:
                     row["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
                 results["runs"].append(row)
                 save()
-                print(f"{precision:5} {mode:10} batch {batch:>6}: {row['ms_per_grid']:.4f} ms/grid "
+                print(f"{precision:5} {mode:16} batch {batch:>6}: {row['ms_per_grid']:.4f} ms/grid "
                       f"{row['grids_per_s']:>10,.0f} grids/s", flush=True)
                 del fn
             del x
@@ -261,10 +267,10 @@ def run(args) -> dict:
 
 def table(results: dict) -> str:
     t4 = SEED_FIGURES[0]["grids_per_s"]
-    lines = [f"{'precision':9} {'mode':10} {'batch':>7} {'ms/grid':>9} {'grids/s':>11} "
+    lines = [f"{'precision':9} {'mode':16} {'batch':>7} {'ms/grid':>9} {'grids/s':>11} "
              f"{'vs T4 TRT':>9} {'peak MiB':>9}"]
     for r in results["runs"]:
-        lines.append(f"{r['precision']:9} {r['mode']:10} {r['batch']:>7} {r['ms_per_grid']:>9.4f} "
+        lines.append(f"{r['precision']:9} {r['mode']:16} {r['batch']:>7} {r['ms_per_grid']:>9.4f} "
                      f"{r['grids_per_s']:>11,.0f} {r['grids_per_s'] / t4:>8.1f}x "
                      f"{r.get('peak_gpu_mib', float('nan')):>9.0f}")
     lines.append("")
