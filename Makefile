@@ -13,7 +13,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 QUIET := 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: install demo test lock train clean up down bench
+.PHONY: install demo test lock train clean up down bench bench-gpu
 
 install: $(STAMP)
 
@@ -59,3 +59,8 @@ down:
 # Benchmarks (numbers, not pass/fail): bench/results.json, bench/bench.png and a table.
 bench: install
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+# On a machine with an NVIDIA GPU (bench/gpu/gpu_results.json); elsewhere it says there is none.
+# Without the venv (a GPU box with its own PyTorch): scripts/bench_gpu.sh
+bench-gpu: install
+	PYTHON=$(BIN)/python scripts/bench_gpu.sh $(BENCH_ARGS)
