@@ -78,9 +78,36 @@ def initialize_weights(net: nn.Module) -> None:
             m.bias.data.zero_()
 
 
+def fold_batchnorm(generator: Generator) -> nn.Module:
+    """An inference copy of `generator` with each BatchNorm folded into the layer before it.
+
+    Same function in eval mode (up to float rounding), fewer ops: the exported graph runs
+    Gemm+ReLU and ConvTranspose+ReLU pairs instead of Gemm, BatchNormalization, ReLU. The
+    original module is left untouched.
+    """
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+    if generator.training:
+        raise ValueError("fold_batchnorm needs a generator in eval mode (running statistics)")
+
+    fc, deconv = generator.fc, generator.deconv
+    folded = Generator(generator.output_dim)
+    folded.fc = nn.Sequential(
+        fuse_linear_bn_eval(fc[0], fc[1]), nn.ReLU(),
+        fuse_linear_bn_eval(fc[3], fc[4]), nn.ReLU(),
+    )
+    folded.deconv = nn.Sequential(
+        fuse_conv_bn_eval(deconv[0], deconv[1], transpose=True), nn.ReLU(),
+        copy.deepcopy(deconv[3]), nn.Tanh(),
+    )
+    return folded.eval()
+
+
 def expected_generator_shapes(output_dim: int) -> dict[str, tuple[int, ...]]:
     """Key -> shape of a generator state_dict with C = output_dim (buffers included)."""
     return {k: tuple(v.shape) for k, v in Generator(output_dim).state_dict().items()}
 
 
-__all__ = ["Discriminator", "Generator", "NOISE_DIM", "expected_generator_shapes"]
+__all__ = ["Discriminator", "Generator", "fold_batchnorm", "NOISE_DIM", "expected_generator_shapes"]

@@ -3,7 +3,9 @@
 Reads `outputs/shard_NNNN/` (output bins, perf.json, raw tool logs) shard by shard, writes
 `grids/`, `quality/quality.json` and `perf/` (per-shard records and logs, pooled perf.json,
 latency plot) into the same workspace. One shard is on local disk at a time, so memory and
-disk do not grow with the number of grids.
+disk do not grow with the number of grids. A shard whose inference task already rendered its
+grids (`render.json`, see cgan.shard_render) is merged, not rendered again: only its parity
+samples are read.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from cgan.outputs import OUTPUT_SUFFIX, grid_stem
 from cgan.perf import PERF_NAME, aggregate
 from cgan.perf_plot import latency_plot_png
 from cgan.progress import is_tenth
+from cgan.artifacts import sha256_file
 from cgan.quality import DEFAULT_PARITY_GRIDS, QUALITY_NAME, QualityAccumulator, evenly_spaced
+from cgan.shard_render import RENDER_NAME, check_render
 from cgan.store import join
 
 Log = Callable[[str], None]
@@ -42,6 +46,8 @@ def postprocess_run(
     total = sum(s["count"] for s in shards)
     parity_at = set(evenly_spaced(total, parity_grids))
     quality = QualityAccumulator(checkpoint)
+    classifier_sha = sha256_file(quality.classifier_path)
+    grid_keys = set(store.list("grids"))
     records, done = [], 0
     with tempfile.TemporaryDirectory(prefix="cgan-post-") as tmp:
         tmp = Path(tmp)
@@ -57,6 +63,22 @@ def postprocess_run(
                     f"bins missing in {prefix}/ (first: {missing[0]}); re-run its inference task"
                 )
             local = tmp / prefix
+            grid_range = range(shard["start"], shard["start"] + shard["count"])
+            tally = _render_tally(store, prefix, keys, shard, classifier_sha, grid_keys, log)
+            if tally is not None:  # grids and labels were made while the shard ran
+                quality.merge(tally["correct"], tally["total"], tally["grids"])
+                for g in sorted(parity_at.intersection(grid_range)):
+                    stem = bin_name(g)[:-4]
+                    out = store.get_file(join(prefix, stem + OUTPUT_SUFFIX), local / (stem + OUTPUT_SUFFIX))
+                    source = store.get_file(join(shard["bins_prefix"], f"{stem}.bin"),
+                                            local / "bins" / f"{stem}.bin")
+                    quality.add_parity(out, source)
+                done += tally["grids"]
+                log(f"grids {done}/{total} (shard {shard['shard']} rendered during inference)")
+                shutil.rmtree(local, ignore_errors=True)
+                _copy_perf(store, keys, shard)
+                records.append(json.loads(store.get_bytes(join(prefix, PERF_NAME))))
+                continue
 
             def grid_of(key: str):
                 """Fetch one output bin, publish its PNG to the workspace, judge its digits."""
@@ -80,9 +102,7 @@ def postprocess_run(
                     if is_tenth(done, total):
                         log(f"grids {done}/{total}")
             shutil.rmtree(local, ignore_errors=True)
-            for key in keys:  # perf record and raw tool logs of the shard
-                if not key.endswith(".bin"):
-                    store.put_bytes(store.get_bytes(key), f"perf/shard_{shard['shard']:04d}.{Path(key).name}")
+            _copy_perf(store, keys, shard)
             records.append(json.loads(store.get_bytes(join(prefix, PERF_NAME))))
     report = quality.report()
     store.put_bytes(json.dumps(report, indent=2).encode(), f"quality/{QUALITY_NAME}")
@@ -97,6 +117,37 @@ def postprocess_run(
         "latency_ms_mean": perf["latency_ms"]["mean"],
         "backend": perf["backend"],
     }
+
+
+def _copy_perf(store, keys: list[str], shard: dict) -> None:
+    """The shard's perf record and raw tool logs, to perf/shard_NNNN.<name>."""
+    for key in keys:
+        name = Path(key).name
+        if not key.endswith(".bin") and name != RENDER_NAME:
+            store.put_bytes(store.get_bytes(key), f"perf/shard_{shard['shard']:04d}.{name}")
+
+
+def _render_tally(store, prefix: str, keys: list[str], shard: dict, classifier_sha: str,
+                  grid_keys: set[str], log: Log) -> dict | None:
+    """The shard's render.json when it is whole and its PNGs are all there, else None."""
+    from cgan.bins import bin_name
+
+    key = join(prefix, RENDER_NAME)
+    if key not in keys:
+        return None
+    try:
+        tally = json.loads(store.get_bytes(key))
+    except ValueError:
+        tally = None
+    why = check_render(tally, shard, classifier_sha)
+    if why is None:
+        pngs = {f"grids/{bin_name(g)[:-4]}.png" for g in range(shard["start"], shard["start"] + shard["count"])}
+        missing = len(pngs - grid_keys)
+        why = f"{missing} grid PNG(s) missing" if missing else None
+    if why is not None:
+        log(f"shard {shard['shard']}: {key} not used ({why}); rendering its grids again")
+        return None
+    return tally
 
 
 def _read(path: Path):

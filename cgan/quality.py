@@ -57,6 +57,12 @@ class QualityAccumulator:
         np.add.at(self.total, EXPECTED_LABELS, 1)
         self.grids += 1
 
+    def merge(self, correct: list[int], total: list[int], grids: int) -> None:
+        """Add a tally made elsewhere with the same classifier (a shard's render.json)."""
+        self.correct += np.asarray(correct, dtype=np.int64)
+        self.total += np.asarray(total, dtype=np.int64)
+        self.grids += grids
+
     def add_labels(self, output: Path) -> None:
         self.record(self.judge(output))
 

@@ -1,11 +1,15 @@
 """OnnxRuntimeInferenceOperator: one shard through ONNX Runtime on the CPU (the `cpu` target).
 
 Mapped over the run's shards. Outputs, perf.json and a log go to `outputs/shard_NNNN/`; that
-prefix is emptied first, so a retry never mixes its outputs with an earlier try's.
+prefix is emptied first, so a retry never mixes its outputs with an earlier try's. With
+`render_grids` (the default) each grid's PNG and label check are made on a second thread while
+ONNX Runtime computes the next one (cgan.shard_render); `render.json`, written last, lets
+postprocess skip the shard.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,22 +21,25 @@ from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
 
 
 class OnnxRuntimeInferenceOperator(BaseOperator):
-    template_fields: Sequence[str] = ("workspace", "shard", "onnx_key", "threads")
+    template_fields: Sequence[str] = ("workspace", "shard", "onnx_key", "threads", "render_grids")
     ui_color = "#fef7e0"
 
     def __init__(self, *, workspace: str, shard: dict, onnx_key: str = "model/cgan.onnx",
-                 threads: int = 1, aws_conn_id: str = DEFAULT_CONN_ID, **kwargs):
+                 threads: int = 1, render_grids: bool = True, aws_conn_id: str = DEFAULT_CONN_ID,
+                 **kwargs):
         super().__init__(**kwargs)
         self.workspace = workspace
         self.shard = shard
         self.onnx_key = onnx_key
         self.threads = threads
+        self.render_grids = render_grids
         self.aws_conn_id = aws_conn_id
 
     @fail_fast_on_bad_input
     def execute(self, context) -> dict:
         from cgan.postprocess import outputs_prefix
         from cgan.runtimes.onnxruntime_runner import run_onnxruntime
+        from cgan.shard_render import RENDER_NAME, ShardRenderer
         from cgan.store import download_keys, upload_dir
 
         store = open_artifact_store(self.workspace, self.aws_conn_id)
@@ -44,11 +51,22 @@ class OnnxRuntimeInferenceOperator(BaseOperator):
             download_keys(store, bins, tmp / "bins")
             self.log.info("Shard %d: %d grid(s) through ONNX Runtime, %s thread(s)", shard["shard"],
                           len(bins), self.threads)
-            run = run_onnxruntime(model, tmp / "bins", tmp / "out", threads=int(self.threads),
-                                  progress=self._progress)
-            store.delete_prefix(prefix)
+            renderer = ShardRenderer(store) if _truthy(self.render_grids) else None
+            try:
+                store.delete_prefix(prefix)  # no render.json of an earlier try survives this one
+                run = run_onnxruntime(model, tmp / "bins", tmp / "out", threads=int(self.threads),
+                                      progress=self._progress,
+                                      on_output=renderer.submit if renderer else None)
+                tally = renderer.finish() if renderer else None
+            finally:
+                if renderer:
+                    renderer.close()
             upload_dir(store, run.output_dir, prefix, "*_output_0.bin")
             store.put_file(run.output_dir / "perf.json", f"{prefix}/perf.json")
+            if tally is not None:
+                store.put_bytes(json.dumps(tally).encode(), f"{prefix}/{RENDER_NAME}")
+                self.log.info("Shard %d: %d grid PNG(s) rendered and judged during inference",
+                              shard["shard"], tally["grids"])
         perf = run.perf
         self.log.info("Shard %d done: %.2f ms per call (p99 %.2f), %.1f grids/s", shard["shard"],
                       perf.latency_ms["mean"], perf.latency_ms["p99"], perf.grids_per_s)
@@ -60,3 +78,7 @@ class OnnxRuntimeInferenceOperator(BaseOperator):
 
         if is_tenth(done, total):
             self.log.info("infer %d/%d", done, total)
+
+
+def _truthy(value) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes")

@@ -24,6 +24,7 @@ from cgan.outputs import new_run_dir, output_name
 from cgan.perf import PerfRecord, make_record
 
 Progress = Callable[[int, int], None]
+OnOutput = Callable[[Path, np.ndarray], None]
 
 
 @dataclass
@@ -55,7 +56,9 @@ def run_folder(
     warmup: int = 1,
     progress: Progress | None = None,
     tool: dict[str, str] | None = None,
+    on_output: OnOutput | None = None,
 ) -> InferenceRun:
+    """Run every bin of input_dir; `on_output(path, samples)` sees each output once it is written."""
     if batch % SAMPLES_PER_GRID:
         raise InferenceError(f"model batch {batch} is not a multiple of {SAMPLES_PER_GRID}")
     if not isinstance(warmup, int) or warmup < 0:
@@ -83,6 +86,8 @@ def run_folder(
             chunk = y[i * SAMPLES_PER_GRID : (i + 1) * SAMPLES_PER_GRID]
             out = atomic_write_bytes(run_dir / output_name(path), chunk.astype(BIN_DTYPE).tobytes())
             outputs.append(out)
+            if on_output is not None:
+                on_output(out, chunk)
         if progress is not None:
             progress(len(outputs), len(bins))
     notes = [

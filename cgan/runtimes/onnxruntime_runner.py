@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cgan.errors import InferenceError
 from cgan.layout import INPUT_DIM, INPUT_NAME, SAMPLES_PER_GRID
-from cgan.runtimes.folder_runner import InferenceRun, Progress, run_folder
+from cgan.runtimes.folder_runner import InferenceRun, OnOutput, Progress, run_folder
 
 
 def make_session(model_path: str | os.PathLike, threads: int = 1):
@@ -48,6 +48,7 @@ def run_onnxruntime(
     threads: int = 1,
     warmup: int = 1,
     progress: Progress | None = None,
+    on_output: OnOutput | None = None,
 ) -> InferenceRun:
     import onnxruntime as ort
 
@@ -62,5 +63,5 @@ def run_onnxruntime(
     return run_folder(
         execute, batch=batch, input_dir=input_dir, output_root=output_root,
         backend="onnxruntime", device="cpu", threads=threads, warmup=warmup, progress=progress,
-        tool={"onnxruntime": ort.__version__, "model": str(model_path)},
+        tool={"onnxruntime": ort.__version__, "model": str(model_path)}, on_output=on_output,
     )

@@ -18,6 +18,13 @@ def test_upstream_export_has_the_recipe_io(upstream_onnx):
     assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {DEFAULT_OPSET}
 
 
+def test_batchnorm_is_folded_out_of_the_graph(upstream_onnx):
+    ops = [n.op_type for n in onnx.load(str(upstream_onnx)).graph.node]
+    assert "BatchNormalization" not in ops
+    assert ops.count("Gemm") == 2 and ops.count("ConvTranspose") == 2
+    assert ops.count("Relu") == 3 and ops.count("Tanh") == 1
+
+
 def test_modelzoo_export_is_rgb_and_checked(tmp_path, modelzoo_checkpoint):
     result = export_onnx(modelzoo_checkpoint, tmp_path / "zoo.onnx")
     assert result.channels == 3 and result.simplified

@@ -1,6 +1,8 @@
 import torch
 
-from cgan.model import Discriminator, Generator
+import pytest
+
+from cgan.model import Discriminator, Generator, fold_batchnorm
 
 # The upstream generator's state_dict keys (znxlwm/pytorch-generative-model-collections CGAN.py).
 UPSTREAM_KEYS = [
@@ -44,3 +46,28 @@ def test_discriminator_scores_pairs():
     with torch.no_grad():
         score = d(torch.rand(4, 1, 28, 28), torch.rand(4, 10, 28, 28))
     assert score.shape == (4, 1) and bool(((score > 0) & (score < 1)).all())
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_folded_batchnorm_computes_the_same_images(channels):
+    torch.manual_seed(0)
+    model = Generator(channels)
+    with torch.no_grad():  # running statistics that are not the identity
+        for bn in (model.fc[1], model.fc[4], model.deconv[1]):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.2, 0.2)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    x = torch.rand(200, 72)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=2e-5)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # original untouched
+
+
+def test_folding_needs_eval_mode():
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(Generator(1).train())
