@@ -4,8 +4,9 @@ Layout (bucket from config): `runs/<run id>/grids/*.png`, `runs/<run id>/perf/*`
 `runs/<run id>/quality/quality.json`, then `runs/<run id>/manifest.json` (key, size and sha256
 of every object, the params, model hashes, tool versions), then `latest.json` at the bucket
 root naming the newest manifest. A run is published only when its manifest exists: uploads
-are checked (size) before the manifest is written, and a retry overwrites the same keys, so
-it never duplicates objects nor writes a manifest for objects that are not there.
+are checked (small objects by the server against Content-MD5, multipart ones by size) before
+the manifest is written, and a retry overwrites the same keys, so it never duplicates objects
+nor writes a manifest for objects that are not there.
 
 A re-publish of a prefix that already holds a manifest (a retry, a cleared run) first deletes
 that manifest, so while objects are being overwritten the run reads as not published instead
@@ -17,6 +18,7 @@ a store that is down or failing raises PublishError (a retry may).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -92,15 +94,25 @@ def publish_run(
             "run reads as not published until the new one is written")
     def upload(key: str) -> dict:
         local = workspace.get_file(key, Path(tmp_dir) / "publish" / key)
-        data_sha = _sha256_file(local)
-        size = local.stat().st_size
         target = join(run_prefix, key)
         try:
-            client.upload_file(str(local), bucket, target, Config=transfer,
-                               ExtraArgs={"ContentType": _content_type(key)})
-            head = client.head_object(Bucket=bucket, Key=target)
-        except Exception as exc:
-            raise _error(exc, f"upload of s3://{bucket}/{target} failed") from exc
+            size = local.stat().st_size
+            if size < MULTIPART_THRESHOLD:  # one PUT, checked by the server against Content-MD5
+                data = local.read_bytes()
+                data_sha = hashlib.sha256(data).hexdigest()
+                try:
+                    client.put_object(Bucket=bucket, Key=target, Body=data, ContentType=_content_type(key),
+                                      ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode())
+                except Exception as exc:
+                    raise _error(exc, f"upload of s3://{bucket}/{target} failed") from exc
+                return {"key": target, "size": size, "sha256": data_sha}
+            data_sha = _sha256_file(local)
+            try:
+                client.upload_file(str(local), bucket, target, Config=transfer,
+                                   ExtraArgs={"ContentType": _content_type(key)})
+                head = client.head_object(Bucket=bucket, Key=target)
+            except Exception as exc:
+                raise _error(exc, f"upload of s3://{bucket}/{target} failed") from exc
         finally:
             local.unlink(missing_ok=True)
         if head["ContentLength"] != size:
