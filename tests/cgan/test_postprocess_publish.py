@@ -103,3 +103,28 @@ def test_publish_to_a_missing_bucket_names_it(workspace, upstream_checkpoint, lo
     postprocess_run(store, shards, upstream_checkpoint)
     with pytest.raises(PublishError, match="cannot use bucket s3://no-such-bucket/ .*create the bucket"):
         publish_run(store, local_s3["client"], "no-such-bucket", "runs/x", metadata=_meta(None), tmp_dir=tmp_path)
+
+
+def test_a_body_corrupted_in_transit_is_refused_by_the_server_and_nothing_is_published(
+        workspace, upstream_checkpoint, local_s3, tmp_path):
+    import boto3
+
+    store, shards = workspace
+    postprocess_run(store, shards, upstream_checkpoint)
+    client = boto3.client("s3", endpoint_url=local_s3["endpoint"], region_name="us-east-1",
+                          aws_access_key_id=local_s3["access_key"],
+                          aws_secret_access_key=local_s3["secret_key"])
+    client.create_bucket(Bucket="pub-corrupt")
+
+    def flip_last_byte(request, **kwargs):  # after signing and Content-MD5: a bad wire, say
+        if request.url.endswith("grid_000001.png"):
+            body = request.body.read() if hasattr(request.body, "read") else request.body
+            request.body = body[:-1] + bytes([body[-1] ^ 1])
+
+    client.meta.events.register("before-send.s3.PutObject", flip_last_byte)
+    with pytest.raises(PublishError, match=r"grid_000001\.png failed.*(BadDigest|Content-Md5)"):
+        publish_run(store, client, "pub-corrupt", "runs/r1", metadata=_meta("2026-11-26T02:00:00"),
+                    tmp_dir=tmp_path / "t", log=lambda m: None)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="pub-corrupt").get("Contents", [])]
+    assert "runs/r1/manifest.json" not in keys and LATEST_NAME not in keys
+    assert "runs/r1/grids/grid_000001.png" not in keys
