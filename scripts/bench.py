@@ -91,6 +91,8 @@ def runtime_speed(batches: list[int], threads_list: list[int], reps: int) -> lis
             for threads in threads_list:
                 sess = make_session(onnx_path, threads=threads)
                 ort_ms = _median_ms(lambda: sess.run(None, {"image": x}), reps)
+                recipe = make_session(onnx_path, threads=threads, split_deconv=False)
+                recipe_ms = _median_ms(lambda: recipe.run(None, {"image": x}), reps)
                 torch.set_num_threads(threads)
                 xt = torch.from_numpy(x)
 
@@ -99,7 +101,8 @@ def runtime_speed(batches: list[int], threads_list: list[int], reps: int) -> lis
                         model(xt)
 
                 torch_ms = _median_ms(eager, reps)
-                for backend, ms in (("onnxruntime", ort_ms), ("pytorch", torch_ms)):
+                for backend, ms in (("onnxruntime", ort_ms), ("ort-recipe-graph", recipe_ms),
+                                    ("pytorch", torch_ms)):
                     rows.append({"backend": backend, "batch": batch, "threads": threads,
                                  "ms_per_call": ms, "ms_per_grid": ms / (batch // 100),
                                  "grids_per_s": 1000 * (batch // 100) / ms})
@@ -122,9 +125,12 @@ TASK_CODE = {
     "input_bins": ("from cgan.run_params import plan_shards; from cgan.bins import write_bins\n"
                    "for s in plan_shards({n}, 'cpu', [0], 500): write_bins({ws!r} + '/' + s['bins_prefix'], s['count'], 1, start=s['start'])"),
     "onnxruntime_infer": ("from cgan.run_params import plan_shards; from cgan.runtimes.onnxruntime_runner import run_onnxruntime\n"
+                          "from cgan.shard_render import ShardRenderer; from cgan.store import open_store\n"
                           "import shutil, pathlib\n"
                           "s = plan_shards({n}, 'cpu', [0], 500)[0]\n"
-                          "r = run_onnxruntime({ws!r} + '/model/cgan.onnx', {ws!r} + '/' + s['bins_prefix'], {ws!r} + '/tmp-out')\n"
+                          "renderer = ShardRenderer(open_store(pathlib.Path({ws!r} + '/rendered').as_uri()))\n"
+                          "r = run_onnxruntime({ws!r} + '/model/cgan.onnx', {ws!r} + '/' + s['bins_prefix'], {ws!r} + '/tmp-out', on_output=renderer.submit)\n"
+                          "renderer.finish()\n"
                           "shutil.copytree(r.output_dir, {ws!r} + '/outputs/shard_0000', dirs_exist_ok=True)"),
     "postprocess": ("from cgan.run_params import plan_shards; from cgan.store import open_store; from cgan.postprocess import postprocess_run\n"
                     "import pathlib, shutil\n"
@@ -145,8 +151,9 @@ RSS_TAIL = ("\nimport json, re; hwm = re.search(r'VmHWM:\\s+(\\d+) kB', open('/p
 def task_memory(n: int) -> dict:
     """Each step of the DAG's cpu path in its own process on n grids: peak RSS and seconds.
 
-    Inference runs one shard (500 grids, as the DAG maps them); postprocess covers all n grids
-    (shard outputs beyond the first are copies of it, so the step sees n grids)."""
+    Inference runs one shard (500 grids, as the DAG maps them) and renders its grids as the
+    operator does; postprocess covers all n grids on its fallback path, rendering every grid
+    itself (shard outputs beyond the first are copies of it, so the step sees n grids)."""
     out = {}
     with tempfile.TemporaryDirectory(prefix="cgan-bench-") as ws:
         for task, code in TASK_CODE.items():
@@ -174,7 +181,22 @@ def dag_overhead(n: int, ort_ms_per_grid: float) -> dict:
         server.stop()
     pure = n * ort_ms_per_grid / 1000
     return {"grids": n, "dag_wall_s": round(wall, 1), "pure_inference_s": round(pure, 1),
-            "ratio": round(wall / pure, 2)}
+            "ratio": round(wall / pure, 2), "task_seconds": task_seconds(Path(env["AIRFLOW_HOME"]) / "airflow.db")}
+
+
+def task_seconds(db_path: Path) -> dict:
+    """Seconds per task of the newest run in the local Airflow database (mapped tasks summed)."""
+    import sqlite3
+
+    if not db_path.is_file():
+        return {}
+    with sqlite3.connect(db_path) as db:
+        run = db.execute("SELECT run_id FROM dag_run ORDER BY id DESC LIMIT 1").fetchone()
+        if run is None:
+            return {}
+        rows = db.execute("SELECT task_id, SUM(duration) FROM task_instance WHERE run_id = ? "
+                          "AND duration IS NOT NULL GROUP BY task_id ORDER BY MIN(start_date)", run).fetchall()
+    return {task: round(seconds, 1) for task, seconds in rows if seconds}
 
 
 def chart(results: dict, path: Path) -> None:
@@ -229,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" in sections:
         results["task_memory"] = {str(n): task_memory(n) for n in sizes}
     if "dag" in sections:
-        results["dag"] = dag_overhead(200 if args.quick else 1000, ort100)
+        results["dag"] = dag_overhead(200 if args.quick else 10_000, ort100)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     chart(results, args.out / "bench.png")
     print_table(results)
@@ -253,6 +275,8 @@ def print_table(results: dict) -> None:
         d = results["dag"]
         print(f"\nDAG end to end, {d['grids']} grids: {d['dag_wall_s']} s wall vs {d['pure_inference_s']} s pure "
               f"inference -> {d['ratio']}x")
+        if d.get("task_seconds"):
+            print("  task seconds: " + ", ".join(f"{k} {v}" for k, v in d["task_seconds"].items()))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,83 @@
+"""The CPU-only graph rewrite: ConvTranspose(k4, s2, p1) as four phase Convs + DepthToSpace."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from cgan.bins import make_input_batch
+from cgan.runtimes.onnxruntime_runner import make_session
+from cgan.runtimes.ort_graph import split_conv_transposes
+
+
+def _model(cin, cout, *, bias=True, activation="Relu", extra_consumer=False, opset=11, **attrs):
+    rng = np.random.default_rng(cin * 100 + cout)
+    attrs = {"kernel_shape": [4, 4], "strides": [2, 2], "pads": [1, 1, 1, 1], **attrs}
+    inits = [numpy_helper.from_array(rng.standard_normal((cin, cout, 4, 4)).astype(np.float32) * 0.1, "w")]
+    inputs = ["x", "w"]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), "b"))
+        inputs.append("b")
+    nodes = [helper.make_node("ConvTranspose", inputs, ["t" if activation else "y"], **attrs)]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, cout, 10, 12])]
+    if activation:
+        nodes.append(helper.make_node(activation, ["t"], ["y"]))
+    if extra_consumer:
+        nodes.append(helper.make_node("Neg", ["t"], ["n"]))
+        outputs.append(helper.make_tensor_value_info("n", TensorProto.FLOAT, [3, cout, 10, 12]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, cin, 5, 6])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=7)
+
+
+def _run(model, x):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})
+
+
+@pytest.mark.parametrize("cin, cout, bias, activation, extra", [
+    (128, 64, True, "Relu", False),
+    (32, 16, False, "Tanh", False),
+    (16, 32, True, None, False),
+    (24, 48, True, "Sigmoid", False),
+    (16, 16, True, "Relu", True),  # the pre-activation output is used elsewhere: not fused
+])
+def test_split_computes_the_same_tensor(cin, cout, bias, activation, extra):
+    model = _model(cin, cout, bias=bias, activation=activation, extra_consumer=extra)
+    split, count = split_conv_transposes(model)
+    assert count == 1
+    onnx.checker.check_model(split)
+    ops = [n.op_type for n in split.graph.node]
+    assert "ConvTranspose" not in ops and ops.count("Conv") == 4 and "DepthToSpace" in ops
+    if activation and not extra:
+        assert ops.count(activation) == 4  # moved before the interleave, once per phase
+    x = np.random.default_rng(1).standard_normal((3, cin, 5, 6)).astype(np.float32)
+    for want, got in zip(_run(model, x), _run(split, x)):
+        assert want.shape == got.shape == (3, cout, 10, 12)
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cout, attrs, opset", [
+    (1, {}, 11),  # few output channels: the blocked conv path does not apply
+    (64, {"strides": [1, 1]}, 11),
+    (64, {"pads": [0, 0, 0, 0]}, 11),
+    (64, {"output_padding": [1, 1]}, 11),
+    (64, {"dilations": [2, 2]}, 11),
+    (64, {}, 10),  # no DepthToSpace mode attribute before opset 11
+])
+def test_other_conv_transposes_are_left_alone(cout, attrs, opset):
+    model = _model(16, cout, opset=opset, **attrs)
+    split, count = split_conv_transposes(model)
+    assert count == 0 and split.graph == model.graph
+
+
+def test_the_generator_has_its_middle_layer_split_and_gives_the_same_images(upstream_onnx):
+    split, count = split_conv_transposes(onnx.load(str(upstream_onnx)))
+    assert count == 1  # 128->64 split, the final 64->1 layer kept
+    assert [n.op_type for n in split.graph.node].count("ConvTranspose") == 1
+    x = np.concatenate([make_input_batch(4, g) for g in range(1)])
+    fast = make_session(upstream_onnx).run(None, {"image": x})[0]
+    recipe = make_session(upstream_onnx, split_deconv=False).run(None, {"image": x})[0]
+    np.testing.assert_allclose(fast, recipe, atol=1e-5)
+    assert onnx.load(str(upstream_onnx)).graph == onnx.load(str(upstream_onnx)).graph  # file untouched
