@@ -2,7 +2,7 @@
 
 plan -> export_onnx -> input_bins -> choose_target
     ascend: atc_convert -> msame_infer (mapped over shards, queue `ascend`, pool `ascend_npu`)
-    cpu:    onnxruntime_infer (mapped over shards, default queue)
+    cpu:    onnxruntime_infer (mapped over shards, default queue; renders grids while it runs)
 -> postprocess (grids, quality report, perf) -> publish (manifest last, then latest.json)
 
 No logic here: the steps are operators in operators/ that call the cgan library; deployment

@@ -9,7 +9,9 @@ folder with perf.json is complete.
 from __future__ import annotations
 
 import os
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,6 +27,7 @@ from cgan.perf import PerfRecord, make_record
 
 Progress = Callable[[int, int], None]
 OnOutput = Callable[[Path, np.ndarray], None]
+WRITE_AHEAD = 4
 
 
 @dataclass
@@ -32,6 +35,14 @@ class InferenceRun:
     output_dir: Path
     outputs: list[Path]
     perf: PerfRecord
+
+
+def _raise_first_error(futures: list[Future], wait: bool = False) -> None:
+    """Re-raise the first failure of the output writer; drop finished futures."""
+    for future in list(futures):
+        if wait or future.done():
+            future.result()
+            futures.remove(future)
 
 
 def check_inputs(input_dir: str | os.PathLike) -> list[Path]:
@@ -72,16 +83,8 @@ def run_folder(
         execute(first)
     latencies: list[float] = []
     outputs: list[Path] = []
-    for start in range(0, len(bins), per_call):
-        group = bins[start : start + per_call]
-        x = np.zeros((batch, INPUT_DIM), dtype=np.float32)
-        for i, path in enumerate(group):
-            x[i * SAMPLES_PER_GRID : (i + 1) * SAMPLES_PER_GRID] = read_input_bin(path)
-        t0 = time.perf_counter()
-        y = execute(x)
-        latencies.append((time.perf_counter() - t0) * 1000.0)
-        if y.shape[0] != batch or not np.all(np.isfinite(y)):
-            raise InferenceError(f"{backend} returned a bad output for {group[0].name}: shape {y.shape}")
+
+    def write_group(group: list[Path], y: np.ndarray) -> None:
         for i, path in enumerate(group):
             chunk = y[i * SAMPLES_PER_GRID : (i + 1) * SAMPLES_PER_GRID]
             out = atomic_write_bytes(run_dir / output_name(path), chunk.astype(BIN_DTYPE).tobytes())
@@ -90,6 +93,28 @@ def run_folder(
                 on_output(out, chunk)
         if progress is not None:
             progress(len(outputs), len(bins))
+
+    # Outputs are written (and handed to on_output) on one background thread while the next
+    # call runs; at most WRITE_AHEAD calls wait, so memory stays flat.
+    slots = threading.BoundedSemaphore(WRITE_AHEAD)
+    pending: list[Future] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outputs") as writer:
+        for start in range(0, len(bins), per_call):
+            group = bins[start : start + per_call]
+            x = np.zeros((batch, INPUT_DIM), dtype=np.float32)
+            for i, path in enumerate(group):
+                x[i * SAMPLES_PER_GRID : (i + 1) * SAMPLES_PER_GRID] = read_input_bin(path)
+            t0 = time.perf_counter()
+            y = execute(x)
+            latencies.append((time.perf_counter() - t0) * 1000.0)
+            if y.shape[0] != batch or not np.all(np.isfinite(y)):
+                raise InferenceError(f"{backend} returned a bad output for {group[0].name}: shape {y.shape}")
+            _raise_first_error(pending)
+            slots.acquire()
+            future = writer.submit(write_group, group, y)
+            future.add_done_callback(lambda _: slots.release())
+            pending.append(future)
+    _raise_first_error(pending, wait=True)
     notes = [
         f"latency = one {backend} call of batch {batch} ({per_call} grid(s)), execute only, "
         "no file I/O",
