@@ -84,3 +84,25 @@ def test_missing_or_broken_model(tmp_path, bins):
 def test_negative_threads(tmp_path, upstream_onnx, bins):
     with pytest.raises(InferenceError, match="threads must be"):
         run_onnxruntime(upstream_onnx, bins, tmp_path / "out", threads=-1)
+
+
+def test_each_output_is_handed_over_once_written_in_order(tmp_path, upstream_onnx, bins):
+    seen = []
+
+    def on_output(path, samples):
+        assert path.is_file()  # written before it is handed over
+        np.testing.assert_array_equal(read_output_bin(path), samples)
+        seen.append(path.name)
+
+    run = run_onnxruntime(upstream_onnx, bins, tmp_path / "out", on_output=on_output)
+    assert seen == [p.name for p in run.outputs] == [p.name for p in list_outputs(run.output_dir)]
+
+
+def test_a_failing_output_consumer_fails_the_run_without_perf_json(tmp_path, upstream_onnx, bins):
+    def on_output(path, samples):
+        if path.name.startswith("grid_000001"):
+            raise OSError("no space left on device")
+
+    with pytest.raises(OSError, match="no space left"):
+        run_onnxruntime(upstream_onnx, bins, tmp_path / "out", on_output=on_output)
+    assert not list((tmp_path / "out").rglob("perf.json"))  # the run folder does not read as complete
