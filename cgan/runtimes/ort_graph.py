@@ -6,7 +6,12 @@ kernel-4, pad-1 transposed convolution is exactly four 2x2 convolutions, one per
 interleave with DepthToSpace. Those Convs take ONNX Runtime's blocked (NCHWc) convolution path
 and fuse the activation that follows, which on the generator's 128->64 layer is about a quarter
 faster at the same arithmetic. Layers with few output channels (the final 64->C layer) are
-left alone: there the blocked path does not apply and the rewrite is slower.
+not split: there the blocked path does not apply and a split is slower.
+
+When such a small layer follows a split one (the generator's 64->C output layer after the
+128->64 one), the pair is rewritten together: a grouped 1x1 Conv takes each phase's 64 channels
+to the 16*C kernel taps before the interleave (a quarter of the data to interleave), and a
+fixed 3x3 Conv sums the taps into the four output phases, which a last DepthToSpace interleaves.
 
 The model that atc converts is never rewritten: the NPU runs ConvTranspose natively.
 """
@@ -19,6 +24,7 @@ import numpy as np
 # reads its input rows (row m-1, m for even; m, m+1 for odd), and the conv's (before, after) pad.
 PHASE_TAPS = {0: (3, 1), 1: (2, 0)}
 PHASE_PADS = {0: (1, 0), 1: (0, 1)}
+PHASE_OFFSETS = {0: (0, 1), 1: (1, 2)}  # the same rows as positions of a 3x3 window around m
 FUSABLE_ACTIVATIONS = {"Relu", "Tanh", "Sigmoid"}
 MIN_OUTPUT_CHANNELS = 16  # NCHWc block size; fewer output channels: keep ConvTranspose
 
@@ -29,7 +35,8 @@ def _attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _splittable(node, inits: dict) -> bool:
+def _k4s2p1(node, inits: dict) -> bool:
+    """A ConvTranspose with kernel 4, stride 2, pad 1 and constant weights (any channel count)."""
     if node.op_type != "ConvTranspose" or len(node.input) < 2 or node.input[1] not in inits:
         return False
     if len(node.input) > 2 and node.input[2] and node.input[2] not in inits:
@@ -43,7 +50,45 @@ def _splittable(node, inits: dict) -> bool:
             or auto_pad not in (b"NOTSET", "NOTSET")):
         return False
     weight = inits[node.input[1]]
-    return weight.ndim == 4 and weight.shape[2:] == (4, 4) and weight.shape[1] % MIN_OUTPUT_CHANNELS == 0
+    return weight.ndim == 4 and weight.shape[2:] == (4, 4)
+
+
+def _splittable(node, inits: dict) -> bool:
+    return _k4s2p1(node, inits) and inits[node.input[1]].shape[1] % MIN_OUTPUT_CHANNELS == 0
+
+
+def _bias(node, inits: dict):
+    return inits[node.input[2]] if len(node.input) > 2 and node.input[2] else None
+
+
+def _sole_activation(name: str, consumers: dict, graph_outputs: set):
+    """The activation node that alone reads `name`, if it can move before an interleave."""
+    users = consumers.get(name, [])
+    if (name not in graph_outputs and len(users) == 1 and users[0].op_type in FUSABLE_ACTIVATIONS
+            and len(users[0].input) == 1):
+        return users[0]
+    return None
+
+
+def tap_weights(weight: np.ndarray, phases: int = 4) -> np.ndarray:
+    """Grouped 1x1 Conv weight [phases*16*C, Cin, 1, 1]: each phase's Cin channels -> the 16*C
+    kernel taps of a ConvTranspose weight [Cin, C, 4, 4], tap channel (ky*4 + kx)*C + c."""
+    cin, c_out = weight.shape[:2]
+    taps = weight.transpose(2, 3, 1, 0).reshape(16 * c_out, cin)
+    return np.tile(taps, (phases, 1))[:, :, None, None].astype(weight.dtype)
+
+
+def overlap_add_weights(c_out: int, dtype=np.float32) -> np.ndarray:
+    """Fixed 3x3 Conv weight [4*C, 16*C, 3, 3] summing kernel taps into the four output phases
+    (out channel (qy*2 + qx)*C + c), the col2im of a stride-2, pad-1, kernel-4 ConvTranspose."""
+    k = np.zeros((4 * c_out, 16 * c_out, 3, 3), dtype=dtype)
+    for qy in (0, 1):
+        for qx in (0, 1):
+            for (ky, a) in zip(PHASE_TAPS[qy], PHASE_OFFSETS[qy]):
+                for (kx, b) in zip(PHASE_TAPS[qx], PHASE_OFFSETS[qx]):
+                    for c in range(c_out):
+                        k[(qy * 2 + qx) * c_out + c, (ky * 4 + kx) * c_out + c, a, b] = 1
+    return k
 
 
 def phase_weights(weight: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
@@ -88,13 +133,9 @@ def split_conv_transposes(model):
         rewritten += 1
         tag = f"phase{index}"
         x, out = node.input[0], node.output[0]
-        weight = inits[node.input[1]]
-        bias = inits[node.input[2]] if len(node.input) > 2 and node.input[2] else None
-        activation = None
-        users = consumers.get(out, [])
-        if (out not in graph_outputs and len(users) == 1 and users[0].op_type in FUSABLE_ACTIVATIONS
-                and len(users[0].input) == 1):
-            activation = users[0]
+        weight, bias = inits[node.input[1]], _bias(node, inits)
+        activation = _sole_activation(out, consumers, graph_outputs)
+        if activation is not None:
             dropped.add(id(activation))
             out = activation.output[0]
         parts = []
@@ -114,6 +155,14 @@ def split_conv_transposes(model):
                                                   name=f"{name}_{activation.op_type.lower()}"))
             parts.append(name)
         new_nodes.append(helper.make_node("Concat", parts, [f"{tag}_phases"], name=f"{tag}_concat", axis=1))
+        users = consumers.get(out, [])
+        follower = users[0] if len(users) == 1 and out not in graph_outputs else None
+        if follower is not None and follower.input[0] == out and _k4s2p1(follower, inits) \
+                and not _splittable(follower, inits):
+            dropped.add(id(follower))
+            new_nodes += _pair_tail(follower, f"{tag}_phases", tag, inits, consumers, graph_outputs,
+                                    new_inits, dropped)
+            continue
         new_nodes.append(helper.make_node("DepthToSpace", [f"{tag}_phases"], [out], name=f"{tag}_interleave",
                                           blocksize=2, mode="DCR"))
     if not rewritten:
@@ -126,3 +175,38 @@ def split_conv_transposes(model):
     graph.initializer.extend(kept + new_inits)
     del graph.value_info[:]  # shapes of removed tensors; ONNX Runtime infers its own
     return model, rewritten
+
+
+def _pair_tail(node, phases: str, tag: str, inits: dict, consumers: dict, graph_outputs: set,
+               new_inits: list, dropped: set) -> list:
+    """Nodes computing the small ConvTranspose `node` straight from the phase maps of the layer
+    before it: taps per phase, interleave the taps, sum them per output phase, interleave."""
+    from onnx import helper, numpy_helper
+
+    weight, bias = inits[node.input[1]], _bias(node, inits)
+    c_out = weight.shape[1]
+    out = node.output[0]
+    activation = _sole_activation(out, consumers, graph_outputs)
+    if activation is not None:
+        dropped.add(id(activation))
+        out = activation.output[0]
+    new_inits.append(numpy_helper.from_array(tap_weights(weight), f"{tag}_taps_w"))
+    new_inits.append(numpy_helper.from_array(overlap_add_weights(c_out, weight.dtype), f"{tag}_sum_w"))
+    sum_inputs = [f"{tag}_tapmap", f"{tag}_sum_w"]
+    if bias is not None:
+        new_inits.append(numpy_helper.from_array(np.tile(bias, 4), f"{tag}_sum_b"))
+        sum_inputs.append(f"{tag}_sum_b")
+    summed = f"{tag}_sum" if activation else f"{tag}_out_phases"
+    nodes = [
+        helper.make_node("Conv", [phases, f"{tag}_taps_w"], [f"{tag}_taps"], name=f"{tag}_taps",
+                         kernel_shape=[1, 1], group=4),
+        helper.make_node("DepthToSpace", [f"{tag}_taps"], [f"{tag}_tapmap"], name=f"{tag}_tap_interleave",
+                         blocksize=2, mode="DCR"),
+        helper.make_node("Conv", sum_inputs, [summed], name=f"{tag}_sum", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    ]
+    if activation is not None:
+        nodes.append(helper.make_node(activation.op_type, [summed], [f"{tag}_out_phases"],
+                                      name=f"{tag}_out_{activation.op_type.lower()}"))
+    nodes.append(helper.make_node("DepthToSpace", [f"{tag}_out_phases"], [out], name=f"{tag}_out_interleave",
+                                  blocksize=2, mode="DCR"))
+    return nodes

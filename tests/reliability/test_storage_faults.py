@@ -19,8 +19,12 @@ BUCKET = "rel-publish"
 
 
 @pytest.mark.slow
-def test_store_killed_mid_publish_publishes_nothing_and_a_retry_publishes_all(finished_workspace, own_s3, tmp_path):
+def test_store_killed_mid_publish_publishes_nothing_and_a_retry_publishes_all(finished_workspace, own_s3, tmp_path,
+                                                                            monkeypatch):
     store, _ = finished_workspace
+    # One upload at a time, so the kill below lands while objects are still to be uploaded (with
+    # eight in flight, a small run's uploads can all finish before the kill takes effect).
+    monkeypatch.setattr("cgan.publish.PUBLISH_THREADS", 1)
     client = own_s3.client(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=5)
     client.create_bucket(Bucket=BUCKET)
     publish_run(store, client, BUCKET, "runs/r0", metadata=metadata("2026-11-25T02:00:00+00:00", "r0"),

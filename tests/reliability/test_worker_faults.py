@@ -3,6 +3,8 @@ outputs of an earlier try, postprocess over an incomplete shard."""
 
 from __future__ import annotations
 
+import json
+
 import os
 import signal
 import subprocess
@@ -131,14 +133,15 @@ def test_operator_killed_mid_upload_then_retried_leaves_a_whole_shard(tmp_path, 
     cmd = [sys.executable, "-c", code, store.uri, json.dumps(shard)]
     kill_after_outputs(cmd + ["slow"], store.root / "outputs", at_least=3)
     left = store.list(prefix)
-    assert 3 <= len(left) < GRIDS and f"{prefix}/perf.json" not in left
+    assert 3 <= len(left) < GRIDS and f"{prefix}/perf.json" not in left and f"{prefix}/render.json" not in left
     with pytest.raises(InferenceError, match="shard 0 is incomplete"):
         postprocess_run(store, [shard], upstream_checkpoint)
 
     retry = subprocess.run(cmd + ["fast"], cwd=REPO, capture_output=True, text=True, timeout=300,
                            env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert retry.returncode == 0, retry.stderr[-3000:]
-    assert store.list(prefix) == sorted(f"{prefix}/{p.name}" for p in list_outputs(clean_run)) + [f"{prefix}/perf.json"]
+    assert store.list(prefix) == sorted(f"{prefix}/{p.name}" for p in list_outputs(clean_run)) + [
+        f"{prefix}/perf.json", f"{prefix}/render.json"]
     assert not [p for p in store.path(prefix).iterdir() if p.name.startswith(".")]  # no stray temp file
     for p in list_outputs(clean_run):
         assert store.get_bytes(f"{prefix}/{p.name}") == p.read_bytes()
@@ -151,6 +154,7 @@ def plant_stale(store, prefix: str, good: Path) -> None:
     store.put_bytes(b"\0" * good.stat().st_size, f"{prefix}/{good.name}")
     store.put_bytes(b"\0" * good.stat().st_size, f"{prefix}/grid_000999{OUTPUT_SUFFIX}")
     store.put_bytes(b"old try", f"{prefix}/old-try.log")
+    store.put_bytes(json.dumps({"version": 1, "grids": 999}).encode(), f"{prefix}/render.json")
 
 
 def test_onnxruntime_retry_over_stale_outputs_does_not_mix(tmp_path, upstream_onnx, upstream_checkpoint, bins40,
@@ -166,7 +170,8 @@ def test_onnxruntime_retry_over_stale_outputs_does_not_mix(tmp_path, upstream_on
     first = list_outputs(clean_run)[1]
     plant_stale(store, prefix, first)
     OnnxRuntimeInferenceOperator(task_id="t", workspace=store.uri, shard=shards[0]).execute({})
-    assert store.list(prefix) == [f"{prefix}/grid_00000{i}{OUTPUT_SUFFIX}" for i in range(6)] + [f"{prefix}/perf.json"]
+    assert store.list(prefix) == [f"{prefix}/grid_00000{i}{OUTPUT_SUFFIX}" for i in range(6)] + [
+        f"{prefix}/perf.json", f"{prefix}/render.json"]
     assert store.get_bytes(f"{prefix}/{first.name}") == first.read_bytes()
     postprocess_run(store, shards, upstream_checkpoint, log=lambda m: None)
     assert store.list("grids") == [f"grids/grid_00000{i}.png" for i in range(6)]

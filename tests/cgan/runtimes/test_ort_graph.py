@@ -59,7 +59,7 @@ def test_split_computes_the_same_tensor(cin, cout, bias, activation, extra):
 
 
 @pytest.mark.parametrize("cout, attrs, opset", [
-    (1, {}, 11),  # few output channels: the blocked conv path does not apply
+    (1, {}, 11),  # few output channels and no split layer before it: left as it is
     (64, {"strides": [1, 1]}, 11),
     (64, {"pads": [0, 0, 0, 0]}, 11),
     (64, {"output_padding": [1, 1]}, 11),
@@ -72,12 +72,57 @@ def test_other_conv_transposes_are_left_alone(cout, attrs, opset):
     assert count == 0 and split.graph == model.graph
 
 
-def test_the_generator_has_its_middle_layer_split_and_gives_the_same_images(upstream_onnx):
+def test_the_generator_is_rewritten_and_gives_the_same_images(upstream_onnx):
     split, count = split_conv_transposes(onnx.load(str(upstream_onnx)))
-    assert count == 1  # 128->64 split, the final 64->1 layer kept
-    assert [n.op_type for n in split.graph.node].count("ConvTranspose") == 1
+    assert count == 1  # 128->64 split, the final 64->1 layer computed from its phases
+    ops = [n.op_type for n in split.graph.node]
+    assert "ConvTranspose" not in ops and ops.count("DepthToSpace") == 2
     x = np.concatenate([make_input_batch(4, g) for g in range(1)])
     fast = make_session(upstream_onnx).run(None, {"image": x})[0]
     recipe = make_session(upstream_onnx, split_deconv=False).run(None, {"image": x})[0]
     np.testing.assert_allclose(fast, recipe, atol=1e-5)
     assert onnx.load(str(upstream_onnx)).graph == onnx.load(str(upstream_onnx)).graph  # file untouched
+
+
+def _pair_model(c_out, *, bias=True, first_activation="Relu", last_activation="Tanh", extra=False):
+    rng = np.random.default_rng(7 + c_out)
+    inits = [numpy_helper.from_array(rng.standard_normal((32, 16, 4, 4)).astype(np.float32) * 0.1, "w1"),
+             numpy_helper.from_array(rng.standard_normal(16).astype(np.float32) * 0.1, "b1"),
+             numpy_helper.from_array(rng.standard_normal((16, c_out, 4, 4)).astype(np.float32) * 0.2, "w2")]
+    second = ["h", "w2"]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(c_out).astype(np.float32), "b2"))
+        second.append("b2")
+    k = {"kernel_shape": [4, 4], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("ConvTranspose", ["x", "w1", "b1"], ["t1" if first_activation else "h"], **k)]
+    if first_activation:
+        nodes.append(helper.make_node(first_activation, ["t1"], ["h"]))
+    nodes.append(helper.make_node("ConvTranspose", second, ["t2" if last_activation else "y"], **k))
+    if last_activation:
+        nodes.append(helper.make_node(last_activation, ["t2"], ["y"]))
+    shape = [2, c_out, 20, 24]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)]
+    if extra:  # the middle tensor is also a graph output: no pairing
+        outputs.append(helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, 16, 10, 12]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 32, 5, 6])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=7)
+
+
+@pytest.mark.parametrize("c_out, bias, first, last, extra, paired", [
+    (1, True, "Relu", "Tanh", False, True),
+    (3, False, "Relu", "Sigmoid", False, True),
+    (1, True, None, None, False, True),
+    (3, True, "Relu", "Tanh", True, False),
+])
+def test_a_small_layer_after_a_split_one_is_computed_from_its_phases(c_out, bias, first, last, extra, paired):
+    model = _pair_model(c_out, bias=bias, first_activation=first, last_activation=last, extra=extra)
+    split, count = split_conv_transposes(model)
+    onnx.checker.check_model(split)
+    ops = [n.op_type for n in split.graph.node]
+    assert count == 1
+    assert ops.count("ConvTranspose") == (0 if paired else 1)
+    assert ops.count("DepthToSpace") == (2 if paired else 1)
+    x = np.random.default_rng(3).standard_normal((2, 32, 5, 6)).astype(np.float32)
+    for want, got in zip(_run(model, x), _run(split, x)):
+        np.testing.assert_allclose(got, want, atol=3e-5, rtol=1e-5)
