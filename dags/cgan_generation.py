@@ -17,7 +17,7 @@ from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule, task
 
 from cgan import config
 from cgan.bins import MAX_GRIDS, MAX_SEED
-from cgan.run_params import CHECKPOINT_RE, DEFAULT_CHECKPOINT, PRECISION_MODES, SOC_VERSION_RE, TARGETS
+from cgan.run_params import CHECKPOINT_RE, DEFAULT_CHECKPOINT, DEFAULT_GRIDS_PER_SHARD, PRECISION_MODES, SOC_VERSION_RE, TARGETS
 from operators.atc_convert import AtcConvertOperator
 from operators.export_onnx import ExportOnnxOperator
 from operators.input_bins import InputBinsOperator
@@ -47,7 +47,7 @@ PARAMS = {
     "precision_mode": Param("force_fp16", type="string", enum=list(PRECISION_MODES), title="Precision mode",
                             description="atc --precision_mode (atc's own default is force_fp16; "
                                         "must_keep_origin_dtype keeps fp32)."),
-    "grids_per_shard": Param(500, type="integer", minimum=1, maximum=MAX_GRIDS, title="Grids per shard",
+    "grids_per_shard": Param(DEFAULT_GRIDS_PER_SHARD, type="integer", minimum=1, maximum=MAX_GRIDS, title="Grids per shard",
                              section="Advanced", description="Shard size of the cpu target."),
     "threads": Param(1, type="integer", minimum=0, maximum=64, title="Threads per inference task",
                      section="Advanced", description="ONNX Runtime intra-op threads (0 = all cores)."),

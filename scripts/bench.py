@@ -122,19 +122,19 @@ def _peak_rss_mb(code: str) -> tuple[float, float]:
 
 TASK_CODE = {
     "export_onnx": "from cgan.export import export_onnx; export_onnx({ckpt!r}, {ws!r} + '/model/cgan.onnx')",
-    "input_bins": ("from cgan.run_params import plan_shards; from cgan.bins import write_bins\n"
-                   "for s in plan_shards({n}, 'cpu', [0], 500): write_bins({ws!r} + '/' + s['bins_prefix'], s['count'], 1, start=s['start'])"),
-    "onnxruntime_infer": ("from cgan.run_params import plan_shards; from cgan.runtimes.onnxruntime_runner import run_onnxruntime\n"
+    "input_bins": ("from cgan.run_params import DEFAULT_GRIDS_PER_SHARD, plan_shards; from cgan.bins import write_bins\n"
+                   "for s in plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD): write_bins({ws!r} + '/' + s['bins_prefix'], s['count'], 1, start=s['start'])"),
+    "onnxruntime_infer": ("from cgan.run_params import DEFAULT_GRIDS_PER_SHARD, plan_shards; from cgan.runtimes.onnxruntime_runner import run_onnxruntime\n"
                           "from cgan.shard_render import ShardRenderer; from cgan.store import open_store\n"
                           "import shutil, pathlib\n"
-                          "s = plan_shards({n}, 'cpu', [0], 500)[0]\n"
+                          "s = plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD)[0]\n"
                           "renderer = ShardRenderer(open_store(pathlib.Path({ws!r} + '/rendered').as_uri()))\n"
                           "r = run_onnxruntime({ws!r} + '/model/cgan.onnx', {ws!r} + '/' + s['bins_prefix'], {ws!r} + '/tmp-out', on_output=renderer.submit)\n"
                           "renderer.finish()\n"
                           "shutil.copytree(r.output_dir, {ws!r} + '/outputs/shard_0000', dirs_exist_ok=True)"),
-    "postprocess": ("from cgan.run_params import plan_shards; from cgan.store import open_store; from cgan.postprocess import postprocess_run\n"
+    "postprocess": ("from cgan.run_params import DEFAULT_GRIDS_PER_SHARD, plan_shards; from cgan.store import open_store; from cgan.postprocess import postprocess_run\n"
                     "import pathlib, shutil\n"
-                    "shards = plan_shards({n}, 'cpu', [0], 500)\n"
+                    "shards = plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD)\n"
                     "src = pathlib.Path({ws!r}) / 'outputs' / 'shard_0000'\n"
                     "for s in shards[1:]:\n"
                     "    d = pathlib.Path({ws!r}) / 'outputs' / ('shard_%04d' % s['shard']); d.mkdir(parents=True, exist_ok=True)\n"
@@ -151,7 +151,7 @@ RSS_TAIL = ("\nimport json, re; hwm = re.search(r'VmHWM:\\s+(\\d+) kB', open('/p
 def task_memory(n: int) -> dict:
     """Each step of the DAG's cpu path in its own process on n grids: peak RSS and seconds.
 
-    Inference runs one shard (500 grids, as the DAG maps them) and renders its grids as the
+    Inference runs one shard (DEFAULT_GRIDS_PER_SHARD grids, as the DAG maps them) and renders its grids as the
     operator does; postprocess covers all n grids on its fallback path, rendering every grid
     itself (shard outputs beyond the first are copies of it, so the step sees n grids)."""
     out = {}
@@ -170,7 +170,7 @@ def dag_overhead(n: int, ort_ms_per_grid: float) -> dict:
     try:
         env = local_env(server.endpoint)
         prepare_airflow(env)
-        conf = json.dumps({"num_grids": n, "seed": 1, "target": "cpu", "grids_per_shard": 500})
+        conf = json.dumps({"num_grids": n, "seed": 1, "target": "cpu"})  # the form's other defaults
         t0 = time.perf_counter()
         proc = subprocess.run([str(Path(sys.executable).with_name("airflow")), "dags", "test", "cgan_generation",
                                "-c", conf], env=env, capture_output=True, text=True)
