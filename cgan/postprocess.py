@@ -11,25 +11,28 @@ samples are read.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+from cgan.artifacts import sha256_file
 from cgan.errors import InferenceError
 from cgan.grids import grid_array, png_bytes
 from cgan.outputs import OUTPUT_SUFFIX, grid_stem
 from cgan.perf import PERF_NAME, aggregate
 from cgan.perf_plot import latency_plot_png
 from cgan.progress import is_tenth
-from cgan.artifacts import sha256_file
 from cgan.quality import DEFAULT_PARITY_GRIDS, QUALITY_NAME, QualityAccumulator, evenly_spaced
 from cgan.shard_render import RENDER_NAME, check_render
 from cgan.store import join
 
 Log = Callable[[str], None]
-POST_THREADS = 2
+# Grids rendered at a time on the fallback path (msame shards): PNG encoding, the classifier and
+# store I/O release the GIL, so this scales with the worker's cores (at least 2, at most 8).
+POST_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 
 def outputs_prefix(shard: dict) -> str:
@@ -87,7 +90,6 @@ def postprocess_run(
                 store.put_bytes(png_bytes(grid_array(_read(out))), f"grids/{stem}.png")
                 return out, stem, quality.judge(out)
 
-            # PNG encoding, the classifier and the store I/O release the GIL: two grids at a time.
             keys_in_order = sorted(k for k in outputs if Path(k).name in expected)
             with ThreadPoolExecutor(max_workers=POST_THREADS, thread_name_prefix="post") as pool:
                 for out, stem, hits in pool.map(grid_of, keys_in_order):
