@@ -206,9 +206,15 @@ def chart(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [r for r in results["speed"] if r["batch"] == 100]
-    labels = [f"{r['backend']}\n{r['threads']} thr" for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
-    ax.bar(labels, [r["fraction_of_ceiling"] * 100 for r in rows], color="#4a7fb5")
+    names = {"onnxruntime": "ONNX Runtime", "ort-recipe-graph": "ORT,\nrecipe graph", "pytorch": "PyTorch"}
+    labels = [f"{names.get(r['backend'], r['backend'])}\n{r['threads']} thr" for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=100)
+    values = [r["fraction_of_ceiling"] * 100 for r in rows]
+    bars = ax.bar(labels, values, color="#4a7fb5")
+    for bar, value in zip(bars, values):
+        ax.annotate(f"{value:.0f}%", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom")
+    ax.axhline(85, linestyle="--", color="gray", linewidth=1, label="issue target, ONNX Runtime at 1 thread")
+    ax.legend(loc="upper right", fontsize=8)
     ax.set_ylabel("% of measured fp32 GEMM ceiling")
     ax.set_title("Generator at batch 100 (one grid per call)")
     fig.tight_layout()
