@@ -121,3 +121,19 @@ def retry_delay_s() -> float:
     if not 0 <= value <= 3600:
         raise ConfigError(f"CGAN_RETRY_DELAY_S={raw!r} must be a number of seconds in 0..3600")
     return value
+
+
+def ort_split_deconv() -> bool:
+    """Whether ONNX Runtime loads the generator with phase-split ConvTransposes
+    (cgan.runtimes.ort_graph). CGAN_ORT_SPLIT_DECONV: auto (default: on x86-64, where ONNX
+    Runtime's blocked convolutions make it faster), on, or off."""
+    import platform
+
+    raw = (os.environ.get("CGAN_ORT_SPLIT_DECONV") or "auto").strip().lower()
+    if raw in ("on", "true", "1", "yes"):
+        return True
+    if raw in ("off", "false", "0", "no"):
+        return False
+    if raw == "auto":
+        return platform.machine().lower() in ("x86_64", "amd64")
+    raise ConfigError(f"CGAN_ORT_SPLIT_DECONV={raw!r} must be auto, on or off")

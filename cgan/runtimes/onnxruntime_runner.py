@@ -10,10 +10,16 @@ from cgan.layout import INPUT_DIM, INPUT_NAME, SAMPLES_PER_GRID
 from cgan.runtimes.folder_runner import InferenceRun, OnOutput, Progress, run_folder
 
 
-def make_session(model_path: str | os.PathLike, threads: int = 1, *, split_deconv: bool = True):
+def make_session(model_path: str | os.PathLike, threads: int = 1, *, split_deconv: bool | None = None):
     """An ONNX Runtime CPU session; `split_deconv` loads the graph with its 128->64 style
-    ConvTransposes as phase Convs (cgan.runtimes.ort_graph; same outputs, faster on the CPU)."""
+    ConvTransposes as phase Convs (cgan.runtimes.ort_graph; same outputs, faster on x86-64).
+    None: CGAN_ORT_SPLIT_DECONV (auto = on x86-64)."""
     import onnxruntime as ort
+
+    from cgan import config
+
+    if split_deconv is None:
+        split_deconv = config.ort_split_deconv()
 
     if not isinstance(threads, int) or threads < 0:
         raise InferenceError(f"threads must be a non-negative integer (0 = all cores), got {threads!r}")

@@ -126,3 +126,40 @@ def test_a_small_layer_after_a_split_one_is_computed_from_its_phases(c_out, bias
     x = np.random.default_rng(3).standard_normal((2, 32, 5, 6)).astype(np.float32)
     for want, got in zip(_run(model, x), _run(split, x)):
         np.testing.assert_allclose(got, want, atol=3e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("value, machine, expected", [
+    ("on", "aarch64", True), ("off", "x86_64", False), ("auto", "x86_64", True), ("auto", "aarch64", False),
+    (None, "AMD64", True),
+])
+def test_the_rewrite_setting(monkeypatch, value, machine, expected):
+    import platform
+
+    from cgan import config
+
+    if value is None:
+        monkeypatch.delenv("CGAN_ORT_SPLIT_DECONV", raising=False)
+    else:
+        monkeypatch.setenv("CGAN_ORT_SPLIT_DECONV", value)
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    assert config.ort_split_deconv() is expected
+
+
+def test_a_bad_rewrite_setting_is_named(monkeypatch):
+    from cgan import config
+
+    monkeypatch.setenv("CGAN_ORT_SPLIT_DECONV", "sometimes")
+    with pytest.raises(config.ConfigError, match="CGAN_ORT_SPLIT_DECONV='sometimes' must be auto, on or off"):
+        config.ort_split_deconv()
+
+
+@pytest.mark.parametrize("value, rewrites", [("on", 1), ("off", 0)])
+def test_sessions_follow_the_setting(monkeypatch, upstream_onnx, value, rewrites):
+    import cgan.runtimes.ort_graph as ort_graph
+
+    calls = []
+    real = ort_graph.split_conv_transposes
+    monkeypatch.setattr(ort_graph, "split_conv_transposes", lambda m: calls.append(1) or real(m))
+    monkeypatch.setenv("CGAN_ORT_SPLIT_DECONV", value)
+    make_session(upstream_onnx)
+    assert len(calls) == rewrites
