@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from cgan.artifacts import sha256_file
 from cgan.errors import InferenceError
 from cgan.grids import grid_array, png_bytes
 from cgan.outputs import OUTPUT_SUFFIX, grid_stem
@@ -49,7 +48,6 @@ def postprocess_run(
     total = sum(s["count"] for s in shards)
     parity_at = set(evenly_spaced(total, parity_grids))
     quality = QualityAccumulator(checkpoint)
-    classifier_sha = sha256_file(quality.classifier_path)
     grid_keys = set(store.list("grids"))
     records, done = [], 0
     with tempfile.TemporaryDirectory(prefix="cgan-post-") as tmp:
@@ -66,43 +64,19 @@ def postprocess_run(
                     f"bins missing in {prefix}/ (first: {missing[0]}); re-run its inference task"
                 )
             local = tmp / prefix
-            grid_range = range(shard["start"], shard["start"] + shard["count"])
-            tally = _render_tally(store, prefix, keys, shard, classifier_sha, grid_keys, log)
+            tally = _render_tally(store, prefix, keys, shard, quality.classifier_sha256, grid_keys, log)
             if tally is not None:  # grids and labels were made while the shard ran
                 quality.merge(tally["correct"], tally["total"], tally["grids"])
-                for g in sorted(parity_at.intersection(grid_range)):
-                    stem = bin_name(g)[:-4]
-                    out = store.get_file(join(prefix, stem + OUTPUT_SUFFIX), local / (stem + OUTPUT_SUFFIX))
-                    source = store.get_file(join(shard["bins_prefix"], f"{stem}.bin"),
-                                            local / "bins" / f"{stem}.bin")
-                    quality.add_parity(out, source)
                 done += tally["grids"]
                 log(f"grids {done}/{total} (shard {shard['shard']} rendered during inference)")
-                shutil.rmtree(local, ignore_errors=True)
-                _copy_perf(store, keys, shard)
-                records.append(json.loads(store.get_bytes(join(prefix, PERF_NAME))))
-                continue
-
-            def grid_of(key: str):
-                """Fetch one output bin, publish its PNG to the workspace, judge its digits."""
-                out = store.get_file(key, local / Path(key).name)
-                stem = grid_stem(out)
-                store.put_bytes(png_bytes(grid_array(_read(out))), f"grids/{stem}.png")
-                return out, stem, quality.judge(out)
-
-            keys_in_order = sorted(k for k in outputs if Path(k).name in expected)
-            with ThreadPoolExecutor(max_workers=POST_THREADS, thread_name_prefix="post") as pool:
-                for out, stem, hits in pool.map(grid_of, keys_in_order):
-                    quality.record(hits)
-                    g = int(stem.rsplit("_", 1)[1])
-                    if g in parity_at:
-                        source = store.get_file(join(shard["bins_prefix"], f"{stem}.bin"),
-                                                local / "bins" / f"{stem}.bin")
-                        quality.add_parity(out, source)
-                    out.unlink()
-                    done += 1
-                    if is_tenth(done, total):
-                        log(f"grids {done}/{total}")
+            else:
+                done = _render_shard(store, outputs, expected, local, quality, done, total, log)
+            grid_range = range(shard["start"], shard["start"] + shard["count"])
+            for g in sorted(parity_at.intersection(grid_range)):
+                stem = bin_name(g)[:-4]
+                out = store.get_file(join(prefix, stem + OUTPUT_SUFFIX), local / (stem + OUTPUT_SUFFIX))
+                source = store.get_file(join(shard["bins_prefix"], f"{stem}.bin"), local / "bins" / f"{stem}.bin")
+                quality.add_parity(out, source)
             shutil.rmtree(local, ignore_errors=True)
             _copy_perf(store, keys, shard)
             records.append(json.loads(store.get_bytes(join(prefix, PERF_NAME))))
@@ -119,6 +93,28 @@ def postprocess_run(
         "latency_ms_mean": perf["latency_ms"]["mean"],
         "backend": perf["backend"],
     }
+
+
+def _render_shard(store, outputs: list[str], expected: set[str], local: Path, quality, done: int,
+                  total: int, log: Log) -> int:
+    """Grids and label checks of a shard that has no usable render.json; returns the new count."""
+
+    def grid_of(key: str):
+        """Fetch one output bin, publish its PNG to the workspace, judge its digits."""
+        out = store.get_file(key, local / Path(key).name)
+        store.put_bytes(png_bytes(grid_array(_read(out))), f"grids/{grid_stem(out)}.png")
+        hits = quality.judge(out)
+        out.unlink()
+        return hits
+
+    keys_in_order = sorted(k for k in outputs if Path(k).name in expected)
+    with ThreadPoolExecutor(max_workers=POST_THREADS, thread_name_prefix="post") as pool:
+        for hits in pool.map(grid_of, keys_in_order):
+            quality.record(hits)
+            done += 1
+            if is_tenth(done, total):
+                log(f"grids {done}/{total}")
+    return done
 
 
 def _copy_perf(store, keys: list[str], shard: dict) -> None:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -35,9 +36,12 @@ def evenly_spaced(n: int, k: int) -> list[int]:
 
 
 class QualityAccumulator:
-    """Builds quality.json one output bin at a time, so memory does not grow with the run."""
+    """Builds quality.json one output bin at a time, so memory does not grow with the run.
 
-    def __init__(self, checkpoint: str | os.PathLike, classifier_path: str | os.PathLike = DEFAULT_CLASSIFIER):
+    `checkpoint` is needed only for parity checks (None: label counts only, as a shard's renderer)."""
+
+    def __init__(self, checkpoint: str | os.PathLike | None,
+                 classifier_path: str | os.PathLike = DEFAULT_CLASSIFIER):
         self.checkpoint = checkpoint
         self.classifier_path = Path(classifier_path)
         self.classifier = DigitClassifier.load(classifier_path)
@@ -48,9 +52,17 @@ class QualityAccumulator:
         self.parity_checked = 0
         self._model = None
 
+    @functools.cached_property
+    def classifier_sha256(self) -> str:
+        return sha256_file(self.classifier_path)
+
     def judge(self, output: Path) -> np.ndarray:
         """Which of a grid's 100 digits the classifier reads as their column's label (thread-safe)."""
-        return self.classifier.predict(read_output_bin(output)) == EXPECTED_LABELS
+        return self.judge_samples(read_output_bin(output))
+
+    def judge_samples(self, samples: np.ndarray) -> np.ndarray:
+        """`judge` for a grid already in memory ([100, C, 28, 28])."""
+        return self.classifier.predict(samples) == EXPECTED_LABELS
 
     def record(self, hits: np.ndarray) -> None:
         np.add.at(self.correct, EXPECTED_LABELS, hits)
@@ -72,6 +84,8 @@ class QualityAccumulator:
         from cgan.bins import read_input_bin
         from cgan.checkpoint import load_generator
 
+        if self.checkpoint is None:
+            raise ValueError("parity checks need the checkpoint the outputs were made with")
         if not source.is_file():
             raise InputBinError(f"no input bin {source} for output {output.name}")
         if self._model is None:
@@ -100,7 +114,7 @@ class QualityAccumulator:
             "digits_judged": int(self.total.sum()),
             "parity_grids_checked": self.parity_checked,
             "parity_reference": "PyTorch fp32 eager on the same input bins",
-            "classifier": {"path": self.classifier_path.name, "sha256": sha256_file(self.classifier_path)},
+            "classifier": {"path": self.classifier_path.name, "sha256": self.classifier_sha256},
         }
 
 

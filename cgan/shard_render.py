@@ -16,36 +16,25 @@ from pathlib import Path
 
 import numpy as np
 
+from cgan.classifier import DEFAULT_CLASSIFIER
 from cgan.errors import InferenceError
 from cgan.grids import grid_array, png_bytes
 from cgan.layout import NUM_CLASSES, SAMPLES_PER_GRID
 from cgan.outputs import grid_stem
+from cgan.quality import QualityAccumulator
 
 RENDER_NAME = "render.json"
 RENDER_VERSION = 1
 MAX_PENDING = 8
 
 
-def expected_labels() -> np.ndarray:
-    from cgan.quality import EXPECTED_LABELS
-
-    return EXPECTED_LABELS
-
-
 class ShardRenderer:
     """Renders and judges outputs on one background thread; errors surface in submit/finish."""
 
-    def __init__(self, store, classifier=None, *, max_pending: int = MAX_PENDING):
-        from cgan.artifacts import sha256_file
-        from cgan.classifier import DigitClassifier
-
+    def __init__(self, store, classifier_path=DEFAULT_CLASSIFIER, *, max_pending: int = MAX_PENDING):
         self.store = store
-        self.classifier = classifier or DigitClassifier.load()
-        self.classifier_sha256 = sha256_file(self.classifier.path)
-        self.correct = np.zeros(NUM_CLASSES, dtype=np.int64)
-        self.total = np.zeros(NUM_CLASSES, dtype=np.int64)
+        self.labels = QualityAccumulator(None, classifier_path)  # label counts; no parity here
         self.stems: list[str] = []
-        self._labels = expected_labels()
         self._slots = threading.BoundedSemaphore(max_pending)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
         self._error: BaseException | None = None
@@ -66,9 +55,7 @@ class ShardRenderer:
                 return
             stem = grid_stem(output)
             self.store.put_bytes(png_bytes(grid_array(samples)), f"grids/{stem}.png")
-            hits = self.classifier.predict(samples) == self._labels
-            np.add.at(self.correct, self._labels, hits)
-            np.add.at(self.total, self._labels, 1)
+            self.labels.record(self.labels.judge_samples(samples))
             self.stems.append(stem)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             self._error = exc
@@ -88,9 +75,9 @@ class ShardRenderer:
             "grids": len(self.stems),
             "first": min(self.stems, default=None),
             "last": max(self.stems, default=None),
-            "correct": self.correct.tolist(),
-            "total": self.total.tolist(),
-            "classifier_sha256": self.classifier_sha256,
+            "correct": self.labels.correct.tolist(),
+            "total": self.labels.total.tolist(),
+            "classifier_sha256": self.labels.classifier_sha256,
         }
 
     def close(self) -> None:

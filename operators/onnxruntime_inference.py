@@ -21,7 +21,7 @@ from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
 
 
 class OnnxRuntimeInferenceOperator(BaseOperator):
-    template_fields: Sequence[str] = ("workspace", "shard", "onnx_key", "threads", "render_grids")
+    template_fields: Sequence[str] = ("workspace", "shard", "onnx_key", "threads")
     ui_color = "#fef7e0"
 
     def __init__(self, *, workspace: str, shard: dict, onnx_key: str = "model/cgan.onnx",
@@ -51,7 +51,7 @@ class OnnxRuntimeInferenceOperator(BaseOperator):
             download_keys(store, bins, tmp / "bins")
             self.log.info("Shard %d: %d grid(s) through ONNX Runtime, %s thread(s)", shard["shard"],
                           len(bins), self.threads)
-            renderer = ShardRenderer(store) if _truthy(self.render_grids) else None
+            renderer = ShardRenderer(store) if self.render_grids else None
             try:
                 store.delete_prefix(prefix)  # no render.json of an earlier try survives this one
                 run = run_onnxruntime(model, tmp / "bins", tmp / "out", threads=int(self.threads),
@@ -78,7 +78,3 @@ class OnnxRuntimeInferenceOperator(BaseOperator):
 
         if is_tenth(done, total):
             self.log.info("infer %d/%d", done, total)
-
-
-def _truthy(value) -> bool:
-    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes")

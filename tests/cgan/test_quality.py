@@ -66,3 +66,15 @@ def test_evenly_spaced():
     assert evenly_spaced(3, 32) == [0, 1, 2]
     assert evenly_spaced(100, 3) == [0, 50, 99]
     assert evenly_spaced(10, 1) == [0]
+
+
+def test_an_accumulator_without_checkpoint_counts_labels_but_refuses_parity(tmp_path):
+    import numpy as np
+
+    from cgan.quality import QualityAccumulator
+
+    acc = QualityAccumulator(None)
+    acc.record(acc.judge_samples(np.zeros((100, 1, 28, 28), dtype=np.float32)))
+    assert acc.grids == 1 and int(acc.total.sum()) == 100 and len(acc.classifier_sha256) == 64
+    with pytest.raises(ValueError, match="parity checks need the checkpoint"):
+        acc.add_parity(tmp_path / "grid_000000_output_0.bin", tmp_path / "grid_000000.bin")
