@@ -15,7 +15,13 @@ import numpy as np
 from cgan.artifacts import atomic_write_bytes
 from cgan.errors import InputBinError
 from cgan.layout import (
-    BIN_DTYPE, GRID_SIDE, INPUT_BIN_BYTES, INPUT_DIM, NOISE_DIM, NUM_CLASSES, SAMPLES_PER_GRID,
+    BIN_DTYPE,
+    GRID_SIDE,
+    INPUT_BIN_BYTES,
+    INPUT_DIM,
+    NOISE_DIM,
+    NUM_CLASSES,
+    SAMPLES_PER_GRID,
 )
 
 MAX_SEED = 2**63 - 1

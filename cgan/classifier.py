@@ -21,7 +21,7 @@ class DigitClassifier:
     _session: object
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_CLASSIFIER, threads: int = 1) -> "DigitClassifier":
+    def load(cls, path: str | Path = DEFAULT_CLASSIFIER, threads: int = 1) -> DigitClassifier:
         import onnxruntime as ort
 
         path = Path(path)

@@ -22,10 +22,11 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from cgan.errors import CganError
 from cgan.store import KEY_PART_RE, StoreError, check_bucket, check_key
@@ -446,8 +447,8 @@ def _sort_time(run: RunSummary) -> datetime:
                 parsed = datetime.fromisoformat(value)
             except ValueError:
                 continue
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    return datetime.min.replace(tzinfo=timezone.utc)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return datetime.min.replace(tzinfo=UTC)
 
 
 def _is_int(value) -> bool:

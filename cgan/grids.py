@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from cgan.artifacts import atomic_write_bytes
 from cgan.errors import InputBinError
 from cgan.layout import (
-    GRID_PIXELS, GRID_SIDE, IMAGE_SIZE, NUM_CLASSES, SUPPORTED_CHANNELS, output_bin_bytes,
+    GRID_PIXELS,
+    GRID_SIDE,
+    IMAGE_SIZE,
+    NUM_CLASSES,
+    SUPPORTED_CHANNELS,
+    output_bin_bytes,
 )
 from cgan.outputs import find_run_dir, grid_stem, list_outputs, read_output_bin
 

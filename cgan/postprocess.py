@@ -14,9 +14,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 from cgan.errors import InferenceError
 from cgan.grids import grid_array, png_bytes
@@ -56,7 +56,8 @@ def postprocess_run(
             prefix = outputs_prefix(shard)
             keys = store.list(prefix)
             outputs = [k for k in keys if k.endswith(OUTPUT_SUFFIX)]
-            expected = {bin_name(g)[:-4] + OUTPUT_SUFFIX for g in range(shard["start"], shard["start"] + shard["count"])}
+            grids = range(shard["start"], shard["start"] + shard["count"])
+            expected = {bin_name(g)[:-4] + OUTPUT_SUFFIX for g in grids}
             missing = sorted(expected - {Path(k).name for k in outputs})
             if missing:
                 raise InferenceError(

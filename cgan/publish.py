@@ -21,11 +21,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from cgan.errors import CganError
 from cgan.progress import is_tenth
@@ -85,7 +85,7 @@ def publish_run(
     check_bucket_exists(client, bucket)
     objects, total_bytes = [], 0
     keys = [k for section in SECTIONS for k in workspace.list(section)]
-    if not any(k.startswith("grids/") for k in keys) or f"quality/quality.json" not in keys:
+    if not any(k.startswith("grids/") for k in keys) or "quality/quality.json" not in keys:
         raise PublishError("the workspace has no grids or no quality report: postprocess did not finish")
     manifest_key = join(run_prefix, MANIFEST_NAME)
     if _exists(client, bucket, manifest_key):
@@ -275,7 +275,7 @@ def _content_type(key: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 TOOL_PACKAGES = ("cgan-airflow", "torch", "onnx", "onnxsim", "onnxruntime", "numpy", "pillow",

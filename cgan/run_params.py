@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cgan.ascend.atc import PRECISION_MODES
 from cgan.ascend.errors import AscendError
-from cgan.ascend.validate import SOC_VERSION_RE, check_soc_version
+from cgan.ascend.validate import check_soc_version
 from cgan.bins import MAX_GRIDS, MAX_SEED
 from cgan.errors import CganError
 

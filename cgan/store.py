@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 from urllib.parse import unquote, urlparse
 
 from cgan.errors import CganError
@@ -64,7 +64,7 @@ class LocalStore:
     def path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def child(self, prefix: str) -> "LocalStore":
+    def child(self, prefix: str) -> LocalStore:
         return LocalStore(self.path(prefix))
 
     def put_file(self, local: str | os.PathLike, key: str) -> str:
@@ -128,7 +128,7 @@ class S3Store:
     def key(self, key: str) -> str:
         return join(self.prefix, check_key(key))
 
-    def child(self, prefix: str) -> "S3Store":
+    def child(self, prefix: str) -> S3Store:
         return S3Store(self.bucket, join(self.prefix, check_key(prefix)), self.client)
 
     def put_file(self, local: str | os.PathLike, key: str) -> str:

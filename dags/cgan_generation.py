@@ -16,8 +16,15 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule, task
 
 from cgan import config
+from cgan.ascend.validate import SOC_VERSION_RE
 from cgan.bins import MAX_GRIDS, MAX_SEED
-from cgan.run_params import CHECKPOINT_RE, DEFAULT_CHECKPOINT, DEFAULT_GRIDS_PER_SHARD, PRECISION_MODES, SOC_VERSION_RE, TARGETS
+from cgan.run_params import (
+    CHECKPOINT_RE,
+    DEFAULT_CHECKPOINT,
+    DEFAULT_GRIDS_PER_SHARD,
+    PRECISION_MODES,
+    TARGETS,
+)
 from operators.atc_convert import AtcConvertOperator
 from operators.export_onnx import ExportOnnxOperator
 from operators.input_bins import InputBinsOperator
@@ -47,7 +54,8 @@ PARAMS = {
     "precision_mode": Param("force_fp16", type="string", enum=list(PRECISION_MODES), title="Precision mode",
                             description="atc --precision_mode (atc's own default is force_fp16; "
                                         "must_keep_origin_dtype keeps fp32)."),
-    "grids_per_shard": Param(DEFAULT_GRIDS_PER_SHARD, type="integer", minimum=1, maximum=MAX_GRIDS, title="Grids per shard",
+    "grids_per_shard": Param(DEFAULT_GRIDS_PER_SHARD, type="integer", minimum=1, maximum=MAX_GRIDS,
+                             title="Grids per shard",
                              section="Advanced", description="Shard size of the cpu target."),
     "threads": Param(1, type="integer", minimum=0, maximum=64, title="Threads per inference task",
                      section="Advanced", description="ONNX Runtime intra-op threads (0 = all cores)."),
@@ -119,7 +127,8 @@ with DAG(
     ).expand(shard=shard_list)
     post = PostprocessOperator(task_id="postprocess", workspace=run["workspace"], shards=run["shards"],
                                checkpoint="{{ params.checkpoint }}", aws_conn_id=config.s3_conn_id(),
-                               execution_timeout=timedelta(hours=1), trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+                               execution_timeout=timedelta(hours=1),
+                               trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     publish = PublishRunOperator(task_id="publish", workspace=run["workspace"], bucket=config.publish_bucket(),
                                  run_prefix=run["run_prefix"], params_used=run["params"],
                                  logical_date=run["logical_date"], aws_conn_id=config.s3_conn_id(),

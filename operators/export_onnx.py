@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
 
-from operators.failures import fail_fast_on_bad_input
 from operators.artifact_store import DEFAULT_CONN_ID, fetch_checkpoint, open_artifact_store
+from operators.failures import fail_fast_on_bad_input
 
 ONNX_KEY = "model/cgan.onnx"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from airflow.sdk import BaseOperator
 
-from operators.failures import fail_fast_on_bad_input
 from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
+from operators.failures import fail_fast_on_bad_input
 
 
 class MsameInferenceOperator(BaseOperator):
@@ -40,7 +40,8 @@ class MsameInferenceOperator(BaseOperator):
     def __init__(self, *, workspace: str, shard: dict, om_key: str = "model/cgan.om",
                  msame_path: str = "msame", loop: int = 1, device: int | None = None,
                  channels: int | None = None, msame_timeout_s: float | None = None,
-                 toolkit_home: str = "/usr/local/Ascend/ascend-toolkit", aws_conn_id: str = DEFAULT_CONN_ID, queue: str = "ascend", pool: str = "ascend_npu",
+                 toolkit_home: str = "/usr/local/Ascend/ascend-toolkit", aws_conn_id: str = DEFAULT_CONN_ID,
+                 queue: str = "ascend", pool: str = "ascend_npu",
                  **kwargs):
         super().__init__(queue=queue, pool=pool, **kwargs)
         self.workspace = workspace

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from airflow.sdk import BaseOperator
 
-from operators.failures import fail_fast_on_bad_input
 from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
+from operators.failures import fail_fast_on_bad_input
 
 
 class OnnxRuntimeInferenceOperator(BaseOperator):

@@ -33,12 +33,11 @@ import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from airflow.plugins_manager import AirflowPlugin
 
 URL_PREFIX = "/cgan-gallery"
 URL_ROUTE = "cgan-gallery"
@@ -51,7 +50,8 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:16px 20px;color:#1f2937;background:#fff}
 a{color:#0b5cad}h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px}
 .muted{color:#6b7280}.warn{color:#92400e;background:#fffbeb;border:1px solid #fcd34d;padding:6px 10px}
-table{border-collapse:collapse;margin:4px 0}th,td{border-bottom:1px solid #e5e7eb;padding:4px 10px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:4px 0}
+th,td{border-bottom:1px solid #e5e7eb;padding:4px 10px;text-align:left;vertical-align:top}
 th{background:#f9fafb;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.nw{white-space:nowrap}
 code{font-size:12px;word-break:break-all}nav{margin-bottom:12px}
 .grids{display:flex;flex-wrap:wrap;gap:10px}figure{margin:0}figcaption{font-size:12px;color:#6b7280;text-align:center}
@@ -88,10 +88,9 @@ async def security_headers(request: Request, call_next):
 
 async def require_user(request: Request) -> Any:
     """The logged-in Airflow user allowed to read the DAG's runs; 401/403 otherwise."""
-    from fastapi import HTTPException
-
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
+    from fastapi import HTTPException
 
     try:
         # Exactly what Airflow's API routes do: Bearer header first, else the `_token` cookie
@@ -343,7 +342,8 @@ def _perf_html(request: Request, run) -> str:
             ("shards / calls / grids", f"{_num(perf.get('shards'), '{}')} / {_num(perf.get('calls'), '{:,}')} / "
                                        f"{_num(perf.get('grids'), '{:,}')}"),
             ("latency per call (ms)", f"mean {_num(lat.get('mean'))}, median {_num(lat.get('median'))}, "
-                                      f"p99 {_num(lat.get('p99'))}, min {_num(lat.get('min'))}, max {_num(lat.get('max'))}"),
+                                      f"p99 {_num(lat.get('p99'))}, min {_num(lat.get('min'))}, "
+                                       f"max {_num(lat.get('max'))}"),
             ("grids/s", _num(perf.get("grids_per_s"))), ("images/s", _num(perf.get("images_per_s"), "{:,.1f}")),
         ]) + "</table>")
         notes = perf.get("notes")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,6 @@ def _median_ms(fn, reps: int, warmup: int = 3) -> float:
 def matmul_ceiling(threads: int, n: int = 2048) -> dict:
     """fp32 GEMM GFLOP/s of ONNX Runtime (MLAS) and numpy at n x n x n."""
     import numpy as np
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 

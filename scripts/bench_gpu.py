@@ -172,7 +172,6 @@ def machine(torch, device: str) -> dict:
 
 
 def run(args) -> dict:
-    import numpy as np
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -20,7 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scripts.local_stack import (  # noqa: E402
-    BUCKET, S3_PORT, VAR, airflow, local_env, prepare_airflow, start_s3,
+    BUCKET,
+    S3_PORT,
+    VAR,
+    airflow,
+    local_env,
+    prepare_airflow,
+    start_s3,
 )
 
 

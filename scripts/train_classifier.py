@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from cgan.artifacts import atomic_write_bytes, sha256_file
     from cgan.training.classifier import (
-        ClassifierConfig, accuracy, export_classifier_onnx, train_classifier,
+        ClassifierConfig,
+        accuracy,
+        export_classifier_onnx,
+        train_classifier,
     )
     from cgan.training.mnist import HOLDOUT_PER_CLASS, split_mnist
 

@@ -53,7 +53,7 @@ class AtcOptions:
     precision_mode: str = DEFAULT_PRECISION_MODE
     log_level: str = DEFAULT_LOG_LEVEL
 
-    def validate(self) -> "AtcOptions":
+    def validate(self) -> AtcOptions:
         check_soc_version(self.soc_version)
         check_choice(self.precision_mode, "precision_mode", PRECISION_MODES)
         check_choice(self.log_level, "log level", LOG_LEVELS)

@@ -129,7 +129,8 @@ def convert(
         cache.put(key, result.om_path, {
             "format": CACHE_FORMAT, "onnx_sha256": onnx_sha, "flags": flags,
             "toolkit_version": toolkit.version, "toolkit_version_source": toolkit.version_source,
-            "om_name": result.om_path.name, "om_suffix": result.om_path.name[len(name):-3], "om_bytes": result.om_path.stat().st_size,
+            "om_name": result.om_path.name, "om_suffix": result.om_path.name[len(name):-3],
+            "om_bytes": result.om_path.stat().st_size,
             "om_sha256": sha256_file(result.om_path), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "atc_seconds": round(result.duration_s, 3),
         })

@@ -11,8 +11,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from cgan.ascend.errors import ToolchainNotFound
 

@@ -8,9 +8,9 @@ small dicts an MsameInferenceOperator is mapped over: {"shard", "bins_prefix", "
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from cgan.ascend.errors import AscendError
 from cgan.ascend.validate import check_device

@@ -7,8 +7,8 @@ Upstream `CGAN.train`: Adam(2e-4, betas (0.5, 0.999)) for both nets, BCE loss, o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch

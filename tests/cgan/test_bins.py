@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from cgan.bins import (
-    INFO_NAME, bin_name, list_bins, make_input_batch, read_input_bin, write_bins, write_dataset_info,
+    INFO_NAME,
+    bin_name,
+    list_bins,
+    make_input_batch,
+    read_input_bin,
+    write_bins,
+    write_dataset_info,
 )
 from cgan.errors import InputBinError
 from cgan.layout import INPUT_BIN_BYTES

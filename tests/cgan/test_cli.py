@@ -29,7 +29,8 @@ def test_every_subcommand_has_help(command):
 
 @pytest.mark.slow
 def test_modelzoo_checkpoint_end_to_end_gives_rgb_grids(tmp_path, modelzoo_checkpoint):
-    exported = json.loads(cgan("export", "--checkpoint", modelzoo_checkpoint, "--out", tmp_path / "zoo.onnx", "--json").stdout)
+    exported = json.loads(cgan("export", "--checkpoint", modelzoo_checkpoint, "--out", tmp_path / "zoo.onnx",
+                               "--json").stdout)
     assert exported["channels"] == 3 and exported["max_abs_err"] <= 1e-5
     cgan("bins", "--out", tmp_path / "bins", "--num-grids", 2, "--seed", 3)
     assert (tmp_path / "bins" / "CGAN_prep_bin.info").is_file()
@@ -83,5 +84,6 @@ def test_clear_errors(tmp_path, args, message):
 def test_wrong_size_bin_through_the_cli(tmp_path, upstream_onnx):
     (tmp_path / "bins").mkdir()
     np.zeros(100, "<f4").tofile(tmp_path / "bins" / "grid_000000.bin")
-    proc = cgan("infer", "--model", upstream_onnx, "--input", tmp_path / "bins", "--output", tmp_path / "o", check=False)
+    proc = cgan("infer", "--model", upstream_onnx, "--input", tmp_path / "bins", "--output", tmp_path / "o",
+                check=False)
     assert proc.returncode == 2 and "400 bytes" in proc.stderr and "28,800 bytes" in proc.stderr

@@ -1,6 +1,5 @@
-import torch
-
 import pytest
+import torch
 
 from cgan.model import Discriminator, Generator, fold_batchnorm
 

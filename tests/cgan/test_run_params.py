@@ -1,9 +1,15 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from cgan.run_params import (
-    MAX_SHARDS, ParamError, derive_seed, make_plan, plan_shards, safe_run_id, validate,
+    MAX_SHARDS,
+    ParamError,
+    derive_seed,
+    make_plan,
+    plan_shards,
+    safe_run_id,
+    validate,
 )
 
 
@@ -61,7 +67,7 @@ def test_shard_count_is_capped_at_max_map_length():
 
 
 def test_seed_from_logical_date_and_plan():
-    when = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+    when = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
     assert derive_seed(when) == 20261126020000
     plan = make_plan({"num_grids": 3, "seed": None}, run_id="scheduled__2026-11-26T02:00:00+00:00",
                      logical_date=when, artifact_root="file:///tmp/a/")

@@ -53,8 +53,7 @@ from pathlib import Path
 import pytest
 
 from tests.airflow_stack import s3_connection
-from tests.distributed.topology import (CeleryStack, Worker, check_services, require_services,
-                                        services_required, tail)
+from tests.distributed.topology import CeleryStack, Worker, check_services, require_services, services_required, tail
 from tests.standins.fixtures import STANDINS, TOOLKIT_VERSION
 
 pytestmark = pytest.mark.slow

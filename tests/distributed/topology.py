@@ -414,7 +414,7 @@ class CeleryStack:
 
     # ---- lifecycle
 
-    def __enter__(self) -> "CeleryStack":
+    def __enter__(self) -> CeleryStack:
         from cryptography.fernet import Fernet
 
         self._started = time.monotonic()

@@ -133,7 +133,6 @@ def test_browser_without_login_gets_a_sign_in_link(client):
 
 def test_invalid_tokens_are_refused(client, airflow_auth, token):
     import jwt
-
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
     claims = jwt.decode(token, options={"verify_signature": False})

@@ -19,7 +19,6 @@ from tests.standins.fixtures import *  # noqa: F401,F403  (stand-in atc/msame fi
 def own_s3(tmp_path, monkeypatch):
     """A SeaweedFS server of this test alone, on a fixed port, that the test may kill and restart
     on the same data dir and port. Yields a controller."""
-    from scripts import local_s3 as server
 
     keys = {"AWS_ACCESS_KEY_ID": "rel-" + secrets.token_hex(4), "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16)}
     for k, v in keys.items():

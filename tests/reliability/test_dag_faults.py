@@ -13,8 +13,7 @@ import secrets
 import pytest
 
 from tests.airflow_stack import airflow_env, dags_test, s3_connection
-from tests.reliability.conftest import (fake_toolkit_home, get, latest_run_tasks, listing, task_log_files,
-                                        xcom_values)
+from tests.reliability.conftest import fake_toolkit_home, get, latest_run_tasks, listing, task_log_files, xcom_values
 
 SENTINEL = json.dumps({"manifest": "runs/earlier/manifest.json", "logical_date": "2000-01-01T00:00:00+00:00"}).encode()
 

@@ -4,7 +4,6 @@ outputs of an earlier try, postprocess over an incomplete shard."""
 from __future__ import annotations
 
 import json
-
 import os
 import signal
 import subprocess

@@ -7,7 +7,12 @@ import time
 import pytest
 
 from cgan.ascend.atc import (
-    AtcOptions, build_argv, find_om, onnx_input_shape, run_atc, scan_output,
+    AtcOptions,
+    build_argv,
+    find_om,
+    onnx_input_shape,
+    run_atc,
+    scan_output,
 )
 from cgan.ascend.errors import AscendError, AtcError, ToolchainNotFound
 from cgan.ascend.toolkit import load_set_env, locate_toolkit, read_toolkit_version

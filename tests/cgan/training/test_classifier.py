@@ -3,7 +3,12 @@ import onnxruntime as ort
 import torch
 
 from cgan.training.classifier import (
-    ClassifierConfig, DigitClassifier, accuracy, export_classifier_onnx, random_shift, train_classifier,
+    ClassifierConfig,
+    DigitClassifier,
+    accuracy,
+    export_classifier_onnx,
+    random_shift,
+    train_classifier,
 )
 
 
