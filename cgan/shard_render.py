@@ -106,6 +106,6 @@ def check_render(tally: dict, shard: dict, classifier_sha256: str) -> str | None
                 and all(isinstance(v, int) and v >= 0 for v in values)):
             return f"bad {field!r} counts"
     if sum(tally["total"]) != shard["count"] * SAMPLES_PER_GRID or any(
-            c > t for c, t in zip(tally["correct"], tally["total"])):
+            c > t for c, t in zip(tally["correct"], tally["total"], strict=True)):
         return "counts do not add up"
     return None

@@ -437,17 +437,20 @@ def trend_svg(points, width: int = 960, height: int = 190) -> str:
             lo, hi = 0.0, (hi * 1.15 if hi > 0 else 1.0)
         if hi <= lo:
             hi = lo + 1.0
-        ypos = lambda v: top + plot_h - (v - lo) / (hi - lo) * plot_h  # noqa: E731
+
+        def ypos(v: float, lo: float = lo, hi: float = hi) -> float:  # this panel's scale
+            return top + plot_h - (v - lo) / (hi - lo) * plot_h
+
         parts.append(f'<text x="{x0}" y="{top - 8}" font-weight="600">{e(label)}</text>')
         for t in range(3):
             v = lo + (hi - lo) * t / 2
             parts.append(f'<line x1="{x0}" x2="{x0 + plot_w:.1f}" y1="{ypos(v):.1f}" y2="{ypos(v):.1f}" '
                          f'stroke="#e5e7eb"/><text x="{x0 - 6}" y="{ypos(v) + 4:.1f}" text-anchor="end">'
                          f"{e(fmt.format(v))}</text>")
-        line = [f"{x:.1f},{ypos(v):.1f}" for x, v in zip(xs, values) if v is not None]
+        line = [f"{x:.1f},{ypos(v):.1f}" for x, v in zip(xs, values, strict=True) if v is not None]
         if len(line) > 1:
             parts.append(f'<polyline points="{" ".join(line)}" fill="none" stroke="{color}" stroke-width="2"/>')
-        for x, v, p in zip(xs, values, points):
+        for x, v, p in zip(xs, values, points, strict=True):
             if v is not None:
                 parts.append(f'<circle cx="{x:.1f}" cy="{ypos(v):.1f}" r="3.5" fill="{color}"><title>'
                              f'{e(p.run_id)} ({e(p.logical_date or "")}): {e(fmt.format(v))}</title></circle>')

@@ -10,6 +10,7 @@ ratios, not absolute numbers). Writes bench/results.json and bench/bench.png, pr
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -61,14 +62,20 @@ def matmul_ceiling(threads: int, n: int = 2048) -> dict:
     flop = 2 * n ** 3 / 1e9
     ort_ms = _median_ms(lambda: sess.run(None, {"a": a, "b": a}), 5)
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-    code = ("import numpy as np,time,statistics;a=np.random.default_rng(0).random((%d,%d),dtype=np.float32);"
-            "[a@a for _ in range(2)];t=[];\nfor _ in range(5):\n s=time.perf_counter();a@a;t.append(time.perf_counter()-s)\n"
-            "print(statistics.median(t)*1000)") % (n, n)
+    code = (f"import numpy as np,time,statistics;a=np.random.default_rng(0).random(({n},{n}),dtype=np.float32);"
+            "[a@a for _ in range(2)];t=[];\n"
+            "for _ in range(5):\n s=time.perf_counter();a@a;t.append(time.perf_counter()-s)\n"
+            "print(statistics.median(t)*1000)")
     np_ms = float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                  check=True).stdout)
     result = {"onnxruntime_gflops": flop / ort_ms * 1000, "numpy_gflops": flop / np_ms * 1000}
     result["ceiling_gflops"] = max(result.values())
     return result
+
+
+def _eager(torch, model, x) -> None:
+    with torch.inference_mode():
+        model(x)
 
 
 def runtime_speed(batches: list[int], threads_list: list[int], reps: int) -> list[dict]:
@@ -88,17 +95,11 @@ def runtime_speed(batches: list[int], threads_list: list[int], reps: int) -> lis
             onnx_path = export_onnx(CHECKPOINT, f"{tmp}/b{batch}.onnx", batch=batch).onnx_path
             for threads in threads_list:
                 sess = make_session(onnx_path, threads=threads)
-                ort_ms = _median_ms(lambda: sess.run(None, {"image": x}), reps)
+                ort_ms = _median_ms(functools.partial(sess.run, None, {"image": x}), reps)
                 recipe = make_session(onnx_path, threads=threads, split_deconv=False)
-                recipe_ms = _median_ms(lambda: recipe.run(None, {"image": x}), reps)
+                recipe_ms = _median_ms(functools.partial(recipe.run, None, {"image": x}), reps)
                 torch.set_num_threads(threads)
-                xt = torch.from_numpy(x)
-
-                def eager():
-                    with torch.inference_mode():
-                        model(xt)
-
-                torch_ms = _median_ms(eager, reps)
+                torch_ms = _median_ms(functools.partial(_eager, torch, model, torch.from_numpy(x)), reps)
                 for backend, ms in (("onnxruntime", ort_ms), ("ort-recipe-graph", recipe_ms),
                                     ("pytorch", torch_ms)):
                     rows.append({"backend": backend, "batch": batch, "threads": threads,
@@ -120,23 +121,32 @@ def _peak_rss_mb(code: str) -> tuple[float, float]:
 
 TASK_CODE = {
     "export_onnx": "from cgan.export import export_onnx; export_onnx({ckpt!r}, {ws!r} + '/model/cgan.onnx')",
-    "input_bins": ("from cgan.run_params import DEFAULT_GRIDS_PER_SHARD, plan_shards; from cgan.bins import write_bins\n"
-                   "for s in plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD): write_bins({ws!r} + '/' + s['bins_prefix'], s['count'], 1, start=s['start'])"),
-    "onnxruntime_infer": ("from cgan.run_params import DEFAULT_GRIDS_PER_SHARD, plan_shards; from cgan.runtimes.onnxruntime_runner import run_onnxruntime\n"
+    "input_bins": ("from cgan.run_params import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
+                   "from cgan.bins import write_bins\n"
+                   "for s in plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD):\n"
+                   "    write_bins({ws!r} + '/' + s['bins_prefix'], s['count'], 1, start=s['start'])"),
+    "onnxruntime_infer": ("from cgan.run_params import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
+                          "from cgan.runtimes.onnxruntime_runner import run_onnxruntime\n"
                           "from cgan.shard_render import ShardRenderer; from cgan.store import open_store\n"
                           "import shutil, pathlib\n"
                           "s = plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD)[0]\n"
                           "renderer = ShardRenderer(open_store(pathlib.Path({ws!r} + '/rendered').as_uri()))\n"
-                          "r = run_onnxruntime({ws!r} + '/model/cgan.onnx', {ws!r} + '/' + s['bins_prefix'], {ws!r} + '/tmp-out', on_output=renderer.submit)\n"
+                          "r = run_onnxruntime({ws!r} + '/model/cgan.onnx', {ws!r} + '/' + s['bins_prefix'],\n"
+                          "                    {ws!r} + '/tmp-out', on_output=renderer.submit)\n"
                           "renderer.finish()\n"
                           "shutil.copytree(r.output_dir, {ws!r} + '/outputs/shard_0000', dirs_exist_ok=True)"),
-    "postprocess": ("from cgan.run_params import DEFAULT_GRIDS_PER_SHARD, plan_shards; from cgan.store import open_store; from cgan.postprocess import postprocess_run\n"
+    "postprocess": ("from cgan.run_params import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
+                    "from cgan.store import open_store\n"
+                    "from cgan.postprocess import postprocess_run\n"
                     "import pathlib, shutil\n"
                     "shards = plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD)\n"
                     "src = pathlib.Path({ws!r}) / 'outputs' / 'shard_0000'\n"
                     "for s in shards[1:]:\n"
-                    "    d = pathlib.Path({ws!r}) / 'outputs' / ('shard_%04d' % s['shard']); d.mkdir(parents=True, exist_ok=True)\n"
-                    "    [shutil.copyfile(src / ('grid_%06d_output_0.bin' % (g - s['start'])), d / ('grid_%06d_output_0.bin' % g)) for g in range(s['start'], s['start'] + s['count'])]\n"
+                    "    d = pathlib.Path({ws!r}) / 'outputs' / ('shard_%04d' % s['shard'])\n"
+                    "    d.mkdir(parents=True, exist_ok=True)\n"
+                    "    for g in range(s['start'], s['start'] + s['count']):\n"
+                    "        name = 'grid_%06d_output_0.bin'\n"
+                    "        shutil.copyfile(src / (name % (g - s['start'])), d / (name % g))\n"
                     "    shutil.copyfile(src / 'perf.json', d / 'perf.json')\n"
                     "postprocess_run(open_store(pathlib.Path({ws!r}).as_uri()), shards, {ckpt!r}, log=lambda m: None)"),
 }
@@ -209,7 +219,7 @@ def chart(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 4), dpi=100)
     values = [r["fraction_of_ceiling"] * 100 for r in rows]
     bars = ax.bar(labels, values, color="#4a7fb5")
-    for bar, value in zip(bars, values):
+    for bar, value in zip(bars, values, strict=True):
         ax.annotate(f"{value:.0f}%", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom")
     ax.axhline(85, linestyle="--", color="gray", linewidth=1, label="issue target, ONNX Runtime at 1 thread")
     ax.legend(loc="upper right", fontsize=8)
@@ -268,13 +278,15 @@ def print_table(results: dict) -> None:
     for t, c in results["ceiling"].items():
         print(f"  {t} thread(s): ONNX Runtime {c['onnxruntime_gflops']:.0f}, numpy {c['numpy_gflops']:.0f}"
               f" -> ceiling {c['ceiling_gflops']:.0f}")
-    print(f"\n{'backend':<12} {'batch':>5} {'thr':>3} {'ms/grid':>8} {'grids/s':>8} {'GFLOP/s':>8} {'%ceil':>6} {'vs torch':>8}")
+    print(f"\n{'backend':<12} {'batch':>5} {'thr':>3} {'ms/grid':>8} {'grids/s':>8} {'GFLOP/s':>8} {'%ceil':>6}"
+          f" {'vs torch':>8}")
     for r in results["speed"]:
         print(f"{r['backend']:<12} {r['batch']:>5} {r['threads']:>3} {r['ms_per_grid']:>8.2f} {r['grids_per_s']:>8.1f}"
               f" {r['gflops']:>8.0f} {100 * r['fraction_of_ceiling']:>5.0f}% {r['speedup_vs_pytorch']:>7.2f}x")
     print("\npeak memory per task (own process), MiB / seconds:")
     for n, tasks in results.get("task_memory", {}).items():
-        print(f"  N={n:>6}: " + ", ".join(f"{k} {v['peak_rss_mb']:.0f} / {v['seconds']:.0f}s" for k, v in tasks.items()))
+        print(f"  N={n:>6}: "
+              + ", ".join(f"{k} {v['peak_rss_mb']:.0f} / {v['seconds']:.0f}s" for k, v in tasks.items()))
     if "dag" in results:
         d = results["dag"]
         print(f"\nDAG end to end, {d['grids']} grids: {d['dag_wall_s']} s wall vs {d['pure_inference_s']} s pure "

@@ -16,6 +16,7 @@ tested anywhere. Writes <out>/gpu_results.json, updated after every measurement.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -233,14 +234,14 @@ def run(args) -> dict:
                 with torch.inference_mode():
                     t0 = time.perf_counter()
                     if mode == "eager":
-                        fn = lambda: model(x)  # noqa: E731
+                        fn = functools.partial(model, x)
                     elif mode == "cuda_graph":
                         fn, _ = graphed(torch, model, x)
                     else:
                         if compiled is None:
                             compiled = torch.compile(model, mode=args.compile, dynamic=False)
                         compiled(x)
-                        fn = lambda: compiled(x)  # noqa: E731
+                        fn = functools.partial(compiled, x)
                     if args.device == "cuda":
                         torch.cuda.synchronize()
                     build_s = time.perf_counter() - t0

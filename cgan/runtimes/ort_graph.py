@@ -84,8 +84,8 @@ def overlap_add_weights(c_out: int, dtype=np.float32) -> np.ndarray:
     k = np.zeros((4 * c_out, 16 * c_out, 3, 3), dtype=dtype)
     for qy in (0, 1):
         for qx in (0, 1):
-            for (ky, a) in zip(PHASE_TAPS[qy], PHASE_OFFSETS[qy]):
-                for (kx, b) in zip(PHASE_TAPS[qx], PHASE_OFFSETS[qx]):
+            for (ky, a) in zip(PHASE_TAPS[qy], PHASE_OFFSETS[qy], strict=True):
+                for (kx, b) in zip(PHASE_TAPS[qx], PHASE_OFFSETS[qx], strict=True):
                     for c in range(c_out):
                         k[(qy * 2 + qx) * c_out + c, (ky * 4 + kx) * c_out + c, a, b] = 1
     return k

@@ -44,7 +44,7 @@ def test_bins_are_independent_of_num_grids_and_shards(tmp_path):
     whole = write_bins(tmp_path / "whole", 5, seed=11)
     shard = write_bins(tmp_path / "shard", 2, seed=11, start=3)
     assert [p.name for p in shard] == [bin_name(3), bin_name(4)]
-    for a, b in zip(whole[3:], shard):
+    for a, b in zip(whole[3:], shard, strict=True):
         assert a.read_bytes() == b.read_bytes()
     assert all(p.stat().st_size == INPUT_BIN_BYTES == 28_800 for p in whole)
     assert np.array_equal(read_input_bin(whole[2]), make_input_batch(11, 2))

@@ -24,9 +24,11 @@ if dag is not None:
     out["catchup"] = dag.catchup
     out["max_active_runs"] = dag.max_active_runs
     out["params"] = dag.params.dump()
-    out["schema"] = {k: dict(dag.params.get_param(k).schema, description=dag.params.get_param(k).description) for k in dag.params}
+    out["schema"] = {k: dict(dag.params.get_param(k).schema, description=dag.params.get_param(k).description)
+                     for k in dag.params}
     out["tasks"] = {t.task_id: {"queue": t.queue, "pool": t.pool, "timeout": str(t.execution_timeout),
-                                "retries": t.retries, "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule)} for t in dag.tasks}
+                                "retries": t.retries,
+                                "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule)} for t in dag.tasks}
     out["downstream"] = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     bad = []
     for conf in json.loads(sys.argv[2]):
@@ -54,7 +56,7 @@ def parsed(tmp_path_factory):
     confs = [{}] + BAD_CONFS
     proc = subprocess.run([sys.executable, "-c", PARSE, str(REPO / "dags"), json.dumps(confs)],
                           env=env, capture_output=True, text=True, timeout=300)
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert line, proc.stderr[-3000:]
     return json.loads(line[0][len("RESULT"):])
 
@@ -71,7 +73,7 @@ def test_schedule_and_run_limits(parsed):
 
 def test_defaults_validate_and_bad_input_is_refused(parsed):
     assert parsed["validation"][0] is None  # all defaults validate
-    for conf, error in zip(BAD_CONFS, parsed["validation"][1:]):
+    for conf, error in zip(BAD_CONFS, parsed["validation"][1:], strict=True):
         assert error is not None, f"{conf} was accepted"
     assert parsed["params"]["target"] == "cpu" and parsed["params"]["seed"] is None
     assert parsed["params"]["checkpoint"] == "models/cgan_generator.pth"
@@ -162,7 +164,7 @@ def test_ascend_run_with_standins_converts_once_and_publishes(airflow_home, loca
         AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
     )
     conf = {"num_grids": 3, "seed": 5, "target": "ascend", "devices": [0, 1], "soc_version": "Ascend310P3"}
-    for attempt in range(2):
+    for _attempt in range(2):
         proc = dags_test(env, conf)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     log = proc.stdout + proc.stderr
@@ -178,6 +180,7 @@ def test_ascend_run_with_standins_converts_once_and_publishes(airflow_home, loca
     keys = [o["key"] for o in manifest["objects"]]
     assert sum("/grids/" in k for k in keys) == 3
     assert any(k.endswith("shard_0001.msame.log") for k in keys)
-    perf = json.loads(client.get_object(Bucket="ascendtest", Key=[k for k in keys if k.endswith("perf/perf.json")][0])["Body"].read())
+    perf_key = next(k for k in keys if k.endswith("perf/perf.json"))
+    perf = json.loads(client.get_object(Bucket="ascendtest", Key=perf_key)["Body"].read())
     assert perf["backend"] == "msame" and perf["devices"] == ["npu:0", "npu:1"]
     assert "onnxruntime_infer" in log  # the cpu branch exists and was skipped

@@ -461,9 +461,9 @@ def test_ascend_dockerfile_toolkit_and_msame():
 
 
 def test_dockerignore_is_an_allowlist_without_secrets():
-    lines = [l for l in (REPO / ".dockerignore").read_text().splitlines() if l and not l.startswith("#")]
+    lines = [ln for ln in (REPO / ".dockerignore").read_text().splitlines() if ln and not ln.startswith("#")]
     assert lines[0] == "*"
-    allowed = {l[1:].rstrip("/") for l in lines if l.startswith("!")}
+    allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
     assert {"dags", "plugins", "operators", "cgan", "models", "docker", "pyproject.toml", "README.md",
             "requirements.lock"} <= allowed
     assert not allowed & {".env", ".venv", "var", "logs", ".git", "tests"}
@@ -474,7 +474,10 @@ def test_ascend_entrypoint_runs_airflow_commands(tmp_path):
     fake.write_text('#!/bin/sh\necho "airflow $*"\n')
     fake.chmod(0o755)
     env = {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    run = lambda *a: subprocess.run(["bash", str(ENTRYPOINT), *a], env=env, capture_output=True, text=True).stdout.strip()
+
+    def run(*a):
+        return subprocess.run(["bash", str(ENTRYPOINT), *a], env=env, capture_output=True, text=True).stdout.strip()
+
     assert run("celery", "worker", "-q", "ascend", "-c", "2") == "airflow celery worker -q ascend -c 2"
     assert run() == "airflow celery worker -q ascend"
     assert run("bash", "-c", "echo plain") == "plain"

@@ -140,7 +140,8 @@ def test_outputs_prefix_matches_postprocess():
     assert outputs_prefix(7) == post_prefix({"shard": 7})
 
 
-def test_msame_device_override_and_templated_strings(tmp_path, standins_on_path, calls, workspace, standin_om, task_log):
+def test_msame_device_override_and_templated_strings(tmp_path, standins_on_path, calls, workspace, standin_om,
+                                                     task_log):
     store = msame_ws(workspace, standin_om)
     op = MsameInferenceOperator(task_id="m", workspace=store.uri, shard=SHARD, device="5", loop="1")
     assert op.execute(context={})["device"] == 5

@@ -31,7 +31,7 @@ def parse_dag(tmp_path, **extra) -> dict:
     env = airflow_env(tmp_path, **extra)
     proc = subprocess.run([sys.executable, "-c", PARSE, str(REPO / "dags")], env=env, capture_output=True,
                           text=True, timeout=300)
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert line, proc.stderr[-3000:]
     return json.loads(line[0][len("RESULT"):])
 
@@ -61,7 +61,7 @@ def test_a_bad_retry_delay_is_refused_when_the_dag_is_parsed(tmp_path):
     env = airflow_env(tmp_path, CGAN_RETRY_DELAY_S="soon")
     proc = subprocess.run([sys.executable, "-c", IMPORT_ERRORS, str(REPO / "dags")], env=env, capture_output=True,
                           text=True, timeout=300)
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert line, proc.stderr[-3000:]
     (error,) = json.loads(line[0][len("RESULT"):])
     assert "CGAN_RETRY_DELAY_S='soon' must be a number of seconds in 0..3600" in error

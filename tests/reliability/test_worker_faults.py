@@ -88,7 +88,7 @@ def test_inference_killed_mid_run_then_retried_is_byte_identical(tmp_path, upstr
     assert (retry_dir / "perf.json").is_file()
     outputs = list_outputs(retry_dir)
     assert [p.name for p in outputs] == [p.name for p in list_outputs(clean_run)]
-    for mine, reference in zip(outputs, list_outputs(clean_run)):
+    for mine, reference in zip(outputs, list_outputs(clean_run), strict=True):
         assert mine.read_bytes() == reference.read_bytes(), mine.name
     for kept in partial:  # what the killed run did write is whole and right, too
         assert kept.read_bytes() == (clean_run / kept.name).read_bytes()

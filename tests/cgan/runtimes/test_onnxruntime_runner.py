@@ -38,7 +38,7 @@ def test_outputs_in_msame_layout_with_perf(tmp_path, upstream_onnx, bins):
 def test_matches_pytorch(tmp_path, upstream_onnx, upstream_checkpoint, bins):
     ort_run = run_onnxruntime(upstream_onnx, bins, tmp_path / "ort")
     torch_run = run_pytorch(upstream_checkpoint, bins, tmp_path / "torch")
-    for a, b in zip(ort_run.outputs, torch_run.outputs):
+    for a, b in zip(ort_run.outputs, torch_run.outputs, strict=True):
         assert a.name == b.name
         assert np.max(np.abs(read_output_bin(a) - read_output_bin(b))) < 1e-5
 
@@ -48,7 +48,7 @@ def test_batch_of_two_grids_pads_the_last_call(tmp_path, upstream_checkpoint, up
     run200 = run_onnxruntime(model200, bins, tmp_path / "o200")
     run100 = run_onnxruntime(upstream_onnx, bins, tmp_path / "o100")
     assert run200.perf.calls == 2 and run200.perf.grids == 3
-    for a, b in zip(run200.outputs, run100.outputs):
+    for a, b in zip(run200.outputs, run100.outputs, strict=True):
         assert np.max(np.abs(read_output_bin(a) - read_output_bin(b))) < 1e-5
 
 

@@ -53,7 +53,7 @@ def test_split_computes_the_same_tensor(cin, cout, bias, activation, extra):
     if activation and not extra:
         assert ops.count(activation) == 4  # moved before the interleave, once per phase
     x = np.random.default_rng(1).standard_normal((3, cin, 5, 6)).astype(np.float32)
-    for want, got in zip(_run(model, x), _run(split, x)):
+    for want, got in zip(_run(model, x), _run(split, x), strict=True):
         assert want.shape == got.shape == (3, cout, 10, 12)
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
 
@@ -124,7 +124,7 @@ def test_a_small_layer_after_a_split_one_is_computed_from_its_phases(c_out, bias
     assert ops.count("ConvTranspose") == (0 if paired else 1)
     assert ops.count("DepthToSpace") == (2 if paired else 1)
     x = np.random.default_rng(3).standard_normal((2, 32, 5, 6)).astype(np.float32)
-    for want, got in zip(_run(model, x), _run(split, x)):
+    for want, got in zip(_run(model, x), _run(split, x), strict=True):
         np.testing.assert_allclose(got, want, atol=3e-5, rtol=1e-5)
 
 
