@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ class DigitClassifier:
 
     path: Path
     holdout_accuracy: float | None
-    _session: object
+    _session: Any  # onnxruntime.InferenceSession (onnxruntime ships no type hints)
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_CLASSIFIER, threads: int = 1) -> DigitClassifier:

@@ -180,8 +180,8 @@ def cmd_quality(args) -> int:
         from cgan.bins import write_bins
         from cgan.export import export_onnx
 
-        with tempfile.TemporaryDirectory(prefix="cgan-quality-") as tmp:
-            tmp = Path(tmp)
+        with tempfile.TemporaryDirectory(prefix="cgan-quality-") as tmp_dir:
+            tmp = Path(tmp_dir)
             _say(f"quality: {args.grids} grid(s), seed {args.seed}, backend {args.backend}, in {tmp}")
             write_bins(tmp / "bins", args.grids, args.seed)
             source = args.checkpoint

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from cgan.errors import CganError
 from cgan.store import KEY_PART_RE, StoreError, check_bucket, check_key
@@ -420,8 +420,8 @@ def _run_objects(name: str, manifest: dict) -> dict[str, int]:
 
 
 def _summarize(name: str, manifest: dict) -> RunSummary:
-    summary = manifest.get("summary") if isinstance(manifest.get("summary"), dict) else {}
-    params = manifest.get("params") if isinstance(manifest.get("params"), dict) else {}
+    summary = _dict(manifest.get("summary"))
+    params = _dict(manifest.get("params"))
     objects = manifest.get("objects")
     grids = summary.get("grids")
     return RunSummary(
@@ -451,7 +451,11 @@ def _sort_time(run: RunSummary) -> datetime:
     return datetime.min.replace(tzinfo=UTC)
 
 
-def _is_int(value) -> bool:
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 

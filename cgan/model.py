@@ -8,12 +8,15 @@ recipe's exported graph does (one input `image` of shape [B, 72]).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
 
 from cgan.layout import IMAGE_SIZE, INPUT_DIM, NOISE_DIM, NUM_CLASSES
 
 FEATURE_SIZE = IMAGE_SIZE // 4  # 7
+M = TypeVar("M", bound=nn.Module)
 
 
 class Generator(nn.Module):
@@ -75,7 +78,8 @@ def initialize_weights(net: nn.Module) -> None:
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             m.weight.data.normal_(0, 0.02)
-            m.bias.data.zero_()
+            if m.bias is not None:
+                m.bias.data.zero_()
 
 
 def fold_batchnorm(generator: Generator) -> nn.Module:
@@ -95,14 +99,23 @@ def fold_batchnorm(generator: Generator) -> nn.Module:
     fc, deconv = generator.fc, generator.deconv
     folded = Generator(generator.output_dim)
     folded.fc = nn.Sequential(
-        fuse_linear_bn_eval(fc[0], fc[1]), nn.ReLU(),
-        fuse_linear_bn_eval(fc[3], fc[4]), nn.ReLU(),
+        fuse_linear_bn_eval(_at(fc, 0, nn.Linear), _at(fc, 1, nn.BatchNorm1d)), nn.ReLU(),
+        fuse_linear_bn_eval(_at(fc, 3, nn.Linear), _at(fc, 4, nn.BatchNorm1d)), nn.ReLU(),
     )
     folded.deconv = nn.Sequential(
-        fuse_conv_bn_eval(deconv[0], deconv[1], transpose=True), nn.ReLU(),
+        fuse_conv_bn_eval(_at(deconv, 0, nn.ConvTranspose2d), _at(deconv, 1, nn.BatchNorm2d), transpose=True),
+        nn.ReLU(),
         copy.deepcopy(deconv[3]), nn.Tanh(),
     )
     return folded.eval()
+
+
+def _at(seq: nn.Sequential, i: int, kind: type[M]) -> M:
+    """seq[i], checked to be a `kind` (indexing a Sequential is typed as any Module)."""
+    layer = seq[i]
+    if not isinstance(layer, kind):
+        raise TypeError(f"layer {i} is a {type(layer).__name__}, expected {kind.__name__}")
+    return layer
 
 
 def expected_generator_shapes(output_dim: int) -> dict[str, tuple[int, ...]]:

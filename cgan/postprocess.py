@@ -50,8 +50,8 @@ def postprocess_run(
     quality = QualityAccumulator(checkpoint)
     grid_keys = set(store.list("grids"))
     records, done = [], 0
-    with tempfile.TemporaryDirectory(prefix="cgan-post-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="cgan-post-") as tmp_dir:
+        tmp = Path(tmp_dir)
         for shard in shards:
             prefix = outputs_prefix(shard)
             keys = store.list(prefix)

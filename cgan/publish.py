@@ -191,7 +191,7 @@ def _exists(client, bucket: str, key: str) -> bool:
 
 def _list(client, bucket: str, prefix: str) -> list[str]:
     try:
-        keys = []
+        keys: list[str] = []
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
         return keys
@@ -221,7 +221,8 @@ def _update_latest(client, bucket: str, manifest_key: str, logical_date: str | N
     except NotJsonError as exc:
         log(f"latest.json is replaced: {exc}")
         current = None
-    newest = (current.get("logical_date") or "") if isinstance(current, dict) else ""
+    current = current if isinstance(current, dict) else {}
+    newest = current.get("logical_date") or ""
     if logical_date and newest > logical_date:
         log(f"latest.json kept: it names a newer run ({current.get('manifest')})")
         return
@@ -258,7 +259,7 @@ def _put_json(client, bucket: str, key: str, obj: dict) -> None:
         raise _error(exc, f"writing s3://{bucket}/{key} failed") from exc
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: BaseException) -> str:
     error = getattr(exc, "response", {}).get("Error", {}) if hasattr(exc, "response") else {}
     return f"{error.get('Code')}: {error.get('Message')}" if error else f"{type(exc).__name__}: {exc}"
 

@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from cgan.classifier import DEFAULT_CLASSIFIER, DigitClassifier
 from cgan.errors import InputBinError
 from cgan.layout import NUM_CLASSES, SAMPLES_PER_GRID
 from cgan.outputs import find_run_dir, grid_stem, list_outputs, read_output_bin
+
+if TYPE_CHECKING:
+    from cgan.model import Generator  # imports torch: for types only
 
 QUALITY_NAME = "quality.json"
 DEFAULT_PARITY_GRIDS = 32
@@ -44,13 +48,13 @@ class QualityAccumulator:
                  classifier_path: str | os.PathLike = DEFAULT_CLASSIFIER):
         self.checkpoint = checkpoint
         self.classifier_path = Path(classifier_path)
-        self.classifier = DigitClassifier.load(classifier_path)
+        self.classifier = DigitClassifier.load(self.classifier_path)
         self.correct = np.zeros(NUM_CLASSES, dtype=np.int64)
         self.total = np.zeros(NUM_CLASSES, dtype=np.int64)
         self.grids = 0
         self.parity = 0.0
         self.parity_checked = 0
-        self._model = None
+        self._model: Generator | None = None
 
     @functools.cached_property
     def classifier_sha256(self) -> str:

@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from cgan.errors import CganError
@@ -119,7 +120,7 @@ class LocalStore:
 class S3Store:
     bucket: str
     prefix: str
-    client: object
+    client: Any  # a boto3 S3 client (boto3 ships no type hints)
 
     @property
     def uri(self) -> str:

@@ -27,7 +27,7 @@ from cgan.ascend.atc import AtcOptions, LineSink, find_om, onnx_input_shape, run
 from cgan.ascend.errors import AscendError
 from cgan.ascend.toolkit import Toolkit
 from cgan.ascend.validate import check_path
-from cgan.store import StoreError, join
+from cgan.store import ArtifactStore, StoreError, join
 
 CACHE_FORMAT = "cgan-atc-cache-v1"
 DEFAULT_PREFIX = "atc-cache"
@@ -44,7 +44,7 @@ def cache_key(onnx_sha256: str, flags: list[str], toolkit_version: str) -> str:
 
 @dataclass
 class AtcCache:
-    store: object  # cgan.store.LocalStore | S3Store
+    store: ArtifactStore
     prefix: str = DEFAULT_PREFIX
 
     def keys(self, key: str) -> tuple[str, str]:

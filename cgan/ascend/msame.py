@@ -122,6 +122,8 @@ def _perf(lines: list[str], *, device: int, loop: int, folder_mode: bool, grids:
         notes.append("a single call: its time includes the first-call warm-up")
     else:
         best = t.average_without_first_ms if t.average_without_first_ms is not None else t.average_ms
+        if best is None:  # run_msame refuses such a log before it gets here
+            raise AscendError("msame printed no inference time")
         latencies, warmup = [best], 0
         notes.append("no per-call lines printed: msame's printed average used as the one sample")
     if folder_mode and loop > 1:
@@ -211,7 +213,7 @@ def run_msame(
         run_dir, how = _discover(lines, out)
         if run_dir is None:
             problems.append(f"no output folder: {how}")
-            outputs = []
+            outputs: list[Path] = []
         else:
             outputs, missing = _check_outputs(run_dir, expected_outputs(model, bins, folder_mode), channels)
             problems += missing
@@ -219,6 +221,7 @@ def run_msame(
             problems.append("no inference time printed")
         if problems:
             raise _error(f"msame on device {device} failed: {'; '.join(problems)}", lines, result.exit_code)
+        assert run_dir is not None  # a missing output folder is one of the problems above
         tool = {"msame": found, "model": str(model), "output_folder": f"{run_dir.name} ({how})"}
         perf = _perf(lines, device=device, loop=loop, folder_mode=folder_mode, grids=len(outputs),
                      wall_s=time.perf_counter() - start, tool=tool)

@@ -51,7 +51,7 @@ def check_loop(value: object) -> int:
 def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise AscendError(f"{name} {value!r} is not one of {', '.join(choices)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_path(path: str | os.PathLike, what: str) -> Path:
