@@ -74,8 +74,8 @@ class AtcConvertOperator(BaseOperator):
         toolkit = locate_toolkit(self.toolkit_home, atc_from_path=bool(self.atc_from_path))
         self.log.info("atc %s (toolkit %s, read from %s); cache %s/%s", toolkit.atc, toolkit.version,
                       toolkit.version_source, cache_store.uri, DEFAULT_PREFIX)
-        with tempfile.TemporaryDirectory(prefix="cgan-atc-") as tmp:
-            tmp = Path(tmp)
+        with tempfile.TemporaryDirectory(prefix="cgan-atc-") as tmp_dir:
+            tmp = Path(tmp_dir)
             onnx = store.get_file(self.onnx_key, tmp / "cgan.onnx")
             result = convert(onnx, tmp / "om", options, toolkit=toolkit,
                              cache=AtcCache(cache_store, DEFAULT_PREFIX), on_line=self.log.info,

@@ -70,8 +70,8 @@ class MsameInferenceOperator(BaseOperator):
         store = open_artifact_store(self.workspace, self.aws_conn_id)
         prefix = outputs_prefix(index)
         store.delete_prefix(prefix)
-        with tempfile.TemporaryDirectory(prefix="cgan-msame-") as tmp:
-            tmp = Path(tmp)
+        with tempfile.TemporaryDirectory(prefix="cgan-msame-") as tmp_dir:
+            tmp = Path(tmp_dir)
             om = store.get_file(self.om_key, tmp / "model" / "cgan.om")
             keys = [k for k in store.list(bins_prefix) if k.endswith(".bin")]
             if not keys:

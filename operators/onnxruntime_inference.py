@@ -44,8 +44,8 @@ class OnnxRuntimeInferenceOperator(BaseOperator):
 
         store = open_artifact_store(self.workspace, self.aws_conn_id)
         shard, prefix = self.shard, outputs_prefix(self.shard)
-        with tempfile.TemporaryDirectory(prefix="cgan-ort-") as tmp:
-            tmp = Path(tmp)
+        with tempfile.TemporaryDirectory(prefix="cgan-ort-") as tmp_dir:
+            tmp = Path(tmp_dir)
             model = store.get_file(self.onnx_key, tmp / "cgan.onnx")
             bins = [k for k in store.list(shard["bins_prefix"]) if k.endswith(".bin")]
             download_keys(store, bins, tmp / "bins")

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -240,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     reps = 10 if args.quick else 30
-    results = {"machine": {"cores": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
-               "gflop_per_grid": generator_gflop_per_grid()}
+    results: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
+                               "gflop_per_grid": generator_gflop_per_grid()}
     print(f"generator work per grid (100 digits, C=1): {results['gflop_per_grid']:.3f} GFLOP", flush=True)
     sections = set(args.sections.split(","))
     if args.skip_dag:

@@ -22,6 +22,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -187,9 +188,9 @@ def run(args) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     out_file = args.out / "gpu_results.json"
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
-    results = {"machine": machine(torch, args.device), "seed_figures": SEED_FIGURES,
-               "options": {"cudnn_benchmark": args.cudnn_benchmark, "compile": args.compile},
-               "runs": [], "accuracy": {}}
+    results: dict[str, Any] = {"machine": machine(torch, args.device), "seed_figures": SEED_FIGURES,
+                               "options": {"cudnn_benchmark": args.cudnn_benchmark, "compile": args.compile},
+                               "runs": [], "accuracy": {}}
 
     def save():
         tmp = out_file.with_suffix(".part")

@@ -18,7 +18,12 @@ The model that atc converts is never rewritten: the NPU runs ConvTranspose nativ
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
 
 # For output phase p (0 = even, 1 = odd): the kernel taps it uses, in the order the 2x2 conv
 # reads its input rows (row m-1, m for even; m, m+1 for odd), and the conv's (before, after) pad.
@@ -104,7 +109,7 @@ def phase_weights(weight: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
     return phases
 
 
-def split_conv_transposes(model):
+def split_conv_transposes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """A copy of `model` with every splittable ConvTranspose as 4 phase Convs + DepthToSpace.
 
     Returns (model, number of nodes rewritten)."""
