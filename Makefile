@@ -13,7 +13,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 QUIET := 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: install demo test lock train clean up down bench bench-gpu
+.PHONY: install demo test lint lock train clean up down bench bench-gpu
 
 install: $(STAMP)
 
@@ -32,8 +32,13 @@ $(STAMP): requirements.lock pyproject.toml
 demo: install
 	$(BIN)/python scripts/demo.py --num-grids $(DEMO_GRIDS) --seed $(DEMO_SEED) --out $(DEMO_DIR)
 
-test: install
+test: lint install
 	$(BIN)/python -m pytest
+
+# ruff (pycodestyle, pyflakes, isort, bugbear, pyupgrade, no Airflow in cgan/) and mypy; see pyproject.toml.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Rewrite requirements.lock from the current .venv (after adding a dependency to it by hand).
 lock:
@@ -47,7 +52,7 @@ train: install
 	$(BIN)/python scripts/train_cgan.py --out models/cgan_generator.pth
 
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache var
+	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache var
 
 # Airflow standalone (SQLite, LocalExecutor) + the local S3 server, DAG unpaused; `make down` stops both.
 up: install
