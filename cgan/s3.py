@@ -13,7 +13,7 @@ amazon provider's S3Hook.get_conn()). No Airflow import here.
 - Writes send Content-MD5 and x-amz-checksum-sha256, so a server that supports either refuses
   a body that does not match (BadDigest); If-Match / If-None-Match on request.
 - `probe`: what this server honours (conditional writes, SHA-256 verification), found out once
-  per endpoint and bucket with a scratch object, so callers pick the safe path and say which.
+  per client and bucket with a scratch object, so callers pick the safe path and say which.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import base64
 import hashlib
 import re
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -299,21 +300,22 @@ class Capabilities:
                 f"{yes(self.conditional_replace)}; x-amz-checksum-sha256 {yes(self.verifies_sha256)}")
 
 
-_probed: dict[tuple, Capabilities] = {}
+_probed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client -> {(endpoint, bucket): Capabilities}
 _probe_lock = threading.Lock()
 
 
 def probe(client, bucket: str, *, refresh: bool = False) -> Capabilities:
     """Find out, with a scratch object under .cgan-probe/ (deleted afterwards), whether the server
-    honours If-None-Match, If-Match and x-amz-checksum-sha256; remembered per endpoint and bucket."""
+    honours If-None-Match, If-Match and x-amz-checksum-sha256; remembered per client and bucket."""
     import secrets
 
     from cgan.published_layout import PROBE_PREFIX
 
     cache_key = (endpoint(client), bucket)
     with _probe_lock:
-        if not refresh and cache_key in _probed:
-            return _probed[cache_key]
+        known = _probed.get(client, {}).get(cache_key)
+        if known is not None and not refresh:
+            return known
     key = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
     try:
         try:
@@ -343,7 +345,7 @@ def probe(client, bucket: str, *, refresh: bool = False) -> Capabilities:
             pass
     found = Capabilities(conditional_create=create, conditional_replace=replace, verifies_sha256=sha)
     with _probe_lock:
-        _probed[cache_key] = found
+        _probed.setdefault(client, {})[cache_key] = found
     return found
 
 

@@ -84,7 +84,7 @@ def test_probe_records_what_the_local_server_honours(local_s3, record_property):
     assert found == s3.Capabilities(conditional_create=True, conditional_replace=True, verifies_sha256=True)
     assert found.conditional_writes
     assert s3.list_keys(client, "probe", "") == []  # the scratch object is gone
-    assert s3.probe(client, "probe") is found  # remembered per endpoint and bucket
+    assert s3.probe(client, "probe") is found  # remembered per client and bucket
 
 
 def test_probe_sees_a_server_that_ignores_the_headers(local_s3):

@@ -133,7 +133,7 @@ def get(client, bucket: str, key: str) -> bytes:
 
 def check_manifest_complete(client, bucket: str, manifest_key: str) -> dict:
     """The manifest exists, every object it lists is stored with its size and sha256, and the run
-    prefix holds nothing else."""
+    prefix holds nothing else but, after a re-publish, the objects of the one attempt it replaced."""
     import hashlib
 
     manifest = json.loads(get(client, bucket, manifest_key))
@@ -142,7 +142,9 @@ def check_manifest_complete(client, bucket: str, manifest_key: str) -> dict:
         body = get(client, bucket, obj["key"])
         assert len(body) == obj["size"], obj["key"]
         assert hashlib.sha256(body).hexdigest() == obj["sha256"], obj["key"]
-    assert listing(client, bucket, prefix + "/") == sorted([o["key"] for o in manifest["objects"]] + [manifest_key])
+    others = sorted(set(listing(client, bucket, prefix + "/")) - {o["key"] for o in manifest["objects"]} - {manifest_key})
+    assert len({k.split("/attempts/", 1)[-1].split("/")[0] for k in others}) <= 1, others
+    assert all(k.startswith(prefix + "/attempts/") and not k.startswith(f"{manifest.get('root')}/") for k in others), others
     return manifest
 
 
