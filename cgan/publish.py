@@ -182,15 +182,6 @@ def _remove_older_attempts(client, bucket: str, run_prefix: str, attempt: str, k
             f"(first: {stale[0]})")
 
 
-def is_config_error(exc: BaseException) -> bool:
-    """True for failures a retry cannot fix: no or wrong credentials, no rights, no bucket."""
-    return s3.is_config_error(exc)
-
-
-def check_bucket_exists(client, bucket: str) -> None:
-    _call(s3.check_bucket, client, bucket)
-
-
 def _error(exc: s3.S3Error) -> PublishError:
     return (PublishConfigError if isinstance(exc, s3.S3ConfigError) else PublishError)(str(exc))
 
@@ -240,24 +231,6 @@ def _update_latest(client, bucket: str, manifest_key: str, logical_date: str | N
                 raise _error(exc) from exc
     raise PublishError(f"latest.json kept changing under {LATEST_TRIES} tries to move it to {manifest_key}; the run "
                        "itself is published, a retry of the task moves the pointer")
-
-
-class NotJsonError(PublishError):
-    """An object that should hold JSON does not."""
-
-
-def read_json(client, bucket: str, key: str) -> dict | None:
-    """The JSON object at key, None when there is no such object."""
-    try:
-        data, _ = s3.get_bytes(client, bucket, key, MAX_MANIFEST_BYTES)
-    except s3.S3Missing:
-        return None
-    except s3.S3Error as exc:
-        raise _error(exc) from exc
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise NotJsonError(f"s3://{bucket}/{key} is not JSON ({exc})") from exc
 
 
 def _sha256_file(path: Path) -> str:

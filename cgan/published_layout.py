@@ -17,7 +17,7 @@ No Airflow import here.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cgan.store import KEY_PART_RE, StoreError, check_key, join
 
@@ -55,7 +55,7 @@ def manifest_key_of(prefix: str) -> str:
 
 def new_attempt_id(now: datetime | None = None) -> str:
     """Sortable by time (microseconds, UTC), unique by a random tail: 20261126T020000.123456Z-1a2b3c."""
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     return f"{now:%Y%m%dT%H%M%S.%fZ}-{secrets.token_hex(3)}"
 
 

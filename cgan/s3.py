@@ -23,8 +23,8 @@ import hashlib
 import re
 import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from cgan.errors import CganError
 

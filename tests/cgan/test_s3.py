@@ -64,7 +64,8 @@ def test_requests_raise_the_classified_error(local_s3):
         s3.check_bucket(client, "adapter-none")
     etag = s3.put_bytes(client, "adapter", "a/b.json", b"{}", content_type="application/json")
     assert s3.get_bytes(client, "adapter", "a/b.json") == (b"{}", etag)
-    assert s3.list_keys(client, "adapter", "a/") == ["a/b.json"] and list(s3.list_folders(client, "adapter", "")) == ["a"]
+    assert s3.list_keys(client, "adapter", "a/") == ["a/b.json"]
+    assert list(s3.list_folders(client, "adapter", "")) == ["a"]
     with pytest.raises(s3.S3Error, match="more than the 1 read"):
         s3.get_bytes(client, "adapter", "a/b.json", limit=1)
     s3.delete_keys(client, "adapter", ["a/b.json"])
