@@ -386,3 +386,24 @@ def test_publish_success_through_the_operator_keeps_secrets_out_of_xcom(finished
     shown = json.dumps(result) + json.dumps(ti.pushed) + all_logs.text
     shown += get(local_s3["client"], "rel-op-ok", "runs/op/manifest.json").decode()
     assert local_s3["secret_key"] not in shown and "manifest.json" in ti.pushed["published_url"]
+
+
+def test_multipart_uploads_carry_a_sha256_per_part(finished_workspace, local_s3, tmp_path, monkeypatch):
+    """Objects at or above the multipart threshold go up in parts, each with its SHA-256 for the
+    server to verify; the manifest's sha256 is of the whole file, and it matches what is stored."""
+    store, _ = finished_workspace
+    monkeypatch.setattr("cgan.publish.MULTIPART_THRESHOLD", 16 * 1024)  # latency.png, grids go multipart
+    client = local_s3["client"]
+    client.create_bucket(Bucket="rel-multipart")
+    parts = []
+    client.meta.events.register("before-call.s3.UploadPart", lambda params, **kw: parts.append(params))
+    published = publish_run(store, client, "rel-multipart", "runs/r", metadata=metadata(None), tmp_dir=tmp_path,
+                            log=lambda m: None)
+    manifest = check_manifest_complete(client, "rel-multipart", "runs/r/manifest.json")
+    big = [o for o in manifest["objects"] if o["size"] >= 16 * 1024]
+    assert big and len(parts) >= len(big)
+    assert all(p["headers"].get("x-amz-checksum-sha256") or p["headers"].get("x-amz-trailer") for p in parts), \
+        [p["headers"] for p in parts]
+    head = client.head_object(Bucket="rel-multipart", Key=big[0]["key"], ChecksumMode="ENABLED")
+    assert head.get("ChecksumSHA256"), head  # the server kept the SHA-256 it was given
+    assert published.objects == len(manifest["objects"])
