@@ -232,8 +232,8 @@ def upload_file(client, bucket: str, key: str, path, *, content_type: str | None
         client.upload_file(str(path), bucket, key, ExtraArgs=extra,
                            Config=TransferConfig(multipart_threshold=multipart_threshold))
     except Exception as exc:
-        cause = getattr(exc, "last_exception", None) or exc.__cause__ or exc  # S3UploadFailedError wraps it
-        raise wrap(cause if classify(cause) != RETRYABLE else exc, f"upload of s3://{bucket}/{key} failed") from exc
+        cause = exc.__cause__ or exc.__context__ or exc  # boto3's S3UploadFailedError is raised over the ClientError
+        raise wrap(cause, f"upload of s3://{bucket}/{key} failed") from exc
 
 
 def download_file(client, bucket: str, key: str, path) -> None:

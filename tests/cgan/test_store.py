@@ -70,6 +70,8 @@ def test_s3_store_failures_are_classified(local_s3):
     with pytest.raises(StoreError, match="SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId|403") as err:
         open_store("s3://store-classes/ws", s3_client=wrong).put_bytes(b"x", "a.json")
     assert "wrong-secret-never-shown" not in str(err.value)
+    with pytest.raises(StoreError, match="upload of s3://store-classes/ws/b.bin failed .*(SignatureDoesNotMatch|403)"):
+        open_store("s3://store-classes/ws", s3_client=wrong).put_file(__file__, "b.bin")  # through upload_file
     down = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{free_port_block()}", region_name="us-east-1",
                         aws_access_key_id="k", aws_secret_access_key="s",
                         config=Config(retries={"max_attempts": 1}, connect_timeout=1))
