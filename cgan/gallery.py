@@ -1,7 +1,10 @@
 """Reading published runs back for the gallery (the Airflow UI page in plugins/cgan_gallery.py).
 
-Works on a boto3 S3 client and a bucket laid out by `cgan.publish`: `runs/<name>/manifest.json`
-(written last) plus the objects it lists. No Airflow import here.
+Works on a boto3 S3 client and a bucket laid out by `cgan.publish` (key names in
+cgan.published_layout): `runs/<name>/manifest.json` (switched last) plus the objects it lists
+under its `root` (the publish attempt's prefix; runs published before attempts existed have
+their objects right under `runs/<name>/`). Requests go through the S3 adapter cgan.s3.
+No Airflow import here.
 
 - `list_runs`: the published runs, newest first by logical date. A `runs/<name>/` prefix
   without a manifest is not published (or is being published) and is not listed. The listing
@@ -28,14 +31,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
+from cgan import published_layout as layout
+from cgan import s3
 from cgan.errors import CganError
-from cgan.store import KEY_PART_RE, StoreError, check_bucket, check_key
+from cgan.published_layout import GRIDS_DIR, LATENCY_PLOT_KEY, PERF_KEY, QUALITY_KEY, RUNS_PREFIX
+from cgan.store import StoreError, check_bucket, check_key
 
-RUNS_PREFIX = "runs/"
-MANIFEST_NAME = "manifest.json"
-PERF_KEY = "perf/perf.json"
-QUALITY_KEY = "quality/quality.json"
-LATENCY_PLOT_KEY = "perf/latency.png"
 MAX_RUNS = 200  # runs returned by list_runs
 MAX_SCAN = 5000  # run prefixes looked at by list_runs
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a 100,000-grid run has a ~15 MB manifest
@@ -93,7 +94,7 @@ class RunList:
 class RunDetail:
     summary: RunSummary
     manifest: dict  # the manifest without its object list
-    grids: list[str]  # keys relative to runs/<name>/, e.g. grids/grid_000000.png, sorted
+    grids: list[str]  # keys relative to the run's root, e.g. grids/grid_000000.png, sorted
     images: list[str]  # every PNG the manifest lists (grids and plots), relative keys
     perf: dict | None
     quality: dict | None
@@ -141,13 +142,14 @@ class PngObject:
 
 def check_run_name(name: str) -> str:
     """A run is named by the one key part under runs/ (the publish task's safe run id)."""
-    if not isinstance(name, str) or name in (".", "..") or not KEY_PART_RE.match(name) or len(name) > 255:
-        raise NotFound(f"{name!r} is not the name of a published run")
-    return name
+    try:
+        return layout.check_run_name(name)
+    except ValueError as exc:
+        raise NotFound(str(exc)) from None
 
 
 def manifest_key(name: str) -> str:
-    return f"{RUNS_PREFIX}{check_run_name(name)}/{MANIFEST_NAME}"
+    return layout.manifest_key(check_run_name(name))
 
 
 class ManifestCache:
@@ -269,21 +271,21 @@ def load_run(client, bucket: str, name: str, *, cache: ManifestCache = DEFAULT_C
     """One published run: its manifest (less the object list), perf and quality reports."""
     check_bucket(bucket)
     meta, objects, summary = cache.run(client, bucket, check_run_name(name))
-    prefix = f"{RUNS_PREFIX}{name}/"
+    root = layout.objects_root(meta, layout.run_prefix(name))
     problems: list[str] = []
     reports: dict[str, dict | None] = {}
     for rel in (PERF_KEY, QUALITY_KEY):
         reports[rel] = None
         if rel in objects:
             try:
-                reports[rel] = _get_json(client, bucket, prefix + rel, MAX_JSON_BYTES)
+                reports[rel] = _get_json(client, bucket, f"{root}/{rel}", MAX_JSON_BYTES)
             except NotFound:
                 problems.append(f"{rel} is listed in the manifest but missing from the bucket")
             except GalleryError as exc:
                 problems.append(str(exc))
     images = sorted(k for k in objects if k.endswith(".png"))
     return RunDetail(
-        summary=summary, manifest=meta, grids=[k for k in images if k.startswith("grids/")], images=images,
+        summary=summary, manifest=meta, grids=[k for k in images if k.startswith(GRIDS_DIR)], images=images,
         perf=reports[PERF_KEY], quality=reports[QUALITY_KEY], total_bytes=sum(objects.values()),
         problems=problems,
     )
@@ -299,10 +301,10 @@ def open_png(client, bucket: str, name: str, rel_key: str, *, cache: ManifestCac
         raise NotFound(f"{rel_key!r} is not an object of run {name!r}") from None
     if not rel_key.endswith(".png"):
         raise NotFound(f"{rel_key!r} is not an image of run {name!r}")
-    _, objects, _ = cache.run(client, bucket, name)
+    meta, objects, _ = cache.run(client, bucket, name)
     if rel_key not in objects:
         raise NotFound(f"{rel_key!r} is not listed in the manifest of run {name!r}")
-    key = f"{RUNS_PREFIX}{name}/{rel_key}"
+    key = f"{layout.objects_root(meta, layout.run_prefix(name))}/{rel_key}"
     response = _get_object(client, bucket, key)
     size = response.get("ContentLength")
     if size != objects[rel_key] or size is None or size > MAX_PNG_BYTES:
@@ -324,42 +326,36 @@ def _run_prefixes(client, bucket: str, max_scan: int) -> tuple[list[str], bool, 
     names: list[str] = []
     unsafe: list[str] = []
     try:
-        pages = client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=RUNS_PREFIX, Delimiter="/", PaginationConfig={"PageSize": 1000})
-        for page in pages:
-            for common in page.get("CommonPrefixes", []):
-                name = common["Prefix"][len(RUNS_PREFIX):].rstrip("/")
-                try:
-                    names.append(check_run_name(name))
-                except NotFound:
-                    if len(unsafe) < 100:
-                        unsafe.append(name)
-                if len(names) >= max_scan:
-                    return names, True, unsafe
-    except GalleryError:
-        raise
-    except Exception as exc:
-        raise StoreUnavailable(f"cannot list s3://{bucket}/{RUNS_PREFIX}: {_describe(exc)}") from exc
+        for name in s3.list_folders(client, bucket, RUNS_PREFIX):
+            try:
+                names.append(check_run_name(name))
+            except NotFound:
+                if len(unsafe) < 100:
+                    unsafe.append(name)
+            if len(names) >= max_scan:
+                return names, True, unsafe
+    except s3.S3Error as exc:
+        raise StoreUnavailable(str(exc)) from exc
     return names, False, unsafe
 
 
 def _head_etag(client, bucket: str, key: str) -> str | None:
     try:
-        head = client.head_object(Bucket=bucket, Key=key)
-    except Exception as exc:
-        if _is_missing(exc):
-            return None
-        raise StoreUnavailable(f"cannot read s3://{bucket}/{key}: {_describe(exc)}") from exc
-    return head.get("ETag") or f"{head.get('ContentLength')}:{head.get('LastModified')}"
+        found = s3.head(client, bucket, key)
+    except s3.S3Error as exc:
+        raise StoreUnavailable(str(exc)) from exc
+    if found is None:
+        return None
+    return found.get("ETag") or f"{found.get('ContentLength')}:{found.get('LastModified')}"
 
 
 def _get_object(client, bucket: str, key: str) -> dict:
     try:
-        return client.get_object(Bucket=bucket, Key=key)
-    except Exception as exc:
-        if _is_missing(exc):
-            raise NotFound(f"s3://{bucket}/{key} does not exist") from None
-        raise StoreUnavailable(f"cannot read s3://{bucket}/{key}: {_describe(exc)}") from exc
+        return s3.get(client, bucket, key)
+    except s3.S3Missing:
+        raise NotFound(f"s3://{bucket}/{key} does not exist") from None
+    except s3.S3Error as exc:
+        raise StoreUnavailable(str(exc)) from exc
 
 
 def _get_json(client, bucket: str, key: str, limit: int) -> dict:
@@ -376,7 +372,7 @@ def _read_json(client, bucket: str, key: str, limit: int) -> tuple[str | None, d
     except GalleryError:
         raise
     except Exception as exc:
-        raise StoreUnavailable(f"cannot read s3://{bucket}/{key}: {_describe(exc)}") from exc
+        raise StoreUnavailable(str(s3.wrap(exc, f"cannot read s3://{bucket}/{key}"))) from exc
     finally:
         response["Body"].close()
     if len(data) > limit:
@@ -400,23 +396,8 @@ def _read_manifest(client, bucket: str, name: str) -> tuple[str, dict]:
 
 
 def _run_objects(name: str, manifest: dict) -> dict[str, int]:
-    """relative key -> size of the manifest's objects that lie under runs/<name>/."""
-    prefix = f"{RUNS_PREFIX}{name}/"
-    objects: dict[str, int] = {}
-    entries = manifest.get("objects")
-    for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, dict):
-            continue
-        key, size = entry.get("key"), entry.get("size")
-        if not isinstance(key, str) or not key.startswith(prefix) or not _is_int(size):
-            continue
-        rel = key[len(prefix):]
-        try:
-            check_key(rel)
-        except StoreError:
-            continue
-        objects[rel] = size
-    return objects
+    """relative key -> size of the manifest's objects that lie under its root (in runs/<name>/)."""
+    return {rel: size for rel, (_, size) in layout.relative_objects(manifest, layout.run_prefix(name)).items()}
 
 
 def _summarize(name: str, manifest: dict) -> RunSummary:
@@ -467,15 +448,3 @@ def _num(value) -> float | None:
 
 def _str(value) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _is_missing(exc: Exception) -> bool:
-    error = getattr(exc, "response", None) or {}
-    code = str(error.get("Error", {}).get("Code", ""))
-    status = error.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code in ("404", "NoSuchKey", "NotFound") or status == 404
-
-
-def _describe(exc: Exception) -> str:
-    error = (getattr(exc, "response", None) or {}).get("Error", {})
-    return f"{error.get('Code')}: {error.get('Message')}" if error else f"{type(exc).__name__}: {exc}"

@@ -1,24 +1,30 @@
-"""Publishing a finished run to object storage, manifest last.
+"""Publishing a finished run to object storage without an offline window.
 
-Layout (bucket from config): `runs/<run id>/grids/*.png`, `runs/<run id>/perf/*`,
-`runs/<run id>/quality/quality.json`, then `runs/<run id>/manifest.json` (key, size and sha256
-of every object, the params, model hashes, tool versions), then `latest.json` at the bucket
-root naming the newest manifest. A run is published only when its manifest exists: uploads
-are checked (small objects by the server against Content-MD5, multipart ones by size) before
-the manifest is written, and a retry overwrites the same keys, so it never duplicates objects
-nor writes a manifest for objects that are not there.
+Layout (cgan.published_layout): the run's objects go under a fresh attempt prefix
+`runs/<run>/attempts/<attempt>/{grids,perf,quality}/...`; then `runs/<run>/manifest.json` (key,
+size and sha256 of every object, its `root`, the params, model hashes, tool versions) is
+replaced in one PUT; then `latest.json` at the bucket root is moved to it. A run is published
+only when its manifest exists, and a manifest only ever names objects that are all there:
 
-A re-publish of a prefix that already holds a manifest (a retry, a cleared run) first deletes
-that manifest, so while objects are being overwritten the run reads as not published instead
-of as a whole run whose hashes no longer match; objects under the prefix that the new run does
-not have are deleted before its manifest is written, so the prefix holds exactly the manifest's
-objects. Wrong credentials or a missing bucket raise PublishConfigError (a retry cannot help);
-a store that is down or failing raises PublishError (a retry may).
+- Every upload is verified by the server: Content-MD5 and x-amz-checksum-sha256 on single PUTs,
+  the SDK's per-part SHA-256 on multipart uploads (and their size is checked after).
+- A re-publish (a retry, a cleared run) never touches the objects the current manifest names:
+  readers keep reading the old run until the new manifest switches over. The replaced
+  attempt's objects stay until the run's next publish (a reader that read the old manifest
+  just before the switch can still fetch them); older attempts and the leftovers of failed
+  attempts are deleted after the switch. So a run's prefix holds at most two attempts.
+- Where the server honours conditional writes (`cgan.s3.probe`), the run's manifest is
+  replaced with If-Match on the ETag it had when the publish began (If-None-Match for the
+  first), and `latest.json` likewise, re-read and retried when another writer got there
+  first; a newer run in latest.json is never replaced by an older one. Where it does not, the
+  writes are unconditional (last writer wins) and the publish log says so.
+
+Wrong credentials or a missing bucket raise PublishConfigError (a retry cannot help); a store
+that is down or failing, or a lost race for the run's manifest, raises PublishError (a retry may).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Callable
@@ -27,15 +33,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cgan import s3
 from cgan.errors import CganError
 from cgan.progress import is_tenth
+from cgan.published_layout import (
+    LATEST_KEY,
+    SECTIONS,
+    attempt_of,
+    attempt_root,
+    manifest_key_of,
+    new_attempt_id,
+    relative_objects,
+)
 from cgan.store import check_bucket, check_key, join
 
-MANIFEST_NAME = "manifest.json"
-LATEST_NAME = "latest.json"
-SECTIONS = ("grids", "perf", "quality")
+LATEST_NAME = LATEST_KEY  # the name callers of this module know it by; the key lives in published_layout
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 PUBLISH_THREADS = 8
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+LATEST_TRIES = 5
 
 Log = Callable[[str], None]
 
@@ -48,13 +64,6 @@ class PublishConfigError(PublishError):
     """The object store refused the credentials or has no such bucket: fix the configuration."""
 
 
-# S3 error codes that a retry cannot fix: credentials, rights, bucket, region. (A bare 404 is
-# not among them: only HeadBucket's 404 means "no such bucket"; see check_bucket_exists.)
-CONFIG_ERROR_CODES = {"403", "301", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                      "NoSuchBucket", "AllAccessDisabled", "InvalidBucketName", "PermanentRedirect",
-                      "AuthorizationHeaderMalformed", "InvalidToken", "ExpiredToken", "AccountProblem"}
-
-
 @dataclass
 class Published:
     bucket: str
@@ -62,63 +71,53 @@ class Published:
     manifest_key: str
     objects: int
     bytes: int
+    root: str = ""  # the attempt prefix the objects lie under
+    conditional: bool = False  # the manifest and latest.json were written with conditional writes
 
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}/"
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def publish_run(
     workspace, client, bucket: str, run_prefix: str, *, metadata: dict, log: Log = print,
     tmp_dir: str | Path,
 ) -> Published:
-    """Copy grids/, perf/ and quality/ of the workspace store to s3://bucket/run_prefix/."""
-    from boto3.s3.transfer import TransferConfig
-
+    """Copy grids/, perf/ and quality/ of the workspace store to a new attempt under
+    s3://bucket/run_prefix/, then switch the run's manifest to it, then latest.json."""
     check_bucket(bucket)
     check_key(run_prefix)
-    transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD)
-    check_bucket_exists(client, bucket)
-    objects, total_bytes = [], 0
+    _call(s3.check_bucket, client, bucket)
     keys = [k for section in SECTIONS for k in workspace.list(section)]
     if not any(k.startswith("grids/") for k in keys) or "quality/quality.json" not in keys:
         raise PublishError("the workspace has no grids or no quality report: postprocess did not finish")
-    manifest_key = join(run_prefix, MANIFEST_NAME)
-    if _exists(client, bucket, manifest_key):
-        _delete(client, bucket, [manifest_key])
-        log(f"re-publishing s3://{bucket}/{run_prefix}/: its old manifest was removed first, so the "
-            "run reads as not published until the new one is written")
+    caps = _call(s3.probe, client, bucket)
+    log(f"object store {s3.endpoint(client)}: {caps.describe()}")
+    manifest_key = manifest_key_of(run_prefix)
+    previous_etag, previous_keys = _current_manifest(client, bucket, run_prefix, log)
+    attempt = new_attempt_id()
+    root = attempt_root(run_prefix, attempt)
+
     def upload(key: str) -> dict:
-        local = workspace.get_file(key, Path(tmp_dir) / "publish" / key)
-        target = join(run_prefix, key)
+        local = workspace.get_file(key, Path(tmp_dir) / "publish" / attempt / key)
+        target = join(root, key)
         try:
             size = local.stat().st_size
-            if size < MULTIPART_THRESHOLD:  # one PUT, checked by the server against Content-MD5
+            if size < MULTIPART_THRESHOLD:  # one PUT, verified by the server (Content-MD5, SHA-256)
                 data = local.read_bytes()
-                data_sha = hashlib.sha256(data).hexdigest()
-                try:
-                    client.put_object(Bucket=bucket, Key=target, Body=data, ContentType=_content_type(key),
-                                      ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode())
-                except Exception as exc:
-                    raise _error(exc, f"upload of s3://{bucket}/{target} failed") from exc
-                return {"key": target, "size": size, "sha256": data_sha}
+                _call(s3.put_bytes, client, bucket, target, data, content_type=_content_type(key))
+                return {"key": target, "size": size, "sha256": hashlib.sha256(data).hexdigest()}
             data_sha = _sha256_file(local)
-            try:
-                client.upload_file(str(local), bucket, target, Config=transfer,
-                                   ExtraArgs={"ContentType": _content_type(key)})
-                head = client.head_object(Bucket=bucket, Key=target)
-            except Exception as exc:
-                raise _error(exc, f"upload of s3://{bucket}/{target} failed") from exc
+            _call(s3.upload_file, client, bucket, target, local, content_type=_content_type(key),
+                  multipart_threshold=MULTIPART_THRESHOLD)
+            stored = _call(s3.head, client, bucket, target) or {}
         finally:
             local.unlink(missing_ok=True)
-        if head["ContentLength"] != size:
-            raise PublishError(f"s3://{bucket}/{target} has {head['ContentLength']} bytes, expected {size}")
+        if stored.get("ContentLength") != size:
+            raise PublishError(f"s3://{bucket}/{target} has {stored.get('ContentLength')} bytes, expected {size}")
         return {"key": target, "size": size, "sha256": data_sha}
 
+    objects, total_bytes = [], 0
     # Uploads are I/O bound: a few in flight at once; results come back in key order.
     with ThreadPoolExecutor(max_workers=PUBLISH_THREADS, thread_name_prefix="publish") as pool:
         for n, obj in enumerate(pool.map(upload, keys), 1):
@@ -126,142 +125,113 @@ def publish_run(
             total_bytes += obj["size"]
             if is_tenth(n, len(keys)):
                 log(f"published {n}/{len(keys)} objects")
-    stray = sorted(set(_list(client, bucket, run_prefix)) - {o["key"] for o in objects})
-    if stray:
-        _delete(client, bucket, stray)
-        log(f"removed {len(stray)} object(s) under s3://{bucket}/{run_prefix}/ that this run does not "
-            f"have (first: {stray[0]})")
-    manifest = dict(metadata, objects=objects, published_at=_now())
-    _put_json(client, bucket, manifest_key, manifest)
-    _update_latest(client, bucket, manifest_key, metadata.get("logical_date"), log)
-    return Published(bucket, run_prefix, manifest_key, len(objects), total_bytes)
+    manifest = dict(metadata, root=root, attempt=attempt, objects=objects, published_at=_now())
+    body = json.dumps(manifest, indent=2).encode()
+    if caps.conditional_writes:
+        try:
+            s3.put_bytes(client, bucket, manifest_key, body, content_type="application/json",
+                         if_match=previous_etag, if_none_match=previous_etag is None)
+        except s3.S3PreconditionFailed as exc:
+            raise PublishError(f"s3://{bucket}/{manifest_key} changed while this publish ran (another publish of "
+                               f"the same run?); the published run is the other one, untouched. A retry publishes "
+                               f"this one ({exc})") from exc
+        except s3.S3Error as exc:
+            raise _error(exc) from exc
+    else:
+        _call(s3.put_bytes, client, bucket, manifest_key, body, content_type="application/json")
+    if previous_keys is not None:
+        log(f"re-published s3://{bucket}/{run_prefix}/: its manifest now names attempt {attempt}; the run "
+            "stayed readable throughout")
+    _remove_older_attempts(client, bucket, run_prefix, attempt, {o["key"] for o in objects} | (previous_keys or set())
+                           | {manifest_key}, log)
+    _update_latest(client, bucket, manifest_key, metadata.get("logical_date"), caps.conditional_writes, log)
+    return Published(bucket, run_prefix, manifest_key, len(objects), total_bytes, root, caps.conditional_writes)
 
 
-def check_bucket_exists(client, bucket: str) -> None:
+def _current_manifest(client, bucket: str, run_prefix: str, log: Log) -> tuple[str | None, set[str] | None]:
+    """(ETag, object keys) of the run's manifest as it is now; (None, None) when there is none.
+    An unreadable manifest names no objects (no reader can use it either)."""
+    key = manifest_key_of(run_prefix)
     try:
-        client.head_bucket(Bucket=bucket)
-    except Exception as exc:
-        endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None) or "the default AWS endpoint"
-        error = _error(exc, f"cannot use bucket s3://{bucket}/ at {endpoint}")
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")) if hasattr(exc, "response") else ""
-        if code in ("404", "NoSuchBucket"):
-            error = PublishConfigError(str(error))
-            hint = ("no such bucket: create the bucket, or point CGAN_PUBLISH_BUCKET at one that exists "
-                    "(and the connection's endpoint at the right store)")
-        elif isinstance(error, PublishConfigError):
-            hint = ("access refused: the connection's credentials (login = access key id, password = "
-                    "secret key) are wrong or have no rights on this bucket; fix the connection, or "
-                    "create the bucket if it does not exist")
-        else:
-            hint = "the object store did not answer as expected; the task's retries will try again"
-        raise type(error)(f"{error}: {hint}") from exc
-
-
-def is_config_error(exc: BaseException) -> bool:
-    """True for failures a retry cannot fix: no or wrong credentials, no rights, no bucket."""
-    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
-
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return True
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return code in CONFIG_ERROR_CODES or status in (301, 403)
-    return False
-
-
-def _error(exc: BaseException, what: str) -> PublishError:
-    cls = PublishConfigError if is_config_error(exc) else PublishError
-    return cls(f"{what} ({_describe(exc)})")
-
-
-def _exists(client, bucket: str, key: str) -> bool:
-    from botocore.exceptions import ClientError
-
+        data, etag = s3.get_bytes(client, bucket, key, MAX_MANIFEST_BYTES)
+    except s3.S3Missing:
+        return None, None
+    except s3.S3Error as exc:
+        raise _error(exc) from exc
     try:
-        client.head_object(Bucket=bucket, Key=key)
-        return True
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise _error(exc, f"cannot check s3://{bucket}/{key}") from exc
-    except Exception as exc:
-        raise _error(exc, f"cannot check s3://{bucket}/{key}") from exc
-
-
-def _list(client, bucket: str, prefix: str) -> list[str]:
-    try:
-        keys: list[str] = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
-            keys.extend(obj["Key"] for obj in page.get("Contents", []))
-        return keys
-    except Exception as exc:
-        raise _error(exc, f"cannot list s3://{bucket}/{prefix}/") from exc
-
-
-def _delete(client, bucket: str, keys: list[str]) -> None:
-    try:
-        for i in range(0, len(keys), 1000):
-            answer = client.delete_objects(
-                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
-            if answer.get("Errors"):
-                first = answer["Errors"][0]
-                raise PublishError(f"deleting s3://{bucket}/{first.get('Key')} failed: "
-                                   f"{first.get('Code')}: {first.get('Message')}")
-    except PublishError:
-        raise
-    except Exception as exc:
-        raise _error(exc, f"deleting {len(keys)} object(s) from s3://{bucket}/ failed") from exc
-
-
-def _update_latest(client, bucket: str, manifest_key: str, logical_date: str | None, log: Log) -> None:
-    """Point latest.json at this manifest unless it already names a newer run."""
-    try:
-        current = read_json(client, bucket, LATEST_NAME)
-    except NotJsonError as exc:
-        log(f"latest.json is replaced: {exc}")
-        current = None
-    current = current if isinstance(current, dict) else {}
-    newest = current.get("logical_date") or ""
-    if logical_date and newest > logical_date:
-        log(f"latest.json kept: it names a newer run ({current.get('manifest')})")
-        return
-    _put_json(client, bucket, LATEST_NAME, {"manifest": manifest_key, "logical_date": logical_date,
-                                             "updated_at": _now()})
-
-
-class NotJsonError(PublishError):
-    """An object that should hold JSON does not."""
-
-
-def read_json(client, bucket: str, key: str) -> dict | None:
-    from botocore.exceptions import ClientError
-
-    try:
-        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise _error(exc, f"cannot read s3://{bucket}/{key}") from exc
-    except Exception as exc:
-        raise _error(exc, f"cannot read s3://{bucket}/{key}") from exc
-    try:
-        return json.loads(body)
+        manifest = json.loads(data)
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
     except ValueError as exc:
-        raise NotJsonError(f"s3://{bucket}/{key} is not JSON ({exc})") from exc
+        log(f"s3://{bucket}/{key} is not a manifest ({exc}): it is replaced")
+        return etag, set()
+    return etag, {full for full, _ in relative_objects(manifest, run_prefix).values()}
 
 
-def _put_json(client, bucket: str, key: str, obj: dict) -> None:
+def _remove_older_attempts(client, bucket: str, run_prefix: str, attempt: str, keep: set[str], log: Log) -> None:
+    """Delete what the new and the replaced manifest do not name: attempts older than this one
+    (a newer one may be another publish still uploading) and objects outside any attempt."""
+    stale = []
+    for key in _call(s3.list_keys, client, bucket, f"{run_prefix}/"):
+        other = attempt_of(run_prefix, key)
+        if key not in keep and (other is None or other < attempt):
+            stale.append(key)
+    if stale:
+        _call(s3.delete_keys, client, bucket, stale)
+        log(f"removed {len(stale)} object(s) under s3://{bucket}/{run_prefix}/ that no manifest names "
+            f"(first: {stale[0]})")
+
+
+def _error(exc: s3.S3Error) -> PublishError:
+    return (PublishConfigError if isinstance(exc, s3.S3ConfigError) else PublishError)(str(exc))
+
+
+def _call(fn, *args, **kwargs):
+    """fn through the adapter, its S3Error as PublishError / PublishConfigError."""
     try:
-        client.put_object(Bucket=bucket, Key=key, Body=json.dumps(obj, indent=2).encode(),
-                          ContentType="application/json")
-    except Exception as exc:
-        raise _error(exc, f"writing s3://{bucket}/{key} failed") from exc
+        return fn(*args, **kwargs)
+    except s3.S3Error as exc:
+        raise _error(exc) from exc
 
 
-def _describe(exc: BaseException) -> str:
-    error = getattr(exc, "response", {}).get("Error", {}) if hasattr(exc, "response") else {}
-    return f"{error.get('Code')}: {error.get('Message')}" if error else f"{type(exc).__name__}: {exc}"
+def _update_latest(client, bucket: str, manifest_key: str, logical_date: str | None, conditional: bool,
+                   log: Log) -> None:
+    """Point latest.json at this manifest unless it already names a newer run; with conditional
+    writes, only over the exact latest.json that was read (re-read and decided again otherwise)."""
+    for _ in range(LATEST_TRIES):
+        try:
+            data, etag = s3.get_bytes(client, bucket, LATEST_KEY, MAX_MANIFEST_BYTES)
+        except s3.S3Missing:
+            data, etag = None, None
+        except s3.S3Error as exc:
+            raise _error(exc) from exc
+        current = None
+        if data is not None:
+            try:
+                current = json.loads(data)
+            except ValueError as exc:
+                log(f"latest.json is replaced: s3://{bucket}/{LATEST_KEY} is not JSON ({exc})")
+        newest = (current.get("logical_date") or "") if isinstance(current, dict) else ""
+        if logical_date and newest > logical_date and isinstance(current, dict):
+            log(f"latest.json kept: it names a newer run ({current.get('manifest')})")
+            return
+        body = json.dumps({"manifest": manifest_key, "logical_date": logical_date, "updated_at": _now()},
+                          indent=2).encode()
+        try:
+            if conditional:
+                s3.put_bytes(client, bucket, LATEST_KEY, body, content_type="application/json",
+                             if_match=etag, if_none_match=etag is None)
+            else:
+                s3.put_bytes(client, bucket, LATEST_KEY, body, content_type="application/json")
+            return
+        except s3.S3PreconditionFailed:
+            log("latest.json changed while it was being updated: read again")
+        except s3.S3Error as exc:
+            cause = exc.__cause__
+            if cause is None or s3.error_code(cause) != "ConditionalRequestConflict":  # 409: retry at once
+                raise _error(exc) from exc
+    raise PublishError(f"latest.json kept changing under {LATEST_TRIES} tries to move it to {manifest_key}; the run "
+                       "itself is published, a retry of the task moves the pointer")
 
 
 def _sha256_file(path: Path) -> str:

@@ -12,9 +12,9 @@ import os
 import re
 import shutil
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 from urllib.parse import unquote, urlparse
 
 from cgan.errors import CganError
@@ -118,13 +118,26 @@ class LocalStore:
 
 @dataclass
 class S3Store:
+    """A store under s3://bucket/prefix; every request goes through the adapter cgan.s3.
+
+    A missing artifact or a configuration error (credentials, rights, no bucket) raises
+    StoreError (a retry cannot help); a store that is down or failing raises cgan.s3.S3Error,
+    which keeps the task's retries.
+    """
+
     bucket: str
     prefix: str
-    client: Any  # a boto3 S3 client (boto3 ships no type hints)
+    client: object
 
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def describe(self) -> str:
+        """The store for messages: its URI and endpoint, never a credential."""
+        from cgan import s3
+
+        return f"{self.uri} at {s3.endpoint(self.client)}"
 
     def key(self, key: str) -> str:
         return join(self.prefix, check_key(key))
@@ -133,57 +146,72 @@ class S3Store:
         return S3Store(self.bucket, join(self.prefix, check_key(prefix)), self.client)
 
     def put_file(self, local: str | os.PathLike, key: str) -> str:
-        self.client.upload_file(str(local), self.bucket, self.key(key))  # multipart when large
+        from cgan import s3
+
+        with self._errors(key):
+            s3.upload_file(self.client, self.bucket, self.key(key), local)  # multipart when large
         return key
 
     def put_bytes(self, data: bytes, key: str) -> str:
-        self.client.put_object(Bucket=self.bucket, Key=self.key(key), Body=data)
+        from cgan import s3
+
+        with self._errors(key):
+            s3.put_bytes(self.client, self.bucket, self.key(key), data)
         return key
 
     def get_file(self, key: str, local: str | os.PathLike) -> Path:
+        from cgan import s3
+
         local = Path(local)
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.part")
         try:
-            self.client.download_file(self.bucket, self.key(key), str(tmp))
-        except Exception as exc:
+            with self._errors(key):
+                s3.download_file(self.client, self.bucket, self.key(key), tmp)
+        except Exception:
             tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot fetch {key!r} from {self.uri}: {exc}") from exc
+            raise
         os.replace(tmp, local)
         return local
 
     def get_bytes(self, key: str) -> bytes:
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self.key(key))["Body"].read()
-        except Exception as exc:
-            raise StoreError(f"cannot fetch {key!r} from {self.uri}: {exc}") from exc
+        from cgan import s3
+
+        with self._errors(key):
+            return s3.get_bytes(self.client, self.bucket, self.key(key))[0]
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
+        from cgan import s3
 
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self.key(key))
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+        with self._errors(key):
+            return s3.head(self.client, self.bucket, self.key(key)) is not None
 
     def list(self, prefix: str = "") -> list[str]:
+        from cgan import s3
+
         full = join(self.prefix, check_key(prefix)) if prefix else self.prefix
-        full = f"{full}/" if full else ""
-        keys = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-            for obj in page.get("Contents", []):
-                keys.append(obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"])
-        return sorted(keys)
+        with self._errors(prefix):
+            keys = s3.list_keys(self.client, self.bucket, f"{full}/" if full else "")
+        return sorted(k[len(self.prefix) + 1:] if self.prefix else k for k in keys)
 
     def delete_prefix(self, prefix: str) -> None:
+        from cgan import s3
+
         keys = [self.key(k) for k in self.list(prefix)]
-        for i in range(0, len(keys), 1000):
-            self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]}
-            )
+        with self._errors(prefix):
+            s3.delete_keys(self.client, self.bucket, keys)
+
+    @contextmanager
+    def _errors(self, key: str):
+        """Missing and configuration failures become StoreError; the rest stay retryable."""
+        from cgan import s3
+
+        try:
+            yield
+        except s3.S3Missing:
+            raise StoreError(f"artifact {key!r} not found in {self.describe()}") from None
+        except s3.S3ConfigError as exc:
+            raise StoreError(f"{exc} [artifact store {self.describe()}]") from exc
 
 
 ArtifactStore = LocalStore | S3Store

@@ -179,6 +179,7 @@ def _store_call(fn, *args, **kwargs):
     """Run a cgan.gallery function against the configured bucket; its errors become HTTP errors."""
     from fastapi import HTTPException
 
+    from cgan import s3
     from cgan.config import s3_conn_id
     from cgan.gallery import GalleryError, NotFound, StoreUnavailable
 
@@ -194,8 +195,8 @@ def _store_call(fn, *args, **kwargs):
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
     except StoreUnavailable as exc:
-        raise HTTPException(502, f"{exc} (Airflow connection {s3_conn_id()!r}, bucket CGAN_PUBLISH_BUCKET="
-                                 f"{bucket!r})") from None
+        raise HTTPException(502, f"{exc} (Airflow connection {s3_conn_id()!r}, endpoint {s3.endpoint(client)}, "
+                                 f"bucket CGAN_PUBLISH_BUCKET={bucket!r})") from None
     except GalleryError as exc:
         raise HTTPException(502, str(exc)) from None
 
@@ -256,10 +257,11 @@ def _rows(pairs: list[tuple[str, str]]) -> str:
 @app.get("/", response_class=HTMLResponse)
 def index(request: Request, user=Depends(require_user)):
     from cgan.gallery import list_runs, trend
+    from cgan.published_layout import RUNS_PREFIX
 
     listing = _store_call(list_runs)
     bucket = _bucket()
-    body = [f"<h1>{e(TITLE)}</h1><p class=muted>Published runs of <code>s3://{e(bucket)}/runs/</code>, "
+    body = [f"<h1>{e(TITLE)}</h1><p class=muted>Published runs of <code>s3://{e(bucket)}/{e(RUNS_PREFIX)}</code>, "
             f"newest first ({len(listing.runs)} shown). A run is published once its manifest is written.</p>"]
     if listing.runs:
         body.append("<h2>Trend over the runs</h2>")
@@ -288,7 +290,7 @@ def index(request: Request, user=Depends(require_user)):
         notes.append(f"{len(listing.unpublished)} prefix(es) without a manifest (not published, or being "
                      "published) are not listed.")
     for name, why in listing.unreadable[:20]:
-        notes.append(f"runs/{name}/ is not listed: {why}")
+        notes.append(f"{RUNS_PREFIX}{name}/ is not listed: {why}")
     body.extend(f"<p class=muted>{e(n)}</p>" for n in notes)
     return HTMLResponse(_page(request, TITLE, "".join(body)))
 
@@ -350,7 +352,7 @@ def _perf_html(request: Request, run) -> str:
         if isinstance(notes, list) and notes:
             out.append("<ul class=muted>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     if run.has_latency_plot:
-        from cgan.gallery import LATENCY_PLOT_KEY
+        from cgan.published_layout import LATENCY_PLOT_KEY
 
         out.append(f'<img class=plot src="{e(_img_url(request, run.summary.name, LATENCY_PLOT_KEY))}" '
                    'alt="latency per call">')

@@ -60,20 +60,21 @@ def main(argv: list[str] | None = None) -> int:
 def report(endpoint: str, out: Path) -> int:
     import boto3
 
+    from cgan.published_layout import LATEST_KEY, relative_objects
     from scripts.local_stack import local_keys
 
     keys = local_keys()
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                           aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
                           aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
-    latest = json.loads(client.get_object(Bucket=BUCKET, Key="latest.json")["Body"].read())
+    latest = json.loads(client.get_object(Bucket=BUCKET, Key=LATEST_KEY)["Body"].read())
     manifest = json.loads(client.get_object(Bucket=BUCKET, Key=latest["manifest"])["Body"].read())
     prefix = latest["manifest"].rsplit("/", 1)[0]
     shutil.rmtree(out, ignore_errors=True)
-    for obj in manifest["objects"]:
-        target = out / obj["key"][len(prefix) + 1 :]
+    for rel, (key, _) in relative_objects(manifest, prefix).items():  # grids/..., perf/..., quality/...
+        target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        client.download_file(BUCKET, obj["key"], str(target))
+        client.download_file(BUCKET, key, str(target))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     summary = manifest.get("summary", {})
     print()

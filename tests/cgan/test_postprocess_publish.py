@@ -65,8 +65,10 @@ def test_publish_manifest_last_and_idempotent(workspace, upstream_checkpoint, lo
                             tmp_dir=tmp_path / "t1", log=lambda m: None)
     manifest = json.loads(client.get_object(Bucket="pub-test", Key="runs/r1/manifest.json")["Body"].read())
     keys = {o["key"] for o in manifest["objects"]}
-    assert {"runs/r1/grids/grid_000000.png", "runs/r1/quality/quality.json", "runs/r1/perf/perf.json",
-            "runs/r1/perf/latency.png"} <= keys
+    root = manifest["root"]  # the objects of one publish attempt lie under runs/r1/attempts/<attempt>/
+    assert root == f"runs/r1/attempts/{manifest['attempt']}" == published.root
+    assert {f"{root}/grids/grid_000000.png", f"{root}/quality/quality.json", f"{root}/perf/perf.json",
+            f"{root}/perf/latency.png"} <= keys
     for obj in manifest["objects"]:
         body = client.get_object(Bucket="pub-test", Key=obj["key"])["Body"].read()
         assert len(body) == obj["size"] and hashlib.sha256(body).hexdigest() == obj["sha256"]
@@ -78,10 +80,20 @@ def test_publish_manifest_last_and_idempotent(workspace, upstream_checkpoint, lo
     def listing():
         return sorted(o["Key"] for o in client.list_objects_v2(Bucket="pub-test")["Contents"])
 
+    def relative(m):
+        return sorted((o["key"][len(m["root"]):], o["sha256"]) for o in m["objects"])
+
     before = listing()
+    second = publish_run(store, client, "pub-test", "runs/r1", metadata=_meta("2026-11-26T02:00:00"),
+                         tmp_dir=tmp_path / "t2", log=lambda m: None)
+    manifest2 = json.loads(client.get_object(Bucket="pub-test", Key="runs/r1/manifest.json")["Body"].read())
+    assert second.root != root and relative(manifest2) == relative(manifest)  # the same objects, a new attempt
+    # the replaced attempt stays for readers that read the old manifest; nothing else is added
+    assert listing() == sorted(set(before) | {o["key"] for o in manifest2["objects"]})
     publish_run(store, client, "pub-test", "runs/r1", metadata=_meta("2026-11-26T02:00:00"),
-                tmp_dir=tmp_path / "t2", log=lambda m: None)
-    assert listing() == before  # a re-run publishes the same objects, no duplicates
+                tmp_dir=tmp_path / "t2b", log=lambda m: None)
+    assert not [k for k in listing() if k.startswith(root + "/")]  # the next publish removes the first attempt
+    assert len({k.split("/")[3] for k in listing() if "/attempts/" in k}) == 2  # at most two attempts per run
 
     publish_run(store, client, "pub-test", "runs/r0", metadata=_meta("2026-11-25T02:00:00"),
                 tmp_dir=tmp_path / "t3", log=lambda m: None)
@@ -127,4 +139,4 @@ def test_a_body_corrupted_in_transit_is_refused_by_the_server_and_nothing_is_pub
                     tmp_dir=tmp_path / "t", log=lambda m: None)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="pub-corrupt").get("Contents", [])]
     assert "runs/r1/manifest.json" not in keys and LATEST_NAME not in keys
-    assert "runs/r1/grids/grid_000001.png" not in keys
+    assert not [k for k in keys if k.endswith("grid_000001.png")]

@@ -50,3 +50,31 @@ def test_s3_store_on_a_real_server(tmp_path, local_s3):
     _exercise(store, tmp_path)
     keys = [o["Key"] for o in local_s3["client"].list_objects_v2(Bucket="store-test")["Contents"]]
     assert keys == ["work/run1/x/meta.json"]
+
+
+def test_s3_store_failures_are_classified(local_s3):
+    """A missing artifact or refused credentials cannot be fixed by a retry (StoreError); a store
+    that is down can (cgan.s3.S3Error, not a StoreError), and no message shows the secret."""
+    import boto3
+    from botocore.config import Config
+
+    from cgan.s3 import S3Error
+    from scripts.local_s3 import free_port_block
+
+    local_s3["client"].create_bucket(Bucket="store-classes")
+    store = open_store("s3://store-classes/ws", s3_client=local_s3["client"])
+    with pytest.raises(StoreError, match=r"artifact 'none\.json' not found in s3://store-classes/ws at http://"):
+        store.get_bytes("none.json")
+    wrong = boto3.client("s3", endpoint_url=local_s3["endpoint"], region_name="us-east-1",
+                         aws_access_key_id=local_s3["access_key"], aws_secret_access_key="wrong-secret-never-shown")
+    with pytest.raises(StoreError, match="SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId|403") as err:
+        open_store("s3://store-classes/ws", s3_client=wrong).put_bytes(b"x", "a.json")
+    assert "wrong-secret-never-shown" not in str(err.value)
+    with pytest.raises(StoreError, match="upload of s3://store-classes/ws/b.bin failed .*(SignatureDoesNotMatch|403)"):
+        open_store("s3://store-classes/ws", s3_client=wrong).put_file(__file__, "b.bin")  # through upload_file
+    down = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{free_port_block()}", region_name="us-east-1",
+                        aws_access_key_id="k", aws_secret_access_key="s",
+                        config=Config(retries={"max_attempts": 1}, connect_timeout=1))
+    with pytest.raises(S3Error) as err:
+        open_store("s3://store-classes/ws", s3_client=down).get_bytes("a.json")
+    assert not isinstance(err.value, StoreError) and "cannot read s3://store-classes/ws/a.json" in str(err.value)

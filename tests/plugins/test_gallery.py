@@ -112,3 +112,26 @@ def test_unreadable_manifest_is_reported_not_listed(local_s3, cache):
     listing = list_runs(client, "gallery-broken", cache=cache)
     assert listing.runs == [] and listing.unreadable[0][0] == "broken"
     assert "not valid JSON" in listing.unreadable[0][1]
+
+
+def test_runs_published_before_attempts_and_hostile_roots(local_s3, tmp_path, cache):
+    """A manifest without `root` (runs published before attempts existed) has its objects right
+    under runs/<name>/; a `root` outside the run's attempts is not followed."""
+    import json
+
+    client = local_s3["client"]
+    client.create_bucket(Bucket="gallery-legacy")
+    png = PNG_SIGNATURE + b"legacy"
+    client.put_object(Bucket="gallery-legacy", Key="runs/old/grids/grid_000000.png", Body=png)
+    client.put_object(Bucket="gallery-legacy", Key="private/grids/grid_000000.png", Body=png + b"secret")
+    objects = [{"key": "runs/old/grids/grid_000000.png", "size": len(png), "sha256": "x"}]
+    client.put_object(Bucket="gallery-legacy", Key="runs/old/manifest.json",
+                      Body=json.dumps({"run_id": "old", "objects": objects}).encode())
+    assert load_run(client, "gallery-legacy", "old", cache=cache).grids == ["grids/grid_000000.png"]
+    assert open_png(client, "gallery-legacy", "old", "grids/grid_000000.png", cache=cache).read() == png
+    hostile = {"run_id": "evil", "root": "private",
+               "objects": [{"key": "private/grids/grid_000000.png", "size": len(png) + 6, "sha256": "x"}]}
+    client.put_object(Bucket="gallery-legacy", Key="runs/evil/manifest.json", Body=json.dumps(hostile).encode())
+    assert load_run(client, "gallery-legacy", "evil", cache=cache).grids == []
+    with pytest.raises(NotFound):
+        open_png(client, "gallery-legacy", "evil", "grids/grid_000000.png", cache=cache)

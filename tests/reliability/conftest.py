@@ -132,7 +132,7 @@ def get(client, bucket: str, key: str) -> bytes:
 
 def check_manifest_complete(client, bucket: str, manifest_key: str) -> dict:
     """The manifest exists, every object it lists is stored with its size and sha256, and the run
-    prefix holds nothing else."""
+    prefix holds nothing else but, after a re-publish, the objects of the one attempt it replaced."""
     import hashlib
 
     manifest = json.loads(get(client, bucket, manifest_key))
@@ -141,7 +141,11 @@ def check_manifest_complete(client, bucket: str, manifest_key: str) -> dict:
         body = get(client, bucket, obj["key"])
         assert len(body) == obj["size"], obj["key"]
         assert hashlib.sha256(body).hexdigest() == obj["sha256"], obj["key"]
-    assert listing(client, bucket, prefix + "/") == sorted([o["key"] for o in manifest["objects"]] + [manifest_key])
+    listed = set(listing(client, bucket, prefix + "/"))
+    others = sorted(listed - {o["key"] for o in manifest["objects"]} - {manifest_key})
+    assert len({k.split("/attempts/", 1)[-1].split("/")[0] for k in others}) <= 1, others
+    root = manifest.get("root")
+    assert all(k.startswith(prefix + "/attempts/") and not k.startswith(f"{root}/") for k in others), others
     return manifest
 
 

@@ -52,7 +52,7 @@ def test_retry_policy(exc, retryable):
 def test_which_s3_errors_are_configuration(code, status, config):
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-    from cgan.publish import is_config_error
+    from cgan.s3 import is_config_error
 
     exc = ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
     assert is_config_error(exc) is config

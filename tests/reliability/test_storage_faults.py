@@ -6,8 +6,10 @@ failure says why, and a retry is always safe."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import threading
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
@@ -69,32 +71,203 @@ def test_store_killed_mid_publish_publishes_nothing_and_a_retry_publishes_all(fi
     assert json.loads(get(client, BUCKET, LATEST_NAME))["manifest"] == "runs/r1/manifest.json"
 
 
+def verify_published(client, bucket: str, manifest_key: str) -> dict:
+    """What a reader does: the manifest, then every object it lists, each checked by sha256."""
+    manifest = json.loads(get(client, bucket, manifest_key))
+    for obj in manifest["objects"]:
+        body = get(client, bucket, obj["key"])
+        assert hashlib.sha256(body).hexdigest() == obj["sha256"], obj["key"]
+    return manifest
+
+
+def read_when_serving(client, bucket: str, key: str, timeout: float = 60) -> bytes:
+    """GET key once the restarted server serves data: its S3 port answers before its volume
+    server has registered again (InternalError meanwhile)."""
+    import time
+
+    from botocore.exceptions import ClientError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return get(client, bucket, key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "InternalError" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+class Reader(threading.Thread):
+    """Reads the published run over and over (latest.json -> manifest -> every object by sha256,
+    and the gallery's run page and a grid) until stopped; every failure is kept."""
+
+    def __init__(self, client, bucket: str, name: str):
+        super().__init__(daemon=True)
+        self.client, self.bucket, self.name = client, bucket, name
+        self.stop, self.reads, self.failures, self.roots = threading.Event(), 0, [], set()
+
+    def run(self) -> None:
+        from cgan.gallery import ManifestCache, load_run, open_png
+
+        cache = ManifestCache(ttl_s=0)
+        while not self.stop.is_set():
+            try:
+                manifest = verify_published(self.client, self.bucket, json.loads(get(self.client, self.bucket,
+                                                                                       LATEST_NAME))["manifest"])
+                run = load_run(self.client, self.bucket, self.name, cache=cache)
+                assert run.problems == [] and open_png(self.client, self.bucket, self.name, run.grids[-1],
+                                                       cache=cache).read()
+                self.roots.add(manifest["root"])
+                self.reads += 1
+            except Exception as exc:  # noqa: BLE001 - every failure is a finding
+                self.failures.append(repr(exc))
+
+
 @pytest.mark.slow
-def test_republish_unpublishes_first_and_removes_objects_the_run_no_longer_has(finished_workspace, own_s3, tmp_path):
-    """A cleared and re-run run overwrites its objects (perf.json differs on every run): while it
-    does, the old manifest must not claim hashes that no longer match; objects the new run does
-    not have must not stay behind the new manifest."""
+def test_republish_keeps_the_run_readable_while_a_reader_reads(finished_workspace, own_s3, tmp_path, monkeypatch):
+    """A cleared and re-run run is published again (perf.json differs on every run) while a reader
+    reads it: the reader never fails, it sees the old run and then the new one, never a mix; objects
+    no manifest names (an earlier try's leftovers) are removed after the switch."""
     store, _ = finished_workspace
+    monkeypatch.setattr("cgan.publish.PUBLISH_THREADS", 1)  # a slower publish: more reads land in it
     client = own_s3.client()
     client.create_bucket(Bucket=BUCKET)
     meta = metadata("2026-11-26T02:00:00+00:00")
-    publish_run(store, client, BUCKET, "runs/r", metadata=meta, tmp_dir=tmp_path / "a", log=lambda m: None)
-    client.put_object(Bucket=BUCKET, Key="runs/r/grids/grid_000099.png", Body=b"left by an earlier try")
+    first = publish_run(store, client, BUCKET, "runs/r", metadata=meta, tmp_dir=tmp_path / "a", log=lambda m: None)
+    strays = ["runs/r/grids/grid_000099.png", "runs/r/attempts/20000101T000000.000000Z-000000/grids/x.png"]
+    for key in strays:
+        client.put_object(Bucket=BUCKET, Key=key, Body=b"left by an earlier try")
     store.put_bytes(b'{"changed": true}', "perf/perf.json")  # the re-run's own perf record
 
-    seen = []
+    reader = Reader(own_s3.client(), BUCKET, "r")
+    seen, mid = [], []
 
     def log(message: str) -> None:
         seen.append(message)
-        if message.startswith("published 1/"):  # mid re-publish: the old manifest is gone
-            assert "runs/r/manifest.json" not in listing(client, BUCKET, "runs/r/")
+        if message.startswith("published "):  # mid re-publish: the old run verifies, object by object
+            mid.append(verify_published(client, BUCKET, "runs/r/manifest.json")["root"])
 
-    publish_run(store, client, BUCKET, "runs/r", metadata=meta, tmp_dir=tmp_path / "b", log=log)
-    assert any("old manifest was removed first" in m for m in seen)
-    assert any("removed 1 object(s)" in m and "grid_000099.png" in m for m in seen)
+    reader.start()
+    try:
+        second = publish_run(store, client, BUCKET, "runs/r", metadata=meta, tmp_dir=tmp_path / "b", log=log)
+        reader.stop.wait(1.0)  # a few reads of the new run too
+    finally:
+        reader.stop.set()
+        reader.join(30)
+    assert reader.failures == [] and reader.reads >= 2
+    assert mid and set(mid) == {first.root}  # while uploading, the published run was the old one, whole
+    assert reader.roots <= {first.root, second.root} and second.root in reader.roots
+    assert any("stayed readable" in m for m in seen)
+    assert any("removed 2 object(s)" in m for m in seen), seen
     manifest = check_manifest_complete(client, BUCKET, "runs/r/manifest.json")
-    assert get(client, BUCKET, "runs/r/perf/perf.json") == b'{"changed": true}'
-    assert "runs/r/grids/grid_000099.png" not in [o["key"] for o in manifest["objects"]]
+    assert manifest["root"] == second.root != first.root
+    assert get(client, BUCKET, f"{second.root}/perf/perf.json") == b'{"changed": true}'
+    keys = listing(client, BUCKET, "runs/r/")
+    assert not set(strays) & set(keys)
+    assert any(k.startswith(first.root + "/") for k in keys)  # kept for readers of the old manifest
+
+
+@pytest.mark.slow
+def test_store_killed_mid_republish_leaves_the_published_run_whole(finished_workspace, own_s3, tmp_path,
+                                                                  monkeypatch):
+    """Before attempts, a re-publish deleted the run's manifest first: a failure then left the run
+    unpublished and latest.json naming a missing manifest. Now the old run stays published."""
+    store, _ = finished_workspace
+    monkeypatch.setattr("cgan.publish.PUBLISH_THREADS", 1)
+    client = own_s3.client(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=5)
+    client.create_bucket(Bucket=BUCKET)
+    first = publish_run(store, client, BUCKET, "runs/r", metadata=metadata("2026-11-26T02:00:00+00:00"),
+                        tmp_dir=tmp_path / "a", log=lambda m: None)
+    latest_before = get(client, BUCKET, LATEST_NAME)
+    store.put_bytes(b'{"changed": true}', "perf/perf.json")
+
+    def log_and_kill(message: str) -> None:
+        if message.startswith("published 3/"):
+            own_s3.kill()
+
+    with pytest.raises(PublishError):
+        publish_run(store, client, BUCKET, "runs/r", metadata=metadata("2026-11-26T02:00:00+00:00"),
+                    tmp_dir=tmp_path / "b", log=log_and_kill)
+    own_s3.start()
+    client = own_s3.client()
+    assert read_when_serving(client, BUCKET, LATEST_NAME) == latest_before
+    assert check_manifest_complete(client, BUCKET, "runs/r/manifest.json")["root"] == first.root  # still whole
+    second = publish_run(store, client, BUCKET, "runs/r", metadata=metadata("2026-11-26T02:00:00+00:00"),
+                         tmp_dir=tmp_path / "c", log=lambda m: None)
+    assert check_manifest_complete(client, BUCKET, "runs/r/manifest.json")["root"] == second.root
+    assert get(client, BUCKET, f"{second.root}/perf/perf.json") == b'{"changed": true}'
+
+
+@pytest.mark.parametrize("other_date,expected", [("2026-11-27T02:00:00+00:00", "newer"),
+                                                  ("2026-11-25T02:00:00+00:00", "ours")])
+def test_latest_json_changed_meanwhile_is_read_again(finished_workspace, local_s3, tmp_path, other_date, expected):
+    """Another writer moves latest.json between this publish's read and its write: the conditional
+    write is refused (412), latest.json is read again, and an older run never replaces a newer one."""
+    import boto3
+
+    store, _ = finished_workspace
+    bucket = f"rel-latest-race-{expected}"
+    local_s3["client"].create_bucket(Bucket=bucket)
+    other = {"manifest": "runs/other/manifest.json", "logical_date": other_date}
+    client = boto3.client("s3", endpoint_url=local_s3["endpoint"], region_name="us-east-1",
+                          aws_access_key_id=local_s3["access_key"], aws_secret_access_key=local_s3["secret_key"])
+    raced = []
+
+    def interloper(request, **kwargs):  # right before our write of latest.json, once
+        if request.url.endswith(f"/{LATEST_NAME}") and not raced:
+            raced.append(local_s3["client"].put_object(Bucket=bucket, Key=LATEST_NAME,
+                                                       Body=json.dumps(other).encode()))
+
+    client.meta.events.register("before-sign.s3.PutObject", interloper)
+    lines = []
+    publish_run(store, client, bucket, "runs/r", metadata=metadata("2026-11-26T02:00:00+00:00"), tmp_dir=tmp_path,
+                log=lines.append)
+    latest = json.loads(get(client, bucket, LATEST_NAME))
+    assert raced and any("latest.json changed while it was being updated" in m for m in lines), lines
+    if expected == "newer":
+        assert latest["manifest"] == other["manifest"] and any("latest.json kept" in m for m in lines)
+    else:
+        assert latest["manifest"] == "runs/r/manifest.json"
+
+
+def test_a_publish_of_the_same_run_that_switched_first_wins(finished_workspace, local_s3, tmp_path):
+    """Two publishes of one run at once (a zombie try and its retry, say): the one whose manifest
+    write comes second is refused, because the manifest is no longer the one it read."""
+    store, _ = finished_workspace
+    client = local_s3["client"]
+    client.create_bucket(Bucket="rel-same-run")
+    winner = []
+
+    def log(message: str) -> None:
+        if message.startswith("published 1/") and not winner:
+            winner.append(publish_run(store, client, "rel-same-run", "runs/r", metadata=metadata(None),
+                                      tmp_dir=tmp_path / "winner", log=lambda m: None))
+
+    with pytest.raises(PublishError, match="changed while this publish ran") as err:
+        publish_run(store, client, "rel-same-run", "runs/r", metadata=metadata(None), tmp_dir=tmp_path / "late",
+                    log=log)
+    assert not isinstance(err.value, PublishConfigError)  # a retry publishes it
+    manifest = verify_published(client, "rel-same-run", "runs/r/manifest.json")
+    assert manifest["root"] == winner[0].root
+
+
+def test_without_conditional_writes_publish_falls_back_and_says_so(finished_workspace, local_s3, tmp_path):
+    """A server that ignores If-Match / If-None-Match (SeaweedFS before 2025-08): the probe sees it,
+    publish writes unconditionally (last writer wins) and the log says which path was taken."""
+    from tests.cgan.test_s3 import ignoring_conditions_client
+
+    store, _ = finished_workspace
+    local_s3["client"].create_bucket(Bucket="rel-legacy")
+    client = ignoring_conditions_client(local_s3)
+    lines = []
+    published = publish_run(store, client, "rel-legacy", "runs/r", metadata=metadata(None), tmp_dir=tmp_path,
+                            log=lines.append)
+    assert not published.conditional and any("NOT honoured" in m for m in lines)
+    check_manifest_complete(client, "rel-legacy", "runs/r/manifest.json")
+    assert json.loads(get(client, "rel-legacy", LATEST_NAME))["manifest"] == "runs/r/manifest.json"
+    conditional = publish_run(store, local_s3["client"], "rel-legacy", "runs/s", metadata=metadata(None),
+                              tmp_dir=tmp_path / "2", log=lambda m: None)
+    assert conditional.conditional
 
 
 def test_corrupt_latest_json_is_replaced_not_fatal(finished_workspace, local_s3, tmp_path):
@@ -213,3 +386,24 @@ def test_publish_success_through_the_operator_keeps_secrets_out_of_xcom(finished
     shown = json.dumps(result) + json.dumps(ti.pushed) + all_logs.text
     shown += get(local_s3["client"], "rel-op-ok", "runs/op/manifest.json").decode()
     assert local_s3["secret_key"] not in shown and "manifest.json" in ti.pushed["published_url"]
+
+
+def test_multipart_uploads_carry_a_sha256_per_part(finished_workspace, local_s3, tmp_path, monkeypatch):
+    """Objects at or above the multipart threshold go up in parts, each with its SHA-256 for the
+    server to verify; the manifest's sha256 is of the whole file, and it matches what is stored."""
+    store, _ = finished_workspace
+    monkeypatch.setattr("cgan.publish.MULTIPART_THRESHOLD", 16 * 1024)  # latency.png, grids go multipart
+    client = local_s3["client"]
+    client.create_bucket(Bucket="rel-multipart")
+    parts = []
+    client.meta.events.register("before-call.s3.UploadPart", lambda params, **kw: parts.append(params))
+    published = publish_run(store, client, "rel-multipart", "runs/r", metadata=metadata(None), tmp_dir=tmp_path,
+                            log=lambda m: None)
+    manifest = check_manifest_complete(client, "rel-multipart", "runs/r/manifest.json")
+    big = [o for o in manifest["objects"] if o["size"] >= 16 * 1024]
+    assert big and len(parts) >= len(big)
+    assert all(p["headers"].get("x-amz-checksum-sha256") or p["headers"].get("x-amz-trailer") for p in parts), \
+        [p["headers"] for p in parts]
+    head = client.head_object(Bucket="rel-multipart", Key=big[0]["key"], ChecksumMode="ENABLED")
+    assert head.get("ChecksumSHA256"), head  # the server kept the SHA-256 it was given
+    assert published.objects == len(manifest["objects"])
