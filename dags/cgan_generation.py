@@ -111,7 +111,7 @@ with DAG(
     msame = MsameInferenceOperator.partial(
         task_id="msame_infer", workspace=run["workspace"], queue="ascend", pool="ascend_npu",
         msame_path=config.msame(), toolkit_home=config.ascend_toolkit(), aws_conn_id=config.s3_conn_id(),
-        om_key=atc.output["om_key"], execution_timeout=timedelta(hours=1),
+        om_key="{{ ti.xcom_pull(task_ids='atc_convert')['om_key'] }}", execution_timeout=timedelta(hours=1),
     ).expand(shard=shard_list)
     onnxruntime = OnnxRuntimeInferenceOperator.partial(
         task_id="onnxruntime_infer", workspace=run["workspace"], threads="{{ params.threads }}",
