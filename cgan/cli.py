@@ -89,7 +89,7 @@ def _run_msame(args):
     if args.model is None:
         raise CganError("--backend msame needs --model X.om (make it with `cgan convert`)")
     env, where = runtime_env(args.toolkit_home)
-    _say(f"msame on NPU {args.device}: {args.model} over {args.input} ({where})")
+    _say(f"msame on device {args.device}: {args.model} over {args.input} ({where})")
     return run_msame(args.model, args.input, args.output, device=args.device, loop=args.loop,
                      msame=args.msame, channels=args.channels, env=env, on_line=_say,
                      timeout_s=args.timeout)
@@ -98,6 +98,8 @@ def _run_msame(args):
 def cmd_infer(args) -> int:
     if args.backend == "msame":
         run = _run_msame(args)
+        for line in run.warnings:
+            _say(f"warning: msame printed an [ERROR] line that is not a failure (kept in perf.json): {line}")
     else:
         source = args.model if args.backend == "onnxruntime" else args.checkpoint
         if source is None:
@@ -261,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, required=True, help="folder of input bins")
     p.add_argument("--output", type=Path, required=True,
                    help="output root; each run gets a new timestamped folder in it")
-    p.add_argument("--device", type=_non_negative_int, default=0, help="msame: NPU device id 0..255 (default 0)")
+    p.add_argument("--device", type=_non_negative_int, default=0, 
+                   help="msame: ACL device id 0..255, the Device column of `npu-smi info` (default 0)")
     p.add_argument("--msame", default="msame", help="msame: its path, or a name on PATH (default msame)")
     p.add_argument("--loop", type=_positive_int, default=1,
                    help="msame: --loop 1..100 for a single .bin input (ignored by msame for a folder)")

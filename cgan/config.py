@@ -7,7 +7,7 @@
 | CGAN_S3_CONN_ID | cgan_s3 | Airflow connection of the object store |
 | CGAN_DEFAULT_TARGET | cpu | target of nightly runs: cpu or ascend |
 | CGAN_SOC_VERSION | Ascend310P3 | default --soc_version of atc |
-| CGAN_DEVICES | 0 | default NPU ids, comma-separated |
+| CGAN_DEVICES | 0 | default device ids (npu-smi's Device column), comma-separated |
 | CGAN_SCHEDULE | 0 2 * * * | cron of the nightly run |
 | CGAN_TIMEZONE | UTC | timezone of that cron |
 | CGAN_NUM_GRIDS | 100 | default grids per run |
@@ -80,7 +80,8 @@ def devices() -> list[int]:
     try:
         return [int(d) for d in raw.split(",") if d.strip()]
     except ValueError:
-        raise ValueError(f"CGAN_DEVICES={raw!r} must be comma-separated NPU ids such as 0,1") from None
+        raise ValueError(f"CGAN_DEVICES={raw!r} must be comma-separated device ids "
+                         "(the Device column of `npu-smi info`) such as 0,1") from None
 
 
 def schedule() -> str:

@@ -93,7 +93,8 @@ def validate(conf: dict) -> RunParams:
     validate_soc_version(p.soc_version)
     _choice("precision_mode", p.precision_mode, PRECISION_MODES)
     if not isinstance(p.devices, list) or not 1 <= len(p.devices) <= MAX_DEVICES:
-        raise ParamError(f"devices must be a list of 1..{MAX_DEVICES} NPU ids, got {p.devices!r}")
+        raise ParamError(f"devices must be a list of 1..{MAX_DEVICES} device ids "
+                         f"(the Device column of `npu-smi info`), got {p.devices!r}")
     for d in p.devices:
         _int("each device id", d, 0, 255)
     if len(set(p.devices)) != len(p.devices):

@@ -47,8 +47,9 @@ PARAMS = {
                          title="SoC version", description="atc --soc_version: 'Ascend' + the Name column "
                                                           "of `npu-smi info`, e.g. Ascend310P3."),
     "devices": Param(config.devices(), type="array", minItems=1, maxItems=64, uniqueItems=True,
-                     items={"type": "integer", "minimum": 0, "maximum": 255}, title="NPU devices",
-                     description="NPU ids; the run is split into one shard per device (target ascend)."),
+                     items={"type": "integer", "minimum": 0, "maximum": 255}, title="Devices",
+                     description="ACL device ids: the Device column of `npu-smi info`, not the NPU "
+                                 "column; the run is split into one shard per device (target ascend)."),
     "checkpoint": Param(DEFAULT_CHECKPOINT, type="string", pattern=CHECKPOINT_RE.pattern,
                         title="Checkpoint", description="Generator state_dict: a path (relative to the "
                         "project root) or s3://bucket/key. Default: the committed demo model."),
@@ -121,7 +122,7 @@ with DAG(
     msame = MsameInferenceOperator.partial(
         task_id="msame_infer", workspace=run["workspace"], queue="ascend", pool="ascend_npu",
         msame_path=config.msame(), toolkit_home=config.ascend_toolkit(), aws_conn_id=config.s3_conn_id(),
-        execution_timeout=timedelta(hours=1),
+        om_key="{{ ti.xcom_pull(task_ids='atc_convert')['om_key'] }}", execution_timeout=timedelta(hours=1),
     ).expand(shard=shard_list)
     onnxruntime = OnnxRuntimeInferenceOperator.partial(
         task_id="onnxruntime_infer", workspace=run["workspace"], threads="{{ params.threads }}",

@@ -19,10 +19,12 @@ from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
 from operators.failures import fail_fast_on_bad_input
 
 DEFAULT_TOOLKIT_HOME = "/usr/local/Ascend/ascend-toolkit"
+OM_FOLDER = "model"
 
 
 class AtcConvertOperator(BaseOperator):
-    """Convert `model/cgan.onnx` of a workspace to `model/cgan.om`.
+    """Convert `model/cgan.onnx` of a workspace to `model/<the om's name>`: `cgan.om`, or the
+    `cgan_linux_<arch>.om` newer atc writes (that name says where it runs, so it is kept).
 
     :param workspace: the run's artifact store URI (file:///abs/dir or s3://bucket/prefix)
     :param soc_version: atc --soc_version, e.g. Ascend310P3 ('Ascend' + npu-smi's Name column)
@@ -32,6 +34,7 @@ class AtcConvertOperator(BaseOperator):
         CGAN_ARTIFACT_ROOT (cgan.config.artifact_root()), shared by every run's workspace
     :param toolkit_home: folder holding the CANN set_env.sh
     :param atc_from_path: when set_env.sh is missing, use the atc on the worker's PATH
+    :param om_key: where the om goes; None (default): `model/` + the name atc gave it
     """
 
     template_fields: Sequence[str] = (
@@ -41,7 +44,7 @@ class AtcConvertOperator(BaseOperator):
     ui_color = "#fde7e9"
 
     def __init__(self, *, workspace: str, soc_version: str, precision_mode: str = "force_fp16",
-                 onnx_key: str = "model/cgan.onnx", om_key: str = "model/cgan.om",
+                 onnx_key: str = "model/cgan.onnx", om_key: str | None = None,
                  log_key: str = "model/atc.log", cache_uri: str | None = None,
                  toolkit_home: str = DEFAULT_TOOLKIT_HOME, atc_from_path: bool = False,
                  log_level: str = "error", atc_timeout_s: float | None = None,
@@ -83,11 +86,12 @@ class AtcConvertOperator(BaseOperator):
             for note in result.notes:
                 self.log.info("note: %s", note)
             store.put_bytes(result.log.encode(), self.log_key)
-            store.put_file(result.om_path, self.om_key)
+            om_key = self.om_key or f"{OM_FOLDER}/{result.om_path.name}"
+            store.put_file(result.om_path, om_key)
             om_sha256 = sha256_file(result.om_path)
         self.log.info("om %s (%s) -> %s", result.om_path.name,
-                      "cache hit, atc not run" if result.cache_hit else "converted", self.om_key)
-        return {"om_key": self.om_key, "cache_hit": result.cache_hit, "cache_key": result.cache_key,
+                      "cache hit, atc not run" if result.cache_hit else "converted", om_key)
+        return {"om_key": om_key, "cache_hit": result.cache_hit, "cache_key": result.cache_key,
                 "log_key": self.log_key, "soc_version": options.soc_version,
                 "precision_mode": options.precision_mode, "toolkit_version": result.toolkit_version,
                 "om_sha256": om_sha256}

@@ -25,7 +25,10 @@ class MsameInferenceOperator(BaseOperator):
 
     :param workspace: the run's artifact store URI (file:///abs/dir or s3://bucket/prefix)
     :param shard: the mapped argument; other keys (start, count) are ignored
-    :param device: an ACL device id overriding the shard's own (None: the shard's)
+    :param device: an ACL device id (the Device column of `npu-smi info`, not the NPU column)
+        overriding the shard's own (None: the shard's)
+    :param om_key: the om in the workspace; the DAG passes atc_convert's `om_key`, which keeps
+        the name atc gave it (`cgan_linux_<arch>.om` on newer atc)
     :param msame_path: msame's path, or a name looked up on the worker's PATH
     :param loop: msame --loop, 1..100 (msame ignores it for folder input: one call per bin)
     :param channels: expected output channels (1 or 3); None accepts either, consistently
@@ -72,22 +75,25 @@ class MsameInferenceOperator(BaseOperator):
         store.delete_prefix(prefix)
         with tempfile.TemporaryDirectory(prefix="cgan-msame-") as tmp_dir:
             tmp = Path(tmp_dir)
-            om = store.get_file(self.om_key, tmp / "model" / "cgan.om")
+            om = store.get_file(self.om_key, tmp / "model" / self.om_key.rsplit("/", 1)[-1])
             keys = [k for k in store.list(bins_prefix) if k.endswith(".bin")]
             if not keys:
                 from cgan.ascend.errors import AscendError
 
                 raise AscendError(f"shard {index}: no input bins under {bins_prefix}/ in {store.uri}")
             download_keys(store, keys, tmp / "bins")
-            self.log.info("Shard %d: %d bin(s) through msame on NPU %d", index, len(keys), device)
+            self.log.info("Shard %d: %d bin(s) through msame on device %d", index, len(keys), device)
             run = run_msame(om, tmp / "bins", tmp / "out", device=device, loop=loop,
                             msame=self.msame_path, channels=self.channels, env=env, on_line=self.log.info,
                             timeout_s=self.msame_timeout_s)
             upload_dir(store, run.output_dir, prefix, "*_output_0.bin")
             store.put_file(run.log_path, f"{prefix}/{LOG_NAME}")
             perf_key = store.put_file(run.output_dir / PERF_NAME, f"{prefix}/{PERF_NAME}")
+        for line in run.warnings:
+            self.log.warning("msame printed an [ERROR] line that is not a failure (kept in perf.json "
+                             "notes and msame.log): %s", line)
         perf = run.perf
-        self.log.info("Shard %d done on NPU %d: %.3f ms per call (median %.3f, p99 %.3f), %.1f grids/s",
+        self.log.info("Shard %d done on device %d: %.3f ms per call (median %.3f, p99 %.3f), %.1f grids/s",
                       index, device, perf.latency_ms["mean"], perf.latency_ms["median"],
                       perf.latency_ms["p99"], perf.grids_per_s)
         return {"shard": index, "outputs_prefix": prefix, "perf_key": perf_key, "grids": perf.grids,
@@ -118,5 +124,5 @@ def parse_shard(shard, device_override=None) -> tuple[int, str, int]:
         raise AscendError(f"shard index must be 0 or more, got {index}")
     raw = device_override if device_override not in (None, "") else shard.get("device")
     if raw is None:
-        raise AscendError(f"shard {index} names no NPU device (was it planned for the cpu target?)")
+        raise AscendError(f"shard {index} names no device (was it planned for the cpu target?)")
     return index, check_key(shard["bins_prefix"]), check_device(_int(raw, "device"))

@@ -13,7 +13,11 @@ ours is the same value, passed explicitly so it is visible in the log and in the
 Success = exit code 0 AND "ATC run success" printed AND an om exists, found by the glob
 `<name>*.om` because newer atc may name it `<name>_linux_<arch>.om`. atc runs in a fresh folder
 beside the destination (it drops fusion_result.json and kernel_meta/ into its CWD) and the om is
-renamed into place only on success.
+renamed into place only on success, keeping the name atc gave it.
+
+Paths reach atc only when their realpath matches atc's own pattern (letters, digits, Chinese
+characters, ./_-), checked before atc runs. A failure quotes atc's E-code lines with the
+indented `Possible Cause:`, `Solution:` and `TraceBack` lines atc prints after each.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 from cgan.ascend.errors import AscendError, AtcError
 from cgan.ascend.proc import LineSink, run_streaming
 from cgan.ascend.toolkit import Toolkit
-from cgan.ascend.validate import check_choice, check_path, check_soc_version
+from cgan.ascend.validate import check_atc_path, check_choice, check_soc_version
 
 PRECISION_MODES = (
     "force_fp16", "force_fp32", "cube_fp16in_fp32out", "allow_mix_precision",
@@ -44,7 +48,8 @@ FAILED_TEXT = "ATC run failed"
 ECODE_RE = re.compile(r"\b(E[0-9A-Z]\d{4})\b")
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 TENSOR_NAME_RE = re.compile(r"^[A-Za-z0-9_./-]+$")
-MAX_QUOTED_LINES = 20
+MAX_QUOTED_LINES = 40
+CAUSE_STARTS = ("Possible Cause", "Solution", "TraceBack")
 
 
 @dataclass(frozen=True)
@@ -119,16 +124,24 @@ def build_argv(atc: str, onnx_path: Path, output_stem: Path, options: AtcOptions
 
 
 def scan_output(lines: list[str]) -> tuple[bool, list[str], list[str]]:
-    """(printed success, E-codes in order of appearance, the lines that report errors)."""
+    """(printed success, E-codes in order of appearance, the lines that report errors: each
+    E-code line followed by its indented Possible Cause / Solution / TraceBack lines)."""
     success = any(SUCCESS_TEXT in line for line in lines)
     codes: list[str] = []
     errors = []
+    in_error = False
     for line in lines:
         found = ECODE_RE.findall(line)
         codes += [c for c in found if c not in codes]
         upper = line.upper()
+        stripped = line.strip()
         if found or FAILED_TEXT in line or upper.startswith("ERROR") or "[ERROR]" in upper:
-            errors.append(line.strip())
+            errors.append(stripped)
+            in_error = bool(found) or in_error and line[:1].isspace()
+        elif in_error and stripped and (line[:1].isspace() or stripped.startswith(CAUSE_STARTS)):
+            errors.append("  " + stripped)  # the cause, solution or traceback of the E-code above
+        else:
+            in_error = False
     return success, codes, errors
 
 
@@ -159,8 +172,8 @@ def run_atc(
 ) -> AtcResult:
     """Convert onnx_path to `<out_dir>/<name>[_<os>_<arch>].om`; AtcError on any failure."""
     options.validate()
-    onnx_path = check_path(onnx_path, "ONNX model")
-    out_dir = check_path(out_dir, "output folder")
+    onnx_path = check_atc_path(onnx_path, "ONNX model")
+    out_dir = check_atc_path(out_dir, "output folder")
     if not NAME_RE.fullmatch(name or ""):
         raise AscendError(f"om name {name!r}: use letters, digits, '_' and '-' (no suffix)")
     if not onnx_path.is_file():

@@ -2,14 +2,18 @@
 
 Key = sha256 of a canonical JSON of: the ONNX file's sha256, the path-free atc flags that shape
 the om (AtcOptions.model_flags: framework, input format and shape, soc_version, output type,
-precision mode; not --log) and the toolkit version (cgan.ascend.toolkit). An entry is two
-objects in an artifact store (cgan.store LocalStore or S3Store):
+precision mode; not --log), the toolkit version (cgan.ascend.toolkit) and the target
+`<os>_<arch>` (cgan.ascend.target: atc builds for the host it runs on, and an om named
+`_linux_<arch>` runs only there), so x86_64 and aarch64 workers sharing a cache never load each
+other's oms. An entry is two objects in an artifact store (cgan.store LocalStore or S3Store):
 
     <prefix>/<key>/model.om    the om, uploaded first
     <prefix>/<key>/entry.json  flags, versions, the om's size and sha256; written last
 
-An entry counts only when entry.json exists and the om matches its size and sha256, so a crash
-between the two writes, or a damaged om, is a miss (and is overwritten), never a bad hit.
+An entry counts only when entry.json exists, names this host's target (and its om's name names
+no other) and the om matches its size and sha256, so a crash between the two writes, a damaged
+om or an om for another architecture is a miss (and is overwritten), never a bad hit. A hit
+restores the om under the name atc gave it (`cgan.om` or `cgan_linux_x86_64.om`).
 """
 
 from __future__ import annotations
@@ -25,20 +29,21 @@ from pathlib import Path
 from cgan.artifacts import sha256_file
 from cgan.ascend.atc import AtcOptions, LineSink, find_om, onnx_input_shape, run_atc
 from cgan.ascend.errors import AscendError
+from cgan.ascend.target import host_target, om_target
 from cgan.ascend.toolkit import Toolkit
 from cgan.ascend.validate import check_path
 from cgan.store import ArtifactStore, StoreError, join
 
-CACHE_FORMAT = "cgan-atc-cache-v1"
+CACHE_FORMAT = "cgan-atc-cache-v2"  # v2: the target OS/architecture is part of the key
 DEFAULT_PREFIX = "atc-cache"
 OM_NAME = "model.om"
 ENTRY_NAME = "entry.json"
 SUFFIX_RE = re.compile(r"^(?:_[a-z]+_[A-Za-z0-9_]+)?$")  # "" or "_linux_x86_64"
 
 
-def cache_key(onnx_sha256: str, flags: list[str], toolkit_version: str) -> str:
+def cache_key(onnx_sha256: str, flags: list[str], toolkit_version: str, target: str) -> str:
     canonical = json.dumps({"format": CACHE_FORMAT, "onnx_sha256": onnx_sha256, "flags": flags,
-                            "toolkit_version": toolkit_version}, sort_keys=True)
+                            "toolkit_version": toolkit_version, "target": target}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -51,15 +56,19 @@ class AtcCache:
         base = join(self.prefix, key)
         return join(base, OM_NAME), join(base, ENTRY_NAME)
 
-    def fetch(self, key: str, dest: Path) -> dict | None:
-        """The entry's metadata with its om copied to dest, or None (a miss)."""
+    def fetch(self, key: str, dest: Path, target: str) -> dict | None:
+        """The entry's metadata with its om copied to dest, or None (a miss). An entry for
+        another target than `target` (`<os>_<arch>`) is a miss."""
         om_key, entry_key = self.keys(key)
         try:
             if not self.store.exists(entry_key):
                 return None
             entry = json.loads(self.store.get_bytes(entry_key))
+            named = om_target(str(entry.get("om_name", "")))
+            if entry.get("target") != target or named not in (None, target):
+                return None
             self.store.get_file(om_key, dest)
-        except (StoreError, ValueError):
+        except (StoreError, ValueError, AttributeError):
             return None
         if dest.stat().st_size != entry.get("om_bytes") or sha256_file(dest) != entry.get("om_sha256"):
             dest.unlink(missing_ok=True)
@@ -102,14 +111,15 @@ def convert(
         raise AscendError(f"ONNX model {onnx_path} not found; create it with `cgan export`")
     flags = options.model_flags(onnx_input_shape(onnx_path))
     onnx_sha = sha256_file(onnx_path)
-    key = cache_key(onnx_sha, flags, toolkit.version)
+    target = host_target()
+    key = cache_key(onnx_sha, flags, toolkit.version, target)
     notes = list(toolkit.notes)
     if toolkit.version == "unknown":
         notes.append("toolkit version unknown: a toolkit upgrade will not invalidate cached oms")
     if cache is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / f".{name}.cache.part"
-        entry = cache.fetch(key, tmp)
+        entry = cache.fetch(key, tmp, target)
         if entry is not None:
             suffix = entry.get("om_suffix", "")
             if not isinstance(suffix, str) or not SUFFIX_RE.fullmatch(suffix):
@@ -129,8 +139,8 @@ def convert(
         cache.put(key, result.om_path, {
             "format": CACHE_FORMAT, "onnx_sha256": onnx_sha, "flags": flags,
             "toolkit_version": toolkit.version, "toolkit_version_source": toolkit.version_source,
-            "om_name": result.om_path.name, "om_suffix": result.om_path.name[len(name):-3],
-            "om_bytes": result.om_path.stat().st_size,
+            "target": target, "om_name": result.om_path.name,
+            "om_suffix": result.om_path.name[len(name):-3], "om_bytes": result.om_path.stat().st_size,
             "om_sha256": sha256_file(result.om_path), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "atc_seconds": round(result.duration_s, 3),
         })

@@ -4,22 +4,31 @@
 
 Each run gets a private staging folder `<output_root>/.msame-<id>/` holding its working
 directory (msame reads ./acl.json from its CWD; an empty CWD means none is read), a folder of
-links to the input bins only (msame feeds every file of a folder to the model) and its
-`--output` (msame mkdirs one level only and names its result folder by a timestamp that can
-collide between runs). msame's result folder is found from the bare path line it prints, else
-as the one new subfolder; its name (`20211113_073952` or `2023610_9_5_6_123456`) is never
-parsed. It is moved to `<output_root>/<timestamp>/` with perf.json and msame.log inside, once
-the run passed every check:
+links to the input bins only (msame feeds every file of a folder to the model; it is passed as
+`../in`, a path without ".bin": msame picks single-file mode when ".bin" is anywhere in the
+input path) and its `--output` (msame mkdirs one level only and names its result folder by a
+timestamp that can collide between runs). msame's result folder is found from the bare path
+line it prints, else as the one new subfolder; its name (`20211113_073952` or
+`2023610_9_5_6_123456`) is never parsed. It is moved to `<output_root>/<timestamp>/` with
+perf.json and msame.log inside, once the run passed every check:
 
 - exit code 0 (msame exits 0 on many failures, so this alone means nothing),
-- no `[ERROR]` line, and `Execute sample success` printed,
+- `Execute sample success` printed and no `[ERROR]` line that is a verdict; the ones that are
+  not (teardown after the success line, `unload model failed`, CANN's own log lines: see
+  cgan.ascend.msame_log) are logged as warnings and kept in perf.json's notes and msame.log,
 - every expected output present with an output-bin size of cgan.layout: folder input gives
   `<input stem>_output_0.bin` per bin, file input `<om name>_output_0.bin`,
 - timings printed (every variant, see cgan.ascend.msame_log).
+
+`--device` is the ACL device id: the Device column of `npu-smi info`, not its NPU column. When
+npu-smi is on the PATH the device is checked against the Device ids it lists before msame runs.
+CANN's stdout logging (ASCEND_SLOG_PRINT_TO_STDOUT / ASCEND_LOG_PRINT_TO_STDOUT) is switched
+off for msame's process; its logs stay in the plog folder.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -28,8 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cgan.ascend.errors import AscendError, MsameError
-from cgan.ascend.msame_log import error_lines, parse_timings, printed_output_dir, printed_success
+from cgan.ascend.msame_log import MsameErrors, classify_errors, parse_timings, printed_output_dir, printed_success
+from cgan.ascend.npu_smi import check_device_listed, read_npu_smi
 from cgan.ascend.proc import LineSink, run_streaming
+from cgan.ascend.target import host_target, om_target
 from cgan.ascend.validate import check_device, check_executable, check_loop, check_path
 from cgan.bins import list_bins
 from cgan.layout import INPUT_BIN_BYTES, SAMPLES_PER_GRID, SUPPORTED_CHANNELS, output_bin_bytes
@@ -39,6 +50,9 @@ from cgan.runtimes.folder_runner import InferenceRun
 
 LOG_NAME = "msame.log"
 MAX_QUOTED_LINES = 20
+STAGED_INPUT = "../in"  # relative to msame's CWD: no ".bin" in it, whatever output_root is
+CANN_STDOUT_LOG_VARS = ("ASCEND_SLOG_PRINT_TO_STDOUT", "ASCEND_LOG_PRINT_TO_STDOUT")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +60,7 @@ class MsameRun(InferenceRun):
     log_path: Path
     argv: list[str]
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # [ERROR] lines that were not failures
 
 
 def _inputs(input_path: Path) -> tuple[list[Path], bool]:
@@ -110,9 +125,13 @@ def _discover(lines: list[str], out_root: Path) -> tuple[Path | None, str]:
 
 
 def _perf(lines: list[str], *, device: int, loop: int, folder_mode: bool, grids: int,
-          wall_s: float, tool: dict[str, str]) -> PerfRecord:
+          wall_s: float, tool: dict[str, str], errors: MsameErrors) -> PerfRecord:
     t = parse_timings(lines)
-    notes = ["latency = msame's host wall clock around one synchronous aclmdlExecute of batch "
+    notes = [f"msame printed an [ERROR] line that is not a failure ({reason}): "
+             + " / ".join(entry.split("\n")) for entry, reason in zip(errors.warnings, errors.reasons, strict=True)]
+    if errors.warnings:
+        tool["msame_error_lines_not_failures"] = str(len(errors.warnings))
+    notes += ["latency = msame's host wall clock around one synchronous aclmdlExecute of batch "
              f"{SAMPLES_PER_GRID} (one grid); no H2D/D2H copies or file I/O"]
     if len(t.calls_ms) >= 2:
         latencies, warmup = t.calls_ms[1:], 1
@@ -138,13 +157,44 @@ def _perf(lines: list[str], *, device: int, loop: int, folder_mode: bool, grids:
     )
 
 
+def _quote(lines: list[str]) -> str:
+    quoted = "\n".join(f"  {line}" for line in lines[:MAX_QUOTED_LINES])
+    if len(lines) > MAX_QUOTED_LINES:
+        quoted += f"\n  ... {len(lines) - MAX_QUOTED_LINES} more"
+    return quoted
+
+
 def _error(message: str, lines: list[str], exit_code: int | None) -> MsameError:
-    errs = error_lines(lines)
-    quoted = "\n".join(f"  {line}" for line in errs[:MAX_QUOTED_LINES])
-    if len(errs) > MAX_QUOTED_LINES:
-        quoted += f"\n  ... {len(errs) - MAX_QUOTED_LINES} more"
-    text = message + (f"\nmsame said:\n{quoted}" if quoted else "")
-    return MsameError(text, error_lines=errs, exit_code=exit_code)
+    """The failure, quoting msame's verdict lines with ACL's message before each (its cause)."""
+    errors = classify_errors(lines)
+    verdicts = MsameErrors.lines_of(errors.verdicts)
+    text = message
+    if verdicts:
+        text += f"\nmsame said:\n{_quote(verdicts)}"
+    if errors.warnings:
+        text += f"\nalso printed (not failures by themselves):\n{_quote(MsameErrors.lines_of(errors.warnings))}"
+    return MsameError(text, error_lines=verdicts, exit_code=exit_code)
+
+
+def msame_env(env: dict[str, str] | None) -> tuple[dict[str, str], list[str]]:
+    """msame's environment without CANN's stdout logging (its [ERROR] lines are no verdicts)."""
+    child = dict(os.environ if env is None else env)
+    notes = []
+    for var in CANN_STDOUT_LOG_VARS:
+        if child.pop(var, None) not in (None, "", "0"):
+            notes.append(f"{var} cleared for msame: CANN's logs stay in the plog folder")
+    return child, notes
+
+
+def check_device_present(device: int, npu_smi: str | None, path: str | None) -> str | None:
+    """Refuse a device npu-smi does not list (AscendError); a note saying what was checked."""
+    if not npu_smi:
+        return None
+    chips = read_npu_smi(npu_smi, path=path)
+    if not chips:
+        return "npu-smi absent or unreadable: device id not checked before msame"
+    check_device_listed(device, chips)
+    return f"device {device} is listed by npu-smi info (Device column)"
 
 
 def _move_into_place(run_dir: Path, output_root: Path) -> Path:
@@ -173,8 +223,12 @@ def run_msame(
     env: dict[str, str] | None = None,
     on_line: LineSink | None = None,
     timeout_s: float | None = None,
+    npu_smi: str | None = "npu-smi",
 ) -> MsameRun:
-    """Run msame once and check everything; MsameError (quoting msame's errors) on failure."""
+    """Run msame once and check everything; MsameError (quoting msame's errors) on failure.
+
+    `device` is the ACL device id (npu-smi's Device column), checked against `npu_smi info`
+    when that program is on the PATH (None: not checked)."""
     check_device(device)
     check_loop(loop)
     if channels is not None and channels not in SUPPORTED_CHANNELS:
@@ -185,28 +239,37 @@ def run_msame(
     output_root = check_path(output_root, "output folder")
     if not model.is_file() or ".om" not in model.name:
         raise AscendError(f"om model {model} not found (msame needs a file whose name holds '.om')")
+    built_for, here = om_target(model.name), host_target()
+    if built_for not in (None, here):
+        raise AscendError(f"om {model.name} was built by atc for {built_for} and cannot run on this "
+                          f"{here} host: convert it on (or with --host_env_cpu for) this architecture")
     bins, folder_mode = _inputs(input_path)
-    found = shutil.which(program, path=(env or os.environ).get("PATH")) if "/" not in program else program
+    child_env, env_notes = msame_env(env)
+    found = shutil.which(program, path=child_env.get("PATH")) if "/" not in program else program
     if not found or not os.access(found, os.X_OK):
         raise AscendError(f"msame not found ({program}): build it from Ascend/tools and pass its path")
+    device_note = check_device_present(device, npu_smi, child_env.get("PATH"))
     output_root.mkdir(parents=True, exist_ok=True)
     stage = output_root / f".msame-{uuid.uuid4().hex[:12]}"
     cwd, out = stage / "cwd", stage / "out"
     try:
         cwd.mkdir(parents=True)
         out.mkdir()
-        msame_input = _stage_inputs(bins, stage / "in") if folder_mode else input_path
-        argv = [found, "--model", str(model), "--input", str(msame_input), "--output", str(out),
+        if folder_mode:
+            _stage_inputs(bins, stage / "in")
+        msame_input = STAGED_INPUT if folder_mode else str(input_path)
+        argv = [found, "--model", str(model), "--input", msame_input, "--output", str(out),
                 "--outfmt", "BIN", "--loop", str(loop), "--device", str(device)]
         start = time.perf_counter()
-        result = run_streaming(argv, cwd=cwd, env=env, on_line=on_line, timeout_s=timeout_s)
+        result = run_streaming(argv, cwd=cwd, env=child_env, on_line=on_line, timeout_s=timeout_s)
         lines = result.lines
         if result.timed_out:
             raise _error(f"msame did not finish within {timeout_s} s and was stopped", lines, None)
         problems = []
         if result.exit_code != 0:
             problems.append(f"exit code {result.exit_code}")
-        if error_lines(lines):
+        errors = classify_errors(lines)
+        if errors.verdicts:
             problems.append("[ERROR] lines printed")
         if not printed_success(lines):
             problems.append("'Execute sample success' never printed")
@@ -224,11 +287,18 @@ def run_msame(
         assert run_dir is not None  # a missing output folder is one of the problems above
         tool = {"msame": found, "model": str(model), "output_folder": f"{run_dir.name} ({how})"}
         perf = _perf(lines, device=device, loop=loop, folder_mode=folder_mode, grids=len(outputs),
-                     wall_s=time.perf_counter() - start, tool=tool)
-        (run_dir / LOG_NAME).write_text(result.text)
+                     wall_s=time.perf_counter() - start, tool=tool, errors=errors)
+        perf.notes += env_notes + ([device_note] if device_note else [])
+        for entry, reason in zip(errors.warnings, errors.reasons, strict=True):
+            log.warning("msame printed an [ERROR] line that is not a failure (%s): %s", reason,
+                        " / ".join(entry.split("\n")))
+        trailer = "".join(f"# cgan: not a failure ({reason}): {entry.splitlines()[-1]}\n"
+                          for entry, reason in zip(errors.warnings, errors.reasons, strict=True))
+        (run_dir / LOG_NAME).write_text(result.text + trailer)
         perf.write(run_dir)
         final = _move_into_place(run_dir, output_root)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return MsameRun(output_dir=final, outputs=[final / p.name for p in outputs], perf=perf,
-                    log_path=final / LOG_NAME, argv=argv, notes=[how])
+                    log_path=final / LOG_NAME, argv=argv, notes=[how, *env_notes],
+                    warnings=MsameErrors.lines_of(errors.warnings))

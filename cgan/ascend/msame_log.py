@@ -7,6 +7,17 @@ Timing lines msame has printed (all on stdout):
     Inference average time : 2.55 ms                           folder input, %.2f
     Inference average time without first time: 2.55 ms        folder input, > 1 file
 The regexes accept any spacing around the colon and any float notation.
+
+Not every `[ERROR]` line is a verdict (msame at 9d6da90, src/sample_process.cpp, model_process.cpp):
+- after `Execute sample success`, main has returned: the lines are SampleProcess's teardown
+  (`destroy stream/context failed`, `reset device failed`, `finalize acl failed`), printed once
+  the outputs are on disk and with exit code 0;
+- `unload model failed, modelId is N` comes from ModelProcess's destructor after the outputs are
+  written; `delete acl.json failed` is printed inside Process on success (--dump/--profiler);
+- `[ERROR] MODULE(pid,proc):timestamp [file:line]...` is CANN's own log on stdout
+  (ASCEND_SLOG_PRINT_TO_STDOUT=1), not msame's.
+msame prints ACL's own message (aclGetRecentErrMsg: `EE1001: ...` and indented Solution /
+TraceBack lines) untagged just before its `[ERROR]` line; `classify_errors` keeps it with it.
 """
 
 from __future__ import annotations
@@ -21,6 +32,9 @@ AVERAGE_RE = re.compile(rf"^\s*Inference average time\s*:\s*{FLOAT}\s*ms\b")
 AVERAGE_WO_FIRST_RE = re.compile(rf"^\s*Inference average time without first time\s*:\s*{FLOAT}\s*ms\b")
 SUCCESS_TEXT = "Execute sample success"
 ERROR_TAG = "[ERROR]"
+CANN_LOG_RE = re.compile(r"\[(?:ERROR|WARNING|WARN|INFO|DEBUG|EVENT|TRACE)\]\s+[A-Z][A-Z0-9_]*\(\d+,[^)]*\):")
+NOT_VERDICTS = ("unload model failed", "delete acl.json failed")  # printed after the outputs exist
+MAX_CAUSE_LINES = 12
 
 
 @dataclass
@@ -48,6 +62,57 @@ def parse_timings(lines: list[str]) -> MsameTimings:
 
 def error_lines(lines: list[str]) -> list[str]:
     return [line.strip() for line in lines if ERROR_TAG in line]
+
+
+@dataclass
+class MsameErrors:
+    """msame's `[ERROR]` lines split into verdicts (the run failed) and warnings (it did not).
+
+    Each entry is the `[ERROR]` line, preceded by the untagged ACL message msame printed just
+    before it (its cause), if any. `reasons` says why each warning is not a verdict."""
+
+    verdicts: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def lines_of(entries: list[str]) -> list[str]:
+        return [line for entry in entries for line in entry.split("\n")]
+
+
+def _is_untagged_text(line: str) -> bool:
+    text = line.strip()
+    return bool(text) and not text.startswith(("[", "/")) and not (
+        CALL_RE.match(line) or AVERAGE_RE.match(line) or AVERAGE_WO_FIRST_RE.match(line))
+
+
+def _cause(lines: list[str], index: int) -> list[str]:
+    """The untagged ACL message lines printed right before lines[index], in order."""
+    start = index
+    while start > 0 and index - start < MAX_CAUSE_LINES and _is_untagged_text(lines[start - 1]):
+        start -= 1
+    return [line.rstrip() for line in lines[start:index]]
+
+
+def classify_errors(lines: list[str]) -> MsameErrors:
+    success_at = max((i for i, line in enumerate(lines) if SUCCESS_TEXT in line), default=None)
+    out = MsameErrors()
+    for i, line in enumerate(lines):
+        if ERROR_TAG not in line:
+            continue
+        entry = "\n".join(_cause(lines, i) + [line.strip()])
+        if CANN_LOG_RE.search(line):
+            reason = "CANN's own log on stdout (ASCEND_SLOG_PRINT_TO_STDOUT), not msame's verdict"
+        elif success_at is not None and i > success_at:
+            reason = "teardown after 'Execute sample success': the outputs were already written"
+        elif any(text in line for text in NOT_VERDICTS):
+            reason = "printed after the outputs were written"
+        else:
+            out.verdicts.append(entry)
+            continue
+        out.warnings.append(entry)
+        out.reasons.append(reason)
+    return out
 
 
 def printed_success(lines: list[str]) -> bool:

@@ -12,6 +12,9 @@ Two table shapes occur (both parsed):
     | 0     910B3       | OK     | ...        order listed (logical ids are dense)
     | 0                 | 0000:C1:00.0 | ...
 
+msame's `--device` (aclrtSetDevice) takes the Device column, never the NPU column: an Atlas 300
+card lists NPU 2048 with devices 0..3, and inside a container the devices are renumbered from 0.
+
 soc_version = "Ascend" + Name (310P3 -> Ascend310P3). A Name that already starts with "Ascend"
 (A3 parts) needs the `<ChipName>_<NPUName>` form from `npu-smi info -t board`, so it yields None.
 """
@@ -23,6 +26,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from cgan.ascend.errors import AscendError
 from cgan.ascend.validate import SOC_VERSION_RE
 
 ROW_RE = re.compile(r"^\|(.*)\|\s*$")
@@ -88,9 +92,25 @@ def soc_version_of(chips: list[NpuChip]) -> str | None:
     return socs.pop() if len(socs) == 1 and None not in socs else None
 
 
-def read_npu_smi(npu_smi: str = "npu-smi", timeout_s: float = 30) -> list[NpuChip] | None:
-    """Chips from `npu-smi info`, or None when npu-smi is not installed or fails."""
-    program = shutil.which(npu_smi)
+def check_device_listed(device: int, chips: list[NpuChip]) -> int:
+    """`device` must be one of the Device ids npu-smi lists; AscendError naming them otherwise."""
+    ids = sorted({c.device_id for c in chips})
+    if device in ids:
+        return device
+    hint = (f" ({device} is in the NPU column, a card number; msame's --device takes the Device "
+            "column)") if device in {c.npu_id for c in chips} else ""
+    raise AscendError(
+        f"device {device} is not a device of this host: `npu-smi info` lists devices "
+        f"{', '.join(map(str, ids))}{hint}. Use ids from the Device column (inside a container "
+        "they are renumbered from 0)"
+    )
+
+
+def read_npu_smi(npu_smi: str = "npu-smi", timeout_s: float = 30,
+                 path: str | None = None) -> list[NpuChip] | None:
+    """Chips from `npu-smi info`, or None when npu-smi is not installed or fails.
+    `path`: the PATH to look npu-smi up on (default: this process's)."""
+    program = shutil.which(npu_smi, path=path)
     if program is None:
         return None
     try:

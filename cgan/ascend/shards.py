@@ -51,7 +51,8 @@ def parse_devices(devices: str | Sequence[int]) -> list[int]:
     else:
         items = list(devices)
     if not items:
-        raise AscendError("the device list is empty: name at least one NPU, e.g. 0")
+        raise AscendError("the device list is empty: name at least one device id "
+                          "(the Device column of `npu-smi info`), e.g. 0")
     for d in items:
         check_device(d)
     if len(set(items)) != len(items):

@@ -18,6 +18,8 @@ from cgan.ascend.errors import AscendError
 # form <ChipName>_<NPUName> (Ascend910_9391). Matches `Ascend` + npu-smi's Name column.
 SOC_VERSION_RE = re.compile(r"^Ascend\d{3}[A-Za-z0-9]{0,12}(?:-\d{1,2})?(?:_\d{4}[A-Za-z0-9]{0,4})?$")
 SAFE_PATH_RE = re.compile(r"^[A-Za-z0-9_./+=@%-]+$")
+# GE util.cc CheckInputPathValid / CheckOutputPathValid on the realpath, else E10001
+ATC_PATH_RE = re.compile(r"^[\u4e00-\u9fa5A-Za-z0-9./_-]+$")
 MAX_DEVICE = 255
 MAX_LOOP = 100
 
@@ -39,7 +41,13 @@ def _int_in(value: object, name: str, lo: int, hi: int) -> int:
 
 
 def check_device(value: object) -> int:
-    """An ACL device id (msame --device): 0..255."""
+    """An ACL device id (msame --device): 0..255, the Device column of `npu-smi info`."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_DEVICE:
+        raise AscendError(
+            f"device must be an integer in 0..{MAX_DEVICE}, got {value}: use the Device column of "
+            "`npu-smi info` (the ACL device id), not the NPU column (an Atlas 300 card shows NPU "
+            "ids such as 2048 while its devices are 0..3)"
+        )
     return _int_in(value, "device", 0, MAX_DEVICE)
 
 
@@ -67,6 +75,21 @@ def check_path(path: str | os.PathLike, what: str) -> Path:
             "_./+=@%- only"
         )
     return Path(absolute)
+
+
+def check_atc_path(path: str | os.PathLike, what: str) -> Path:
+    """A path atc accepts: check_path, and its realpath (symlinks resolved, as atc does) made
+    of letters, digits, Chinese characters and ./_- only (no + = @ %), atc's own pattern."""
+    checked = check_path(path, what)
+    real = os.path.realpath(checked)
+    if not ATC_PATH_RE.fullmatch(real):
+        bad = " ".join(sorted({c for c in real if not ATC_PATH_RE.fullmatch(c)}))
+        raise AscendError(
+            f"{what} {real!r} has characters atc refuses ({bad}): atc accepts only letters, digits, "
+            "Chinese characters and ./_- in the real path (symlinks resolved) and fails with "
+            "E10001 otherwise; use a folder whose path has only those"
+        )
+    return checked
 
 
 def check_executable(program: str | os.PathLike, what: str) -> str:

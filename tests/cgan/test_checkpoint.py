@@ -89,7 +89,23 @@ def test_unsupported_channel_count(tmp_path):
         load_state_dict(tmp_path / "c2.pth")
 
 
-def test_whole_pickled_module_is_refused(tmp_path):
+# TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (set on a worker for some other job) switches torch.load to
+# full unpickling wherever weights_only is not passed: the loader must pass it, not rely on torch's
+# default.
+UNSAFE_DEFAULT = pytest.mark.parametrize("torch_default", ["safe", "forced unsafe"])
+
+
+def _set_default(monkeypatch, torch_default):
+    monkeypatch.delenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", raising=False)
+    if torch_default == "forced unsafe":
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    else:
+        monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", raising=False)
+
+
+@UNSAFE_DEFAULT
+def test_whole_pickled_module_is_refused(tmp_path, monkeypatch, torch_default):
+    _set_default(monkeypatch, torch_default)
     torch.save(Generator(1), tmp_path / "module.pth")  # a pickled nn.Module, not a state_dict
     with pytest.raises(CheckpointError, match="refused to load"):
         load_state_dict(tmp_path / "module.pth")
@@ -105,8 +121,10 @@ class _Exploit:
         return (builtins.open, (self.marker, "w"))
 
 
+@UNSAFE_DEFAULT
 @pytest.mark.parametrize("writer", ["torch.save", "raw pickle"])
-def test_code_executing_pickle_is_refused_and_never_runs(tmp_path, writer):
+def test_code_executing_pickle_is_refused_and_never_runs(tmp_path, monkeypatch, writer, torch_default):
+    _set_default(monkeypatch, torch_default)
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     payload = {"fc.0.weight": _Exploit(marker)}

@@ -56,11 +56,34 @@ def _meta(logical_date):
                           postprocess={"grids": 3})
 
 
+def record_writes(client) -> list[str]:
+    """The keys of completed object writes, in the order the server acknowledged them."""
+    done: list[str] = []
+
+    def remember(params, context, **kwargs):
+        context["recorded_key"] = params.get("Key")
+
+    def acknowledged(context, http_response, **kwargs):
+        if 200 <= http_response.status_code < 300:
+            done.append(context.get("recorded_key"))
+
+    events = client.meta.events
+    for op in ("PutObject", "CompleteMultipartUpload", "CopyObject"):
+        events.register(f"provide-client-params.s3.{op}", remember)
+        events.register(f"after-call.s3.{op}", acknowledged)
+    return done
+
+
 def test_publish_manifest_last_and_idempotent(workspace, upstream_checkpoint, local_s3, tmp_path):
+    import boto3
+
     store, shards = workspace
     postprocess_run(store, shards, upstream_checkpoint)
-    client = local_s3["client"]
+    client = boto3.client("s3", endpoint_url=local_s3["endpoint"], region_name="us-east-1",
+                          aws_access_key_id=local_s3["access_key"],
+                          aws_secret_access_key=local_s3["secret_key"])  # its own event hooks
     client.create_bucket(Bucket="pub-test")
+    writes = record_writes(client)
     published = publish_run(store, client, "pub-test", "runs/r1", metadata=_meta("2026-11-26T02:00:00"),
                             tmp_dir=tmp_path / "t1", log=lambda m: None)
     manifest = json.loads(client.get_object(Bucket="pub-test", Key="runs/r1/manifest.json")["Body"].read())
@@ -76,6 +99,10 @@ def test_publish_manifest_last_and_idempotent(workspace, upstream_checkpoint, lo
     assert manifest["tools"]["onnxruntime"] != "not installed"
     latest = json.loads(client.get_object(Bucket="pub-test", Key=LATEST_NAME)["Body"].read())
     assert latest["manifest"] == "runs/r1/manifest.json" == published.manifest_key
+    # manifest last: written once every object it lists was acknowledged, latest.json after it
+    assert keys <= set(writes) and writes.count("runs/r1/manifest.json") == 1, writes
+    at = writes.index("runs/r1/manifest.json")
+    assert max(writes.index(k) for k in keys) < at < writes.index(LATEST_NAME), writes
 
     def listing():
         return sorted(o["Key"] for o in client.list_objects_v2(Bucket="pub-test")["Contents"])
@@ -95,10 +122,23 @@ def test_publish_manifest_last_and_idempotent(workspace, upstream_checkpoint, lo
     assert not [k for k in listing() if k.startswith(root + "/")]  # the next publish removes the first attempt
     assert len({k.split("/")[3] for k in listing() if "/attempts/" in k}) == 2  # at most two attempts per run
 
-    publish_run(store, client, "pub-test", "runs/r0", metadata=_meta("2026-11-25T02:00:00"),
-                tmp_dir=tmp_path / "t3", log=lambda m: None)
-    latest = json.loads(client.get_object(Bucket="pub-test", Key=LATEST_NAME)["Body"].read())
-    assert latest["manifest"] == "runs/r1/manifest.json"  # an older run does not move latest back
+    def latest_body():
+        return client.get_object(Bucket="pub-test", Key=LATEST_NAME)["Body"].read()
+
+    kept = latest_body()
+    older = publish_run(store, client, "pub-test", "runs/r0", metadata=_meta("2026-11-25T02:00:00"),
+                        tmp_dir=tmp_path / "t3", log=lambda m: None)
+    # an older run is published (its manifest exists) but does not move latest back, not even
+    # by rewriting it: the pointer's bytes are untouched
+    assert older.manifest_key == "runs/r0/manifest.json" and "runs/r0/manifest.json" in listing()
+    assert latest_body() == kept and json.loads(kept)["manifest"] == "runs/r1/manifest.json"
+    # a newer run moves it forward; re-publishing the older one afterwards still does not
+    publish_run(store, client, "pub-test", "runs/r2", metadata=_meta("2026-11-27T02:00:00"),
+                tmp_dir=tmp_path / "t4", log=lambda m: None)
+    assert json.loads(latest_body())["manifest"] == "runs/r2/manifest.json"
+    publish_run(store, client, "pub-test", "runs/r1", metadata=_meta("2026-11-26T02:00:00"),
+                tmp_dir=tmp_path / "t5", log=lambda m: None)
+    assert json.loads(latest_body())["manifest"] == "runs/r2/manifest.json"
 
 
 def test_publish_without_postprocess_publishes_nothing(workspace, local_s3, tmp_path):

@@ -43,6 +43,30 @@ if dag is not None:
 print("RESULT" + json.dumps(out))
 """
 
+STATES = r"""
+import json
+from airflow.models import DagRun, TaskInstance
+from airflow.utils.session import create_session
+with create_session() as session:
+    run = (session.query(DagRun).filter(DagRun.dag_id == "cgan_generation")
+           .order_by(DagRun.id.desc()).first())
+    tis = session.query(TaskInstance).filter(TaskInstance.dag_id == "cgan_generation",
+                                             TaskInstance.run_id == run.run_id).all()
+    states = {}
+    for ti in tis:
+        states.setdefault(ti.task_id, []).append(getattr(ti.state, "value", ti.state))
+print("STATES" + json.dumps(states))
+"""
+
+
+def task_states(env: dict[str, str]) -> dict[str, list[str]]:
+    """Each task's states (one per map index) in the newest cgan_generation run of the DB."""
+    proc = subprocess.run([sys.executable, "-c", STATES], env=env, capture_output=True, text=True, timeout=300)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("STATES")]
+    assert line, proc.stderr[-3000:]
+    return json.loads(line[0][len("STATES"):])
+
+
 BAD_CONFS = [
     {"num_grids": 0}, {"num_grids": 100001}, {"num_grids": "ten"}, {"target": "gpu"},
     {"soc_version": "Ascend310; reboot"}, {"devices": []}, {"devices": [0, 0]}, {"devices": ["0"]},
@@ -126,8 +150,10 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     # the log a person reads: progress, closing summary, where it went; never the secret
     assert "grids 5/5" in log and "Published" in log and "label accuracy" in log
     assert local_s3["secret_key"] not in log
-    # the branch not taken shows as skipped
-    assert "atc_convert" in log
+    # the branch not taken shows as skipped (its tasks' states in the run), the one taken succeeded
+    states = task_states(env)
+    assert states["atc_convert"] == ["skipped"] and set(states["msame_infer"]) == {"skipped"}, states
+    assert set(states["onnxruntime_infer"]) == {"success"} and states["publish"] == ["success"], states
 
 
 @pytest.mark.slow
@@ -167,7 +193,6 @@ def test_ascend_run_with_standins_converts_once_and_publishes(airflow_home, loca
     for _attempt in range(2):
         proc = dags_test(env, conf)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    log = proc.stdout + proc.stderr
     atc_calls = (tmp_path / "atc.jsonl").read_text().splitlines()
     msame_calls = [json.loads(line) for line in (tmp_path / "msame.jsonl").read_text().splitlines()]
     assert len(atc_calls) == 1  # the second run hit the conversion cache
@@ -183,4 +208,6 @@ def test_ascend_run_with_standins_converts_once_and_publishes(airflow_home, loca
     perf_key = next(k for k in keys if k.endswith("perf/perf.json"))
     perf = json.loads(client.get_object(Bucket="ascendtest", Key=perf_key)["Body"].read())
     assert perf["backend"] == "msame" and perf["devices"] == ["npu:0", "npu:1"]
-    assert "onnxruntime_infer" in log  # the cpu branch exists and was skipped
+    states = task_states(env)  # the cpu branch exists and was skipped; the ascend one ran
+    assert set(states["onnxruntime_infer"]) == {"skipped"}, states
+    assert states["atc_convert"] == ["success"] and states["msame_infer"] == ["success", "success"], states

@@ -19,11 +19,22 @@ SHARD = {"shard": 0, "bins_prefix": "bins/shard_0000", "device": 2}
 class Lines:
     def __init__(self):
         self.lines = []
+        self.warnings = []
 
     def info(self, msg, *args):
         self.lines.append(msg % args if args else msg)
 
-    warning = error = debug = info
+    def warning(self, msg, *args):
+        self.warnings.append(msg % args if args else msg)
+        self.info(msg, *args)
+
+    error = debug = info
+
+
+@pytest.fixture(autouse=True)
+def eight_devices(clean_env):
+    """The stand-in npu-smi lists an Atlas 300 host: NPU 2048/2049, devices 0..7 (SHARD uses 2)."""
+    clean_env.setenv("STANDIN_NPU_SMI_SAMPLE", "atlas300_310_x8.txt")
 
 
 @pytest.fixture
@@ -79,12 +90,31 @@ def test_atc_convert_uploads_om_and_second_run_hits_cache(tmp_path, fake_toolkit
     assert "ATC run success" in workspace.get_bytes("model/atc.log").decode()
     assert "ATC start working now, please wait for a moment." in task_log.lines  # streamed
     assert result["toolkit_version"].startswith("7.0.0")
-    workspace.delete_prefix("model/cgan.om")
+    (tmp_path / "ws" / "model" / "cgan.om").unlink()
     again = atc_op(workspace, tmp_path, fake_toolkit).execute(context={})
     assert again["cache_hit"] is True and again["cache_key"] == result["cache_key"]
     assert len([c for c in calls("atc") if c["argv"] != ["--version"]]) == 1
     assert workspace.exists("model/cgan.om")
     assert json.loads(json.dumps(again)) == again  # XCom-serialisable
+
+
+def test_the_om_keeps_the_name_atc_gave_it_and_msame_runs_it(tmp_path, fake_toolkit, workspace, task_log,
+                                                              standins_on_path, monkeypatch):
+    """Newer atc writes cgan_linux_<arch>.om (it runs only there): the workspace keeps that name."""
+    from cgan.ascend.target import host_target
+
+    monkeypatch.setenv("STANDIN_ATC_SUFFIX", "auto")
+    monkeypatch.setenv("STANDIN_MSAME_TEARDOWN_FAIL", "finalize")  # and a teardown hiccup on the NPU
+    result = atc_op(workspace, tmp_path, fake_toolkit).execute(context={})
+    om_key = f"model/cgan_{host_target()}.om"
+    assert result["om_key"] == om_key and workspace.exists(om_key) and not workspace.exists("model/cgan.om")
+    hit = atc_op(workspace, tmp_path, fake_toolkit).execute(context={})
+    assert hit["cache_hit"] and hit["om_key"] == om_key
+    op = MsameInferenceOperator(task_id="msame_infer", workspace=workspace.uri, shard=SHARD, om_key=om_key)
+    assert op.execute(context={})["grids"] == 3
+    assert [w for w in task_log.warnings if "[ERROR] finalize acl failed" in w]
+    perf = json.loads(workspace.get_bytes("outputs/shard_0000/perf.json"))
+    assert any("[ERROR] finalize acl failed" in n for n in perf["notes"])
 
 
 def test_atc_cache_defaults_to_the_artifact_root(tmp_path, fake_toolkit, workspace, task_log, monkeypatch):
@@ -159,7 +189,7 @@ def test_msame_failure_raises_and_leaves_no_outputs(tmp_path, standins_on_path, 
 
 
 @pytest.mark.parametrize("shard, message", [
-    ({"shard": 0, "bins_prefix": "bins/shard_0000", "device": None}, "names no NPU device"),
+    ({"shard": 0, "bins_prefix": "bins/shard_0000", "device": None}, "names no device"),
     ({"shard": 0, "bins_prefix": "bins/shard_0000", "device": 999}, "0..255"),
     ({"shard": 0, "bins_prefix": "../etc", "device": 0}, "unsafe part"),
     ({"shard": -1, "bins_prefix": "bins/shard_0000", "device": 0}, "0 or more"),

@@ -82,7 +82,7 @@ def test_atc_error_fails_at_atc_convert_once_with_its_e_codes(dag_env, local_s3,
 def test_msame_error_fails_at_msame_after_its_retries(dag_env, local_s3, airflow_home, tmp_path):
     """msame prints [ERROR], writes no output and exits 0 (the other exit-0 failures, missing and
     short outputs, are the unit tests of tests/cgan/ascend/test_msame.py)."""
-    quoted = "[ERROR] memcpy device to host failed, errorCode is 507899"
+    quoted = "[ERROR] aclrtMemcpy failed, ret[507899]"  # msame's OutputModelResult line
     proc = dags_test(ascend_env(dag_env, tmp_path, STANDIN_MSAME_MODE="output_error"), ASCEND_CONF)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log[-4000:]

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from cgan.ascend.atc import (
+    ECODE_RE,
     AtcOptions,
     build_argv,
     find_om,
@@ -98,6 +99,14 @@ def test_e_codes_are_named_and_quoted(tmp_path, fake_toolkit, upstream_onnx, mon
     text = str(err)
     assert "exit code 1" in text and "[EZ3003, E19010]" in text
     assert "  EZ3003: No supported Ops kernel" in text and "  ATC run failed" in text
+    # the cause and the fix atc prints, indented, under each E-code are quoted with it
+    quoted = text.splitlines()
+    at = quoted.index(next(line for line in quoted if "EZ3003:" in line))
+    assert quoted[at + 1].strip().startswith("Possible Cause: The operator is not supported")
+    assert quoted[at + 2].strip().startswith("Solution: 1. Check that the OPP component")
+    assert quoted[at + 3].strip() == "TraceBack (most recent call last):"
+    assert any(line.strip().startswith("Solution:") for line in quoted[quoted.index(
+        next(line for line in quoted if "E19010:" in line)):])
 
 
 def test_exit_zero_with_errors_fails(tmp_path, fake_toolkit, upstream_onnx, monkeypatch):
@@ -178,6 +187,38 @@ def test_paths_with_metacharacters_are_refused(tmp_path, fake_toolkit, calls, up
     assert real_calls(calls) == []
 
 
+@pytest.mark.parametrize("char", ["+", "=", "@", "%"])
+def test_paths_atc_would_refuse_are_refused_before_atc(tmp_path, fake_toolkit, calls, upstream_onnx, char):
+    """atc matches the realpath of --model/--output against ^[\u4e00-\u9fa5A-Za-z0-9./_-]+$ (E10001)."""
+    odd = tmp_path / f"nightly{char}1"
+    odd.mkdir()
+    (odd / "m.onnx").write_bytes(upstream_onnx.read_bytes())
+    toolkit = locate_toolkit(fake_toolkit)
+    with pytest.raises(AscendError, match=re.escape(f"characters atc refuses ({char})")):
+        run_atc(odd / "m.onnx", tmp_path / "om", OPTS, toolkit=toolkit)
+    with pytest.raises(AscendError, match="characters atc refuses"):
+        run_atc(upstream_onnx, odd / "om", OPTS, toolkit=toolkit)
+    link = tmp_path / "clean"
+    link.symlink_to(odd)  # the name is clean, the realpath atc checks is not
+    with pytest.raises(AscendError, match="real path"):
+        run_atc(link / "m.onnx", tmp_path / "om", OPTS, toolkit=toolkit)
+    assert real_calls(calls) == []
+
+
+def test_standin_atc_refuses_those_paths_late_like_atc(tmp_path, fake_toolkit, upstream_onnx):
+    """What the early check saves: atc itself fails with E10001 after starting."""
+    from cgan.ascend.proc import run_streaming
+
+    odd = tmp_path / "a+b"
+    odd.mkdir()
+    toolkit = locate_toolkit(fake_toolkit)
+    argv = build_argv(toolkit.atc, upstream_onnx, odd / "cgan", OPTS, "image:100,72")
+    result = run_streaming(argv, cwd=tmp_path, env=toolkit.env)
+    ok, codes, errors = scan_output(result.lines)
+    assert result.exit_code == 1 and not ok and codes == ["E10001"] and "[--output]" in errors[1]
+    assert errors[2].strip() == "Solution: Try again with a valid argument."
+
+
 def test_missing_set_env_is_said_clearly(tmp_path, clean_env):
     with pytest.raises(ToolchainNotFound) as info:
         locate_toolkit(tmp_path / "nowhere")
@@ -239,4 +280,24 @@ def test_scan_output_ignores_warnings():
     assert ok and codes == [] and errors == []
     ok, codes, errors = scan_output(["ERROR: unknown command line flag 'auto_tune_mode'"])
     assert not ok and errors == ["ERROR: unknown command line flag 'auto_tune_mode'"]
-    assert re.fullmatch(r"E[0-9A-Z]\d{4}", "EC0010")
+
+
+def test_scan_output_names_every_e_code_form_and_keeps_causes():
+    """The product's own E-code pattern: E + digit or letter + 4 digits (E10001, EZ3003, EC0010)."""
+    lines = [
+        "ATC run failed, Please check the detail log, Try 'atc --help' for more information",
+        "EC0010: Failed to import Python module [AttributeError: `np.float_` was removed].",
+        "        Solution: Check that all required components are properly installed.",
+        "        TraceBack (most recent call last):",
+        "        Compile op[Gemm_0] failed[FUNC:ReportErrMessage][FILE:error_manager.cc]",
+        "W11001: Op [Gemm_0] does not hit the high-priority operator information library",
+        "E10001: Value [x] for parameter [--soc_version] is invalid.",
+        "ATC compiling: an unindented line after an E-code ends its block",
+    ]
+    ok, codes, errors = scan_output(lines)
+    assert not ok and codes == ["EC0010", "E10001"] and errors[-1].startswith("E10001:")
+    assert errors[1].startswith("EC0010:")
+    assert errors[2] == "  Solution: Check that all required components are properly installed."
+    assert errors[3] == "  TraceBack (most recent call last):" and errors[4].startswith("  Compile op[Gemm_0]")
+    assert not any("W11001" in e for e in errors)  # a warning, not an error
+    assert ECODE_RE.findall("W11001 E1000 E100011 e10001 EZ3003") == ["EZ3003"]

@@ -8,6 +8,7 @@ import pytest
 from cgan.ascend.atc import AtcOptions
 from cgan.ascend.atc_cache import AtcCache, cache_key, convert
 from cgan.ascend.errors import AtcError
+from cgan.ascend.target import host_target
 from cgan.ascend.toolkit import locate_toolkit
 from cgan.store import LocalStore
 
@@ -30,7 +31,7 @@ def test_second_conversion_is_a_hit_and_skips_atc(tmp_path, fake_toolkit, calls,
     entry = tmp_path / "cache" / "atc-cache" / first.cache_key
     assert sorted(p.name for p in entry.iterdir()) == ["entry.json", "model.om"]
     meta = json.loads((entry / "entry.json").read_text())
-    assert meta["toolkit_version"] == "7.0.0 (V100R001C15SPC001B220)"
+    assert meta["toolkit_version"] == "7.0.0 (V100R001C15SPC001B220)" and meta["target"] == host_target()
     assert "--precision_mode=force_fp16" in meta["flags"] and not any("--model" in f for f in meta["flags"])
     lines = []
     second = convert(upstream_onnx, tmp_path / "b", OPTS, toolkit=toolkit, cache=cache, on_line=lines.append)
@@ -94,13 +95,40 @@ def test_incomplete_or_damaged_entries_are_misses(tmp_path, fake_toolkit, calls,
 
 
 def test_hit_keeps_the_arch_suffix(tmp_path, fake_toolkit, upstream_onnx, cache, monkeypatch):
-    monkeypatch.setenv("STANDIN_ATC_SUFFIX", "_linux_aarch64")
+    monkeypatch.setenv("STANDIN_ATC_SUFFIX", "auto")  # _linux_<this host's arch>, like CANN 7+ atc
     convert(upstream_onnx, tmp_path / "a", OPTS, toolkit=locate_toolkit(fake_toolkit), cache=cache)
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "cgan.om").write_bytes(b"stale")
     hit = convert(upstream_onnx, tmp_path / "b", OPTS, toolkit=locate_toolkit(fake_toolkit), cache=cache)
-    assert hit.cache_hit and hit.om_path.name == "cgan_linux_aarch64.om"
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["cgan_linux_aarch64.om"]
+    name = f"cgan_{host_target()}.om"
+    assert hit.cache_hit and hit.om_path.name == name
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [name]
+
+
+def test_an_om_cached_by_another_architecture_is_a_miss(tmp_path, fake_toolkit, calls, upstream_onnx,
+                                                        cache, monkeypatch):
+    """A mixed x86_64/aarch64 ascend pool sharing one cache: each converts for itself."""
+    import cgan.ascend.atc_cache as atc_cache
+
+    monkeypatch.setattr(atc_cache, "host_target", lambda: "linux_aarch64")
+    monkeypatch.setenv("STANDIN_ATC_SUFFIX", "_linux_aarch64")
+    arm = convert(upstream_onnx, tmp_path / "arm", OPTS, toolkit=locate_toolkit(fake_toolkit), cache=cache)
+    assert arm.om_path.name == "cgan_linux_aarch64.om"
+    monkeypatch.setattr(atc_cache, "host_target", lambda: "linux_x86_64")
+    monkeypatch.setenv("STANDIN_ATC_SUFFIX", "_linux_x86_64")
+    toolkit = locate_toolkit(fake_toolkit)
+    x86 = convert(upstream_onnx, tmp_path / "x86", OPTS, toolkit=toolkit, cache=cache)
+    assert not x86.cache_hit and x86.cache_key != arm.cache_key
+    assert x86.om_path.name == "cgan_linux_x86_64.om" and len(atc_runs(calls)) == 2
+    # an entry that names another target under this host's key (a forged or old entry) is a miss
+    entry = tmp_path / "cache" / "atc-cache" / x86.cache_key / "entry.json"
+    meta = json.loads(entry.read_text())
+    entry.write_text(json.dumps({**meta, "target": "linux_aarch64"}))
+    assert not convert(upstream_onnx, tmp_path / "x2", OPTS, toolkit=toolkit, cache=cache).cache_hit
+    entry.write_text(json.dumps({**meta, "om_name": "cgan_linux_aarch64.om", "om_suffix": "_linux_aarch64"}))
+    assert not convert(upstream_onnx, tmp_path / "x3", OPTS, toolkit=toolkit, cache=cache).cache_hit
+    assert len(atc_runs(calls)) == 4
+    assert convert(upstream_onnx, tmp_path / "x4", OPTS, toolkit=toolkit, cache=cache).cache_hit
 
 
 def test_without_cache_atc_always_runs(tmp_path, fake_toolkit, calls, upstream_onnx):
@@ -110,11 +138,13 @@ def test_without_cache_atc_always_runs(tmp_path, fake_toolkit, calls, upstream_o
 
 
 def test_cache_key_depends_on_every_part():
-    base = cache_key("a" * 64, ["--soc_version=Ascend310"], "7.0.0")
-    assert base == cache_key("a" * 64, ["--soc_version=Ascend310"], "7.0.0")
-    assert len({base, cache_key("b" * 64, ["--soc_version=Ascend310"], "7.0.0"),
-                cache_key("a" * 64, ["--soc_version=Ascend310P3"], "7.0.0"),
-                cache_key("a" * 64, ["--soc_version=Ascend310"], "8.0.0")}) == 4
+    t = "linux_x86_64"
+    base = cache_key("a" * 64, ["--soc_version=Ascend310"], "7.0.0", t)
+    assert base == cache_key("a" * 64, ["--soc_version=Ascend310"], "7.0.0", t)
+    assert len({base, cache_key("b" * 64, ["--soc_version=Ascend310"], "7.0.0", t),
+                cache_key("a" * 64, ["--soc_version=Ascend310P3"], "7.0.0", t),
+                cache_key("a" * 64, ["--soc_version=Ascend310"], "8.0.0", t),
+                cache_key("a" * 64, ["--soc_version=Ascend310"], "7.0.0", "linux_aarch64")}) == 5
 
 
 def test_cache_in_a_moved_store_still_hits(tmp_path, fake_toolkit, calls, upstream_onnx, cache):

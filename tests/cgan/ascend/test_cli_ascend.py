@@ -88,7 +88,7 @@ def test_infer_msame_then_grids(tmp_path, standins_on_path, standin_om, bins3):
 def test_infer_msame_exit_zero_failure_exits_2(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
     monkeypatch.setenv("STANDIN_MSAME_MODE", "output_error")
     failed(cgan("infer", "--backend", "msame", "--model", standin_om, "--input", bins3, "--output", tmp_path),
-           "infer", "[ERROR] memcpy device to host failed", "is missing")
+           "infer", "[ERROR] aclrtMemcpy failed", "EE9999: ", "is missing")
 
 
 @pytest.mark.parametrize("extra, needles", [

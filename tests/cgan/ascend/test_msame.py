@@ -1,6 +1,7 @@
 """The msame wrapper against the stand-in msame (tests/standins/msame: ONNX Runtime, no NPU)."""
 
 import json
+import os
 import re
 
 import numpy as np
@@ -11,6 +12,7 @@ from cgan.ascend.msame import run_msame
 from cgan.bins import read_input_bin, write_dataset_info
 from cgan.layout import output_bin_bytes
 from cgan.outputs import find_run_dir, read_output_bin
+from tests.standins.fixtures import STANDINS
 
 OLD_TS = re.compile(r"^\d{8}_\d{6}(_\d+)?$")
 NEW_TS = re.compile(r"^\d{5,8}_\d{1,2}_\d{1,2}_\d{1,2}_\d{1,6}(_\d+)?$")
@@ -27,6 +29,7 @@ def reference(onnx_path, bin_path):
 def test_folder_run_outputs_perf_and_log(tmp_path, standins_on_path, calls, standin_om,
                                          upstream_onnx, bins3, monkeypatch, ts, pattern):
     monkeypatch.setenv("STANDIN_MSAME_TS", ts)
+    monkeypatch.setenv("STANDIN_NPU_SMI_SAMPLE", "atlas300_310_x8.txt")  # devices 0..7
     lines = []
     run = run_msame(standin_om, bins3, tmp_path / "out", device=3, channels=1, on_line=lines.append)
     assert pattern.match(run.output_dir.name), run.output_dir.name
@@ -45,6 +48,7 @@ def test_folder_run_outputs_perf_and_log(tmp_path, standins_on_path, calls, stan
     assert [p.name for p in (tmp_path / "out").iterdir()] == [run.output_dir.name]
     argv = calls("msame")[0]["argv"]
     assert argv[argv.index("--device") + 1] == "3" and argv[argv.index("--outfmt") + 1] == "BIN"
+    assert "device 3 is listed by npu-smi info (Device column)" in perf["notes"]
 
 
 def test_single_file_input_with_loops(tmp_path, standins_on_path, standin_om, bins3):
@@ -101,7 +105,7 @@ def test_output_parent_is_created(tmp_path, standins_on_path, standin_om, bins3)
 
 
 @pytest.mark.parametrize("mode, expected", [
-    ("output_error", r"\[ERROR\] lines printed.*missing.*\[ERROR\] memcpy device to host failed"),
+    ("output_error", r"\[ERROR\] lines printed.*missing.*EE9999: .*\n.*\[ERROR\] aclrtMemcpy failed"),
     ("no_success", r"'Execute sample success' never printed"),
     ("missing_output", r"output grid_000000_output_0.bin is missing"),
     ("short_output", r"grid_000000_output_0.bin has 156,800 bytes, expected 313,600"),
@@ -114,12 +118,39 @@ def test_exit_zero_failures_are_caught(tmp_path, standins_on_path, standin_om, b
     assert list((tmp_path / "out").iterdir()) == []  # nothing half-done left behind
 
 
-def test_skipped_file_in_folder_mode_is_caught(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
+def test_failed_execute_on_the_second_file_exits_1(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
+    """msame's folder loop: `if (i != 1) continue; else return FAILED` -> exit 1 on index 1."""
     monkeypatch.setenv("STANDIN_MSAME_FAIL_FILE", "grid_000001.bin")
+    with pytest.raises(MsameError, match="exit code 1") as info:
+        run_msame(standin_om, bins3, tmp_path / "out")
+    assert info.value.exit_code == 1
+    assert info.value.error_lines[-2:] == ["[ERROR] model execute failed", "[ERROR] Sample process failed"]
+    assert info.value.error_lines[0].startswith("EE9999: ")  # ACL's own message, quoted first
+
+
+@pytest.mark.parametrize("fail, missing", [
+    ("grid_000002.bin", ["grid_000002"]),  # the last file: logged, skipped, exit 0
+    ("grid_000000.bin", ["grid_000000", "grid_000001"]),  # input not freed: the next fails too
+])
+def test_skipped_file_in_folder_mode_is_caught(tmp_path, standins_on_path, standin_om, bins3, monkeypatch,
+                                               fail, missing):
+    monkeypatch.setenv("STANDIN_MSAME_FAIL_FILE", fail)
     with pytest.raises(MsameError, match="model execute failed") as info:
         run_msame(standin_om, bins3, tmp_path / "out")
-    assert "grid_000001_output_0.bin is missing" in str(info.value)
-    assert info.value.error_lines == ["[ERROR] model execute failed"]
+    for stem in missing:
+        assert f"{stem}_output_0.bin is missing" in str(info.value)
+    assert "[ERROR] model execute failed" in info.value.error_lines
+
+
+def test_every_file_failing_prints_nan_and_is_caught(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
+    monkeypatch.setenv("STANDIN_MSAME_MODE", "exec_fail")
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "grid_000000.bin").write_bytes((bins3 / "grid_000000.bin").read_bytes())
+    lines = []
+    with pytest.raises(MsameError, match="no inference time printed") as info:
+        run_msame(standin_om, tmp_path / "one", tmp_path / "out", on_line=lines.append)
+    assert info.value.exit_code == 0 and "Inference average time : -nan ms" in lines
+    assert not any(line.startswith("Inference time") for line in lines)
 
 
 def test_channel_mismatch_is_caught(tmp_path, standins_on_path, standin_om, bins3):
@@ -127,13 +158,19 @@ def test_channel_mismatch_is_caught(tmp_path, standins_on_path, standin_om, bins
         run_msame(standin_om, bins3, tmp_path / "out", channels=3)
 
 
-def test_nonzero_exit_quotes_msame(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
+def test_nonzero_exit_quotes_msame_and_acl(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
     monkeypatch.setenv("STANDIN_MSAME_DEVICES", "0")
     with pytest.raises(MsameError) as info:
-        run_msame(standin_om, bins3, tmp_path / "out", device=5)
+        run_msame(standin_om, bins3, tmp_path / "out", device=5, npu_smi=None)
     text = str(info.value)
     assert "exit code 1" in text and "[ERROR] acl open device 5 failed" in text
     assert info.value.exit_code == 1
+    # ACL's message (aclGetRecentErrMsg), printed untagged before msame's [ERROR] line, is quoted
+    quoted = text.splitlines()
+    at = quoted.index("  [ERROR] acl open device 5 failed")
+    cause = [line.strip() for line in quoted[at - 4:at]]
+    assert cause[0].startswith("EE1001: ") and "rtSetDevice execute failed" in cause[0]
+    assert cause[1].startswith("Solution:") and cause[2] == "TraceBack (most recent call last):"
 
 
 def test_exec_failure_in_file_mode(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
@@ -199,3 +236,136 @@ def test_discovery_prefers_the_printed_line_over_several_folders(tmp_path):
     assert _discover(lines, tmp_path)[0] == tmp_path / "20211113_073952"
     found, how = _discover(lines[:1], tmp_path)
     assert found is None and "2 folders" in how
+
+
+# --- [ERROR] lines that are not failures (msame at 9d6da90: teardown, unload, CANN's own log) ---
+
+@pytest.mark.parametrize("env, reason", [
+    ({"STANDIN_MSAME_TEARDOWN_FAIL": "stream,finalize"}, "teardown after 'Execute sample success'"),
+    ({"STANDIN_MSAME_TEARDOWN_FAIL": "context,device"}, "teardown after 'Execute sample success'"),
+    ({"STANDIN_MSAME_UNLOAD_FAIL": "1"}, "printed after the outputs were written"),
+])
+def test_error_lines_that_are_not_failures_are_warnings(tmp_path, standins_on_path, standin_om,
+                                                        upstream_onnx, bins3, monkeypatch, caplog, env, reason):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    lines = []
+    with caplog.at_level("WARNING", logger="cgan.ascend.msame"):
+        run = run_msame(standin_om, bins3, tmp_path / "out", channels=1, on_line=lines.append)
+    printed = [line for line in lines if "[ERROR]" in line]
+    assert len(printed) == (1 if "UNLOAD" in str(env) else 2)  # the stand-in really printed them
+    assert len(run.outputs) == 3
+    np.testing.assert_allclose(read_output_bin(run.outputs[2]),
+                               reference(upstream_onnx, bins3 / "grid_000002.bin"), atol=1e-6)
+    assert [w for w in run.warnings if w.startswith("[ERROR]")] == printed
+    assert any(w.startswith("EE9999: ") for w in run.warnings)  # ACL's message kept with them
+    perf = json.loads((run.output_dir / "perf.json").read_text())
+    noted = [n for n in perf["notes"] if n.startswith("msame printed an [ERROR] line that is not a failure")]
+    assert len(noted) == len(printed) and all(reason in n for n in noted)
+    assert perf["tool"]["msame_error_lines_not_failures"] == str(len(printed))
+    log = (run.output_dir / "msame.log").read_text()
+    trailer = [line for line in log.splitlines() if line.startswith("# cgan: not a failure (" + reason)]
+    assert [line.rsplit(": ", 1)[-1] for line in trailer] == printed
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == len(printed)
+
+
+def test_a_verdict_before_the_success_line_still_fails_with_teardown_noise(tmp_path, standins_on_path,
+                                                                           standin_om, bins3, monkeypatch):
+    monkeypatch.setenv("STANDIN_MSAME_MODE", "output_error")
+    monkeypatch.setenv("STANDIN_MSAME_TEARDOWN_FAIL", "device")
+    with pytest.raises(MsameError) as info:
+        run_msame(standin_om, bins3, tmp_path / "out", channels=1)
+    text = str(info.value)
+    assert "[ERROR] aclrtMemcpy failed" in text.split("also printed")[0]
+    assert "[ERROR] reset device failed" in text.split("also printed")[1]
+    assert "[ERROR] reset device failed" not in info.value.error_lines
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_cann_stdout_logging_is_switched_off_for_msame(tmp_path, standins_on_path, calls, standin_om, bins3):
+    env = dict(os.environ, ASCEND_SLOG_PRINT_TO_STDOUT="1", ASCEND_LOG_PRINT_TO_STDOUT="1")
+    run = run_msame(standin_om, bins3, tmp_path / "out", env=env)
+    assert calls("msame")[0]["cann_stdout"] == {}  # msame's process did not get them
+    assert "ASCEND_SLOG_PRINT_TO_STDOUT cleared for msame" in " ".join(run.perf.notes)
+    assert run.warnings == [] and "RUNTIME(" not in run.log_path.read_text()
+
+
+def test_the_standin_prints_cann_error_logs_when_asked(tmp_path, standins_on_path, standin_om, bins3):
+    """The trap the cleared variable avoids, and how the lines are told apart if they come anyway."""
+    import subprocess
+
+    from cgan.ascend.msame_log import classify_errors
+
+    proc = subprocess.run(["msame", "--model", str(standin_om), "--input", str(bins3), "--output",
+                           str(tmp_path / "o")], cwd=tmp_path, capture_output=True, text=True,
+                          env=dict(os.environ, ASCEND_SLOG_PRINT_TO_STDOUT="1"))
+    lines = proc.stdout.splitlines()
+    cann = [line for line in lines if line.startswith("[ERROR] RUNTIME(")]
+    assert proc.returncode == 0 and len(cann) == 1
+    errors = classify_errors(lines)
+    assert errors.verdicts == [] and errors.warnings == cann
+
+
+def test_bin_in_the_output_root_does_not_switch_msame_to_file_mode(tmp_path, standins_on_path, calls,
+                                                                   standin_om, bins3):
+    root = tmp_path / "nightly.bins" / "out"
+    run = run_msame(standin_om, bins3, root)
+    assert len(run.outputs) == 3 and run.output_dir.parent == root
+    argv = calls("msame")[0]["argv"]
+    assert argv[argv.index("--input") + 1] == "../in" and ".bin" not in argv[argv.index("--input") + 1]
+
+
+def test_the_standin_applies_msames_bin_substring_rule(tmp_path, standins_on_path, standin_om, bins3):
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "nightly.bins" / "in"
+    shutil.copytree(bins3, folder)
+    proc = subprocess.run(["msame", "--model", str(standin_om), "--input", str(folder), "--output",
+                           str(tmp_path / "o")], cwd=tmp_path, capture_output=True, text=True)
+    assert "[ERROR] get pic device buffer failed,index is 0" in proc.stdout and proc.returncode == 1
+    assert not list((tmp_path / "o").rglob("*.bin"))
+
+
+# --- device ids: the Device column of npu-smi info, not the NPU column ---
+
+def test_devices_are_checked_against_npu_smis_device_column(tmp_path, standins_on_path, calls,
+                                                            standin_om, bins3, monkeypatch):
+    monkeypatch.setenv("STANDIN_NPU_SMI_SAMPLE", "atlas300_310_x8.txt")  # NPU 2048/2049, devices 0..7
+    run = run_msame(standin_om, bins3, tmp_path / "out", device=7)
+    assert len(run.outputs) == 3
+    monkeypatch.setenv("STANDIN_NPU_SMI_SAMPLE", "310p3_x2.txt")  # devices 0, 1
+    with pytest.raises(AscendError, match=r"device 7 is not a device of this host: .* lists devices 0, 1"):
+        run_msame(standin_om, bins3, tmp_path / "out", device=7)
+    with pytest.raises(AscendError, match="the Device column of `npu-smi info`.*not the NPU column"):
+        run_msame(standin_om, bins3, tmp_path / "out", device=2048)
+    assert len(calls("msame")) == 1  # refused before msame ran
+
+
+def test_an_npu_id_that_is_not_a_device_is_named_as_such(tmp_path, standins_on_path, standin_om, bins3,
+                                                          monkeypatch):
+    sample = (STANDINS / "npu_smi_samples" / "310p3_x2.txt").read_text().replace("| 1       310P3", "| 9       310P3")
+    (tmp_path / "x.txt").write_text(sample)
+    monkeypatch.setenv("STANDIN_NPU_SMI_SAMPLE", str(tmp_path / "x.txt"))  # an absolute path works too
+    with pytest.raises(AscendError, match="9 is in the NPU column, a card number"):
+        run_msame(standin_om, bins3, tmp_path / "out", device=9)
+
+
+def test_without_npu_smi_the_device_is_not_checked(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
+    monkeypatch.setenv("STANDIN_NPU_SMI_FAIL", "1")
+    run = run_msame(standin_om, bins3, tmp_path / "out", device=6)
+    assert "npu-smi absent or unreadable: device id not checked before msame" in run.perf.notes
+
+
+def test_an_om_built_for_another_architecture_is_refused(tmp_path, standins_on_path, calls, standin_om, bins3):
+    from cgan.ascend.target import host_target
+
+    other = "linux_aarch64" if host_target() != "linux_aarch64" else "linux_x86_64"
+    om = tmp_path / f"cgan_{other}.om"
+    om.write_bytes(standin_om.read_bytes())
+    with pytest.raises(AscendError, match=f"built by atc for {other} and cannot run on this {host_target()}"):
+        run_msame(om, bins3, tmp_path / "out")
+    assert calls("msame") == []
+    here = tmp_path / f"cgan_{host_target()}.om"
+    here.write_bytes(standin_om.read_bytes())
+    assert len(run_msame(here, bins3, tmp_path / "out").outputs) == 3

@@ -39,3 +39,35 @@ def test_output_dir_line_both_formats():
         == root / "20211113_073952"
     assert printed_output_dir(["/w/out/2023610_9_5_6_123456"], root) == root / "2023610_9_5_6_123456"
     assert printed_output_dir(["/w/other/20211113_073952", "[INFO] start to process file:/w/out/x"], root) is None
+
+
+def test_classify_errors_tells_verdicts_from_warnings():
+    from cgan.ascend.msame_log import classify_errors
+
+    lines = [
+        "[INFO] acl init success",
+        "[ERROR] RUNTIME(4176,msame):2026-11-30-10:00:00.123.456 [device.cc:1]4176 rtGetDevMsg failed",
+        "EE9999: [PID: 4176] Inner Error!",
+        "        TraceBack (most recent call last):",
+        "[ERROR] aclrtMemcpy failed, ret[507899]",
+        "Inference average time : 2.55 ms",
+        "[ERROR] unload model failed, modelId is 1",
+        "[INFO] unload model success, model Id is 1",
+        "[INFO] pid: 4176 Execute sample success",
+        "EE9999: [PID: 4176] Inner Error!",
+        "[ERROR] destroy stream failed",
+        "[INFO] end to destroy stream",
+        "[ERROR] finalize acl failed",
+    ]
+    errors = classify_errors(lines)
+    assert errors.verdicts == ["EE9999: [PID: 4176] Inner Error!\n        TraceBack (most recent call last):\n"
+                               "[ERROR] aclrtMemcpy failed, ret[507899]"]
+    assert [w.splitlines()[-1] for w in errors.warnings] == [
+        lines[1], "[ERROR] unload model failed, modelId is 1", "[ERROR] destroy stream failed",
+        "[ERROR] finalize acl failed"]
+    assert errors.warnings[2].startswith("EE9999")  # the cause travels with the warning too
+    assert errors.reasons[0].startswith("CANN's own log") and errors.reasons[2].startswith("teardown")
+    # without the success line nothing is teardown: the same [ERROR] lines are verdicts
+    failed = classify_errors([line for line in lines if "Execute sample success" not in line])
+    assert "[ERROR] destroy stream failed" in failed.lines_of(failed.verdicts)
+    assert "[ERROR] unload model failed, modelId is 1" not in failed.lines_of(failed.verdicts)

@@ -51,6 +51,19 @@ NPU5 = """\
 """
 
 
+def test_atlas_300_npu_ids_are_not_device_ids():
+    """Four 310 chips per card: NPU 2048/2049 (card numbers), Device 0..7 (what --device takes)."""
+    from cgan.ascend.errors import AscendError
+    from cgan.ascend.npu_smi import check_device_listed
+
+    chips = parse_npu_smi_info((SAMPLES / "atlas300_310_x8.txt").read_text())
+    assert [(c.npu_id, c.chip_id, c.device_id) for c in chips[3:5]] == [(2048, 3, 3), (2049, 0, 4)]
+    assert [c.device_id for c in chips] == list(range(8)) and soc_version_of(chips) == "Ascend310"
+    assert check_device_listed(7, chips) == 7
+    with pytest.raises(AscendError, match="device 8 is not a device of this host: .* lists devices 0, 1, 2"):
+        check_device_listed(8, chips)
+
+
 def test_container_shows_npu_5_as_logical_device_0():
     chips = parse_npu_smi_info(NPU5)
     assert [(c.npu_id, c.device_id, c.name) for c in chips] == [(5, 0, "910B4")]
