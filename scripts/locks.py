@@ -3,7 +3,8 @@
     python scripts/locks.py split     # requirements.lock (runtime) + requirements-dev.lock (tests, tools)
     python scripts/locks.py wheels    # requirements.wheels.json (needs PyPI; pip's own resolver)
 
-split: the runtime lock is everything that the project's `dependencies` (pyproject.toml) need,
+split: the runtime lock is everything that the project's `dependencies` and its build backend
+(pyproject.toml) need,
 transitively, as installed in this venv, minus torch (installed first, from the CPU index) and the
 project itself; torch's own requirements are walked through and kept. The dev lock is what the
 `test` and `train` extras need on top of that. A package that neither needs is reported and left
@@ -35,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUNTIME_LOCK = REPO / "requirements.lock"
 DEV_LOCK = REPO / "requirements-dev.lock"
 WHEEL_RECORD = REPO / "requirements.wheels.json"
-NOT_LOCKED = {"torch", "cgan-airflow", "pip", "setuptools", "wheel"}
+NOT_LOCKED = {"torch", "cgan-airflow", "pip", "wheel"}
 # The images' platforms: the Airflow image (Debian bookworm, glibc 2.36) and the CANN images
 # (openEuler 22.03, glibc 2.34; Ubuntu 22.04, glibc 2.35), each on x86_64 and aarch64.
 # The oldest glibc of them bounds what a wheel may need.
@@ -81,9 +82,11 @@ def closure(roots: list[str], dists: dict[str, metadata.Distribution]) -> set[st
 
 
 def split() -> None:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project = pyproject["project"]
     dists = installed()
-    runtime = closure(project["dependencies"], dists)
+    # the images install the project with --no-build-isolation: its build backend is runtime too
+    runtime = closure(project["dependencies"] + pyproject["build-system"]["requires"], dists)
     extras = project.get("optional-dependencies", {})
     dev = closure([r for group in ("test", "train") for r in extras.get(group, [])], dists) - runtime
     for path, names, header in ((RUNTIME_LOCK, runtime, RUNTIME_HEADER), (DEV_LOCK, dev, DEV_HEADER)):
@@ -109,31 +112,43 @@ def platform_tag(arch: str) -> str:
     return f"manylinux_{IMAGE_GLIBC[0]}_{IMAGE_GLIBC[1]}_{arch}"
 
 
+def _pip_pick(arch: str, reqs: list[str], tmp: Path) -> tuple[dict[str, str] | None, str]:
+    """({name: wheel file} or None, pip's last error line) for `reqs` on one image platform."""
+    report = tmp / "report.json"
+    report.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-deps", "--ignore-installed",
+           "--only-binary=:all:", "--python-version", PYTHON, "--implementation", "cp", "--abi", f"cp{PYTHON}"]
+    # pip's --platform takes exact tags: the older manylinux ones are listed too
+    for minor in range(IMAGE_GLIBC[1], 16, -1):
+        cmd += ["--platform", f"manylinux_2_{minor}_{arch}"]
+    cmd += ["--platform", f"manylinux2014_{arch}", "--platform", "any",
+            "--target", str(tmp / "target"), "--report", str(report), *reqs]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None, (proc.stderr.strip().splitlines() or ["no wheel"])[-1]
+    picked = {}
+    for item in json.loads(report.read_text())["install"]:
+        url = item["download_info"]["url"]
+        picked[canonicalize_name(item["metadata"]["name"])] = url.rsplit("/", 1)[-1].split("#", 1)[0]
+    return picked, ""
+
+
 def wheels() -> None:
     """The wheel pip picks for every pinned package on every image platform."""
     pins = read_lock(RUNTIME_LOCK)
+    reqs = [f"{name}=={version}" for name, version in sorted(pins.items())]
     record = {"python": f"cp{PYTHON}", "glibc": ".".join(map(str, IMAGE_GLIBC)), "platforms": {}}
-    for arch in ARCHES:
-        files: dict[str, str] = {}
-        for name, version in sorted(pins.items()):  # one at a time: one missing wheel names itself
-            with tempfile.TemporaryDirectory() as tmp:
-                report = Path(tmp) / "report.json"
-                cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-deps",
-                       "--ignore-installed", "--only-binary=:all:", "--python-version", PYTHON,
-                       "--implementation", "cp", "--abi", f"cp{PYTHON}", "--platform", platform_tag(arch)]
-                # pip's --platform takes one tag: older manylinux tags must be listed too
-                for minor in range(IMAGE_GLIBC[1] - 1, 16, -1):
-                    cmd += ["--platform", f"manylinux_2_{minor}_{arch}"]
-                cmd += ["--platform", f"manylinux2014_{arch}", "--platform", "any",
-                        "--target", str(Path(tmp) / "t"), "--report", str(report), f"{name}=={version}"]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    files[name] = "ERROR: " + (proc.stderr.strip().splitlines() or ["no wheel"])[-1]
-                else:
-                    url = json.loads(report.read_text())["install"][0]["download_info"]["url"]
-                    files[name] = url.rsplit("/", 1)[-1].split("#", 1)[0]
-            print(f"{arch} {name}=={version}: {files[name]}", flush=True)
-        record["platforms"][arch] = files
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for arch in ARCHES:
+            files, _ = _pip_pick(arch, reqs, tmp)
+            if files is None:  # one at a time, so that each missing wheel names itself
+                files = {}
+                for req in reqs:
+                    one, error = _pip_pick(arch, [req], tmp)
+                    files[canonicalize_name(req.split("==")[0])] = next(iter(one.values())) if one else f"ERROR: {error}"
+            record["platforms"][arch] = dict(sorted(files.items()))
+            print(f"{arch}: {sum(not f.startswith('ERROR') for f in files.values())}/{len(reqs)} wheels", flush=True)
     WHEEL_RECORD.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     bad = [f"{a} {n}" for a, f in record["platforms"].items() for n, w in f.items() if w.startswith("ERROR")]
     print(f"{WHEEL_RECORD.name} written" + (f"; NO WHEEL for: {', '.join(bad)}" if bad else ""))
