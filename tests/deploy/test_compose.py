@@ -624,3 +624,72 @@ def test_ascend_entrypoint_runs_airflow_commands(tmp_path):
     assert run("bash", "-c", "echo plain") == "plain"
     assert shlex.split(ENTRYPOINT.read_text().splitlines()[0])[0] == "#!/usr/bin/env"
     assert os.access(ENTRYPOINT, os.X_OK)
+
+
+# ----------------------------------------------------------------------------------------------
+# An extra NPU host: docker/compose.npu-host.yaml with docker/npu-host.env.example
+# ----------------------------------------------------------------------------------------------
+
+NPU_HOST = REPO / "docker" / "compose.npu-host.yaml"
+NPU_HOST_ENV = REPO / "docker" / "npu-host.env.example"
+NPU_HOST_VALUES = {
+    "AIRFLOW_POSTGRES_HOST": "10.0.0.10", "AIRFLOW_REDIS_HOST": "10.0.0.10",
+    "CGAN_S3_ENDPOINT": "http://10.0.0.10:9000", "AIRFLOW_EXECUTION_API_SERVER_URL": "http://10.0.0.10:8080/execution/",
+    "AIRFLOW_DB_PASSWORD": "npu-role-password",
+    **{k: OVERRIDES[k] for k in ("REDIS_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
+                                 "AIRFLOW__API__SECRET_KEY", "CGAN_S3_SECRET_KEY", "CGAN_S3_ACCESS_KEY",
+                                 "CGAN_DEFAULT_TARGET", "CGAN_NPU_COUNT")},
+}
+# What differs from docker-compose.yaml's airflow-worker-ascend: the main host's addresses and the role.
+NPU_HOST_DIFFERENT = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC",
+                      "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CELERY__BROKER_URL",
+                      "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW_CONN_CGAN_S3"}
+
+
+@pytest.fixture(scope="module")
+def npu_host_worker(compose_bin, tmp_path_factory) -> dict:
+    env = write_env(tmp_path_factory.mktemp("npu-host") / "npu-host.env", NPU_HOST_VALUES, template=NPU_HOST_ENV)
+    return resolved(compose_bin, env, files=(NPU_HOST,))["services"]["airflow-worker-ascend"]
+
+
+def test_npu_host_worker_is_the_main_files_ascend_worker(npu_host_worker, ascend_config):
+    main = ascend_config["services"]["airflow-worker-ascend"]
+    env, main_env = npu_host_worker["environment"], main["environment"]
+    assert set(env) == set(main_env)
+    assert {k for k in env if env[k] != main_env[k]} == NPU_HOST_DIFFERENT
+    for key in ("command", "user", "group_add", "init", "healthcheck", "stop_grace_period", "deploy", "devices",
+                "image", "restart"):
+        assert npu_host_worker[key] == main[key], key
+    assert [v["target"] for v in npu_host_worker["volumes"]] == [v["target"] for v in main["volumes"]]
+
+
+def test_npu_host_uses_a_non_superuser_role_and_the_main_hosts_addresses(npu_host_worker):
+    env = npu_host_worker["environment"]
+    db = "postgresql+psycopg://cgan_npu:npu-role-password@10.0.0.10/airflow"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == db == env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"]
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + db
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{OVERRIDES['REDIS_PASSWORD']}@10.0.0.10:6379/0"
+    assert json.loads(env["AIRFLOW_CONN_CGAN_S3"])["extra"]["endpoint_url"] == "http://10.0.0.10:9000"
+    sql = (REPO / "docker" / "npu-worker-role.sql").read_text()
+    assert "NOSUPERUSER" in sql and "CREATEDB" not in sql.replace("NOCREATEDB", "")
+    assert "GRANT ALL" not in sql.upper()
+
+
+def test_npu_host_env_holds_no_main_host_secret():
+    text = NPU_HOST.read_text() + NPU_HOST_ENV.read_text()
+    for name in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "POSTGRES_PASSWORD"):
+        assert name not in text, name
+    values = {}
+    for line in NPU_HOST_ENV.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            name, value = line.split("=", 1)
+            values[name] = value
+    for name in ("AIRFLOW_DB_PASSWORD", "REDIS_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
+                 "AIRFLOW__API__SECRET_KEY", "CGAN_S3_SECRET_KEY"):
+        assert values[name] == "", name
+
+
+def test_npu_host_refuses_empty_settings(compose_bin, tmp_path):
+    env = write_env(tmp_path / "npu-host.env", template=NPU_HOST_ENV)  # as shipped
+    proc = run_compose(compose_bin, env, "config", "--quiet", files=(NPU_HOST,))
+    assert proc.returncode != 0 and "is missing a value" in proc.stderr

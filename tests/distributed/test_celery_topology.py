@@ -2,10 +2,16 @@
 
 Started for real, each as its own process group with its own AIRFLOW_HOME and TMPDIR:
 PostgreSQL (a fresh database: metadata DB and Celery result backend), Redis (Celery broker),
-`airflow api-server`, `airflow scheduler` (CeleryExecutor), `airflow dag-processor`, and two
-Celery workers, `airflow celery worker -q default` and `airflow celery worker -q ascend`,
-plus SeaweedFS as S3 for both the per-run artifact store (CGAN_ARTIFACT_ROOT=s3://...) and
-publishing. The run is triggered through the REST API with target=ascend, 3 grids, devices
+`airflow api-server`, `airflow scheduler` (CeleryExecutor), `airflow dag-processor`,
+`airflow triggerer`, and two Celery workers, `airflow celery worker` (default queue) and
+`airflow celery worker -q ascend -c 1`, plus SeaweedFS as S3 for the per-run artifact store
+(CGAN_ARTIFACT_ROOT=s3://...), publishing and the remote task logs.
+
+One source of truth: every component is started with the environment and command that
+docker-compose.yaml gives its service, read with Compose's own parser (compose_env.py), with
+only the test's credentials and addresses swapped in (psycopg driver, FAB auth manager, shared
+Fernet key / JWT secret / [api] secret_key, the cgan_s3 connection, remote logging: all the
+compose file's). The workers' compose healthchecks are run against the live workers. The run is triggered through the REST API with target=ascend, 3 grids, devices
 [0, 1], seed 1. Only the ascend worker has the Ascend tools: the atc/msame stand-ins of
 tests/standins (a fake CANN toolkit whose set_env.sh puts atc on PATH, CGAN_MSAME, the
 stand-ins on PATH, and the STANDIN_*_CALLS call logs in a folder only that worker is told
@@ -52,8 +58,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.airflow_stack import s3_connection
-from tests.distributed.topology import (CeleryStack, Worker, check_services, require_services,
+from tests.deploy.compose import ComposeUnavailable, compose_binary
+from tests.distributed.compose_env import COMPONENTS, SWAPPED, UNUSED_SECRETS, differences
+from tests.distributed.topology import (CeleryStack, S3Target, Worker, check_services, require_services,
                                         services_required, tail)
 from tests.standins.fixtures import STANDINS, TOOLKIT_VERSION
 
@@ -66,6 +73,16 @@ RAN = {("plan", -1), ("shards", -1), ("export_onnx", -1), ("input_bins", -1), ("
        ("atc_convert", -1), ("msame_infer", 0), ("msame_infer", 1), ("postprocess", -1), ("publish", -1)}
 RUN_DEADLINE_S = 12 * 60
 DAG_PARSE_DEADLINE_S = 180
+
+
+def make_cann_python(folder: Path, calls: Path) -> Path:
+    """Stand-in of the CANN image's Python (CGAN_ASCEND_PYTHON): it logs each use and runs this
+    venv's interpreter, because the stand-in atc/msame (`#!/usr/bin/env python3`) need onnxruntime."""
+    folder.mkdir(parents=True)
+    python = folder / "python3"
+    python.write_text(f'#!/bin/sh\necho "$1" >> "{calls}"\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    return python
 
 
 def make_fake_toolkit(home: Path) -> Path:
@@ -146,6 +163,10 @@ def wait_for_run(stack: CeleryStack, run_id: str) -> str:
 def services_or_skip():
     """Skip before the S3 server starts when a service is missing and not required."""
     _, problem = check_services()
+    try:
+        compose_binary()
+    except ComposeUnavailable as exc:
+        problem = "; ".join(p for p in (problem, str(exc)) if p)
     if problem and not services_required():
         pytest.skip(problem)
 
@@ -163,23 +184,36 @@ def test_ascend_run_on_celery_workers_routes_npu_tasks_and_publishes(services_or
     ascend_private = tmp_path / "ascend-node"  # only the ascend worker is told about this folder
     toolkit = make_fake_toolkit(ascend_private / "ascend-toolkit")
     atc_calls, msame_calls = ascend_private / "atc.jsonl", ascend_private / "msame.jsonl"
-    ascend_env = {
-        "CGAN_ASCEND_TOOLKIT": str(toolkit),
-        "CGAN_MSAME": str(STANDINS / "msame"),
-        "STANDIN_ATC_CALLS": str(atc_calls),
-        "STANDIN_MSAME_CALLS": str(msame_calls),
-        # the stand-ins are `#!/usr/bin/env python3` scripts that need onnxruntime: venv first
-        "PATH": os.pathsep.join([str(STANDINS), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-    }
-    common_env = {
-        "CGAN_ARTIFACT_ROOT": f"s3://{artifact_bucket}/artifacts",
-        "CGAN_PUBLISH_BUCKET": publish_bucket,
-        "AIRFLOW_CONN_CGAN_S3": s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
-    }
+    python_calls = ascend_private / "cann-python.log"
+    cann_python = make_cann_python(ascend_private / "cann-python" / "bin", python_calls)
+    # CGAN_ASCEND_PYTHON: the Ascend image's ENV (docker/ascend-worker.Dockerfile); CGAN_MSAME=msame
+    # and CGAN_ASCEND_TOOLKIT (swapped for the stand-in toolkit) come from the compose file
+    ascend_env = {"CGAN_ASCEND_PYTHON": str(cann_python),
+                  "STANDIN_ATC_CALLS": str(atc_calls), "STANDIN_MSAME_CALLS": str(msame_calls)}
+    log_bucket = f"cgan-dist-logs-{token}"
+    s3.create_bucket(Bucket=log_bucket)
+    target = S3Target(endpoint=local_s3["endpoint"], access_key=local_s3["access_key"],
+                      secret_key=local_s3["secret_key"], artifact_root=f"s3://{artifact_bucket}/artifacts",
+                      publish_bucket=publish_bucket, log_folder=f"s3://{log_bucket}/logs")
     workers = [Worker("default", default_node), Worker("ascend", ascend_node, extra_env=ascend_env)]
 
-    with CeleryStack(services, tmp_path / "stack", common_env=common_env, workers=workers) as stack:
+    with CeleryStack(services, tmp_path / "stack", s3=target, toolkit=str(toolkit), workers=workers) as stack:
         startup_s = time.monotonic() - started
+        # one source of truth: each component runs with its compose service's environment
+        started_envs = {c.name: c.env for c in stack.components}
+        assert set(started_envs) == set(COMPONENTS) - {"cli"}
+        for name, env in started_envs.items():
+            assert differences(stack.compose.compose_env[name], env) == {}, name
+            for key in SWAPPED.keys() & stack.compose.compose_env[name].keys():
+                assert env[key] == stack.compose.env[name][key], (name, key)
+            assert not any(v in json.dumps(env) for v in UNUSED_SECRETS.values()), name
+        ascend_compose = stack.compose.compose_env["worker-ascend"]
+        assert ascend_compose["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg://")
+        assert ascend_compose["AIRFLOW__CORE__AUTH_MANAGER"].endswith("FabAuthManager")
+        # the compose file's worker healthchecks pass against the live workers
+        for queue in ("default", "ascend"):
+            check = stack.healthcheck(queue)
+            assert check.returncode == 0 and "pong" in check.stdout, (queue, check.stdout, check.stderr)
         # the default worker really could not run an Ascend task
         default_env = stack.worker_components["default"].env
         assert shutil.which("atc", path=default_env["PATH"]) is None
@@ -236,6 +270,15 @@ def test_ascend_run_on_celery_workers_routes_npu_tasks_and_publishes(services_or
         assert sorted(c["argv"][c["argv"].index("--device") + 1] for c in msame) == ["0", "1"]
         assert all(c["cwd"].startswith(ascend_tmp) for c in atc + msame), (ascend_tmp, atc, msame)
         assert all(c["ascend_opp_path"] for c in msame)  # set_env.sh's environment reached msame
+        # atc and msame started through CANN's Python (CGAN_ASCEND_PYTHON), not the venv's
+        used = python_calls.read_text().split() if python_calls.exists() else []
+        assert sum(Path(u).name == "atc" for u in used) == 1 and sum(Path(u).name == "msame" for u in used) == 2, used
+
+        # remote task logs reached the log bucket through the cgan_s3 connection
+        logs = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=log_bucket)
+                for o in page.get("Contents", [])]
+        for task in ("atc_convert", "msame_infer", "publish"):
+            assert any(f"task_id={task}" in k for k in logs), f"no remote log of {task} in {log_bucket}: {logs}"
 
         # artifacts crossed workers through S3: the workspace written by both workers
         workspace = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=artifact_bucket)
