@@ -141,12 +141,20 @@ def wheels() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for arch in ARCHES:
-            files, _ = _pip_pick(arch, reqs, tmp)
-            if files is None:  # one at a time, so that each missing wheel names itself
-                files = {}
-                for req in reqs:
-                    one, error = _pip_pick(arch, [req], tmp)
-                    files[canonicalize_name(req.split("==")[0])] = next(iter(one.values())) if one else f"ERROR: {error}"
+            files: dict[str, str] = {}
+            todo = list(reqs)
+            while todo:  # pip names the first requirement without a wheel: record it, go on without it
+                picked, error = _pip_pick(arch, todo, tmp)
+                if picked is not None:
+                    files.update(picked)
+                    break
+                missing = re.search(r"No matching distribution found for ([A-Za-z0-9_.\-]+)==", error)
+                if missing is None:
+                    raise SystemExit(f"{arch}: pip failed: {error}")
+                name = canonicalize_name(missing.group(1))
+                files[name] = f"ERROR: {error}"
+                print(f"{arch}: no wheel: {error}", flush=True)
+                todo = [r for r in todo if canonicalize_name(r.split("==")[0]) != name]
             record["platforms"][arch] = dict(sorted(files.items()))
             print(f"{arch}: {sum(not f.startswith('ERROR') for f in files.values())}/{len(reqs)} wheels", flush=True)
     WHEEL_RECORD.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
