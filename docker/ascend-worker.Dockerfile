@@ -73,9 +73,10 @@ RUN if [ ! -f "${CGAN_ASCEND_TOOLKIT}/set_env.sh" ]; then \
       echo "ERROR: atc is not on PATH after sourcing ${CGAN_ASCEND_TOOLKIT}/set_env.sh" >&2; exit 1; \
     fi
 
-# Python 3.11 (requirements.lock is frozen for it). CANN's Python gets a folder of its own
+# Python 3.11, 3.11.5 or newer (requirements.lock is frozen for 3.11; soupsieve in it requires
+# >= 3.11.5: scripts/locks.py min_python). CANN's Python gets a folder of its own
 # (CGAN_ASCEND_PYTHON); the project's venv does not see the base image's packages.
-RUN "${PYTHON}" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "ERROR: %s is Python %s; the ascend worker needs Python 3.11 (set the build argument PYTHON or pick a py3.11 CANN image)" % (sys.executable, sys.version.split()[0]))' \
+RUN "${PYTHON}" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) and sys.version_info >= (3, 11, 5) else "ERROR: %s is Python %s; the ascend worker needs Python 3.11.5 or a newer 3.11 (set the build argument PYTHON or pick a py3.11 CANN image)" % (sys.executable, sys.version.split()[0]))' \
  && mkdir -p /opt/cann-python/bin \
  && ln -s "$(readlink -f "$(command -v "${PYTHON}")")" "${CGAN_ASCEND_PYTHON}" \
  && "${CGAN_ASCEND_PYTHON}" -c 'import sys; sys.exit(0 if sys.prefix == sys.base_prefix else "CANN Python is a venv")' \

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,16 +109,30 @@ def read_lock(path: Path) -> dict[str, str]:
     return pins
 
 
+def min_python(names: set[str] | None = None) -> str:
+    """The oldest Python 3.11.x that every runtime package's Requires-Python accepts (installed
+    metadata): the images' Python must be at least this (docker/ascend-worker.Dockerfile checks)."""
+    dists = installed()
+    names = set(read_lock(RUNTIME_LOCK)) if names is None else names
+    specs = [SpecifierSet(dists[n].metadata["Requires-Python"]) for n in names
+             if n in dists and dists[n].metadata["Requires-Python"]]
+    for patch in range(0, 40):
+        version = f"3.{PYTHON[1:]}.{patch}"
+        if all(spec.contains(version) for spec in specs):
+            return version
+    raise SystemExit("no Python 3.11.x satisfies every Requires-Python of the runtime lock")
+
+
 def platform_tag(arch: str) -> str:
     return f"manylinux_{IMAGE_GLIBC[0]}_{IMAGE_GLIBC[1]}_{arch}"
 
 
-def _pip_pick(arch: str, reqs: list[str], tmp: Path) -> tuple[dict[str, str] | None, str]:
+def _pip_pick(arch: str, reqs: list[str], tmp: Path, python: str) -> tuple[dict[str, str] | None, str]:
     """({name: wheel file} or None, pip's last error line) for `reqs` on one image platform."""
     report = tmp / "report.json"
     report.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-deps", "--ignore-installed",
-           "--only-binary=:all:", "--python-version", PYTHON, "--implementation", "cp", "--abi", f"cp{PYTHON}"]
+           "--only-binary=:all:", "--python-version", python, "--implementation", "cp", "--abi", f"cp{PYTHON}"]
     # pip's --platform takes exact tags: the older manylinux ones are listed too
     for minor in range(IMAGE_GLIBC[1], 16, -1):
         cmd += ["--platform", f"manylinux_2_{minor}_{arch}"]
@@ -137,14 +152,16 @@ def wheels() -> None:
     """The wheel pip picks for every pinned package on every image platform."""
     pins = read_lock(RUNTIME_LOCK)
     reqs = [f"{name}=={version}" for name, version in sorted(pins.items())]
-    record = {"python": f"cp{PYTHON}", "glibc": ".".join(map(str, IMAGE_GLIBC)), "platforms": {}}
+    python = min_python()
+    record = {"python": f"cp{PYTHON}", "python_version": python, "glibc": ".".join(map(str, IMAGE_GLIBC)),
+              "platforms": {}}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for arch in ARCHES:
             files: dict[str, str] = {}
             todo = list(reqs)
             while todo:  # pip names the first requirement without a wheel: record it, go on without it
-                picked, error = _pip_pick(arch, todo, tmp)
+                picked, error = _pip_pick(arch, todo, tmp, python)
                 if picked is not None:
                     files.update(picked)
                     break

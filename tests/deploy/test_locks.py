@@ -107,6 +107,10 @@ def test_record_is_for_the_images_platforms():
     rec = record()
     assert rec["python"] == "cp311" and rec["glibc"] == "2.34"
     assert set(rec["platforms"]) == {"x86_64", "aarch64"}
+    # the oldest 3.11 that every package's Requires-Python accepts, and the image checks for it
+    assert rec["python_version"] == locks.min_python()
+    patch = int(rec["python_version"].split(".")[2])
+    assert f"sys.version_info >= (3, 11, {patch})" in (REPO / "docker" / "ascend-worker.Dockerfile").read_text()
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
