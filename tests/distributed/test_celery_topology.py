@@ -96,6 +96,16 @@ def make_fake_toolkit(home: Path) -> Path:
     return home
 
 
+def live_log(port: str, relative: str, secret_key: str):
+    """GET a task log from a worker's log server, signed as the api-server signs it."""
+    import httpx
+    from airflow.api_fastapi.auth.tokens import JWTGenerator
+
+    token = JWTGenerator(secret_key=secret_key, algorithm="HS512", private_key=None, issuer=None,
+                         valid_for=30, audience="task-instance-logs").generate({"filename": relative})
+    return httpx.get(f"http://127.0.0.1:{port}/log/{relative}", headers={"Authorization": token}, timeout=30)
+
+
 def read_calls(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -285,6 +295,17 @@ def test_ascend_run_on_celery_workers_routes_npu_tasks_and_publishes(services_or
                 break
             time.sleep(3)
         assert not missing, f"no remote log of {missing} in {log_bucket}: {logs}"
+
+        # live logs: the ascend worker's log server accepts what the api-server signs with the
+        # shared [api] secret_key (the compose file's AIRFLOW__API__SECRET_KEY), and 403s any other key
+        log_file = next(f for f in stack.task_log_files("ascend") if "task_id=atc_convert" in str(f))
+        relative = str(log_file.relative_to(stack.worker_components["ascend"].home / "logs"))
+        port = stack.worker_components["ascend"].env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"]
+        assert stack.worker_components["ascend"].env["AIRFLOW__API__SECRET_KEY"] == stack.deployment.api_secret_key
+        for key, status in ((stack.deployment.api_secret_key, 200), (secrets.token_urlsafe(32), 403)):
+            got = live_log(port, relative, key)
+            assert got.status_code == status, (status, got.status_code, got.text[:300])
+        assert "atc" in live_log(port, relative, stack.deployment.api_secret_key).text
 
         # artifacts crossed workers through S3: the workspace written by both workers
         workspace = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=artifact_bucket)
