@@ -358,7 +358,7 @@ class CeleryStack:
     """Start the topology; `with CeleryStack(...) as stack:` stops it and cleans up on exit."""
 
     def __init__(self, services: Services, root: Path, *, s3: S3Target, toolkit: str,
-                 workers: list[Worker], startup_timeout: float = 300):
+                 workers: list[Worker], startup_timeout: float = 600):
         self.services = services
         self.startup_timeout = startup_timeout
         self.root = root
