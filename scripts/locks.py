@@ -4,16 +4,17 @@
     python scripts/locks.py wheels    # requirements.wheels.json (needs PyPI; pip's own resolver)
 
 split: the runtime lock is everything that the project's `dependencies` and its build backend
-(pyproject.toml) need,
-transitively, as installed in this venv, minus torch (installed first, from the CPU index) and the
-project itself; torch's own requirements are walked through and kept. The dev lock is what the
-`test` and `train` extras need on top of that. A package that neither needs is reported and left
-out. Versions are the installed ones (`make lock` first installs what you added by hand).
+(pyproject.toml) need, transitively, as installed in this venv, minus torch (installed first,
+from the CPU index) and the project itself; torch's own requirements are walked through and
+kept. The dev lock is what the `test` and `train` extras need on top of that. A package that
+neither needs is reported and left out. Versions are the installed ones (install what you
+added to pyproject.toml by hand first).
 
-wheels: for each image platform (PLATFORMS), pip resolves the runtime lock with
-`--only-binary=:all: --platform ... --dry-run --report` and the record keeps, per package, the
-wheel file it would install (or the error when there is none). tests/deploy/test_locks.py checks
-the record offline against the lock and the platforms' tags.
+wheels: for each image platform (CPython 3.11 at the oldest patch every package accepts,
+manylinux for IMAGE_GLIBC, each of ARCHES), pip resolves the runtime lock with
+`--only-binary=:all: --platform ... --dry-run --report`, and the record keeps, per package, the
+wheel file it would install (or pip's error when there is none). tests/deploy/test_locks.py
+checks the record offline against the lock and the platforms' tags.
 """
 
 from __future__ import annotations
@@ -121,10 +122,6 @@ def min_python(names: set[str] | None = None) -> str:
         if all(spec.contains(version) for spec in specs):
             return version
     raise SystemExit("no Python 3.11.x satisfies every Requires-Python of the runtime lock")
-
-
-def platform_tag(arch: str) -> str:
-    return f"manylinux_{IMAGE_GLIBC[0]}_{IMAGE_GLIBC[1]}_{arch}"
 
 
 def _pip_pick(arch: str, reqs: list[str], tmp: Path, python: str) -> tuple[dict[str, str] | None, str]:
