@@ -305,7 +305,7 @@ def test_ascend_run_on_celery_workers_routes_npu_tasks_and_publishes(services_or
         for key, status in ((stack.deployment.api_secret_key, 200), (secrets.token_urlsafe(32), 403)):
             got = live_log(port, relative, key)
             assert got.status_code == status, (status, got.status_code, got.text[:300])
-        assert "atc" in live_log(port, relative, stack.deployment.api_secret_key).text
+        assert live_log(port, relative, stack.deployment.api_secret_key).content == log_file.read_bytes()
 
         # artifacts crossed workers through S3: the workspace written by both workers
         workspace = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=artifact_bucket)
