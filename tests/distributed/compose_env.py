@@ -15,7 +15,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.deploy.compose import compose_binary, resolved, write_env
+from tests.deploy.compose import REPO, compose_binary, resolved, write_env
+
+NPU_HOST_COMPOSE = REPO / "docker" / "compose.npu-host.yaml"
+NPU_HOST_ENV = REPO / "docker" / "npu-host.env.example"
 
 # test component -> compose service
 COMPONENTS = {
@@ -84,19 +87,20 @@ class TestDeployment:
                 f"AIRFLOW_EXECUTION_API_SERVER_URL={self.api_url}/execution/")
 
 
-def _swap_db(value: str, database_url: str) -> str:
+def _swap_db(value: str, database_url: str, keep_role: bool = False) -> str:
     from sqlalchemy.engine import make_url
 
     prefix = "db+" if value.startswith("db+") else ""
     compose_url = make_url(value.removeprefix("db+"))
-    test_url = make_url(database_url)
-    swapped = test_url.set(drivername=compose_url.drivername)
+    swapped = make_url(database_url).set(drivername=compose_url.drivername)
+    if keep_role:  # the compose file's role and password (an NPU host's least-privilege role)
+        swapped = swapped.set(username=compose_url.username, password=compose_url.password)
     return prefix + swapped.render_as_string(hide_password=False)
 
 
-def _swap(key: str, value: str, dep: TestDeployment) -> str:
+def _swap(key: str, value: str, dep: TestDeployment, keep_role: bool = False) -> str:
     if key in DB_KEYS:
-        return _swap_db(value, dep.database_url)
+        return _swap_db(value, dep.database_url, keep_role)
     if key == "AIRFLOW__CELERY__BROKER_URL":
         scheme = value.split("://", 1)[0]
         assert dep.redis_url.startswith(scheme + "://"), (value, dep.redis_url)
@@ -132,6 +136,23 @@ def compose_services(dep: TestDeployment, workdir: Path) -> ComposeServices:
         leftovers = [k for k, v in env[component].items() for s in UNUSED_SECRETS.values() if s in v]
         assert not leftovers, f"{service_name}: {leftovers} still hold a compose-only secret after the swaps"
     return ComposeServices(compose_env, commands, healthchecks, env)
+
+
+def npu_host_service(dep: TestDeployment, workdir: Path, role: str, password: str) -> tuple[dict, dict, list, list]:
+    """docker/compose.npu-host.yaml's worker for this test deployment, logging in as `role`:
+    (compose environment, environment after the swaps (the role kept), command, healthcheck)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    values = {k: v for k, v in dep.env_file_values().items()
+              if k in ("FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
+                       "CGAN_S3_ACCESS_KEY", "CGAN_S3_SECRET_KEY", "REDIS_PASSWORD", "CGAN_NPU_COUNT")}
+    values |= {"AIRFLOW_POSTGRES_HOST": "main-host.invalid", "AIRFLOW_REDIS_HOST": "main-host.invalid",
+               "CGAN_S3_ENDPOINT": dep.s3_endpoint, "AIRFLOW_EXECUTION_API_SERVER_URL": f"{dep.api_url}/execution/",
+               "AIRFLOW_DB_USER": role, "AIRFLOW_DB_PASSWORD": password}
+    env_file = write_env(workdir / "npu-host.env", values, template=NPU_HOST_ENV)
+    service = resolved(compose_binary(), env_file, files=(NPU_HOST_COMPOSE,))["services"]["airflow-worker-ascend"]
+    raw = {k: "" if v is None else str(v) for k, v in service["environment"].items()}
+    env = {k: _swap(k, v, dep, keep_role=True) if k in SWAPPED else v for k, v in raw.items()}
+    return raw, env, service["command"], service["healthcheck"]["test"]
 
 
 def differences(compose_env: dict[str, str], started: dict[str, str]) -> dict[str, tuple[str | None, str | None]]:

@@ -10,24 +10,18 @@ the distributed test (tests/distributed/topology.py says where it looks).
 
 from __future__ import annotations
 
-import re
 import secrets
-import shutil
-import subprocess
 
 import pytest
 
-from tests.deploy.compose import REPO
+from tests.distributed.npu_role import apply_role, psql_missing
 from tests.distributed.topology import _libpq_url, check_services, services_required
-
-SQL = REPO / "docker" / "npu-worker-role.sql"
 
 
 @pytest.fixture()
 def scratch():
     found, problem = check_services()
-    if problem is None and shutil.which("psql") is None:
-        problem = "psql is not installed (Debian: postgresql-client)"
+    problem = problem or psql_missing()
     if problem:
         if services_required():
             pytest.fail(f"CGAN_REQUIRE_SERVICES=1 but {problem}", pytrace=False)
@@ -62,19 +56,9 @@ def test_npu_worker_role_reads_and_writes_rows_but_cannot_change_the_schema(scra
     admin_url, names, admin = scratch
     owner = connect(admin_url, names["db"], names["owner"])
     owner.execute("CREATE TABLE before_grants (id serial PRIMARY KEY, v text)")
-    sql = SQL.read_text()
-    sql = re.sub(r"\bcgan_npu\b", names["npu"], sql)
-    sql = re.sub(r"(DATABASE|ROLE) airflow\b", lambda m: f"{m.group(1)} {names['db' if m.group(1) == 'DATABASE' else 'owner']}", sql)
-    assert "airflow" not in re.sub(r"^--.*$", "", sql, flags=re.M)
     password = secrets.token_hex(8)
-    admin_libpq = _libpq_url(admin_url).rsplit("/", 1)[0] + f"/{names['db']}"
-    # as the file says: psql as the owner of the database (here the server's admin, in that database)
-    proc = subprocess.run(["psql", "-v", "ON_ERROR_STOP=1", "-v", f"npu_password='{password}'", admin_libpq],
-                          input=sql, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run(["psql", "-v", "ON_ERROR_STOP=1", "-v", f"npu_password='{password}'", admin_libpq],
-                          input=sql, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, f"running it again failed: {proc.stderr}"
+    for _ in range(2):  # the file is safe to run again
+        apply_role(admin_url, names["db"], names["owner"], names["npu"], password)
     owner.execute("CREATE TABLE after_grants (id serial PRIMARY KEY, v text)")  # a later migration
 
     role = admin.execute("select rolsuper, rolcreatedb, rolcreaterole from pg_roles where rolname = %s",

@@ -567,11 +567,37 @@ class CeleryStack:
         """The compose file's healthcheck of that worker's service, run in the worker's environment
         with HOSTNAME = its Celery node name (what Docker's HOSTNAME is in the container)."""
         worker = next(w for w in self.workers if w.queue == queue)
-        test = self.compose.healthchecks[worker.component]
-        assert test[0] == "CMD-SHELL", test
-        env = {**self.worker_components[queue].env, "HOSTNAME": worker.node}
-        return subprocess.run(["/bin/sh", "-c", test[1].replace("$$", "$")], env=env, cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
+        return run_healthcheck(self.compose.healthchecks[worker.component], self.worker_components[queue].env,
+                               worker.node)
+
+    def start_npu_host_worker(self, role: str, password: str, node: str, **extra: str) -> tuple[Component, list]:
+        """A worker as an extra NPU host runs it: docker/compose.npu-host.yaml's environment and
+        command, logging in to the database as `role`. Returns it (ready) and its healthcheck."""
+        from tests.distributed.compose_env import npu_host_service
+
+        raw, compose_env, command, test = npu_host_service(self.deployment, self.root / "compose-npu-host",
+                                                           role, password)
+        name = "worker-npu-host"
+        env = airflow_env(self.root / "homes" / name)
+        env.update(compose_env)
+        added = {**self._test_only(name), "CGAN_TEST_NODE": node, "AIRFLOW__CORE__HOSTNAME_CALLABLE": NODE_CALLABLE,
+                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()), **extra}
+        assert not set(added) & set(compose_env), set(added) & set(compose_env)
+        env.update(added)
+        logs = self.root / "logs"
+        comp = Component(name, [AIRFLOW, *command, "--celery-hostname", node], env, Path(env["AIRFLOW_HOME"]),
+                         logs / f"{name}.log")
+        comp.start()
+        self.components.append(comp)
+        self._wait(f"celery worker {node}", lambda: f"@{node} ready" in comp.text(),
+                   time.monotonic() + self.startup_timeout)
+        return comp, test
+
+
+def run_healthcheck(test: list[str], env: dict[str, str], node: str) -> subprocess.CompletedProcess:
+    assert test[0] == "CMD-SHELL", test
+    return subprocess.run(["/bin/sh", "-c", test[1].replace("$$", "$")], env={**env, "HOSTNAME": node}, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
 
     def diagnostics(self, lines: int = 40) -> str:
         parts = []
