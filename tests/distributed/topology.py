@@ -593,12 +593,6 @@ class CeleryStack:
                    time.monotonic() + self.startup_timeout)
         return comp, test
 
-
-def run_healthcheck(test: list[str], env: dict[str, str], node: str) -> subprocess.CompletedProcess:
-    assert test[0] == "CMD-SHELL", test
-    return subprocess.run(["/bin/sh", "-c", test[1].replace("$$", "$")], env={**env, "HOSTNAME": node}, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-
     def diagnostics(self, lines: int = 40) -> str:
         parts = []
         for comp in self.components:
@@ -610,3 +604,9 @@ def run_healthcheck(test: list[str], env: dict[str, str], node: str) -> subproce
         """The task log files that one worker wrote under its own AIRFLOW_HOME."""
         home = self.worker_components[queue].home
         return sorted((home / "logs").rglob("attempt=*.log"))
+
+
+def run_healthcheck(test: list[str], env: dict[str, str], node: str) -> subprocess.CompletedProcess:
+    assert test[0] == "CMD-SHELL", test
+    return subprocess.run(["/bin/sh", "-c", test[1].replace("$$", "$")], env={**env, "HOSTNAME": node}, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
