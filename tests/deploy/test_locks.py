@@ -50,6 +50,44 @@ def test_runtime_lock_is_exactly_what_the_project_needs():
         assert dists[name].version == version, f"{name}: lock {version}, installed {dists[name].version}"
 
 
+def lock_conflicts(pins: dict[str, str], dists: dict) -> list[str]:
+    """`pip check` over a set of pins: every requirement of every pinned package (markers of this
+    Python and platform) is pinned too, at a version its specifier accepts."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    env = default_environment() | {"extra": ""}
+    found = []
+    for name in sorted(pins):
+        for text in dists[name].requires or ():
+            req = Requirement(text)
+            if req.marker is not None and not req.marker.evaluate(env):
+                continue
+            dep = canonicalize_name(req.name)
+            if dep in locks.NOT_LOCKED:
+                continue
+            if dep not in pins:
+                found.append(f"{name} needs {req}, which is not pinned")
+            elif not req.specifier.contains(pins[dep], prereleases=True):
+                found.append(f"{name} needs {req}, pinned {dep}=={pins[dep]}")
+    return found
+
+
+def test_runtime_lock_alone_is_consistent():
+    """What `pip check` says in an image that holds only the runtime lock (and torch)."""
+    assert lock_conflicts(runtime(), locks.installed()) == []
+
+
+def test_the_consistency_check_can_fail():
+    dists = locks.installed()
+    pins = dict(runtime())
+    pins.pop("kombu")  # celery needs it
+    assert any("kombu" in p and "not pinned" in p for p in lock_conflicts(pins, dists))
+    pins = dict(runtime())
+    pins["numpy"] = "1.0.0"
+    assert any("numpy" in p and "pinned numpy==1.0.0" in p for p in lock_conflicts(pins, dists))
+
+
 def test_closure_follows_extras_and_markers():
     """The closure can tell: psycopg[binary] pulls psycopg-binary; pytest is no runtime need."""
     dists = locks.installed()
