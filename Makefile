@@ -17,14 +17,15 @@ QUIET := 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
 install: $(STAMP)
 
-# torch first and alone (a CPU wheel; see requirements.lock), then the pinned rest without
-# resolving, then the project itself in editable mode.
-$(STAMP): requirements.lock pyproject.toml
+# torch first and alone (a CPU wheel; see requirements.lock), then the pinned runtime
+# environment and the test/bench/tool packages (requirements-dev.lock) without resolving, then
+# the project itself in editable mode. The images install requirements.lock only.
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH_PIN) $(QUIET)
 	$(BIN)/python -c "import torch, sys; sys.exit(torch.version.cuda is not None)" || \
 	  (echo "a CUDA torch build is installed in $(VENV); remove $(VENV) and run make again" && false)
-	$(PIP) install -q --no-deps -r requirements.lock $(QUIET)
+	$(PIP) install -q --no-deps -r requirements.lock -r requirements-dev.lock $(QUIET)
 	$(PIP) install -q --no-deps --no-build-isolation -e . $(QUIET)
 	$(PIP) check
 	touch $(STAMP)
@@ -40,11 +41,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# Rewrite requirements.lock from the current .venv (after adding a dependency to it by hand).
+# Rewrite requirements.lock (runtime) and requirements-dev.lock (tests, tools) from the current
+# .venv, after adding a dependency to pyproject.toml and installing it by hand; then the record
+# of the runtime lock's wheels for the images' platforms (needs PyPI; tests/deploy/test_locks.py).
 lock:
-	{ sed -n '1,3p' requirements.lock; $(PIP) freeze --all --exclude-editable | \
-	  grep -v -iE '^(torch|cgan-airflow|pip)=='; } > requirements.lock.new
-	mv requirements.lock.new requirements.lock
+	$(BIN)/python scripts/locks.py split
+	$(BIN)/python scripts/locks.py wheels
 
 # Re-train the committed models (not part of CI; see README "Models").
 train: install

@@ -10,6 +10,11 @@ The version, part of the conversion cache key, is read from (first found):
   $ASCEND_TOOLKIT_HOME/<arch>-linux/ascend_toolkit_install.info (as set by set_env.sh)
   <home>/latest/version.cfg                                 its `*version*=` lines
 then the first line of `atc --version`, else "unknown".
+
+CANN's Python: atc compiles operators with the `python3` on PATH and the packages CANN pins
+(numpy, protobuf, ...). Where CGAN_ASCEND_PYTHON names that interpreter (the Ascend image sets
+it), the tools' environment has its folder first on PATH and no trace of this project's venv
+(its bin folder, VIRTUAL_ENV, PYTHONHOME), so the venv's numpy/protobuf never reach atc or msame.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +33,7 @@ DEFAULT_TOOLKIT_HOME = Path("/usr/local/Ascend/ascend-toolkit")
 SET_ENV_NAME = "set_env.sh"
 SOURCE_SCRIPT = 'source "$1" >/dev/null && env -0'
 INFO_NAME = "ascend_toolkit_install.info"
+CANN_PYTHON_VAR = "CGAN_ASCEND_PYTHON"
 
 
 @dataclass
@@ -39,6 +46,35 @@ class Toolkit:
     notes: list[str] = field(default_factory=list)
 
 
+def tools_base_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment that atc and msame start from: `environ` (default os.environ), and where
+    CGAN_ASCEND_PYTHON is set, CANN's Python first on PATH and the project's venv removed."""
+    env = dict(os.environ if environ is None else environ)
+    python = env.get(CANN_PYTHON_VAR, "").strip()
+    if not python:
+        return env
+    path = check_path(python, CANN_PYTHON_VAR)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise ToolchainNotFound(f"{CANN_PYTHON_VAR}={python} is not an executable file: set it to the "
+                                "python3 of the CANN image (the one its toolkit's packages are installed for)")
+    venvs = {Path(p).resolve() for p in (env.pop("VIRTUAL_ENV", None), sys.prefix) if p}
+    venvs.discard(Path(sys.base_prefix).resolve())
+    env.pop("PYTHONHOME", None)
+
+    def outside(entry: str) -> bool:
+        return not any(Path(entry).resolve().is_relative_to(v) for v in venvs)
+
+    for var in ("PATH", "PYTHONPATH"):
+        kept = [e for e in env.get(var, "").split(os.pathsep) if e and outside(e)]
+        if var == "PATH":
+            kept.insert(0, str(path.parent))
+        if kept:
+            env[var] = os.pathsep.join(kept)
+        else:
+            env.pop(var, None)
+    return env
+
+
 def load_set_env(set_env: str | os.PathLike, base_env: dict[str, str] | None = None,
                  timeout_s: float = 60) -> dict[str, str]:
     """The environment after `source set_env.sh`, as a dict (no user text in any shell code)."""
@@ -49,7 +85,7 @@ def load_set_env(set_env: str | os.PathLike, base_env: dict[str, str] | None = N
     try:
         proc = subprocess.run(
             [bash, "-c", SOURCE_SCRIPT, "cgan-set-env", str(path)], shell=False,
-            env=dict(os.environ if base_env is None else base_env), capture_output=True,
+            env=tools_base_env() if base_env is None else dict(base_env), capture_output=True,
             timeout=timeout_s, stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -132,7 +168,7 @@ def runtime_env(toolkit_home: str | os.PathLike | None = None) -> tuple[dict[str
     set_env = home / SET_ENV_NAME
     if set_env.is_file():
         return load_set_env(set_env), f"environment from {set_env}"
-    return dict(os.environ), f"{set_env} not found; the current environment is used"
+    return tools_base_env(), f"{set_env} not found; the current environment is used"
 
 
 def locate_toolkit(toolkit_home: str | os.PathLike | None = None, *, atc_from_path: bool = False) -> Toolkit:
@@ -146,7 +182,7 @@ def locate_toolkit(toolkit_home: str | os.PathLike | None = None, *, atc_from_pa
         env = load_set_env(set_env)
         notes.append(f"environment from {set_env}")
     elif atc_from_path:
-        env = dict(os.environ)
+        env = tools_base_env()
         notes.append(f"{set_env} not found; using the atc on PATH with the current environment")
     else:
         raise _missing(set_env)

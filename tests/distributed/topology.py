@@ -1,11 +1,14 @@
 """Airflow's production topology on one machine, without containers (tests only).
 
 A fresh Postgres database (metadata DB and Celery result backend), a Redis database (Celery
-broker), then `airflow api-server`, `airflow scheduler`, `airflow dag-processor` and one
-`airflow celery worker -q <queue>` per queue, each a process group of its own with its own
-AIRFLOW_HOME, TMPDIR and log file. The components share only what separate machines of a
-real deployment share: the database, the broker, the JWT secret, the fernet key, the
-execution API URL, the auth manager's users and the S3 connection.
+broker), then the services of docker-compose.yaml: `airflow api-server`, `scheduler`,
+`dag-processor`, `triggerer` and the two Celery workers (`airflow-worker`, default queue, and
+`airflow-worker-ascend`), each a process group of its own with its own AIRFLOW_HOME, TMPDIR and
+log file, each started with the environment that the compose file gives its service
+(tests/distributed/compose_env.py: credentials and addresses swapped for the test's, nothing
+else). The components share only what separate machines of a real deployment share: the
+database, the broker, the Fernet key, the JWT secret, the [api] secret_key, the execution API
+URL, the auth manager's (FAB) users and the S3 connection.
 
 Where the services live (override for another machine):
 
@@ -18,7 +21,6 @@ Where the services live (override for another machine):
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -36,8 +38,6 @@ from tests.airflow_stack import AIRFLOW, REPO, airflow_env
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/5"
 REDIS_LOCK = "cgan-distributed-test:lock"
-ADMIN_USER = "admin"
-SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 NODE_CALLABLE = "tests.distributed.node.hostname"
 
 
@@ -339,95 +339,109 @@ class Worker:
     node: str  # CGAN_TEST_NODE: the hostname its task instances report
     extra_env: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def component(self) -> str:
+        return f"worker-{self.queue}"
+
+
+@dataclass(frozen=True)
+class S3Target:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    artifact_root: str
+    publish_bucket: str
+    log_folder: str
+
 
 class CeleryStack:
     """Start the topology; `with CeleryStack(...) as stack:` stops it and cleans up on exit."""
 
-    def __init__(self, services: Services, root: Path, *, common_env: dict[str, str],
-                 workers: list[Worker], concurrency: int = 1, startup_timeout: float = 300):
+    def __init__(self, services: Services, root: Path, *, s3: S3Target, toolkit: str,
+                 workers: list[Worker], startup_timeout: float = 600):
         self.services = services
         self.startup_timeout = startup_timeout
         self.root = root
-        self.common_env = common_env
+        self.s3 = s3
+        self.toolkit = toolkit
         self.workers = workers
-        self.concurrency = concurrency
         self.db = ScratchDatabase(services.postgres)
         self.redis = ScratchRedis(services.redis)
         self.api_port = free_port()
-        self.password = secrets.token_urlsafe(12)
         self.components: list[Component] = []
         self.worker_components: dict[str, Component] = {}
         self.api: ApiClient | None = None
         self.cleanup_notes: list[str] = []
+        self.compose = None
+        self.deployment = None
         self._db_created = False
         self._redis_held = False
 
-    # ---- configuration shared by every component
+    # ---- configuration: the compose file's, per service
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def _shared_settings(self) -> dict[str, str]:
-        passwords = self.root / "simple_auth_manager_passwords.json"
-        if not passwords.exists():
-            passwords.write_text(json.dumps({ADMIN_USER: self.password}) + "\n")
-        return {
-            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db.url("postgresql+psycopg"),
-            # the async engine would default to asyncpg; psycopg (v3) serves both
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": self.db.url("postgresql+psycopg"),
-            "AIRFLOW__CELERY__BROKER_URL": self.services.redis,
-            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.db.url("postgresql+psycopg"),
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.concurrency),
+    def _resolve_compose(self) -> None:
+        from cryptography.fernet import Fernet
+
+        from tests.distributed.compose_env import TestDeployment, compose_services
+
+        self.deployment = TestDeployment(
+            database_url=self.db.url("postgresql"), redis_url=self.services.redis, api_url=self.api_url,
+            s3_endpoint=self.s3.endpoint, s3_access_key=self.s3.access_key, s3_secret_key=self.s3.secret_key,
+            fernet_key=Fernet.generate_key().decode(),
+            jwt_secret=secrets.token_urlsafe(64),  # HS512 wants >= 64 bytes
+            api_secret_key=secrets.token_urlsafe(32), admin_password=secrets.token_urlsafe(12),
+            artifact_root=self.s3.artifact_root, publish_bucket=self.s3.publish_bucket,
+            log_folder=self.s3.log_folder, toolkit=self.toolkit)
+        self.compose = compose_services(self.deployment, self.root / "compose")
+
+    def _test_only(self, name: str) -> dict[str, str]:
+        """Keys the compose file does not set: this machine's paths, ports and small limits."""
+        extra = {
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
             "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__FERNET_KEY": self._fernet,
-            "AIRFLOW__API_AUTH__JWT_SECRET": self._jwt_secret,
-            "AIRFLOW__API__SECRET_KEY": self._api_secret,
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+            # the nightly cron must not start a run of its own when the DAG is unpaused
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.api_port),
             "AIRFLOW__API__BASE_URL": self.api_url,
             "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            # the nightly cron must not start a run of its own when the DAG is unpaused
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-            **self.common_env,
+            "TMPDIR": str(self.root / "tmp" / name),
         }
+        return extra
 
     def env_for(self, name: str, **extra: str) -> dict[str, str]:
-        """One component's environment: airflow_env (which drops the caller's AIRFLOW*, CGAN_*
-        and AWS_* variables) without stand-in or CANN knobs, the shared settings, its own
-        AIRFLOW_HOME and TMPDIR, then `extra`."""
+        """One component's environment: airflow_env (this machine's PATH, PYTHONPATH, AIRFLOW_HOME,
+        DAGS_FOLDER; the caller's AIRFLOW*, CGAN_*, AWS_* dropped) without stand-in or CANN knobs,
+        then EXACTLY the compose service's environment (after the swaps), then keys the compose
+        file does not set (test-only and `extra`), which may not overwrite a compose key."""
         env = airflow_env(self.root / "homes" / name)
         for key in [k for k in env if k.startswith(("STANDIN_", "ASCEND_"))]:
             env.pop(key)
-        env.update(self.shared)
-        env["TMPDIR"] = str(self.root / "tmp" / name)
-        env.update(extra)
+        compose_env = self.compose.env[name]
+        env.update(compose_env)
+        added = {**self._test_only(name), **extra}
+        clash = sorted(k for k in added if k in compose_env)
+        if clash:
+            raise AssertionError(f"{name}: the test would overwrite the compose file's {clash}")
+        env.update(added)
         return env
 
     # ---- lifecycle
 
     def __enter__(self) -> CeleryStack:
-        from cryptography.fernet import Fernet
-
         self._started = time.monotonic()
         self.root.mkdir(parents=True, exist_ok=True)
-        self._fernet = Fernet.generate_key().decode()
-        self._jwt_secret = secrets.token_urlsafe(64)  # HS512 wants >= 64 bytes
-        self._api_secret = secrets.token_urlsafe(32)
         try:
             self.redis.acquire()
             self._redis_held = True
             self.db.create()
             self._db_created = True
-            self.shared = self._shared_settings()
+            self._resolve_compose()
             self._preflight()
             self._migrate()
             self._start_components()
@@ -480,7 +494,14 @@ class CeleryStack:
                 f"celery 5.6.3 + kombu 5.6.2 work):\n{proc.stderr[-2500:]}")
 
     def _migrate(self) -> None:
+        """What airflow-init does (its environment): migrate (FAB's tables too), the admin user
+        the official image's entry point creates from _AIRFLOW_WWW_USER_*, the NPU pool."""
+        init = self.compose.env["cli"]
         self._run_cli(["db", "migrate"])
+        self.admin_user = init["_AIRFLOW_WWW_USER_USERNAME"]
+        self._run_cli(["users", "create", "--role", "Admin", "--username", self.admin_user,
+                       "--password", init["_AIRFLOW_WWW_USER_PASSWORD"], "--email", "admin@example.invalid",
+                       "--firstname", "Admin", "--lastname", "User"])
         self._run_cli(["pools", "set", "ascend_npu", "1", "NPU slots (one per NPU)"])
 
     def _add(self, name: str, args: list[str], **extra: str) -> Component:
@@ -493,14 +514,18 @@ class CeleryStack:
         return comp
 
     def _start_components(self) -> None:
-        self._add("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1"])
-        self._add("scheduler", ["scheduler"])
-        self._add("dag-processor", ["dag-processor"])
+        """Each with its compose service's command (the api-server told this test's port)."""
+        commands = self.compose.commands
+        self._add("api-server", [*commands["api-server"], "--host", "127.0.0.1", "--port", str(self.api_port),
+                                 "--workers", "1"])
+        for name in ("scheduler", "dag-processor", "triggerer"):
+            self._add(name, list(commands[name]))
         for worker in self.workers:
-            name = f"worker-{worker.queue}"
+            command = list(commands[worker.component])
+            queue = command[command.index("-q") + 1] if "-q" in command else "default"
+            assert queue == worker.queue, f"{worker.component} serves {queue} in docker-compose.yaml"
             self.worker_components[worker.queue] = self._add(
-                name, ["celery", "worker", "-q", worker.queue, "-c", str(self.concurrency),
-                       "--celery-hostname", worker.node],
+                worker.component, [*command, "--celery-hostname", worker.node],
                 CGAN_TEST_NODE=worker.node, AIRFLOW__CORE__HOSTNAME_CALLABLE=NODE_CALLABLE,
                 AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()), **worker.extra_env)
 
@@ -527,15 +552,46 @@ class CeleryStack:
     def _wait_ready(self) -> None:
         deadline = self._started + self.startup_timeout
         self._wait("api-server", lambda: self.health()["metadatabase"]["status"] == "healthy", deadline)
-        self._wait("scheduler and dag-processor",
-                   lambda: all(self.health()[k]["status"] == "healthy" for k in ("scheduler", "dag_processor")),
+        self._wait("scheduler, dag-processor and triggerer",
+                   lambda: all(self.health()[k]["status"] == "healthy"
+                               for k in ("scheduler", "dag_processor", "triggerer")),
                    deadline)
         for worker in self.workers:
             comp = self.worker_components[worker.queue]
             self._wait(f"celery worker {worker.node}", lambda c=comp, w=worker: f"@{w.node} ready" in c.text(),
                        deadline)
-        self.api = ApiClient(self.api_url, ADMIN_USER, self.password)
+        self.api = ApiClient(self.api_url, self.admin_user, self.deployment.admin_password)
         self.api.login()
+
+    def healthcheck(self, queue: str) -> subprocess.CompletedProcess:
+        """The compose file's healthcheck of that worker's service, run in the worker's environment
+        with HOSTNAME = its Celery node name (what Docker's HOSTNAME is in the container)."""
+        worker = next(w for w in self.workers if w.queue == queue)
+        return run_healthcheck(self.compose.healthchecks[worker.component], self.worker_components[queue].env,
+                               worker.node)
+
+    def start_npu_host_worker(self, role: str, password: str, node: str, **extra: str) -> tuple[Component, list]:
+        """A worker as an extra NPU host runs it: docker/compose.npu-host.yaml's environment and
+        command, logging in to the database as `role`. Returns it (ready) and its healthcheck."""
+        from tests.distributed.compose_env import npu_host_service
+
+        raw, compose_env, command, test = npu_host_service(self.deployment, self.root / "compose-npu-host",
+                                                           role, password)
+        name = "worker-npu-host"
+        env = airflow_env(self.root / "homes" / name)
+        env.update(compose_env)
+        added = {**self._test_only(name), "CGAN_TEST_NODE": node, "AIRFLOW__CORE__HOSTNAME_CALLABLE": NODE_CALLABLE,
+                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()), **extra}
+        assert not set(added) & set(compose_env), set(added) & set(compose_env)
+        env.update(added)
+        logs = self.root / "logs"
+        comp = Component(name, [AIRFLOW, *command, "--celery-hostname", node], env, Path(env["AIRFLOW_HOME"]),
+                         logs / f"{name}.log")
+        comp.start()
+        self.components.append(comp)
+        self._wait(f"celery worker {node}", lambda: f"@{node} ready" in comp.text(),
+                   time.monotonic() + self.startup_timeout)
+        return comp, test
 
     def diagnostics(self, lines: int = 40) -> str:
         parts = []
@@ -548,3 +604,9 @@ class CeleryStack:
         """The task log files that one worker wrote under its own AIRFLOW_HOME."""
         home = self.worker_components[queue].home
         return sorted((home / "logs").rglob("attempt=*.log"))
+
+
+def run_healthcheck(test: list[str], env: dict[str, str], node: str) -> subprocess.CompletedProcess:
+    assert test[0] == "CMD-SHELL", test
+    return subprocess.run(["/bin/sh", "-c", test[1].replace("$$", "$")], env={**env, "HOSTNAME": node}, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)

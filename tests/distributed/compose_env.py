@@ -1,0 +1,164 @@
+"""The environment that docker-compose.yaml gives each Airflow service, for the distributed proof.
+
+The proof must start each component the way the compose file starts it, so that the two cannot
+drift apart. Compose's own parser (tests/deploy/compose.py) resolves the file with a .env made
+from .env.example whose secrets and addresses are this test's; each component then gets exactly
+that service's `environment`. What cannot be expressed through .env is swapped, each named in
+SWAPPED with its reason, and checked: the driver / scheme of every swapped URL stays the compose
+file's. Keys that the compose file does not set may be added (TEST_ONLY_PREFIXES and the image's
+ENV, IMAGE_ENV), never the other way round.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.deploy.compose import REPO, compose_binary, resolved, write_env
+
+NPU_HOST_COMPOSE = REPO / "docker" / "compose.npu-host.yaml"
+NPU_HOST_ENV = REPO / "docker" / "npu-host.env.example"
+
+# test component -> compose service
+COMPONENTS = {
+    "cli": "airflow-init",
+    "api-server": "airflow-apiserver",
+    "scheduler": "airflow-scheduler",
+    "dag-processor": "airflow-dag-processor",
+    "triggerer": "airflow-triggerer",
+    "worker-default": "airflow-worker",
+    "worker-ascend": "airflow-worker-ascend",
+}
+DB_KEYS = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC",
+           "AIRFLOW__CELERY__RESULT_BACKEND")
+SWAPPED = {
+    **{key: "the test's scratch database (role, host, port, database); the driver is the compose file's"
+       for key in DB_KEYS},
+    "AIRFLOW__CELERY__BROKER_URL": "the test's Redis database (no password there); the scheme is the compose file's",
+    "CGAN_ARTIFACT_ROOT": "a bucket of this test run in the test's S3 server",
+    "CGAN_PUBLISH_BUCKET": "a bucket of this test run in the test's S3 server",
+    "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": "a bucket of this test run in the test's S3 server",
+    "CGAN_ASCEND_TOOLKIT": "the stand-in CANN toolkit (the image's path does not exist here)",
+}
+# What the Dockerfiles set with ENV (the compose file builds on it); here the repository's paths.
+IMAGE_ENV = {"AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER", "CGAN_ASCEND_PYTHON"}
+# Sentinels put into .env for secrets the test's services do not use; after the swaps no
+# component may hold them (the swaps were complete, and the MinIO root account stays out).
+UNUSED_SECRETS = {"POSTGRES_PASSWORD": "compose-postgres-password-not-used-here",
+                  "REDIS_PASSWORD": "compose-redis-password-not-used-here",
+                  "MINIO_ROOT_PASSWORD": "compose-minio-root-password-not-used-here"}
+
+
+@dataclass(frozen=True)
+class TestDeployment:
+    """This test's services and secrets, in the form of the compose file's settings."""
+
+    database_url: str  # postgresql://role@host:port/db of the scratch database
+    redis_url: str
+    api_url: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+    fernet_key: str
+    jwt_secret: str
+    api_secret_key: str
+    admin_password: str
+    artifact_root: str
+    publish_bucket: str
+    log_folder: str
+    toolkit: str
+
+    def env_file_values(self) -> dict[str, str]:
+        return {
+            "FERNET_KEY": self.fernet_key,
+            "AIRFLOW__API_AUTH__JWT_SECRET": self.jwt_secret,
+            "AIRFLOW__API__SECRET_KEY": self.api_secret_key,
+            "AIRFLOW_ADMIN_PASSWORD": self.admin_password,
+            "CGAN_S3_ACCESS_KEY": self.s3_access_key,
+            "CGAN_S3_SECRET_KEY": self.s3_secret_key,
+            "CGAN_NPU_COUNT": "1",
+            "CGAN_NPU_SLOTS": "1",
+            **UNUSED_SECRETS,
+        }
+
+    def env_file_extra(self) -> tuple[str, ...]:
+        return (f"CGAN_S3_ENDPOINT={self.s3_endpoint}",
+                f"AIRFLOW_EXECUTION_API_SERVER_URL={self.api_url}/execution/")
+
+
+def _swap_db(value: str, database_url: str, keep_role: bool = False) -> str:
+    from sqlalchemy.engine import make_url
+
+    prefix = "db+" if value.startswith("db+") else ""
+    compose_url = make_url(value.removeprefix("db+"))
+    swapped = make_url(database_url).set(drivername=compose_url.drivername)
+    if keep_role:  # the compose file's role and password (an NPU host's least-privilege role)
+        swapped = swapped.set(username=compose_url.username, password=compose_url.password)
+    return prefix + swapped.render_as_string(hide_password=False)
+
+
+def _swap(key: str, value: str, dep: TestDeployment, keep_role: bool = False) -> str:
+    if key in DB_KEYS:
+        return _swap_db(value, dep.database_url, keep_role)
+    if key == "AIRFLOW__CELERY__BROKER_URL":
+        scheme = value.split("://", 1)[0]
+        assert dep.redis_url.startswith(scheme + "://"), (value, dep.redis_url)
+        return dep.redis_url
+    return {"CGAN_ARTIFACT_ROOT": dep.artifact_root, "CGAN_PUBLISH_BUCKET": dep.publish_bucket,
+            "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": dep.log_folder, "CGAN_ASCEND_TOOLKIT": dep.toolkit}[key]
+
+
+@dataclass
+class ComposeServices:
+    """Per component: the compose service's resolved environment and command, and the
+    environment after the swaps (what the component is started with, before test-only keys)."""
+
+    compose_env: dict[str, dict[str, str]]
+    commands: dict[str, list[str]]
+    healthchecks: dict[str, list[str]]
+    env: dict[str, dict[str, str]]
+
+
+def compose_services(dep: TestDeployment, workdir: Path) -> ComposeServices:
+    """Resolve docker-compose.yaml (profile ascend) for this test deployment."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env_file = write_env(workdir / ".env", dep.env_file_values(), extra_lines=dep.env_file_extra())
+    config = resolved(compose_binary(), env_file, "--profile", "ascend")
+    compose_env, commands, healthchecks, env = {}, {}, {}, {}
+    for component, service_name in COMPONENTS.items():
+        service = config["services"][service_name]
+        raw = {k: "" if v is None else str(v) for k, v in (service.get("environment") or {}).items()}
+        compose_env[component] = raw
+        commands[component] = service.get("command") or []
+        healthchecks[component] = (service.get("healthcheck") or {}).get("test") or []
+        env[component] = {k: _swap(k, v, dep) if k in SWAPPED else v for k, v in raw.items()}
+        leftovers = [k for k, v in env[component].items() for s in UNUSED_SECRETS.values() if s in v]
+        assert not leftovers, f"{service_name}: {leftovers} still hold a compose-only secret after the swaps"
+    return ComposeServices(compose_env, commands, healthchecks, env)
+
+
+def npu_host_service(dep: TestDeployment, workdir: Path, role: str, password: str) -> tuple[dict, dict, list, list]:
+    """docker/compose.npu-host.yaml's worker for this test deployment, logging in as `role`:
+    (compose environment, environment after the swaps (the role kept), command, healthcheck)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    values = {k: v for k, v in dep.env_file_values().items()
+              if k in ("FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
+                       "CGAN_S3_ACCESS_KEY", "CGAN_S3_SECRET_KEY", "REDIS_PASSWORD", "CGAN_NPU_COUNT")}
+    values |= {"AIRFLOW_POSTGRES_HOST": "main-host.invalid", "AIRFLOW_REDIS_HOST": "main-host.invalid",
+               "CGAN_S3_ENDPOINT": dep.s3_endpoint, "AIRFLOW_EXECUTION_API_SERVER_URL": f"{dep.api_url}/execution/",
+               "AIRFLOW_DB_USER": role, "AIRFLOW_DB_PASSWORD": password}
+    env_file = write_env(workdir / "npu-host.env", values, template=NPU_HOST_ENV)
+    service = resolved(compose_binary(), env_file, files=(NPU_HOST_COMPOSE,))["services"]["airflow-worker-ascend"]
+    raw = {k: "" if v is None else str(v) for k, v in service["environment"].items()}
+    env = {k: _swap(k, v, dep, keep_role=True) if k in SWAPPED else v for k, v in raw.items()}
+    return raw, env, service["command"], service["healthcheck"]["test"]
+
+
+def differences(compose_env: dict[str, str], started: dict[str, str]) -> dict[str, tuple[str | None, str | None]]:
+    """The compose keys whose value the started process does not have, swaps excluded."""
+    return {k: (v, started.get(k)) for k, v in compose_env.items() if k not in SWAPPED and started.get(k) != v}
+
+
+def connection_of(env: dict[str, str]) -> dict:
+    return json.loads(env["AIRFLOW_CONN_CGAN_S3"])
