@@ -2,8 +2,10 @@
 
 plan -> export_onnx -> input_bins -> choose_target
     ascend: atc_convert -> msame_infer (mapped over shards, queue `ascend`, pool `ascend_npu`)
-    cpu:    onnxruntime_infer (mapped over shards, default queue; renders grids while it runs)
--> postprocess (grids, quality report, perf) -> publish (manifest last, then latest.json)
+    cpu:    onnxruntime_infer (mapped over shards, default queue)
+    (each inference task renders and judges its own grids on its worker)
+-> postprocess (quality report, perf) -> publish (manifest last, then latest.json)
+-> cleanup (the published run's workspace, and workspaces older than the retention)
 
 No logic here: the steps are operators in operators/ that call the cgan library; deployment
 settings come from the environment (cgan/config.py).
@@ -19,6 +21,7 @@ from cgan import config
 from cgan.bins import MAX_GRIDS, MAX_SEED
 from cgan.run_params import CHECKPOINT_RE, DEFAULT_CHECKPOINT, DEFAULT_GRIDS_PER_SHARD, PRECISION_MODES, SOC_VERSION_RE, TARGETS
 from operators.atc_convert import AtcConvertOperator
+from operators.cleanup import CleanupWorkspaceOperator
 from operators.export_onnx import ExportOnnxOperator
 from operators.input_bins import InputBinsOperator
 from operators.msame_inference import MsameInferenceOperator
@@ -51,6 +54,10 @@ PARAMS = {
                              section="Advanced", description="Shard size of the cpu target."),
     "threads": Param(1, type="integer", minimum=0, maximum=64, title="Threads per inference task",
                      section="Advanced", description="ONNX Runtime intra-op threads (0 = all cores)."),
+    "keep_raw_outputs": Param(False, type="boolean", title="Keep raw outputs", section="Advanced",
+                              description="Keep every raw output bin (the recipe's output folder) in the run's "
+                                          "workspace. Off: only the parity sample's are handed over; the "
+                                          "grids are rendered on the inference workers."),
 }
 
 DEFAULT_ARGS = {
@@ -102,19 +109,19 @@ with DAG(
                              seed=run["seed"], aws_conn_id=config.s3_conn_id(),
                              execution_timeout=timedelta(minutes=30))
     branch = choose_target(run["target"])
-    atc = AtcConvertOperator(task_id="atc_convert", workspace=run["workspace"],
+    atc = AtcConvertOperator(task_id="atc_convert", workspace=run["workspace"], onnx_uri=export.output["onnx_uri"],
                              soc_version="{{ params.soc_version }}",
                              precision_mode="{{ params.precision_mode }}",
                              toolkit_home=config.ascend_toolkit(), atc_from_path=config.atc_from_path(),
                              aws_conn_id=config.s3_conn_id(), execution_timeout=timedelta(hours=6))
     msame = MsameInferenceOperator.partial(
-        task_id="msame_infer", workspace=run["workspace"], queue="ascend", pool="ascend_npu",
-        msame_path=config.msame(), toolkit_home=config.ascend_toolkit(), aws_conn_id=config.s3_conn_id(),
-        execution_timeout=timedelta(hours=1),
+        task_id="msame_infer", workspace=run["workspace"], om_uri=atc.output["om_uri"], queue="ascend",
+        pool="ascend_npu", msame_path=config.msame(), toolkit_home=config.ascend_toolkit(),
+        aws_conn_id=config.s3_conn_id(), execution_timeout=timedelta(hours=1),
     ).expand(shard=shard_list)
     onnxruntime = OnnxRuntimeInferenceOperator.partial(
-        task_id="onnxruntime_infer", workspace=run["workspace"], threads="{{ params.threads }}",
-        aws_conn_id=config.s3_conn_id(),
+        task_id="onnxruntime_infer", workspace=run["workspace"], onnx_uri=export.output["onnx_uri"],
+        threads="{{ params.threads }}", aws_conn_id=config.s3_conn_id(),
         execution_timeout=timedelta(hours=1),
     ).expand(shard=shard_list)
     post = PostprocessOperator(task_id="postprocess", workspace=run["workspace"], shards=run["shards"],
@@ -124,7 +131,10 @@ with DAG(
                                  run_prefix=run["run_prefix"], params_used=run["params"],
                                  logical_date=run["logical_date"], aws_conn_id=config.s3_conn_id(),
                                  execution_timeout=timedelta(hours=1))
+    cleanup = CleanupWorkspaceOperator(task_id="cleanup", workspace=run["workspace"],
+                                       publish_bucket=config.publish_bucket(), aws_conn_id=config.s3_conn_id(),
+                                       execution_timeout=timedelta(minutes=30))
 
     export >> bins >> branch >> [atc, onnxruntime]
     atc >> msame
-    [msame, onnxruntime] >> post >> publish
+    [msame, onnxruntime] >> post >> publish >> cleanup
