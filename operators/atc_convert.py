@@ -47,6 +47,7 @@ class AtcConvertOperator(CganBaseOperator):
                  cache_uri: str | None = None, toolkit_home: str = DEFAULT_TOOLKIT_HOME,
                  atc_from_path: bool = False, log_level: str = "error", atc_timeout_s: float | None = None,
                  queue: str = "ascend", **kwargs):
+        kwargs.setdefault("multiple_outputs", True)  # downstream tasks take one key (the model URI)
         super().__init__(queue=queue, **kwargs)
         self.onnx_uri = onnx_uri
         self.soc_version = soc_version

@@ -33,6 +33,7 @@ class ExportOnnxOperator(CganBaseOperator):
 
     def __init__(self, *, checkpoint: str, batch: int = 100, opset: int = 11, model_store_uri: str | None = None,
                  **kwargs):
+        kwargs.setdefault("multiple_outputs", True)  # downstream tasks take one key (the model URI)
         super().__init__(**kwargs)
         self.checkpoint = checkpoint
         self.batch = batch

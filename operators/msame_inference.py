@@ -21,7 +21,7 @@ from operators.base import CganBaseOperator
 
 
 class MsameInferenceOperator(CganBaseOperator):
-    """Run msame over `shard` = {"shard": int, "bins_prefix": "bins/shard_0000", "device": int, ...}.
+    """Run msame over one `shard` of the plan: {"shard": int, "bins_prefix": str, "device": int, ...}.
 
     :param workspace: the run's workspace URI (see CganBaseOperator)
     :param shard: the mapped argument, a shard of the plan (cgan.run_params.plan_shards); its
