@@ -139,8 +139,8 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
 
 @pytest.mark.slow
 def test_a_failed_runs_workspace_is_kept_then_removed_after_the_retention(airflow_home, local_s3, tmp_path):
-    """A run that fails after writing its bins keeps its workspace for inspection; a later run,
-    once published, removes its own workspace and every one older than the retention."""
+    """A run that fails at publish keeps its workspace for inspection; a later run, once
+    published, removes its own workspace and every one older than the retention."""
     import time
 
     client = local_s3["client"]
@@ -151,10 +151,10 @@ def test_a_failed_runs_workspace_is_kept_then_removed_after_the_retention(airflo
         AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
     )
     conf = {"num_grids": 2, "seed": 1, "target": "cpu"}
-    failed = dags_test(dict(env, CGAN_ORT_SPLIT_DECONV="bogus"), conf)  # inference fails at once
-    assert failed.returncode != 0 and "CGAN_ORT_SPLIT_DECONV" in failed.stdout + failed.stderr
+    failed = dags_test(dict(env, CGAN_PUBLISH_BUCKET="no-such-bucket"), conf)  # publish fails at once
+    assert failed.returncode != 0 and "no-such-bucket" in failed.stdout + failed.stderr
     (kept,) = [p for p in (root / "runs").iterdir()]
-    assert (kept / "bins" / "shard_0000").is_dir()  # left for inspection
+    assert (kept / "grids" / "grid_000001.png").is_file()  # left for inspection
     young = dags_test(env, conf)  # within the retention: the failed run's workspace stays
     assert young.returncode == 0, (young.stdout + young.stderr)[-4000:]
     assert [p.name for p in (root / "runs").iterdir() if any(p.rglob("*.bin"))] == [kept.name]
