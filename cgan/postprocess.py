@@ -30,8 +30,8 @@ from cgan.progress import is_tenth
 from cgan.quality import DEFAULT_PARITY_GRIDS, QualityAccumulator, evenly_spaced
 from cgan.shard_render import check_render
 from cgan.workspace import (
-    LATENCY_PLOT_KEY, PERF_KEY, QUALITY_KEY, RENDER_NAME, bin_key, grid_png_key, output_key, outputs_prefix,
-    png_key, published_shard_file_key, render_key, shard_grids, shard_perf_key,
+    GRIDS_PREFIX, LATENCY_PLOT_KEY, PERF_KEY, QUALITY_KEY, RENDER_NAME, bin_key, grid_png_key, output_key,
+    outputs_prefix, png_key, published_shard_file_key, render_key, shard_grids, shard_perf_key,
 )
 
 Log = Callable[[str], None]
@@ -56,7 +56,7 @@ def postprocess_run(
     total = sum(s["count"] for s in shards)
     parity_at = parity_sample(shards, parity_grids)
     quality = QualityAccumulator(checkpoint)
-    grid_keys = set(store.list("grids"))
+    grid_keys = set(store.list(GRIDS_PREFIX))
     records, done = [], 0
     with tempfile.TemporaryDirectory(prefix="cgan-post-") as tmp:
         tmp = Path(tmp)
@@ -79,13 +79,13 @@ def postprocess_run(
                     )
                 done = _render_shard(store, shard, local, quality, done, total, log)
             for g in sorted(parity_at.intersection(shard_grids(shard))):
-                if output_key(index, g) not in keys:
+                key = output_key(index, g)
+                if key not in keys:
                     raise InferenceError(
                         f"shard {index}: the raw output of grid {g} (parity sample) is missing in {prefix}/; "
                         "re-run its inference task"
                     )
-                name = Path(output_key(index, g)).name
-                out = store.get_file(output_key(index, g), local / name)
+                out = store.get_file(key, local / Path(key).name)
                 source = store.get_file(bin_key(index, g), local / "bins" / f"{grid_stem(out)}.bin")
                 quality.add_parity(out, source)
             shutil.rmtree(local, ignore_errors=True)

@@ -95,4 +95,5 @@ def test_usage_folder_ages_and_removal_on_s3(local_s3):
     assert remove_workspace(store, "r1") == (1, 7)
     assert store.list("runs") == ["runs/r2/bins/shard_0000/grid_000000.bin"]
     # outside the store's prefix nothing is touched
-    assert client.get_object(Bucket="ws-life", Key="runs/r1/grids/grid_000000.png")["Body"].read() == b"published, not ours"
+    body = client.get_object(Bucket="ws-life", Key="runs/r1/grids/grid_000000.png")["Body"].read()
+    assert body == b"published, not ours"

@@ -59,7 +59,8 @@ def test_defaults_queue_and_pool():
     assert MsameInferenceOperator(task_id="m", **msame).pool == "ascend_npu"
     assert MsameInferenceOperator(task_id="m", **msame).queue == "ascend"
     assert MsameInferenceOperator(task_id="m", **msame, pool="p", queue="q").pool == "p"
-    assert AtcConvertOperator(task_id="a", workspace="file:///w", onnx_uri="file:///m.onnx", soc_version="x").queue == "ascend"
+    atc = AtcConvertOperator(task_id="a", workspace="file:///w", onnx_uri="file:///m.onnx", soc_version="x")
+    assert atc.queue == "ascend"
 
 
 def test_atc_convert_leaves_the_om_in_the_cache_and_second_run_hits_it(tmp_path, fake_toolkit, calls, workspace,
@@ -68,7 +69,8 @@ def test_atc_convert_leaves_the_om_in_the_cache_and_second_run_hits_it(tmp_path,
     assert set(result) >= {"om_uri", "cache_hit", "cache_key", "log_key", "om_sha256"}
     assert result["om_uri"] == (tmp_path / "cache").as_uri() + f"/atc-cache/{result['cache_key']}/model.om"
     assert result["cache_hit"] is False
-    assert (tmp_path / "cache" / "atc-cache" / result["cache_key"] / "model.om").read_bytes() == upstream_onnx.read_bytes()
+    om = tmp_path / "cache" / "atc-cache" / result["cache_key"] / "model.om"
+    assert om.read_bytes() == upstream_onnx.read_bytes()
     assert not [k for k in workspace.list() if k.endswith(".om") or k.endswith(".onnx")]  # no model copied per run
     assert "ATC run success" in workspace.get_bytes("logs/atc.log").decode()
     assert "ATC start working now, please wait for a moment." in task_log.lines  # streamed
