@@ -16,6 +16,7 @@
 | CGAN_ATC_FROM_PATH | false | use the atc found on PATH instead of the toolkit's set_env.sh |
 | CGAN_MSAME | msame | msame's path, or a name looked up on the Ascend worker's PATH |
 | CGAN_RETRY_DELAY_S | 30 | first retry delay of the DAG's tasks (then exponential backoff) |
+| CGAN_WORKSPACE_RETENTION_DAYS | 7 | days a failed run's workspace is kept before a later run removes it |
 
 CGAN_ARTIFACT_ROOT and CGAN_PUBLISH_BUCKET are checked when read: a bucket or prefix that is
 not a valid S3 name is refused with the variable's name, before any work (the bucket when the
@@ -138,3 +139,15 @@ def ort_split_deconv() -> bool:
     if raw == "auto":
         return platform.machine().lower() in ("x86_64", "amd64")
     raise ConfigError(f"CGAN_ORT_SPLIT_DECONV={raw!r} must be auto, on or off")
+
+
+def workspace_retention_days() -> float:
+    """Days a run workspace left behind (a failed run's) is kept before a later run removes it."""
+    raw = os.environ.get("CGAN_WORKSPACE_RETENTION_DAYS") or "7"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3650:
+        raise ConfigError(f"CGAN_WORKSPACE_RETENTION_DAYS={raw!r} must be a number of days in 0..3650")
+    return value

@@ -1,11 +1,14 @@
-"""Postprocessing of a whole run in the artifact store: grids, quality report, run-level perf.
+"""Postprocessing of a whole run in the artifact store: quality report and run-level perf.
 
-Reads `outputs/shard_NNNN/` (output bins, perf.json, raw tool logs) shard by shard, writes
-`grids/`, `quality/quality.json` and `perf/` (per-shard records and logs, pooled perf.json,
-latency plot) into the same workspace. One shard is on local disk at a time, so memory and
-disk do not grow with the number of grids. A shard whose inference task already rendered its
-grids (`render.json`, see cgan.shard_render) is merged, not rendered again: only its parity
-samples are read.
+Each inference task has already rendered and judged its shard's grids on its own worker and
+handed over `render.json` (the tally), perf.json, its tool's log and only the raw outputs of the
+run's parity sample (cgan.shard_render.hand_over). Postprocess merges the tallies, checks parity
+with PyTorch on that sample, copies each shard's perf record and log to `perf/`, pools the perf
+records and writes the latency plot and `quality/quality.json` (keys: cgan.workspace).
+
+A shard without a usable tally is rendered here from its raw outputs when they were all kept
+(keep_raw_outputs); otherwise it is refused, naming the inference task to re-run. One shard is
+on local disk at a time, so memory and disk do not grow with the number of grids.
 """
 
 from __future__ import annotations
@@ -20,72 +23,91 @@ from pathlib import Path
 
 from cgan.errors import InferenceError
 from cgan.grids import grid_array, png_bytes
-from cgan.outputs import OUTPUT_SUFFIX, grid_stem
-from cgan.perf import PERF_NAME, aggregate
+from cgan.outputs import grid_stem
+from cgan.perf import aggregate
 from cgan.perf_plot import latency_plot_png
 from cgan.progress import is_tenth
-from cgan.quality import DEFAULT_PARITY_GRIDS, QUALITY_NAME, QualityAccumulator, evenly_spaced
-from cgan.shard_render import RENDER_NAME, check_render
-from cgan.store import join
+from cgan.quality import DEFAULT_PARITY_GRIDS, QualityAccumulator, evenly_spaced
+from cgan.shard_render import check_render
+from cgan.workspace import (
+    GRIDS_PREFIX,
+    LATENCY_PLOT_KEY,
+    PERF_KEY,
+    QUALITY_KEY,
+    RENDER_NAME,
+    bin_key,
+    grid_png_key,
+    output_key,
+    outputs_prefix,
+    png_key,
+    published_shard_file_key,
+    render_key,
+    shard_grids,
+    shard_perf_key,
+)
 
 Log = Callable[[str], None]
-# Grids rendered at a time on the fallback path (msame shards): PNG encoding, the classifier and
-# store I/O release the GIL, so this scales with the worker's cores (at least 2, at most 8).
+# Grids rendered at a time on the fallback path: PNG encoding, the classifier and store I/O
+# release the GIL, so this scales with the worker's cores (at least 2, at most 8).
 POST_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 
-def outputs_prefix(shard: dict) -> str:
-    return f"outputs/shard_{shard['shard']:04d}"
+def parity_sample(shards: list[dict], parity_grids: int = DEFAULT_PARITY_GRIDS) -> set[int]:
+    """The grids checked for parity: those the plan named (cgan.run_params.plan_shards), or
+    `parity_grids` spread evenly over the run for shards planned without them."""
+    if all("parity" in s for s in shards):
+        return {g for s in shards for g in s["parity"]}
+    return set(evenly_spaced(sum(s["count"] for s in shards), parity_grids))
 
 
 def postprocess_run(
     store, shards: list[dict], checkpoint: str | Path, *, parity_grids: int = DEFAULT_PARITY_GRIDS,
     log: Log = print,
 ) -> dict:
-    """Grids + quality + perf for every shard of a run; returns a small summary."""
-    from cgan.bins import bin_name
-
+    """Quality + perf for every shard of a run (grids too, for shards without a tally)."""
     total = sum(s["count"] for s in shards)
-    parity_at = set(evenly_spaced(total, parity_grids))
+    parity_at = parity_sample(shards, parity_grids)
     quality = QualityAccumulator(checkpoint)
-    grid_keys = set(store.list("grids"))
+    grid_keys = set(store.list(GRIDS_PREFIX))
     records, done = [], 0
     with tempfile.TemporaryDirectory(prefix="cgan-post-") as tmp_dir:
         tmp = Path(tmp_dir)
         for shard in shards:
-            prefix = outputs_prefix(shard)
-            keys = store.list(prefix)
-            outputs = [k for k in keys if k.endswith(OUTPUT_SUFFIX)]
-            grids = range(shard["start"], shard["start"] + shard["count"])
-            expected = {bin_name(g)[:-4] + OUTPUT_SUFFIX for g in grids}
-            missing = sorted(expected - {Path(k).name for k in outputs})
-            if missing:
-                raise InferenceError(
-                    f"shard {shard['shard']} is incomplete: {len(missing)} of {shard['count']} output "
-                    f"bins missing in {prefix}/ (first: {missing[0]}); re-run its inference task"
-                )
+            index, prefix = shard["shard"], outputs_prefix(shard["shard"])
+            keys = set(store.list(prefix))
             local = tmp / prefix
-            tally = _render_tally(store, prefix, keys, shard, quality.classifier_sha256, grid_keys, log)
-            if tally is not None:  # grids and labels were made while the shard ran
+            tally = _render_tally(store, keys, shard, quality.classifier_sha256, grid_keys, log)
+            if tally is not None:  # grids and labels were made on the inference task's worker
                 quality.merge(tally["correct"], tally["total"], tally["grids"])
                 done += tally["grids"]
-                log(f"grids {done}/{total} (shard {shard['shard']} rendered during inference)")
+                log(f"grids {done}/{total} (shard {index} rendered during inference)")
             else:
-                done = _render_shard(store, outputs, expected, local, quality, done, total, log)
-            grid_range = range(shard["start"], shard["start"] + shard["count"])
-            for g in sorted(parity_at.intersection(grid_range)):
-                stem = bin_name(g)[:-4]
-                out = store.get_file(join(prefix, stem + OUTPUT_SUFFIX), local / (stem + OUTPUT_SUFFIX))
-                source = store.get_file(join(shard["bins_prefix"], f"{stem}.bin"), local / "bins" / f"{stem}.bin")
+                missing = [output_key(index, g) for g in shard_grids(shard) if output_key(index, g) not in keys]
+                if missing:
+                    raise InferenceError(
+                        f"shard {index} is incomplete: {len(missing)} of {shard['count']} output bins missing "
+                        f"in {prefix}/ (first: {Path(missing[0]).name}) and no usable {RENDER_NAME}; re-run "
+                        "its inference task"
+                    )
+                done = _render_shard(store, shard, local, quality, done, total, log)
+            for g in sorted(parity_at.intersection(shard_grids(shard))):
+                key = output_key(index, g)
+                if key not in keys:
+                    raise InferenceError(
+                        f"shard {index}: the raw output of grid {g} (parity sample) is missing in {prefix}/; "
+                        "re-run its inference task"
+                    )
+                out = store.get_file(key, local / Path(key).name)
+                source = store.get_file(bin_key(index, g), local / "bins" / f"{grid_stem(out)}.bin")
                 quality.add_parity(out, source)
             shutil.rmtree(local, ignore_errors=True)
             _copy_perf(store, keys, shard)
-            records.append(json.loads(store.get_bytes(join(prefix, PERF_NAME))))
+            records.append(json.loads(store.get_bytes(shard_perf_key(index))))
     report = quality.report()
-    store.put_bytes(json.dumps(report, indent=2).encode(), f"quality/{QUALITY_NAME}")
+    store.put_bytes(json.dumps(report, indent=2).encode(), QUALITY_KEY)
     perf = aggregate(records)
-    store.put_bytes(json.dumps(perf, indent=2).encode(), f"perf/{PERF_NAME}")
-    store.put_bytes(latency_plot_png(records), "perf/latency.png")
+    store.put_bytes(json.dumps(perf, indent=2).encode(), PERF_KEY)
+    store.put_bytes(latency_plot_png(records), LATENCY_PLOT_KEY)
     return {
         "grids": done,
         "label_accuracy": report["label_accuracy"],
@@ -96,21 +118,21 @@ def postprocess_run(
     }
 
 
-def _render_shard(store, outputs: list[str], expected: set[str], local: Path, quality, done: int,
-                  total: int, log: Log) -> int:
+def _render_shard(store, shard: dict, local: Path, quality, done: int, total: int, log: Log) -> int:
     """Grids and label checks of a shard that has no usable render.json; returns the new count."""
+    index = shard["shard"]
 
-    def grid_of(key: str):
-        """Fetch one output bin, publish its PNG to the workspace, judge its digits."""
+    def grid_of(grid: int):
+        """Fetch one output bin, put its PNG in the workspace, judge its digits."""
+        key = output_key(index, grid)
         out = store.get_file(key, local / Path(key).name)
-        store.put_bytes(png_bytes(grid_array(_read(out))), f"grids/{grid_stem(out)}.png")
+        store.put_bytes(png_bytes(grid_array(_read(out))), png_key(grid_stem(out)))
         hits = quality.judge(out)
         out.unlink()
         return hits
 
-    keys_in_order = sorted(k for k in outputs if Path(k).name in expected)
     with ThreadPoolExecutor(max_workers=POST_THREADS, thread_name_prefix="post") as pool:
-        for hits in pool.map(grid_of, keys_in_order):
+        for hits in pool.map(grid_of, shard_grids(shard)):
             quality.record(hits)
             done += 1
             if is_tenth(done, total):
@@ -118,20 +140,18 @@ def _render_shard(store, outputs: list[str], expected: set[str], local: Path, qu
     return done
 
 
-def _copy_perf(store, keys: list[str], shard: dict) -> None:
+def _copy_perf(store, keys: set[str], shard: dict) -> None:
     """The shard's perf record and raw tool logs, to perf/shard_NNNN.<name>."""
-    for key in keys:
+    for key in sorted(keys):
         name = Path(key).name
         if not key.endswith(".bin") and name != RENDER_NAME:
-            store.put_bytes(store.get_bytes(key), f"perf/shard_{shard['shard']:04d}.{name}")
+            store.put_bytes(store.get_bytes(key), published_shard_file_key(shard["shard"], name))
 
 
-def _render_tally(store, prefix: str, keys: list[str], shard: dict, classifier_sha: str,
-                  grid_keys: set[str], log: Log) -> dict | None:
+def _render_tally(store, keys: set[str], shard: dict, classifier_sha: str, grid_keys: set[str],
+                  log: Log) -> dict | None:
     """The shard's render.json when it is whole and its PNGs are all there, else None."""
-    from cgan.bins import bin_name
-
-    key = join(prefix, RENDER_NAME)
+    key = render_key(shard["shard"])
     if key not in keys:
         return None
     try:
@@ -140,8 +160,7 @@ def _render_tally(store, prefix: str, keys: list[str], shard: dict, classifier_s
         tally = None
     why = check_render(tally, shard, classifier_sha)
     if why is None:
-        pngs = {f"grids/{bin_name(g)[:-4]}.png" for g in range(shard["start"], shard["start"] + shard["count"])}
-        missing = len(pngs - grid_keys)
+        missing = len({grid_png_key(g) for g in shard_grids(shard)} - grid_keys)
         why = f"{missing} grid PNG(s) missing" if missing else None
     if why is not None:
         log(f"shard {shard['shard']}: {key} not used ({why}); rendering its grids again")

@@ -44,6 +44,7 @@ class RunParams:
     precision_mode: str = "force_fp16"
     grids_per_shard: int = DEFAULT_GRIDS_PER_SHARD
     threads: int = 1
+    keep_raw_outputs: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +103,8 @@ def validate(conf: dict) -> RunParams:
     validate_checkpoint(p.checkpoint)
     _int("grids_per_shard", p.grids_per_shard, 1, MAX_GRIDS)
     _int("threads", p.threads, 0, 64)
+    if not isinstance(p.keep_raw_outputs, bool):
+        raise ParamError(f"keep_raw_outputs must be true or false, got {p.keep_raw_outputs!r}")
     return p
 
 
@@ -116,19 +119,30 @@ def resolve_local_checkpoint(checkpoint: str) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
-def plan_shards(num_grids: int, target: str, devices: list[int], grids_per_shard: int) -> list[dict]:
-    """Split grids 0..num_grids-1 into shards: one per device (ascend), or of grids_per_shard (cpu)."""
+def plan_shards(num_grids: int, target: str, devices: list[int], grids_per_shard: int, *,
+                keep_raw_outputs: bool = False, parity_grids: int | None = None) -> list[dict]:
+    """Split grids 0..num_grids-1 into shards: one per device (ascend), or of grids_per_shard (cpu).
+
+    Each shard names its bins prefix (cgan.workspace), its device, the grids of the run's parity
+    sample it holds (`parity`: the only raw outputs its inference task hands over, unless
+    `keep_raw_outputs`) and that flag."""
+    from cgan.quality import DEFAULT_PARITY_GRIDS, evenly_spaced
+    from cgan.workspace import bins_prefix
+
     if target == "ascend":
         count = min(len(devices), num_grids)
     else:
         count = min(math.ceil(num_grids / grids_per_shard), MAX_SHARDS)
+    parity = evenly_spaced(num_grids, DEFAULT_PARITY_GRIDS if parity_grids is None else parity_grids)
     base, extra = divmod(num_grids, count)
     shards, start = [], 0
     for i in range(count):
         size = base + (1 if i < extra else 0)
         shards.append({
-            "shard": i, "start": start, "count": size, "bins_prefix": f"bins/shard_{i:04d}",
+            "shard": i, "start": start, "count": size, "bins_prefix": bins_prefix(i),
             "device": devices[i] if target == "ascend" else None,
+            "parity": [g for g in parity if start <= g < start + size],
+            "keep_raw_outputs": bool(keep_raw_outputs),
         })
         start += size
     return shards
@@ -149,14 +163,17 @@ def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root:
     if conf.get("target") is None:
         conf["target"] = default_target
     params = validate(conf)
+    from cgan.workspace import RUNS_PREFIX, workspace_uri
+
     seed = params.seed if params.seed is not None else derive_seed(logical_date)
     run_key = safe_run_id(run_id)
     return {
         "params": dict(params.as_dict(), seed=seed),
         "seed": seed,
         "target": params.target,
-        "workspace": f"{artifact_root.rstrip('/')}/runs/{run_key}",
-        "shards": plan_shards(params.num_grids, params.target, params.devices, params.grids_per_shard),
-        "run_prefix": f"runs/{run_key}",
+        "workspace": workspace_uri(artifact_root, run_key),
+        "shards": plan_shards(params.num_grids, params.target, params.devices, params.grids_per_shard,
+                              keep_raw_outputs=params.keep_raw_outputs),
+        "run_prefix": f"{RUNS_PREFIX}/{run_key}",  # in the publish bucket
         "logical_date": logical_date.isoformat(),
     }

@@ -1,16 +1,25 @@
-"""Grids and label checks of one shard, made while its inference runs (the streamed postprocess).
+"""Grids and label checks of one shard, made on the inference task's own worker.
 
-The inference task hands each output to a `ShardRenderer` as soon as it is written. One worker
-thread encodes the grid's PNG into the workspace (`grids/<stem>.png`) and has the classifier
-judge its 100 digits, so the core a 1-thread runtime leaves idle does the postprocessing while
-the next grid is computed. At most `max_pending` outputs wait, so memory stays flat whatever
-the shard size. `finish()` returns the shard's tally, stored as `render.json` beside the shard's
-outputs; postprocess merges it instead of rendering the shard again.
+The `cpu` inference task hands each output to a `ShardRenderer` as soon as it is written. One
+worker thread encodes the grid's PNG into the workspace (cgan.workspace.png_key) and has the
+classifier judge its 100 digits, so the core a 1-thread runtime leaves idle does the
+postprocessing while the next grid is computed. The `ascend` task, where msame writes every
+output at the end, renders them afterwards on several threads (`render_outputs`). At most
+`max_pending` outputs wait, so memory stays flat whatever the shard size. `finish()` returns the
+shard's tally, stored as `render.json` beside the shard's perf record; postprocess merges it
+instead of rendering the shard again.
+
+`hand_over` then uploads what postprocess needs from the shard, render.json last: the raw
+outputs of the run's parity sample only (every one with keep_raw_outputs), perf.json, the tool's
+log. The other raw outputs stay on the worker and are deleted with its temp folder.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,24 +29,42 @@ from cgan.classifier import DEFAULT_CLASSIFIER
 from cgan.errors import InferenceError
 from cgan.grids import grid_array, png_bytes
 from cgan.layout import NUM_CLASSES, SAMPLES_PER_GRID
-from cgan.outputs import grid_stem
+from cgan.outputs import grid_stem, list_outputs, read_output_bin
 from cgan.quality import QualityAccumulator
+from cgan.workspace import (  # noqa: F401  (RENDER_NAME: the tally's name, re-exported)
+    RENDER_NAME,
+    grid_name,
+    kept_raw_outputs,
+    png_key,
+    render_key,
+    shard_file_key,
+)
 
-RENDER_NAME = "render.json"
 RENDER_VERSION = 1
 MAX_PENDING = 8
+# Threads that render outputs already on disk (the ascend task): PNG encoding and the classifier
+# release the GIL, so this scales with the worker's cores (at least 2, at most 8).
+RENDER_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 
 class ShardRenderer:
     """Renders and judges outputs on one background thread; errors surface in submit/finish."""
 
-    def __init__(self, store, classifier_path=DEFAULT_CLASSIFIER, *, max_pending: int = MAX_PENDING):
+    def __init__(self, store, classifier_path=DEFAULT_CLASSIFIER, *, max_pending: int = MAX_PENDING,
+                 threads: int = 1):
         self.store = store
         self.labels = QualityAccumulator(None, classifier_path)  # label counts; no parity here
         self.stems: list[str] = []
-        self._slots = threading.BoundedSemaphore(max_pending)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+        self._slots = threading.BoundedSemaphore(max(max_pending, threads))
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
+        self._lock = threading.Lock()
         self._error: BaseException | None = None
+
+    def __enter__(self) -> ShardRenderer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def submit(self, output: Path, samples: np.ndarray) -> None:
         """Queue one written output (blocks while `max_pending` are waiting)."""
@@ -54,9 +81,11 @@ class ShardRenderer:
             if self._error is not None:
                 return
             stem = grid_stem(output)
-            self.store.put_bytes(png_bytes(grid_array(samples)), f"grids/{stem}.png")
-            self.labels.record(self.labels.judge_samples(samples))
-            self.stems.append(stem)
+            self.store.put_bytes(png_bytes(grid_array(samples)), png_key(stem))
+            hits = self.labels.judge_samples(samples)
+            with self._lock:
+                self.labels.record(hits)
+                self.stems.append(stem)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             self._error = exc
         finally:
@@ -81,23 +110,53 @@ class ShardRenderer:
         }
 
     def close(self) -> None:
-        """Stop without waiting for queued work (the task failed anyway)."""
+        """Stop without waiting for queued work (a no-op after finish)."""
         self._error = self._error or InferenceError("renderer closed")
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def render_outputs(store, outputs: list[Path], *, threads: int = RENDER_THREADS,
+                   progress=None) -> dict:
+    """PNGs and the tally of output bins already written (msame's), rendered on `threads`."""
+    with ShardRenderer(store, threads=threads) as renderer:
+        for n, path in enumerate(outputs, 1):
+            renderer.submit(path, read_output_bin(path))
+            if progress is not None:
+                progress(n, len(outputs))
+        return renderer.finish()
+
+
+def hand_over(store, shard: dict, run_dir: Path, tally: dict, files: Sequence[Path] = ()) -> dict:
+    """Upload a finished shard's raw outputs of the parity sample (all with keep_raw_outputs),
+    `files` (perf.json, the tool's log) and, last, render.json; returns what was uploaded."""
+    index, keep = shard["shard"], kept_raw_outputs(shard)
+    names = None if keep is None else {grid_name(g) for g in keep}
+    uploaded, size = 0, 0
+    for path in list_outputs(run_dir):
+        if names is None or grid_stem(path) in names:
+            store.put_file(path, shard_file_key(index, path.name))
+            uploaded, size = uploaded + 1, size + path.stat().st_size
+    if names is not None and uploaded != len(names):
+        raise InferenceError(f"shard {index}: {len(names) - uploaded} output(s) of the parity sample "
+                             f"were not written in {run_dir}")
+    for path in files:
+        store.put_file(path, shard_file_key(index, Path(path).name))
+        size += Path(path).stat().st_size
+    body = json.dumps(tally).encode()
+    store.put_bytes(body, render_key(index))
+    return {"raw_outputs": uploaded, "bytes": size + len(body)}
+
+
 def check_render(tally: dict, shard: dict, classifier_sha256: str) -> str | None:
     """Why a shard's render.json cannot be used (None when it can)."""
-    from cgan.bins import bin_name
-
     if not isinstance(tally, dict) or tally.get("version") != RENDER_VERSION:
         return "unknown render.json version"
     if tally.get("classifier_sha256") != classifier_sha256:
         return "rendered with another classifier"
     if tally.get("grids") != shard["count"]:
         return f"{tally.get('grids')} grids rendered, the shard has {shard['count']}"
-    first = bin_name(shard["start"])[:-4]
-    last = bin_name(shard["start"] + shard["count"] - 1)[:-4]
+    first = grid_name(shard["start"])
+    last = grid_name(shard["start"] + shard["count"] - 1)
     if (tally.get("first"), tally.get("last")) != (first, last):
         return f"rendered {tally.get('first')}..{tally.get('last')}, the shard is {first}..{last}"
     for field in ("correct", "total"):

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from cgan.errors import CganError
@@ -115,6 +116,21 @@ class LocalStore:
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self.path(prefix), ignore_errors=True)
 
+    def usage(self, prefix: str = "") -> tuple[int, int]:
+        """(objects, bytes) stored under prefix."""
+        files = [self.root / k for k in self.list(prefix)]
+        return len(files), sum(f.stat().st_size for f in files)
+
+    def folder_ages(self, prefix: str) -> dict[str, float]:
+        """{folder name: newest modification time (epoch s) of anything in it} of prefix's folders."""
+        base = self.path(prefix)
+        ages = {}
+        for folder in (base.iterdir() if base.is_dir() else ()):
+            if folder.is_dir():
+                times = [p.stat().st_mtime for p in folder.rglob("*")] or [folder.stat().st_mtime]
+                ages[folder.name] = max(times)
+        return ages
+
 
 @dataclass
 class S3Store:
@@ -127,7 +143,7 @@ class S3Store:
 
     bucket: str
     prefix: str
-    client: object
+    client: Any  # a boto3 S3 client (boto3 ships no type hints)
 
     @property
     def uri(self) -> str:
@@ -212,6 +228,27 @@ class S3Store:
             raise StoreError(f"artifact {key!r} not found in {self.describe()}") from None
         except s3.S3ConfigError as exc:
             raise StoreError(f"{exc} [artifact store {self.describe()}]") from exc
+
+    def _objects(self, prefix: str):
+        full = join(self.prefix, check_key(prefix)) if prefix else self.prefix
+        full = f"{full}/" if full else ""
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][len(full):], obj
+
+    def usage(self, prefix: str = "") -> tuple[int, int]:
+        """(objects, bytes) stored under prefix."""
+        sizes = [obj["Size"] for _, obj in self._objects(prefix)]
+        return len(sizes), sum(sizes)
+
+    def folder_ages(self, prefix: str) -> dict[str, float]:
+        """{folder name: newest LastModified (epoch s) of its objects} of prefix's folders."""
+        ages: dict[str, float] = {}
+        for rest, obj in self._objects(prefix):
+            if "/" in rest:
+                name = rest.split("/", 1)[0]
+                ages[name] = max(ages.get(name, 0.0), obj["LastModified"].timestamp())
+        return ages
 
 
 ArtifactStore = LocalStore | S3Store

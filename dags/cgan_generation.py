@@ -2,8 +2,10 @@
 
 plan -> export_onnx -> input_bins -> choose_target
     ascend: atc_convert -> msame_infer (mapped over shards, queue `ascend`, pool `ascend_npu`)
-    cpu:    onnxruntime_infer (mapped over shards, default queue; renders grids while it runs)
--> postprocess (grids, quality report, perf) -> publish (manifest last, then latest.json)
+    cpu:    onnxruntime_infer (mapped over shards, default queue)
+    (each inference task renders and judges its own grids on its worker)
+-> postprocess (quality report, perf) -> publish (manifest last, then latest.json)
+-> cleanup (the published run's workspace, and workspaces older than the retention)
 
 No logic here: the steps are operators in operators/ that call the cgan library; deployment
 settings come from the environment (cgan/config.py).
@@ -27,6 +29,7 @@ from cgan.run_params import (
     TARGETS,
 )
 from operators.atc_convert import AtcConvertOperator
+from operators.cleanup import CleanupWorkspaceOperator
 from operators.export_onnx import ExportOnnxOperator
 from operators.input_bins import InputBinsOperator
 from operators.msame_inference import MsameInferenceOperator
@@ -61,6 +64,10 @@ PARAMS = {
                              section="Advanced", description="Shard size of the cpu target."),
     "threads": Param(1, type="integer", minimum=0, maximum=64, title="Threads per inference task",
                      section="Advanced", description="ONNX Runtime intra-op threads (0 = all cores)."),
+    "keep_raw_outputs": Param(False, type="boolean", title="Keep raw outputs", section="Advanced",
+                              description="Keep every raw output bin (the recipe's output folder) in the run's "
+                                          "workspace. Off: only the parity sample's are handed over; the "
+                                          "grids are rendered on the inference workers."),
 }
 
 DEFAULT_ARGS = {
@@ -110,23 +117,25 @@ with DAG(
     export = ExportOnnxOperator(task_id="export_onnx", workspace=run["workspace"],
                                 checkpoint="{{ params.checkpoint }}", aws_conn_id=config.s3_conn_id(),
                                 execution_timeout=timedelta(minutes=20))
+    exported: Any = export.output
     bins = InputBinsOperator(task_id="input_bins", workspace=run["workspace"], shards=run["shards"],
                              seed=run["seed"], aws_conn_id=config.s3_conn_id(),
                              execution_timeout=timedelta(minutes=30))
     branch = choose_target(run["target"])
-    atc = AtcConvertOperator(task_id="atc_convert", workspace=run["workspace"],
+    atc = AtcConvertOperator(task_id="atc_convert", workspace=run["workspace"], onnx_uri=exported["onnx_uri"],
                              soc_version="{{ params.soc_version }}",
                              precision_mode="{{ params.precision_mode }}",
                              toolkit_home=config.ascend_toolkit(), atc_from_path=config.atc_from_path(),
                              aws_conn_id=config.s3_conn_id(), execution_timeout=timedelta(hours=6))
+    converted: Any = atc.output
     msame = MsameInferenceOperator.partial(
-        task_id="msame_infer", workspace=run["workspace"], queue="ascend", pool="ascend_npu",
-        msame_path=config.msame(), toolkit_home=config.ascend_toolkit(), aws_conn_id=config.s3_conn_id(),
-        om_key="{{ ti.xcom_pull(task_ids='atc_convert')['om_key'] }}", execution_timeout=timedelta(hours=1),
+        task_id="msame_infer", workspace=run["workspace"], om_uri=converted["om_uri"],
+        om_name=converted["om_name"], queue="ascend", pool="ascend_npu", msame_path=config.msame(),
+        toolkit_home=config.ascend_toolkit(), aws_conn_id=config.s3_conn_id(), execution_timeout=timedelta(hours=1),
     ).expand(shard=shard_list)
     onnxruntime = OnnxRuntimeInferenceOperator.partial(
-        task_id="onnxruntime_infer", workspace=run["workspace"], threads="{{ params.threads }}",
-        aws_conn_id=config.s3_conn_id(),
+        task_id="onnxruntime_infer", workspace=run["workspace"], onnx_uri=exported["onnx_uri"],
+        threads="{{ params.threads }}", aws_conn_id=config.s3_conn_id(),
         execution_timeout=timedelta(hours=1),
     ).expand(shard=shard_list)
     post = PostprocessOperator(task_id="postprocess", workspace=run["workspace"], shards=run["shards"],
@@ -137,7 +146,10 @@ with DAG(
                                  run_prefix=run["run_prefix"], params_used=run["params"],
                                  logical_date=run["logical_date"], aws_conn_id=config.s3_conn_id(),
                                  execution_timeout=timedelta(hours=1))
+    cleanup = CleanupWorkspaceOperator(task_id="cleanup", workspace=run["workspace"],
+                                       publish_bucket=config.publish_bucket(), aws_conn_id=config.s3_conn_id(),
+                                       execution_timeout=timedelta(minutes=30))
 
     export >> bins >> branch >> [atc, onnxruntime]
     atc >> msame
-    [msame, onnxruntime] >> post >> publish
+    [msame, onnxruntime] >> post >> publish >> cleanup

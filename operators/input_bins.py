@@ -1,4 +1,5 @@
-"""InputBinsOperator: the run's seeded input bins, shard by shard, into `bins/shard_NNNN/`."""
+"""InputBinsOperator: the run's seeded input bins, shard by shard, into the workspace's
+`bins/shard_NNNN/` (cgan.workspace), each shard's prefix emptied first."""
 
 from __future__ import annotations
 
@@ -7,30 +8,31 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from airflow.sdk import BaseOperator
-
-from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
-from operators.failures import fail_fast_on_bad_input
+from operators.base import CganBaseOperator
 
 
-class InputBinsOperator(BaseOperator):
-    template_fields: Sequence[str] = ("workspace", "shards", "seed")
+class InputBinsOperator(CganBaseOperator):
+    """Write one seeded input bin per grid (and the recipe's CGAN_prep_bin.info) per shard.
+
+    :param workspace: the run's workspace URI (see CganBaseOperator)
+    :param shards: the run's shard plan (cgan.run_params.plan_shards): start, count, bins_prefix
+    :param seed: the noise seed; grid g of seed s is the same bytes on every machine
+    :param aws_conn_id: Airflow connection for an s3:// workspace
+    """
+
+    template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "shards", "seed")
     ui_color = "#e8f0fe"
 
-    def __init__(self, *, workspace: str, shards: list[dict], seed: int,
-                 aws_conn_id: str = DEFAULT_CONN_ID, **kwargs):
+    def __init__(self, *, shards: list[dict], seed: int, **kwargs):
         super().__init__(**kwargs)
-        self.workspace = workspace
         self.shards = shards
         self.seed = seed
-        self.aws_conn_id = aws_conn_id
 
-    @fail_fast_on_bad_input
     def execute(self, context) -> dict:
         from cgan.bins import write_bins, write_dataset_info
         from cgan.store import upload_dir
 
-        store = open_artifact_store(self.workspace, self.aws_conn_id)
+        store = self.store
         total = sum(s["count"] for s in self.shards)
         self.log.info("Writing %d input bins (seed %d) in %d shard(s) to %s", total, self.seed,
                       len(self.shards), store.uri)

@@ -1,11 +1,14 @@
 """MsameInferenceOperator: one shard of input bins through msame on one NPU.
 
 Mapped over the run's shards (`.partial(...).expand(shard=...)`), on the `ascend` queue and
-the `ascend_npu` pool (one slot per NPU). Downloads the om and the shard's bins from the
-workspace, runs msame on the shard's device with its output streamed into the task log, and
-uploads the output bins, msame.log and perf.json (last) to `outputs/shard_NNNN/`, a prefix
-emptied first so a retry never mixes its outputs with an earlier try's. Every failure, exit 0
-or not, raises the cgan error quoting msame's own error lines.
+the `ascend_npu` pool (one slot per NPU). Downloads the om (`om_uri`, the atc task's XCom: the
+conversion cache's copy) and the shard's bins, runs msame on the shard's device with its output
+streamed into the task log, then renders and judges the shard's grids on this worker
+(cgan.shard_render.render_outputs) and hands over the PNGs, msame.log, perf.json, only the raw
+outputs of the run's parity sample (all with keep_raw_outputs) and render.json last, to
+`outputs/shard_NNNN/` (cgan.workspace), a prefix emptied first so a retry never mixes its
+outputs with an earlier try's. Every failure, exit 0 or not, raises the cgan error quoting
+msame's own error lines.
 """
 
 from __future__ import annotations
@@ -14,90 +17,99 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from airflow.sdk import BaseOperator
-
-from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
-from operators.failures import fail_fast_on_bad_input
+from operators.base import CganBaseOperator
 
 
-class MsameInferenceOperator(BaseOperator):
-    """Run msame over `shard` = {"shard": int, "bins_prefix": "bins/shard_0000", "device": int}.
+class MsameInferenceOperator(CganBaseOperator):
+    """Run msame over one `shard` of the plan: {"shard": int, "bins_prefix": str, "device": int, ...}.
 
-    :param workspace: the run's artifact store URI (file:///abs/dir or s3://bucket/prefix)
-    :param shard: the mapped argument; other keys (start, count) are ignored
+    :param workspace: the run's workspace URI (see CganBaseOperator)
+    :param shard: the mapped argument, a shard of the plan (cgan.run_params.plan_shards); its
+        `parity` and `keep_raw_outputs` say which raw outputs are handed over
+    :param om_uri: the om (the atc task's XCom `om_uri`)
+    :param om_name: the name atc gave the om (the atc task's XCom `om_name`): `cgan_linux_<arch>.om`
+        from newer atc, which msame's run checks against this host's architecture
     :param device: an ACL device id (the Device column of `npu-smi info`, not the NPU column)
         overriding the shard's own (None: the shard's)
-    :param om_key: the om in the workspace; the DAG passes atc_convert's `om_key`, which keeps
-        the name atc gave it (`cgan_linux_<arch>.om` on newer atc)
     :param msame_path: msame's path, or a name looked up on the worker's PATH
     :param loop: msame --loop, 1..100 (msame ignores it for folder input: one call per bin)
     :param channels: expected output channels (1 or 3); None accepts either, consistently
+    :param msame_timeout_s: seconds before msame is killed (None: the task's execution_timeout only)
     :param toolkit_home: folder of the CANN set_env.sh, sourced for msame when present (msame
         needs the ACL libraries); otherwise the worker's own environment is used
+    :param aws_conn_id: Airflow connection for s3:// stores
+    :param queue: Celery queue of the Ascend workers
+    :param pool: Airflow pool with one slot per NPU of the fleet
     """
 
-    template_fields: Sequence[str] = ("workspace", "shard", "om_key", "msame_path", "loop", "device",
-                                      "toolkit_home")
+    template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "shard", "om_uri", "om_name", "msame_path",
+                                      "loop",
+                                      "device", "toolkit_home")
     ui_color = "#fde7e9"
 
-    def __init__(self, *, workspace: str, shard: dict, om_key: str = "model/cgan.om",
-                 msame_path: str = "msame", loop: int = 1, device: int | None = None,
-                 channels: int | None = None, msame_timeout_s: float | None = None,
-                 toolkit_home: str = "/usr/local/Ascend/ascend-toolkit", aws_conn_id: str = DEFAULT_CONN_ID,
-                 queue: str = "ascend", pool: str = "ascend_npu",
-                 **kwargs):
+    def __init__(self, *, shard: dict, om_uri: str, om_name: str = "cgan.om", msame_path: str = "msame", loop: int = 1,
+                 device: int | None = None, channels: int | None = None, msame_timeout_s: float | None = None,
+                 toolkit_home: str = "/usr/local/Ascend/ascend-toolkit", queue: str = "ascend",
+                 pool: str = "ascend_npu", **kwargs):
         super().__init__(queue=queue, pool=pool, **kwargs)
-        self.workspace = workspace
         self.shard = shard
-        self.om_key = om_key
+        self.om_uri = om_uri
+        self.om_name = om_name
         self.msame_path = msame_path
         self.loop = loop
         self.device = device
         self.channels = channels
         self.msame_timeout_s = msame_timeout_s
         self.toolkit_home = toolkit_home
-        self.aws_conn_id = aws_conn_id
 
-    @fail_fast_on_bad_input
     def execute(self, context) -> dict:
-        from cgan.ascend.msame import LOG_NAME, run_msame
-        from cgan.ascend.shards import outputs_prefix
+        from cgan.ascend.errors import AscendError
+        from cgan.ascend.msame import run_msame
         from cgan.ascend.toolkit import runtime_env
+        from cgan.outputs import list_outputs
         from cgan.perf import PERF_NAME
-        from cgan.store import download_keys, upload_dir
+        from cgan.shard_render import hand_over, render_outputs
+        from cgan.store import download_keys
+        from cgan.workspace import outputs_prefix, shard_perf_key
 
         index, bins_prefix, device = parse_shard(self.shard, self.device)
         loop = _int(self.loop, "loop")
         env, where = runtime_env(self.toolkit_home)
         self.log.info("msame %s", where)
-        store = open_artifact_store(self.workspace, self.aws_conn_id)
+        store = self.store
         prefix = outputs_prefix(index)
         store.delete_prefix(prefix)
+        om_name = _om_name(self.om_name)
         with tempfile.TemporaryDirectory(prefix="cgan-msame-") as tmp_dir:
             tmp = Path(tmp_dir)
-            om = store.get_file(self.om_key, tmp / "model" / self.om_key.rsplit("/", 1)[-1])
+            om = self.fetch(self.om_uri, tmp / "model" / om_name)
             keys = [k for k in store.list(bins_prefix) if k.endswith(".bin")]
             if not keys:
-                from cgan.ascend.errors import AscendError
-
                 raise AscendError(f"shard {index}: no input bins under {bins_prefix}/ in {store.uri}")
             download_keys(store, keys, tmp / "bins")
             self.log.info("Shard %d: %d bin(s) through msame on device %d", index, len(keys), device)
             run = run_msame(om, tmp / "bins", tmp / "out", device=device, loop=loop,
                             msame=self.msame_path, channels=self.channels, env=env, on_line=self.log.info,
                             timeout_s=self.msame_timeout_s)
-            upload_dir(store, run.output_dir, prefix, "*_output_0.bin")
-            store.put_file(run.log_path, f"{prefix}/{LOG_NAME}")
-            perf_key = store.put_file(run.output_dir / PERF_NAME, f"{prefix}/{PERF_NAME}")
+            tally = render_outputs(store, list_outputs(run.output_dir), progress=self._progress)
+            handed = hand_over(store, dict(self.shard, shard=index), run.output_dir, tally,
+                               [run.log_path, run.output_dir / PERF_NAME])
         for line in run.warnings:
             self.log.warning("msame printed an [ERROR] line that is not a failure (kept in perf.json "
                              "notes and msame.log): %s", line)
         perf = run.perf
-        self.log.info("Shard %d done on device %d: %.3f ms per call (median %.3f, p99 %.3f), %.1f grids/s",
-                      index, device, perf.latency_ms["mean"], perf.latency_ms["median"],
-                      perf.latency_ms["p99"], perf.grids_per_s)
-        return {"shard": index, "outputs_prefix": prefix, "perf_key": perf_key, "grids": perf.grids,
-                "device": device, "grids_per_s": perf.grids_per_s}
+        self.log.info("Shard %d done on device %d: %.3f ms per call (median %.3f, p99 %.3f), %.1f grids/s; "
+                      "%d grid PNG(s) rendered here, %d raw output(s) kept", index, device,
+                      perf.latency_ms["mean"], perf.latency_ms["median"], perf.latency_ms["p99"],
+                      perf.grids_per_s, tally["grids"], handed["raw_outputs"])
+        return {"shard": index, "outputs_prefix": prefix, "perf_key": shard_perf_key(index), "grids": perf.grids,
+                "device": device, "grids_per_s": perf.grids_per_s, "raw_outputs_kept": handed["raw_outputs"]}
+
+    def _progress(self, done: int, total: int) -> None:
+        from cgan.progress import is_tenth
+
+        if is_tenth(done, total):
+            self.log.info("grids %d/%d", done, total)
 
 
 def _int(value, name: str) -> int:
@@ -126,3 +138,13 @@ def parse_shard(shard, device_override=None) -> tuple[int, str, int]:
     if raw is None:
         raise AscendError(f"shard {index} names no device (was it planned for the cpu target?)")
     return index, check_key(shard["bins_prefix"]), check_device(_int(raw, "device"))
+
+
+def _om_name(name) -> str:
+    """The om's file name as atc gave it: one path part ending in .om (never a path)."""
+    from cgan.ascend.errors import AscendError
+    from cgan.store import KEY_PART_RE
+
+    if not isinstance(name, str) or not name.endswith(".om") or not KEY_PART_RE.match(name) or name == ".om":
+        raise AscendError(f"om_name must be the om's file name (e.g. cgan.om or cgan_linux_x86_64.om), got {name!r}")
+    return name

@@ -1,77 +1,68 @@
 """OnnxRuntimeInferenceOperator: one shard through ONNX Runtime on the CPU (the `cpu` target).
 
-Mapped over the run's shards. Outputs, perf.json and a log go to `outputs/shard_NNNN/`; that
-prefix is emptied first, so a retry never mixes its outputs with an earlier try's. With
-`render_grids` (the default) each grid's PNG and label check are made on a second thread while
-ONNX Runtime computes the next one (cgan.shard_render); `render.json`, written last, lets
-postprocess skip the shard.
+Mapped over the run's shards. Each grid's PNG and label check are made on a second thread while
+ONNX Runtime computes the next one (cgan.shard_render); then the shard hands over its PNGs,
+perf.json, only the raw outputs of the run's parity sample (all with keep_raw_outputs) and
+render.json last, to `outputs/shard_NNNN/` (cgan.workspace). That prefix is emptied first, so a
+retry never mixes its outputs with an earlier try's. The other raw outputs never leave the worker.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from airflow.sdk import BaseOperator
-
-from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
-from operators.failures import fail_fast_on_bad_input
+from operators.base import CganBaseOperator
 
 
-class OnnxRuntimeInferenceOperator(BaseOperator):
-    template_fields: Sequence[str] = ("workspace", "shard", "onnx_key", "threads")
+class OnnxRuntimeInferenceOperator(CganBaseOperator):
+    """Run ONNX Runtime over one shard of the plan, rendering its grids as it goes.
+
+    :param workspace: the run's workspace URI (see CganBaseOperator)
+    :param shard: the mapped argument, a shard of the plan (cgan.run_params.plan_shards): shard,
+        start, count, bins_prefix, parity, keep_raw_outputs
+    :param onnx_uri: the exported ONNX (the export task's XCom `onnx_uri`)
+    :param threads: ONNX Runtime intra-op threads (0 = all cores)
+    :param aws_conn_id: Airflow connection for s3:// stores
+    """
+
+    template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "shard", "onnx_uri", "threads")
     ui_color = "#fef7e0"
 
-    def __init__(self, *, workspace: str, shard: dict, onnx_key: str = "model/cgan.onnx",
-                 threads: int = 1, render_grids: bool = True, aws_conn_id: str = DEFAULT_CONN_ID,
-                 **kwargs):
+    def __init__(self, *, shard: dict, onnx_uri: str, threads: int = 1, **kwargs):
         super().__init__(**kwargs)
-        self.workspace = workspace
         self.shard = shard
-        self.onnx_key = onnx_key
+        self.onnx_uri = onnx_uri
         self.threads = threads
-        self.render_grids = render_grids
-        self.aws_conn_id = aws_conn_id
 
-    @fail_fast_on_bad_input
     def execute(self, context) -> dict:
-        from cgan.postprocess import outputs_prefix
+        from cgan.perf import PERF_NAME
         from cgan.runtimes.onnxruntime_runner import run_onnxruntime
-        from cgan.shard_render import RENDER_NAME, ShardRenderer
-        from cgan.store import download_keys, upload_dir
+        from cgan.shard_render import ShardRenderer, hand_over
+        from cgan.store import download_keys
+        from cgan.workspace import outputs_prefix
 
-        store = open_artifact_store(self.workspace, self.aws_conn_id)
-        shard, prefix = self.shard, outputs_prefix(self.shard)
+        store, shard = self.store, self.shard
+        index, prefix = shard["shard"], outputs_prefix(shard["shard"])
         with tempfile.TemporaryDirectory(prefix="cgan-ort-") as tmp_dir:
             tmp = Path(tmp_dir)
-            model = store.get_file(self.onnx_key, tmp / "cgan.onnx")
+            model = self.fetch(self.onnx_uri, tmp / "cgan.onnx")
             bins = [k for k in store.list(shard["bins_prefix"]) if k.endswith(".bin")]
             download_keys(store, bins, tmp / "bins")
-            self.log.info("Shard %d: %d grid(s) through ONNX Runtime, %s thread(s)", shard["shard"],
-                          len(bins), self.threads)
-            renderer = ShardRenderer(store) if self.render_grids else None
-            try:
-                store.delete_prefix(prefix)  # no render.json of an earlier try survives this one
+            self.log.info("Shard %d: %d grid(s) through ONNX Runtime, %s thread(s)", index, len(bins), self.threads)
+            store.delete_prefix(prefix)  # no render.json of an earlier try survives this one
+            with ShardRenderer(store) as renderer:
                 run = run_onnxruntime(model, tmp / "bins", tmp / "out", threads=int(self.threads),
-                                      progress=self._progress,
-                                      on_output=renderer.submit if renderer else None)
-                tally = renderer.finish() if renderer else None
-            finally:
-                if renderer:
-                    renderer.close()
-            upload_dir(store, run.output_dir, prefix, "*_output_0.bin")
-            store.put_file(run.output_dir / "perf.json", f"{prefix}/perf.json")
-            if tally is not None:
-                store.put_bytes(json.dumps(tally).encode(), f"{prefix}/{RENDER_NAME}")
-                self.log.info("Shard %d: %d grid PNG(s) rendered and judged during inference",
-                              shard["shard"], tally["grids"])
+                                      progress=self._progress, on_output=renderer.submit)
+                tally = renderer.finish()
+            handed = hand_over(store, shard, run.output_dir, tally, [run.output_dir / PERF_NAME])
         perf = run.perf
-        self.log.info("Shard %d done: %.2f ms per call (p99 %.2f), %.1f grids/s", shard["shard"],
-                      perf.latency_ms["mean"], perf.latency_ms["p99"], perf.grids_per_s)
-        return {"shard": shard["shard"], "outputs_prefix": prefix, "grids": perf.grids,
-                "grids_per_s": perf.grids_per_s}
+        self.log.info("Shard %d done: %.2f ms per call (p99 %.2f), %.1f grids/s; %d grid PNG(s) rendered "
+                      "during inference, %d raw output(s) kept", index, perf.latency_ms["mean"],
+                      perf.latency_ms["p99"], perf.grids_per_s, tally["grids"], handed["raw_outputs"])
+        return {"shard": index, "outputs_prefix": prefix, "grids": perf.grids, "grids_per_s": perf.grids_per_s,
+                "raw_outputs_kept": handed["raw_outputs"]}
 
     def _progress(self, done: int, total: int) -> None:
         from cgan.progress import is_tenth

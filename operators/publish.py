@@ -11,10 +11,9 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 
-from airflow.sdk import BaseOperator, BaseOperatorLink
+from airflow.sdk import BaseOperatorLink
 
-from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
-from operators.failures import fail_fast_on_bad_input
+from operators.base import CganBaseOperator
 
 URL_XCOM_KEY = "published_url"
 
@@ -28,17 +27,30 @@ class PublishedRunLink(BaseOperatorLink):
         return XCom.get_value(ti_key=ti_key, key=URL_XCOM_KEY) or ""
 
 
-class PublishRunOperator(BaseOperator):
-    template_fields: Sequence[str] = ("workspace", "bucket", "run_prefix", "params_used", "logical_date")
+class PublishRunOperator(CganBaseOperator):
+    """Publish the workspace's grids/, perf/ and quality/ under s3://bucket/run_prefix/.
+
+    :param workspace: the run's workspace URI (see CganBaseOperator)
+    :param bucket: the publish bucket (CGAN_PUBLISH_BUCKET)
+    :param run_prefix: the run's prefix in that bucket, `runs/<run key>`
+    :param params_used: the run's checked params, recorded in the manifest
+    :param logical_date: the run's logical date (ISO); decides whether latest.json moves
+    :param export_task_id: task whose XCom describes the exported model (manifest `model`)
+    :param convert_task_id: task whose XCom describes the om (None or skipped: no om)
+    :param postprocess_task_id: task whose XCom is the run's summary
+    :param aws_conn_id: Airflow connection of the publish store (and an s3:// workspace)
+    """
+
+    template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "bucket", "run_prefix", "params_used",
+                                      "logical_date")
     operator_extra_links = (PublishedRunLink(),)
     ui_color = "#fce8e6"
 
-    def __init__(self, *, workspace: str, bucket: str, run_prefix: str, params_used: dict,
+    def __init__(self, *, bucket: str, run_prefix: str, params_used: dict,
                  logical_date: str | None = None, export_task_id: str = "export_onnx",
                  convert_task_id: str | None = "atc_convert", postprocess_task_id: str = "postprocess",
-                 aws_conn_id: str = DEFAULT_CONN_ID, **kwargs):
+                 **kwargs):
         super().__init__(**kwargs)
-        self.workspace = workspace
         self.bucket = bucket
         self.run_prefix = run_prefix
         self.params_used = params_used
@@ -46,9 +58,7 @@ class PublishRunOperator(BaseOperator):
         self.export_task_id = export_task_id
         self.convert_task_id = convert_task_id
         self.postprocess_task_id = postprocess_task_id
-        self.aws_conn_id = aws_conn_id
 
-    @fail_fast_on_bad_input
     def execute(self, context) -> dict:
         from cgan.publish import PublishError
 
@@ -72,7 +82,7 @@ class PublishRunOperator(BaseOperator):
         )
         hook = S3Hook(aws_conn_id=self.aws_conn_id)
         client = hook.get_conn()
-        store = open_artifact_store(self.workspace, self.aws_conn_id)
+        store = self.store
         self.log.info("Publishing %s to s3://%s/%s/ (connection %s)", store.uri, self.bucket,
                       self.run_prefix, self.aws_conn_id)
         with tempfile.TemporaryDirectory(prefix="cgan-publish-") as tmp:

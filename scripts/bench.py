@@ -121,7 +121,7 @@ def _peak_rss_mb(code: str) -> tuple[float, float]:
 
 
 TASK_CODE = {
-    "export_onnx": "from cgan.export import export_onnx; export_onnx({ckpt!r}, {ws!r} + '/model/cgan.onnx')",
+    "export_onnx": "from cgan.export import export_onnx; export_onnx({ckpt!r}, {ws!r} + '/cgan.onnx')",
     "input_bins": ("from cgan.run_params import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
                    "from cgan.bins import write_bins\n"
                    "for s in plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD):\n"
@@ -129,27 +129,27 @@ TASK_CODE = {
     "onnxruntime_infer": ("from cgan.run_params import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
                           "from cgan.runtimes.onnxruntime_runner import run_onnxruntime\n"
                           "from cgan.shard_render import ShardRenderer; from cgan.store import open_store\n"
+                          "from cgan.workspace import outputs_prefix\n"
                           "import shutil, pathlib\n"
                           "s = plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD)[0]\n"
                           "renderer = ShardRenderer(open_store(pathlib.Path({ws!r} + '/rendered').as_uri()))\n"
-                          "r = run_onnxruntime({ws!r} + '/model/cgan.onnx', {ws!r} + '/' + s['bins_prefix'],\n"
+                          "r = run_onnxruntime({ws!r} + '/cgan.onnx', {ws!r} + '/' + s['bins_prefix'],\n"
                           "                    {ws!r} + '/tmp-out', on_output=renderer.submit)\n"
                           "renderer.finish()\n"
-                          "shutil.copytree(r.output_dir, {ws!r} + '/outputs/shard_0000', dirs_exist_ok=True)"),
+                          "shutil.copytree(r.output_dir, {ws!r} + '/' + outputs_prefix(0), dirs_exist_ok=True)"),
     "postprocess": ("from cgan.run_params import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
                     "from cgan.store import open_store\n"
                     "from cgan.postprocess import postprocess_run\n"
+                    "from cgan.workspace import output_key, shard_perf_key\n"
                     "import pathlib, shutil\n"
-                    "shards = plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD)\n"
-                    "src = pathlib.Path({ws!r}) / 'outputs' / 'shard_0000'\n"
+                    "ws = pathlib.Path({ws!r})\n"
+                    "shards = plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD, keep_raw_outputs=True)\n"
                     "for s in shards[1:]:\n"
-                    "    d = pathlib.Path({ws!r}) / 'outputs' / ('shard_%04d' % s['shard'])\n"
-                    "    d.mkdir(parents=True, exist_ok=True)\n"
                     "    for g in range(s['start'], s['start'] + s['count']):\n"
-                    "        name = 'grid_%06d_output_0.bin'\n"
-                    "        shutil.copyfile(src / (name % (g - s['start'])), d / (name % g))\n"
-                    "    shutil.copyfile(src / 'perf.json', d / 'perf.json')\n"
-                    "postprocess_run(open_store(pathlib.Path({ws!r}).as_uri()), shards, {ckpt!r}, log=lambda m: None)"),
+                    "        (ws / output_key(s['shard'], g)).parent.mkdir(parents=True, exist_ok=True)\n"
+                    "        shutil.copyfile(ws / output_key(0, g - s['start']), ws / output_key(s['shard'], g))\n"
+                    "    shutil.copyfile(ws / shard_perf_key(0), ws / shard_perf_key(s['shard']))\n"
+                    "postprocess_run(open_store(ws.as_uri()), shards, {ckpt!r}, log=lambda m: None)"),
 }
 # VmHWM (the peak RSS of this process image): unlike ru_maxrss it is not inherited across exec
 # from the parent, which here has torch loaded.
@@ -161,8 +161,9 @@ def task_memory(n: int) -> dict:
     """Each step of the DAG's cpu path in its own process on n grids: peak RSS and seconds.
 
     Inference runs one shard (DEFAULT_GRIDS_PER_SHARD grids, as the DAG maps them) and renders its grids as the
-    operator does; postprocess covers all n grids on its fallback path, rendering every grid
-    itself (shard outputs beyond the first are copies of it, so the step sees n grids)."""
+    operator does; postprocess covers all n grids on its fallback path (keep_raw_outputs and no
+    tally), rendering every grid itself (shard outputs beyond the first are copies of it, so the
+    step sees n grids)."""
     out = {}
     with tempfile.TemporaryDirectory(prefix="cgan-bench-") as ws:
         for task, code in TASK_CODE.items():
@@ -172,13 +173,15 @@ def task_memory(n: int) -> dict:
 
 
 def dag_overhead(n: int, ort_ms_per_grid: float) -> dict:
-    """Wall time of one `airflow dags test` run of n grids vs n x the pure ORT time per grid."""
+    """Wall time of one `airflow dags test` run of n grids vs n x the pure ORT time per grid,
+    and what the run wrote to and left in the artifact store (`artifact_storage`)."""
     from scripts.local_stack import local_env, prepare_airflow, start_s3
 
     server = start_s3(port=None)
     try:
         env = local_env(server.endpoint)
         prepare_airflow(env)
+        before = artifact_bytes(env["CGAN_ARTIFACT_ROOT"])
         conf = json.dumps({"num_grids": n, "seed": 1, "target": "cpu"})  # the form's other defaults
         t0 = time.perf_counter()
         proc = subprocess.run([str(Path(sys.executable).with_name("airflow")), "dags", "test", "cgan_generation",
@@ -189,8 +192,40 @@ def dag_overhead(n: int, ort_ms_per_grid: float) -> dict:
     finally:
         server.stop()
     pure = n * ort_ms_per_grid / 1000
+    db = Path(env["AIRFLOW_HOME"]) / "airflow.db"
     return {"grids": n, "dag_wall_s": round(wall, 1), "pure_inference_s": round(pure, 1),
-            "ratio": round(wall / pure, 2), "task_seconds": task_seconds(Path(env["AIRFLOW_HOME"]) / "airflow.db")}
+            "ratio": round(wall / pure, 2), "task_seconds": task_seconds(db),
+            "storage": artifact_storage(db, env["CGAN_ARTIFACT_ROOT"], before, n)}
+
+
+# --- artifact store: bytes written per grid, storage left after the run --------------------
+
+
+def artifact_bytes(root_uri: str) -> int:
+    """Bytes held under a file:// artifact root (the local stack's)."""
+    from cgan.store import open_store
+
+    return open_store(root_uri).usage()[1] if root_uri.startswith("file:") else 0
+
+
+def artifact_storage(db_path: Path, root_uri: str, before: int, grids: int) -> dict:
+    """What the newest run wrote to the artifact store and what it left there.
+
+    The run's workspace is removed by its `cleanup` task, which reports the bytes it held
+    (everything the run wrote there: bins, handed-over outputs, grids, perf, quality); the
+    model store and atc cache grow only when the content is new (`left - before`)."""
+    import sqlite3
+
+    with sqlite3.connect(db_path) as db:
+        row = db.execute("SELECT value FROM xcom WHERE task_id = 'cleanup' AND key = 'return_value' "
+                         "ORDER BY dag_run_id DESC LIMIT 1").fetchone()
+    cleanup = json.loads(row[0]) if row else {}
+    if isinstance(cleanup, str):
+        cleanup = json.loads(cleanup)
+    left = cleanup.get("left_bytes", artifact_bytes(root_uri))
+    written = cleanup.get("removed_bytes", 0) + max(0, left - before)
+    return {"grids": grids, "workspace_bytes": cleanup.get("removed_bytes"), "bytes_written": written,
+            "bytes_written_per_grid": round(written / grids), "left_bytes": left, "left_before_run": before}
 
 
 def task_seconds(db_path: Path) -> dict:
@@ -294,6 +329,11 @@ def print_table(results: dict) -> None:
               f"inference -> {d['ratio']}x")
         if d.get("task_seconds"):
             print("  task seconds: " + ", ".join(f"{k} {v}" for k, v in d["task_seconds"].items()))
+        if d.get("storage"):
+            st = d["storage"]
+            print(f"  artifact store: {st['bytes_written_per_grid'] / 1000:.1f} KB written per grid "
+                  f"({st['bytes_written'] / 1e6:.1f} MB for {st['grids']} grids); left after the run: "
+                  f"{st['left_bytes'] / 1e6:.1f} MB (before: {st['left_before_run'] / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

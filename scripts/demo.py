@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         conf = {"num_grids": args.num_grids, "seed": args.seed, "target": "cpu"}
         print(f"Running cgan_generation once with {json.dumps(conf)} ...", flush=True)
         airflow(env, "dags", "test", "cgan_generation", "-c", json.dumps(conf), quiet=False)
-        return report(endpoint, args.out.resolve())
+        report(endpoint, args.out.resolve())
+        return report_storage(env["CGAN_ARTIFACT_ROOT"])
     finally:
         if server is not None:
             server.stop()
@@ -61,6 +62,7 @@ def report(endpoint: str, out: Path) -> int:
     import boto3
 
     from cgan.published_layout import LATEST_KEY, relative_objects
+    from cgan.workspace import GRIDS_PREFIX, PERF_KEY, QUALITY_KEY
     from scripts.local_stack import local_keys
 
     keys = local_keys()
@@ -79,10 +81,24 @@ def report(endpoint: str, out: Path) -> int:
     summary = manifest.get("summary", {})
     print()
     print(f"Published: s3://{BUCKET}/{prefix}/ ({len(manifest['objects'])} objects, manifest last)")
-    print(f"Grids (row = noise vector, column = digit 0..9): {out / 'grids'}/")
-    print(f"Quality: {out / 'quality' / 'quality.json'} (label accuracy {summary.get('label_accuracy')}, "
+    print(f"Grids (row = noise vector, column = digit 0..9): {out / GRIDS_PREFIX}/")
+    print(f"Quality: {out / QUALITY_KEY} (label accuracy {summary.get('label_accuracy')}, "
           f"parity max abs error {summary.get('parity_max_abs_err')})")
-    print(f"Perf: {out / 'perf' / 'perf.json'} ({summary.get('grids_per_s')} grids/s on the CPU)")
+    print(f"Perf: {out / PERF_KEY} ({summary.get('grids_per_s')} grids/s on the CPU)")
+    return 0
+
+
+def report_storage(artifact_root: str) -> int:
+    """What the run left in the artifact store: its workspace is removed once it is published."""
+    from cgan.store import open_store
+    from cgan.workspace import RUNS_PREFIX
+
+    if artifact_root.startswith("file:"):
+        store = open_store(artifact_root)
+        objects, size = store.usage()
+        runs = store.usage(RUNS_PREFIX)
+        print(f"Artifact store {artifact_root}: {size / 1e6:.1f} MB in {objects} objects (the model store; "
+              f"{runs[0]} objects of unpublished runs' workspaces, kept for inspection)")
     return 0
 
 

@@ -7,11 +7,12 @@ import pytest
 
 from cgan.bins import write_bins
 from cgan.errors import InferenceError
-from cgan.postprocess import outputs_prefix, postprocess_run
+from cgan.postprocess import postprocess_run
 from cgan.publish import LATEST_NAME, PublishError, build_metadata, publish_run
 from cgan.run_params import plan_shards
 from cgan.runtimes.onnxruntime_runner import run_onnxruntime
 from cgan.store import open_store, upload_dir
+from cgan.workspace import outputs_prefix
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def workspace(tmp_path, upstream_onnx):
         write_bins(local, shard["count"], 9, start=shard["start"])
         upload_dir(store, local, shard["bins_prefix"])
         run = run_onnxruntime(upstream_onnx, local, tmp_path / f"out{shard['shard']}")
-        upload_dir(store, run.output_dir, outputs_prefix(shard))
+        upload_dir(store, run.output_dir, outputs_prefix(shard["shard"]))
     return store, shards
 
 

@@ -34,6 +34,7 @@ def test_defaults_validate():
     ({"checkpoint": "s3://Bad_Bucket/x.pth"}, "shell characters"),
     ({"precision_mode": "fast"}, "precision_mode must be one of"),
     ({"threads": -1}, "threads must be an integer in 0..64"),
+    ({"keep_raw_outputs": "yes"}, "keep_raw_outputs must be true or false"),
     ({"bogus": 1}, "unknown parameter(s) bogus"),
 ])
 def test_bad_params_are_refused_with_the_fix(conf, message):
@@ -53,6 +54,25 @@ def test_cpu_shards_cover_every_grid_once():
     covered = [g for s in shards for g in range(s["start"], s["start"] + s["count"])]
     assert covered == list(range(1001))
     assert shards[2]["bins_prefix"] == "bins/shard_0002" and shards[0]["device"] is None
+
+
+def test_the_parity_sample_is_planned_once_and_split_over_the_shards():
+    shards = plan_shards(1000, "cpu", [0], 300)
+    parity = [g for s in shards for g in s["parity"]]
+    assert len(parity) == 32 and parity == sorted(set(parity)) and parity[0] == 0 and parity[-1] == 999
+    for s in shards:
+        assert all(s["start"] <= g < s["start"] + s["count"] for g in s["parity"])
+        assert s["keep_raw_outputs"] is False
+    assert [g for s in plan_shards(5, "cpu", [0], 2) for g in s["parity"]] == [0, 1, 2, 3, 4]
+    assert all(s["keep_raw_outputs"] for s in plan_shards(5, "cpu", [0], 2, keep_raw_outputs=True))
+
+
+def test_keep_raw_outputs_reaches_the_plan():
+    when = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+    plan = make_plan({"num_grids": 3, "keep_raw_outputs": True}, run_id="r", logical_date=when,
+                     artifact_root="file:///x")
+    assert plan["params"]["keep_raw_outputs"] is True and all(s["keep_raw_outputs"] for s in plan["shards"])
+    assert validate({}).keep_raw_outputs is False
 
 
 def test_ascend_shards_one_per_device():

@@ -1,4 +1,5 @@
-"""Grids rendered while a shard runs (cgan.shard_render) and postprocess merging them."""
+"""Grids rendered on the inference worker (cgan.shard_render), the shard's hand-over, and
+postprocess merging the tallies."""
 
 import json
 import threading
@@ -9,14 +10,17 @@ from cgan.bins import write_bins
 from cgan.errors import InferenceError
 from cgan.grids import grid_array, png_bytes
 from cgan.outputs import read_output_bin
-from cgan.postprocess import outputs_prefix, postprocess_run
+from cgan.postprocess import postprocess_run
 from cgan.run_params import plan_shards
 from cgan.runtimes.onnxruntime_runner import run_onnxruntime
-from cgan.shard_render import RENDER_NAME, ShardRenderer, check_render
+from cgan.shard_render import RENDER_NAME, ShardRenderer, check_render, hand_over, render_outputs
 from cgan.store import open_store, upload_dir
+from cgan.workspace import outputs_prefix, render_key
 
 
 def _run_shards(tmp_path, onnx, store, shards, render: bool):
+    """As the inference tasks leave a workspace: rendered and handed over, or (render=False)
+    every raw output uploaded and no tally."""
     for shard in shards:
         local = tmp_path / shard["bins_prefix"]
         write_bins(local, shard["count"], 9, start=shard["start"])
@@ -24,15 +28,18 @@ def _run_shards(tmp_path, onnx, store, shards, render: bool):
         renderer = ShardRenderer(store) if render else None
         run = run_onnxruntime(onnx, local, tmp_path / f"out{shard['shard']}",
                               on_output=renderer.submit if renderer else None)
-        upload_dir(store, run.output_dir, outputs_prefix(shard))
         if renderer:
-            store.put_bytes(json.dumps(renderer.finish()).encode(), f"{outputs_prefix(shard)}/{RENDER_NAME}")
+            hand_over(store, shard, run.output_dir, renderer.finish(), [run.output_dir / "perf.json"])
+        else:
+            upload_dir(store, run.output_dir, outputs_prefix(shard["shard"]))
 
 
 @pytest.fixture
-def two_workspaces(tmp_path, upstream_onnx):
-    """The same 5 grids in 2 shards, rendered during inference in one workspace, not in the other."""
-    shards = plan_shards(5, "cpu", [0], 3)
+def two_workspaces(tmp_path, upstream_onnx, request):
+    """The same 5 grids in 2 shards (parity sample: grids 0 and 4), rendered and handed over in
+    one workspace, every raw output kept and nothing rendered in the other."""
+    keep = getattr(request, "param", False)
+    shards = plan_shards(5, "cpu", [0], 3, parity_grids=2, keep_raw_outputs=keep)
     streamed = open_store((tmp_path / "streamed").as_uri())
     plain = open_store((tmp_path / "plain").as_uri())
     _run_shards(tmp_path / "s", upstream_onnx, streamed, shards, render=True)
@@ -68,10 +75,50 @@ def test_rendered_shards_are_merged_not_rendered_again(two_workspaces, upstream_
     q_streamed = json.loads(streamed.get_bytes("quality/quality.json"))
     q_plain = json.loads(plain.get_bytes("quality/quality.json"))
     assert q_streamed == q_plain  # same counts, same parity samples
-    assert q_streamed["grids"] == 5 and q_streamed["parity_grids_checked"] == 5
+    assert q_streamed["grids"] == 5 and q_streamed["parity_grids_checked"] == 2
     assert not any(RENDER_NAME in k for k in streamed.list("perf"))
+    # only the parity sample's raw outputs left the workers
+    assert [k for k in streamed.list("outputs") if k.endswith(".bin")] == [
+        "outputs/shard_0000/grid_000000_output_0.bin", "outputs/shard_0001/grid_000004_output_0.bin"]
 
 
+def test_keep_raw_outputs_hands_over_every_output(tmp_path, upstream_onnx):
+    store = open_store((tmp_path / "ws").as_uri())
+    shards = plan_shards(3, "cpu", [0], 3, parity_grids=1, keep_raw_outputs=True)
+    _run_shards(tmp_path, upstream_onnx, store, shards, render=True)
+    assert [k for k in store.list("outputs") if k.endswith(".bin")] == [
+        f"outputs/shard_0000/grid_00000{i}_output_0.bin" for i in range(3)]
+
+
+def test_hand_over_refuses_a_missing_parity_output_and_writes_no_tally(tmp_path, upstream_onnx):
+    store = open_store((tmp_path / "ws").as_uri())
+    write_bins(tmp_path / "bins", 2, 3)
+    run = run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "out")
+    run.outputs[1].unlink()
+    shard = {"shard": 0, "start": 0, "count": 2, "parity": [1], "keep_raw_outputs": False}
+    with pytest.raises(InferenceError, match="1 output"):
+        hand_over(store, shard, run.output_dir, {"grids": 2})
+    assert not store.exists(render_key(0))
+
+
+def test_outputs_written_before_rendering_are_rendered_on_several_threads(tmp_path, upstream_onnx):
+    """The ascend task's path: msame writes every output, then the worker renders them."""
+    write_bins(tmp_path / "bins", 4, 3)
+    run = run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "out")
+    streamed = open_store((tmp_path / "streamed").as_uri())
+    renderer = ShardRenderer(streamed)
+    for out in run.outputs:
+        renderer.submit(out, read_output_bin(out))
+    after = open_store((tmp_path / "after").as_uri())
+    progress = []
+    tally = render_outputs(after, run.outputs, threads=3, progress=lambda n, t: progress.append(n))
+    assert tally == renderer.finish() and progress == [1, 2, 3, 4]
+    assert after.list("grids") == streamed.list("grids")
+    for key in after.list("grids"):
+        assert after.get_bytes(key) == streamed.get_bytes(key)
+
+
+@pytest.mark.parametrize("two_workspaces", [True], indirect=True, ids=["keep_raw_outputs"])
 @pytest.mark.parametrize("damage, reason", [
     (lambda t: t.update(classifier_sha256="0" * 64), "another classifier"),
     (lambda t: t.update(grids=2), "2 grids rendered, the shard has 3"),
@@ -82,7 +129,7 @@ def test_rendered_shards_are_merged_not_rendered_again(two_workspaces, upstream_
 def test_a_render_json_that_does_not_fit_is_ignored_and_the_shard_rendered(
         two_workspaces, upstream_checkpoint, damage, reason):
     streamed, plain, shards = two_workspaces
-    key = f"{outputs_prefix(shards[0])}/{RENDER_NAME}"
+    key = render_key(0)
     tally = json.loads(streamed.get_bytes(key))
     damage(tally)
     streamed.put_bytes(json.dumps(tally).encode(), key)
@@ -94,13 +141,35 @@ def test_a_render_json_that_does_not_fit_is_ignored_and_the_shard_rendered(
     assert streamed.get_bytes("quality/quality.json") == plain.get_bytes("quality/quality.json")
 
 
-def test_a_missing_png_makes_postprocess_render_the_shard(two_workspaces, upstream_checkpoint):
+def test_a_render_json_that_does_not_fit_without_raw_outputs_refuses_the_shard(two_workspaces,
+                                                                              upstream_checkpoint):
+    streamed, _, shards = two_workspaces
+    tally = json.loads(streamed.get_bytes(render_key(0)))
+    streamed.put_bytes(json.dumps(dict(tally, grids=2)).encode(), render_key(0))
+    with pytest.raises(InferenceError, match="shard 0 is incomplete: 2 of 3 output bins missing"):
+        postprocess_run(streamed, shards, upstream_checkpoint, log=lambda m: None)
+    assert not streamed.exists("quality/quality.json")
+
+
+def test_a_missing_png_without_raw_outputs_refuses_the_shard(two_workspaces, upstream_checkpoint):
     streamed, _, shards = two_workspaces
     streamed.path("grids/grid_000004.png").unlink()
     lines = []
-    postprocess_run(streamed, shards, upstream_checkpoint, log=lines.append)
+    with pytest.raises(InferenceError, match="shard 1 is incomplete: 1 of 2 output bins missing .*re-run its "
+                                             "inference task"):
+        postprocess_run(streamed, shards, upstream_checkpoint, log=lines.append)
     assert any("1 grid PNG(s) missing" in line for line in lines)
-    assert "grids/grid_000004.png" in streamed.list("grids")
+
+
+def test_a_missing_png_with_raw_outputs_kept_is_rendered_again(tmp_path, upstream_onnx, upstream_checkpoint):
+    store = open_store((tmp_path / "ws").as_uri())
+    shards = plan_shards(3, "cpu", [0], 3, keep_raw_outputs=True)
+    _run_shards(tmp_path, upstream_onnx, store, shards, render=True)
+    store.path("grids/grid_000002.png").unlink()
+    lines = []
+    postprocess_run(store, shards, upstream_checkpoint, log=lines.append)
+    assert any("1 grid PNG(s) missing" in line for line in lines)
+    assert "grids/grid_000002.png" in store.list("grids")
 
 
 def test_renderer_output_matches_the_grid_contract(tmp_path, upstream_onnx):

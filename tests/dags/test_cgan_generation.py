@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -101,6 +102,8 @@ def test_defaults_validate_and_bad_input_is_refused(parsed):
         assert error is not None, f"{conf} was accepted"
     assert parsed["params"]["target"] == "cpu" and parsed["params"]["seed"] is None
     assert parsed["params"]["checkpoint"] == "models/cgan_generator.pth"
+    assert parsed["params"]["keep_raw_outputs"] is False
+    assert parsed["schema"]["keep_raw_outputs"]["section"] == "Advanced"
     assert all(parsed["schema"][k].get("title") and parsed["schema"][k].get("description") for k in parsed["schema"])
 
 
@@ -110,6 +113,7 @@ def test_graph_branches_and_queues(parsed):
     assert down["atc_convert"] == ["msame_infer"]
     assert down["msame_infer"] == down["onnxruntime_infer"] == ["postprocess"]
     assert down["postprocess"] == ["publish"]
+    assert down["publish"] == ["cleanup"] and tasks["cleanup"]["trigger_rule"] == "all_success"
     assert tasks["atc_convert"]["queue"] == tasks["msame_infer"]["queue"] == "ascend"
     assert tasks["msame_infer"]["pool"] == "ascend_npu"
     assert tasks["onnxruntime_infer"]["queue"] == "default" and tasks["export_onnx"]["queue"] == "default"
@@ -154,7 +158,46 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     states = task_states(env)
     assert states["atc_convert"] == ["skipped"] and set(states["msame_infer"]) == {"skipped"}, states
     assert set(states["onnxruntime_infer"]) == {"success"} and states["publish"] == ["success"], states
+    # published, so its workspace is gone; the exported model stays in the model store, once
+    root = tmp_path / "artifacts"
+    assert not [p for p in (root / "runs").rglob("*") if p.is_file()]
+    assert [p.name for p in (root / "models").glob("*/*")] == ["cgan.onnx", "entry.json"] or sorted(
+        p.name for p in (root / "models").glob("*/*")) == ["cgan.onnx", "entry.json"]
+    assert "Removed the published run's workspace" in log
 
+
+@pytest.mark.slow
+def test_a_failed_runs_workspace_is_kept_then_removed_after_the_retention(airflow_home, local_s3, tmp_path):
+    """A run that fails at publish keeps its workspace for inspection; a later run, once
+    published, removes its own workspace and every one older than the retention."""
+    import time
+
+    client = local_s3["client"]
+    client.create_bucket(Bucket="lifecycle")
+    root = tmp_path / "artifacts"
+    env = airflow_env(
+        airflow_home, CGAN_ARTIFACT_ROOT=root.as_uri(), CGAN_PUBLISH_BUCKET="lifecycle", CGAN_RETRY_DELAY_S="0",
+        AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
+    )
+    conf = {"num_grids": 2, "seed": 1, "target": "cpu"}
+    failed = dags_test(dict(env, CGAN_PUBLISH_BUCKET="no-such-bucket"), conf)  # publish fails at once
+    assert failed.returncode != 0 and "no-such-bucket" in failed.stdout + failed.stderr
+    (kept,) = [p for p in (root / "runs").iterdir()]
+    assert (kept / "grids" / "grid_000001.png").is_file()  # left for inspection
+    young = dags_test(env, conf)  # within the retention: the failed run's workspace stays
+    assert young.returncode == 0, (young.stdout + young.stderr)[-4000:]
+    assert [p.name for p in (root / "runs").iterdir() if any(p.rglob("*.bin"))] == [kept.name]
+    then = time.time() - 8 * 86400
+    for path in kept.rglob("*"):
+        os.utime(path, (then, then))
+    published = dags_test(env, conf)
+    log = published.stdout + published.stderr
+    assert published.returncode == 0, log[-4000:]
+    assert not [p for p in (root / "runs").rglob("*") if p.is_file()]
+    assert f"Removed workspace runs/{kept.name}, untouched for 8.0 days" in log
+    assert sorted(p.relative_to(root).parts[0] for p in root.rglob("*") if p.is_file()) == ["models", "models"]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="lifecycle")["Contents"]]
+    assert sum(k.endswith("manifest.json") for k in keys) == 2  # the published runs are untouched
 
 @pytest.mark.slow
 @pytest.mark.parametrize("conf,field", [({"num_grids": -1}, "num_grids"), ({"target": "gpu"}, "target")])
@@ -211,3 +254,6 @@ def test_ascend_run_with_standins_converts_once_and_publishes(airflow_home, loca
     states = task_states(env)  # the cpu branch exists and was skipped; the ascend one ran
     assert set(states["onnxruntime_infer"]) == {"skipped"}, states
     assert states["atc_convert"] == ["success"] and states["msame_infer"] == ["success", "success"], states
+    root = tmp_path / "artifacts"  # the om and the ONNX once each, by content; no workspace left
+    assert sorted(p.relative_to(root).as_posix().split("/")[0] for p in root.rglob("*") if p.is_file()) == [
+        "atc-cache", "atc-cache", "models", "models"]

@@ -1,7 +1,6 @@
 """AtcConvertOperator and MsameInferenceOperator, executed directly on a file:// workspace with
 the stand-in atc and msame (tests/standins: no NPU; the "om" is the ONNX file)."""
 
-import inspect
 import json
 import shutil
 
@@ -46,116 +45,143 @@ def task_log(monkeypatch):
 
 
 @pytest.fixture
-def workspace(tmp_path, upstream_onnx, bins3):
+def workspace(tmp_path, bins3):
     store = LocalStore(tmp_path / "ws")
-    store.put_file(upstream_onnx, "model/cgan.onnx")
     for path in sorted(bins3.glob("*.bin")):
         store.put_file(path, f"bins/shard_0000/{path.name}")
     store.put_bytes(b"0 x 72 100\n", "bins/shard_0000/CGAN_prep_bin.info")  # as InputBinsOperator leaves it
     return store
 
 
+@pytest.fixture
+def onnx_uri(upstream_onnx):
+    return upstream_onnx.as_uri()  # as the export task names it in the model store
+
+
 def atc_op(store, tmp_path, toolkit, **kwargs):
     kwargs.setdefault("cache_uri", (tmp_path / "cache").as_uri())
     kwargs.setdefault("soc_version", "Ascend310P3")
+    kwargs.setdefault("onnx_uri", kwargs.pop("onnx", None))
     return AtcConvertOperator(task_id="atc_convert", workspace=store.uri, toolkit_home=str(toolkit), **kwargs)
 
 
-@pytest.mark.parametrize("cls, required", [
-    (AtcConvertOperator, {"workspace": "file:///w", "soc_version": "Ascend310"}),
-    (MsameInferenceOperator, {"workspace": "file:///w", "shard": SHARD}),
-])
-def test_template_fields_are_init_parameters_and_raw_attributes(cls, required):
-    params = inspect.signature(cls.__init__).parameters
-    op = cls(task_id="t", **required)
-    for name in cls.template_fields:
-        assert name in params, f"{name} is not an __init__ parameter"
-        expected = required.get(name, params[name].default)
-        assert getattr(op, name) == expected, name
-    assert op.queue == "ascend"
-
-
 def test_defaults_queue_and_pool():
-    assert MsameInferenceOperator(task_id="m", workspace="file:///w", shard=SHARD).pool == "ascend_npu"
-    assert MsameInferenceOperator(task_id="m", workspace="file:///w", shard=SHARD, pool="p", queue="q").pool == "p"
-    assert AtcConvertOperator(task_id="a", workspace="file:///w", soc_version="x").queue == "ascend"
+    msame = dict(workspace="file:///w", shard=SHARD, om_uri="file:///c/model.om")
+    assert MsameInferenceOperator(task_id="m", **msame).pool == "ascend_npu"
+    assert MsameInferenceOperator(task_id="m", **msame).queue == "ascend"
+    assert MsameInferenceOperator(task_id="m", **msame, pool="p", queue="q").pool == "p"
+    atc = AtcConvertOperator(task_id="a", workspace="file:///w", onnx_uri="file:///m.onnx", soc_version="x")
+    assert atc.queue == "ascend"
 
 
-def test_atc_convert_uploads_om_and_second_run_hits_cache(tmp_path, fake_toolkit, calls, workspace,
-                                                          upstream_onnx, task_log):
-    result = atc_op(workspace, tmp_path, fake_toolkit).execute(context={})
-    assert set(result) >= {"om_key", "cache_hit", "cache_key", "log_key"}
-    assert result["om_key"] == "model/cgan.om" and result["cache_hit"] is False
-    assert workspace.get_bytes("model/cgan.om") == upstream_onnx.read_bytes()
-    assert "ATC run success" in workspace.get_bytes("model/atc.log").decode()
+def test_atc_convert_leaves_the_om_in_the_cache_and_second_run_hits_it(tmp_path, fake_toolkit, calls, workspace,
+                                                                       upstream_onnx, onnx_uri, task_log):
+    result = atc_op(workspace, tmp_path, fake_toolkit, onnx=onnx_uri).execute(context={})
+    assert set(result) >= {"om_uri", "cache_hit", "cache_key", "log_key", "om_sha256"}
+    assert result["om_uri"] == (tmp_path / "cache").as_uri() + f"/atc-cache/{result['cache_key']}/model.om"
+    assert result["cache_hit"] is False
+    om = tmp_path / "cache" / "atc-cache" / result["cache_key"] / "model.om"
+    assert om.read_bytes() == upstream_onnx.read_bytes()
+    assert not [k for k in workspace.list() if k.endswith(".om") or k.endswith(".onnx")]  # no model copied per run
+    assert "ATC run success" in workspace.get_bytes("logs/atc.log").decode()
     assert "ATC start working now, please wait for a moment." in task_log.lines  # streamed
     assert result["toolkit_version"].startswith("7.0.0")
-    (tmp_path / "ws" / "model" / "cgan.om").unlink()
-    again = atc_op(workspace, tmp_path, fake_toolkit).execute(context={})
+    again = atc_op(workspace, tmp_path, fake_toolkit, onnx=onnx_uri).execute(context={})
     assert again["cache_hit"] is True and again["cache_key"] == result["cache_key"]
+    assert again["om_uri"] == result["om_uri"]
     assert len([c for c in calls("atc") if c["argv"] != ["--version"]]) == 1
-    assert workspace.exists("model/cgan.om")
     assert json.loads(json.dumps(again)) == again  # XCom-serialisable
 
 
-def test_the_om_keeps_the_name_atc_gave_it_and_msame_runs_it(tmp_path, fake_toolkit, workspace, task_log,
-                                                              standins_on_path, monkeypatch):
-    """Newer atc writes cgan_linux_<arch>.om (it runs only there): the workspace keeps that name."""
+def test_the_om_keeps_the_name_atc_gave_it_and_msame_runs_it(tmp_path, fake_toolkit, workspace, onnx_uri,
+                                                              task_log, standins_on_path, monkeypatch):
+    """Newer atc writes cgan_linux_<arch>.om (it runs only there): msame gets the om under that name."""
     from cgan.ascend.target import host_target
 
     monkeypatch.setenv("STANDIN_ATC_SUFFIX", "auto")
     monkeypatch.setenv("STANDIN_MSAME_TEARDOWN_FAIL", "finalize")  # and a teardown hiccup on the NPU
-    result = atc_op(workspace, tmp_path, fake_toolkit).execute(context={})
-    om_key = f"model/cgan_{host_target()}.om"
-    assert result["om_key"] == om_key and workspace.exists(om_key) and not workspace.exists("model/cgan.om")
-    hit = atc_op(workspace, tmp_path, fake_toolkit).execute(context={})
-    assert hit["cache_hit"] and hit["om_key"] == om_key
-    op = MsameInferenceOperator(task_id="msame_infer", workspace=workspace.uri, shard=SHARD, om_key=om_key)
+    result = atc_op(workspace, tmp_path, fake_toolkit, onnx=onnx_uri).execute(context={})
+    om_name = f"cgan_{host_target()}.om"
+    assert result["om_name"] == om_name
+    hit = atc_op(workspace, tmp_path, fake_toolkit, onnx=onnx_uri).execute(context={})
+    assert hit["cache_hit"] and hit["om_name"] == om_name and hit["om_uri"] == result["om_uri"]
+    op = MsameInferenceOperator(task_id="msame_infer", workspace=workspace.uri, shard=SHARD,
+                                om_uri=result["om_uri"], om_name=om_name)
     assert op.execute(context={})["grids"] == 3
     assert [w for w in task_log.warnings if "[ERROR] finalize acl failed" in w]
     perf = json.loads(workspace.get_bytes("outputs/shard_0000/perf.json"))
     assert any("[ERROR] finalize acl failed" in n for n in perf["notes"])
 
 
-def test_atc_cache_defaults_to_the_artifact_root(tmp_path, fake_toolkit, workspace, task_log, monkeypatch):
+@pytest.mark.parametrize("name", ["../x.om", "cgan.onnx", "a/b.om", ".om", ""])
+def test_msame_refuses_an_om_name_that_is_not_a_file_name(workspace, name):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    op = MsameInferenceOperator(task_id="m", workspace=workspace.uri, shard=SHARD, om_uri="file:///c/model.om",
+                                om_name=name)
+    with pytest.raises(AirflowFailException, match="AscendError: om_name"):  # bad input: no retries
+        op.execute(context={})
+
+
+def test_atc_cache_defaults_to_the_artifact_root(tmp_path, fake_toolkit, workspace, onnx_uri, task_log, monkeypatch):
     monkeypatch.setenv("CGAN_ARTIFACT_ROOT", (tmp_path / "root").as_uri())
-    result = atc_op(workspace, tmp_path, fake_toolkit, cache_uri=None).execute(context={})
+    result = atc_op(workspace, tmp_path, fake_toolkit, onnx=onnx_uri, cache_uri=None).execute(context={})
     assert (tmp_path / "root" / "atc-cache" / result["cache_key"] / "model.om").is_file()
 
 
-def test_atc_failure_raises_the_cgan_error(tmp_path, fake_toolkit, workspace, task_log, monkeypatch):
+def test_atc_failure_raises_the_cgan_error(tmp_path, fake_toolkit, workspace, onnx_uri, task_log, monkeypatch):
     monkeypatch.setenv("STANDIN_ATC_MODE", "ecode")
     with pytest.raises(AirflowFailException, match="EZ3003") as err:  # deterministic: no retries
-        atc_op(workspace, tmp_path, fake_toolkit).execute(context={})
+        atc_op(workspace, tmp_path, fake_toolkit, onnx=onnx_uri).execute(context={})
     assert isinstance(err.value.__cause__, AtcError)
-    assert not workspace.exists("model/cgan.om")
+    assert not list((tmp_path / "cache").rglob("*.om"))
     assert any(line.startswith("EZ3003") for line in task_log.lines)
 
 
-def test_atc_bad_soc_is_refused_before_any_download(tmp_path, fake_toolkit, calls, workspace, task_log):
+def test_atc_bad_soc_is_refused_before_any_download(tmp_path, fake_toolkit, calls, workspace, onnx_uri, task_log):
     with pytest.raises(AirflowFailException, match="not an Ascend SoC name") as err:  # no retry for bad input
-        atc_op(workspace, tmp_path, fake_toolkit, soc_version="Ascend310'; reboot").execute(context={})
+        atc_op(workspace, tmp_path, fake_toolkit, onnx=onnx_uri, soc_version="Ascend310'; reboot").execute(context={})
     assert isinstance(err.value.__cause__, AscendError)
     assert calls("atc") == []
 
 
 def msame_ws(workspace, om):
-    workspace.put_file(om, "model/cgan.om")
     workspace.put_bytes(b"stale", "outputs/shard_0000/grid_999999_output_0.bin")
     return workspace
 
 
-def test_msame_inference_uploads_outputs_perf_and_log(tmp_path, standins_on_path, calls, workspace,
-                                                     standin_om, task_log):
+def msame_op(om, **kwargs):
+    """The operator with the om named as the atc task hands it over (a URI)."""
+    return MsameInferenceOperator(om_uri=om.as_uri(), **kwargs)
+
+
+def test_msame_inference_renders_on_the_worker_and_hands_over(tmp_path, standins_on_path, calls, workspace,
+                                                              standin_om, upstream_onnx, task_log):
+    from cgan.grids import grid_array, png_bytes
+    from cgan.outputs import list_outputs, read_output_bin
+    from cgan.runtimes.onnxruntime_runner import run_onnxruntime
+    from cgan.shard_render import check_render
+
     store = msame_ws(workspace, standin_om)
-    shard = dict(SHARD, start=0, count=3)  # the DAG's shard dicts carry more keys
-    op = MsameInferenceOperator(task_id="msame_infer", workspace=store.uri, shard=shard)
+    shard = dict(SHARD, start=0, count=3, parity=[1], keep_raw_outputs=False)  # as the DAG's plan makes it
+    op = msame_op(standin_om, task_id="msame_infer", workspace=store.uri, shard=shard)
     result = op.execute(context={})
     assert result == {"shard": 0, "outputs_prefix": "outputs/shard_0000", "perf_key": "outputs/shard_0000/perf.json",
-                      "grids": 3, "device": 2, "grids_per_s": result["grids_per_s"]}
+                      "grids": 3, "device": 2, "grids_per_s": result["grids_per_s"], "raw_outputs_kept": 1}
     keys = store.list("outputs/shard_0000")
-    assert keys == [f"outputs/shard_0000/grid_00000{i}_output_0.bin" for i in range(3)] + [
-        "outputs/shard_0000/msame.log", "outputs/shard_0000/perf.json"]  # the stale bin is gone
+    assert keys == ["outputs/shard_0000/grid_000001_output_0.bin",  # the parity sample only; the stale bin is gone
+                    "outputs/shard_0000/msame.log", "outputs/shard_0000/perf.json", "outputs/shard_0000/render.json"]
+    tally = json.loads(store.get_bytes("outputs/shard_0000/render.json"))
+    from cgan.quality import QualityAccumulator
+
+    assert check_render(tally, shard, QualityAccumulator(None).classifier_sha256) is None
+    import numpy as np
+
+    kept = store.get_file("outputs/shard_0000/grid_000001_output_0.bin", tmp_path / "kept" / "grid_000001_output_0.bin")
+    reference = list_outputs(run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "ref").output_dir)
+    assert np.allclose(read_output_bin(kept), read_output_bin(reference[1]), atol=1e-5)
+    assert store.get_bytes("grids/grid_000001.png") == png_bytes(grid_array(read_output_bin(kept)))
+    assert store.list("grids") == [f"grids/grid_00000{i}.png" for i in range(3)]  # rendered on the Ascend worker
     perf = json.loads(store.get_bytes("outputs/shard_0000/perf.json"))
     assert perf["backend"] == "msame" and perf["device"] == "npu:2" and len(perf["samples_ms"]) == perf["calls"]
     assert any("Execute sample success" in line for line in task_log.lines)
@@ -163,17 +189,10 @@ def test_msame_inference_uploads_outputs_perf_and_log(tmp_path, standins_on_path
     assert argv[argv.index("--device") + 1] == "2"
 
 
-def test_outputs_prefix_matches_postprocess():
-    from cgan.ascend.shards import outputs_prefix
-    from cgan.postprocess import outputs_prefix as post_prefix
-
-    assert outputs_prefix(7) == post_prefix({"shard": 7})
-
-
 def test_msame_device_override_and_templated_strings(tmp_path, standins_on_path, calls, workspace, standin_om,
                                                      task_log):
     store = msame_ws(workspace, standin_om)
-    op = MsameInferenceOperator(task_id="m", workspace=store.uri, shard=SHARD, device="5", loop="1")
+    op = msame_op(standin_om, task_id="m", workspace=store.uri, shard=SHARD, device="5", loop="1")
     assert op.execute(context={})["device"] == 5
     argv = calls("msame")[0]["argv"]
     assert argv[argv.index("--device") + 1] == "5"
@@ -184,7 +203,7 @@ def test_msame_failure_raises_and_leaves_no_outputs(tmp_path, standins_on_path, 
     store = msame_ws(workspace, standin_om)
     monkeypatch.setenv("STANDIN_MSAME_MODE", "short_output")
     with pytest.raises(MsameError, match="156,800 bytes"):
-        MsameInferenceOperator(task_id="m", workspace=store.uri, shard=SHARD).execute(context={})
+        msame_op(standin_om, task_id="m", workspace=store.uri, shard=SHARD).execute(context={})
     assert store.list("outputs/shard_0000") == []
 
 
@@ -200,7 +219,7 @@ def test_bad_shards_are_refused_before_msame(tmp_path, standins_on_path, calls, 
                                              task_log, shard, message):
     store = msame_ws(workspace, standin_om)
     with pytest.raises(Exception, match=message):
-        MsameInferenceOperator(task_id="m", workspace=store.uri, shard=shard).execute(context={})
+        msame_op(standin_om, task_id="m", workspace=store.uri, shard=shard).execute(context={})
     assert calls("msame") == []
 
 
@@ -208,7 +227,7 @@ def test_shard_without_bins(tmp_path, standins_on_path, workspace, standin_om, t
     store = msame_ws(workspace, standin_om)
     shard = {"shard": 3, "bins_prefix": "bins/shard_0003", "device": 0}
     with pytest.raises(AirflowFailException, match="no input bins under bins/shard_0003"):
-        MsameInferenceOperator(task_id="m", workspace=store.uri, shard=shard).execute(context={})
+        msame_op(standin_om, task_id="m", workspace=store.uri, shard=shard).execute(context={})
 
 
 def test_msame_path_parameter(tmp_path, clean_env, workspace, standin_om, task_log):
@@ -219,14 +238,14 @@ def test_msame_path_parameter(tmp_path, clean_env, workspace, standin_om, task_l
     tool = tmp_path / "opt" / "msame"
     tool.parent.mkdir()
     shutil.copy(STANDINS / "msame", tool)
-    op = MsameInferenceOperator(task_id="m", workspace=store.uri, shard=SHARD, msame_path=str(tool))
+    op = msame_op(standin_om, task_id="m", workspace=store.uri, shard=SHARD, msame_path=str(tool))
     assert op.execute(context={})["grids"] == 3
 
 
 def test_msame_gets_the_cann_environment_when_set_env_exists(tmp_path, fake_toolkit, calls, workspace,
                                                              standin_om, task_log):
     store = msame_ws(workspace, standin_om)
-    MsameInferenceOperator(task_id="m", workspace=store.uri, shard=SHARD,
+    msame_op(standin_om, task_id="m", workspace=store.uri, shard=SHARD,
                            toolkit_home=str(fake_toolkit)).execute(context={})
     (call,) = calls("msame")
     assert call["ascend_opp_path"] == f"{fake_toolkit}/latest/opp"
@@ -236,7 +255,7 @@ def test_msame_gets_the_cann_environment_when_set_env_exists(tmp_path, fake_tool
 def test_msame_without_set_env_uses_the_worker_environment(tmp_path, standins_on_path, calls, workspace,
                                                            standin_om, task_log):
     store = msame_ws(workspace, standin_om)
-    MsameInferenceOperator(task_id="m", workspace=store.uri, shard=SHARD,
+    msame_op(standin_om, task_id="m", workspace=store.uri, shard=SHARD,
                            toolkit_home=str(tmp_path / "none")).execute(context={})
     assert calls("msame")[0]["ascend_opp_path"] is None
     assert any("set_env.sh not found" in line for line in task_log.lines)

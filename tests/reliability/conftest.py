@@ -92,10 +92,11 @@ def finished_workspace(tmp_path, upstream_onnx, upstream_checkpoint):
 def make_workspace(root: Path, onnx: Path, checkpoint: Path, *, grids: int, per_shard: int, seed: int = 9,
                    postprocess: bool = True):
     from cgan.bins import write_bins
-    from cgan.postprocess import outputs_prefix, postprocess_run
+    from cgan.postprocess import postprocess_run
     from cgan.run_params import plan_shards
     from cgan.runtimes.onnxruntime_runner import run_onnxruntime
     from cgan.store import open_store, upload_dir
+    from cgan.workspace import outputs_prefix
 
     store = open_store(root.as_uri())
     shards = plan_shards(grids, "cpu", [0], per_shard)
@@ -105,7 +106,7 @@ def make_workspace(root: Path, onnx: Path, checkpoint: Path, *, grids: int, per_
         write_bins(bins, shard["count"], seed, start=shard["start"])
         upload_dir(store, bins, shard["bins_prefix"])
         run = run_onnxruntime(onnx, bins, local / f"out{shard['shard']}")
-        upload_dir(store, run.output_dir, outputs_prefix(shard))
+        upload_dir(store, run.output_dir, outputs_prefix(shard["shard"]))
     if postprocess:
         postprocess_run(store, shards, checkpoint, log=lambda m: None)
     return store, shards

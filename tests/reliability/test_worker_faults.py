@@ -16,10 +16,11 @@ import pytest
 from cgan.bins import write_bins
 from cgan.errors import InferenceError, InputBinError
 from cgan.outputs import OUTPUT_SUFFIX, find_run_dir, list_outputs
-from cgan.postprocess import outputs_prefix, postprocess_run
+from cgan.postprocess import postprocess_run
 from cgan.run_params import plan_shards
 from cgan.runtimes.onnxruntime_runner import run_onnxruntime
 from cgan.store import LocalStore, upload_dir
+from cgan.workspace import outputs_prefix
 from tests.airflow_stack import REPO
 
 GRIDS = 40
@@ -102,7 +103,7 @@ def test_inference_killed_mid_run_then_retried_is_byte_identical(tmp_path, upstr
     store = LocalStore(tmp_path / "ws")
     shards = plan_shards(GRIDS, "cpu", [0], GRIDS)
     upload_dir(store, bins40, shards[0]["bins_prefix"])
-    prefix = outputs_prefix(shards[0])
+    prefix = outputs_prefix(0)
     upload_dir(store, killed, prefix)
     store.put_file(stray, f"{prefix}/{stray.name}")
     with pytest.raises(InferenceError, match=rf"shard 0 is incomplete: {GRIDS - len(partial)} of {GRIDS} output "
@@ -114,35 +115,38 @@ def test_inference_killed_mid_run_then_retried_is_byte_identical(tmp_path, upstr
 @pytest.mark.slow
 def test_operator_killed_mid_upload_then_retried_leaves_a_whole_shard(tmp_path, upstream_onnx, upstream_checkpoint,
                                                                        bins40, clean_run):
-    """OnnxRuntimeInferenceOperator in its own process, SIGKILLed while it uploads its outputs to
-    the workspace; postprocess refuses the half-written shard; the retried task leaves exactly
-    the clean run's outputs."""
+    """OnnxRuntimeInferenceOperator in its own process, SIGKILLed while it hands over its outputs
+    to the workspace; postprocess refuses the half-written shard; the retried task leaves exactly
+    the clean run's outputs of the parity sample, its perf record and tally."""
     store = LocalStore(tmp_path / "ws")
     shard = plan_shards(GRIDS, "cpu", [0], GRIDS)[0]
     upload_dir(store, bins40, shard["bins_prefix"])
-    store.put_file(upstream_onnx, "model/cgan.onnx")
-    prefix = outputs_prefix(shard)
+    prefix = outputs_prefix(0)
     code = ("import sys, json, time; from cgan.store import LocalStore; put = LocalStore.put_file\n"
             "if sys.argv[3] == 'slow':  # a slow store, so the kill lands mid-upload on any machine\n"
             "    LocalStore.put_file = lambda self, *a: (time.sleep(0.05), put(self, *a))[1]\n"
             "from operators.onnxruntime_inference import OnnxRuntimeInferenceOperator as O\n"
-            "O(task_id='onnxruntime_infer', workspace=sys.argv[1], shard=json.loads(sys.argv[2])).execute({})")
+            "O(task_id='onnxruntime_infer', workspace=sys.argv[1], shard=json.loads(sys.argv[2]), "
+            "onnx_uri=sys.argv[4]).execute({})")
     import json
 
     cmd = [sys.executable, "-c", code, store.uri, json.dumps(shard)]
-    kill_after_outputs(cmd + ["slow"], store.root / "outputs", at_least=3)
+    model = [upstream_onnx.as_uri()]
+    kill_after_outputs(cmd + ["slow"] + model, store.root / "outputs", at_least=3)
     left = store.list(prefix)
     assert 3 <= len(left) < GRIDS and f"{prefix}/perf.json" not in left and f"{prefix}/render.json" not in left
     with pytest.raises(InferenceError, match="shard 0 is incomplete"):
         postprocess_run(store, [shard], upstream_checkpoint)
 
-    retry = subprocess.run(cmd + ["fast"], cwd=REPO, capture_output=True, text=True, timeout=300,
+    retry = subprocess.run(cmd + ["fast"] + model, cwd=REPO, capture_output=True, text=True, timeout=300,
                            env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert retry.returncode == 0, retry.stderr[-3000:]
-    assert store.list(prefix) == sorted(f"{prefix}/{p.name}" for p in list_outputs(clean_run)) + [
+    kept = [p for i, p in enumerate(list_outputs(clean_run)) if i in shard["parity"]]
+    assert 0 < len(kept) < GRIDS
+    assert store.list(prefix) == sorted(f"{prefix}/{p.name}" for p in kept) + [
         f"{prefix}/perf.json", f"{prefix}/render.json"]
     assert not [p for p in store.path(prefix).iterdir() if p.name.startswith(".")]  # no stray temp file
-    for p in list_outputs(clean_run):
+    for p in kept:
         assert store.get_bytes(f"{prefix}/{p.name}") == p.read_bytes()
     assert postprocess_run(store, [shard], upstream_checkpoint, log=lambda m: None)["grids"] == GRIDS
 
@@ -164,11 +168,11 @@ def test_onnxruntime_retry_over_stale_outputs_does_not_mix(tmp_path, upstream_on
     shards = plan_shards(6, "cpu", [0], 6)
     for path in sorted(bins40.glob("*.bin"))[:6]:
         store.put_file(path, f"{shards[0]['bins_prefix']}/{path.name}")
-    store.put_file(upstream_onnx, "model/cgan.onnx")
-    prefix = outputs_prefix(shards[0])
+    prefix = outputs_prefix(0)
     first = list_outputs(clean_run)[1]
     plant_stale(store, prefix, first)
-    OnnxRuntimeInferenceOperator(task_id="t", workspace=store.uri, shard=shards[0]).execute({})
+    OnnxRuntimeInferenceOperator(task_id="t", workspace=store.uri, shard=shards[0],
+                                 onnx_uri=upstream_onnx.as_uri()).execute({})
     assert store.list(prefix) == [f"{prefix}/grid_00000{i}{OUTPUT_SUFFIX}" for i in range(6)] + [
         f"{prefix}/perf.json", f"{prefix}/render.json"]
     assert store.get_bytes(f"{prefix}/{first.name}") == first.read_bytes()
@@ -183,13 +187,12 @@ def test_msame_retry_over_stale_outputs_does_not_mix(tmp_path, standins_on_path,
     store = LocalStore(tmp_path / "ws")
     for path in sorted(bins3.glob("*.bin")):
         store.put_file(path, f"bins/shard_0000/{path.name}")
-    store.put_file(standin_om, "model/cgan.om")
     reference = run_onnxruntime(upstream_onnx, bins3, tmp_path / "ref").output_dir
     good = list_outputs(reference)[0]
     plant_stale(store, "outputs/shard_0000", good)
-    MsameInferenceOperator(task_id="m", workspace=store.uri,
+    MsameInferenceOperator(task_id="m", workspace=store.uri, om_uri=standin_om.as_uri(),
                            shard={"shard": 0, "bins_prefix": "bins/shard_0000", "device": 0}).execute({})
     keys = store.list("outputs/shard_0000")
     assert keys == [f"outputs/shard_0000/grid_00000{i}{OUTPUT_SUFFIX}" for i in range(3)] + [
-        "outputs/shard_0000/msame.log", "outputs/shard_0000/perf.json"]
+        "outputs/shard_0000/msame.log", "outputs/shard_0000/perf.json", "outputs/shard_0000/render.json"]
     assert store.get_bytes(f"outputs/shard_0000/{good.name}") != b"\0" * good.stat().st_size

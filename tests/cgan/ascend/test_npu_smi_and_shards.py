@@ -1,13 +1,11 @@
-"""npu-smi parsing on documented sample tables, and the split of a run's bins over NPUs."""
-
-from pathlib import Path
+"""npu-smi parsing on documented sample tables, and NPU device lists (the shard plan itself:
+tests/cgan/test_run_params.py)."""
 
 import pytest
 
 from cgan.ascend.errors import AscendError
 from cgan.ascend.npu_smi import parse_npu_smi_info, read_npu_smi, soc_version_of
-from cgan.ascend.shards import outputs_prefix, parse_devices, shard_specs, split_bins, stage_shards
-from cgan.store import LocalStore
+from cgan.ascend.shards import parse_devices
 from tests.standins.fixtures import STANDINS
 
 SAMPLES = STANDINS / "npu_smi_samples"
@@ -90,21 +88,6 @@ def test_read_npu_smi_absent(clean_env):
     assert read_npu_smi("no-such-npu-smi") is None
 
 
-def test_split_bins_one_shard_per_device_balanced():
-    bins = [Path(f"b/grid_{i:06d}.bin") for i in reversed(range(10))]
-    shards = split_bins(bins, [4, 5, 6])
-    assert [s.device for s in shards] == [4, 5, 6]
-    assert [len(s.bins) for s in shards] == [4, 3, 3]
-    assert [p.name for s in shards for p in s.bins] == [f"grid_{i:06d}.bin" for i in range(10)]
-    assert shard_specs(shards)[1] == {"shard": 1, "bins_prefix": "bins/shard_0001", "device": 5}
-    assert outputs_prefix(12) == "outputs/shard_0012"
-
-
-def test_fewer_bins_than_devices():
-    shards = split_bins(["a.bin", "b.bin"], "0,1,2,3")
-    assert [(s.device, len(s.bins)) for s in shards] == [(0, 1), (1, 1)]
-
-
 @pytest.mark.parametrize("devices, message", [
     ([], "empty"), ("", "empty"), ([0, 0], "twice"), ([256], "0..255"), ("0,x", "comma-separated"),
     ([True], "0..255"),
@@ -112,18 +95,3 @@ def test_fewer_bins_than_devices():
 def test_bad_device_lists(devices, message):
     with pytest.raises(AscendError, match=message):
         parse_devices(devices)
-
-
-def test_no_bins():
-    with pytest.raises(AscendError, match="no bins"):
-        split_bins([], [0])
-
-
-def test_stage_shards_uploads_each_shard(tmp_path, bins3):
-    store = LocalStore(tmp_path / "ws")
-    store.put_bytes(b"old", "bins/shard_0007/stale.bin")
-    specs = stage_shards(store, sorted(bins3.glob("*.bin")), [2, 3])
-    assert specs == [{"shard": 0, "bins_prefix": "bins/shard_0000", "device": 2},
-                     {"shard": 1, "bins_prefix": "bins/shard_0001", "device": 3}]
-    assert store.list("bins") == ["bins/shard_0000/grid_000000.bin", "bins/shard_0000/grid_000001.bin",
-                                  "bins/shard_0001/grid_000002.bin"]

@@ -1,0 +1,211 @@
+"""Every operator of operators/: the shared base (template fields, documented parameters,
+fail-fast policy, one store per task), and the cpu-path operators executed on file:// stores."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import pkgutil
+import re
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+import operators
+from cgan.store import LocalStore, StoreError
+from operators.base import CganBaseOperator
+
+
+def all_operators() -> list[type]:
+    for info in pkgutil.iter_modules(operators.__path__):
+        importlib.import_module(f"operators.{info.name}")
+    found, todo = set(), [CganBaseOperator]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub.__module__.startswith("operators.") and sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return sorted(found, key=lambda c: c.__name__)
+
+
+OPERATORS = all_operators()
+REQUIRED = {"workspace": "file:///w", "checkpoint": "models/x.pth", "shards": [], "seed": 1, "shard": {},
+            "onnx_uri": "file:///m/cgan.onnx", "om_uri": "file:///c/model.om", "soc_version": "Ascend310P3",
+            "bucket": "b-1", "run_prefix": "runs/r", "params_used": {}, "publish_bucket": "cgan"}
+
+
+def init_params(cls) -> dict[str, inspect.Parameter]:
+    """Every keyword __init__ takes, its own and its bases' (up to BaseOperator)."""
+    params = {}
+    for klass in cls.__mro__:
+        if klass is CganBaseOperator.__mro__[1]:
+            break
+        if "__init__" in vars(klass):
+            for name, p in inspect.signature(klass.__init__).parameters.items():
+                if name not in ("self", "kwargs") and name not in params:
+                    params[name] = p
+    return params
+
+
+def test_every_operator_is_found():
+    names = {c.__name__ for c in OPERATORS}
+    assert {"ExportOnnxOperator", "InputBinsOperator", "AtcConvertOperator", "MsameInferenceOperator",
+            "OnnxRuntimeInferenceOperator", "PostprocessOperator", "PublishRunOperator",
+            "CleanupWorkspaceOperator"} <= names
+
+
+@pytest.mark.parametrize("cls", OPERATORS, ids=lambda c: c.__name__)
+def test_template_fields_are_init_parameters_and_raw_attributes(cls):
+    params = init_params(cls)
+    required = {k: v for k, v in REQUIRED.items() if k in params and params[k].default is inspect.Parameter.empty}
+    op = cls(task_id="t", **required)
+    assert "workspace" in cls.template_fields
+    for name in cls.template_fields:
+        assert name in params, f"{cls.__name__}.{name} is not an __init__ parameter"
+        expected = required.get(name, params[name].default)
+        assert getattr(op, name) == expected, name
+
+
+@pytest.mark.parametrize("cls", OPERATORS, ids=lambda c: c.__name__)
+def test_every_parameter_is_documented(cls):
+    documented = set(re.findall(r":param (\w+):", cls.__doc__ or ""))
+    missing = sorted(set(init_params(cls)) - documented)
+    assert not missing, f"{cls.__name__} does not document {missing}"
+
+
+@pytest.mark.parametrize("cls", OPERATORS, ids=lambda c: c.__name__)
+def test_the_fail_fast_policy_wraps_every_execute(cls):
+    assert getattr(cls.execute, "_fail_fast", False), cls.__name__
+
+
+def test_bad_input_fails_without_retries_and_a_flaky_store_keeps_them():
+    class Step(CganBaseOperator):
+        """:param workspace: w\n:param aws_conn_id: c\n:param error: what execute raises"""
+
+        def __init__(self, *, error, **kwargs):
+            super().__init__(**kwargs)
+            self.error = error
+
+        def execute(self, context):
+            raise self.error
+
+    with pytest.raises(AirflowFailException, match="StoreError: bad key"):
+        Step(task_id="s", workspace="file:///w", error=StoreError("bad key")).execute({})
+    with pytest.raises(ConnectionError):
+        Step(task_id="s", workspace="file:///w", error=ConnectionError("store down")).execute({})
+
+
+def test_the_workspace_store_is_opened_once(tmp_path, monkeypatch):
+    import operators.base as base
+
+    opened = []
+    monkeypatch.setattr(base, "open_artifact_store", lambda uri, conn: opened.append(uri) or LocalStore(tmp_path))
+    op = base.CganBaseOperator(task_id="t", workspace=(tmp_path / "ws").as_uri())
+    assert op.store is op.store and len(opened) == 1
+
+
+def test_fetch_opens_the_folder_of_an_object_uri(tmp_path):
+    (tmp_path / "models" / "k").mkdir(parents=True)
+    (tmp_path / "models" / "k" / "cgan.onnx").write_bytes(b"onnx")
+    op = CganBaseOperator(task_id="t", workspace="file:///w")
+    got = op.fetch((tmp_path / "models" / "k" / "cgan.onnx").as_uri(), tmp_path / "local" / "m.onnx")
+    assert got.read_bytes() == b"onnx"
+    with pytest.raises(StoreError, match="not found"):
+        op.fetch((tmp_path / "models" / "none.onnx").as_uri(), tmp_path / "x")
+
+
+# --- the cpu path, executed ----------------------------------------------------------------
+
+
+class Lines:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, msg, *args):
+        self.lines.append(msg % args if args else msg)
+
+    warning = error = debug = info
+
+
+@pytest.fixture
+def task_log(monkeypatch):
+    log = Lines()
+    for cls in OPERATORS:
+        monkeypatch.setattr(cls, "log", property(lambda self: log))
+    return log
+
+
+def test_export_is_stored_once_per_content_and_reused(tmp_path, upstream_checkpoint, task_log, monkeypatch):
+    from operators.export_onnx import ExportOnnxOperator
+
+    root = tmp_path / "root"
+    monkeypatch.setenv("CGAN_ARTIFACT_ROOT", root.as_uri())
+    calls = []
+    import cgan.export
+
+    real = cgan.export.export_onnx
+    monkeypatch.setattr(cgan.export, "export_onnx", lambda *a, **k: calls.append(a) or real(*a, **k))
+
+    def export(run: str, **kwargs):
+        op = ExportOnnxOperator(task_id="export_onnx", workspace=(root / "runs" / run).as_uri(),
+                                checkpoint=str(upstream_checkpoint), **kwargs)
+        return op.execute({})
+
+    first, second = export("r1"), export("r2")
+    assert len(calls) == 1 and first["export_reused"] is False and second["export_reused"] is True
+    assert first["onnx_uri"] == second["onnx_uri"] == (root / "models" / first["model_key"] / "cgan.onnx").as_uri()
+    assert first["onnx_sha256"] == second["onnx_sha256"] and second["channels"] == 1
+    assert not (root / "runs").exists()  # nothing copied into a run's workspace
+    other = export("r3", opset=13)  # other settings: another entry
+    assert len(calls) == 2 and other["model_key"] != first["model_key"]
+    # a damaged entry is a miss, exported again and repaired
+    (root / "models" / first["model_key"] / "cgan.onnx").write_bytes(b"damaged")
+    again = export("r4")
+    assert len(calls) == 3 and again["export_reused"] is False and again["onnx_sha256"] == first["onnx_sha256"]
+    assert any("Model store hit" in line for line in task_log.lines)
+
+
+def test_onnxruntime_task_hands_over_pngs_tally_perf_and_the_parity_outputs_only(tmp_path, upstream_onnx,
+                                                                                  upstream_checkpoint, task_log):
+    from cgan.bins import write_bins
+    from cgan.postprocess import postprocess_run
+    from cgan.run_params import plan_shards
+    from cgan.store import upload_dir
+    from operators.onnxruntime_inference import OnnxRuntimeInferenceOperator
+
+    store = LocalStore(tmp_path / "ws")
+    shards = plan_shards(12, "cpu", [0], 6, parity_grids=3)
+    for shard in shards:
+        write_bins(tmp_path / shard["bins_prefix"], shard["count"], 4, start=shard["start"])
+        upload_dir(store, tmp_path / shard["bins_prefix"], shard["bins_prefix"])
+        result = OnnxRuntimeInferenceOperator(task_id="onnxruntime_infer", workspace=store.uri, shard=shard,
+                                              onnx_uri=upstream_onnx.as_uri()).execute({})
+        assert result["raw_outputs_kept"] == len(shard["parity"])
+    assert [g for s in shards for g in s["parity"]] == [0, 6, 11]
+    assert [k for k in store.list("outputs") if k.endswith(".bin")] == [
+        "outputs/shard_0000/grid_000000_output_0.bin", "outputs/shard_0001/grid_000006_output_0.bin",
+        "outputs/shard_0001/grid_000011_output_0.bin"]
+    assert len(store.list("grids")) == 12
+    assert {k.rsplit("/", 1)[1] for k in store.list("outputs")} >= {"perf.json", "render.json"}
+    summary = postprocess_run(store, shards, upstream_checkpoint, log=lambda m: None)
+    quality = json.loads(store.get_bytes("quality/quality.json"))
+    assert summary["grids"] == 12 and quality["parity_grids_checked"] == 3 and quality["parity_max_abs_err"] < 1e-4
+    assert any("3 raw output(s) kept" in line or "2 raw output(s) kept" in line for line in task_log.lines)
+
+
+def test_cleanup_refuses_a_workspace_outside_the_root_and_the_publish_bucket_root(tmp_path, task_log):
+    from operators.cleanup import CleanupWorkspaceOperator
+
+    outside = tmp_path / "elsewhere" / "runs" / "r"
+    outside.mkdir(parents=True)
+    (outside / "keep.txt").write_text("x")
+    op = CleanupWorkspaceOperator(task_id="cleanup", workspace=outside.as_uri(), publish_bucket="cgan",
+                                  artifact_root=(tmp_path / "root").as_uri())
+    with pytest.raises(AirflowFailException, match="not a run workspace under"):
+        op.execute({})
+    assert (outside / "keep.txt").exists()
+    op = CleanupWorkspaceOperator(task_id="cleanup", workspace="s3://cgan/runs/r", publish_bucket="cgan",
+                                  artifact_root="s3://cgan")
+    with pytest.raises(AirflowFailException, match="would be the published runs"):
+        op.execute({})
