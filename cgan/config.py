@@ -16,6 +16,8 @@
 | CGAN_ATC_FROM_PATH | false | use the atc found on PATH instead of the toolkit's set_env.sh |
 | CGAN_MSAME | msame | msame's path, or a name looked up on the Ascend worker's PATH |
 | CGAN_RETRY_DELAY_S | 30 | first retry delay of the DAG's tasks (then exponential backoff) |
+| CGAN_CPU_PRECISION | fp32 | default precision of the cpu target: fp32 or int8 (form, `cgan`) |
+| CGAN_INT8_CACHE | ~/.cache/cgan/int8 | folder of the int8 models built from the ONNX (cpu, int8) |
 
 CGAN_ARTIFACT_ROOT and CGAN_PUBLISH_BUCKET are checked when read: a bucket or prefix that is
 not a valid S3 name is refused with the variable's name, before any work (the bucket when the
@@ -137,3 +139,13 @@ def ort_split_deconv() -> bool:
     if raw == "auto":
         return platform.machine().lower() in ("x86_64", "amd64")
     raise ConfigError(f"CGAN_ORT_SPLIT_DECONV={raw!r} must be auto, on or off")
+
+
+def cpu_precision() -> str:
+    """Default precision of the cpu target (CGAN_CPU_PRECISION): fp32 or int8."""
+    from cgan.runtimes.ort_int8 import PRECISIONS
+
+    raw = (os.environ.get("CGAN_CPU_PRECISION") or "fp32").strip().lower()
+    if raw not in PRECISIONS:
+        raise ConfigError(f"CGAN_CPU_PRECISION={raw!r} must be one of {', '.join(PRECISIONS)}")
+    return raw

@@ -18,6 +18,7 @@ from cgan.ascend.errors import AscendError
 from cgan.ascend.validate import SOC_VERSION_RE, check_soc_version
 from cgan.bins import MAX_GRIDS, MAX_SEED
 from cgan.errors import CganError
+from cgan.runtimes.ort_int8 import PRECISIONS
 
 TARGETS = ("cpu", "ascend")
 CHECKPOINT_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/)?[A-Za-z0-9._/+=@-]+$")
@@ -44,6 +45,7 @@ class RunParams:
     precision_mode: str = "force_fp16"
     grids_per_shard: int = DEFAULT_GRIDS_PER_SHARD
     threads: int = 1
+    precision: str = "fp32"  # cpu target: fp32 or int8 (ascend: precision_mode)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -101,6 +103,7 @@ def validate(conf: dict) -> RunParams:
     validate_checkpoint(p.checkpoint)
     _int("grids_per_shard", p.grids_per_shard, 1, MAX_GRIDS)
     _int("threads", p.threads, 0, 64)
+    _choice("precision", p.precision, PRECISIONS)
     return p
 
 

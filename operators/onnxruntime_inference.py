@@ -21,17 +21,18 @@ from operators.artifact_store import DEFAULT_CONN_ID, open_artifact_store
 
 
 class OnnxRuntimeInferenceOperator(BaseOperator):
-    template_fields: Sequence[str] = ("workspace", "shard", "onnx_key", "threads")
+    template_fields: Sequence[str] = ("workspace", "shard", "onnx_key", "threads", "precision")
     ui_color = "#fef7e0"
 
     def __init__(self, *, workspace: str, shard: dict, onnx_key: str = "model/cgan.onnx",
                  threads: int = 1, render_grids: bool = True, aws_conn_id: str = DEFAULT_CONN_ID,
-                 **kwargs):
+                 precision: str = "fp32", **kwargs):
         super().__init__(**kwargs)
         self.workspace = workspace
         self.shard = shard
         self.onnx_key = onnx_key
         self.threads = threads
+        self.precision = precision  # fp32 or int8 (cgan.runtimes.ort_int8, cached per worker)
         self.render_grids = render_grids
         self.aws_conn_id = aws_conn_id
 
@@ -49,13 +50,13 @@ class OnnxRuntimeInferenceOperator(BaseOperator):
             model = store.get_file(self.onnx_key, tmp / "cgan.onnx")
             bins = [k for k in store.list(shard["bins_prefix"]) if k.endswith(".bin")]
             download_keys(store, bins, tmp / "bins")
-            self.log.info("Shard %d: %d grid(s) through ONNX Runtime, %s thread(s)", shard["shard"],
-                          len(bins), self.threads)
+            self.log.info("Shard %d: %d grid(s) through ONNX Runtime, %s thread(s), %s", shard["shard"],
+                          len(bins), self.threads, self.precision)
             renderer = ShardRenderer(store) if self.render_grids else None
             try:
                 store.delete_prefix(prefix)  # no render.json of an earlier try survives this one
                 run = run_onnxruntime(model, tmp / "bins", tmp / "out", threads=int(self.threads),
-                                      progress=self._progress,
+                                      progress=self._progress, precision=self.precision,
                                       on_output=renderer.submit if renderer else None)
                 tally = renderer.finish() if renderer else None
             finally:

@@ -46,6 +46,7 @@ BAD_CONFS = [
     {"num_grids": 0}, {"num_grids": 100001}, {"num_grids": "ten"}, {"target": "gpu"},
     {"soc_version": "Ascend310; reboot"}, {"devices": []}, {"devices": [0, 0]}, {"devices": ["0"]},
     {"checkpoint": "models/x.pth && curl x"}, {"precision_mode": "fast"}, {"seed": -1},
+    {"precision": "fp16"},
 ]
 
 
@@ -76,6 +77,7 @@ def test_defaults_validate_and_bad_input_is_refused(parsed):
         assert error is not None, f"{conf} was accepted"
     assert parsed["params"]["target"] == "cpu" and parsed["params"]["seed"] is None
     assert parsed["params"]["checkpoint"] == "models/cgan_generator.pth"
+    assert parsed["params"]["precision"] == "fp32" and parsed["schema"]["precision"]["enum"] == ["fp32", "int8"]
     assert all(parsed["schema"][k].get("title") and parsed["schema"][k].get("description") for k in parsed["schema"])
 
 
