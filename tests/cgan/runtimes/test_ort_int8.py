@@ -81,6 +81,8 @@ def test_int8_runs_integer_kernels_with_an_fp32_output_tail(tmp_path, upstream_o
     tail = ops[len(ops) - ops[::-1].index("DequantizeLinear"):]  # after the last dequantize
     assert "Conv" in tail and ops[-1] == "DepthToSpace"
     assert not any(op.startswith("Q") for op in tail)
+    head = ops[:len(ops) - len(tail)]
+    assert head[-2:] == ["DepthToSpace", "DequantizeLinear"]  # the tap interleave moves uint8
 
 
 def test_int8_outputs_stay_close_to_fp32(tmp_path, committed_onnx):
