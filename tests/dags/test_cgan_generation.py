@@ -132,6 +132,27 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
 
 
 @pytest.mark.slow
+def test_cpu_run_at_int8_publishes_its_precision(airflow_home, local_s3, tmp_path):
+    client = local_s3["client"]
+    client.create_bucket(Bucket="dagint8")
+    env = airflow_env(
+        airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET="dagint8",
+        AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
+        CGAN_INT8_CACHE=str(tmp_path / "int8"),
+    )
+    proc = dags_test(env, {"num_grids": 2, "seed": 3, "target": "cpu", "precision": "int8"})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    latest = json.loads(client.get_object(Bucket="dagint8", Key="latest.json")["Body"].read())
+    manifest = json.loads(client.get_object(Bucket="dagint8", Key=latest["manifest"])["Body"].read())
+    assert manifest["params"]["precision"] == "int8"
+    key = next(o["key"] for o in manifest["objects"] if o["key"].endswith("/quality/quality.json"))
+    quality = json.loads(client.get_object(Bucket="dagint8", Key=key)["Body"].read())
+    assert quality["precision"] == "int8" and quality["parity_ok"] is True
+    assert 1e-3 < quality["parity_max_abs_err"] <= quality["parity_limits"]["max_abs"]
+    assert len(list((tmp_path / "int8").glob("cgan-int8-*.onnx"))) == 1
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("conf,field", [({"num_grids": -1}, "num_grids"), ({"target": "gpu"}, "target")])
 def test_invalid_trigger_fails_before_any_task_runs(airflow_home, tmp_path, conf, field):
     env = airflow_env(airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri())
