@@ -197,6 +197,7 @@ def run_peers(threads: int = 2, rounds: int = 8, calls: int = 10, grids: int = 3
                "ms_min": round(min(times), 3), "grids_per_s": round(1000 / median, 1),
                "gflops": round(gflop_per_grid / median * 1000, 1),
                "cpu_ms_1thread": round(statistics.median(cpu1[name]), 3) if name in cpu1 else None,
+               "cpu_ms_1thread_min": round(min(cpu1[name]), 3) if name in cpu1 else None,
                **quality[name]}
         if hasattr(runners[name], "precision"):
             row["precision"] = runners[name].precision
