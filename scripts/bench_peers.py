@@ -68,6 +68,33 @@ def int8_gemm_ceiling(threads: int, n: int = 2048, reps: int = 5, clock=time.per
     return out
 
 
+def node_profile(model_path: Path, calls: int = 40) -> list[dict]:
+    """Per-node kernel time of an ONNX model in ONNX Runtime at 1 thread, as ONNX Runtime runs it
+    (after its own fusions): the fastest of `calls` calls per node (robust to other processes'
+    load), slowest node first."""
+    import onnxruntime as ort
+
+    from cgan.bins import make_input_batch
+    from cgan.layout import INPUT_NAME
+
+    with tempfile.TemporaryDirectory(prefix="cgan-profile-") as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        x = make_input_batch(TIMING_SEED, 0)
+        for _ in range(calls):
+            sess.run(None, {INPUT_NAME: x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    per_node: dict[tuple[str, str], list[float]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_node.setdefault((e["args"]["op_name"], e["name"][: -len("_kernel_time")]), []).append(e["dur"] / 1000)
+    rows = [{"op": op, "node": node, "ms": round(min(v), 3)} for (op, node), v in per_node.items()]
+    return sorted(rows, key=lambda r: -r["ms"])
+
+
 def make_runners(onnx_path: Path, threads: int, int8_cache: Path) -> tuple[dict[str, Runner], dict[str, str]]:
     """name -> runner for every peer that can run here, and name -> why for those that cannot."""
     runners: dict[str, Runner] = {}
@@ -188,6 +215,9 @@ def run_peers(threads: int = 2, rounds: int = 8, calls: int = 10, grids: int = 3
         # load of other processes on a shared machine barely changes (wall time does).
         runners1, _ = make_runners(onnx_path, 1, Path(tmp) / "int8")
         cpu1 = interleaved_ms(runners1, x, max(2, rounds // 2), calls, clock=time.process_time)
+        from cgan.runtimes.ort_int8 import int8_model
+
+        profile = node_profile(int8_model(onnx_path, cache_dir=Path(tmp) / "int8"))
     ceiling = int8_gemm_ceiling(threads)
     ceiling1 = int8_gemm_ceiling(1, clock=time.process_time)
     rows = []
@@ -210,7 +240,7 @@ def run_peers(threads: int = 2, rounds: int = 8, calls: int = 10, grids: int = 3
     int8 = base["ort-int8"]
     return {
         "threads": threads, "rounds": rounds, "calls_per_round": calls, "setup_s": round(setup_s, 1),
-        "rows": rows, "skipped": skipped, "int8_gemm_ceiling": ceiling, "int8_gemm_ceiling_1thread_cpu": ceiling1,
+        "rows": rows, "skipped": skipped, "int8_profile_1thread": profile, "int8_gemm_ceiling": ceiling, "int8_gemm_ceiling_1thread_cpu": ceiling1,
         "int8_fraction_of_ceiling": round(int8["gflops"] / ceiling["ceiling_gops"], 3),
         "int8_fraction_of_ceiling_1thread_cpu": round(
             gflop_per_grid / int8["cpu_ms_1thread"] * 1000 / ceiling1["ceiling_gops"], 3),
@@ -247,6 +277,11 @@ def print_peers(peers: dict) -> None:
               f"{r['max_abs_vs_fp32']:>7.3f} {r['mean_abs_vs_fp32']:>8.4f}")
     for name, why in peers["skipped"].items():
         print(f"{name:<17} skipped: {why}")
+    profile = peers.get("int8_profile_1thread", [])
+    if profile:
+        total = sum(r["ms"] for r in profile)
+        print(f"int8 graph as ONNX Runtime runs it, 1 thread, fastest call per node: {total:.2f} ms in all; "
+              + ", ".join(f"{r['op']} {r['node']} {r['ms']:.2f}" for r in profile[:6]))
     c1 = peers["int8_gemm_ceiling_1thread_cpu"]
     print(f"int8 GEMM ceiling (MatMulInteger u8 x s8, 2048^3): {peers['threads']} thread(s) wall "
           f"{c['ceiling_gops']:.0f} GOP/s, 1 thread CPU time {c1['ceiling_gops']:.0f} GOP/s; ORT int8 runs the "

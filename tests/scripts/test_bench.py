@@ -54,3 +54,12 @@ def test_each_peer_is_judged_on_its_own_outputs(committed_generator):
     assert result["shifted"]["label_accuracy"] < 0.3 and result["shifted"]["digits"] == 200
     assert result["noisy"]["max_abs_vs_fp32"] == pytest.approx(0.01, abs=1e-4)
     assert result["noisy"]["mean_abs_vs_fp32"] == pytest.approx(0.01, abs=1e-4)
+
+
+def test_the_int8_profile_lists_the_nodes_onnx_runtime_runs(tmp_path, upstream_onnx):
+    from cgan.runtimes.ort_int8 import int8_model
+    from scripts.bench_peers import node_profile
+
+    rows = node_profile(int8_model(upstream_onnx, cache_dir=tmp_path), calls=3)
+    assert [r["ms"] for r in rows] == sorted((r["ms"] for r in rows), reverse=True)
+    assert {"QGemm", "QLinearConv"} <= {r["op"] for r in rows} and all(r["ms"] >= 0 for r in rows)
