@@ -99,6 +99,10 @@ def test_int8_through_the_cli_infer_and_quality(tmp_path, upstream_checkpoint, u
     report = json.loads(cgan("quality", "--checkpoint", upstream_checkpoint, "--inputs", tmp_path / "bins",
                              "--outputs", tmp_path / "out", "--json").stdout)
     assert report["precision"] == "int8" and report["parity_limits"]["max_abs"] == 0.5
+    proc = subprocess.run([*CGAN, "quality", "--checkpoint", str(upstream_checkpoint), "--grids", "1",
+                           "--precision", "int8", "--json"], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["precision"] == "int8" and "int8: label accuracy" not in proc.stdout
 
 
 def test_int8_is_only_for_onnxruntime(tmp_path):
