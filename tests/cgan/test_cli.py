@@ -102,7 +102,7 @@ def test_int8_through_the_cli_infer_and_quality(tmp_path, upstream_checkpoint, u
     proc = subprocess.run([*CGAN, "quality", "--checkpoint", str(upstream_checkpoint), "--grids", "1",
                            "--precision", "int8", "--json"], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["precision"] == "int8" and "int8: label accuracy" not in proc.stdout
+    assert json.loads(proc.stdout)["precision"] == "int8"
 
 
 def test_int8_is_only_for_onnxruntime(tmp_path):

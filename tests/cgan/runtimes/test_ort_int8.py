@@ -93,6 +93,17 @@ def test_int8_outputs_stay_close_to_fp32(tmp_path, committed_onnx):
     assert 0 < err.mean() < 0.01 and err.max() < 0.5  # int8, not the fp32 graph under another name
 
 
+def test_without_the_split_the_recipe_graph_is_quantized(tmp_path, committed_onnx):
+    """CGAN_ORT_SPLIT_DECONV=off: still int8 (ConvTranspose runs dequantized, so little faster)."""
+    x = make_input_batch(4, 0)
+    fp32 = make_session(committed_onnx, 1, split_deconv=False).run(None, {"image": x})[0]
+    path = int8_model(committed_onnx, split_deconv=False, cache_dir=tmp_path)
+    assert {n.op_type for n in onnx.load(path).graph.node} >= {"ConvTranspose", "QuantizeLinear"}
+    int8 = make_session(committed_onnx, 1, split_deconv=False, precision="int8", int8_cache=tmp_path)
+    err = np.abs(int8.run(None, {"image": x})[0] - fp32)
+    assert 0 < err.mean() < 0.01 and err.max() < 0.5
+
+
 def test_a_run_records_its_precision(tmp_path, upstream_onnx, monkeypatch):
     monkeypatch.setenv("CGAN_INT8_CACHE", str(tmp_path / "cache"))
     write_bins(tmp_path / "bins", 2, seed=1)
