@@ -36,6 +36,7 @@ DEFAULT_SETTINGS = {
     "activations": "QUInt8",  # u8s8: the x86 VNNI/AMX kernels
     "weights": "QInt8",
     "per_channel": True,
+    "per_phase_taps": False,  # one grouped tap Conv, one scale (cgan.runtimes.ort_graph)
     "also_quantize": ["DepthToSpace"],  # the tap interleave moves uint8, not float (-0.2 ms a call)
     "calibration": {"method": "MinMax", "grids": 16, "seed": CALIBRATION_SEED},
     "fp32_output_tail": True,
@@ -107,7 +108,7 @@ def build_int8(model, settings: dict = DEFAULT_SETTINGS, *, split_deconv: bool =
     if opset < MIN_QDQ_OPSET:
         model = version_converter.convert_version(model, MIN_QDQ_OPSET)
     if split_deconv:
-        model, _ = split_conv_transposes(model)
+        model, _ = split_conv_transposes(model, per_phase_taps=settings.get("per_phase_taps", False))
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
         raise InferenceError(f"cannot quantize: model inputs {[i.name for i in inputs]} are not the CGAN "
