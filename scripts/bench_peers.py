@@ -36,7 +36,7 @@ Runner = Callable[["object"], "object"]  # [100, 72] float32 -> [100, C, 28, 28]
 
 def int8_gemm_ceiling(threads: int, n: int = 2048, reps: int = 5, clock=time.perf_counter) -> dict:
     """GOP/s of ONNX Runtime's u8 x s8 MatMulInteger at n^3 (B constant and B fed each call);
-    clock time.process_time at 1 thread: CPU time, which other processes' load hardly moves."""
+    clock time.thread_time at 1 thread: CPU time, which other processes' load hardly moves."""
     import numpy as np
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -105,7 +105,11 @@ def make_runners(onnx_path: Path, threads: int, int8_cache: Path) -> tuple[dict[
 
     def ort_runner(**kw) -> Runner:
         sess = make_session(onnx_path, threads, **kw)
-        return lambda x: sess.run(None, {INPUT_NAME: x})[0]
+
+        def run(x):
+            return sess.run(None, {INPUT_NAME: x})[0]
+        run.inline = True  # type: ignore[attr-defined]  # 1 thread: computes on the calling thread
+        return run
 
     runners["ort-fp32-recipe"] = ort_runner(split_deconv=False)
     runners["ort-fp32"] = ort_runner(split_deconv=True)
@@ -136,6 +140,7 @@ def make_runners(onnx_path: Path, threads: int, int8_cache: Path) -> tuple[dict[
         def run(x):
             with torch.inference_mode():
                 return fn(torch.from_numpy(x)).numpy()
+        run.inline = True  # type: ignore[attr-defined]
         return run
 
     runners["pytorch"] = torch_runner(model)
@@ -154,7 +159,7 @@ def make_runners(onnx_path: Path, threads: int, int8_cache: Path) -> tuple[dict[
 def interleaved_ms(runners: dict[str, Runner], x, rounds: int, calls: int,
                    clock=time.perf_counter) -> dict[str, list[float]]:
     """Per-call milliseconds of every runner: `rounds` rounds, each runs every runner for one
-    warm-up call and `calls` timed calls, in turn. clock time.process_time (1 thread): CPU ms."""
+    warm-up call and `calls` timed calls, in turn. clock time.thread_time (1 thread): CPU ms."""
     samples: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
@@ -211,15 +216,19 @@ def run_peers(threads: int = 2, rounds: int = 8, calls: int = 10, grids: int = 3
         x = make_input_batch(TIMING_SEED, 0)
         samples = interleaved_ms(runners, x, rounds, calls)
         quality = judge(runners, grids)
-        # The same at 1 thread in CPU time (process_time): what a core's work costs, which the
-        # load of other processes on a shared machine barely changes (wall time does).
+        # The same at 1 thread in CPU time of the calling thread: what a core's work costs, which
+        # the load of other processes on a shared machine barely changes (wall time does). Only
+        # runtimes that compute on the calling thread at 1 thread (ONNX Runtime, PyTorch);
+        # OpenVINO computes on worker threads, whose CPU time cannot be told apart from the
+        # idle spinning of the other runtimes' pools in this process.
         runners1, _ = make_runners(onnx_path, 1, Path(tmp) / "int8")
-        cpu1 = interleaved_ms(runners1, x, max(2, rounds // 2), calls, clock=time.process_time)
+        runners1 = {k: v for k, v in runners1.items() if getattr(v, "inline", False)}
+        cpu1 = interleaved_ms(runners1, x, max(2, rounds // 2), calls, clock=time.thread_time)
         from cgan.runtimes.ort_int8 import int8_model
 
         profile = node_profile(int8_model(onnx_path, cache_dir=Path(tmp) / "int8"))
     ceiling = int8_gemm_ceiling(threads)
-    ceiling1 = int8_gemm_ceiling(1, clock=time.process_time)
+    ceiling1 = int8_gemm_ceiling(1, clock=time.thread_time)
     rows = []
     for name, times in samples.items():
         median = statistics.median(times)
