@@ -156,13 +156,19 @@ def make_runners(onnx_path: Path, threads: int, int8_cache: Path) -> tuple[dict[
     return runners, skipped
 
 
+PAUSE_S = 0.3  # between blocks: the thread pools of the runtime before stop spinning (OpenMP, TBB)
+
+
 def interleaved_ms(runners: dict[str, Runner], x, rounds: int, calls: int,
-                   clock=time.perf_counter) -> dict[str, list[float]]:
+                   clock=time.perf_counter, pause_s: float = PAUSE_S) -> dict[str, list[float]]:
     """Per-call milliseconds of every runner: `rounds` rounds, each runs every runner for one
-    warm-up call and `calls` timed calls, in turn. clock time.thread_time (1 thread): CPU ms."""
+    warm-up call and `calls` timed calls, in turn, with a pause before each block so that one
+    runtime's idle-spinning threads do not take the cores from the next. clock
+    time.thread_time (1 thread): CPU ms."""
     samples: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
+            time.sleep(pause_s)
             run(x)
             for _ in range(calls):
                 t0 = clock()

@@ -29,7 +29,7 @@ def test_peers_are_timed_in_turn_in_every_round():
 
     calls = []
     runners = {name: (lambda n: lambda x: calls.append(n))(name) for name in ("a", "b", "c")}
-    samples = interleaved_ms(runners, None, rounds=2, calls=3)
+    samples = interleaved_ms(runners, None, rounds=2, calls=3, pause_s=0)
     assert {k: len(v) for k, v in samples.items()} == {"a": 3 * 2, "b": 3 * 2, "c": 3 * 2}
     assert calls == (["a"] * 4 + ["b"] * 4 + ["c"] * 4) * 2  # warm-up + 3 timed, runner after runner
 
