@@ -64,7 +64,9 @@ down:
 	$(BIN)/python scripts/local_stack.py down
 
 # Benchmarks (numbers, not pass/fail): bench/results.json, bench/bench.png and a table.
+# The peers section (OpenVINO) needs requirements-bench.lock: installed here, never by `make install`.
 bench: install
+	$(PIP) install -q --no-deps -r requirements-bench.lock $(QUIET)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 # On a machine with an NVIDIA GPU (bench/gpu/gpu_results.json); elsewhere it says there is none.

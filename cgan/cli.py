@@ -3,6 +3,7 @@
     cgan export  --checkpoint G.pth --out cgan.onnx          # pth -> onnx -> onnxsim, checked
     cgan bins    --out bins/ --num-grids 10 --seed 0          # seeded input bins + .info file
     cgan infer   --model cgan.onnx --input bins/ --output out/ # msame layout + perf.json
+    cgan infer   --model cgan.onnx --precision int8 ...        # int8 model built once, cached
     cgan convert --onnx cgan.onnx --soc-version Ascend310P3 --out om/ --cache ~/.cache/cgan
     cgan infer   --backend msame --model om/cgan.om --input bins/ --output out/ --device 0
     cgan grids   --input out/ --out grids/                    # 280x280 PNG per bin
@@ -70,12 +71,27 @@ def cmd_bins(args) -> int:
     return 0
 
 
+def _precision(args) -> str:
+    """--precision, else CGAN_CPU_PRECISION for onnxruntime; other backends run fp32 only."""
+    from cgan import config
+
+    if args.backend == "onnxruntime":
+        return args.precision or config.cpu_precision()
+    if args.precision not in (None, "fp32"):
+        raise CganError(f"--precision {args.precision} needs --backend onnxruntime "
+                        f"({args.backend} runs the model as it is)")
+    return "fp32"
+
+
 def _run_backend(args, model_or_checkpoint, input_dir, output_root, progress=None):
+    precision = _precision(args)
     if args.backend == "onnxruntime":
         from cgan.runtimes.onnxruntime_runner import run_onnxruntime
 
+        if precision != "fp32":
+            _say(f"onnxruntime at {precision} (the quantized model is built on first use and cached)")
         return run_onnxruntime(model_or_checkpoint, input_dir, output_root, threads=args.threads,
-                               warmup=args.warmup, progress=progress)
+                               warmup=args.warmup, progress=progress, precision=precision)
     from cgan.runtimes.pytorch_runner import run_pytorch
 
     return run_pytorch(model_or_checkpoint, input_dir, output_root, threads=args.threads,
@@ -97,6 +113,7 @@ def _run_msame(args):
 
 def cmd_infer(args) -> int:
     if args.backend == "msame":
+        _precision(args)
         run = _run_msame(args)
         for line in run.warnings:
             _say(f"warning: msame printed an [ERROR] line that is not a failure (kept in perf.json): {line}")
@@ -177,7 +194,8 @@ def cmd_quality(args) -> int:
         raise CganError("give both --inputs and --outputs, or neither (then --grids/--seed are used)")
     if args.inputs is not None:
         report = quality_report(args.checkpoint, args.inputs, args.outputs,
-                                classifier_path=args.classifier, parity_grids=args.parity_grids)
+                                classifier_path=args.classifier, parity_grids=args.parity_grids,
+                                precision=_run_precision(args.outputs))
     else:
         from cgan.bins import write_bins
         from cgan.export import export_onnx
@@ -191,16 +209,30 @@ def cmd_quality(args) -> int:
                 source = export_onnx(args.checkpoint, tmp / "cgan.onnx").onnx_path
             run = _run_backend(args, source, tmp / "bins", tmp / "out")
             report = quality_report(args.checkpoint, tmp / "bins", run.output_dir,
-                                    classifier_path=args.classifier, parity_grids=args.parity_grids)
+                                    classifier_path=args.classifier, parity_grids=args.parity_grids,
+                                    precision=run.perf.tool.get("precision", "fp32"))
     if args.out:
         write_report(report, args.out)
     _emit(report, args.json,
-          f"label accuracy {report['label_accuracy']:.4f} over {report['digits_judged']} digits, "
-          f"parity max abs error {report['parity_max_abs_err']:.3g} "
+          f"{report['precision']}: label accuracy {report['label_accuracy']:.4f} over "
+          f"{report['digits_judged']} digits, parity max abs error {report['parity_max_abs_err']:.3g} "
+          f"(mean {report['parity_mean_abs_err']:.2g}) "
           f"({report['parity_grids_checked']} grid(s) vs PyTorch), classifier hold-out accuracy "
           f"{report['classifier_holdout_accuracy']}"
           + (f"; wrote {Path(args.out) / 'quality.json'}" if args.out else ""))
     return 0
+
+
+def _run_precision(output_dir) -> str | None:
+    """The precision recorded in a run folder's perf.json (None when it names none)."""
+    from cgan.outputs import find_run_dir
+    from cgan.perf import PERF_NAME, read_record
+
+    perf = find_run_dir(output_dir) / PERF_NAME
+    if not perf.is_file():
+        return None
+    tool = read_record(perf).get("tool", {})
+    return tool.get("precision", "fp32" if "onnxruntime" in tool or "torch" in tool else None)
 
 
 def _positive_int(text: str) -> int:
@@ -230,6 +262,9 @@ def _add_runtime_flags(p: argparse.ArgumentParser, backends=("onnxruntime", "pyt
                    help="intra-op threads per call (default 1; 0 = all cores)")
     p.add_argument("--warmup", type=_non_negative_int, default=1,
                    help="warm-up calls, excluded from perf (default 1)")
+    p.add_argument("--precision", choices=["fp32", "int8"],
+                   help="onnxruntime: fp32, or int8 (static quantization, cached in CGAN_INT8_CACHE); "
+                        "default CGAN_CPU_PRECISION or fp32")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,8 @@
 | CGAN_MSAME | msame | msame's path, or a name looked up on the Ascend worker's PATH |
 | CGAN_RETRY_DELAY_S | 30 | first retry delay of the DAG's tasks (then exponential backoff) |
 | CGAN_WORKSPACE_RETENTION_DAYS | 7 | days a failed run's workspace is kept before a later run removes it |
+| CGAN_CPU_PRECISION | fp32 | default precision of the cpu target: fp32 or int8 (form, `cgan`) |
+| CGAN_INT8_CACHE | ~/.cache/cgan/int8 | folder of the int8 models built from the ONNX (cpu, int8) |
 
 CGAN_ARTIFACT_ROOT and CGAN_PUBLISH_BUCKET are checked when read: a bucket or prefix that is
 not a valid S3 name is refused with the variable's name, before any work (the bucket when the
@@ -151,3 +153,13 @@ def workspace_retention_days() -> float:
     if not 0 <= value <= 3650:
         raise ConfigError(f"CGAN_WORKSPACE_RETENTION_DAYS={raw!r} must be a number of days in 0..3650")
     return value
+
+
+def cpu_precision() -> str:
+    """Default precision of the cpu target (CGAN_CPU_PRECISION): fp32 or int8."""
+    from cgan.runtimes.ort_int8 import PRECISIONS
+
+    raw = (os.environ.get("CGAN_CPU_PRECISION") or "fp32").strip().lower()
+    if raw not in PRECISIONS:
+        raise ConfigError(f"CGAN_CPU_PRECISION={raw!r} must be one of {', '.join(PRECISIONS)}")
+    return raw

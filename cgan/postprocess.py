@@ -103,6 +103,7 @@ def postprocess_run(
             shutil.rmtree(local, ignore_errors=True)
             _copy_perf(store, keys, shard)
             records.append(json.loads(store.get_bytes(shard_perf_key(index))))
+    quality.precision = records[0].get("tool", {}).get("precision") if records else None
     report = quality.report()
     store.put_bytes(json.dumps(report, indent=2).encode(), QUALITY_KEY)
     perf = aggregate(records)
@@ -112,6 +113,7 @@ def postprocess_run(
         "grids": done,
         "label_accuracy": report["label_accuracy"],
         "parity_max_abs_err": report["parity_max_abs_err"],
+        "precision": report["precision"],
         "grids_per_s": perf["grids_per_s"],
         "latency_ms_mean": perf["latency_ms"]["mean"],
         "backend": perf["backend"],

@@ -1,7 +1,11 @@
 """The quality report (`quality.json`): parity with PyTorch and label accuracy.
 
-- parity_max_abs_err: max |runtime - PyTorch| over the outputs of up to `parity_grids` grids
-  (spread evenly over the run), PyTorch fp32 eager running the same input bins.
+- parity_max_abs_err / parity_mean_abs_err: max and mean |runtime - PyTorch| over the outputs
+  of up to `parity_grids` grids (spread evenly over the run), PyTorch fp32 eager running the
+  same input bins: for an int8 run, its pixel error against fp32.
+- precision: what the runtime computed in (fp32, int8; None when the runtime did not say, as
+  msame); parity_limits / parity_ok: the parity bounds of that precision and whether the run
+  kept them. Every other rule (the classifier, the labels) is the same for every precision.
 - label_accuracy / per_class_accuracy: the committed MNIST classifier reads every generated
   digit; a digit counts as correct when it is read as its column's label.
 - classifier_holdout_accuracy: the classifier's accuracy on real digits it never trained on
@@ -31,6 +35,12 @@ if TYPE_CHECKING:
 QUALITY_NAME = "quality.json"
 DEFAULT_PARITY_GRIDS = 32
 EXPECTED_LABELS = np.tile(np.arange(NUM_CLASSES), SAMPLES_PER_GRID // NUM_CLASSES)
+# Parity bounds per precision (|output - PyTorch fp32|, outputs in (-1, 1)). fp32: rounding only.
+# int8: measured max 0.18-0.30, mean 0.004-0.006 on the committed generator (README Performance).
+PARITY_LIMITS = {
+    "fp32": {"max_abs": 1e-3, "mean_abs": 1e-4},
+    "int8": {"max_abs": 0.5, "mean_abs": 0.01},
+}
 
 
 def evenly_spaced(n: int, k: int) -> list[int]:
@@ -45,14 +55,17 @@ class QualityAccumulator:
     `checkpoint` is needed only for parity checks (None: label counts only, as a shard's renderer)."""
 
     def __init__(self, checkpoint: str | os.PathLike | None,
-                 classifier_path: str | os.PathLike = DEFAULT_CLASSIFIER):
+                 classifier_path: str | os.PathLike = DEFAULT_CLASSIFIER, precision: str | None = "fp32"):
         self.checkpoint = checkpoint
+        self.precision = precision
         self.classifier_path = Path(classifier_path)
         self.classifier = DigitClassifier.load(self.classifier_path)
         self.correct = np.zeros(NUM_CLASSES, dtype=np.int64)
         self.total = np.zeros(NUM_CLASSES, dtype=np.int64)
         self.grids = 0
         self.parity = 0.0
+        self.parity_abs_sum = 0.0
+        self.parity_values = 0
         self.parity_checked = 0
         self._model: Generator | None = None
 
@@ -102,17 +115,29 @@ class QualityAccumulator:
                 f"{output.name} has shape {got.shape} but the checkpoint makes {ref.shape}: "
                 "outputs and checkpoint belong to different models"
             )
-        self.parity = max(self.parity, float(np.max(np.abs(got - ref))))
+        err = np.abs(got - ref)
+        self.parity = max(self.parity, float(err.max()))
+        self.parity_abs_sum += float(err.sum(dtype=np.float64))
+        self.parity_values += err.size
         self.parity_checked += 1
 
     def report(self) -> dict:
         if not self.grids:
             raise InputBinError("no output bins were judged: nothing to report")
         per_class = {str(d): round(float(self.correct[d] / self.total[d]), 4) for d in range(NUM_CLASSES)}
+        mean_abs = self.parity_abs_sum / self.parity_values if self.parity_values else 0.0
+        limits = PARITY_LIMITS.get(self.precision) if self.precision else None
+        parity_ok = None
+        if limits is not None and self.parity_checked:
+            parity_ok = self.parity <= limits["max_abs"] and mean_abs <= limits["mean_abs"]
         return {
+            "precision": self.precision,
             "label_accuracy": round(float(self.correct.sum() / self.total.sum()), 4),
             "per_class_accuracy": per_class,
             "parity_max_abs_err": self.parity,
+            "parity_mean_abs_err": mean_abs,
+            "parity_limits": limits,
+            "parity_ok": parity_ok,
             "classifier_holdout_accuracy": self.classifier.holdout_accuracy,
             "grids": self.grids,
             "digits_judged": int(self.total.sum()),
@@ -130,12 +155,13 @@ def quality_report(
     classifier_path: str | os.PathLike = DEFAULT_CLASSIFIER,
     parity_grids: int = DEFAULT_PARITY_GRIDS,
     progress: Callable[[int, int], None] | None = None,
+    precision: str | None = "fp32",
 ) -> dict:
     """quality.json of one local run folder (or the single run under an output root)."""
     if not isinstance(parity_grids, int) or parity_grids < 1:
         raise ValueError(f"parity_grids must be a positive integer, got {parity_grids!r}")
     outputs = list_outputs(find_run_dir(output_dir))
-    acc = QualityAccumulator(checkpoint, classifier_path)
+    acc = QualityAccumulator(checkpoint, classifier_path, precision)
     for n, path in enumerate(outputs, 1):
         acc.add_labels(path)
         if progress is not None:

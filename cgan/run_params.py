@@ -18,6 +18,7 @@ from cgan.ascend.errors import AscendError
 from cgan.ascend.validate import check_soc_version
 from cgan.bins import MAX_GRIDS, MAX_SEED
 from cgan.errors import CganError
+from cgan.runtimes.ort_int8 import PRECISIONS
 
 TARGETS = ("cpu", "ascend")
 CHECKPOINT_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/)?[A-Za-z0-9._/+=@-]+$")
@@ -45,6 +46,7 @@ class RunParams:
     grids_per_shard: int = DEFAULT_GRIDS_PER_SHARD
     threads: int = 1
     keep_raw_outputs: bool = False
+    precision: str = "fp32"  # cpu target: fp32 or int8 (ascend: precision_mode)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +107,7 @@ def validate(conf: dict) -> RunParams:
     _int("threads", p.threads, 0, 64)
     if not isinstance(p.keep_raw_outputs, bool):
         raise ParamError(f"keep_raw_outputs must be true or false, got {p.keep_raw_outputs!r}")
+    _choice("precision", p.precision, PRECISIONS)
     return p
 
 

@@ -24,17 +24,21 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
         start, count, bins_prefix, parity, keep_raw_outputs
     :param onnx_uri: the exported ONNX (the export task's XCom `onnx_uri`)
     :param threads: ONNX Runtime intra-op threads (0 = all cores)
+    :param precision: fp32, or int8 (cgan.runtimes.ort_int8: static quantization, built once per
+        model and cached on the worker)
     :param aws_conn_id: Airflow connection for s3:// stores
     """
 
-    template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "shard", "onnx_uri", "threads")
+    template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "shard", "onnx_uri", "threads",
+                                      "precision")
     ui_color = "#fef7e0"
 
-    def __init__(self, *, shard: dict, onnx_uri: str, threads: int = 1, **kwargs):
+    def __init__(self, *, shard: dict, onnx_uri: str, threads: int = 1, precision: str = "fp32", **kwargs):
         super().__init__(**kwargs)
         self.shard = shard
         self.onnx_uri = onnx_uri
         self.threads = threads
+        self.precision = precision  # fp32 or int8 (cgan.runtimes.ort_int8, cached per worker)
 
     def execute(self, context) -> dict:
         from cgan.perf import PERF_NAME
@@ -50,11 +54,13 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
             model = self.fetch(self.onnx_uri, tmp / "cgan.onnx")
             bins = [k for k in store.list(shard["bins_prefix"]) if k.endswith(".bin")]
             download_keys(store, bins, tmp / "bins")
-            self.log.info("Shard %d: %d grid(s) through ONNX Runtime, %s thread(s)", index, len(bins), self.threads)
+            self.log.info("Shard %d: %d grid(s) through ONNX Runtime, %s thread(s), %s", index, len(bins),
+                          self.threads, self.precision)
             store.delete_prefix(prefix)  # no render.json of an earlier try survives this one
             with ShardRenderer(store) as renderer:
                 run = run_onnxruntime(model, tmp / "bins", tmp / "out", threads=int(self.threads),
-                                      progress=self._progress, on_output=renderer.submit)
+                                      progress=self._progress, precision=self.precision,
+                                      on_output=renderer.submit)
                 tally = renderer.finish()
             handed = hand_over(store, shard, run.output_dir, tally, [run.output_dir / PERF_NAME])
         perf = run.perf

@@ -271,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer reps, smaller runs")
     parser.add_argument("--out", type=Path, default=REPO / "bench")
     parser.add_argument("--skip-dag", action="store_true")
-    parser.add_argument("--sections", default="speed,memory,dag",
-                        help="comma list of speed, memory, dag (default all)")
+    parser.add_argument("--sections", default="speed,memory,dag,peers",
+                        help="comma list of speed, memory, dag, peers (default all)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     reps = 10 if args.quick else 30
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_dag:
         sections.discard("dag")
     previous = args.out / "results.json"
-    if sections != {"speed", "memory", "dag"} and previous.exists():  # keep the sections not re-run
+    if sections != {"speed", "memory", "dag", "peers"} and previous.exists():  # keep the sections not re-run
         results = {**json.loads(previous.read_text()), **results}
     if "speed" in sections or "speed" not in results:
         results["ceiling"] = {str(t): matmul_ceiling(t) for t in (1, 2)}
@@ -302,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         results["task_memory"] = {str(n): task_memory(n) for n in sizes}
     if "dag" in sections:
         results["dag"] = dag_overhead(200 if args.quick else 10_000, ort100)
+    if "peers" in sections:  # ORT fp32/int8, OpenVINO, torch.compile, eager: scripts/bench_peers.py
+        from scripts.bench_peers import run_peers
+
+        results["peers"] = run_peers(threads=2, rounds=3 if args.quick else 8, grids=20 if args.quick else 30,
+                                     gflop_per_grid=results["gflop_per_grid"])
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     chart(results, args.out / "bench.png")
     print_table(results)
@@ -323,6 +328,10 @@ def print_table(results: dict) -> None:
     for n, tasks in results.get("task_memory", {}).items():
         print(f"  N={n:>6}: "
               + ", ".join(f"{k} {v['peak_rss_mb']:.0f} / {v['seconds']:.0f}s" for k, v in tasks.items()))
+    if "peers" in results:
+        from scripts.bench_peers import print_peers
+
+        print_peers(results["peers"])
     if "dag" in results:
         d = results["dag"]
         print(f"\nDAG end to end, {d['grids']} grids: {d['dag_wall_s']} s wall vs {d['pure_inference_s']} s pure "

@@ -10,16 +10,20 @@ from cgan.layout import INPUT_DIM, INPUT_NAME, SAMPLES_PER_GRID
 from cgan.runtimes.folder_runner import InferenceRun, OnOutput, Progress, run_folder
 
 
-def make_session(model_path: str | os.PathLike, threads: int = 1, *, split_deconv: bool | None = None):
+def make_session(model_path: str | os.PathLike, threads: int = 1, *, split_deconv: bool | None = None,
+                 precision: str = "fp32", int8_cache: str | os.PathLike | None = None, on_build=None):
     """An ONNX Runtime CPU session; `split_deconv` loads the graph with its 128->64 style
     ConvTransposes as phase Convs (cgan.runtimes.ort_graph; same outputs, faster on x86-64).
-    None: CGAN_ORT_SPLIT_DECONV (auto = on x86-64)."""
+    None: CGAN_ORT_SPLIT_DECONV (auto = on x86-64). precision int8: the cached int8 model of
+    that graph (cgan.runtimes.ort_int8, built on first use in `int8_cache`)."""
     import onnxruntime as ort
 
     from cgan import config
+    from cgan.runtimes.ort_int8 import check_precision, int8_model
 
     if split_deconv is None:
         split_deconv = config.ort_split_deconv()
+    check_precision(precision)
 
     if not isinstance(threads, int) or threads < 0:
         raise InferenceError(f"threads must be a non-negative integer (0 = all cores), got {threads!r}")
@@ -30,6 +34,9 @@ def make_session(model_path: str | os.PathLike, threads: int = 1, *, split_decon
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if precision == "int8":
+        model_path = int8_model(model_path, split_deconv=split_deconv, cache_dir=int8_cache, on_build=on_build)
+        split_deconv = False  # already in the int8 graph
     try:
         source = str(model_path)
         if split_deconv:
@@ -66,10 +73,13 @@ def run_onnxruntime(
     warmup: int = 1,
     progress: Progress | None = None,
     on_output: OnOutput | None = None,
+    precision: str = "fp32",
+    int8_cache: str | os.PathLike | None = None,
 ) -> InferenceRun:
+    """Every bin of input_dir through ONNX Runtime at `precision` (fp32 or int8, see make_session)."""
     import onnxruntime as ort
 
-    session = make_session(model_path, threads)
+    session = make_session(model_path, threads, precision=precision, int8_cache=int8_cache)
     batch = model_batch(session)
     if batch % SAMPLES_PER_GRID:
         raise InferenceError(f"model batch {batch} is not a multiple of {SAMPLES_PER_GRID}")
@@ -80,5 +90,6 @@ def run_onnxruntime(
     return run_folder(
         execute, batch=batch, input_dir=input_dir, output_root=output_root,
         backend="onnxruntime", device="cpu", threads=threads, warmup=warmup, progress=progress,
-        tool={"onnxruntime": ort.__version__, "model": str(model_path)}, on_output=on_output,
+        tool={"onnxruntime": ort.__version__, "model": str(model_path), "precision": precision},
+        on_output=on_output,
     )

@@ -40,5 +40,5 @@ def run_pytorch(
     return run_folder(
         torch_execute(model, threads), batch=batch, input_dir=input_dir, output_root=output_root,
         backend="pytorch", device="cpu", threads=threads, warmup=warmup, progress=progress,
-        tool={"torch": torch.__version__, "checkpoint": str(checkpoint)},
+        tool={"torch": torch.__version__, "checkpoint": str(checkpoint), "precision": "fp32"},
     )

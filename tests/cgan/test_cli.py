@@ -1,6 +1,7 @@
 """The `cgan` command line, run as a user runs it (a subprocess of the installed entry point)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,26 @@ def test_wrong_size_bin_through_the_cli(tmp_path, upstream_onnx):
     proc = cgan("infer", "--model", upstream_onnx, "--input", tmp_path / "bins", "--output", tmp_path / "o",
                 check=False)
     assert proc.returncode == 2 and "400 bytes" in proc.stderr and "28,800 bytes" in proc.stderr
+
+
+def test_int8_through_the_cli_infer_and_quality(tmp_path, upstream_checkpoint, upstream_onnx):
+    env = dict(os.environ, CGAN_INT8_CACHE=str(tmp_path / "cache"))
+    cgan("bins", "--out", tmp_path / "bins", "--num-grids", 2, "--seed", 3)
+    proc = subprocess.run([*CGAN, "infer", "--model", str(upstream_onnx), "--input", str(tmp_path / "bins"),
+                           "--output", str(tmp_path / "out"), "--precision", "int8", "--json"],
+                          capture_output=True, text=True, timeout=600, env=env, check=True)
+    assert json.loads(proc.stdout)["perf"]["tool"]["precision"] == "int8"
+    assert len(list((tmp_path / "cache").glob("cgan-int8-*.onnx"))) == 1
+    report = json.loads(cgan("quality", "--checkpoint", upstream_checkpoint, "--inputs", tmp_path / "bins",
+                             "--outputs", tmp_path / "out", "--json").stdout)
+    assert report["precision"] == "int8" and report["parity_limits"]["max_abs"] == 0.5
+    proc = subprocess.run([*CGAN, "quality", "--checkpoint", str(upstream_checkpoint), "--grids", "1",
+                           "--precision", "int8", "--json"], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["precision"] == "int8"
+
+
+def test_int8_is_only_for_onnxruntime(tmp_path):
+    proc = cgan("infer", "--backend", "pytorch", "--checkpoint", "x.pth", "--precision", "int8",
+                "--input", tmp_path, "--output", tmp_path / "o", check=False)
+    assert proc.returncode == 2 and "--precision int8 needs --backend onnxruntime" in proc.stderr

@@ -36,6 +36,7 @@ def test_postprocess_writes_grids_quality_and_pooled_perf(workspace, upstream_ch
     assert store.list("grids") == [f"grids/grid_00000{i}.png" for i in range(3)]
     quality = json.loads(store.get_bytes("quality/quality.json"))
     assert quality["grids"] == 3 and quality["parity_max_abs_err"] <= 1e-5 and quality["parity_grids_checked"] == 3
+    assert quality["precision"] == summary["precision"] == "fp32" and quality["parity_ok"] is True
     perf = json.loads(store.get_bytes("perf/perf.json"))
     assert perf["shards"] == 2 and perf["calls"] == 3 and perf["grids"] == 3
     assert "never multiplied" in perf["notes"][-1]

@@ -16,6 +16,7 @@ from cgan.run_params import (
 def test_defaults_validate():
     p = validate({})
     assert (p.num_grids, p.target, p.devices, p.precision_mode) == (100, "cpu", [0], "force_fp16")
+    assert p.precision == "fp32" and validate({"precision": "int8"}).precision == "int8"
 
 
 @pytest.mark.parametrize("conf,message", [
@@ -35,6 +36,7 @@ def test_defaults_validate():
     ({"precision_mode": "fast"}, "precision_mode must be one of"),
     ({"threads": -1}, "threads must be an integer in 0..64"),
     ({"keep_raw_outputs": "yes"}, "keep_raw_outputs must be true or false"),
+    ({"precision": "fp16"}, "precision must be one of fp32, int8, got 'fp16'"),
     ({"bogus": 1}, "unknown parameter(s) bogus"),
 ])
 def test_bad_params_are_refused_with_the_fix(conf, message):

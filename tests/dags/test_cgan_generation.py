@@ -72,6 +72,7 @@ BAD_CONFS = [
     {"num_grids": 0}, {"num_grids": 100001}, {"num_grids": "ten"}, {"target": "gpu"},
     {"soc_version": "Ascend310; reboot"}, {"devices": []}, {"devices": [0, 0]}, {"devices": ["0"]},
     {"checkpoint": "models/x.pth && curl x"}, {"precision_mode": "fast"}, {"seed": -1},
+    {"precision": "fp16"},
 ]
 
 
@@ -104,6 +105,7 @@ def test_defaults_validate_and_bad_input_is_refused(parsed):
     assert parsed["params"]["checkpoint"] == "models/cgan_generator.pth"
     assert parsed["params"]["keep_raw_outputs"] is False
     assert parsed["schema"]["keep_raw_outputs"]["section"] == "Advanced"
+    assert parsed["params"]["precision"] == "fp32" and parsed["schema"]["precision"]["enum"] == ["fp32", "int8"]
     assert all(parsed["schema"][k].get("title") and parsed["schema"][k].get("description") for k in parsed["schema"])
 
 
@@ -198,6 +200,28 @@ def test_a_failed_runs_workspace_is_kept_then_removed_after_the_retention(airflo
     assert sorted(p.relative_to(root).parts[0] for p in root.rglob("*") if p.is_file()) == ["models", "models"]
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="lifecycle")["Contents"]]
     assert sum(k.endswith("manifest.json") for k in keys) == 2  # the published runs are untouched
+
+
+@pytest.mark.slow
+def test_cpu_run_at_int8_publishes_its_precision(airflow_home, local_s3, tmp_path):
+    client = local_s3["client"]
+    client.create_bucket(Bucket="dagint8")
+    env = airflow_env(
+        airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET="dagint8",
+        AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
+        CGAN_INT8_CACHE=str(tmp_path / "int8"),
+    )
+    proc = dags_test(env, {"num_grids": 2, "seed": 3, "target": "cpu", "precision": "int8"})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    latest = json.loads(client.get_object(Bucket="dagint8", Key="latest.json")["Body"].read())
+    manifest = json.loads(client.get_object(Bucket="dagint8", Key=latest["manifest"])["Body"].read())
+    assert manifest["params"]["precision"] == "int8"
+    key = next(o["key"] for o in manifest["objects"] if o["key"].endswith("/quality/quality.json"))
+    quality = json.loads(client.get_object(Bucket="dagint8", Key=key)["Body"].read())
+    assert quality["precision"] == "int8" and quality["parity_ok"] is True
+    assert 1e-3 < quality["parity_max_abs_err"] <= quality["parity_limits"]["max_abs"]
+    assert len(list((tmp_path / "int8").glob("cgan-int8-*.onnx"))) == 1
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("conf,field", [({"num_grids": -1}, "num_grids"), ({"target": "gpu"}, "target")])

@@ -163,3 +163,16 @@ def test_sessions_follow_the_setting(monkeypatch, upstream_onnx, value, rewrites
     monkeypatch.setenv("CGAN_ORT_SPLIT_DECONV", value)
     make_session(upstream_onnx)
     assert len(calls) == rewrites
+
+
+@pytest.mark.parametrize("per_phase_taps", [True, False])
+def test_both_tap_layouts_compute_the_same_tensor(per_phase_taps):
+    model = _pair_model(3)
+    split, _ = split_conv_transposes(model, per_phase_taps=per_phase_taps)
+    onnx.checker.check_model(split)
+    tap_convs = [n for n in split.graph.node if n.name.endswith("_taps")]
+    groups = [a.i for n in tap_convs for a in n.attribute if a.name == "group"]
+    assert (len(tap_convs), groups) == ((4, []) if per_phase_taps else (1, [4]))
+    x = np.random.default_rng(5).standard_normal((2, 32, 5, 6)).astype(np.float32)
+    for want, got in zip(_run(model, x), _run(split, x), strict=True):
+        np.testing.assert_allclose(got, want, atol=3e-5, rtol=1e-5)
