@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from cgan.bins import MAX_GRIDS, MAX_SEED
 from cgan.errors import CganError
 
 TARGETS = ("cpu", "ascend")
-NPU_TOOLS = ("msame", "ais_bench")  # ascend: the tool that runs the om (cgan.ascend.msame, cgan.runtimes.ais_bench_runner)
+NPU_TOOLS = ("msame", "ais_bench")  # ascend: what runs the om (cgan.ascend.msame, cgan.runtimes.ais_bench_runner)
 CHECKPOINT_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/)?[A-Za-z0-9._/+=@-]+$")
 # ~13 s of inference per shard at 1 thread: Airflow's ~1 s per task instance stays under 10%.
 DEFAULT_GRIDS_PER_SHARD = 1000

@@ -1,16 +1,17 @@
-"""MsameInferenceOperator: one shard of input bins through msame on one NPU.
+"""MsameInferenceOperator: one shard of input bins through msame or ais_bench on one leased NPU.
 
 Mapped over the run's shards (`.partial(...).expand(shard=...)`), on the `ascend` queue and
-the `ascend_npu` pool (one slot per NPU of the fleet). Leases a free NPU of this worker's own
-host first (cgan.ascend.lease: CGAN_NPU_DEVICES or `npu-smi info`, an flock released on every
-exit; the shard's `devices`, when the run names some, restrict the choice). Downloads the om (`om_uri`, the atc task's XCom: the
-conversion cache's copy) and the shard's bins, runs msame on the shard's device with its output
-streamed into the task log, then renders and judges the shard's grids on this worker
-(cgan.shard_render.render_outputs) and hands over the PNGs, msame.log, perf.json, only the raw
-outputs of the run's parity sample (all with keep_raw_outputs) and render.json last, to
+the `ascend_npu` pool (one slot per NPU of the fleet). Downloads the om (`om_uri`, the atc
+task's XCom: the conversion cache's copy) and the shard's bins, then leases a free NPU of this
+worker's own host (cgan.ascend.lease: CGAN_NPU_DEVICES or `npu-smi info`, an flock released on
+every exit; the shard's `devices`, when the run names some, restrict the choice) and runs the
+`npu_tool` on it: msame (output streamed into the task log, grids rendered after it) or
+ais_bench's Python API in this process (grids rendered while the NPU computes the next call).
+Hands over the PNGs, the tool log, perf.json (device `npu:<id>@<host>`), only the raw outputs of
+the run's parity sample (all with keep_raw_outputs) and render.json last, to
 `outputs/shard_NNNN/` (cgan.workspace), a prefix emptied first so a retry never mixes its
 outputs with an earlier try's. Every failure, exit 0 or not, raises the cgan error quoting
-msame's own error lines.
+the tool's own error lines.
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ def parse_shard(shard, device_override=None) -> tuple[int, str, list[int] | None
         allowed: list[int] | None = [check_device(_int(raw, "device"))]
     elif shard.get("devices") is not None:
         if not isinstance(shard["devices"], list) or not shard["devices"]:
-            raise AscendError(f"shard {index}: devices must be a non-empty list of ids or null, got {shard['devices']!r}")
+            raise AscendError(f"shard {index}: devices must be a non-empty list of ids or null, "
+                              f"got {shard['devices']!r}")
         allowed = [check_device(_int(d, "device")) for d in shard["devices"]]
     else:
         allowed = None

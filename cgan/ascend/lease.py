@@ -19,7 +19,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,13 +50,17 @@ class Lease:
         return f"npu:{self.device}@{self.host}"
 
 
+def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if env is None else env
+
+
 def host_name() -> str:
     return socket.gethostname()
 
 
-def inventory(env: dict[str, str] | None = None, npu_smi: str = "npu-smi") -> tuple[list[int], str]:
+def inventory(env: Mapping[str, str] | None = None, npu_smi: str = "npu-smi") -> tuple[list[int], str]:
     """(device ids of this host, where they came from): CGAN_NPU_DEVICES, else `npu-smi info`."""
-    env = os.environ if env is None else env
+    env = _env(env)
     raw = (env.get(ENV_DEVICES) or "").strip()
     if raw:
         try:
@@ -72,13 +76,13 @@ def inventory(env: dict[str, str] | None = None, npu_smi: str = "npu-smi") -> tu
     )
 
 
-def lock_dir(env: dict[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
+def lock_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = _env(env)
     return Path(env.get(ENV_LOCK_DIR) or Path(tempfile.gettempdir()) / "cgan-npu-locks")
 
 
-def wait_s(env: dict[str, str] | None = None) -> float:
-    env = os.environ if env is None else env
+def wait_s(env: Mapping[str, str] | None = None) -> float:
+    env = _env(env)
     raw = env.get(ENV_WAIT_S) or str(DEFAULT_WAIT_S)
     try:
         value = float(raw)
@@ -105,7 +109,7 @@ def _try_lock(folder: Path, device: int) -> int | None:
 
 
 @contextmanager
-def lease_device(*, allowed: Sequence[int] | None = None, env: dict[str, str] | None = None,
+def lease_device(*, allowed: Sequence[int] | None = None, env: Mapping[str, str] | None = None,
                  npu_smi: str = "npu-smi", wait_for_s: float | None = None, poll_s: float = 0.5,
                  log: Callable[[str], object] = print,
                  clock: Callable[[], float] = time.monotonic) -> Iterator[Lease]:

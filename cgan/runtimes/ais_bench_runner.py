@@ -34,7 +34,7 @@ INSTALL_HINT = ("install the two wheels of Ascend/tools ais-bench_workload/tool/
 def load_session_class():
     """ais_bench's InferSession; AscendError naming the missing package and the fix."""
     try:
-        from ais_bench.infer.interface import InferSession  # type: ignore[import-not-found]
+        from ais_bench.infer.interface import InferSession
     except ModuleNotFoundError as exc:
         missing = (exc.name or "ais_bench").split(".")[0]
         raise AscendError(f"npu_tool ais_bench: the Python package {missing!r} is not installed on this "

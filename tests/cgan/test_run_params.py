@@ -15,7 +15,7 @@ from cgan.run_params import (
 
 def test_defaults_validate():
     p = validate({})
-    assert (p.num_grids, p.target, p.devices, p.precision_mode) == (100, "cpu", [0], "force_fp16")
+    assert (p.num_grids, p.target, p.devices, p.precision_mode) == (100, "cpu", None, "force_fp16")
 
 
 @pytest.mark.parametrize("conf,message", [
@@ -25,7 +25,7 @@ def test_defaults_validate():
     ({"target": "gpu"}, "target must be one of cpu, ascend"),
     ({"soc_version": "Ascend310; rm -rf /"}, "not an Ascend SoC name"),
     ({"soc_version": "$(reboot)"}, "not an Ascend SoC name"),
-    ({"devices": []}, "devices must be a list of 1..64"),
+    ({"devices": []}, "devices must be empty (any NPU of the worker's host) or a list of 1..64"),
     ({"devices": [0, "1;ls"]}, "each device id must be an integer"),
     ({"devices": [0, 0]}, "must not repeat"),
     ({"devices": [256]}, "0..255"),

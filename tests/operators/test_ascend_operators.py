@@ -37,7 +37,7 @@ def eight_devices(clean_env, tmp_path):
     the NPU leases of this test in a folder of its own."""
     clean_env.setenv("STANDIN_NPU_SMI_SAMPLE", "atlas300_310_x8.txt")
     clean_env.setenv("CGAN_NPU_LOCK_DIR", str(tmp_path / "npu-locks"))
-    clean_env.delenv("CGAN_NPU_DEVICES", raising=False)
+    clean_env.setenv("CGAN_NPU_DEVICES", "0,1,2,3,4,5,6,7")  # this worker's NPUs, as on that host
 
 
 @pytest.fixture
@@ -188,7 +188,8 @@ def test_msame_inference_renders_on_the_worker_and_hands_over(tmp_path, standins
     assert store.get_bytes("grids/grid_000001.png") == png_bytes(grid_array(read_output_bin(kept)))
     assert store.list("grids") == [f"grids/grid_00000{i}.png" for i in range(3)]  # rendered on the Ascend worker
     perf = json.loads(store.get_bytes("outputs/shard_0000/perf.json"))
-    assert perf["backend"] == "msame" and perf["device"] == f"npu:2@{socket.gethostname()}" and len(perf["samples_ms"]) == perf["calls"]
+    assert perf["backend"] == "msame" and perf["device"] == f"npu:2@{socket.gethostname()}"
+    assert len(perf["samples_ms"]) == perf["calls"]
     assert any("Execute sample success" in line for line in task_log.lines)
     argv = calls("msame")[0]["argv"]
     assert argv[argv.index("--device") + 1] == "2"
@@ -213,7 +214,8 @@ def test_msame_failure_raises_and_leaves_no_outputs(tmp_path, standins_on_path, 
 
 
 @pytest.mark.parametrize("shard, message", [
-    ({"shard": 0, "bins_prefix": "bins/shard_0000", "device": None}, "names no device"),
+    ({"shard": 0, "bins_prefix": "bins/shard_0000", "devices": []}, "devices must be a non-empty list"),
+    ({"shard": 0, "bins_prefix": "bins/shard_0000", "devices": [0, 300]}, "0..255"),
     ({"shard": 0, "bins_prefix": "bins/shard_0000", "device": 999}, "0..255"),
     ({"shard": 0, "bins_prefix": "../etc", "device": 0}, "unsafe part"),
     ({"shard": -1, "bins_prefix": "bins/shard_0000", "device": 0}, "0 or more"),

@@ -114,7 +114,7 @@ class InferenceSession:
         if len(inputs) != len(meta):
             raise RuntimeError(f"[ERROR] input count {len(inputs)} does not match the model's {len(meta)}")
         feeds = {}
-        for m, tensor in zip(meta, inputs):
+        for m, tensor in zip(meta, inputs, strict=True):
             need = int(np.prod(m.shape)) * 4
             if len(tensor.data) != need:
                 raise RuntimeError(f"[ERROR] arg0 tensorsize: {need} filesize: {len(tensor.data)} not match")

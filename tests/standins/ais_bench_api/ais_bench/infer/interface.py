@@ -55,7 +55,7 @@ class InferSession:
             if type(feed) is np.ndarray:
                 inputs.append(feed)
             else:
-                raise RuntimeError("type:{} invalid".format(type(feed)))
+                raise RuntimeError(f"type:{type(feed)} invalid")
         return self.run(inputs, out_array=True)
 
 
