@@ -31,6 +31,7 @@ from cgan.ascend.shards import parse_devices
 ENV_DEVICES = "CGAN_NPU_DEVICES"
 ENV_LOCK_DIR = "CGAN_NPU_LOCK_DIR"
 ENV_WAIT_S = "CGAN_NPU_LEASE_WAIT_S"
+ENV_HOST = "CGAN_NPU_HOST"
 DEFAULT_WAIT_S = 600.0
 
 
@@ -55,7 +56,8 @@ def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
 
 
 def host_name() -> str:
-    return socket.gethostname()
+    """The name this worker's NPUs are reported under: CGAN_NPU_HOST, else the machine's hostname."""
+    return (os.environ.get(ENV_HOST) or "").strip() or socket.gethostname()
 
 
 def inventory(env: Mapping[str, str] | None = None, npu_smi: str = "npu-smi") -> tuple[list[int], str]:

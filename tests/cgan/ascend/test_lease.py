@@ -129,3 +129,10 @@ def test_bad_wait_setting(lock_env):
     lock_env.setenv("CGAN_NPU_LEASE_WAIT_S", "soon")
     with pytest.raises(AscendError, match="CGAN_NPU_LEASE_WAIT_S='soon'"), lease_device(log=lambda m: None):
         pass
+
+
+def test_the_host_name_can_be_set_per_worker(lock_env):
+    lock_env.setenv("CGAN_NPU_DEVICES", "0")
+    lock_env.setenv("CGAN_NPU_HOST", "ascend-b")
+    with lease_device(log=lambda m: None) as lease:
+        assert lease.label == "npu:0@ascend-b"

@@ -11,7 +11,8 @@ Test controls (environment), shared with the stand-in msame:
   STANDIN_NPU_STATE_DIR  per-host folder: the device is flocked from session to finalize/exit;
                          a second process on a busy device -> RuntimeError (a TEST DETECTOR of
                          double use, not ACL behaviour)
-  STANDIN_NPU_USAGE_LOG  one JSON line per device use ({tool, host, device, pid, start, end})
+  STANDIN_NPU_USAGE_LOG  one JSON line per device use ({tool, host, device, pid, start, end});
+                         host = STANDIN_NPU_HOST or the machine's hostname
   STANDIN_NPU_DELAY_S    seconds each execute takes (default 0)
 """
 
@@ -139,6 +140,7 @@ class InferenceSession:
             return
         if os.environ.get("STANDIN_NPU_USAGE_LOG"):
             with open(os.environ["STANDIN_NPU_USAGE_LOG"], "a") as fh:
-                fh.write(json.dumps({"tool": "ais_bench", "host": socket.gethostname(), "device": self.device_id,
+                host = os.environ.get("STANDIN_NPU_HOST") or socket.gethostname()
+                fh.write(json.dumps({"tool": "ais_bench", "host": host, "device": self.device_id,
                                      "pid": os.getpid(), "start": self._start, "end": time.time()}) + "\n")
         os.close(fd)
