@@ -96,6 +96,11 @@ class MsameInferenceOperator(CganBaseOperator):
                     run, tally, logs = self._ais_bench(om, tmp, lease)
                 else:
                     run, tally, logs = self._msame(om, tmp, lease)
+            if tally is None:  # msame: rendered once the NPU is free for the next task
+                from cgan.outputs import list_outputs
+                from cgan.shard_render import render_outputs
+
+                tally = render_outputs(store, list_outputs(run.output_dir), progress=self._progress)
             run.perf.device = lease.label  # npu:<id>@<host>: the device and the host it belongs to
             run.perf.write(run.output_dir)
             handed = hand_over(store, dict(self.shard, shard=index), run.output_dir, tally,
@@ -110,11 +115,9 @@ class MsameInferenceOperator(CganBaseOperator):
                 "raw_outputs_kept": handed["raw_outputs"]}
 
     def _msame(self, om: Path, tmp: Path, lease):
-        """msame over the bins (the lease's lock passed to it), then the grids rendered here."""
+        """msame over the bins (the lease's lock passed to it); its grids are rendered after the lease."""
         from cgan.ascend.msame import run_msame
         from cgan.ascend.toolkit import runtime_env
-        from cgan.outputs import list_outputs
-        from cgan.shard_render import render_outputs
 
         env, where = runtime_env(self.toolkit_home)
         self.log.info("msame %s", where)
@@ -124,8 +127,7 @@ class MsameInferenceOperator(CganBaseOperator):
         for line in run.warnings:
             self.log.warning("msame printed an [ERROR] line that is not a failure (kept in perf.json "
                              "notes and msame.log): %s", line)
-        tally = render_outputs(self.store, list_outputs(run.output_dir), progress=self._progress)
-        return run, tally, [run.log_path]
+        return run, None, [run.log_path]
 
     def _ais_bench(self, om: Path, tmp: Path, lease):
         """ais_bench's Python API in this process; each grid rendered while the NPU computes the next."""
