@@ -111,12 +111,24 @@ def _run_msame(args):
                      timeout_s=args.timeout)
 
 
+def _run_ais_bench(args):
+    from cgan.runtimes.ais_bench_runner import run_ais_bench
+
+    if args.model is None:
+        raise CganError("--backend ais_bench needs --model X.om (make it with `cgan convert`)")
+    _say(f"ais_bench (Python API, in this process) on device {args.device}: {args.model} over {args.input}")
+    return run_ais_bench(args.model, args.input, args.output, device=args.device, warmup=args.warmup,
+                         progress=_progress("infer"))
+
+
 def cmd_infer(args) -> int:
     if args.backend == "msame":
         _precision(args)
         run = _run_msame(args)
         for line in run.warnings:
             _say(f"warning: msame printed an [ERROR] line that is not a failure (kept in perf.json): {line}")
+    elif args.backend == "ais_bench":
+        run = _run_ais_bench(args)
     else:
         source = args.model if args.backend == "onnxruntime" else args.checkpoint
         if source is None:
@@ -292,14 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bins)
 
     p = sub.add_parser("infer", help="folder of bins -> output bins (msame layout) + perf.json")
-    _add_runtime_flags(p, ("onnxruntime", "pytorch", "msame"))
-    p.add_argument("--model", type=Path, help="ONNX model (onnxruntime) or om (msame)")
+    _add_runtime_flags(p, ("onnxruntime", "pytorch", "msame", "ais_bench"))
+    p.add_argument("--model", type=Path, help="ONNX model (onnxruntime) or om (msame, ais_bench)")
     p.add_argument("--checkpoint", type=Path, help="generator state_dict (backend pytorch)")
     p.add_argument("--input", type=Path, required=True, help="folder of input bins")
     p.add_argument("--output", type=Path, required=True,
                    help="output root; each run gets a new timestamped folder in it")
     p.add_argument("--device", type=_non_negative_int, default=0, 
-                   help="msame: ACL device id 0..255, the Device column of `npu-smi info` (default 0)")
+                   help="msame, ais_bench: ACL device id 0..255, the Device column of `npu-smi info` (default 0)")
     p.add_argument("--msame", default="msame", help="msame: its path, or a name on PATH (default msame)")
     p.add_argument("--loop", type=_positive_int, default=1,
                    help="msame: --loop 1..100 for a single .bin input (ignored by msame for a folder)")

@@ -78,8 +78,11 @@ def soc_version() -> str:
     return os.environ.get("CGAN_SOC_VERSION") or "Ascend310P3"
 
 
-def devices() -> list[int]:
-    raw = os.environ.get("CGAN_DEVICES") or "0"
+def devices() -> list[int] | None:
+    """The `devices` form field's default: None (any NPU of each Ascend worker) unless CGAN_DEVICES."""
+    raw = os.environ.get("CGAN_DEVICES") or ""
+    if not raw.strip():
+        return None
     try:
         return [int(d) for d in raw.split(",") if d.strip()]
     except ValueError:
@@ -113,6 +116,11 @@ def atc_from_path() -> bool:
 
 def msame() -> str:
     return os.environ.get("CGAN_MSAME") or "msame"
+
+
+def npu_tool() -> str:
+    """The `npu_tool` form field's default (CGAN_NPU_TOOL): msame or ais_bench."""
+    return os.environ.get("CGAN_NPU_TOOL") or "msame"
 
 
 def retry_delay_s() -> float:

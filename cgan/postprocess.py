@@ -117,6 +117,7 @@ def postprocess_run(
         "grids_per_s": perf["grids_per_s"],
         "latency_ms_mean": perf["latency_ms"]["mean"],
         "backend": perf["backend"],
+        "devices": perf["devices"],  # e.g. npu:0@host-a: where the shards ran (the manifest's summary)
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from cgan.errors import CganError
 from cgan.runtimes.ort_int8 import PRECISIONS
 
 TARGETS = ("cpu", "ascend")
+NPU_TOOLS = ("msame", "ais_bench")  # ascend: what runs the om (cgan.ascend.msame, cgan.runtimes.ais_bench_runner)
 CHECKPOINT_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/)?[A-Za-z0-9._/+=@-]+$")
 # ~13 s of inference per shard at 1 thread: Airflow's ~1 s per task instance stays under 10%.
 DEFAULT_GRIDS_PER_SHARD = 1000
@@ -40,13 +41,14 @@ class RunParams:
     seed: int | None = None
     target: str = "cpu"
     soc_version: str = "Ascend310P3"
-    devices: list[int] = field(default_factory=lambda: [0])
+    devices: list[int] | None = None  # ascend: NPUs a shard may lease (None: any of its host's)
     checkpoint: str = DEFAULT_CHECKPOINT
     precision_mode: str = "force_fp16"
     grids_per_shard: int = DEFAULT_GRIDS_PER_SHARD
     threads: int = 1
     keep_raw_outputs: bool = False
     precision: str = "fp32"  # cpu target: fp32 or int8 (ascend: precision_mode)
+    npu_tool: str = "msame"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -88,23 +90,25 @@ def validate(conf: dict) -> RunParams:
     unknown = sorted(set(conf) - known)
     if unknown:
         raise ParamError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    p = RunParams(**{k: v for k, v in conf.items() if v is not None or k == "seed"})
+    p = RunParams(**{k: v for k, v in conf.items() if v is not None or k in ("seed", "devices")})
     _int("num_grids", p.num_grids, 1, MAX_GRIDS)
     if p.seed is not None:
         _int("seed", p.seed, 0, MAX_SEED)
     _choice("target", p.target, TARGETS)
     validate_soc_version(p.soc_version)
     _choice("precision_mode", p.precision_mode, PRECISION_MODES)
-    if not isinstance(p.devices, list) or not 1 <= len(p.devices) <= MAX_DEVICES:
-        raise ParamError(f"devices must be a list of 1..{MAX_DEVICES} device ids "
-                         f"(the Device column of `npu-smi info`), got {p.devices!r}")
-    for d in p.devices:
-        _int("each device id", d, 0, 255)
-    if len(set(p.devices)) != len(p.devices):
-        raise ParamError(f"devices must not repeat an id, got {p.devices!r}")
+    if p.devices is not None:
+        if not isinstance(p.devices, list) or not 1 <= len(p.devices) <= MAX_DEVICES:
+            raise ParamError(f"devices must be empty (any NPU of the worker's host) or a list of 1..{MAX_DEVICES} "
+                             f"device ids (the Device column of `npu-smi info`), got {p.devices!r}")
+        for d in p.devices:
+            _int("each device id", d, 0, 255)
+        if len(set(p.devices)) != len(p.devices):
+            raise ParamError(f"devices must not repeat an id, got {p.devices!r}")
     validate_checkpoint(p.checkpoint)
     _int("grids_per_shard", p.grids_per_shard, 1, MAX_GRIDS)
     _int("threads", p.threads, 0, 64)
+    _choice("npu_tool", p.npu_tool, NPU_TOOLS)
     if not isinstance(p.keep_raw_outputs, bool):
         raise ParamError(f"keep_raw_outputs must be true or false, got {p.keep_raw_outputs!r}")
     _choice("precision", p.precision, PRECISIONS)
@@ -122,20 +126,19 @@ def resolve_local_checkpoint(checkpoint: str) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
-def plan_shards(num_grids: int, target: str, devices: list[int], grids_per_shard: int, *,
+def plan_shards(num_grids: int, target: str, devices: list[int] | None, grids_per_shard: int, *,
                 keep_raw_outputs: bool = False, parity_grids: int | None = None) -> list[dict]:
-    """Split grids 0..num_grids-1 into shards: one per device (ascend), or of grids_per_shard (cpu).
+    """Split grids 0..num_grids-1 into shards of grids_per_shard, for either target.
 
-    Each shard names its bins prefix (cgan.workspace), its device, the grids of the run's parity
-    sample it holds (`parity`: the only raw outputs its inference task hands over, unless
-    `keep_raw_outputs`) and that flag."""
+    Each shard names its bins prefix (cgan.workspace), the grids of the run's parity sample it
+    holds (`parity`: the only raw outputs its inference task hands over, unless
+    `keep_raw_outputs`) and that flag. An ascend shard carries no device: its task leases a free
+    NPU of its own host when it starts (cgan.ascend.lease), among `devices` when the run names
+    them (`devices`: None = any); how many NPUs work at once is the ascend_npu pool's size."""
     from cgan.quality import DEFAULT_PARITY_GRIDS, evenly_spaced
     from cgan.workspace import bins_prefix
 
-    if target == "ascend":
-        count = min(len(devices), num_grids)
-    else:
-        count = min(math.ceil(num_grids / grids_per_shard), MAX_SHARDS)
+    count = min(math.ceil(num_grids / grids_per_shard), MAX_SHARDS)
     parity = evenly_spaced(num_grids, DEFAULT_PARITY_GRIDS if parity_grids is None else parity_grids)
     base, extra = divmod(num_grids, count)
     shards, start = [], 0
@@ -143,7 +146,8 @@ def plan_shards(num_grids: int, target: str, devices: list[int], grids_per_shard
         size = base + (1 if i < extra else 0)
         shards.append({
             "shard": i, "start": start, "count": size, "bins_prefix": bins_prefix(i),
-            "device": devices[i] if target == "ascend" else None,
+            "device": None,
+            "devices": list(devices) if target == "ascend" and devices else None,
             "parity": [g for g in parity if start <= g < start + size],
             "keep_raw_outputs": bool(keep_raw_outputs),
         })

@@ -25,6 +25,7 @@ from cgan.run_params import (
     CHECKPOINT_RE,
     DEFAULT_CHECKPOINT,
     DEFAULT_GRIDS_PER_SHARD,
+    NPU_TOOLS,
     PRECISION_MODES,
     TARGETS,
 )
@@ -50,10 +51,13 @@ PARAMS = {
     "soc_version": Param(config.soc_version(), type="string", pattern=SOC_VERSION_RE.pattern,
                          title="SoC version", description="atc --soc_version: 'Ascend' + the Name column "
                                                           "of `npu-smi info`, e.g. Ascend310P3."),
-    "devices": Param(config.devices(), type="array", minItems=1, maxItems=64, uniqueItems=True,
+    "devices": Param(config.devices(), type=["null", "array"], minItems=1, maxItems=64, uniqueItems=True,
                      items={"type": "integer", "minimum": 0, "maximum": 255}, title="Devices",
-                     description="ACL device ids: the Device column of `npu-smi info`, not the NPU "
-                                 "column; the run is split into one shard per device (target ascend)."),
+                     description="Optional restriction: the ACL device ids (Device column of `npu-smi "
+                                 "info`) a shard may lease on its Ascend worker. Empty: any free NPU."),
+    "npu_tool": Param(config.npu_tool(), type="string", enum=list(NPU_TOOLS), title="NPU tool",
+                      description="target ascend: msame (the recipe's tool, one process per shard) or "
+                                  "ais_bench (current CANN's runner, through its Python API in the task)."),
     "checkpoint": Param(DEFAULT_CHECKPOINT, type="string", pattern=CHECKPOINT_RE.pattern,
                         title="Checkpoint", description="Generator state_dict: a path (relative to the "
                         "project root) or s3://bucket/key. Default: the committed demo model."),
@@ -62,7 +66,8 @@ PARAMS = {
                                         "must_keep_origin_dtype keeps fp32)."),
     "grids_per_shard": Param(DEFAULT_GRIDS_PER_SHARD, type="integer", minimum=1, maximum=MAX_GRIDS,
                              title="Grids per shard",
-                             section="Advanced", description="Shard size of the cpu target."),
+                             section="Advanced", description="Shard size (both targets; on ascend each "
+                                                             "shard leases one NPU while it runs)."),
     "threads": Param(1, type="integer", minimum=0, maximum=64, title="Threads per inference task",
                      section="Advanced", description="ONNX Runtime intra-op threads (0 = all cores)."),
     "keep_raw_outputs": Param(False, type="boolean", title="Keep raw outputs", section="Advanced",
@@ -137,6 +142,7 @@ with DAG(
         task_id="msame_infer", workspace=run["workspace"], om_uri=converted["om_uri"],
         om_name=converted["om_name"], queue="ascend", pool="ascend_npu", msame_path=config.msame(),
         toolkit_home=config.ascend_toolkit(), aws_conn_id=config.s3_conn_id(), execution_timeout=timedelta(hours=1),
+        npu_tool="{{ params.npu_tool }}",
     ).expand(shard=shard_list)
     onnxruntime = OnnxRuntimeInferenceOperator.partial(
         task_id="onnxruntime_infer", workspace=run["workspace"], onnx_uri=exported["onnx_uri"],

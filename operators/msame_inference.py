@@ -1,14 +1,17 @@
-"""MsameInferenceOperator: one shard of input bins through msame on one NPU.
+"""MsameInferenceOperator: one shard of input bins through msame or ais_bench on one leased NPU.
 
 Mapped over the run's shards (`.partial(...).expand(shard=...)`), on the `ascend` queue and
-the `ascend_npu` pool (one slot per NPU). Downloads the om (`om_uri`, the atc task's XCom: the
-conversion cache's copy) and the shard's bins, runs msame on the shard's device with its output
-streamed into the task log, then renders and judges the shard's grids on this worker
-(cgan.shard_render.render_outputs) and hands over the PNGs, msame.log, perf.json, only the raw
-outputs of the run's parity sample (all with keep_raw_outputs) and render.json last, to
+the `ascend_npu` pool (one slot per NPU of the fleet). Downloads the om (`om_uri`, the atc
+task's XCom: the conversion cache's copy) and the shard's bins, then leases a free NPU of this
+worker's own host (cgan.ascend.lease: CGAN_NPU_DEVICES or `npu-smi info`, an flock released on
+every exit; the shard's `devices`, when the run names some, restrict the choice) and runs the
+`npu_tool` on it: msame (output streamed into the task log, grids rendered after it) or
+ais_bench's Python API in this process (grids rendered while the NPU computes the next call).
+Hands over the PNGs, the tool log, perf.json (device `npu:<id>@<host>`), only the raw outputs of
+the run's parity sample (all with keep_raw_outputs) and render.json last, to
 `outputs/shard_NNNN/` (cgan.workspace), a prefix emptied first so a retry never mixes its
 outputs with an earlier try's. Every failure, exit 0 or not, raises the cgan error quoting
-msame's own error lines.
+the tool's own error lines.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from operators.base import CganBaseOperator
 
 
 class MsameInferenceOperator(CganBaseOperator):
-    """Run msame over one `shard` of the plan: {"shard": int, "bins_prefix": str, "device": int, ...}.
+    """Run msame over one `shard` of the plan: {"shard": int, "bins_prefix": str, "devices": [int] | None, ...}.
 
     :param workspace: the run's workspace URI (see CganBaseOperator)
     :param shard: the mapped argument, a shard of the plan (cgan.run_params.plan_shards); its
@@ -30,11 +33,13 @@ class MsameInferenceOperator(CganBaseOperator):
     :param om_name: the name atc gave the om (the atc task's XCom `om_name`): `cgan_linux_<arch>.om`
         from newer atc, which msame's run checks against this host's architecture
     :param device: an ACL device id (the Device column of `npu-smi info`, not the NPU column)
-        overriding the shard's own (None: the shard's)
+        this task must lease, overriding the shard's `devices` restriction (None: the shard's)
     :param msame_path: msame's path, or a name looked up on the worker's PATH
     :param loop: msame --loop, 1..100 (msame ignores it for folder input: one call per bin)
     :param channels: expected output channels (1 or 3); None accepts either, consistently
     :param msame_timeout_s: seconds before msame is killed (None: the task's execution_timeout only)
+    :param npu_tool: msame (a process per shard) or ais_bench (its Python API in this task's
+        process: the worker's environment must already hold the CANN libraries)
     :param toolkit_home: folder of the CANN set_env.sh, sourced for msame when present (msame
         needs the ACL libraries); otherwise the worker's own environment is used
     :param aws_conn_id: Airflow connection for s3:// stores
@@ -44,14 +49,15 @@ class MsameInferenceOperator(CganBaseOperator):
 
     template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "shard", "om_uri", "om_name", "msame_path",
                                       "loop",
-                                      "device", "toolkit_home")
+                                      "device", "toolkit_home", "npu_tool")
     ui_color = "#fde7e9"
 
     def __init__(self, *, shard: dict, om_uri: str, om_name: str = "cgan.om", msame_path: str = "msame", loop: int = 1,
                  device: int | None = None, channels: int | None = None, msame_timeout_s: float | None = None,
                  toolkit_home: str = "/usr/local/Ascend/ascend-toolkit", queue: str = "ascend",
-                 pool: str = "ascend_npu", **kwargs):
+                 pool: str = "ascend_npu", npu_tool: str = "msame", **kwargs):
         super().__init__(queue=queue, pool=pool, **kwargs)
+        self.npu_tool = npu_tool
         self.shard = shard
         self.om_uri = om_uri
         self.om_name = om_name
@@ -64,18 +70,14 @@ class MsameInferenceOperator(CganBaseOperator):
 
     def execute(self, context) -> dict:
         from cgan.ascend.errors import AscendError
-        from cgan.ascend.msame import run_msame
-        from cgan.ascend.toolkit import runtime_env
-        from cgan.outputs import list_outputs
+        from cgan.ascend.lease import lease_device
         from cgan.perf import PERF_NAME
-        from cgan.shard_render import hand_over, render_outputs
+        from cgan.shard_render import hand_over
         from cgan.store import download_keys
         from cgan.workspace import outputs_prefix, shard_perf_key
 
-        index, bins_prefix, device = parse_shard(self.shard, self.device)
-        loop = _int(self.loop, "loop")
-        env, where = runtime_env(self.toolkit_home)
-        self.log.info("msame %s", where)
+        index, bins_prefix, allowed = parse_shard(self.shard, self.device)
+        tool = check_npu_tool(self.npu_tool)
         store = self.store
         prefix = outputs_prefix(index)
         store.delete_prefix(prefix)
@@ -87,23 +89,56 @@ class MsameInferenceOperator(CganBaseOperator):
             if not keys:
                 raise AscendError(f"shard {index}: no input bins under {bins_prefix}/ in {store.uri}")
             download_keys(store, keys, tmp / "bins")
-            self.log.info("Shard %d: %d bin(s) through msame on device %d", index, len(keys), device)
-            run = run_msame(om, tmp / "bins", tmp / "out", device=device, loop=loop,
-                            msame=self.msame_path, channels=self.channels, env=env, on_line=self.log.info,
-                            timeout_s=self.msame_timeout_s)
-            tally = render_outputs(store, list_outputs(run.output_dir), progress=self._progress)
+            with lease_device(allowed=allowed, log=self.log.info) as lease:
+                self.log.info("Shard %d: %d bin(s) through %s on NPU %d of host %s", index, len(keys), tool,
+                              lease.device, lease.host)
+                if tool == "ais_bench":
+                    run, tally, logs = self._ais_bench(om, tmp, lease)
+                else:
+                    run, tally, logs = self._msame(om, tmp, lease)
+            if tally is None:  # msame: rendered once the NPU is free for the next task
+                from cgan.outputs import list_outputs
+                from cgan.shard_render import render_outputs
+
+                tally = render_outputs(store, list_outputs(run.output_dir), progress=self._progress)
+            run.perf.device = lease.label  # npu:<id>@<host>: the device and the host it belongs to
+            run.perf.write(run.output_dir)
             handed = hand_over(store, dict(self.shard, shard=index), run.output_dir, tally,
-                               [run.log_path, run.output_dir / PERF_NAME])
-        for line in run.warnings:
-            self.log.warning("msame printed an [ERROR] line that is not a failure (kept in perf.json "
-                             "notes and msame.log): %s", line)
+                               [*logs, run.output_dir / PERF_NAME])
         perf = run.perf
-        self.log.info("Shard %d done on device %d: %.3f ms per call (median %.3f, p99 %.3f), %.1f grids/s; "
-                      "%d grid PNG(s) rendered here, %d raw output(s) kept", index, device,
+        self.log.info("Shard %d done on %s with %s: %.3f ms per call (median %.3f, p99 %.3f), %.1f grids/s; "
+                      "%d grid PNG(s) rendered here, %d raw output(s) kept", index, lease.label, tool,
                       perf.latency_ms["mean"], perf.latency_ms["median"], perf.latency_ms["p99"],
                       perf.grids_per_s, tally["grids"], handed["raw_outputs"])
         return {"shard": index, "outputs_prefix": prefix, "perf_key": shard_perf_key(index), "grids": perf.grids,
-                "device": device, "grids_per_s": perf.grids_per_s, "raw_outputs_kept": handed["raw_outputs"]}
+                "device": lease.device, "host": lease.host, "npu_tool": tool, "grids_per_s": perf.grids_per_s,
+                "raw_outputs_kept": handed["raw_outputs"]}
+
+    def _msame(self, om: Path, tmp: Path, lease):
+        """msame over the bins (the lease's lock passed to it); its grids are rendered after the lease."""
+        from cgan.ascend.msame import run_msame
+        from cgan.ascend.toolkit import runtime_env
+
+        env, where = runtime_env(self.toolkit_home)
+        self.log.info("msame %s", where)
+        run = run_msame(om, tmp / "bins", tmp / "out", device=lease.device, loop=_int(self.loop, "loop"),
+                        msame=self.msame_path, channels=self.channels, env=env, on_line=self.log.info,
+                        timeout_s=self.msame_timeout_s, pass_fds=(lease.fd,))
+        for line in run.warnings:
+            self.log.warning("msame printed an [ERROR] line that is not a failure (kept in perf.json "
+                             "notes and msame.log): %s", line)
+        return run, None, [run.log_path]
+
+    def _ais_bench(self, om: Path, tmp: Path, lease):
+        """ais_bench's Python API in this process; each grid rendered while the NPU computes the next."""
+        from cgan.runtimes.ais_bench_runner import run_ais_bench
+        from cgan.shard_render import ShardRenderer
+
+        with ShardRenderer(self.store) as renderer:
+            run = run_ais_bench(om, tmp / "bins", tmp / "out", device=lease.device, progress=self._progress,
+                                on_output=renderer.submit)
+            tally = renderer.finish()
+        return run, tally, []
 
     def _progress(self, done: int, total: int) -> None:
         from cgan.progress import is_tenth
@@ -123,21 +158,38 @@ def _int(value, name: str) -> int:
     return value
 
 
-def parse_shard(shard, device_override=None) -> tuple[int, str, int]:
-    """(index, bins prefix, device) of a shard dict, each checked."""
+def parse_shard(shard, device_override=None) -> tuple[int, str, list[int] | None]:
+    """(index, bins prefix, devices the task may lease: None = any of its host's), each checked.
+    A `device` (the operator's override, or an older plan's per-shard device) restricts to that one."""
     from cgan.ascend.errors import AscendError
     from cgan.ascend.validate import check_device
     from cgan.store import check_key
 
     if not isinstance(shard, dict) or not {"shard", "bins_prefix"} <= set(shard):
-        raise AscendError(f"shard must be a dict with 'shard', 'bins_prefix' and 'device', got {shard!r}")
+        raise AscendError(f"shard must be a dict with 'shard' and 'bins_prefix', got {shard!r}")
     index = _int(shard["shard"], "shard")
     if index < 0:
         raise AscendError(f"shard index must be 0 or more, got {index}")
     raw = device_override if device_override not in (None, "") else shard.get("device")
-    if raw is None:
-        raise AscendError(f"shard {index} names no device (was it planned for the cpu target?)")
-    return index, check_key(shard["bins_prefix"]), check_device(_int(raw, "device"))
+    if raw is not None:
+        allowed: list[int] | None = [check_device(_int(raw, "device"))]
+    elif shard.get("devices") is not None:
+        if not isinstance(shard["devices"], list) or not shard["devices"]:
+            raise AscendError(f"shard {index}: devices must be a non-empty list of ids or null, "
+                              f"got {shard['devices']!r}")
+        allowed = [check_device(_int(d, "device")) for d in shard["devices"]]
+    else:
+        allowed = None
+    return index, check_key(shard["bins_prefix"]), allowed
+
+
+def check_npu_tool(value) -> str:
+    from cgan.ascend.errors import AscendError
+    from cgan.run_params import NPU_TOOLS
+
+    if value not in NPU_TOOLS:
+        raise AscendError(f"npu_tool must be one of {', '.join(NPU_TOOLS)}, got {value!r}")
+    return value
 
 
 def _om_name(name) -> str:

@@ -30,3 +30,11 @@ class MsameError(InferenceError):
         super().__init__(message)
         self.error_lines = list(error_lines or [])
         self.exit_code = exit_code
+
+
+class NoFreeNpu(CganError):
+    """Every NPU this task may use on its host stayed leased for the whole wait (a retry may find one)."""
+
+
+class AisBenchError(InferenceError):
+    """ais_bench (aclruntime) could not open the device or load the om, or an execute failed."""

@@ -224,11 +224,13 @@ def run_msame(
     on_line: LineSink | None = None,
     timeout_s: float | None = None,
     npu_smi: str | None = "npu-smi",
+    pass_fds: tuple[int, ...] = (),
 ) -> MsameRun:
     """Run msame once and check everything; MsameError (quoting msame's errors) on failure.
 
     `device` is the ACL device id (npu-smi's Device column), checked against `npu_smi info`
-    when that program is on the PATH (None: not checked)."""
+    when that program is on the PATH (None: not checked). `pass_fds`: the device lease's lock
+    (cgan.ascend.lease), so the NPU stays leased while msame runs even if its task is killed."""
     check_device(device)
     check_loop(loop)
     if channels is not None and channels not in SUPPORTED_CHANNELS:
@@ -261,7 +263,8 @@ def run_msame(
         argv = [found, "--model", str(model), "--input", msame_input, "--output", str(out),
                 "--outfmt", "BIN", "--loop", str(loop), "--device", str(device)]
         start = time.perf_counter()
-        result = run_streaming(argv, cwd=cwd, env=child_env, on_line=on_line, timeout_s=timeout_s)
+        result = run_streaming(argv, cwd=cwd, env=child_env, on_line=on_line, timeout_s=timeout_s,
+                               pass_fds=pass_fds)
         lines = result.lines
         if result.timed_out:
             raise _error(f"msame did not finish within {timeout_s} s and was stopped", lines, None)

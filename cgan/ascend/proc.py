@@ -39,8 +39,10 @@ def run_streaming(
     env: Mapping[str, str] | None = None,
     on_line: LineSink | None = None,
     timeout_s: float | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> ToolResult:
-    """Run argv (a list, shell=False), pass each output line to on_line as soon as it is read."""
+    """Run argv (a list, shell=False), pass each output line to on_line as soon as it is read.
+    `pass_fds`: descriptors the tool inherits (an NPU lease's lock, held while the tool lives)."""
     if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
         raise TypeError("argv must be a list of strings")
     start = time.monotonic()
@@ -50,6 +52,7 @@ def run_streaming(
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, encoding="utf-8", errors="replace", bufsize=1,
             start_new_session=True,  # its own process group: a timeout kills atc's children too
+            pass_fds=pass_fds,
         )
     except OSError as exc:
         raise ToolchainNotFound(f"cannot run {argv[0]}: {exc}") from exc

@@ -15,7 +15,7 @@ from cgan.run_params import (
 
 def test_defaults_validate():
     p = validate({})
-    assert (p.num_grids, p.target, p.devices, p.precision_mode) == (100, "cpu", [0], "force_fp16")
+    assert (p.num_grids, p.target, p.devices, p.precision_mode) == (100, "cpu", None, "force_fp16")
     assert p.precision == "fp32" and validate({"precision": "int8"}).precision == "int8"
 
 
@@ -26,7 +26,7 @@ def test_defaults_validate():
     ({"target": "gpu"}, "target must be one of cpu, ascend"),
     ({"soc_version": "Ascend310; rm -rf /"}, "not an Ascend SoC name"),
     ({"soc_version": "$(reboot)"}, "not an Ascend SoC name"),
-    ({"devices": []}, "devices must be a list of 1..64"),
+    ({"devices": []}, "devices must be empty (any NPU of the worker's host) or a list of 1..64"),
     ({"devices": [0, "1;ls"]}, "each device id must be an integer"),
     ({"devices": [0, 0]}, "must not repeat"),
     ({"devices": [256]}, "0..255"),
@@ -77,10 +77,19 @@ def test_keep_raw_outputs_reaches_the_plan():
     assert validate({}).keep_raw_outputs is False
 
 
-def test_ascend_shards_one_per_device():
-    shards = plan_shards(10, "ascend", [4, 5, 6], 500)
-    assert [(s["device"], s["count"]) for s in shards] == [(4, 4), (5, 3), (6, 3)]
-    assert len(plan_shards(2, "ascend", [0, 1, 2, 3], 500)) == 2
+def test_ascend_shards_by_size_with_an_optional_device_restriction():
+    shards = plan_shards(10, "ascend", [4, 5], 3)  # more shards than devices: each leases one when it runs
+    assert [s["count"] for s in shards] == [3, 3, 2, 2] and {s["device"] for s in shards} == {None}
+    assert all(s["devices"] == [4, 5] for s in shards)
+    assert all(s["devices"] is None for s in plan_shards(10, "ascend", None, 3))  # any NPU of the worker's host
+    assert plan_shards(10, "cpu", [4], 3)[0]["devices"] is None
+    assert validate({}).devices is None and validate({"devices": None}).devices is None
+
+
+def test_npu_tool_is_checked():
+    assert validate({"npu_tool": "ais_bench"}).npu_tool == "ais_bench" and validate({}).npu_tool == "msame"
+    with pytest.raises(ParamError, match="npu_tool must be one of msame, ais_bench"):
+        validate({"npu_tool": "trtexec"})
 
 
 def test_shard_count_is_capped_at_max_map_length():

@@ -72,7 +72,7 @@ BAD_CONFS = [
     {"num_grids": 0}, {"num_grids": 100001}, {"num_grids": "ten"}, {"target": "gpu"},
     {"soc_version": "Ascend310; reboot"}, {"devices": []}, {"devices": [0, 0]}, {"devices": ["0"]},
     {"checkpoint": "models/x.pth && curl x"}, {"precision_mode": "fast"}, {"seed": -1},
-    {"precision": "fp16"},
+    {"precision": "fp16"}, {"npu_tool": "trtexec"},
 ]
 
 
@@ -238,7 +238,8 @@ def test_invalid_trigger_fails_before_any_task_runs(airflow_home, tmp_path, conf
 @pytest.mark.slow
 def test_ascend_run_with_standins_converts_once_and_publishes(airflow_home, local_s3, tmp_path):
     """target=ascend through the real DAG, with the contract-faithful atc/msame stand-ins of
-    tests/standins (no NPU exists here). Two runs: the second reuses the cached om."""
+    tests/standins (no NPU exists here). Two runs of 2 shards, each shard leasing an NPU among the
+    run's `devices`: msame first, then ais_bench (the stand-in API) with the cached om; the same grids."""
     from tests.standins.fixtures import STANDINS, TOOLKIT_VERSION
 
     home = tmp_path / "ascend-toolkit"
@@ -255,26 +256,40 @@ def test_ascend_run_with_standins_converts_once_and_publishes(airflow_home, loca
         CGAN_ASCEND_TOOLKIT=str(home), CGAN_MSAME=str(STANDINS / "msame"),
         STANDIN_ATC_CALLS=str(tmp_path / "atc.jsonl"), STANDIN_MSAME_CALLS=str(tmp_path / "msame.jsonl"),
         AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
+        CGAN_NPU_DEVICES="0,1,2", CGAN_NPU_LOCK_DIR=str(tmp_path / "npu-locks"), STANDIN_MSAME_DEVICES="0,1,2",
+        STANDIN_NPU_STATE_DIR=str(tmp_path / "npu-state"),  # the stand-ins refuse a device used twice at once
+        PYTHONPATH=f"{STANDINS / 'ais_bench_api'}:{REPO}",  # the stand-in ais_bench API (second run)
     )
-    conf = {"num_grids": 3, "seed": 5, "target": "ascend", "devices": [0, 1], "soc_version": "Ascend310P3"}
-    for _attempt in range(2):
-        proc = dags_test(env, conf)
+    conf = {"num_grids": 3, "seed": 5, "target": "ascend", "devices": [0, 1], "soc_version": "Ascend310P3",
+            "grids_per_shard": 2}  # 2 shards, each leasing an NPU among 0,1 when it runs
+    for tool in ("msame", "ais_bench"):
+        proc = dags_test(env, dict(conf, npu_tool=tool))
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     atc_calls = (tmp_path / "atc.jsonl").read_text().splitlines()
     msame_calls = [json.loads(line) for line in (tmp_path / "msame.jsonl").read_text().splitlines()]
     assert len(atc_calls) == 1  # the second run hit the conversion cache
-    assert sorted({c["argv"][c["argv"].index("--device") + 1] for c in msame_calls}) == ["0", "1"]
-    assert len(msame_calls) == 4  # one per shard per run
+    assert {c["argv"][c["argv"].index("--device") + 1] for c in msame_calls} <= {"0", "1"}  # the restriction
+    assert len(msame_calls) == 2  # one per shard of the msame run; the second run used ais_bench
     latest = json.loads(client.get_object(Bucket="ascendtest", Key="latest.json")["Body"].read())
     manifest = json.loads(client.get_object(Bucket="ascendtest", Key=latest["manifest"])["Body"].read())
     assert manifest["model"]["cache_hit"] is True and manifest["model"]["om_sha256"]
     assert manifest["tools"]["cann_toolkit"].startswith(TOOLKIT_VERSION)
+    host = manifest["summary"]["devices"][0].split("@")[1]
+    assert set(manifest["summary"]["devices"]) <= {f"npu:0@{host}", f"npu:1@{host}"}
     keys = [o["key"] for o in manifest["objects"]]
     assert sum("/grids/" in k for k in keys) == 3
-    assert any(k.endswith("shard_0001.msame.log") for k in keys)
     perf_key = next(k for k in keys if k.endswith("perf/perf.json"))
     perf = json.loads(client.get_object(Bucket="ascendtest", Key=perf_key)["Body"].read())
-    assert perf["backend"] == "msame" and perf["devices"] == ["npu:0", "npu:1"]
+    assert perf["backend"] == "ais_bench" and perf["shards"] == 2
+    manifests = [o["Key"] for o in client.list_objects_v2(Bucket="ascendtest")["Contents"]
+                 if o["Key"].endswith("/manifest.json")]
+    first = json.loads(client.get_object(Bucket="ascendtest", Key=next(m for m in manifests
+                                                                        if m != latest["manifest"]))["Body"].read())
+    assert any(o["key"].endswith("shard_0001.msame.log") for o in first["objects"])
+
+    def grids(m):
+        return {o["key"].rsplit("/", 1)[1]: o["sha256"] for o in m["objects"] if "/grids/" in o["key"]}
+    assert grids(first) == grids(manifest)  # msame and ais_bench: the same grids, byte for byte
     states = task_states(env)  # the cpu branch exists and was skipped; the ascend one ran
     assert set(states["onnxruntime_infer"]) == {"skipped"}, states
     assert states["atc_convert"] == ["success"] and states["msame_infer"] == ["success", "success"], states

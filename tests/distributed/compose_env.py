@@ -68,6 +68,7 @@ class TestDeployment:
     publish_bucket: str
     log_folder: str
     toolkit: str
+    npu_count: str = "1"  # CGAN_NPU_COUNT: each Ascend worker's Celery concurrency
 
     def env_file_values(self) -> dict[str, str]:
         return {
@@ -77,7 +78,7 @@ class TestDeployment:
             "AIRFLOW_ADMIN_PASSWORD": self.admin_password,
             "CGAN_S3_ACCESS_KEY": self.s3_access_key,
             "CGAN_S3_SECRET_KEY": self.s3_secret_key,
-            "CGAN_NPU_COUNT": "1",
+            "CGAN_NPU_COUNT": self.npu_count,
             "CGAN_NPU_SLOTS": "1",
             **UNUSED_SECRETS,
         }

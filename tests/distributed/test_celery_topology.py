@@ -12,8 +12,8 @@ docker-compose.yaml gives its service, read with Compose's own parser (compose_e
 only the test's credentials and addresses swapped in (psycopg driver, FAB auth manager, shared
 Fernet key / JWT secret / [api] secret_key, the cgan_s3 connection, remote logging: all the
 compose file's). The workers' compose healthchecks are run against the live workers. The run
-is triggered through the REST API with target=ascend, 3 grids, devices
-[0, 1], seed 1. Only the ascend worker has the Ascend tools: the atc/msame stand-ins of
+is triggered through the REST API with target=ascend, 3 grids in shards of 2, devices
+[0, 1] (the NPUs a shard may lease), seed 1. Only the ascend worker has the Ascend tools: the atc/msame stand-ins of
 tests/standins (a fake CANN toolkit whose set_env.sh puts atc on PATH, CGAN_MSAME, the
 stand-ins on PATH, and the STANDIN_*_CALLS call logs in a folder only that worker is told
 about). The default worker has none of them, so an Ascend task routed to it would fail.
@@ -33,7 +33,7 @@ of evidence, each of which a misrouted task would contradict:
    under its own AIRFLOW_HOME: every task instance's UUID and log file must be found at the
    expected worker and nowhere at the other.
 3. The stand-ins' call logs. STANDIN_ATC_CALLS / STANDIN_MSAME_CALLS exist only in the
-   ascend worker's environment: atc ran once and msame twice (devices 0 and 1), in working
+   ascend worker's environment: atc ran once and msame twice (on leased devices among 0, 1), in working
    folders under the ascend worker's private TMPDIR.
 4. The task instances' `queue` (ascend for atc_convert/msame_infer, default otherwise),
    which is what the scheduler sent to the broker.
@@ -79,10 +79,11 @@ from tests.standins.fixtures import STANDINS, TOOLKIT_VERSION
 pytestmark = pytest.mark.slow
 
 DAG_ID = "cgan_generation"
-CONF = {"target": "ascend", "num_grids": 3, "devices": [0, 1], "seed": 1}
+CONF = {"target": "ascend", "num_grids": 3, "devices": [0, 1], "seed": 1, "grids_per_shard": 2}
 ASCEND_TASKS = {"atc_convert", "msame_infer"}
 RAN = {("plan", -1), ("shards", -1), ("export_onnx", -1), ("input_bins", -1), ("choose_target", -1),
-       ("atc_convert", -1), ("msame_infer", 0), ("msame_infer", 1), ("postprocess", -1), ("publish", -1)}
+       ("atc_convert", -1), ("msame_infer", 0), ("msame_infer", 1), ("postprocess", -1), ("publish", -1),
+       ("cleanup", -1)}
 RUN_DEADLINE_S = 12 * 60
 DAG_PARSE_DEADLINE_S = 180
 
@@ -219,7 +220,7 @@ def test_ascend_run_on_celery_workers_routes_npu_tasks_and_publishes(services_or
     cann_python = make_cann_python(ascend_private / "cann-python" / "bin", python_calls)
     # CGAN_ASCEND_PYTHON: the Ascend image's ENV (docker/ascend-worker.Dockerfile); CGAN_MSAME=msame
     # and CGAN_ASCEND_TOOLKIT (swapped for the stand-in toolkit) come from the compose file
-    ascend_env = {"CGAN_ASCEND_PYTHON": str(cann_python),
+    ascend_env = {"CGAN_ASCEND_PYTHON": str(cann_python), "CGAN_NPU_DEVICES": "0,1", "CGAN_NPU_HOST": ascend_node,
                   "STANDIN_ATC_CALLS": str(atc_calls), "STANDIN_MSAME_CALLS": str(msame_calls)}
     log_bucket = f"cgan-dist-logs-{token}"
     s3.create_bucket(Bucket=log_bucket)
@@ -301,7 +302,7 @@ def test_ascend_run_on_celery_workers_routes_npu_tasks_and_publishes(services_or
             ascend_tmp = stack.worker_components["ascend"].env["TMPDIR"]
             atc, msame = read_calls(atc_calls), read_calls(msame_calls)
             assert len(atc) == 1 and len(msame) == 2, (atc, msame)
-            assert sorted(c["argv"][c["argv"].index("--device") + 1] for c in msame) == ["0", "1"]
+            assert {c["argv"][c["argv"].index("--device") + 1] for c in msame} <= {"0", "1"}  # leased among devices
             assert all(c["cwd"].startswith(ascend_tmp) for c in atc + msame), (ascend_tmp, atc, msame)
             assert all(c["ascend_opp_path"] for c in msame)  # set_env.sh's environment reached msame
             # atc and msame started through CANN's Python (CGAN_ASCEND_PYTHON), not the venv's
@@ -365,7 +366,7 @@ def test_ascend_run_on_celery_workers_routes_npu_tasks_and_publishes(services_or
             assert manifest["model"]["om_sha256"] and manifest["tools"]["cann_toolkit"].startswith(TOOLKIT_VERSION)
             perf_key = next(k for k in keys if k.endswith("perf/perf.json"))
             perf = json.loads(s3.get_object(Bucket=publish_bucket, Key=perf_key)["Body"].read())
-            assert perf["backend"] == "msame" and perf["devices"] == ["npu:0", "npu:1"]
+            assert perf["backend"] == "msame" and set(perf["devices"]) <= {f"npu:{d}@{ascend_node}" for d in (0, 1)}
 
         # everything was stopped and cleaned up
         assert stack.cleanup_notes == [], stack.cleanup_notes

@@ -358,13 +358,14 @@ class CeleryStack:
     """Start the topology; `with CeleryStack(...) as stack:` stops it and cleans up on exit."""
 
     def __init__(self, services: Services, root: Path, *, s3: S3Target, toolkit: str,
-                 workers: list[Worker], startup_timeout: float = 600):
+                 workers: list[Worker], startup_timeout: float = 600, npu_count: int = 1):
         self.services = services
         self.startup_timeout = startup_timeout
         self.root = root
         self.s3 = s3
         self.toolkit = toolkit
         self.workers = workers
+        self.npu_count = npu_count
         self.db = ScratchDatabase(services.postgres)
         self.redis = ScratchRedis(services.redis)
         self.api_port = free_port()
@@ -395,7 +396,7 @@ class CeleryStack:
             jwt_secret=secrets.token_urlsafe(64),  # HS512 wants >= 64 bytes
             api_secret_key=secrets.token_urlsafe(32), admin_password=secrets.token_urlsafe(12),
             artifact_root=self.s3.artifact_root, publish_bucket=self.s3.publish_bucket,
-            log_folder=self.s3.log_folder, toolkit=self.toolkit)
+            log_folder=self.s3.log_folder, toolkit=self.toolkit, npu_count=str(self.npu_count))
         self.compose = compose_services(self.deployment, self.root / "compose")
 
     def _test_only(self, name: str) -> dict[str, str]:

@@ -3,6 +3,7 @@ the stand-in atc and msame (tests/standins: no NPU; the "om" is the ONNX file)."
 
 import json
 import shutil
+import socket
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
@@ -31,9 +32,12 @@ class Lines:
 
 
 @pytest.fixture(autouse=True)
-def eight_devices(clean_env):
-    """The stand-in npu-smi lists an Atlas 300 host: NPU 2048/2049, devices 0..7 (SHARD uses 2)."""
+def eight_devices(clean_env, tmp_path):
+    """The stand-in npu-smi lists an Atlas 300 host: NPU 2048/2049, devices 0..7 (SHARD uses 2);
+    the NPU leases of this test in a folder of its own."""
     clean_env.setenv("STANDIN_NPU_SMI_SAMPLE", "atlas300_310_x8.txt")
+    clean_env.setenv("CGAN_NPU_LOCK_DIR", str(tmp_path / "npu-locks"))
+    clean_env.setenv("CGAN_NPU_DEVICES", "0,1,2,3,4,5,6,7")  # this worker's NPUs, as on that host
 
 
 @pytest.fixture
@@ -167,7 +171,8 @@ def test_msame_inference_renders_on_the_worker_and_hands_over(tmp_path, standins
     op = msame_op(standin_om, task_id="msame_infer", workspace=store.uri, shard=shard)
     result = op.execute(context={})
     assert result == {"shard": 0, "outputs_prefix": "outputs/shard_0000", "perf_key": "outputs/shard_0000/perf.json",
-                      "grids": 3, "device": 2, "grids_per_s": result["grids_per_s"], "raw_outputs_kept": 1}
+                      "grids": 3, "device": 2, "host": socket.gethostname(), "npu_tool": "msame",
+                      "grids_per_s": result["grids_per_s"], "raw_outputs_kept": 1}
     keys = store.list("outputs/shard_0000")
     assert keys == ["outputs/shard_0000/grid_000001_output_0.bin",  # the parity sample only; the stale bin is gone
                     "outputs/shard_0000/msame.log", "outputs/shard_0000/perf.json", "outputs/shard_0000/render.json"]
@@ -183,7 +188,8 @@ def test_msame_inference_renders_on_the_worker_and_hands_over(tmp_path, standins
     assert store.get_bytes("grids/grid_000001.png") == png_bytes(grid_array(read_output_bin(kept)))
     assert store.list("grids") == [f"grids/grid_00000{i}.png" for i in range(3)]  # rendered on the Ascend worker
     perf = json.loads(store.get_bytes("outputs/shard_0000/perf.json"))
-    assert perf["backend"] == "msame" and perf["device"] == "npu:2" and len(perf["samples_ms"]) == perf["calls"]
+    assert perf["backend"] == "msame" and perf["device"] == f"npu:2@{socket.gethostname()}"
+    assert len(perf["samples_ms"]) == perf["calls"]
     assert any("Execute sample success" in line for line in task_log.lines)
     argv = calls("msame")[0]["argv"]
     assert argv[argv.index("--device") + 1] == "2"
@@ -208,7 +214,8 @@ def test_msame_failure_raises_and_leaves_no_outputs(tmp_path, standins_on_path, 
 
 
 @pytest.mark.parametrize("shard, message", [
-    ({"shard": 0, "bins_prefix": "bins/shard_0000", "device": None}, "names no device"),
+    ({"shard": 0, "bins_prefix": "bins/shard_0000", "devices": []}, "devices must be a non-empty list"),
+    ({"shard": 0, "bins_prefix": "bins/shard_0000", "devices": [0, 300]}, "0..255"),
     ({"shard": 0, "bins_prefix": "bins/shard_0000", "device": 999}, "0..255"),
     ({"shard": 0, "bins_prefix": "../etc", "device": 0}, "unsafe part"),
     ({"shard": -1, "bins_prefix": "bins/shard_0000", "device": 0}, "0 or more"),
@@ -259,3 +266,46 @@ def test_msame_without_set_env_uses_the_worker_environment(tmp_path, standins_on
                            toolkit_home=str(tmp_path / "none")).execute(context={})
     assert calls("msame")[0]["ascend_opp_path"] is None
     assert any("set_env.sh not found" in line for line in task_log.lines)
+
+
+def test_ais_bench_backend_leases_any_npu_and_renders_while_inferring(tmp_path, workspace, standin_om,
+                                                                      ais_bench_api, task_log, monkeypatch):
+    """npu_tool=ais_bench: the stand-in ais_bench API in the task's process, on a leased NPU."""
+    from cgan.ascend.lease import lease_device
+
+    monkeypatch.setenv("CGAN_NPU_DEVICES", "0,1")
+    monkeypatch.setenv("STANDIN_MSAME_DEVICES", "0,1")
+    shard = {"shard": 0, "bins_prefix": "bins/shard_0000", "start": 0, "count": 3, "parity": [2],
+             "keep_raw_outputs": False, "device": None, "devices": None}  # as the plan makes it now
+    with lease_device(allowed=[0], log=lambda m: None):  # another task holds NPU 0
+        result = msame_op(standin_om, task_id="msame_infer", workspace=workspace.uri, shard=shard,
+                          npu_tool="ais_bench").execute(context={})
+    assert result["device"] == 1 and result["npu_tool"] == "ais_bench" and result["grids"] == 3
+    assert workspace.list("outputs/shard_0000") == ["outputs/shard_0000/grid_000002_output_0.bin",
+                                                   "outputs/shard_0000/perf.json", "outputs/shard_0000/render.json"]
+    assert workspace.list("grids") == [f"grids/grid_00000{i}.png" for i in range(3)]
+    perf = json.loads(workspace.get_bytes("outputs/shard_0000/perf.json"))
+    assert perf["backend"] == "ais_bench" and perf["device"] == f"npu:1@{socket.gethostname()}"
+    assert any(line.startswith("leased NPU 1 on host") for line in task_log.lines)
+
+
+def test_no_free_npu_fails_naming_host_and_devices_and_keeps_retries(workspace, standin_om, task_log, monkeypatch):
+    from cgan.ascend.errors import NoFreeNpu
+    from cgan.ascend.lease import lease_device
+
+    monkeypatch.setenv("CGAN_NPU_DEVICES", "2")
+    monkeypatch.setenv("CGAN_NPU_LEASE_WAIT_S", "0")
+    with lease_device(log=lambda m: None), pytest.raises(NoFreeNpu) as err:  # not AirflowFailException
+        msame_op(standin_om, task_id="m", workspace=workspace.uri, shard=SHARD).execute(context={})
+    assert f"host {socket.gethostname()}" in str(err.value) and "devices seen 2" in str(err.value)
+
+
+def test_a_restriction_the_host_cannot_meet_fails_at_once(workspace, standin_om, task_log, monkeypatch):
+    monkeypatch.setenv("CGAN_NPU_DEVICES", "0,1")
+    with pytest.raises(AirflowFailException, match="has NPUs 0,1 .*allows only devices 2"):
+        msame_op(standin_om, task_id="m", workspace=workspace.uri, shard=SHARD).execute(context={})
+
+
+def test_an_unknown_npu_tool_is_refused(workspace, standin_om):
+    with pytest.raises(AirflowFailException, match="npu_tool must be one of msame, ais_bench"):
+        msame_op(standin_om, task_id="m", workspace=workspace.uri, shard=SHARD, npu_tool="atc").execute(context={})

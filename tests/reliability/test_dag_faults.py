@@ -47,6 +47,7 @@ def ascend_env(dag_env, tmp_path, **extra):
 
     return dag_env(CGAN_ASCEND_TOOLKIT=str(fake_toolkit_home(tmp_path)), CGAN_MSAME=str(STANDINS / "msame"),
                    STANDIN_ATC_CALLS=str(tmp_path / "atc.jsonl"), STANDIN_MSAME_CALLS=str(tmp_path / "msame.jsonl"),
+                   CGAN_NPU_DEVICES="0,1", CGAN_NPU_LOCK_DIR=str(tmp_path / "npu-locks"),  # this worker's NPUs
                    **extra)
 
 

@@ -81,3 +81,14 @@ def bins3(tmp_path) -> Path:
 
     write_bins(tmp_path / "bins", 3, seed=7)
     return tmp_path / "bins"
+
+
+@pytest.fixture
+def ais_bench_api(clean_env):
+    """The stand-in ais_bench + aclruntime packages importable (tests/standins/ais_bench_api)."""
+    for name in [m for m in sys.modules if m == "aclruntime" or m.split(".")[0] == "ais_bench"]:
+        clean_env.delitem(sys.modules, name)
+    clean_env.syspath_prepend(str(STANDINS / "ais_bench_api"))
+    yield STANDINS / "ais_bench_api"
+    for name in [m for m in sys.modules if m == "aclruntime" or m.split(".")[0] == "ais_bench"]:
+        del sys.modules[name]

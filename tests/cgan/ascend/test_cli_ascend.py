@@ -121,3 +121,19 @@ def test_infer_msame_sources_set_env(tmp_path, fake_toolkit, calls, standin_om, 
     ok(cgan("infer", "--backend", "msame", "--model", standin_om, "--input", bins3, "--output", tmp_path,
             "--toolkit-home", fake_toolkit, "--json"))
     assert calls("msame")[0]["ascend_opp_path"] == f"{fake_toolkit}/latest/opp"
+
+
+def test_infer_with_ais_bench_through_its_python_api(tmp_path, standin_om, bins3, clean_env):
+    """`cgan infer --backend ais_bench`, with the stand-in ais_bench/aclruntime on PYTHONPATH."""
+    import os
+
+    from tests.standins.fixtures import STANDINS
+
+    clean_env.setenv("PYTHONPATH", f"{STANDINS / 'ais_bench_api'}{os.pathsep}{os.getcwd()}")
+    result = ok(cgan("infer", "--backend", "ais_bench", "--model", standin_om, "--input", bins3,
+                     "--output", tmp_path / "out", "--device", 1, "--json"))
+    assert result["perf"]["backend"] == "ais_bench" and result["perf"]["device"] == "npu:1"
+    assert result["perf"]["calls"] == 3
+    clean_env.setenv("PYTHONPATH", os.getcwd())  # no ais_bench installed
+    failed(cgan("infer", "--backend", "ais_bench", "--model", standin_om, "--input", bins3,
+                "--output", tmp_path / "out2", "--json"), "infer", "'ais_bench' is not installed", "aclruntime-")

@@ -1,0 +1,146 @@
+"""STAND-IN of Huawei's aclruntime (the C++ backend of ais_bench), for tests only. No NPU runs.
+
+THE TRICK: the "om" is an ONNX file (the stand-in atc copies the ONNX into the om), run with
+ONNX Runtime on the CPU, so outputs are the model's true float32 values. The surface follows
+backend/python/src/PyInferenceSession (InferenceSession(model, device, options), get_inputs,
+get_outputs, run(names, tensors), sumary().exec_time_list in ms, reset_sumaryinfo, finalize),
+session_options and BaseTensor(ptr, nbytes).
+
+Test controls (environment), shared with the stand-in msame:
+  STANDIN_MSAME_DEVICES  ACL devices this "host" has (default 0..7): others -> RuntimeError
+  STANDIN_NPU_STATE_DIR  per-host folder: the device is flocked from session to finalize/exit;
+                         a second process on a busy device -> RuntimeError (a TEST DETECTOR of
+                         double use, not ACL behaviour)
+  STANDIN_NPU_USAGE_LOG  one JSON line per device use ({tool, host, device, pid, start, end});
+                         host = STANDIN_NPU_HOST or the machine's hostname
+  STANDIN_NPU_DELAY_S    seconds each execute takes (default 0)
+"""
+
+import atexit
+import ctypes
+import fcntl
+import json
+import os
+import socket
+import time
+
+import numpy as np
+
+
+class session_options:  # noqa: N801 (the real class's name)
+    def __init__(self):
+        self.loop = 1
+        self.log_level = 2
+        self.acl_json_path = ""
+
+
+class BaseTensor:
+    def __init__(self, ptr, size):
+        self.data = bytes((ctypes.c_char * size).from_address(ptr))
+
+
+class Tensor:
+    def __init__(self, array):
+        self._array = np.asarray(array)
+        self.on_host = False
+
+    def to_host(self):
+        self.on_host = True
+
+    def to_device(self, device):
+        self.on_host = False
+
+    @property
+    def shape(self):
+        return list(self._array.shape)
+
+    def __array__(self, dtype=None, copy=None):
+        if not self.on_host:
+            raise RuntimeError("tensor is on the device: call to_host() first")
+        return self._array if dtype is None else self._array.astype(dtype)
+
+
+class _Info:
+    def __init__(self):
+        self.exec_time_list = []
+
+
+class _Meta:
+    def __init__(self, name, shape):
+        self.name, self.shape = name, list(shape)
+
+
+class InferenceSession:
+    def __init__(self, model_path, device_id, options):
+        devices = {int(d) for d in os.environ.get("STANDIN_MSAME_DEVICES", "0,1,2,3,4,5,6,7").split(",")}
+        if device_id not in devices:
+            raise RuntimeError(f"[ERROR] acl open device {device_id} failed, runtime result = 107001 "
+                               "(device id error)")
+        if not os.path.isfile(model_path):
+            raise RuntimeError(f"[ERROR] load model from file failed, model file is {model_path}")
+        self.device_id, self.options, self._start = device_id, options, time.time()
+        self._fd = self._hold(device_id)
+        import onnxruntime as ort
+
+        try:
+            self._ort = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            self.finalize()
+            raise RuntimeError(f"[ERROR] load model from file failed: {exc}") from None
+        self._info = _Info()
+        atexit.register(self.finalize)
+
+    def _hold(self, device):
+        state = os.environ.get("STANDIN_NPU_STATE_DIR")
+        if not state:
+            return None
+        os.makedirs(state, exist_ok=True)
+        fd = os.open(os.path.join(state, f"device{device}.busy"), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RuntimeError(f"[ERROR] [stand-in detector] device {device} is in use by another process: "
+                               "two NPU tasks were given one device") from None
+        return fd
+
+    def get_inputs(self):
+        return [_Meta(i.name, i.shape) for i in self._ort.get_inputs()]
+
+    def get_outputs(self):
+        return [_Meta(o.name, o.shape) for o in self._ort.get_outputs()]
+
+    def run(self, names, inputs):
+        meta = self._ort.get_inputs()
+        if len(inputs) != len(meta):
+            raise RuntimeError(f"[ERROR] input count {len(inputs)} does not match the model's {len(meta)}")
+        feeds = {}
+        for m, tensor in zip(meta, inputs, strict=True):
+            need = int(np.prod(m.shape)) * 4
+            if len(tensor.data) != need:
+                raise RuntimeError(f"[ERROR] arg0 tensorsize: {need} filesize: {len(tensor.data)} not match")
+            feeds[m.name] = np.frombuffer(tensor.data, "<f4").reshape(m.shape)
+        result = None
+        for _ in range(max(1, self.options.loop)):
+            t0 = time.perf_counter()
+            time.sleep(float(os.environ.get("STANDIN_NPU_DELAY_S") or 0))
+            result = self._ort.run(names, feeds)
+            self._info.exec_time_list.append((time.perf_counter() - t0) * 1000.0)
+        return [Tensor(r) for r in result]
+
+    def sumary(self):
+        return self._info
+
+    def reset_sumaryinfo(self):
+        self._info = _Info()
+
+    def finalize(self):
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is None:
+            return
+        if os.environ.get("STANDIN_NPU_USAGE_LOG"):
+            with open(os.environ["STANDIN_NPU_USAGE_LOG"], "a") as fh:
+                host = os.environ.get("STANDIN_NPU_HOST") or socket.gethostname()
+                fh.write(json.dumps({"tool": "ais_bench", "host": host, "device": self.device_id,
+                                     "pid": os.getpid(), "start": self._start, "end": time.time()}) + "\n")
+        os.close(fd)

@@ -1,0 +1,69 @@
+"""STAND-IN of ais_bench.infer.interface (tests only), after Ascend/tools
+ais-bench_workload/tool/ais_bench/ais_bench/infer/interface.py: the same InferSession surface
+(constructor, get_inputs/get_outputs, run, infer, sumary/reset_sumaryinfo, finalize) over the
+stand-in aclruntime, which computes with ONNX Runtime. Newer releases renamed sumary() to
+summary(): STANDIN_AIS_BENCH_SUMMARY=summary gives that spelling (and no sumary)."""
+
+import os
+
+import aclruntime  # the real interface imports it first too: missing -> ModuleNotFoundError
+import numpy as np
+
+
+class InferSession:
+    def __init__(self, device_id: int, model_path: str, acl_json_path: str = None, debug: bool = False,
+                 loop: int = 1):
+        self.device_id = device_id
+        self.model_path = model_path
+        self.loop = loop
+        options = aclruntime.session_options()
+        if acl_json_path is not None:
+            options.acl_json_path = acl_json_path
+        options.log_level = 1 if debug else 2
+        options.loop = self.loop
+        self.session = aclruntime.InferenceSession(self.model_path, self.device_id, options)
+        self.outputs_names = [meta.name for meta in self.session.get_outputs()]
+
+    def get_inputs(self):
+        return self.session.get_inputs()
+
+    def get_outputs(self):
+        return self.session.get_outputs()
+
+    def run(self, feeds, out_array=False):
+        if len(feeds) > 0 and isinstance(feeds[0], np.ndarray):
+            inputs = [aclruntime.BaseTensor(a.__array_interface__["data"][0], a.nbytes) for a in feeds]
+        else:
+            inputs = feeds
+        outputs = self.session.run(self.outputs_names, inputs)
+        if out_array:
+            for tensor in outputs:
+                tensor.to_host()
+            return [np.array(tensor) for tensor in outputs]
+        return outputs
+
+    def reset_sumaryinfo(self):
+        self.session.reset_sumaryinfo()
+
+    def finalize(self):
+        if hasattr(self.session, "finalize"):
+            self.session.finalize()
+
+    def infer(self, feeds, mode="static", custom_sizes=100000):
+        inputs = []
+        for feed in feeds:
+            if type(feed) is np.ndarray:
+                inputs.append(feed)
+            else:
+                raise RuntimeError(f"type:{type(feed)} invalid")
+        return self.run(inputs, out_array=True)
+
+
+def _sumary(self):
+    return self.session.sumary()
+
+
+if os.environ.get("STANDIN_AIS_BENCH_SUMMARY") == "summary":
+    InferSession.summary = _sumary
+else:
+    InferSession.sumary = _sumary
