@@ -115,13 +115,22 @@ def min_python(names: set[str] | None = None) -> str:
     metadata): the images' Python must be at least this (docker/ascend-worker.Dockerfile checks)."""
     dists = installed()
     names = set(read_lock(RUNTIME_LOCK)) if names is None else names
-    specs = [SpecifierSet(dists[n].metadata["Requires-Python"]) for n in names
-             if n in dists and dists[n].metadata["Requires-Python"]]
+    found = [_requires_python(dists[n]) for n in names if n in dists]
+    specs = [SpecifierSet(spec) for spec in found if spec]
     for patch in range(0, 40):
         version = f"3.{PYTHON[1:]}.{patch}"
         if all(spec.contains(version) for spec in specs):
             return version
     raise SystemExit("no Python 3.11.x satisfies every Requires-Python of the runtime lock")
+
+
+def _requires_python(dist: metadata.Distribution) -> str | None:
+    """Requires-Python of an installed distribution, None when it has none (importlib_metadata's
+    Message raises KeyError for a missing field where the stdlib's returns None)."""
+    try:
+        return dist.metadata["Requires-Python"]
+    except KeyError:
+        return None
 
 
 def _pip_pick(arch: str, reqs: list[str], tmp: Path, python: str) -> tuple[dict[str, str] | None, str]:
