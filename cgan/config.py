@@ -151,3 +151,15 @@ def workspace_retention_days() -> float:
     if not 0 <= value <= 3650:
         raise ConfigError(f"CGAN_WORKSPACE_RETENTION_DAYS={raw!r} must be a number of days in 0..3650")
     return value
+
+
+def cpu_infer_tasks() -> int:
+    """Inference tasks of the `cpu` target one run may run at once (`CGAN_CPU_INFER_TASKS`).
+
+    Default: the cores of this machine, so at 1 ONNX Runtime thread per task (the form's default)
+    the tasks never oversubscribe a LocalExecutor host. With Celery, set it to the sum over the
+    default-queue workers of cores // threads, and each worker's concurrency to cores // threads."""
+    raw = os.environ.get("CGAN_CPU_INFER_TASKS") or str(os.cpu_count() or 1)
+    if not raw.isdigit() or not 1 <= int(raw) <= 4096:
+        raise ConfigError(f"CGAN_CPU_INFER_TASKS={raw!r} must be a whole number of tasks in 1..4096")
+    return int(raw)

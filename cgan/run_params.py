@@ -125,8 +125,9 @@ def plan_shards(num_grids: int, target: str, devices: list[int], grids_per_shard
 
     Each shard names its bins prefix (cgan.workspace), its device, the grids of the run's parity
     sample it holds (`parity`: the only raw outputs its inference task hands over, unless
-    `keep_raw_outputs`) and that flag."""
-    from cgan.quality import DEFAULT_PARITY_GRIDS, evenly_spaced
+    `keep_raw_outputs`), the grids of the run's label sample it holds (`judge`, judged by the
+    classifier on the inference worker) and that flag."""
+    from cgan.quality import DEFAULT_PARITY_GRIDS, evenly_spaced, label_sample
     from cgan.workspace import bins_prefix
 
     if target == "ascend":
@@ -134,6 +135,7 @@ def plan_shards(num_grids: int, target: str, devices: list[int], grids_per_shard
     else:
         count = min(math.ceil(num_grids / grids_per_shard), MAX_SHARDS)
     parity = evenly_spaced(num_grids, DEFAULT_PARITY_GRIDS if parity_grids is None else parity_grids)
+    judged = label_sample(num_grids)
     base, extra = divmod(num_grids, count)
     shards, start = [], 0
     for i in range(count):
@@ -142,6 +144,7 @@ def plan_shards(num_grids: int, target: str, devices: list[int], grids_per_shard
             "shard": i, "start": start, "count": size, "bins_prefix": bins_prefix(i),
             "device": devices[i] if target == "ascend" else None,
             "parity": [g for g in parity if start <= g < start + size],
+            "judge": [g for g in judged if start <= g < start + size],
             "keep_raw_outputs": bool(keep_raw_outputs),
         })
         start += size

@@ -68,7 +68,7 @@ class MsameInferenceOperator(CganBaseOperator):
         from cgan.ascend.toolkit import runtime_env
         from cgan.outputs import list_outputs
         from cgan.perf import PERF_NAME
-        from cgan.shard_render import hand_over, render_outputs
+        from cgan.shard_render import hand_over, judged_stems, render_outputs
         from cgan.store import download_keys
         from cgan.workspace import outputs_prefix, shard_perf_key
 
@@ -91,7 +91,8 @@ class MsameInferenceOperator(CganBaseOperator):
             run = run_msame(om, tmp / "bins", tmp / "out", device=device, loop=loop,
                             msame=self.msame_path, channels=self.channels, env=env, on_line=self.log.info,
                             timeout_s=self.msame_timeout_s)
-            tally = render_outputs(store, list_outputs(run.output_dir), progress=self._progress)
+            tally = render_outputs(store, list_outputs(run.output_dir), progress=self._progress,
+                                   judge=judged_stems(self.shard))
             handed = hand_over(store, dict(self.shard, shard=index), run.output_dir, tally,
                                [run.log_path, run.output_dir / PERF_NAME])
         for line in run.warnings:
