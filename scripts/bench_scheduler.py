@@ -37,30 +37,61 @@ CHECKPOINT = REPO / "models" / "cgan_generator.pth"
 PARTS = ("inference", "render", "judge", "upload")
 
 
-def pure_inference_s(n: int, threads: int = 0) -> dict:
-    """Seconds of `session.run` for n grids at batch 100 on every core (threads=0), in a fresh process."""
-    code = (
-        "import json, sys, tempfile, time\n"
-        "import numpy as np\n"
-        "from cgan.bins import make_input_batch\n"
-        "from cgan.export import export_onnx\n"
-        "from cgan.runtimes.onnxruntime_runner import make_session\n"
-        f"n, threads = {n}, {threads}\n"
-        "with tempfile.TemporaryDirectory() as tmp:\n"
-        f"    sess = make_session(export_onnx({str(CHECKPOINT)!r}, tmp + '/m.onnx').onnx_path, threads=threads)\n"
-        "xs = [make_input_batch(1, g) for g in range(min(n, 50))]\n"
-        "for x in xs[:3]: sess.run(None, {'image': x})\n"
-        "t0 = time.perf_counter()\n"
-        "for g in range(n): sess.run(None, {'image': xs[g % len(xs)]})\n"
-        "print(json.dumps({'seconds': time.perf_counter() - t0}))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    secs = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
-    return {"grids": n, "threads": threads or os.cpu_count(), "seconds": round(secs, 2),
-            "ms_per_grid": round(1000 * secs / n, 3), "grids_per_s": round(n / secs, 1)}
+PURE_CODE = """
+import json, tempfile, time
+from cgan.bins import make_input_batch
+from cgan.export import export_onnx
+from cgan.runtimes.onnxruntime_runner import make_session
+n, threads, checkpoint = {n}, {threads}, {checkpoint!r}
+with tempfile.TemporaryDirectory() as tmp:
+    sess = make_session(export_onnx(checkpoint, tmp + '/m.onnx').onnx_path, threads=threads)
+xs = [make_input_batch(1, g) for g in range(min(n, 50))]
+for x in xs[:3]:
+    sess.run(None, {{'image': x}})
+print('READY', flush=True)
+input()  # start together
+t0 = time.perf_counter()
+for g in range(n):
+    sess.run(None, {{'image': xs[g % len(xs)]}})
+print(json.dumps({{'seconds': time.perf_counter() - t0}}))
+"""
+
+
+def _pure_processes(counts: list[int], threads: int) -> float:
+    """Wall seconds of len(counts) processes running `session.run` on counts[i] grids at once."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    code = [PURE_CODE.format(n=c, threads=threads, checkpoint=str(CHECKPOINT)) for c in counts]
+    procs = [subprocess.Popen([sys.executable, "-c", c],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for c in code]
+    for proc in procs:  # every session loaded and warm before any starts
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith("READY"):
+            raise RuntimeError(proc.communicate()[1][-3000:])
+    for proc in procs:
+        if proc.stdin:
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+    seconds = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(err[-3000:])
+        seconds.append(json.loads(out.strip().splitlines()[-1])["seconds"])
+    return max(seconds)
+
+
+def pure_inference_s(n: int) -> dict:
+    """The machine's capacity for n grids at batch 100, `session.run` only: the faster of one
+    process on every core (ONNX Runtime threads = cores) and one 1-thread process per core
+    running n / cores grids each at once (as the DAG's tasks do)."""
+    cores = os.cpu_count() or 1
+    one = _pure_processes([n], 0)
+    split = _pure_processes([n // cores + (1 if i < n % cores else 0) for i in range(cores)], 1)
+    secs = min(one, split)
+    return {"grids": n, "cores": cores, "seconds": round(secs, 2), "one_process_all_threads_s": round(one, 2),
+            "process_per_core_s": round(split, 2), "ms_per_grid": round(1000 * secs / n, 3),
+            "grids_per_s": round(n / secs, 1)}
 
 
 class Stack:
@@ -228,11 +259,14 @@ def _children_cpu_s() -> float:
 
 
 def bench_scheduler(n: int, conf: dict | None = None, extra_env: dict[str, str] | None = None,
-                    keep: bool = False) -> dict:
-    """Pure all-core inference for n grids, then one scheduler run of n grids, side by side."""
-    pure = pure_inference_s(n)
-    print(f"pure inference, {n} grids on {pure['threads']} thread(s): {pure['seconds']} s "
-          f"({pure['grids_per_s']} grids/s)", flush=True)
+                    keep: bool = False, pure: dict | None = None) -> dict:
+    """Pure all-core inference for n grids (or `pure`, measured just before for the same n),
+    then one scheduler run of n grids, side by side."""
+    if pure is None or pure["grids"] != n:
+        pure = pure_inference_s(n)
+    print(f"pure inference, {n} grids on {pure['cores']} cores: {pure['seconds']} s ({pure['grids_per_s']} grids/s; "
+          f"one process {pure['one_process_all_threads_s']} s, a process per core {pure['process_per_core_s']} s)",
+          flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="cgan-bench-sched-", dir=REPO / "var" if (REPO / "var").is_dir() else None))
     cpu0 = _children_cpu_s()
     stack = Stack(tmp, extra_env)
@@ -272,8 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conf", default="{}", help="extra run conf (JSON), e.g. '{\"grids_per_shard\": 500}'")
     parser.add_argument("--out", type=Path, help="write the result as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder (logs, database)")
+    parser.add_argument("--pure-from", type=Path,
+                        help="reuse the pure inference time of an earlier result of the same N (A/B runs)")
     args = parser.parse_args(argv)
-    result = bench_scheduler(args.grids, json.loads(args.conf), keep=args.keep)
+    pure = json.loads(args.pure_from.read_text())["pure"] if args.pure_from else None
+    result = bench_scheduler(args.grids, json.loads(args.conf), keep=args.keep, pure=pure)
     print_table(result)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
