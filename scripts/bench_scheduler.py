@@ -129,7 +129,6 @@ class Stack:
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the triggered run, no nightly one
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         })
         env.update(extra_env or {})
         self.env = env
