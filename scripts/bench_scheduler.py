@@ -264,8 +264,9 @@ def bench_scheduler(n: int, conf: dict | None = None, extra_env: dict[str, str] 
     then one scheduler run of n grids, side by side."""
     if pure is None or pure["grids"] != n:
         pure = pure_inference_s(n)
-    print(f"pure inference, {n} grids on {pure['cores']} cores: {pure['seconds']} s ({pure['grids_per_s']} grids/s; "
-          f"one process {pure['one_process_all_threads_s']} s, a process per core {pure['process_per_core_s']} s)",
+    print(f"pure inference, {n} grids: {pure['seconds']} s ({pure['grids_per_s']} grids/s; one process on every "
+          f"core {pure.get('one_process_all_threads_s')} s, a 1-thread process per core "
+          f"{pure.get('process_per_core_s')} s)",
           flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="cgan-bench-sched-", dir=REPO / "var" if (REPO / "var").is_dir() else None))
     cpu0 = _children_cpu_s()
