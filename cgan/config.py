@@ -171,3 +171,15 @@ def cpu_precision() -> str:
     if raw not in PRECISIONS:
         raise ConfigError(f"CGAN_CPU_PRECISION={raw!r} must be one of {', '.join(PRECISIONS)}")
     return raw
+
+
+def cpu_infer_tasks() -> int:
+    """Inference tasks of the `cpu` target one run may run at once (`CGAN_CPU_INFER_TASKS`).
+
+    Default: the cores of this machine, so at 1 ONNX Runtime thread per task (the form's default)
+    the tasks never oversubscribe a LocalExecutor host. With Celery, set it to the sum over the
+    default-queue workers of cores // threads, and each worker's concurrency to cores // threads."""
+    raw = os.environ.get("CGAN_CPU_INFER_TASKS") or str(os.cpu_count() or 1)
+    if not raw.isdigit() or not 1 <= int(raw) <= 4096:
+        raise ConfigError(f"CGAN_CPU_INFER_TASKS={raw!r} must be a whole number of tasks in 1..4096")
+    return int(raw)

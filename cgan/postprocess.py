@@ -78,7 +78,7 @@ def postprocess_run(
             local = tmp / prefix
             tally = _render_tally(store, keys, shard, quality.classifier_sha256, grid_keys, log)
             if tally is not None:  # grids and labels were made on the inference task's worker
-                quality.merge(tally["correct"], tally["total"], tally["grids"])
+                quality.merge(tally["correct"], tally["total"], tally["grids"], tally.get("row_sq"))
                 done += tally["grids"]
                 log(f"grids {done}/{total} (shard {index} rendered during inference)")
             else:

@@ -132,14 +132,17 @@ def plan_shards(num_grids: int, target: str, devices: list[int] | None, grids_pe
 
     Each shard names its bins prefix (cgan.workspace), the grids of the run's parity sample it
     holds (`parity`: the only raw outputs its inference task hands over, unless
-    `keep_raw_outputs`) and that flag. An ascend shard carries no device: its task leases a free
-    NPU of its own host when it starts (cgan.ascend.lease), among `devices` when the run names
-    them (`devices`: None = any); how many NPUs work at once is the ascend_npu pool's size."""
-    from cgan.quality import DEFAULT_PARITY_GRIDS, evenly_spaced
+    `keep_raw_outputs`), the grids of the run's label sample it holds (`judge`, judged by the
+    classifier on the inference worker) and that flag. An ascend shard carries no device: its
+    task leases a free NPU of its own host when it starts (cgan.ascend.lease), among `devices`
+    when the run names them (`devices`: None = any); how many NPUs work at once is the
+    ascend_npu pool's size."""
+    from cgan.quality import DEFAULT_PARITY_GRIDS, evenly_spaced, label_sample
     from cgan.workspace import bins_prefix
 
     count = min(math.ceil(num_grids / grids_per_shard), MAX_SHARDS)
     parity = evenly_spaced(num_grids, DEFAULT_PARITY_GRIDS if parity_grids is None else parity_grids)
+    judged = label_sample(num_grids)
     base, extra = divmod(num_grids, count)
     shards, start = [], 0
     for i in range(count):
@@ -149,6 +152,7 @@ def plan_shards(num_grids: int, target: str, devices: list[int] | None, grids_pe
             "device": None,
             "devices": list(devices) if target == "ascend" and devices else None,
             "parity": [g for g in parity if start <= g < start + size],
+            "judge": [g for g in judged if start <= g < start + size],
             "keep_raw_outputs": bool(keep_raw_outputs),
         })
         start += size

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,14 +52,17 @@ class ShardRenderer:
     """Renders and judges outputs on one background thread; errors surface in submit/finish."""
 
     def __init__(self, store, classifier_path=DEFAULT_CLASSIFIER, *, max_pending: int = MAX_PENDING,
-                 threads: int = 1):
+                 threads: int = 1, judge: set[str] | None = None):
         self.store = store
+        self.judge = judge  # stems of the grids whose digits are judged (None: every grid)
         self.labels = QualityAccumulator(None, classifier_path)  # label counts; no parity here
         self.stems: list[str] = []
         self._slots = threading.BoundedSemaphore(max(max_pending, threads))
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
         self._lock = threading.Lock()
         self._error: BaseException | None = None
+        # CPU seconds of this renderer's threads per part (thread_time: this thread's CPU only).
+        self.cpu_s = {"render": 0.0, "upload": 0.0, "judge": 0.0}
 
     def __enter__(self) -> ShardRenderer:
         return self
@@ -81,11 +85,18 @@ class ShardRenderer:
             if self._error is not None:
                 return
             stem = grid_stem(output)
-            self.store.put_bytes(png_bytes(grid_array(samples)), png_key(stem))
-            hits = self.labels.judge_samples(samples)
+            t0 = time.thread_time()
+            png = png_bytes(grid_array(samples))
+            t1 = time.thread_time()
+            self.store.put_bytes(png, png_key(stem))
+            t2 = time.thread_time()
+            hits = self.labels.judge_samples(samples) if self.judge is None or stem in self.judge else None
+            t3 = time.thread_time()
             with self._lock:
                 self.labels.record(hits)
                 self.stems.append(stem)
+                for part, secs in (("render", t1 - t0), ("upload", t2 - t1), ("judge", t3 - t2)):
+                    self.cpu_s[part] += secs
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             self._error = exc
         finally:
@@ -104,6 +115,8 @@ class ShardRenderer:
             "grids": len(self.stems),
             "first": min(self.stems, default=None),
             "last": max(self.stems, default=None),
+            "judged": int(self.labels.total.sum()) // SAMPLES_PER_GRID,
+            "row_sq": self.labels.row_sq,
             "correct": self.labels.correct.tolist(),
             "total": self.labels.total.tolist(),
             "classifier_sha256": self.labels.classifier_sha256,
@@ -115,10 +128,16 @@ class ShardRenderer:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def judged_stems(shard: dict) -> set[str] | None:
+    """Stems of the shard's grids in the run's label sample (None: judge every grid, as for a
+    shard planned without one)."""
+    return None if "judge" not in shard else {grid_name(g) for g in shard["judge"]}
+
+
 def render_outputs(store, outputs: list[Path], *, threads: int = RENDER_THREADS,
-                   progress=None) -> dict:
+                   progress=None, judge: set[str] | None = None) -> dict:
     """PNGs and the tally of output bins already written (msame's), rendered on `threads`."""
-    with ShardRenderer(store, threads=threads) as renderer:
+    with ShardRenderer(store, threads=threads, judge=judge) as renderer:
         for n, path in enumerate(outputs, 1):
             renderer.submit(path, read_output_bin(path))
             if progress is not None:
@@ -164,7 +183,11 @@ def check_render(tally: dict, shard: dict, classifier_sha256: str) -> str | None
         if not (isinstance(values, list) and len(values) == NUM_CLASSES
                 and all(isinstance(v, int) and v >= 0 for v in values)):
             return f"bad {field!r} counts"
-    if sum(tally["total"]) != shard["count"] * SAMPLES_PER_GRID or any(
+    judged = tally.get("judged", shard["count"])  # grids judged: at least the shard's label sample
+    need = len(shard["judge"]) if "judge" in shard else shard["count"]
+    if not isinstance(judged, int) or not need <= judged <= shard["count"]:
+        return f"{judged!r} grids judged, the shard's label sample has {need}"
+    if sum(tally["total"]) != judged * SAMPLES_PER_GRID or any(
             c > t for c, t in zip(tally["correct"], tally["total"], strict=True)):
         return "counts do not add up"
     return None

@@ -148,6 +148,7 @@ with DAG(
         task_id="onnxruntime_infer", workspace=run["workspace"], onnx_uri=exported["onnx_uri"],
         threads="{{ params.threads }}", precision="{{ params.precision }}", aws_conn_id=config.s3_conn_id(),
         execution_timeout=timedelta(hours=1),
+        max_active_tis_per_dagrun=config.cpu_infer_tasks(),  # tasks x threads <= cores (CGAN_CPU_INFER_TASKS)
     ).expand(shard=shard_list)
     post = PostprocessOperator(task_id="postprocess", workspace=run["workspace"], shards=run["shards"],
                                checkpoint="{{ params.checkpoint }}", aws_conn_id=config.s3_conn_id(),

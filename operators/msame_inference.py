@@ -72,7 +72,7 @@ class MsameInferenceOperator(CganBaseOperator):
         from cgan.ascend.errors import AscendError
         from cgan.ascend.lease import lease_device
         from cgan.perf import PERF_NAME
-        from cgan.shard_render import hand_over
+        from cgan.shard_render import hand_over, judged_stems
         from cgan.store import download_keys
         from cgan.workspace import outputs_prefix, shard_perf_key
 
@@ -100,7 +100,8 @@ class MsameInferenceOperator(CganBaseOperator):
                 from cgan.outputs import list_outputs
                 from cgan.shard_render import render_outputs
 
-                tally = render_outputs(store, list_outputs(run.output_dir), progress=self._progress)
+                tally = render_outputs(store, list_outputs(run.output_dir), progress=self._progress,
+                                       judge=judged_stems(self.shard))
             run.perf.device = lease.label  # npu:<id>@<host>: the device and the host it belongs to
             run.perf.write(run.output_dir)
             handed = hand_over(store, dict(self.shard, shard=index), run.output_dir, tally,
@@ -132,9 +133,9 @@ class MsameInferenceOperator(CganBaseOperator):
     def _ais_bench(self, om: Path, tmp: Path, lease):
         """ais_bench's Python API in this process; each grid rendered while the NPU computes the next."""
         from cgan.runtimes.ais_bench_runner import run_ais_bench
-        from cgan.shard_render import ShardRenderer
+        from cgan.shard_render import ShardRenderer, judged_stems
 
-        with ShardRenderer(self.store) as renderer:
+        with ShardRenderer(self.store, judge=judged_stems(self.shard)) as renderer:
             run = run_ais_bench(om, tmp / "bins", tmp / "out", device=lease.device, progress=self._progress,
                                 on_output=renderer.submit)
             tally = renderer.finish()

@@ -10,6 +10,7 @@ retry never mixes its outputs with an earlier try's. The other raw outputs never
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,7 +44,7 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
     def execute(self, context) -> dict:
         from cgan.perf import PERF_NAME
         from cgan.runtimes.onnxruntime_runner import run_onnxruntime
-        from cgan.shard_render import ShardRenderer, hand_over
+        from cgan.shard_render import ShardRenderer, hand_over, judged_stems
         from cgan.store import download_keys
         from cgan.workspace import outputs_prefix
 
@@ -57,18 +58,21 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
             self.log.info("Shard %d: %d grid(s) through ONNX Runtime, %s thread(s), %s", index, len(bins),
                           self.threads, self.precision)
             store.delete_prefix(prefix)  # no render.json of an earlier try survives this one
-            with ShardRenderer(store) as renderer:
+            cpu0 = time.process_time()
+            with ShardRenderer(store, judge=judged_stems(shard)) as renderer:
                 run = run_onnxruntime(model, tmp / "bins", tmp / "out", threads=int(self.threads),
                                       progress=self._progress, precision=self.precision,
                                       on_output=renderer.submit)
                 tally = renderer.finish()
+            cpu_s = {"inference": round(time.process_time() - cpu0 - sum(renderer.cpu_s.values()), 3),
+                     **{part: round(secs, 3) for part, secs in renderer.cpu_s.items()}}
             handed = hand_over(store, shard, run.output_dir, tally, [run.output_dir / PERF_NAME])
         perf = run.perf
         self.log.info("Shard %d done: %.2f ms per call (p99 %.2f), %.1f grids/s; %d grid PNG(s) rendered "
                       "during inference, %d raw output(s) kept", index, perf.latency_ms["mean"],
                       perf.latency_ms["p99"], perf.grids_per_s, tally["grids"], handed["raw_outputs"])
         return {"shard": index, "outputs_prefix": prefix, "grids": perf.grids, "grids_per_s": perf.grids_per_s,
-                "raw_outputs_kept": handed["raw_outputs"]}
+                "raw_outputs_kept": handed["raw_outputs"], "cpu_s": cpu_s}
 
     def _progress(self, done: int, total: int) -> None:
         from cgan.progress import is_tenth

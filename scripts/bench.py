@@ -271,8 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer reps, smaller runs")
     parser.add_argument("--out", type=Path, default=REPO / "bench")
     parser.add_argument("--skip-dag", action="store_true")
-    parser.add_argument("--sections", default="speed,memory,dag,peers",
-                        help="comma list of speed, memory, dag, peers (default all)")
+    parser.add_argument("--sections", default="speed,memory,scheduler,peers",
+                        help="comma list of speed, memory, scheduler, dag, peers (default: all but dag)")
+    parser.add_argument("--grids", type=int, default=None,
+                        help="grids of the scheduler run (default 10,000; 200 with --quick)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     reps = 10 if args.quick else 30
@@ -283,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_dag:
         sections.discard("dag")
     previous = args.out / "results.json"
-    if sections != {"speed", "memory", "dag", "peers"} and previous.exists():  # keep the sections not re-run
+    if sections != {"speed", "memory", "scheduler", "peers"} and previous.exists():  # keep the sections not re-run
         results = {**json.loads(previous.read_text()), **results}
     if "speed" in sections or "speed" not in results:
         results["ceiling"] = {str(t): matmul_ceiling(t) for t in (1, 2)}
@@ -307,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
 
         results["peers"] = run_peers(threads=2, rounds=3 if args.quick else 8, grids=20 if args.quick else 30,
                                      gflop_per_grid=results["gflop_per_grid"])
+    if "scheduler" in sections:  # the DAG as users run it (scripts/bench_scheduler.py)
+        from scripts.bench_scheduler import bench_scheduler
+
+        results["scheduler"] = bench_scheduler(args.grids or (200 if args.quick else 10_000))
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     chart(results, args.out / "bench.png")
     print_table(results)
@@ -315,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(results: dict) -> None:
+    if "scheduler" in results:
+        from scripts import bench_scheduler
+
+        bench_scheduler.print_table(results["scheduler"])
     print("\nfp32 GEMM ceiling (2048^3), GFLOP/s:")
     for t, c in results["ceiling"].items():
         print(f"  {t} thread(s): ONNX Runtime {c['onnxruntime_gflops']:.0f}, numpy {c['numpy_gflops']:.0f}"

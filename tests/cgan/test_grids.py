@@ -57,3 +57,19 @@ def test_a_bad_output_bin_fails_before_any_grid_is_written(tmp_path):
     with pytest.raises(InputBinError, match="grid_000002_output_0.bin"):
         write_grids(run, tmp_path / "grids")
     assert not (tmp_path / "grids").exists()
+
+
+def test_png_level_trades_size_for_time_and_stays_lossless():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from cgan.grids import PNG_COMPRESS_LEVEL, png_bytes
+
+    rng = np.random.default_rng(0)
+    grid = (rng.random((280, 280)) ** 4 * 255).astype(np.uint8)  # mostly dark, like digit grids
+    fast, default = png_bytes(grid), png_bytes(grid, level=6)
+    assert PNG_COMPRESS_LEVEL < 6 and fast != default  # the level is really applied
+    for data in (fast, default):
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), grid)

@@ -123,3 +123,62 @@ def test_int8_is_judged_by_the_same_rules_and_keeps_the_labels(tmp_path, committ
     assert int8["parity_ok"] is True and fp32["parity_ok"] is True
     assert int8["parity_max_abs_err"] > PARITY_LIMITS["fp32"]["max_abs"]  # it is int8, judged as int8
     assert set(int8) == set(fp32)
+
+
+def test_wilson_interval_covers_a_binomial_proportion_about_95_percent_of_the_time():
+    from cgan.quality import wilson
+
+    rng = np.random.default_rng(3)
+    p, n = 0.93, 2000
+    inside = sum(lo <= p <= hi for lo, hi in (wilson(int(rng.binomial(n, p)), n) for _ in range(2000)))
+    assert 0.93 <= inside / 2000 <= 0.97
+    lo, hi = wilson(1000, 2000)
+    assert lo < 0.5 < hi and hi - lo == pytest.approx(2 * 1.96 * 0.5 / 2000 ** 0.5, rel=0.01)
+
+
+def _clustered_sample(rng, grids: int, p: float):
+    """Digits judged right with a probability drawn per grid row (rows share a noise vector)."""
+    q = rng.beta(p * 4, (1 - p) * 4, size=(grids * 10, 1))  # strong row effect, mean p
+    hits = rng.random((grids * 10, 10)) < q
+    correct, total = hits.sum(axis=0), np.full(10, grids * 10)
+    return correct, total, int((hits.sum(axis=1) ** 2).sum())
+
+
+def test_overall_interval_treats_rows_as_clusters_and_still_covers():
+    from cgan.quality import label_intervals
+
+    rng = np.random.default_rng(7)
+    p, covered, digit_wilson_covered = 0.9, 0, 0
+    for _ in range(400):
+        correct, total, row_sq = _clustered_sample(rng, 200, p)
+        lo, hi = label_intervals(correct, total, row_sq)["overall"]
+        covered += lo <= p <= hi
+        wlo, whi = label_intervals(correct, total, None)["overall"]  # digits as independent draws
+        digit_wilson_covered += wlo <= p <= whi
+    assert 0.92 <= covered / 400 <= 0.98
+    assert digit_wilson_covered / 400 < 0.85  # why the rows must be the units here
+
+
+def test_the_report_carries_the_label_sample_and_its_intervals(tmp_path):
+    from cgan.quality import QualityAccumulator
+
+    acc = QualityAccumulator(None)
+    rng = np.random.default_rng(0)
+    for g in range(4):
+        acc.record(rng.random(100) < 0.8 if g % 2 == 0 else None)  # two grids judged, two only made
+    report = acc.report()
+    assert report["grids"] == 4 and report["digits_judged"] == 200
+    assert report["label_sample"]["grids_judged"] == 2 and report["label_sample"]["confidence"] == 0.95
+    lo, hi = report["label_accuracy_ci95"]
+    assert lo <= report["label_accuracy"] <= hi and hi - lo > 0.05  # 200 digits: a wide interval
+    for d, (clo, chi) in report["per_class_accuracy_ci95"].items():
+        assert clo <= report["per_class_accuracy"][d] <= chi
+
+
+def test_label_sample_size_bounds_the_interval_width():
+    from cgan.quality import LABEL_SAMPLE_GRIDS, label_sample, wilson
+
+    per_class = LABEL_SAMPLE_GRIDS * 10
+    lo, hi = wilson(per_class // 2, per_class)
+    assert (hi - lo) / 2 <= 0.022
+    assert label_sample(50) == list(range(50)) and len(label_sample(10_000)) == LABEL_SAMPLE_GRIDS

@@ -112,3 +112,14 @@ def test_safe_run_id():
     assert safe_run_id("manual__2026-11-26T06:30:00.123+00:00") == "manual__2026-11-26T06-30-00.123-00-00"
     with pytest.raises(ParamError):
         safe_run_id("::")
+
+
+def test_the_label_sample_is_planned_once_and_split_over_the_shards():
+    from cgan.quality import LABEL_SAMPLE_GRIDS
+
+    shards = plan_shards(10_000, "cpu", [0], 1000)
+    judged = [g for s in shards for g in s["judge"]]
+    assert len(judged) == LABEL_SAMPLE_GRIDS and judged == sorted(set(judged)) and judged[-1] == 9999
+    for s in shards:
+        assert all(s["start"] <= g < s["start"] + s["count"] for g in s["judge"]) and s["judge"]
+    assert [g for s in plan_shards(5, "cpu", [0], 2) for g in s["judge"]] == [0, 1, 2, 3, 4]

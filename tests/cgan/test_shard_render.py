@@ -13,7 +13,7 @@ from cgan.outputs import read_output_bin
 from cgan.postprocess import postprocess_run
 from cgan.run_params import plan_shards
 from cgan.runtimes.onnxruntime_runner import run_onnxruntime
-from cgan.shard_render import RENDER_NAME, ShardRenderer, check_render, hand_over, render_outputs
+from cgan.shard_render import RENDER_NAME, ShardRenderer, check_render, hand_over, judged_stems, render_outputs
 from cgan.store import open_store, upload_dir
 from cgan.workspace import outputs_prefix, render_key
 
@@ -224,3 +224,19 @@ def test_at_most_max_pending_outputs_wait(tmp_path, upstream_onnx):
     store.release.set()
     third.join(10)
     assert renderer.finish()["grids"] == 3 and len(store.keys) == 3
+
+
+def test_only_the_label_sample_is_judged_and_every_grid_rendered(tmp_path, upstream_onnx):
+    write_bins(tmp_path / "bins", 3, 3)
+    store = open_store((tmp_path / "ws").as_uri())
+    shard = {"shard": 0, "start": 0, "count": 3, "parity": [], "judge": [1], "keep_raw_outputs": False}
+    renderer = ShardRenderer(store, judge=judged_stems(shard))
+    run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "out", on_output=renderer.submit)
+    tally = renderer.finish()
+    assert tally["grids"] == 3 and tally["judged"] == 1 and sum(tally["total"]) == 100
+    assert len(store.list("grids")) == 3
+    assert renderer.cpu_s["render"] > 0 and renderer.cpu_s["judge"] > 0
+    assert check_render(tally, shard, tally["classifier_sha256"]) is None
+    assert "label sample has 2" in check_render(tally, dict(shard, judge=[0, 1]), tally["classifier_sha256"])
+    assert check_render(tally, {k: v for k, v in shard.items() if k != "judge"},
+                        tally["classifier_sha256"]) is not None  # planned without a sample: all judged

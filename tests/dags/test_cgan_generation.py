@@ -28,7 +28,7 @@ if dag is not None:
     out["schema"] = {k: dict(dag.params.get_param(k).schema, description=dag.params.get_param(k).description)
                      for k in dag.params}
     out["tasks"] = {t.task_id: {"queue": t.queue, "pool": t.pool, "timeout": str(t.execution_timeout),
-                                "retries": t.retries,
+                                "retries": t.retries, "max_active_tis_per_dagrun": t.max_active_tis_per_dagrun,
                                 "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule)} for t in dag.tasks}
     out["downstream"] = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     bad = []
@@ -121,6 +121,11 @@ def test_graph_branches_and_queues(parsed):
     assert tasks["onnxruntime_infer"]["queue"] == "default" and tasks["export_onnx"]["queue"] == "default"
     assert tasks["postprocess"]["trigger_rule"] == "none_failed_min_one_success"
     assert all(t["timeout"] != "None" for t in tasks.values())
+
+
+def test_cpu_inference_tasks_never_outnumber_the_cores(parsed):
+    assert parsed["tasks"]["onnxruntime_infer"]["max_active_tis_per_dagrun"] == os.cpu_count()
+    assert parsed["params"]["threads"] == 1  # 1 thread per task x cores tasks = the cores
 
 
 def test_dag_file_does_not_import_torch_at_parse_time(tmp_path):

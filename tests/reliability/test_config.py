@@ -65,3 +65,16 @@ def test_bad_retry_delay(monkeypatch, value):
     monkeypatch.setenv("CGAN_RETRY_DELAY_S", value)
     with pytest.raises(ConfigError, match="CGAN_RETRY_DELAY_S=.* must be a number of seconds in 0..3600"):
         config.retry_delay_s()
+
+
+def test_cpu_inference_tasks_default_to_the_cores_and_bad_values_are_refused(monkeypatch):
+    import os
+
+    monkeypatch.delenv("CGAN_CPU_INFER_TASKS", raising=False)
+    assert config.cpu_infer_tasks() == os.cpu_count()
+    monkeypatch.setenv("CGAN_CPU_INFER_TASKS", "6")
+    assert config.cpu_infer_tasks() == 6
+    for bad in ("0", "-1", "two", "1.5"):
+        monkeypatch.setenv("CGAN_CPU_INFER_TASKS", bad)
+        with pytest.raises(ConfigError, match="CGAN_CPU_INFER_TASKS"):
+            config.cpu_infer_tasks()

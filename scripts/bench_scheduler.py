@@ -1,0 +1,322 @@
+"""The DAG as users run it: the real scheduler (LocalExecutor), runs triggered through the REST API.
+
+    .venv/bin/python scripts/bench_scheduler.py --grids 2000        # or via scripts/bench.py --scheduler-grids
+
+In one session: (1) the all-core pure inference time for the same N (ONNX Runtime, every core,
+batch 100, only `session.run`), then (2) a fresh Airflow (SQLite, LocalExecutor: scheduler,
+dag-processor, api-server) and a fresh local S3 server; one `cgan_generation` run of N grids is
+triggered with `POST /api/v2/dags/cgan_generation/dagRuns`, and its task instances (durations)
+and the inference tasks' XComs (CPU seconds per part) are read back from the REST API. The CPU
+time of the whole stack (every process it started, S3 server included) is the rusage of its
+reaped children. Prints a table; returns a dict for bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from scripts import local_s3  # noqa: E402
+from scripts.local_stack import AIRFLOW, BUCKET, local_env, local_keys  # noqa: E402
+
+DAG_ID = "cgan_generation"
+CHECKPOINT = REPO / "models" / "cgan_generator.pth"
+PARTS = ("inference", "render", "judge", "upload")
+
+
+PURE_CODE = """
+import json, tempfile, time
+from cgan.bins import make_input_batch
+from cgan.export import export_onnx
+from cgan.runtimes.onnxruntime_runner import make_session
+n, threads, checkpoint = {n}, {threads}, {checkpoint!r}
+with tempfile.TemporaryDirectory() as tmp:
+    sess = make_session(export_onnx(checkpoint, tmp + '/m.onnx').onnx_path, threads=threads)
+xs = [make_input_batch(1, g) for g in range(min(n, 50))]
+for x in xs[:3]:
+    sess.run(None, {{'image': x}})
+print('READY', flush=True)
+input()  # start together
+t0 = time.perf_counter()
+for g in range(n):
+    sess.run(None, {{'image': xs[g % len(xs)]}})
+print(json.dumps({{'seconds': time.perf_counter() - t0}}))
+"""
+
+
+def _pure_processes(counts: list[int], threads: int) -> float:
+    """Wall seconds of len(counts) processes running `session.run` on counts[i] grids at once."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    code = [PURE_CODE.format(n=c, threads=threads, checkpoint=str(CHECKPOINT)) for c in counts]
+    procs = [subprocess.Popen([sys.executable, "-c", c],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for c in code]
+    for proc in procs:  # every session loaded and warm before any starts
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith("READY"):
+            raise RuntimeError(proc.communicate()[1][-3000:])
+    for proc in procs:
+        if proc.stdin:
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+    seconds = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(err[-3000:])
+        seconds.append(json.loads(out.strip().splitlines()[-1])["seconds"])
+    return max(seconds)
+
+
+def pure_inference_s(n: int) -> dict:
+    """The machine's capacity for n grids at batch 100, `session.run` only: the faster of one
+    process on every core (ONNX Runtime threads = cores) and one 1-thread process per core
+    running n / cores grids each at once (as the DAG's tasks do)."""
+    cores = os.cpu_count() or 1
+    one = _pure_processes([n], 0)
+    split = _pure_processes([n // cores + (1 if i < n % cores else 0) for i in range(cores)], 1)
+    secs = min(one, split)
+    return {"grids": n, "cores": cores, "seconds": round(secs, 2), "one_process_all_threads_s": round(one, 2),
+            "process_per_core_s": round(split, 2), "ms_per_grid": round(1000 * secs / n, 3),
+            "grids_per_s": round(n / secs, 1)}
+
+
+class Stack:
+    """A throwaway Airflow (LocalExecutor, SQLite) + SeaweedFS under one temp folder."""
+
+    def __init__(self, root: Path, extra_env: dict[str, str] | None = None):
+        self.root = root
+        os.environ.update(local_keys())  # the local server's documented local-only keys
+        self.s3 = local_s3.start(root / "s3", None)
+        self.procs: list[subprocess.Popen] = []
+        self.http: Any = None
+        try:
+            self._start(extra_env)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, extra_env: dict[str, str] | None) -> None:
+        root = self.root
+        local_s3.ensure_bucket(self.s3.endpoint, BUCKET)
+        self.port = _free_port()
+        self.password = secrets.token_hex(8)
+        (root / "passwords.json").write_text(json.dumps({"bench": self.password}))
+        env = local_env(self.s3.endpoint)
+        env.update({
+            "AIRFLOW_HOME": str(root / "airflow"),
+            "CGAN_ARTIFACT_ROOT": (root / "artifacts").as_uri(),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "bench:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "passwords.json"),
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the triggered run, no nightly one
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        })
+        env.update(extra_env or {})
+        self.env = env
+        for cmd in (["db", "migrate"], ["pools", "set", "ascend_npu", "1", "NPU slots"]):
+            subprocess.run([AIRFLOW, *cmd], env=env, check=True, capture_output=True, timeout=600)
+        for component in (["api-server", "--port", str(self.port)], ["scheduler"], ["dag-processor"]):
+            log = open(root / f"{component[0]}.log", "ab")  # noqa: SIM115 - closed with the process
+            self.procs.append(subprocess.Popen([AIRFLOW, *component], env=env, stdout=log,
+                                               stderr=subprocess.STDOUT, start_new_session=True))
+        import httpx
+
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
+        self._wait(lambda: self.http.get("/api/v2/monitor/health").status_code == 200, 240, "api-server")
+        token = self.http.post("/auth/token", json={"username": "bench", "password": self.password})
+        token.raise_for_status()
+        self.http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        self._wait(lambda: self.http.get(f"/api/v2/dags/{DAG_ID}").status_code == 200, 300, "the DAG")
+        self.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
+
+    def _wait(self, ready, timeout: float, what: str) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if ready():
+                    return
+            except (OSError, httpx.TransportError):
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"{what} not ready within {timeout:.0f} s; logs in {self.root}")
+
+    def api(self, method: str, path: str, **kwargs):
+        resp = self.http.request(method, path, **kwargs)
+        if resp.status_code >= 400:
+            raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:1000]}")
+        return resp.json()
+
+    def run(self, conf: dict, timeout: float = 3600) -> dict:
+        """Trigger one run, wait for it; its REST record, task instances and inference XComs."""
+        t0 = time.perf_counter()
+        run = self.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
+        run_id = run["dag_run_id"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+            if run["state"] in ("success", "failed"):
+                break
+            time.sleep(0.5)
+        observed = time.perf_counter() - t0
+        tis = self.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
+                       params={"limit": 100})["task_instances"]
+        if run["state"] != "success":
+            raise RuntimeError(f"run {run_id} ended {run['state']}: "
+                               + ", ".join(f"{t['task_id']}[{t['map_index']}]={t['state']}" for t in tis))
+        xcoms = []
+        for ti in tis:
+            if ti["task_id"] == "onnxruntime_infer" and ti["state"] == "success":
+                entry = self.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/onnxruntime_infer"
+                                        f"/xcomEntries/return_value", params={"map_index": ti["map_index"]})
+                value = entry["value"]
+                xcoms.append(json.loads(value) if isinstance(value, str) else value)
+        return {"run": run, "task_instances": tis, "inference": xcoms, "observed_s": observed}
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self.http is not None:
+            self.http.close()
+        self.s3.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _iso(ts: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def summarize(result: dict, pure: dict, stack_cpu_s: float) -> dict:
+    """Per-task seconds, wall, ratio to pure inference, CPU per grid split by part."""
+    run, tis = result["run"], result["task_instances"]
+    n = pure["grids"]
+    wall = _iso(run["end_date"]) - _iso(run["start_date"])
+    tasks: dict[str, dict] = {}
+    for ti in sorted(tis, key=lambda t: t["start_date"] or ""):
+        if ti["duration"] is None or ti["state"] != "success":
+            continue
+        row = tasks.setdefault(ti["task_id"], {"instances": 0, "task_seconds": 0.0, "max_s": 0.0})
+        row["instances"] += 1
+        row["task_seconds"] = round(row["task_seconds"] + ti["duration"], 1)
+        row["max_s"] = round(max(row["max_s"], ti["duration"]), 1)
+    infer = [ti for ti in tis if ti["task_id"] == "onnxruntime_infer" and ti["start_date"]]
+    if infer:
+        tasks["onnxruntime_infer"]["span_s"] = round(max(_iso(t["end_date"]) for t in infer)
+                                                     - min(_iso(t["start_date"]) for t in infer), 1)
+    cpu = {part: sum(x.get("cpu_s", {}).get(part, 0.0) for x in result["inference"]) for part in PARTS}
+    cpu["overhead"] = max(0.0, stack_cpu_s - sum(cpu.values()))
+    return {
+        "grids": n, "wall_s": round(wall, 1), "observed_s": round(result["observed_s"], 1),
+        "pure_inference_s": pure["seconds"], "ratio": round(wall / pure["seconds"], 2),
+        "grids_per_s": round(n / wall, 1), "pure_grids_per_s": pure["grids_per_s"],
+        "tasks": tasks, "stack_cpu_s": round(stack_cpu_s, 1),
+        "cpu_ms_per_grid": {part: round(1000 * secs / n, 2) for part, secs in cpu.items()},
+        "conf": result["run"].get("conf"),
+    }
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_scheduler(n: int, conf: dict | None = None, extra_env: dict[str, str] | None = None,
+                    keep: bool = False, pure: dict | None = None) -> dict:
+    """Pure all-core inference for n grids (or `pure`, measured just before for the same n),
+    then one scheduler run of n grids, side by side."""
+    if pure is None or pure["grids"] != n:
+        pure = pure_inference_s(n)
+    print(f"pure inference, {n} grids: {pure['seconds']} s ({pure['grids_per_s']} grids/s; one process on every "
+          f"core {pure.get('one_process_all_threads_s')} s, a 1-thread process per core "
+          f"{pure.get('process_per_core_s')} s)",
+          flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="cgan-bench-sched-", dir=REPO / "var" if (REPO / "var").is_dir() else None))
+    cpu0 = _children_cpu_s()
+    stack = Stack(tmp, extra_env)
+    try:
+        result = stack.run({"num_grids": n, "seed": 1, "target": "cpu", **(conf or {})})
+    finally:
+        stack.stop()
+    stack_cpu = _children_cpu_s() - cpu0
+    out = summarize(result, pure, stack_cpu)
+    out["pure"] = pure
+    out["machine"] = {"cores": os.cpu_count(), "load_avg_after": os.getloadavg()}
+    if not keep:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        out["stack_dir"] = str(tmp)
+    return out
+
+
+def print_table(d: dict) -> None:
+    print(f"\nDAG under the scheduler (LocalExecutor, REST-triggered), {d['grids']} grids, conf {d.get('conf')}:")
+    print(f"  wall {d['wall_s']} s ({d['grids_per_s']} grids/s) vs all-core pure inference {d['pure_inference_s']} s "
+          f"({d['pure_grids_per_s']} grids/s) -> {d['ratio']}x")
+    print(f"  {'task':<20} {'instances':>9} {'task-s':>8} {'max s':>7}")
+    for task, row in d["tasks"].items():
+        span = f"  (span {row['span_s']} s)" if "span_s" in row else ""
+        print(f"  {task:<20} {row['instances']:>9} {row['task_seconds']:>8.1f} {row['max_s']:>7.1f}{span}")
+    cpu = d["cpu_ms_per_grid"]
+    print("  CPU ms per grid: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+          + f"  (total {sum(cpu.values()):.2f}; stack CPU {d['stack_cpu_s']} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grids", type=int, default=10_000)
+    parser.add_argument("--conf", default="{}", help="extra run conf (JSON), e.g. '{\"grids_per_shard\": 500}'")
+    parser.add_argument("--out", type=Path, help="write the result as JSON here")
+    parser.add_argument("--keep", action="store_true", help="keep the stack's folder (logs, database)")
+    parser.add_argument("--pure-from", type=Path,
+                        help="reuse the pure inference time of an earlier result of the same N (A/B runs)")
+    args = parser.parse_args(argv)
+    pure = json.loads(args.pure_from.read_text())["pure"] if args.pure_from else None
+    result = bench_scheduler(args.grids, json.loads(args.conf), keep=args.keep, pure=pure)
+    print_table(result)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

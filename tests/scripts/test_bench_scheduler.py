@@ -1,0 +1,29 @@
+"""The scheduler benchmark's reading of the REST API's answers (the run itself: `make bench`)."""
+
+import pytest
+
+from scripts.bench_scheduler import summarize
+
+
+def _ti(task, start, end, state="success", map_index=-1):
+    return {"task_id": task, "map_index": map_index, "state": state, "start_date": f"2026-11-30T12:00:{start:02d}Z",
+            "end_date": f"2026-11-30T12:00:{end:02d}Z", "duration": None if state == "skipped" else end - start}
+
+
+def test_summary_sums_mapped_tasks_skips_skipped_ones_and_splits_cpu_per_grid():
+    result = {
+        "run": {"start_date": "2026-11-30T12:00:00Z", "end_date": "2026-11-30T12:00:50Z", "conf": {}},
+        "task_instances": [_ti("plan", 0, 1), _ti("msame_infer", 3, 3, state="skipped"),
+                           _ti("onnxruntime_infer", 2, 22, map_index=0), _ti("onnxruntime_infer", 3, 33, map_index=1),
+                           _ti("publish", 40, 48)],
+        "inference": [{"cpu_s": {"inference": 10.0, "render": 1.0, "judge": 0.5, "upload": 0.5}},
+                      {"cpu_s": {"inference": 12.0, "render": 1.0, "judge": 0.5, "upload": 0.5}}],
+        "observed_s": 52.0,
+    }
+    d = summarize(result, {"grids": 1000, "seconds": 25.0, "grids_per_s": 40.0}, stack_cpu_s=40.0)
+    assert d["wall_s"] == 50 and d["ratio"] == 2.0 and d["grids_per_s"] == 20.0
+    assert "msame_infer" not in d["tasks"]
+    infer = d["tasks"]["onnxruntime_infer"]
+    assert infer == {"instances": 2, "task_seconds": 50.0, "max_s": 30.0, "span_s": 31.0}
+    assert d["cpu_ms_per_grid"] == pytest.approx({"inference": 22.0, "render": 2.0, "judge": 1.0, "upload": 1.0,
+                                                  "overhead": 14.0})
