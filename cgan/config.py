@@ -17,6 +17,9 @@
 | CGAN_MSAME | msame | msame's path, or a name looked up on the Ascend worker's PATH |
 | CGAN_RETRY_DELAY_S | 30 | first retry delay of the DAG's tasks (then exponential backoff) |
 | CGAN_WORKSPACE_RETENTION_DAYS | 7 | days a failed run's workspace is kept before a later run removes it |
+| CGAN_GATE_MIN_LABEL_ACCURACY | 0.90 | quality gate: least label accuracy (cgan.gate) |
+| CGAN_GATE_MIN_CLASS_ACCURACY | 0.75 | quality gate: least accuracy of the worst digit |
+| CGAN_GATE_MIN_DIVERSITY | 0.5 | quality gate: least feature diversity of the worst digit |
 
 CGAN_ARTIFACT_ROOT and CGAN_PUBLISH_BUCKET are checked when read: a bucket or prefix that is
 not a valid S3 name is refused with the variable's name, before any work (the bucket when the
@@ -151,3 +154,19 @@ def workspace_retention_days() -> float:
     if not 0 <= value <= 3650:
         raise ConfigError(f"CGAN_WORKSPACE_RETENTION_DAYS={raw!r} must be a number of days in 0..3650")
     return value
+
+
+def gate_thresholds():
+    """The quality gate's default thresholds (cgan.gate.Thresholds), CGAN_GATE_* overriding."""
+    from cgan.gate import Thresholds, check_threshold
+
+    values = {}
+    for name in ("min_label_accuracy", "min_class_accuracy", "min_diversity"):
+        var = f"CGAN_GATE_{name.upper()}"
+        raw = os.environ.get(var)
+        if raw:
+            try:
+                values[name] = check_threshold(var, float(raw))
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r} must be a number in 0..1") from None
+    return Thresholds(**values)

@@ -45,6 +45,10 @@ class RunParams:
     grids_per_shard: int = DEFAULT_GRIDS_PER_SHARD
     threads: int = 1
     keep_raw_outputs: bool = False
+    # quality gate thresholds (cgan.gate); None: the deployment's default (CGAN_GATE_*)
+    gate_min_label_accuracy: float | None = None
+    gate_min_class_accuracy: float | None = None
+    gate_min_diversity: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +90,7 @@ def validate(conf: dict) -> RunParams:
     unknown = sorted(set(conf) - known)
     if unknown:
         raise ParamError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    p = RunParams(**{k: v for k, v in conf.items() if v is not None or k == "seed"})
+    p = RunParams(**{k: v for k, v in conf.items() if v is not None or k == "seed" or k.startswith("gate_")})
     _int("num_grids", p.num_grids, 1, MAX_GRIDS)
     if p.seed is not None:
         _int("seed", p.seed, 0, MAX_SEED)
@@ -105,6 +109,14 @@ def validate(conf: dict) -> RunParams:
     _int("threads", p.threads, 0, 64)
     if not isinstance(p.keep_raw_outputs, bool):
         raise ParamError(f"keep_raw_outputs must be true or false, got {p.keep_raw_outputs!r}")
+    from cgan.gate import THRESHOLD_PARAMS, check_threshold
+
+    for name in THRESHOLD_PARAMS:
+        if getattr(p, name) is not None:
+            try:
+                check_threshold(name, getattr(p, name))
+            except ValueError as exc:
+                raise ParamError(f"{exc} (empty: the deployment's default)") from None
     return p
 
 

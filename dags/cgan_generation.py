@@ -4,8 +4,9 @@ plan -> export_onnx -> input_bins -> choose_target
     ascend: atc_convert -> msame_infer (mapped over shards, queue `ascend`, pool `ascend_npu`)
     cpu:    onnxruntime_infer (mapped over shards, default queue)
     (each inference task renders and judges its own grids on its worker)
--> postprocess (quality report, perf) -> publish (manifest last, then latest.json)
--> cleanup (the published run's workspace, and workspaces older than the retention)
+-> postprocess (quality report, perf, quality gate verdict) -> publish (manifest last, then
+latest.json unless the gate rejected the run) -> quality_gate (fails a rejected run) and
+   cleanup (the published run's workspace, and workspaces older than the retention)
 
 No logic here: the steps are operators in operators/ that call the cgan library; deployment
 settings come from the environment (cgan/config.py).
@@ -68,6 +69,17 @@ PARAMS = {
                               description="Keep every raw output bin (the recipe's output folder) in the run's "
                                           "workspace. Off: only the parity sample's are handed over; the "
                                           "grids are rendered on the inference workers."),
+    # quality gate (cgan.gate): empty = the deployment's default (CGAN_GATE_*)
+    "gate_min_label_accuracy": Param(None, type=["null", "number"], minimum=0, maximum=1, section="Advanced",
+                                     title="Gate: least label accuracy",
+                                     description=f"Empty: {config.gate_thresholds().min_label_accuracy}."),
+    "gate_min_class_accuracy": Param(None, type=["null", "number"], minimum=0, maximum=1, section="Advanced",
+                                     title="Gate: least accuracy of the worst digit",
+                                     description=f"Empty: {config.gate_thresholds().min_class_accuracy}."),
+    "gate_min_diversity": Param(None, type=["null", "number"], minimum=0, maximum=1, section="Advanced",
+                                title="Gate: least feature diversity of the worst digit",
+                                description=f"Empty: {config.gate_thresholds().min_diversity} (0 = collapsed "
+                                            "to one style per digit, 1 = as varied as real digits)."),
 }
 
 DEFAULT_ARGS = {
@@ -139,8 +151,8 @@ with DAG(
         execution_timeout=timedelta(hours=1),
     ).expand(shard=shard_list)
     post = PostprocessOperator(task_id="postprocess", workspace=run["workspace"], shards=run["shards"],
-                               checkpoint="{{ params.checkpoint }}", aws_conn_id=config.s3_conn_id(),
-                               execution_timeout=timedelta(hours=1),
+                               checkpoint="{{ params.checkpoint }}", run_params=run["params"],
+                               aws_conn_id=config.s3_conn_id(), execution_timeout=timedelta(hours=1),
                                trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     publish = PublishRunOperator(task_id="publish", workspace=run["workspace"], bucket=config.publish_bucket(),
                                  run_prefix=run["run_prefix"], params_used=run["params"],
@@ -150,6 +162,19 @@ with DAG(
                                        publish_bucket=config.publish_bucket(), aws_conn_id=config.s3_conn_id(),
                                        execution_timeout=timedelta(minutes=30))
 
+    @task(retries=0, execution_timeout=timedelta(minutes=1))
+    def quality_gate(summary: dict) -> str:
+        """Fail the run when postprocess's verdict is rejected, naming each metric, value and threshold
+        (the run is published for inspection by then, marked rejected, and latest.json did not move)."""
+        from cgan.gate import QualityGateFailed
+
+        if summary.get("gate") == "rejected":
+            raise QualityGateFailed("quality gate: the run is rejected: " + "; ".join(summary["gate_failures"]))
+        return summary.get("gate", "accepted")
+
+    summary: Any = post.output
+    gate = quality_gate(summary)
+
     export >> bins >> branch >> [atc, onnxruntime]
     atc >> msame
-    [msame, onnxruntime] >> post >> publish >> cleanup
+    [msame, onnxruntime] >> post >> publish >> [gate, cleanup]

@@ -93,4 +93,5 @@ class PublishRunOperator(CganBaseOperator):
         ti.xcom_push(key=URL_XCOM_KEY, value=url)
         self.log.info("Published %d objects (%d bytes); manifest s3://%s/%s", published.objects,
                       published.bytes, self.bucket, published.manifest_key)
-        return {"uri": published.uri, "manifest": published.manifest_key, "objects": published.objects}
+        return {"uri": published.uri, "manifest": published.manifest_key, "objects": published.objects,
+                "status": published.status}
