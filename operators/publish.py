@@ -89,7 +89,8 @@ class PublishRunOperator(CganBaseOperator):
             published = publish_run(store, client, self.bucket, self.run_prefix,
                                     metadata=metadata, log=self.log.info, tmp_dir=tmp)
         endpoint = (client.meta.endpoint_url or "").rstrip("/")
-        url = published_url_template().format(endpoint=endpoint, bucket=self.bucket, prefix=self.run_prefix)
+        url = published_url_template().format(endpoint=endpoint, bucket=self.bucket, prefix=self.run_prefix,
+                                              name=self.run_prefix.rsplit("/", 1)[-1])
         ti.xcom_push(key=URL_XCOM_KEY, value=url)
         self.log.info("Published %d objects (%d bytes); manifest s3://%s/%s", published.objects,
                       published.bytes, self.bucket, published.manifest_key)

@@ -112,8 +112,8 @@ def test_graph_branches_and_queues(parsed):
     assert down["choose_target"] == ["atc_convert", "onnxruntime_infer"]
     assert down["atc_convert"] == ["msame_infer"]
     assert down["msame_infer"] == down["onnxruntime_infer"] == ["postprocess"]
-    assert down["postprocess"] == ["publish"]
-    assert down["publish"] == ["cleanup"] and tasks["cleanup"]["trigger_rule"] == "all_success"
+    assert down["postprocess"] == ["publish", "quality_gate"]
+    assert down["publish"] == ["cleanup", "quality_gate"] and tasks["cleanup"]["trigger_rule"] == "all_success"
     assert tasks["atc_convert"]["queue"] == tasks["msame_infer"]["queue"] == "ascend"
     assert tasks["msame_infer"]["pool"] == "ascend_npu"
     assert tasks["onnxruntime_infer"]["queue"] == "default" and tasks["export_onnx"]["queue"] == "default"
@@ -257,3 +257,58 @@ def test_ascend_run_with_standins_converts_once_and_publishes(airflow_home, loca
     root = tmp_path / "artifacts"  # the om and the ONNX once each, by content; no workspace left
     assert sorted(p.relative_to(root).as_posix().split("/")[0] for p in root.rglob("*") if p.is_file()) == [
         "atc-cache", "atc-cache", "models", "models"]
+
+
+def test_a_collapsed_generator_is_published_rejected_and_the_run_fails_at_the_gate(
+        airflow_home, local_s3, tmp_path, committed_generator):
+    """A generator that draws one style per digit (every digit readable) through the real DAG."""
+    from tests.cgan.gate_models import broken_checkpoint
+
+    checkpoint = broken_checkpoint(committed_generator, tmp_path / "collapsed.pth", "collapsed")
+    client = local_s3["client"]
+    client.create_bucket(Bucket="gatetest")
+    env = airflow_env(
+        airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET="gatetest",
+        AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
+    )
+    proc = dags_test(env, {"num_grids": 3, "seed": 4, "target": "cpu", "checkpoint": str(checkpoint)})
+    log = proc.stdout + proc.stderr
+    assert "quality gate: the run is rejected: feature_diversity (worst digit) = 0.0 (needs >= 0.5)" in log, log[-6000:]
+    states = task_states(env)
+    assert states["publish"] == ["success"] and states["quality_gate"] == ["failed"], states
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="gatetest").get("Contents", [])]
+    assert "latest.json" not in keys  # rejected: published for inspection only
+    manifest_key = next(k for k in keys if k.endswith("/manifest.json"))
+    manifest = json.loads(client.get_object(Bucket="gatetest", Key=manifest_key)["Body"].read())
+    assert manifest["status"] == "rejected" and manifest["summary"]["feature_diversity"] == 0.0
+
+
+def test_fp16_npu_outputs_are_judged_by_the_precision_mode(airflow_home, local_s3, tmp_path):
+    """The msame stand-in returns fp16-rounded outputs: accepted under force_fp16, rejected on parity
+    when the run claims must_keep_origin_dtype (fp32)."""
+    from tests.standins.fixtures import STANDINS, TOOLKIT_VERSION
+
+    home = tmp_path / "ascend-toolkit"
+    info = home / "latest" / "x86_64-linux" / "ascend_toolkit_install.info"
+    info.parent.mkdir(parents=True)
+    info.write_text(f"version={TOOLKIT_VERSION}\n")
+    (home / "set_env.sh").write_text(  # the stand-in CANN set_env.sh (tests only)
+        f'export ASCEND_TOOLKIT_HOME="{home}/latest"\nexport ASCEND_OPP_PATH="{home}/latest/opp"\n'
+        f'export PATH="{STANDINS}:$PATH"\n')
+    client = local_s3["client"]
+    client.create_bucket(Bucket="fp16test")
+    env = airflow_env(
+        airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET="fp16test",
+        CGAN_ASCEND_TOOLKIT=str(home), CGAN_MSAME=str(STANDINS / "msame"), STANDIN_MSAME_FP16="1",
+        AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
+    )
+    conf = {"num_grids": 2, "seed": 5, "target": "ascend", "devices": [0], "precision_mode": "must_keep_origin_dtype"}
+    proc = dags_test(env, conf)
+    log = proc.stdout + proc.stderr
+    assert "parity_max_abs_err (ascend, must_keep_origin_dtype) = 0.000" in log, log[-6000:]
+    assert task_states(env)["quality_gate"] == ["failed"]
+    proc = dags_test(env, dict(conf, precision_mode="force_fp16"))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    latest = json.loads(client.get_object(Bucket="fp16test", Key="latest.json")["Body"].read())
+    manifest = json.loads(client.get_object(Bucket="fp16test", Key=latest["manifest"])["Body"].read())
+    assert manifest["status"] == "accepted" and 1e-4 < manifest["summary"]["parity_max_abs_err"] <= 0.05
