@@ -74,6 +74,8 @@ class RunSummary:
     backend: str | None
     target: str | None
     objects: int
+    status: str = "accepted"  # the quality gate's verdict (cgan.gate): accepted or rejected
+    gate_failures: tuple[str, ...] = ()  # what a rejected run missed: metric, value, threshold
 
     @property
     def manifest_key(self) -> str:
@@ -418,6 +420,8 @@ def _summarize(name: str, manifest: dict) -> RunSummary:
         backend=_str(summary.get("backend")),
         target=_str(params.get("target")),
         objects=len(objects) if isinstance(objects, list) else 0,
+        status="rejected" if manifest.get("status") == "rejected" else "accepted",
+        gate_failures=tuple(str(f) for f in summary.get("gate_failures") or () if isinstance(f, str)),
     )
 
 

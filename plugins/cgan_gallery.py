@@ -254,6 +254,12 @@ def _rows(pairs: list[tuple[str, str]]) -> str:
     return "".join(f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in pairs)
 
 
+def _gate_html(run) -> str:
+    if run.status == "rejected":
+        return f'<span class=warn title="{e("; ".join(run.gate_failures))}">rejected</span>'
+    return "accepted"
+
+
 @app.get("/", response_class=HTMLResponse)
 def index(request: Request, user=Depends(require_user)):
     from cgan.gallery import list_runs, trend
@@ -268,7 +274,7 @@ def index(request: Request, user=Depends(require_user)):
         body.append(trend_svg(trend(listing.runs)))
         body.append("<h2>Runs</h2><table><thead><tr><th>run id</th><th>logical date</th><th>target, backend</th>"
                     "<th>grids</th><th>grids/s</th><th>latency mean (ms)</th><th>label accuracy</th>"
-                    "<th>parity max abs err</th><th></th></tr></thead><tbody>")
+                    "<th>parity max abs err</th><th>quality gate</th><th></th></tr></thead><tbody>")
         for run in listing.runs:
             url = e(_run_url(request, run.name))
             body.append(
@@ -276,6 +282,7 @@ def index(request: Request, user=Depends(require_user)):
                 f"<td>{e(run.target or '')}, {e(run.backend or '')}</td><td class=n>{_num(run.grids, '{:,}')}</td>"
                 f"<td class=n>{_num(run.grids_per_s)}</td><td class=n>{_num(run.latency_ms_mean)}</td>"
                 f"<td class=n>{_pct(run.label_accuracy)}</td><td class=n>{_num(run.parity_max_abs_err, '{:.2e}')}</td>"
+                f"<td>{_gate_html(run)}</td>"
                 f'<td class=nw><a href="{url}">open</a></td></tr>')
         body.append("</tbody></table>")
     else:
@@ -304,6 +311,9 @@ def run_page(request: Request, name: str, page: int = Query(1, ge=1, le=1_000_00
     body = [f"<h1>Run {e(s.run_id)}</h1><p class=muted>logical date {_when(s.logical_date)}, published "
             f"{_when(s.published_at)}</p>"]
     body.extend(f'<p class=warn>{e(p)}</p>' for p in run.problems)
+    if s.status == "rejected":
+        body.append("<p class=warn>Rejected by the quality gate: published for inspection only; latest.json "
+                    "does not name it. " + e("; ".join(s.gate_failures)) + "</p>")
     figures = [("grids", _num(s.grids, "{:,}")), ("target, backend", f"{e(s.target or '')}, {e(s.backend or '')}"),
                ("grids/s", _num(s.grids_per_s)), ("latency mean (ms)", _num(s.latency_ms_mean)),
                ("label accuracy", _pct(s.label_accuracy)), ("parity max abs err", _num(s.parity_max_abs_err, "{:.2e}")),

@@ -135,3 +135,20 @@ def test_runs_published_before_attempts_and_hostile_roots(local_s3, tmp_path, ca
     assert load_run(client, "gallery-legacy", "evil", cache=cache).grids == []
     with pytest.raises(NotFound):
         open_png(client, "gallery-legacy", "evil", "grids/grid_000000.png", cache=cache)
+
+
+def test_a_rejected_run_is_listed_as_rejected_with_what_it_missed(local_s3, tmp_path, cache):
+    from tests.plugins.conftest import load_plugin_module
+
+    client = local_s3["client"]
+    client.create_bucket(Bucket="gallery-gate")
+    publish_fake_run(client, "gallery-gate", tmp_path, "ok", run_id="ok", logical_date="2026-01-01T00:00:00+00:00",
+                     gate_failures=[])
+    publish_fake_run(client, "gallery-gate", tmp_path, "bad", run_id="bad", logical_date="2026-01-02T00:00:00+00:00",
+                     gate_failures=["label_accuracy = 0.1 (needs >= 0.9)"])
+    runs = {r.name: r for r in list_runs(client, "gallery-gate", cache=cache).runs}
+    assert runs["ok"].status == "accepted" and runs["bad"].status == "rejected"
+    assert runs["bad"].gate_failures == ("label_accuracy = 0.1 (needs >= 0.9)",)
+    plugin = load_plugin_module()
+    assert plugin._gate_html(runs["ok"]) == "accepted"
+    assert ">rejected<" in plugin._gate_html(runs["bad"]) and "needs &gt;= 0.9" in plugin._gate_html(runs["bad"])
