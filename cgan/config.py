@@ -17,6 +17,7 @@
 | CGAN_MSAME | msame | msame's path, or a name looked up on the Ascend worker's PATH |
 | CGAN_RETRY_DELAY_S | 30 | first retry delay of the DAG's tasks (then exponential backoff) |
 | CGAN_WORKSPACE_RETENTION_DAYS | 7 | days a failed run's workspace is kept before a later run removes it |
+| CGAN_CHECKPOINT_ROOTS | models | folders and s3://bucket[/prefix] a run's checkpoint may come from |
 | CGAN_GATE_MIN_LABEL_ACCURACY | 0.90 | quality gate: least label accuracy (cgan.gate) |
 | CGAN_GATE_MIN_CLASS_ACCURACY | 0.75 | quality gate: least accuracy of the worst digit |
 | CGAN_GATE_MIN_DIVERSITY | 0.5 | quality gate: least feature diversity of the worst digit |
@@ -173,3 +174,20 @@ def gate_thresholds():
             except ValueError:
                 raise ConfigError(f"{var}={raw!r} must be a number in 0..1") from None
     return Thresholds(**values)
+
+
+def checkpoint_roots() -> list[str]:
+    """Where a run's checkpoint may come from (CGAN_CHECKPOINT_ROOTS; default: the models folder)."""
+    from cgan.store import StoreError, check_bucket
+
+    raw = os.environ.get("CGAN_CHECKPOINT_ROOTS") or "models"
+    roots = [r.strip() for r in raw.split(",") if r.strip()]
+    for root in roots:
+        if root.startswith("s3://"):
+            try:
+                check_bucket(root[5:].split("/", 1)[0])
+            except StoreError as exc:
+                raise ConfigError(f"CGAN_CHECKPOINT_ROOTS: {root!r}: {exc}") from None
+        elif ".." in root.split("/"):
+            raise ConfigError(f"CGAN_CHECKPOINT_ROOTS: {root!r} must not contain '..'")
+    return roots

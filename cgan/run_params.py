@@ -120,6 +120,23 @@ def validate(conf: dict) -> RunParams:
     return p
 
 
+def check_checkpoint_root(checkpoint: str, roots: list[str]) -> str:
+    """checkpoint, when it lies under one of `roots` (folders, or s3://bucket[/prefix]); a local
+    path is resolved first (relative to the project root, symlinks followed), so no link or
+    absolute path leads out of the roots (CGAN_CHECKPOINT_ROOTS)."""
+    if checkpoint.startswith("s3://"):
+        inside = any(r.startswith("s3://") and checkpoint.startswith(r.rstrip("/") + "/") for r in roots)
+    else:
+        path = resolve_local_checkpoint(checkpoint).resolve()
+        inside = any(not r.startswith("s3://") and path.is_relative_to(resolve_local_checkpoint(r).resolve())
+                     for r in roots)
+    if not inside:
+        raise ParamError(f"checkpoint {checkpoint!r} is outside the checkpoint roots ({', '.join(roots)}): put it "
+                         "under one of them, or have the deployment add its folder or s3://bucket to "
+                         "CGAN_CHECKPOINT_ROOTS")
+    return checkpoint
+
+
 def derive_seed(logical_date: datetime) -> int:
     """The default seed of a run: its logical date as YYYYMMDDHHMMSS (so nightly runs differ)."""
     return int(logical_date.strftime("%Y%m%d%H%M%S"))
@@ -169,12 +186,15 @@ def safe_run_id(run_id: str) -> str:
 
 
 def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root: str,
-              default_target: str = "cpu") -> dict:
-    """Everything the tasks of one run need: checked params, seed, workspace, shards, publish prefix."""
+              default_target: str = "cpu", checkpoint_roots: list[str] | None = None) -> dict:
+    """Everything the tasks of one run need: checked params, seed, workspace, shards, publish prefix.
+    With `checkpoint_roots`, the checkpoint must lie under one of them (check_checkpoint_root)."""
     conf = dict(conf)
     if conf.get("target") is None:
         conf["target"] = default_target
     params = validate(conf)
+    if checkpoint_roots is not None:
+        check_checkpoint_root(params.checkpoint, checkpoint_roots)
     from cgan.workspace import RUNS_PREFIX, workspace_uri
 
     seed = params.seed if params.seed is not None else derive_seed(logical_date)

@@ -111,7 +111,8 @@ with DAG(
 
         return make_plan({k: params[k] for k in PARAMS}, run_id=run_id,
                          logical_date=logical_date or dag_run.run_after,
-                         artifact_root=config.artifact_root(), default_target=config.default_target())
+                         artifact_root=config.artifact_root(), default_target=config.default_target(),
+                         checkpoint_roots=config.checkpoint_roots())
 
     @task(retries=0, execution_timeout=timedelta(minutes=1))
     def shards(planned: list[dict]) -> list[dict]:

@@ -269,6 +269,7 @@ def test_a_collapsed_generator_is_published_rejected_and_the_run_fails_at_the_ga
     client.create_bucket(Bucket="gatetest")
     env = airflow_env(
         airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET="gatetest",
+        CGAN_CHECKPOINT_ROOTS=f"models,{tmp_path}",
         AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
     )
     proc = dags_test(env, {"num_grids": 3, "seed": 4, "target": "cpu", "checkpoint": str(checkpoint)})
