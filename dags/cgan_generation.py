@@ -38,10 +38,15 @@ from operators.onnxruntime_inference import OnnxRuntimeInferenceOperator
 from operators.postprocess import PostprocessOperator
 from operators.publish import PublishRunOperator
 
+# Number fields bound with exclusiveMinimum/exclusiveMaximum, never minimum/maximum: Airflow 3.3's
+# trigger form passes minimum/maximum to its number input, which clamps a typed 0 to 1 on blur (the
+# run would silently change); the exclusive bounds are checked by the form's JSON schema
+# validation, which refuses the trigger with a message. gate_* fractions are checked by `plan`.
 PARAMS = {
-    "num_grids": Param(config.num_grids(), type="integer", minimum=1, maximum=MAX_GRIDS, title="Grids",
+    "num_grids": Param(config.num_grids(), type="integer", exclusiveMinimum=0, exclusiveMaximum=MAX_GRIDS + 1,
+                       title="Grids",
                        description="How many 10x10 grids (100 digits each) to generate."),
-    "seed": Param(None, type=["null", "integer"], minimum=0, maximum=MAX_SEED, title="Seed",
+    "seed": Param(None, type=["null", "integer"], exclusiveMinimum=-1, exclusiveMaximum=MAX_SEED + 1, title="Seed",
                   description="Noise seed. Empty: derived from the run's logical date (YYYYMMDDHHMMSS), "
                               "so nightly runs differ and each can be reproduced."),
     "target": Param(config.default_target(), type="string", enum=list(TARGETS), title="Target",
@@ -60,23 +65,24 @@ PARAMS = {
     "precision_mode": Param("force_fp16", type="string", enum=list(PRECISION_MODES), title="Precision mode",
                             description="atc --precision_mode (atc's own default is force_fp16; "
                                         "must_keep_origin_dtype keeps fp32)."),
-    "grids_per_shard": Param(DEFAULT_GRIDS_PER_SHARD, type="integer", minimum=1, maximum=MAX_GRIDS,
+    "grids_per_shard": Param(DEFAULT_GRIDS_PER_SHARD, type="integer", exclusiveMinimum=0,
+                             exclusiveMaximum=MAX_GRIDS + 1,
                              title="Grids per shard",
                              section="Advanced", description="Shard size of the cpu target."),
-    "threads": Param(1, type="integer", minimum=0, maximum=64, title="Threads per inference task",
+    "threads": Param(1, type="integer", exclusiveMinimum=-1, exclusiveMaximum=65, title="Threads per inference task",
                      section="Advanced", description="ONNX Runtime intra-op threads (0 = all cores)."),
     "keep_raw_outputs": Param(False, type="boolean", title="Keep raw outputs", section="Advanced",
                               description="Keep every raw output bin (the recipe's output folder) in the run's "
                                           "workspace. Off: only the parity sample's are handed over; the "
                                           "grids are rendered on the inference workers."),
     # quality gate (cgan.gate): empty = the deployment's default (CGAN_GATE_*)
-    "gate_min_label_accuracy": Param(None, type=["null", "number"], minimum=0, maximum=1, section="Advanced",
+    "gate_min_label_accuracy": Param(None, type=["null", "number"], section="Advanced",
                                      title="Gate: least label accuracy",
                                      description=f"Empty: {config.gate_thresholds().min_label_accuracy}."),
-    "gate_min_class_accuracy": Param(None, type=["null", "number"], minimum=0, maximum=1, section="Advanced",
+    "gate_min_class_accuracy": Param(None, type=["null", "number"], section="Advanced",
                                      title="Gate: least accuracy of the worst digit",
                                      description=f"Empty: {config.gate_thresholds().min_class_accuracy}."),
-    "gate_min_diversity": Param(None, type=["null", "number"], minimum=0, maximum=1, section="Advanced",
+    "gate_min_diversity": Param(None, type=["null", "number"], section="Advanced",
                                 title="Gate: least feature diversity of the worst digit",
                                 description=f"Empty: {config.gate_thresholds().min_diversity} (0 = collapsed "
                                             "to one style per digit, 1 = as varied as real digits)."),

@@ -72,6 +72,7 @@ BAD_CONFS = [
     {"num_grids": 0}, {"num_grids": 100001}, {"num_grids": "ten"}, {"target": "gpu"},
     {"soc_version": "Ascend310; reboot"}, {"devices": []}, {"devices": [0, 0]}, {"devices": ["0"]},
     {"checkpoint": "models/x.pth && curl x"}, {"precision_mode": "fast"}, {"seed": -1},
+    {"num_grids": -5}, {"num_grids": 200000}, {"grids_per_shard": 0}, {"threads": 65},
 ]
 
 
@@ -105,6 +106,15 @@ def test_defaults_validate_and_bad_input_is_refused(parsed):
     assert parsed["params"]["keep_raw_outputs"] is False
     assert parsed["schema"]["keep_raw_outputs"]["section"] == "Advanced"
     assert all(parsed["schema"][k].get("title") and parsed["schema"][k].get("description") for k in parsed["schema"])
+
+
+def test_no_number_field_gives_the_form_bounds_it_would_clamp_to(parsed):
+    """Airflow 3.3's form hands schema minimum/maximum to its number input, which clamps a typed
+    value on blur (0 -> 1, 200000 -> 100000) and runs that; the bounds are exclusive* instead,
+    which the form's validation checks (the out-of-range values in BAD_CONFS are refused)."""
+    for name, schema in parsed["schema"].items():
+        assert "minimum" not in schema and "maximum" not in schema, name
+    assert parsed["schema"]["num_grids"]["exclusiveMinimum"] == 0
 
 
 def test_graph_branches_and_queues(parsed):
