@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule, task
+from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param, TriggerRule, task
 
 from cgan import config
 from cgan.ascend.validate import SOC_VERSION_RE
@@ -87,6 +87,10 @@ PARAMS = {
                                 description=f"Empty: {config.gate_thresholds().min_diversity} (0 = collapsed "
                                             "to one style per digit, 1 = as varied as real digits)."),
 }
+
+# Updated by every publish (accepted or rejected: its extra's `gate` says which); other DAGs can
+# schedule on it and read run_id, bucket, manifest, grids, label_accuracy, grids_per_s from the event.
+PUBLISHED_RUN = Asset(name="cgan_published_run", uri=f"s3://{config.publish_bucket()}/runs/")
 
 DEFAULT_ARGS = {
     "owner": "ml-platform",
@@ -164,6 +168,7 @@ with DAG(
     publish = PublishRunOperator(task_id="publish", workspace=run["workspace"], bucket=config.publish_bucket(),
                                  run_prefix=run["run_prefix"], params_used=run["params"],
                                  logical_date=run["logical_date"], aws_conn_id=config.s3_conn_id(),
+                                 outlets=[PUBLISHED_RUN],
                                  execution_timeout=timedelta(hours=1))
     cleanup = CleanupWorkspaceOperator(task_id="cleanup", workspace=run["workspace"],
                                        publish_bucket=config.publish_bucket(), aws_conn_id=config.s3_conn_id(),

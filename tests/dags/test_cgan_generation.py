@@ -60,6 +60,26 @@ print("STATES" + json.dumps(states))
 """
 
 
+ASSET_EVENTS = r"""
+import json, sys
+from airflow.models.asset import AssetEvent, AssetModel
+from airflow.utils.session import create_session
+with create_session() as session:
+    rows = (session.query(AssetEvent, AssetModel).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.uri == sys.argv[1]).order_by(AssetEvent.id).all())
+    print("EVENTS" + json.dumps([{"uri": a.uri, "extra": e.extra} for e, a in rows]))
+"""
+
+
+def asset_events(env: dict[str, str], uri: str) -> list[dict]:
+    """The events of the Asset with this URI in the Airflow DB, oldest first (uri and extra)."""
+    proc = subprocess.run([sys.executable, "-c", ASSET_EVENTS, uri], env=env, capture_output=True, text=True,
+                          timeout=300)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("EVENTS")]
+    assert line, proc.stderr[-3000:]
+    return json.loads(line[0][len("EVENTS"):])
+
+
 def task_states(env: dict[str, str]) -> dict[str, list[str]]:
     """Each task's states (one per map index) in the newest cgan_generation run of the DB."""
     proc = subprocess.run([sys.executable, "-c", STATES], env=env, capture_output=True, text=True, timeout=300)
@@ -174,6 +194,11 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     assert [p.name for p in (root / "models").glob("*/*")] == ["cgan.onnx", "entry.json"] or sorted(
         p.name for p in (root / "models").glob("*/*")) == ["cgan.onnx", "entry.json"]
     assert "Removed the published run's workspace" in log
+    events = asset_events(env, "s3://dagtest/runs/")  # the publish task's Asset event, for other DAGs
+    assert len(events) == 1 and events[0]["extra"]["manifest"] == latest["manifest"], events
+    assert events[0]["extra"]["grids"] == 5 and events[0]["extra"]["gate"] == "accepted"
+    assert events[0]["extra"]["label_accuracy"] > 0.9 and events[0]["extra"]["grids_per_s"] > 0
+    assert events[0]["uri"] == "s3://dagtest/runs/"
 
 
 @pytest.mark.slow
