@@ -191,3 +191,14 @@ def checkpoint_roots() -> list[str]:
         elif ".." in root.split("/"):
             raise ConfigError(f"CGAN_CHECKPOINT_ROOTS: {root!r} must not contain '..'")
     return roots
+
+
+def alert_targets() -> dict:
+    """Where failure alerts go (cgan.alerts): webhook URL and/or e-mail; empty: no alerts."""
+    to = [a.strip() for a in (os.environ.get("CGAN_ALERT_EMAIL_TO") or "").split(",") if a.strip()]
+    raw_port = os.environ.get("CGAN_ALERT_SMTP_PORT") or "25"
+    if not raw_port.isdigit() or not 0 < int(raw_port) < 65536:
+        raise ConfigError(f"CGAN_ALERT_SMTP_PORT={raw_port!r} must be a port number")
+    return {"webhook": os.environ.get("CGAN_ALERT_WEBHOOK_URL") or None, "email_to": to,
+            "smtp_host": os.environ.get("CGAN_ALERT_SMTP_HOST") or "localhost", "smtp_port": int(raw_port),
+            "email_from": os.environ.get("CGAN_ALERT_EMAIL_FROM") or "cgan-airflow@localhost"}

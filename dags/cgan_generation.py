@@ -34,6 +34,7 @@ from operators.cleanup import CleanupWorkspaceOperator
 from operators.export_onnx import ExportOnnxOperator
 from operators.input_bins import InputBinsOperator
 from operators.msame_inference import MsameInferenceOperator
+from operators.notify import FailureAlert
 from operators.onnxruntime_inference import OnnxRuntimeInferenceOperator
 from operators.postprocess import PostprocessOperator
 from operators.publish import PublishRunOperator
@@ -99,6 +100,7 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(hours=2),
+    "on_failure_callback": [FailureAlert()],  # CGAN_ALERT_*: webhook and/or e-mail (cgan.alerts)
 }
 
 with DAG(

@@ -296,7 +296,9 @@ def test_ascend_run_with_standins_converts_once_and_publishes(airflow_home, loca
 
 def test_a_collapsed_generator_is_published_rejected_and_the_run_fails_at_the_gate(
         airflow_home, local_s3, tmp_path, committed_generator):
-    """A generator that draws one style per digit (every digit readable) through the real DAG."""
+    """A generator that draws one style per digit (every digit readable) through the real DAG; the
+    failure alert reaches a real local webhook receiver."""
+    from tests.alert_receiver import webhook_receiver
     from tests.cgan.gate_models import broken_checkpoint
 
     checkpoint = broken_checkpoint(committed_generator, tmp_path / "collapsed.pth", "collapsed")
@@ -307,8 +309,14 @@ def test_a_collapsed_generator_is_published_rejected_and_the_run_fails_at_the_ga
         CGAN_CHECKPOINT_ROOTS=f"models,{tmp_path}",
         AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
     )
-    proc = dags_test(env, {"num_grids": 3, "seed": 4, "target": "cpu", "checkpoint": str(checkpoint)})
+    with webhook_receiver() as (hook, alerts):
+        env["CGAN_ALERT_WEBHOOK_URL"] = hook
+        proc = dags_test(env, {"num_grids": 3, "seed": 4, "target": "cpu", "checkpoint": str(checkpoint)})
     log = proc.stdout + proc.stderr
+    assert [a["task_id"] for a in alerts] == ["quality_gate"], alerts
+    assert "feature_diversity (worst digit) = 0.0 (needs >= 0.5)" in alerts[0]["reason"]
+    assert alerts[0]["run_id"].startswith("manual__") and "quality_gate" in alerts[0]["log_url"]
+    assert local_s3["secret_key"] not in str(alerts)
     assert "quality gate: the run is rejected: feature_diversity (worst digit) = 0.0 (needs >= 0.5)" in log, log[-6000:]
     states = task_states(env)
     assert states["publish"] == ["success"] and states["quality_gate"] == ["failed"], states
