@@ -91,7 +91,9 @@ PARAMS = {
 
 # Updated by every publish (accepted or rejected: its extra's `gate` says which); other DAGs can
 # schedule on it and read run_id, bucket, manifest, grids, label_accuracy, grids_per_s from the event.
-PUBLISHED_RUN = Asset(name="cgan_published_run", uri=f"s3://{config.publish_bucket()}/runs/")
+# Named by its URI, so a deployment that changes its bucket gets a new asset (Airflow marks an asset
+# whose name moved to another URI inactive, and a task with an inactive outlet fails).
+PUBLISHED_RUN = Asset(f"s3://{config.publish_bucket()}/runs")
 
 DEFAULT_ARGS = {
     "owner": "ml-platform",

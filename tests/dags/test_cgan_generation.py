@@ -194,11 +194,10 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     assert [p.name for p in (root / "models").glob("*/*")] == ["cgan.onnx", "entry.json"] or sorted(
         p.name for p in (root / "models").glob("*/*")) == ["cgan.onnx", "entry.json"]
     assert "Removed the published run's workspace" in log
-    events = asset_events(env, "s3://dagtest/runs/")  # the publish task's Asset event, for other DAGs
+    events = asset_events(env, "s3://dagtest/runs")  # the publish task's Asset event, for other DAGs
     assert len(events) == 1 and events[0]["extra"]["manifest"] == latest["manifest"], events
     assert events[0]["extra"]["grids"] == 5 and events[0]["extra"]["gate"] == "accepted"
     assert events[0]["extra"]["label_accuracy"] > 0.9 and events[0]["extra"]["grids_per_s"] > 0
-    assert events[0]["uri"] == "s3://dagtest/runs/"
 
 
 @pytest.mark.slow
