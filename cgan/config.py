@@ -202,3 +202,12 @@ def alert_targets() -> dict:
     return {"webhook": os.environ.get("CGAN_ALERT_WEBHOOK_URL") or None, "email_to": to,
             "smtp_host": os.environ.get("CGAN_ALERT_SMTP_HOST") or "localhost", "smtp_port": int(raw_port),
             "email_from": os.environ.get("CGAN_ALERT_EMAIL_FROM") or "cgan-airflow@localhost"}
+
+
+def late_after_minutes() -> int:
+    """Minutes after a run is queued by which it must have finished, else a late-run alert
+    (CGAN_LATE_AFTER_MINUTES, default 240)."""
+    raw = os.environ.get("CGAN_LATE_AFTER_MINUTES") or "240"
+    if not raw.isdigit() or not 1 <= int(raw) <= 10080:
+        raise ConfigError(f"CGAN_LATE_AFTER_MINUTES={raw!r} must be whole minutes in 1..10080")
+    return int(raw)

@@ -35,3 +35,33 @@ class FailureAlert(BaseNotifier):
                                   sender=targets["email_from"], to=targets["email_to"])
             except OSError as exc:
                 log.warning("failure alert e-mail not delivered: %s", alerts.redact(str(exc)))
+
+
+async def late_run_alert(context: dict | None = None, **_kwargs) -> None:
+    """The DAG's Deadline Alert callback (runs in the triggerer): the run has not finished
+    CGAN_LATE_AFTER_MINUTES after it was queued. `context` is what the scheduler hands deadline
+    callbacks: {"dag_run": {...}, "deadline": {...}}."""
+    import asyncio
+
+    from cgan import alerts, config
+
+    targets = config.alert_targets()
+    run = (context or {}).get("dag_run") or {}
+    deadline = (context or {}).get("deadline") or {}
+    alert = alerts.make_alert(
+        dag_id=str(run.get("dag_id", "cgan_generation")), run_id=str(run.get("dag_run_id") or run.get("run_id") or "?"),
+        task_id="(none failed: the run is late)",
+        reason=f"the run has not finished by its deadline {deadline.get('deadline_time', '?')} "
+               f"({config.late_after_minutes()} min after it was queued); state {run.get('state', '?')}",
+        log_url=f"/dags/{run.get('dag_id', 'cgan_generation')}/runs/{run.get('dag_run_id') or run.get('run_id') or ''}")
+    if targets["webhook"]:
+        try:
+            await asyncio.to_thread(alerts.send_webhook, targets["webhook"], alert)
+        except OSError as exc:
+            log.warning("late-run alert to the webhook not delivered: %s", alerts.redact(str(exc)))
+    if targets["email_to"]:
+        try:
+            await asyncio.to_thread(alerts.send_email, alert, host=targets["smtp_host"], port=targets["smtp_port"],
+                                    sender=targets["email_from"], to=targets["email_to"])
+        except OSError as exc:
+            log.warning("late-run alert e-mail not delivered: %s", alerts.redact(str(exc)))

@@ -27,3 +27,20 @@ def test_an_unreachable_webhook_is_an_oserror():
     alert = alerts.make_alert(dag_id="d", run_id="r", task_id="t", reason="x", log_url="")
     with pytest.raises(OSError):
         alerts.send_webhook("http://127.0.0.1:9/none", alert, timeout=2)
+
+
+def test_late_run_alert_names_the_run_and_its_deadline(monkeypatch):
+    """The Deadline Alert's callback, called with the context the scheduler hands it."""
+    import asyncio
+
+    from operators.notify import late_run_alert
+
+    with webhook_receiver() as (url, received):
+        monkeypatch.setenv("CGAN_ALERT_WEBHOOK_URL", url)
+        asyncio.run(late_run_alert(context={
+            "dag_run": {"dag_id": "cgan_generation", "dag_run_id": "scheduled__2026-11-30T02:00:00+00:00",
+                        "state": "running"},
+            "deadline": {"id": "x", "deadline_time": "2026-11-30T06:00:00+00:00"}}))
+    assert len(received) == 1 and received[0]["run_id"] == "scheduled__2026-11-30T02:00:00+00:00"
+    reason = received[0]["reason"]
+    assert "not finished by its deadline 2026-11-30T06:00:00+00:00 (240 min after it was queued)" in reason
