@@ -18,6 +18,9 @@
 | CGAN_RETRY_DELAY_S | 30 | first retry delay of the DAG's tasks (then exponential backoff) |
 | CGAN_WORKSPACE_RETENTION_DAYS | 7 | days a failed run's workspace is kept before a later run removes it |
 | CGAN_CHECKPOINT_ROOTS | models | folders and s3://bucket[/prefix] a run's checkpoint may come from |
+| CGAN_ALERT_WEBHOOK_URL, CGAN_ALERT_EMAIL_TO | (none) | where failure and late-run alerts go (cgan.alerts) |
+| CGAN_ALERT_SMTP_HOST, _PORT, CGAN_ALERT_EMAIL_FROM | localhost, 25, cgan-airflow@localhost | e-mail alerts |
+| CGAN_LATE_AFTER_MINUTES | 240 | a run not finished this long after it was queued is late (Deadline Alert) |
 | CGAN_GATE_MIN_LABEL_ACCURACY | 0.90 | quality gate: least label accuracy (cgan.gate) |
 | CGAN_GATE_MIN_CLASS_ACCURACY | 0.75 | quality gate: least accuracy of the worst digit |
 | CGAN_GATE_MIN_DIVERSITY | 0.5 | quality gate: least feature diversity of the worst digit |
