@@ -18,8 +18,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param, TriggerRule, task
-from airflow.sdk.definitions.callback import AsyncCallback  # airflow.sdk exports them lazily (mypy cannot see)
-from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from cgan import config
 from cgan.ascend.validate import SOC_VERSION_RE
@@ -36,7 +34,7 @@ from operators.cleanup import CleanupWorkspaceOperator
 from operators.export_onnx import ExportOnnxOperator
 from operators.input_bins import InputBinsOperator
 from operators.msame_inference import MsameInferenceOperator
-from operators.notify import FailureAlert, late_run_alert
+from operators.notify import FailureAlert
 from operators.onnxruntime_inference import OnnxRuntimeInferenceOperator
 from operators.postprocess import PostprocessOperator
 from operators.publish import PublishRunOperator
@@ -118,10 +116,8 @@ with DAG(
     default_args=DEFAULT_ARGS,
     tags=["cgan", "ascend"],
     doc_md=__doc__,
-    # late-run alert (CGAN_ALERT_*): the run has not finished CGAN_LATE_AFTER_MINUTES after it was queued
-    deadline=DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT,
-                           interval=timedelta(minutes=config.late_after_minutes()),
-                           callback=AsyncCallback(late_run_alert)),
+    # No Deadline Alert (late-run alert, operators.notify.late_run_alert) yet: with one, Airflow 3.3's
+    # `airflow dags test` fails after the run (DagRun.update_state: 'dict' object has no attribute 'hex').
 ) as dag:
 
     @task(multiple_outputs=True, retries=0, execution_timeout=timedelta(minutes=2))

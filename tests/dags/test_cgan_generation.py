@@ -31,8 +31,6 @@ if dag is not None:
                                 "retries": t.retries,
                                 "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule)} for t in dag.tasks}
     out["downstream"] = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
-    out["deadline"] = [repr(d.reference) + " " + str(d.interval) for d in (dag.deadline or [])] \
-        if isinstance(dag.deadline, list) else [repr(dag.deadline.reference) + " " + str(dag.deadline.interval)]
     bad = []
     for conf in json.loads(sys.argv[2]):
         try:
@@ -116,8 +114,6 @@ def test_dag_folder_parses_without_errors(parsed):
 
 def test_schedule_and_run_limits(parsed):
     assert "CronTriggerTimetable" in parsed["timetable"] and "0 2 * * *" in parsed["timetable"]
-    assert len(parsed["deadline"]) == 1 and "DagRunQueuedAtDeadline" in parsed["deadline"][0], parsed["deadline"]
-    assert parsed["deadline"][0].endswith("4:00:00")  # CGAN_LATE_AFTER_MINUTES default 240
     assert parsed["catchup"] is False and parsed["max_active_runs"] == 1
 
 
