@@ -11,7 +11,7 @@
 | CGAN_SCHEDULE | 0 2 * * * | cron of the nightly run |
 | CGAN_TIMEZONE | UTC | timezone of that cron |
 | CGAN_NUM_GRIDS | 100 | default grids per run |
-| CGAN_PUBLISHED_URL | {endpoint}/{bucket}/{prefix}/manifest.json | the task's "Published run" link |
+| CGAN_PUBLISHED_URL | /cgan-gallery/runs/{name} | the task's "Published run" link (the run's gallery page) |
 | CGAN_ASCEND_TOOLKIT | /usr/local/Ascend/ascend-toolkit | CANN toolkit home (its set_env.sh is sourced) |
 | CGAN_ATC_FROM_PATH | false | use the atc found on PATH instead of the toolkit's set_env.sh |
 | CGAN_MSAME | msame | msame's path, or a name looked up on the Ascend worker's PATH |
@@ -19,6 +19,13 @@
 | CGAN_WORKSPACE_RETENTION_DAYS | 7 | days a failed run's workspace is kept before a later run removes it |
 | CGAN_CPU_PRECISION | fp32 | default precision of the cpu target: fp32 or int8 (form, `cgan`) |
 | CGAN_INT8_CACHE | ~/.cache/cgan/int8 | folder of the int8 models built from the ONNX (cpu, int8) |
+| CGAN_CHECKPOINT_ROOTS | models | folders and s3://bucket[/prefix] a run's checkpoint may come from |
+| CGAN_ALERT_WEBHOOK_URL, CGAN_ALERT_EMAIL_TO | (none) | where failure and late-run alerts go (cgan.alerts) |
+| CGAN_ALERT_SMTP_HOST, _PORT, CGAN_ALERT_EMAIL_FROM | localhost, 25, cgan-airflow@localhost | e-mail alerts |
+| CGAN_LATE_AFTER_MINUTES | 240 | a run not finished this long after it was queued is late (Deadline Alert) |
+| CGAN_GATE_MIN_LABEL_ACCURACY | 0.90 | quality gate: least label accuracy (cgan.gate) |
+| CGAN_GATE_MIN_CLASS_ACCURACY | 0.75 | quality gate: least accuracy of the worst digit |
+| CGAN_GATE_MIN_DIVERSITY | 0.5 | quality gate: least feature diversity of the worst digit |
 
 CGAN_ARTIFACT_ROOT and CGAN_PUBLISH_BUCKET are checked when read: a bucket or prefix that is
 not a valid S3 name is refused with the variable's name, before any work (the bucket when the
@@ -103,7 +110,10 @@ def num_grids() -> int:
 
 
 def published_url_template() -> str:
-    return os.environ.get("CGAN_PUBLISHED_URL") or "{endpoint}/{bucket}/{prefix}/manifest.json"
+    """The "Published run" link: the run's gallery page on the Airflow UI by default (the bucket
+    is private, so a direct object URL answers 403). Placeholders: {name} (the run's gallery
+    name), {endpoint}, {bucket}, {prefix}."""
+    return os.environ.get("CGAN_PUBLISHED_URL") or "/cgan-gallery/runs/{name}"
 
 
 def ascend_toolkit() -> str:
@@ -182,4 +192,57 @@ def cpu_infer_tasks() -> int:
     raw = os.environ.get("CGAN_CPU_INFER_TASKS") or str(os.cpu_count() or 1)
     if not raw.isdigit() or not 1 <= int(raw) <= 4096:
         raise ConfigError(f"CGAN_CPU_INFER_TASKS={raw!r} must be a whole number of tasks in 1..4096")
+    return int(raw)
+
+
+def gate_thresholds():
+    """The quality gate's default thresholds (cgan.gate.Thresholds), CGAN_GATE_* overriding."""
+    from cgan.gate import Thresholds, check_threshold
+
+    values = {}
+    for name in ("min_label_accuracy", "min_class_accuracy", "min_diversity"):
+        var = f"CGAN_GATE_{name.upper()}"
+        raw = os.environ.get(var)
+        if raw:
+            try:
+                values[name] = check_threshold(var, float(raw))
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r} must be a number in 0..1") from None
+    return Thresholds(**values)
+
+
+def checkpoint_roots() -> list[str]:
+    """Where a run's checkpoint may come from (CGAN_CHECKPOINT_ROOTS; default: the models folder)."""
+    from cgan.store import StoreError, check_bucket
+
+    raw = os.environ.get("CGAN_CHECKPOINT_ROOTS") or "models"
+    roots = [r.strip() for r in raw.split(",") if r.strip()]
+    for root in roots:
+        if root.startswith("s3://"):
+            try:
+                check_bucket(root[5:].split("/", 1)[0])
+            except StoreError as exc:
+                raise ConfigError(f"CGAN_CHECKPOINT_ROOTS: {root!r}: {exc}") from None
+        elif ".." in root.split("/"):
+            raise ConfigError(f"CGAN_CHECKPOINT_ROOTS: {root!r} must not contain '..'")
+    return roots
+
+
+def alert_targets() -> dict:
+    """Where failure alerts go (cgan.alerts): webhook URL and/or e-mail; empty: no alerts."""
+    to = [a.strip() for a in (os.environ.get("CGAN_ALERT_EMAIL_TO") or "").split(",") if a.strip()]
+    raw_port = os.environ.get("CGAN_ALERT_SMTP_PORT") or "25"
+    if not raw_port.isdigit() or not 0 < int(raw_port) < 65536:
+        raise ConfigError(f"CGAN_ALERT_SMTP_PORT={raw_port!r} must be a port number")
+    return {"webhook": os.environ.get("CGAN_ALERT_WEBHOOK_URL") or None, "email_to": to,
+            "smtp_host": os.environ.get("CGAN_ALERT_SMTP_HOST") or "localhost", "smtp_port": int(raw_port),
+            "email_from": os.environ.get("CGAN_ALERT_EMAIL_FROM") or "cgan-airflow@localhost"}
+
+
+def late_after_minutes() -> int:
+    """Minutes after a run is queued by which it must have finished, else a late-run alert
+    (CGAN_LATE_AFTER_MINUTES, default 240)."""
+    raw = os.environ.get("CGAN_LATE_AFTER_MINUTES") or "240"
+    if not raw.isdigit() or not 1 <= int(raw) <= 10080:
+        raise ConfigError(f"CGAN_LATE_AFTER_MINUTES={raw!r} must be whole minutes in 1..10080")
     return int(raw)

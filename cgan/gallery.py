@@ -74,6 +74,8 @@ class RunSummary:
     backend: str | None
     target: str | None
     objects: int
+    status: str = "accepted"  # the quality gate's verdict (cgan.gate): accepted or rejected
+    gate_failures: tuple[str, ...] = ()  # what a rejected run missed: metric, value, threshold
 
     @property
     def manifest_key(self) -> str:
@@ -113,6 +115,8 @@ class TrendPoint:
     logical_date: str | None
     grids_per_s: float | None
     label_accuracy: float | None
+    when: datetime | None = None  # the x of the point: its logical date (else publish time)
+    kind: str = "manual"  # nightly (a scheduled run) or manual (triggered, or by an asset event)
 
 
 @dataclass
@@ -314,10 +318,19 @@ def open_png(client, bucket: str, name: str, rel_key: str, *, cache: ManifestCac
     return PngObject(key=key, size=size, etag=response.get("ETag"), body=response["Body"])
 
 
-def trend(runs: list[RunSummary]) -> list[TrendPoint]:
-    """Throughput and label accuracy of the runs, oldest first (the x axis of the trend chart)."""
+def run_kind(run_id: str) -> str:
+    """nightly for a run the schedule made (Airflow's run id `scheduled__...`), else manual."""
+    return "nightly" if run_id.startswith("scheduled__") else "manual"
+
+
+def trend(runs: list[RunSummary], kind: str = "all") -> list[TrendPoint]:
+    """Throughput and label accuracy of the runs, oldest first, placed by time; `kind` keeps only
+    nightly or manual runs (all: both)."""
+    if kind not in ("all", "nightly", "manual"):
+        raise ValueError(f"kind must be all, nightly or manual, got {kind!r}")
     ordered = sorted(runs, key=lambda r: (_sort_time(r), r.name))
-    return [TrendPoint(r.name, r.run_id, r.logical_date, r.grids_per_s, r.label_accuracy) for r in ordered]
+    return [TrendPoint(r.name, r.run_id, r.logical_date, r.grids_per_s, r.label_accuracy, _sort_time(r),
+                       run_kind(r.run_id)) for r in ordered if kind in ("all", run_kind(r.run_id))]
 
 
 # -- reading the store ------------------------------------------------------------------------
@@ -418,6 +431,8 @@ def _summarize(name: str, manifest: dict) -> RunSummary:
         backend=_str(summary.get("backend")),
         target=_str(params.get("target")),
         objects=len(objects) if isinstance(objects, list) else 0,
+        status="rejected" if manifest.get("status") == "rejected" else "accepted",
+        gate_failures=tuple(str(f) for f in summary.get("gate_failures") or () if isinstance(f, str)),
     )
 
 

@@ -21,13 +21,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from cgan.errors import InferenceError
+from cgan.gate import FeatureExtractor, Thresholds, diversity, evaluate, failures, load_reference
 from cgan.grids import grid_array, png_bytes
-from cgan.outputs import grid_stem
+from cgan.outputs import grid_stem, read_output_bin
 from cgan.perf import aggregate
 from cgan.perf_plot import latency_plot_png
 from cgan.progress import is_tenth
-from cgan.quality import DEFAULT_PARITY_GRIDS, QualityAccumulator, evenly_spaced
+from cgan.quality import DEFAULT_PARITY_GRIDS, EXPECTED_LABELS, QualityAccumulator, evenly_spaced
 from cgan.shard_render import check_render
 from cgan.workspace import (
     GRIDS_PREFIX,
@@ -62,10 +65,12 @@ def parity_sample(shards: list[dict], parity_grids: int = DEFAULT_PARITY_GRIDS) 
 
 def postprocess_run(
     store, shards: list[dict], checkpoint: str | Path, *, parity_grids: int = DEFAULT_PARITY_GRIDS,
-    log: Log = print,
+    log: Log = print, target: str = "cpu", precision_mode: str = "force_fp16", limits: Thresholds | None = None,
 ) -> dict:
-    """Quality + perf for every shard of a run (grids too, for shards without a tally)."""
+    """Quality + perf for every shard of a run (grids too, for shards without a tally), and the
+    quality gate's verdict on it (cgan.gate; in quality.json and the summary as `gate`)."""
     total = sum(s["count"] for s in shards)
+    features, feature_labels, extractor = [], [], FeatureExtractor()
     parity_at = parity_sample(shards, parity_grids)
     quality = QualityAccumulator(checkpoint)
     grid_keys = set(store.list(GRIDS_PREFIX))
@@ -100,11 +105,17 @@ def postprocess_run(
                 out = store.get_file(key, local / Path(key).name)
                 source = store.get_file(bin_key(index, g), local / "bins" / f"{grid_stem(out)}.bin")
                 quality.add_parity(out, source)
+                features.append(extractor.features(read_output_bin(out)))
+                feature_labels.append(EXPECTED_LABELS)
             shutil.rmtree(local, ignore_errors=True)
             _copy_perf(store, keys, shard)
             records.append(json.loads(store.get_bytes(shard_perf_key(index))))
     quality.precision = records[0].get("tool", {}).get("precision") if records else None
     report = quality.report()
+    if features:
+        report.update(diversity(np.concatenate(features), np.concatenate(feature_labels), load_reference()))
+    verdict = evaluate(report, limits or Thresholds(), target=target, precision_mode=precision_mode)
+    report["gate"] = verdict
     store.put_bytes(json.dumps(report, indent=2).encode(), QUALITY_KEY)
     perf = aggregate(records)
     store.put_bytes(json.dumps(perf, indent=2).encode(), PERF_KEY)
@@ -118,6 +129,9 @@ def postprocess_run(
         "latency_ms_mean": perf["latency_ms"]["mean"],
         "backend": perf["backend"],
         "devices": perf["devices"],  # e.g. npu:0@host-a: where the shards ran (the manifest's summary)
+        "gate": verdict["status"],
+        "gate_failures": failures(verdict),
+        "feature_diversity": report.get("feature_diversity"),
     }
 
 

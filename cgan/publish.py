@@ -3,7 +3,9 @@
 Layout (cgan.published_layout): the run's objects go under a fresh attempt prefix
 `runs/<run>/attempts/<attempt>/{grids,perf,quality}/...`; then `runs/<run>/manifest.json` (key,
 size and sha256 of every object, its `root`, the params, model hashes, tool versions) is
-replaced in one PUT; then `latest.json` at the bucket root is moved to it. A run is published
+replaced in one PUT; then `latest.json` at the bucket root is moved to it, unless the run
+failed the quality gate (cgan.gate): such a run is published with `status: rejected` in its
+manifest, for inspection, and latest.json stays where it was. A run is published
 only when its manifest exists, and a manifest only ever names objects that are all there:
 
 - Every upload is verified by the server: Content-MD5 and x-amz-checksum-sha256 on single PUTs,
@@ -73,6 +75,7 @@ class Published:
     bytes: int
     root: str = ""  # the attempt prefix the objects lie under
     conditional: bool = False  # the manifest and latest.json were written with conditional writes
+    status: str = "accepted"  # the quality gate's verdict (cgan.gate); a rejected run leaves latest.json
 
     @property
     def uri(self) -> str:
@@ -125,7 +128,8 @@ def publish_run(
             total_bytes += obj["size"]
             if is_tenth(n, len(keys)):
                 log(f"published {n}/{len(keys)} objects")
-    manifest = dict(metadata, root=root, attempt=attempt, objects=objects, published_at=_now())
+    status = gate_status(metadata)
+    manifest = dict(metadata, status=status, root=root, attempt=attempt, objects=objects, published_at=_now())
     body = json.dumps(manifest, indent=2).encode()
     if caps.conditional_writes:
         try:
@@ -144,8 +148,22 @@ def publish_run(
             "stayed readable throughout")
     _remove_older_attempts(client, bucket, run_prefix, attempt, {o["key"] for o in objects} | (previous_keys or set())
                            | {manifest_key}, log)
-    _update_latest(client, bucket, manifest_key, metadata.get("logical_date"), caps.conditional_writes, log)
-    return Published(bucket, run_prefix, manifest_key, len(objects), total_bytes, root, caps.conditional_writes)
+    if status == "rejected":
+        log(f"latest.json kept: the run failed the quality gate; it is published for inspection only, its "
+            f"manifest says status rejected ({'; '.join(metadata['summary'].get('gate_failures') or [])})")
+    else:
+        _update_latest(client, bucket, manifest_key, metadata.get("logical_date"), caps.conditional_writes, log)
+    return Published(bucket, run_prefix, manifest_key, len(objects), total_bytes, root, caps.conditional_writes,
+                     status)
+
+
+def gate_status(metadata: dict) -> str:
+    """accepted or rejected: the quality gate's verdict in the run's summary (a summary made
+    before the gate existed counts as accepted)."""
+    status = (metadata.get("summary") or {}).get("gate") or "accepted"
+    if status not in ("accepted", "rejected"):
+        raise PublishError(f"the run's summary has gate status {status!r}, expected accepted or rejected")
+    return status
 
 
 def _current_manifest(client, bucket: str, run_prefix: str, log: Log) -> tuple[str | None, set[str] | None]:

@@ -49,6 +49,10 @@ class RunParams:
     keep_raw_outputs: bool = False
     precision: str = "fp32"  # cpu target: fp32 or int8 (ascend: precision_mode)
     npu_tool: str = "msame"
+    # quality gate thresholds (cgan.gate); None: the deployment's default (CGAN_GATE_*)
+    gate_min_label_accuracy: float | None = None
+    gate_min_class_accuracy: float | None = None
+    gate_min_diversity: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -90,7 +94,8 @@ def validate(conf: dict) -> RunParams:
     unknown = sorted(set(conf) - known)
     if unknown:
         raise ParamError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    p = RunParams(**{k: v for k, v in conf.items() if v is not None or k in ("seed", "devices")})
+    p = RunParams(**{k: v for k, v in conf.items()
+                     if v is not None or k in ("seed", "devices") or k.startswith("gate_")})
     _int("num_grids", p.num_grids, 1, MAX_GRIDS)
     if p.seed is not None:
         _int("seed", p.seed, 0, MAX_SEED)
@@ -112,7 +117,32 @@ def validate(conf: dict) -> RunParams:
     if not isinstance(p.keep_raw_outputs, bool):
         raise ParamError(f"keep_raw_outputs must be true or false, got {p.keep_raw_outputs!r}")
     _choice("precision", p.precision, PRECISIONS)
+    from cgan.gate import THRESHOLD_PARAMS, check_threshold
+
+    for name in THRESHOLD_PARAMS:
+        if getattr(p, name) is not None:
+            try:
+                check_threshold(name, getattr(p, name))
+            except ValueError as exc:
+                raise ParamError(f"{exc} (empty: the deployment's default)") from None
     return p
+
+
+def check_checkpoint_root(checkpoint: str, roots: list[str]) -> str:
+    """checkpoint, when it lies under one of `roots` (folders, or s3://bucket[/prefix]); a local
+    path is resolved first (relative to the project root, symlinks followed), so no link or
+    absolute path leads out of the roots (CGAN_CHECKPOINT_ROOTS)."""
+    if checkpoint.startswith("s3://"):
+        inside = any(r.startswith("s3://") and checkpoint.startswith(r.rstrip("/") + "/") for r in roots)
+    else:
+        path = resolve_local_checkpoint(checkpoint).resolve()
+        inside = any(not r.startswith("s3://") and path.is_relative_to(resolve_local_checkpoint(r).resolve())
+                     for r in roots)
+    if not inside:
+        raise ParamError(f"checkpoint {checkpoint!r} is outside the checkpoint roots ({', '.join(roots)}): put it "
+                         "under one of them, or have the deployment add its folder or s3://bucket to "
+                         "CGAN_CHECKPOINT_ROOTS")
+    return checkpoint
 
 
 def derive_seed(logical_date: datetime) -> int:
@@ -168,12 +198,15 @@ def safe_run_id(run_id: str) -> str:
 
 
 def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root: str,
-              default_target: str = "cpu") -> dict:
-    """Everything the tasks of one run need: checked params, seed, workspace, shards, publish prefix."""
+              default_target: str = "cpu", checkpoint_roots: list[str] | None = None) -> dict:
+    """Everything the tasks of one run need: checked params, seed, workspace, shards, publish prefix.
+    With `checkpoint_roots`, the checkpoint must lie under one of them (check_checkpoint_root)."""
     conf = dict(conf)
     if conf.get("target") is None:
         conf["target"] = default_target
     params = validate(conf)
+    if checkpoint_roots is not None:
+        check_checkpoint_root(params.checkpoint, checkpoint_roots)
     from cgan.workspace import RUNS_PREFIX, workspace_uri
 
     seed = params.seed if params.seed is not None else derive_seed(logical_date)

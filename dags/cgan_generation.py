@@ -4,8 +4,9 @@ plan -> export_onnx -> input_bins -> choose_target
     ascend: atc_convert -> msame_infer (mapped over shards, queue `ascend`, pool `ascend_npu`)
     cpu:    onnxruntime_infer (mapped over shards, default queue)
     (each inference task renders and judges its own grids on its worker)
--> postprocess (quality report, perf) -> publish (manifest last, then latest.json)
--> cleanup (the published run's workspace, and workspaces older than the retention)
+-> postprocess (quality report, perf, quality gate verdict) -> publish (manifest last, then
+latest.json unless the gate rejected the run) -> quality_gate (fails a rejected run) and
+   cleanup (the published run's workspace, and workspaces older than the retention)
 
 No logic here: the steps are operators in operators/ that call the cgan library; deployment
 settings come from the environment (cgan/config.py).
@@ -16,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule, task
+from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param, TriggerRule, task
 
 from cgan import config
 from cgan.ascend.validate import SOC_VERSION_RE
@@ -35,14 +36,20 @@ from operators.cleanup import CleanupWorkspaceOperator
 from operators.export_onnx import ExportOnnxOperator
 from operators.input_bins import InputBinsOperator
 from operators.msame_inference import MsameInferenceOperator
+from operators.notify import FailureAlert
 from operators.onnxruntime_inference import OnnxRuntimeInferenceOperator
 from operators.postprocess import PostprocessOperator
 from operators.publish import PublishRunOperator
 
+# Number fields bound with exclusiveMinimum/exclusiveMaximum, never minimum/maximum: Airflow 3.3's
+# trigger form passes minimum/maximum to its number input, which clamps a typed 0 to 1 on blur (the
+# run would silently change); the exclusive bounds are checked by the form's JSON schema
+# validation, which refuses the trigger with a message. gate_* fractions are checked by `plan`.
 PARAMS = {
-    "num_grids": Param(config.num_grids(), type="integer", minimum=1, maximum=MAX_GRIDS, title="Grids",
+    "num_grids": Param(config.num_grids(), type="integer", exclusiveMinimum=0, exclusiveMaximum=MAX_GRIDS + 1,
+                       title="Grids",
                        description="How many 10x10 grids (100 digits each) to generate."),
-    "seed": Param(None, type=["null", "integer"], minimum=0, maximum=MAX_SEED, title="Seed",
+    "seed": Param(None, type=["null", "integer"], exclusiveMinimum=-1, exclusiveMaximum=MAX_SEED + 1, title="Seed",
                   description="Noise seed. Empty: derived from the run's logical date (YYYYMMDDHHMMSS), "
                               "so nightly runs differ and each can be reproduced."),
     "target": Param(config.default_target(), type="string", enum=list(TARGETS), title="Target",
@@ -64,11 +71,12 @@ PARAMS = {
     "precision_mode": Param("force_fp16", type="string", enum=list(PRECISION_MODES), title="Precision mode",
                             description="atc --precision_mode (atc's own default is force_fp16; "
                                         "must_keep_origin_dtype keeps fp32)."),
-    "grids_per_shard": Param(DEFAULT_GRIDS_PER_SHARD, type="integer", minimum=1, maximum=MAX_GRIDS,
+    "grids_per_shard": Param(DEFAULT_GRIDS_PER_SHARD, type="integer", exclusiveMinimum=0,
+                             exclusiveMaximum=MAX_GRIDS + 1,
                              title="Grids per shard",
                              section="Advanced", description="Shard size (both targets; on ascend each "
                                                              "shard leases one NPU while it runs)."),
-    "threads": Param(1, type="integer", minimum=0, maximum=64, title="Threads per inference task",
+    "threads": Param(1, type="integer", exclusiveMinimum=-1, exclusiveMaximum=65, title="Threads per inference task",
                      section="Advanced", description="ONNX Runtime intra-op threads (0 = all cores)."),
     "keep_raw_outputs": Param(False, type="boolean", title="Keep raw outputs", section="Advanced",
                               description="Keep every raw output bin (the recipe's output folder) in the run's "
@@ -78,7 +86,24 @@ PARAMS = {
                        description="Target cpu: fp32, or int8 (ONNX Runtime static quantization, built once "
                                    "per model; label accuracy within 0.005 of fp32, see README Performance). "
                                    "Target ascend uses Precision mode."),
+    # quality gate (cgan.gate): empty = the deployment's default (CGAN_GATE_*)
+    "gate_min_label_accuracy": Param(None, type=["null", "number"], section="Advanced",
+                                     title="Gate: least label accuracy",
+                                     description=f"Empty: {config.gate_thresholds().min_label_accuracy}."),
+    "gate_min_class_accuracy": Param(None, type=["null", "number"], section="Advanced",
+                                     title="Gate: least accuracy of the worst digit",
+                                     description=f"Empty: {config.gate_thresholds().min_class_accuracy}."),
+    "gate_min_diversity": Param(None, type=["null", "number"], section="Advanced",
+                                title="Gate: least feature diversity of the worst digit",
+                                description=f"Empty: {config.gate_thresholds().min_diversity} (0 = collapsed "
+                                            "to one style per digit, 1 = as varied as real digits)."),
 }
+
+# Updated by every publish (accepted or rejected: its extra's `gate` says which); other DAGs can
+# schedule on it and read run_id, bucket, manifest, grids, label_accuracy, grids_per_s from the event.
+# Named by its URI, so a deployment that changes its bucket gets a new asset (Airflow marks an asset
+# whose name moved to another URI inactive, and a task with an inactive outlet fails).
+PUBLISHED_RUN = Asset(f"s3://{config.publish_bucket()}/runs")
 
 DEFAULT_ARGS = {
     "owner": "ml-platform",
@@ -87,6 +112,7 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(hours=2),
+    "on_failure_callback": [FailureAlert()],  # CGAN_ALERT_*: webhook and/or e-mail (cgan.alerts)
 }
 
 with DAG(
@@ -100,6 +126,8 @@ with DAG(
     default_args=DEFAULT_ARGS,
     tags=["cgan", "ascend"],
     doc_md=__doc__,
+    # No Deadline Alert (late-run alert, operators.notify.late_run_alert) yet: with one, Airflow 3.3's
+    # `airflow dags test` fails after the run (DagRun.update_state: 'dict' object has no attribute 'hex').
 ) as dag:
 
     @task(multiple_outputs=True, retries=0, execution_timeout=timedelta(minutes=2))
@@ -109,7 +137,8 @@ with DAG(
 
         return make_plan({k: params[k] for k in PARAMS}, run_id=run_id,
                          logical_date=logical_date or dag_run.run_after,
-                         artifact_root=config.artifact_root(), default_target=config.default_target())
+                         artifact_root=config.artifact_root(), default_target=config.default_target(),
+                         checkpoint_roots=config.checkpoint_roots())
 
     @task(retries=0, execution_timeout=timedelta(minutes=1))
     def shards(planned: list[dict]) -> list[dict]:
@@ -151,17 +180,31 @@ with DAG(
         max_active_tis_per_dagrun=config.cpu_infer_tasks(),  # tasks x threads <= cores (CGAN_CPU_INFER_TASKS)
     ).expand(shard=shard_list)
     post = PostprocessOperator(task_id="postprocess", workspace=run["workspace"], shards=run["shards"],
-                               checkpoint="{{ params.checkpoint }}", aws_conn_id=config.s3_conn_id(),
-                               execution_timeout=timedelta(hours=1),
+                               checkpoint="{{ params.checkpoint }}", run_params=run["params"],
+                               aws_conn_id=config.s3_conn_id(), execution_timeout=timedelta(hours=1),
                                trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     publish = PublishRunOperator(task_id="publish", workspace=run["workspace"], bucket=config.publish_bucket(),
                                  run_prefix=run["run_prefix"], params_used=run["params"],
                                  logical_date=run["logical_date"], aws_conn_id=config.s3_conn_id(),
+                                 outlets=[PUBLISHED_RUN],
                                  execution_timeout=timedelta(hours=1))
     cleanup = CleanupWorkspaceOperator(task_id="cleanup", workspace=run["workspace"],
                                        publish_bucket=config.publish_bucket(), aws_conn_id=config.s3_conn_id(),
                                        execution_timeout=timedelta(minutes=30))
 
+    @task(retries=0, execution_timeout=timedelta(minutes=1))
+    def quality_gate(summary: dict) -> str:
+        """Fail the run when postprocess's verdict is rejected, naming each metric, value and threshold
+        (the run is published for inspection by then, marked rejected, and latest.json did not move)."""
+        from cgan.gate import QualityGateFailed
+
+        if summary.get("gate") == "rejected":
+            raise QualityGateFailed("quality gate: the run is rejected: " + "; ".join(summary["gate_failures"]))
+        return summary.get("gate", "accepted")
+
+    summary: Any = post.output
+    gate = quality_gate(summary)
+
     export >> bins >> branch >> [atc, onnxruntime]
     atc >> msame
-    [msame, onnxruntime] >> post >> publish >> cleanup
+    [msame, onnxruntime] >> post >> publish >> [gate, cleanup]

@@ -1,5 +1,8 @@
 """PublishRunOperator: grids, perf and quality of a run to object storage, manifest last.
 
+Emits an event on each of its outlets (the DAG's published-run Asset) whose extra names the run:
+run_id, bucket, manifest, grids, label_accuracy, grids_per_s and gate (accepted or rejected).
+
 Uploads through the amazon provider's S3Hook (connection `cgan_s3` by default); the task
 gets a "Published run" link to the manifest. Every publish error names the connection id, the
 bucket and the endpoint, never a credential; wrong credentials or a missing bucket fail at once
@@ -89,8 +92,16 @@ class PublishRunOperator(CganBaseOperator):
             published = publish_run(store, client, self.bucket, self.run_prefix,
                                     metadata=metadata, log=self.log.info, tmp_dir=tmp)
         endpoint = (client.meta.endpoint_url or "").rstrip("/")
-        url = published_url_template().format(endpoint=endpoint, bucket=self.bucket, prefix=self.run_prefix)
+        url = published_url_template().format(endpoint=endpoint, bucket=self.bucket, prefix=self.run_prefix,
+                                              name=self.run_prefix.rsplit("/", 1)[-1])
         ti.xcom_push(key=URL_XCOM_KEY, value=url)
+        summary = metadata.get("summary") or {}
+        extra = {"run_id": ti.run_id, "bucket": self.bucket, "manifest": published.manifest_key,
+                 "grids": summary.get("grids"), "label_accuracy": summary.get("label_accuracy"),
+                 "grids_per_s": summary.get("grids_per_s"), "gate": published.status}
+        for outlet in self.outlets:  # the published-run Asset: other DAGs schedule on it (its extra says which run)
+            context["outlet_events"][outlet].extra = extra
         self.log.info("Published %d objects (%d bytes); manifest s3://%s/%s", published.objects,
                       published.bytes, self.bucket, published.manifest_key)
-        return {"uri": published.uri, "manifest": published.manifest_key, "objects": published.objects}
+        return {"uri": published.uri, "manifest": published.manifest_key, "objects": published.objects,
+                "status": published.status}

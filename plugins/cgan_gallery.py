@@ -254,28 +254,40 @@ def _rows(pairs: list[tuple[str, str]]) -> str:
     return "".join(f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in pairs)
 
 
+def _gate_html(run) -> str:
+    if run.status == "rejected":
+        return f'<span class=warn title="{e("; ".join(run.gate_failures))}">rejected</span>'
+    return "accepted"
+
+
 @app.get("/", response_class=HTMLResponse)
-def index(request: Request, user=Depends(require_user)):
-    from cgan.gallery import list_runs, trend
+def index(request: Request, kind: str = Query("all", pattern="^(all|nightly|manual)$"), user=Depends(require_user)):
+    from cgan.gallery import list_runs, run_kind, trend
     from cgan.published_layout import RUNS_PREFIX
 
     listing = _store_call(list_runs)
     bucket = _bucket()
     body = [f"<h1>{e(TITLE)}</h1><p class=muted>Published runs of <code>s3://{e(bucket)}/{e(RUNS_PREFIX)}</code>, "
             f"newest first ({len(listing.runs)} shown). A run is published once its manifest is written.</p>"]
-    if listing.runs:
-        body.append("<h2>Trend over the runs</h2>")
-        body.append(trend_svg(trend(listing.runs)))
+    runs = [r for r in listing.runs if kind in ("all", run_kind(r.run_id))]
+    body.append("<p>Show: " + " | ".join(
+        f"<b>{k}</b>" if k == kind else f'<a href="{e(_root(request))}/?kind={k}">{k}</a>'
+        for k in ("all", "nightly", "manual")) + "</p>")
+    if runs:
+        body.append("<h2>Trend over time</h2><p class=muted>Filled points joined by a line: nightly (scheduled) "
+                    "runs; hollow points: manual runs. x: the run's logical date.</p>")
+        body.append(trend_svg(trend(runs)))
         body.append("<h2>Runs</h2><table><thead><tr><th>run id</th><th>logical date</th><th>target, backend</th>"
                     "<th>grids</th><th>grids/s</th><th>latency mean (ms)</th><th>label accuracy</th>"
-                    "<th>parity max abs err</th><th></th></tr></thead><tbody>")
-        for run in listing.runs:
+                    "<th>parity max abs err</th><th>quality gate</th><th></th></tr></thead><tbody>")
+        for run in runs:
             url = e(_run_url(request, run.name))
             body.append(
                 f'<tr><td><a href="{url}">{e(run.run_id)}</a></td><td class=nw>{_when(run.logical_date)}</td>'
                 f"<td>{e(run.target or '')}, {e(run.backend or '')}</td><td class=n>{_num(run.grids, '{:,}')}</td>"
                 f"<td class=n>{_num(run.grids_per_s)}</td><td class=n>{_num(run.latency_ms_mean)}</td>"
                 f"<td class=n>{_pct(run.label_accuracy)}</td><td class=n>{_num(run.parity_max_abs_err, '{:.2e}')}</td>"
+                f"<td>{_gate_html(run)}</td>"
                 f'<td class=nw><a href="{url}">open</a></td></tr>')
         body.append("</tbody></table>")
     else:
@@ -304,6 +316,9 @@ def run_page(request: Request, name: str, page: int = Query(1, ge=1, le=1_000_00
     body = [f"<h1>Run {e(s.run_id)}</h1><p class=muted>logical date {_when(s.logical_date)}, published "
             f"{_when(s.published_at)}</p>"]
     body.extend(f'<p class=warn>{e(p)}</p>' for p in run.problems)
+    if s.status == "rejected":
+        body.append("<p class=warn>Rejected by the quality gate: published for inspection only; latest.json "
+                    "does not name it. " + e("; ".join(s.gate_failures)) + "</p>")
     figures = [("grids", _num(s.grids, "{:,}")), ("target, backend", f"{e(s.target or '')}, {e(s.backend or '')}"),
                ("grids/s", _num(s.grids_per_s)), ("latency mean (ms)", _num(s.latency_ms_mean)),
                ("label accuracy", _pct(s.label_accuracy)), ("parity max abs err", _num(s.parity_max_abs_err, "{:.2e}")),
@@ -418,8 +433,19 @@ def _details_html(manifest: dict) -> str:
 
 
 def trend_svg(points, width: int = 960, height: int = 190) -> str:
-    """Inline SVG: grids/s and label accuracy per run (oldest left), two panels side by side."""
+    """Inline SVG: grids/s and label accuracy per run on a time axis (oldest left), two panels side
+    by side; nightly runs are filled points joined by a line, manual runs hollow points."""
     n = len(points)
+    times = [p.when.timestamp() if p.when else None for p in points]
+    known_t = [t for t in times if t is not None]
+    t_lo, t_hi = (min(known_t), max(known_t)) if known_t else (0.0, 0.0)
+
+    def frac(i: int) -> float:  # position on the time axis; runs without a time keep their order
+        t = times[i]
+        if t is None or t_hi <= t_lo:
+            return 0.5 if n == 1 else i / (n - 1)
+        return (t - t_lo) / (t_hi - t_lo)
+
     gap, left, right, top, bottom = 40, 58, 10, 20, 26
     panel_w = (width - gap) / 2
     plot_w, plot_h = panel_w - left - right, height - top - bottom
@@ -429,7 +455,7 @@ def trend_svg(points, width: int = 960, height: int = 190) -> str:
               ("label accuracy", [p.label_accuracy for p in points], "{:.1%}", "#059669", True))
     for k, (label, values, fmt, color, unit) in enumerate(panels):
         x0 = k * (panel_w + gap) + left
-        xs = [x0 + (plot_w / 2 if n == 1 else i * plot_w / (n - 1)) for i in range(n)]
+        xs = [x0 + frac(i) * plot_w for i in range(n)]
         known = [v for v in values if v is not None]
         lo, hi = (min(known), max(known)) if known else (0.0, 1.0)
         if unit:
@@ -449,13 +475,16 @@ def trend_svg(points, width: int = 960, height: int = 190) -> str:
             parts.append(f'<line x1="{x0}" x2="{x0 + plot_w:.1f}" y1="{ypos(v):.1f}" y2="{ypos(v):.1f}" '
                          f'stroke="#e5e7eb"/><text x="{x0 - 6}" y="{ypos(v) + 4:.1f}" text-anchor="end">'
                          f"{e(fmt.format(v))}</text>")
-        line = [f"{x:.1f},{ypos(v):.1f}" for x, v in zip(xs, values, strict=True) if v is not None]
+        line = [f"{x:.1f},{ypos(v):.1f}" for x, v, p in zip(xs, values, points, strict=True)
+                if v is not None and p.kind == "nightly"]
         if len(line) > 1:
             parts.append(f'<polyline points="{" ".join(line)}" fill="none" stroke="{color}" stroke-width="2"/>')
         for x, v, p in zip(xs, values, points, strict=True):
             if v is not None:
-                parts.append(f'<circle cx="{x:.1f}" cy="{ypos(v):.1f}" r="3.5" fill="{color}"><title>'
-                             f'{e(p.run_id)} ({e(p.logical_date or "")}): {e(fmt.format(v))}</title></circle>')
+                fill = color if p.kind == "nightly" else "#fff"
+                parts.append(f'<circle cx="{x:.1f}" cy="{ypos(v):.1f}" r="3.5" fill="{fill}" stroke="{color}" '
+                             f'stroke-width="1.5" data-kind="{e(p.kind)}"><title>{e(p.kind)} run {e(p.run_id)} '
+                             f'({e(p.logical_date or "")}): {e(fmt.format(v))}</title></circle>')
         for i in sorted({0, n - 1}) if n else []:
             anchor = "middle" if n == 1 else "start" if i == 0 else "end"
             parts.append(f'<text x="{xs[i]:.1f}" y="{height - 8}" text-anchor="{anchor}">'

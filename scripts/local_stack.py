@@ -50,6 +50,8 @@ def local_env(endpoint: str) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__API__PORT": str(API_PORT),
+        # Airflow's [api] host defaults to 0.0.0.0 (every interface): the local stack serves this machine only
+        "AIRFLOW__API__HOST": env.get("CGAN_UI_HOST") or "127.0.0.1",
         "PYTHONPATH": str(REPO),
         "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
         "CGAN_ARTIFACT_ROOT": env.get("CGAN_ARTIFACT_ROOT") or (VAR / "artifacts").as_uri(),

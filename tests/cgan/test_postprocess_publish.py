@@ -182,3 +182,26 @@ def test_a_body_corrupted_in_transit_is_refused_by_the_server_and_nothing_is_pub
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="pub-corrupt").get("Contents", [])]
     assert "runs/r1/manifest.json" not in keys and LATEST_NAME not in keys
     assert not [k for k in keys if k.endswith("grid_000001.png")]
+
+
+def test_a_rejected_run_is_published_for_inspection_and_latest_json_stays(workspace, upstream_checkpoint,
+                                                                          local_s3, tmp_path):
+    store, shards = workspace
+    summary = postprocess_run(store, shards, upstream_checkpoint)  # an untrained generator: rejected
+    assert summary["gate"] == "rejected"
+    client = local_s3["client"]
+    client.create_bucket(Bucket="pub-gate")
+    good = build_metadata(run_id="ok", logical_date="2026-11-25T02:00:00", params={}, export=None, convert=None,
+                          postprocess=dict(summary, gate="accepted", gate_failures=[]))
+    publish_run(store, client, "pub-gate", "runs/ok", metadata=good, tmp_dir=tmp_path / "a", log=lambda m: None)
+    lines: list[str] = []
+    bad = build_metadata(run_id="bad", logical_date="2026-11-26T02:00:00", params={}, export=None, convert=None,
+                         postprocess=summary)
+    published = publish_run(store, client, "pub-gate", "runs/bad", metadata=bad, tmp_dir=tmp_path / "b",
+                            log=lines.append)
+    manifest = json.loads(client.get_object(Bucket="pub-gate", Key="runs/bad/manifest.json")["Body"].read())
+    assert published.status == manifest["status"] == "rejected" and manifest["objects"]
+    assert manifest["summary"]["gate_failures"][0].startswith("label_accuracy")
+    latest = json.loads(client.get_object(Bucket="pub-gate", Key=LATEST_NAME)["Body"].read())
+    assert latest["manifest"] == "runs/ok/manifest.json"  # the newer run was rejected: latest stays
+    assert any("latest.json kept: the run failed the quality gate" in line for line in lines)

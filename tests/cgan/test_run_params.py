@@ -123,3 +123,33 @@ def test_the_label_sample_is_planned_once_and_split_over_the_shards():
     for s in shards:
         assert all(s["start"] <= g < s["start"] + s["count"] for g in s["judge"]) and s["judge"]
     assert [g for s in plan_shards(5, "cpu", [0], 2) for g in s["judge"]] == [0, 1, 2, 3, 4]
+
+
+def test_checkpoints_only_from_the_configured_roots(tmp_path, monkeypatch):
+    from cgan import config
+    from cgan.run_params import check_checkpoint_root
+
+    monkeypatch.delenv("CGAN_CHECKPOINT_ROOTS", raising=False)
+    roots = config.checkpoint_roots()
+    assert roots == ["models"]
+    assert check_checkpoint_root("models/cgan_generator.pth", roots)
+    for outside in ("/etc/passwd", "cgan/config.py", "s3://any-bucket/g.pth"):
+        with pytest.raises(ParamError, match="outside the checkpoint roots .*CGAN_CHECKPOINT_ROOTS"):
+            check_checkpoint_root(outside, roots)
+    link = tmp_path / "models-link.pth"  # a link inside a root that points out of it is followed
+    link.symlink_to("/etc/hostname")
+    with pytest.raises(ParamError, match="outside the checkpoint roots"):
+        check_checkpoint_root(str(link), [str(tmp_path / "models")])
+    monkeypatch.setenv("CGAN_CHECKPOINT_ROOTS", f"models, {tmp_path}, s3://ckpts/team-a")
+    roots = config.checkpoint_roots()
+    assert check_checkpoint_root(str(tmp_path / "g.pth"), roots)
+    assert check_checkpoint_root("s3://ckpts/team-a/g.pth", roots)
+    with pytest.raises(ParamError, match="outside"):
+        check_checkpoint_root("s3://ckpts/team-b/g.pth", roots)
+    when = datetime(2026, 11, 26, 2, tzinfo=UTC)
+    with pytest.raises(ParamError, match="outside the checkpoint roots"):
+        make_plan({"checkpoint": "/etc/passwd"}, run_id="r", logical_date=when, artifact_root="file:///x",
+                  checkpoint_roots=["models"])
+    monkeypatch.setenv("CGAN_CHECKPOINT_ROOTS", "s3://Bad_Bucket")
+    with pytest.raises(config.ConfigError, match="CGAN_CHECKPOINT_ROOTS"):
+        config.checkpoint_roots()

@@ -60,6 +60,26 @@ print("STATES" + json.dumps(states))
 """
 
 
+ASSET_EVENTS = r"""
+import json, sys
+from airflow.models.asset import AssetEvent, AssetModel
+from airflow.utils.session import create_session
+with create_session() as session:
+    rows = (session.query(AssetEvent, AssetModel).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.uri == sys.argv[1]).order_by(AssetEvent.id).all())
+    print("EVENTS" + json.dumps([{"uri": a.uri, "extra": e.extra} for e, a in rows]))
+"""
+
+
+def asset_events(env: dict[str, str], uri: str) -> list[dict]:
+    """The events of the Asset with this URI in the Airflow DB, oldest first (uri and extra)."""
+    proc = subprocess.run([sys.executable, "-c", ASSET_EVENTS, uri], env=env, capture_output=True, text=True,
+                          timeout=300)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("EVENTS")]
+    assert line, proc.stderr[-3000:]
+    return json.loads(line[0][len("EVENTS"):])
+
+
 def task_states(env: dict[str, str]) -> dict[str, list[str]]:
     """Each task's states (one per map index) in the newest cgan_generation run of the DB."""
     proc = subprocess.run([sys.executable, "-c", STATES], env=env, capture_output=True, text=True, timeout=300)
@@ -73,6 +93,7 @@ BAD_CONFS = [
     {"soc_version": "Ascend310; reboot"}, {"devices": []}, {"devices": [0, 0]}, {"devices": ["0"]},
     {"checkpoint": "models/x.pth && curl x"}, {"precision_mode": "fast"}, {"seed": -1},
     {"precision": "fp16"}, {"npu_tool": "trtexec"},
+    {"num_grids": -5}, {"num_grids": 200000}, {"grids_per_shard": 0}, {"threads": 65},
 ]
 
 
@@ -109,13 +130,22 @@ def test_defaults_validate_and_bad_input_is_refused(parsed):
     assert all(parsed["schema"][k].get("title") and parsed["schema"][k].get("description") for k in parsed["schema"])
 
 
+def test_no_number_field_gives_the_form_bounds_it_would_clamp_to(parsed):
+    """Airflow 3.3's form hands schema minimum/maximum to its number input, which clamps a typed
+    value on blur (0 -> 1, 200000 -> 100000) and runs that; the bounds are exclusive* instead,
+    which the form's validation checks (the out-of-range values in BAD_CONFS are refused)."""
+    for name, schema in parsed["schema"].items():
+        assert "minimum" not in schema and "maximum" not in schema, name
+    assert parsed["schema"]["num_grids"]["exclusiveMinimum"] == 0
+
+
 def test_graph_branches_and_queues(parsed):
     tasks, down = parsed["tasks"], parsed["downstream"]
     assert down["choose_target"] == ["atc_convert", "onnxruntime_infer"]
     assert down["atc_convert"] == ["msame_infer"]
     assert down["msame_infer"] == down["onnxruntime_infer"] == ["postprocess"]
-    assert down["postprocess"] == ["publish"]
-    assert down["publish"] == ["cleanup"] and tasks["cleanup"]["trigger_rule"] == "all_success"
+    assert down["postprocess"] == ["publish", "quality_gate"]
+    assert down["publish"] == ["cleanup", "quality_gate"] and tasks["cleanup"]["trigger_rule"] == "all_success"
     assert tasks["atc_convert"]["queue"] == tasks["msame_infer"]["queue"] == "ascend"
     assert tasks["msame_infer"]["pool"] == "ascend_npu"
     assert tasks["onnxruntime_infer"]["queue"] == "default" and tasks["export_onnx"]["queue"] == "default"
@@ -171,6 +201,10 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     assert [p.name for p in (root / "models").glob("*/*")] == ["cgan.onnx", "entry.json"] or sorted(
         p.name for p in (root / "models").glob("*/*")) == ["cgan.onnx", "entry.json"]
     assert "Removed the published run's workspace" in log
+    events = asset_events(env, "s3://dagtest/runs")  # the publish task's Asset event, for other DAGs
+    assert len(events) == 1 and events[0]["extra"]["manifest"] == latest["manifest"], events
+    assert events[0]["extra"]["grids"] == 5 and events[0]["extra"]["gate"] == "accepted"
+    assert events[0]["extra"]["label_accuracy"] > 0.9 and events[0]["extra"]["grids_per_s"] > 0
 
 
 @pytest.mark.slow
@@ -301,3 +335,67 @@ def test_ascend_run_with_standins_converts_once_and_publishes(airflow_home, loca
     root = tmp_path / "artifacts"  # the om and the ONNX once each, by content; no workspace left
     assert sorted(p.relative_to(root).as_posix().split("/")[0] for p in root.rglob("*") if p.is_file()) == [
         "atc-cache", "atc-cache", "models", "models"]
+
+
+def test_a_collapsed_generator_is_published_rejected_and_the_run_fails_at_the_gate(
+        airflow_home, local_s3, tmp_path, committed_generator):
+    """A generator that draws one style per digit (every digit readable) through the real DAG; the
+    failure alert reaches a real local webhook receiver."""
+    from tests.alert_receiver import webhook_receiver
+    from tests.cgan.gate_models import broken_checkpoint
+
+    checkpoint = broken_checkpoint(committed_generator, tmp_path / "collapsed.pth", "collapsed")
+    client = local_s3["client"]
+    client.create_bucket(Bucket="gatetest")
+    env = airflow_env(
+        airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET="gatetest",
+        CGAN_CHECKPOINT_ROOTS=f"models,{tmp_path}",
+        AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
+    )
+    with webhook_receiver() as (hook, alerts):
+        env["CGAN_ALERT_WEBHOOK_URL"] = hook
+        proc = dags_test(env, {"num_grids": 3, "seed": 4, "target": "cpu", "checkpoint": str(checkpoint)})
+    log = proc.stdout + proc.stderr
+    assert [a["task_id"] for a in alerts] == ["quality_gate"], alerts
+    assert "feature_diversity (worst digit) = 0.0 (needs >= 0.5)" in alerts[0]["reason"]
+    assert alerts[0]["run_id"].startswith("manual__") and "quality_gate" in alerts[0]["log_url"]
+    assert local_s3["secret_key"] not in str(alerts)
+    assert "quality gate: the run is rejected: feature_diversity (worst digit) = 0.0 (needs >= 0.5)" in log, log[-6000:]
+    states = task_states(env)
+    assert states["publish"] == ["success"] and states["quality_gate"] == ["failed"], states
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="gatetest").get("Contents", [])]
+    assert "latest.json" not in keys  # rejected: published for inspection only
+    manifest_key = next(k for k in keys if k.endswith("/manifest.json"))
+    manifest = json.loads(client.get_object(Bucket="gatetest", Key=manifest_key)["Body"].read())
+    assert manifest["status"] == "rejected" and manifest["summary"]["feature_diversity"] == 0.0
+
+
+def test_fp16_npu_outputs_are_judged_by_the_precision_mode(airflow_home, local_s3, tmp_path):
+    """The msame stand-in returns fp16-rounded outputs: accepted under force_fp16, rejected on parity
+    when the run claims must_keep_origin_dtype (fp32)."""
+    from tests.standins.fixtures import STANDINS, TOOLKIT_VERSION
+
+    home = tmp_path / "ascend-toolkit"
+    info = home / "latest" / "x86_64-linux" / "ascend_toolkit_install.info"
+    info.parent.mkdir(parents=True)
+    info.write_text(f"version={TOOLKIT_VERSION}\n")
+    (home / "set_env.sh").write_text(  # the stand-in CANN set_env.sh (tests only)
+        f'export ASCEND_TOOLKIT_HOME="{home}/latest"\nexport ASCEND_OPP_PATH="{home}/latest/opp"\n'
+        f'export PATH="{STANDINS}:$PATH"\n')
+    client = local_s3["client"]
+    client.create_bucket(Bucket="fp16test")
+    env = airflow_env(
+        airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET="fp16test",
+        CGAN_ASCEND_TOOLKIT=str(home), CGAN_MSAME=str(STANDINS / "msame"), STANDIN_MSAME_FP16="1",
+        AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
+    )
+    conf = {"num_grids": 2, "seed": 5, "target": "ascend", "devices": [0], "precision_mode": "must_keep_origin_dtype"}
+    proc = dags_test(env, conf)
+    log = proc.stdout + proc.stderr
+    assert "parity_max_abs_err (ascend, must_keep_origin_dtype) = 0.000" in log, log[-6000:]
+    assert task_states(env)["quality_gate"] == ["failed"]
+    proc = dags_test(env, dict(conf, precision_mode="force_fp16"))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    latest = json.loads(client.get_object(Bucket="fp16test", Key="latest.json")["Body"].read())
+    manifest = json.loads(client.get_object(Bucket="fp16test", Key=latest["manifest"])["Body"].read())
+    assert manifest["status"] == "accepted" and 1e-4 < manifest["summary"]["parity_max_abs_err"] <= 0.05

@@ -44,7 +44,7 @@ def generator_grid_pngs(seed: int, count: int) -> list[bytes]:
 def publish_fake_run(client, bucket: str, tmp_path: Path, name: str, *, run_id: str, logical_date: str,
                      grids: int = 3, grids_per_s: float = 10.0, label_accuracy: float = 0.9,
                      latency_ms_mean: float = 80.0, grid_pngs: list[bytes] | None = None,
-                     latency_plot: bytes | None = None) -> dict:
+                     latency_plot: bytes | None = None, gate_failures: list[str] | None = None) -> dict:
     """A run published exactly as the publish task does it (publish_run: objects, then manifest)."""
     from PIL import Image
 
@@ -78,6 +78,8 @@ def publish_fake_run(client, bucket: str, tmp_path: Path, name: str, *, run_id: 
     pngs["perf/latency.png"] = plot.read_bytes()
     summary = {"grids": grids, "label_accuracy": label_accuracy, "parity_max_abs_err": 2e-6,
                "grids_per_s": grids_per_s, "latency_ms_mean": latency_ms_mean, "backend": "onnxruntime"}
+    if gate_failures is not None:  # the quality gate's verdict, as postprocess records it
+        summary.update(gate="rejected" if gate_failures else "accepted", gate_failures=gate_failures)
     metadata = build_metadata(run_id=run_id, logical_date=logical_date,
                               params={"num_grids": grids, "seed": 7, "target": "cpu"},
                               export={"onnx_sha256": "ab" * 32, "checkpoint_sha256": "cd" * 32}, convert=None,

@@ -135,3 +135,45 @@ def test_runs_published_before_attempts_and_hostile_roots(local_s3, tmp_path, ca
     assert load_run(client, "gallery-legacy", "evil", cache=cache).grids == []
     with pytest.raises(NotFound):
         open_png(client, "gallery-legacy", "evil", "grids/grid_000000.png", cache=cache)
+
+
+def test_a_rejected_run_is_listed_as_rejected_with_what_it_missed(local_s3, tmp_path, cache):
+    from tests.plugins.conftest import load_plugin_module
+
+    client = local_s3["client"]
+    client.create_bucket(Bucket="gallery-gate")
+    publish_fake_run(client, "gallery-gate", tmp_path, "ok", run_id="ok", logical_date="2026-01-01T00:00:00+00:00",
+                     gate_failures=[])
+    publish_fake_run(client, "gallery-gate", tmp_path, "bad", run_id="bad", logical_date="2026-01-02T00:00:00+00:00",
+                     gate_failures=["label_accuracy = 0.1 (needs >= 0.9)"])
+    runs = {r.name: r for r in list_runs(client, "gallery-gate", cache=cache).runs}
+    assert runs["ok"].status == "accepted" and runs["bad"].status == "rejected"
+    assert runs["bad"].gate_failures == ("label_accuracy = 0.1 (needs >= 0.9)",)
+    plugin = load_plugin_module()
+    assert plugin._gate_html(runs["ok"]) == "accepted"
+    assert ">rejected<" in plugin._gate_html(runs["bad"]) and "needs &gt;= 0.9" in plugin._gate_html(runs["bad"])
+
+
+def test_trend_is_on_a_time_axis_and_tells_nightly_from_manual(local_s3, tmp_path, cache):
+    import re
+
+    from tests.plugins.conftest import load_plugin_module
+
+    client = local_s3["client"]
+    client.create_bucket(Bucket="gallery-time")
+    for name, run_id, day in (("n1", "scheduled__2026-01-01T02:00:00+00:00", "01"),
+                              ("m1", "manual__2026-01-02T09:00:00+00:00", "02"),
+                              ("n2", "scheduled__2026-01-11T02:00:00+00:00", "11")):
+        publish_fake_run(client, "gallery-time", tmp_path, name, run_id=run_id,
+                         logical_date=f"2026-01-{day}T02:00:00+00:00")
+    runs = list_runs(client, "gallery-time", cache=cache).runs
+    points = trend(runs)
+    assert [(p.name, p.kind) for p in points] == [("n1", "nightly"), ("m1", "manual"), ("n2", "nightly")]
+    assert [p.name for p in trend(runs, "nightly")] == ["n1", "n2"]
+    assert [p.name for p in trend(runs, "manual")] == ["m1"]
+    svg = load_plugin_module().trend_svg(points)
+    first_panel = re.findall(r'<circle cx="([\d.]+)"[^>]*fill="([^"]+)"[^>]*data-kind="(\w+)"', svg)[:3]
+    xs = [float(x) for x, _, _ in first_panel]
+    assert abs((xs[1] - xs[0]) / (xs[2] - xs[0]) - 0.1) < 0.01  # 1 day of 10: placed by time, not by index
+    assert [(fill == "#fff", kind) for _, fill, kind in first_panel] == [(False, "nightly"), (True, "manual"),
+                                                                       (False, "nightly")]

@@ -28,7 +28,7 @@ def dag_env(airflow_home, local_s3, tmp_path):
     def make(**extra):
         return airflow_env(
             airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET=bucket,
-            CGAN_RETRY_DELAY_S="1",
+            CGAN_RETRY_DELAY_S="1", CGAN_CHECKPOINT_ROOTS=f"models,{tmp_path}",
             AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
             **extra)
 

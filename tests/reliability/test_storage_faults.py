@@ -385,7 +385,7 @@ def test_publish_success_through_the_operator_keeps_secrets_out_of_xcom(finished
     check_manifest_complete(local_s3["client"], "rel-op-ok", "runs/op/manifest.json")
     shown = json.dumps(result) + json.dumps(ti.pushed) + all_logs.text
     shown += get(local_s3["client"], "rel-op-ok", "runs/op/manifest.json").decode()
-    assert local_s3["secret_key"] not in shown and "manifest.json" in ti.pushed["published_url"]
+    assert local_s3["secret_key"] not in shown and ti.pushed["published_url"] == "/cgan-gallery/runs/op"
 
 
 def test_multipart_uploads_carry_a_sha256_per_part(finished_workspace, local_s3, tmp_path, monkeypatch):

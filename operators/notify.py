@@ -1,0 +1,67 @@
+"""FailureAlert: an Airflow notifier that sends a failed task's alert (cgan.alerts) to the
+webhook and/or e-mail of the settings (CGAN_ALERT_*). A delivery that fails is logged, never
+raised: an alert must not change the task's outcome."""
+
+from __future__ import annotations
+
+import logging
+
+from airflow.sdk import BaseNotifier
+
+log = logging.getLogger(__name__)
+
+
+class FailureAlert(BaseNotifier):
+    """on_failure_callback of the DAG's tasks: names the run, the failed task, the reason, the log link."""
+
+    def notify(self, context) -> None:
+        from cgan import alerts, config
+
+        targets = config.alert_targets()
+        if not targets["webhook"] and not targets["email_to"]:
+            return
+        ti = context["ti"]
+        alert = alerts.make_alert(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+                                  reason=str(context.get("exception") or "unknown (see the log)"),
+                                  log_url=getattr(ti, "log_url", "") or "")
+        if targets["webhook"]:
+            try:
+                alerts.send_webhook(targets["webhook"], alert)
+            except OSError as exc:
+                log.warning("failure alert to the webhook not delivered: %s", alerts.redact(str(exc)))
+        if targets["email_to"]:
+            try:
+                alerts.send_email(alert, host=targets["smtp_host"], port=targets["smtp_port"],
+                                  sender=targets["email_from"], to=targets["email_to"])
+            except OSError as exc:
+                log.warning("failure alert e-mail not delivered: %s", alerts.redact(str(exc)))
+
+
+async def late_run_alert(context: dict | None = None, **_kwargs) -> None:
+    """The DAG's Deadline Alert callback (runs in the triggerer): the run has not finished
+    CGAN_LATE_AFTER_MINUTES after it was queued. `context` is what the scheduler hands deadline
+    callbacks: {"dag_run": {...}, "deadline": {...}}."""
+    import asyncio
+
+    from cgan import alerts, config
+
+    targets = config.alert_targets()
+    run = (context or {}).get("dag_run") or {}
+    deadline = (context or {}).get("deadline") or {}
+    alert = alerts.make_alert(
+        dag_id=str(run.get("dag_id", "cgan_generation")), run_id=str(run.get("dag_run_id") or run.get("run_id") or "?"),
+        task_id="(none failed: the run is late)",
+        reason=f"the run has not finished by its deadline {deadline.get('deadline_time', '?')} "
+               f"({config.late_after_minutes()} min after it was queued); state {run.get('state', '?')}",
+        log_url=f"/dags/{run.get('dag_id', 'cgan_generation')}/runs/{run.get('dag_run_id') or run.get('run_id') or ''}")
+    if targets["webhook"]:
+        try:
+            await asyncio.to_thread(alerts.send_webhook, targets["webhook"], alert)
+        except OSError as exc:
+            log.warning("late-run alert to the webhook not delivered: %s", alerts.redact(str(exc)))
+    if targets["email_to"]:
+        try:
+            await asyncio.to_thread(alerts.send_email, alert, host=targets["smtp_host"], port=targets["smtp_port"],
+                                    sender=targets["email_from"], to=targets["email_to"])
+        except OSError as exc:
+            log.warning("late-run alert e-mail not delivered: %s", alerts.redact(str(exc)))
