@@ -387,9 +387,11 @@ def test_fp16_npu_outputs_are_judged_by_the_precision_mode(airflow_home, local_s
     env = airflow_env(
         airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET="fp16test",
         CGAN_ASCEND_TOOLKIT=str(home), CGAN_MSAME=str(STANDINS / "msame"), STANDIN_MSAME_FP16="1",
+        CGAN_NPU_DEVICES="0", CGAN_NPU_LOCK_DIR=str(tmp_path / "npu-locks"), STANDIN_MSAME_DEVICES="0",
         AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
     )
-    conf = {"num_grids": 2, "seed": 5, "target": "ascend", "devices": [0], "precision_mode": "must_keep_origin_dtype"}
+    conf = {"num_grids": 2, "seed": 5, "target": "ascend", "devices": [0],
+            "precision_mode": "must_keep_origin_dtype"}
     proc = dags_test(env, conf)
     log = proc.stdout + proc.stderr
     assert "parity_max_abs_err (ascend, must_keep_origin_dtype) = 0.000" in log, log[-6000:]
