@@ -79,7 +79,10 @@ def start(data_dir: str | os.PathLike, s3_port: int | None = None, *, timeout: f
     cmd = [
         weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-master.telemetry=false", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
-        "-s3.port.lance=0", f"-s3.port={s3_port}", f"-master.port={master}",
+        # -volume.max: each bucket is a collection with volumes of its own; mini's default count
+        # ran out after ~43 buckets (PutObject: InternalError, "no free volumes left"), which one
+        # test session's server passes. Volumes are sparse: 120 buckets took 2 MB of disk.
+        "-s3.port.lance=0", "-volume.max=1000", f"-s3.port={s3_port}", f"-master.port={master}",
         f"-volume.port={volume}", f"-filer.port={filer}", f"-admin.port={filer + 5}",
     ]
     log = open(log_path or data_dir / "weed.log", "ab")
