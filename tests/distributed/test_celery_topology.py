@@ -83,7 +83,7 @@ CONF = {"target": "ascend", "num_grids": 3, "devices": [0, 1], "seed": 1, "grids
 ASCEND_TASKS = {"atc_convert", "msame_infer"}
 RAN = {("plan", -1), ("shards", -1), ("export_onnx", -1), ("input_bins", -1), ("choose_target", -1),
        ("atc_convert", -1), ("msame_infer", 0), ("msame_infer", 1), ("postprocess", -1), ("publish", -1),
-       ("cleanup", -1)}
+       ("cleanup", -1), ("quality_gate", -1)}
 RUN_DEADLINE_S = 12 * 60
 DAG_PARSE_DEADLINE_S = 180
 
