@@ -35,13 +35,32 @@ DAG is parsed, the artifact root by the run's first task).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import TypeVar
 
 from cgan.errors import CganError
 from cgan.run_params import PROJECT_ROOT
 
+_Number = TypeVar("_Number", int, float)
+
 
 class ConfigError(CganError, ValueError):
     """A deployment setting (environment variable) has a value that cannot work."""
+
+
+def env_number(name: str, default: object, lo: _Number, hi: _Number, unit: str, kind: type[_Number], *,
+               env: Mapping[str, str] | None = None, error: type[Exception] = ConfigError) -> _Number:
+    """The number in environment variable `name` (`default` when unset or empty), of `kind` (int:
+    digits only; float), in lo..hi; else `error` naming the variable, its value, the unit and the range."""
+    raw = (os.environ if env is None else env).get(name) or str(default)
+    try:
+        value = kind(raw) if kind is float or raw.isdigit() else None
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        what = "a whole number" if kind is int else "a number"
+        raise error(f"{name}={raw!r} must be {what} of {unit} in {lo}..{hi}")
+    return value
 
 
 def artifact_root() -> str:
@@ -135,14 +154,7 @@ def npu_tool() -> str:
 
 def retry_delay_s() -> float:
     """First retry delay of the DAG's tasks in seconds (tests lower it; production keeps 30)."""
-    raw = os.environ.get("CGAN_RETRY_DELAY_S") or "30"
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 3600:
-        raise ConfigError(f"CGAN_RETRY_DELAY_S={raw!r} must be a number of seconds in 0..3600")
-    return value
+    return env_number("CGAN_RETRY_DELAY_S", 30, 0, 3600, "seconds", float)
 
 
 def ort_split_deconv() -> bool:
@@ -163,14 +175,7 @@ def ort_split_deconv() -> bool:
 
 def workspace_retention_days() -> float:
     """Days a run workspace left behind (a failed run's) is kept before a later run removes it."""
-    raw = os.environ.get("CGAN_WORKSPACE_RETENTION_DAYS") or "7"
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 3650:
-        raise ConfigError(f"CGAN_WORKSPACE_RETENTION_DAYS={raw!r} must be a number of days in 0..3650")
-    return value
+    return env_number("CGAN_WORKSPACE_RETENTION_DAYS", 7, 0, 3650, "days", float)
 
 
 def cpu_precision() -> str:
@@ -189,10 +194,7 @@ def cpu_infer_tasks() -> int:
     Default: the cores of this machine, so at 1 ONNX Runtime thread per task (the form's default)
     the tasks never oversubscribe a LocalExecutor host. With Celery, set it to the sum over the
     default-queue workers of cores // threads, and each worker's concurrency to cores // threads."""
-    raw = os.environ.get("CGAN_CPU_INFER_TASKS") or str(os.cpu_count() or 1)
-    if not raw.isdigit() or not 1 <= int(raw) <= 4096:
-        raise ConfigError(f"CGAN_CPU_INFER_TASKS={raw!r} must be a whole number of tasks in 1..4096")
-    return int(raw)
+    return env_number("CGAN_CPU_INFER_TASKS", os.cpu_count() or 1, 1, 4096, "tasks", int)
 
 
 def gate_thresholds():
@@ -242,7 +244,4 @@ def alert_targets() -> dict:
 def late_after_minutes() -> int:
     """Minutes after a run is queued by which it must have finished, else a late-run alert
     (CGAN_LATE_AFTER_MINUTES, default 240)."""
-    raw = os.environ.get("CGAN_LATE_AFTER_MINUTES") or "240"
-    if not raw.isdigit() or not 1 <= int(raw) <= 10080:
-        raise ConfigError(f"CGAN_LATE_AFTER_MINUTES={raw!r} must be whole minutes in 1..10080")
-    return int(raw)
+    return env_number("CGAN_LATE_AFTER_MINUTES", 240, 1, 10080, "minutes", int)

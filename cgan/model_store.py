@@ -9,7 +9,7 @@ onnxsim). An entry is two objects under the artifact root (cgan.workspace.model_
 
 An entry counts only when entry.json exists and the ONNX matches its size and sha256, so a crash
 between the two writes, or a damaged file, is a miss (and is overwritten), never a bad hit: the
-same rule as the atc conversion cache (cgan.ascend.atc_cache).
+rule of cgan.store_entry, shared with the atc conversion cache (cgan.ascend.atc_cache).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cgan.artifacts import sha256_file
 from cgan.store import ArtifactStore, StoreError, join
+from cgan.store_entry import fetch_entry, put_entry
 from cgan.workspace import model_prefix
 
 EXPORT_FORMAT = "cgan-onnx-v1"  # bump when cgan.export changes what it writes
@@ -63,17 +64,8 @@ class ModelStore:
 
     def fetch(self, key: str, dest: Path) -> dict | None:
         """The entry's metadata with its ONNX copied to dest and checked, or None (a miss)."""
-        try:
-            if not self.store.exists(self.entry_key(key)):
-                return None
-            entry = json.loads(self.store.get_bytes(self.entry_key(key)))
-            self.store.get_file(self.onnx_key(key), dest)
-        except (StoreError, ValueError):
-            return None
-        if dest.stat().st_size != entry.get("onnx_bytes") or sha256_file(dest) != entry.get("onnx_sha256"):
-            dest.unlink(missing_ok=True)
-            return None
-        return entry
+        return fetch_entry(self.store, self.onnx_key(key), self.entry_key(key), dest,
+                           size_field="onnx_bytes", sha_field="onnx_sha256")
 
     def put(self, key: str, onnx_path: Path, entry: dict) -> dict:
         """Store an exported ONNX under key, the entry (with size, sha256, created) last."""
@@ -81,6 +73,5 @@ class ModelStore:
         entry = dict(entry, format=EXPORT_FORMAT, onnx_bytes=onnx_path.stat().st_size,
                      onnx_sha256=sha256_file(onnx_path),
                      created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        self.store.put_file(onnx_path, self.onnx_key(key))
-        self.store.put_bytes(json.dumps(entry, indent=2, sort_keys=True).encode(), self.entry_key(key))
+        put_entry(self.store, onnx_path, self.onnx_key(key), entry, self.entry_key(key))
         return entry

@@ -33,6 +33,7 @@ from cgan.ascend.target import host_target, om_target
 from cgan.ascend.toolkit import Toolkit
 from cgan.ascend.validate import check_path
 from cgan.store import ArtifactStore, StoreError, join
+from cgan.store_entry import fetch_entry, put_entry
 
 CACHE_FORMAT = "cgan-atc-cache-v2"  # v2: the target OS/architecture is part of the key
 DEFAULT_PREFIX = "atc-cache"
@@ -59,26 +60,17 @@ class AtcCache:
     def fetch(self, key: str, dest: Path, target: str) -> dict | None:
         """The entry's metadata with its om copied to dest, or None (a miss). An entry for
         another target than `target` (`<os>_<arch>`) is a miss."""
-        om_key, entry_key = self.keys(key)
-        try:
-            if not self.store.exists(entry_key):
-                return None
-            entry = json.loads(self.store.get_bytes(entry_key))
+        def for_target(entry: dict) -> bool:
             named = om_target(str(entry.get("om_name", "")))
-            if entry.get("target") != target or named not in (None, target):
-                return None
-            self.store.get_file(om_key, dest)
-        except (StoreError, ValueError, AttributeError):
-            return None
-        if dest.stat().st_size != entry.get("om_bytes") or sha256_file(dest) != entry.get("om_sha256"):
-            dest.unlink(missing_ok=True)
-            return None
-        return entry
+            return entry.get("target") == target and named in (None, target)
+
+        om_key, entry_key = self.keys(key)
+        return fetch_entry(self.store, om_key, entry_key, dest, size_field="om_bytes", sha_field="om_sha256",
+                           accept=for_target)
 
     def put(self, key: str, om_path: Path, entry: dict) -> None:
         om_key, entry_key = self.keys(key)
-        self.store.put_file(om_path, om_key)
-        self.store.put_bytes(json.dumps(entry, indent=2, sort_keys=True).encode(), entry_key)
+        put_entry(self.store, om_path, om_key, entry, entry_key)
 
 
 @dataclass

@@ -84,15 +84,10 @@ def lock_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def wait_s(env: Mapping[str, str] | None = None) -> float:
-    env = _env(env)
-    raw = env.get(ENV_WAIT_S) or str(DEFAULT_WAIT_S)
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 86_400:
-        raise AscendError(f"{ENV_WAIT_S}={raw!r}: seconds to wait for a free NPU, 0..86400")
-    return value
+    from cgan.config import env_number
+
+    return env_number(ENV_WAIT_S, DEFAULT_WAIT_S, 0, 86_400, "seconds to wait for a free NPU", float,
+                      env=_env(env), error=AscendError)
 
 
 def _try_lock(folder: Path, device: int) -> int | None:

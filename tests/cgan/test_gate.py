@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 
-from cgan.bins import write_bins
 from cgan.gate import (
     FP16_TOLERANCE,
     FP32_TOLERANCE,
@@ -16,10 +15,9 @@ from cgan.gate import (
     thresholds,
 )
 from cgan.postprocess import postprocess_run
-from cgan.run_params import ParamError, plan_shards, validate
-from cgan.store import open_store, upload_dir
-from cgan.workspace import outputs_prefix
+from cgan.run_params import ParamError, validate
 from tests.cgan.gate_models import broken_checkpoint
+from tests.workspaces import make_workspace
 
 GOOD = {"label_accuracy": 0.97, "per_class_accuracy": {str(d): 0.97 for d in range(10)},
         "parity_max_abs_err": 2e-6, "feature_diversity": 0.85}
@@ -61,18 +59,10 @@ def test_thresholds_are_overridden_per_run_and_checked():
 def _workspace(tmp_path, checkpoint, grids=3):
     """A workspace as the inference tasks leave it, the outputs made by ONNX Runtime from checkpoint."""
     from cgan.export import export_onnx
-    from cgan.runtimes.onnxruntime_runner import run_onnxruntime
 
     onnx_path = export_onnx(checkpoint, tmp_path / "g.onnx").onnx_path
-    store = open_store((tmp_path / "ws").as_uri())
-    shards = plan_shards(grids, "cpu", [0], grids)
-    for shard in shards:
-        local = tmp_path / shard["bins_prefix"]
-        write_bins(local, shard["count"], 11, start=shard["start"])
-        upload_dir(store, local, shard["bins_prefix"])
-        run = run_onnxruntime(onnx_path, local, tmp_path / f"out{shard['shard']}")
-        upload_dir(store, run.output_dir, outputs_prefix(shard["shard"]))
-    return store, shards
+    return make_workspace(tmp_path / "ws", onnx_path, checkpoint, grids=grids, per_shard=grids, seed=11,
+                          postprocess=False)
 
 
 def test_the_committed_generator_passes_the_gate(tmp_path, committed_generator):

@@ -5,28 +5,17 @@ import json
 
 import pytest
 
-from cgan.bins import write_bins
 from cgan.errors import InferenceError
 from cgan.postprocess import postprocess_run
 from cgan.publish import LATEST_NAME, PublishError, build_metadata, publish_run
-from cgan.run_params import plan_shards
-from cgan.runtimes.onnxruntime_runner import run_onnxruntime
-from cgan.store import open_store, upload_dir
-from cgan.workspace import outputs_prefix
+from tests.workspaces import make_workspace
 
 
 @pytest.fixture
-def workspace(tmp_path, upstream_onnx):
+def workspace(tmp_path, upstream_onnx, upstream_checkpoint):
     """A workspace as the inference tasks leave it: bins and outputs of 3 grids in 2 shards."""
-    store = open_store((tmp_path / "ws").as_uri())
-    shards = plan_shards(3, "cpu", [0], 2)
-    for shard in shards:
-        local = tmp_path / shard["bins_prefix"]
-        write_bins(local, shard["count"], 9, start=shard["start"])
-        upload_dir(store, local, shard["bins_prefix"])
-        run = run_onnxruntime(upstream_onnx, local, tmp_path / f"out{shard['shard']}")
-        upload_dir(store, run.output_dir, outputs_prefix(shard["shard"]))
-    return store, shards
+    return make_workspace(tmp_path / "ws", upstream_onnx, upstream_checkpoint, grids=3, per_shard=2,
+                          postprocess=False)
 
 
 def test_postprocess_writes_grids_quality_and_pooled_perf(workspace, upstream_checkpoint):

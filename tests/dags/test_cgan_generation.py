@@ -279,15 +279,9 @@ def test_ascend_run_with_standins_converts_once_and_publishes(airflow_home, loca
     """target=ascend through the real DAG, with the contract-faithful atc/msame stand-ins of
     tests/standins (no NPU exists here). Two runs of 2 shards, each shard leasing an NPU among the
     run's `devices`: msame first, then ais_bench (the stand-in API) with the cached om; the same grids."""
-    from tests.standins.fixtures import STANDINS, TOOLKIT_VERSION
+    from tests.standins.fixtures import STANDINS, TOOLKIT_VERSION, fake_toolkit_home
 
-    home = tmp_path / "ascend-toolkit"
-    info = home / "latest" / "x86_64-linux" / "ascend_toolkit_install.info"
-    info.parent.mkdir(parents=True)
-    info.write_text(f"version={TOOLKIT_VERSION}\n")
-    (home / "set_env.sh").write_text(  # the stand-in CANN set_env.sh (tests only)
-        f'export ASCEND_TOOLKIT_HOME="{home}/latest"\nexport ASCEND_OPP_PATH="{home}/latest/opp"\n'
-        f'export PATH="{STANDINS}:$PATH"\n')
+    home = fake_toolkit_home(tmp_path)
     client = local_s3["client"]
     client.create_bucket(Bucket="ascendtest")
     env = airflow_env(
@@ -373,15 +367,9 @@ def test_a_collapsed_generator_is_published_rejected_and_the_run_fails_at_the_ga
 def test_fp16_npu_outputs_are_judged_by_the_precision_mode(airflow_home, local_s3, tmp_path):
     """The msame stand-in returns fp16-rounded outputs: accepted under force_fp16, rejected on parity
     when the run claims must_keep_origin_dtype (fp32)."""
-    from tests.standins.fixtures import STANDINS, TOOLKIT_VERSION
+    from tests.standins.fixtures import STANDINS, fake_toolkit_home
 
-    home = tmp_path / "ascend-toolkit"
-    info = home / "latest" / "x86_64-linux" / "ascend_toolkit_install.info"
-    info.parent.mkdir(parents=True)
-    info.write_text(f"version={TOOLKIT_VERSION}\n")
-    (home / "set_env.sh").write_text(  # the stand-in CANN set_env.sh (tests only)
-        f'export ASCEND_TOOLKIT_HOME="{home}/latest"\nexport ASCEND_OPP_PATH="{home}/latest/opp"\n'
-        f'export PATH="{STANDINS}:$PATH"\n')
+    home = fake_toolkit_home(tmp_path)
     client = local_s3["client"]
     client.create_bucket(Bucket="fp16test")
     env = airflow_env(

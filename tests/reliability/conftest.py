@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.standins.fixtures import *  # noqa: F401,F403  (stand-in atc/msame fixtures)
+from tests.workspaces import make_workspace
 
 
 @pytest.fixture
@@ -89,29 +90,6 @@ def finished_workspace(tmp_path, upstream_onnx, upstream_checkpoint):
     return make_workspace(tmp_path / "ws", upstream_onnx, upstream_checkpoint, grids=6, per_shard=3)
 
 
-def make_workspace(root: Path, onnx: Path, checkpoint: Path, *, grids: int, per_shard: int, seed: int = 9,
-                   postprocess: bool = True):
-    from cgan.bins import write_bins
-    from cgan.postprocess import postprocess_run
-    from cgan.run_params import plan_shards
-    from cgan.runtimes.onnxruntime_runner import run_onnxruntime
-    from cgan.store import open_store, upload_dir
-    from cgan.workspace import outputs_prefix
-
-    store = open_store(root.as_uri())
-    shards = plan_shards(grids, "cpu", [0], per_shard)
-    local = root.parent / (root.name + "-local")
-    for shard in shards:
-        bins = local / shard["bins_prefix"]
-        write_bins(bins, shard["count"], seed, start=shard["start"])
-        upload_dir(store, bins, shard["bins_prefix"])
-        run = run_onnxruntime(onnx, bins, local / f"out{shard['shard']}")
-        upload_dir(store, run.output_dir, outputs_prefix(shard["shard"]))
-    if postprocess:
-        postprocess_run(store, shards, checkpoint, log=lambda m: None)
-    return store, shards
-
-
 def metadata(logical_date: str | None, run_id: str = "r") -> dict:
     from cgan.publish import build_metadata
 
@@ -151,20 +129,6 @@ def check_manifest_complete(client, bucket: str, manifest_key: str) -> dict:
 
 
 # --- the real DAG -------------------------------------------------------------------------
-
-
-def fake_toolkit_home(root: Path) -> Path:
-    """A stand-in CANN home whose set_env.sh puts the stand-in atc on PATH (as in the DAG tests)."""
-    from tests.standins.fixtures import STANDINS, TOOLKIT_VERSION
-
-    home = root / "ascend-toolkit"
-    info = home / "latest" / "x86_64-linux" / "ascend_toolkit_install.info"
-    info.parent.mkdir(parents=True, exist_ok=True)
-    info.write_text(f"version={TOOLKIT_VERSION}\n")
-    (home / "set_env.sh").write_text(
-        f'export ASCEND_TOOLKIT_HOME="{home}/latest"\nexport ASCEND_OPP_PATH="{home}/latest/opp"\n'
-        f'export PATH="{STANDINS}:$PATH"\n')
-    return home
 
 
 def latest_run_tasks(airflow_home: Path) -> dict[str, list[tuple[str, int]]]:

@@ -13,7 +13,7 @@ import secrets
 import pytest
 
 from tests.airflow_stack import airflow_env, dags_test, s3_connection
-from tests.reliability.conftest import fake_toolkit_home, get, latest_run_tasks, listing, task_log_files, xcom_values
+from tests.reliability.conftest import get, latest_run_tasks, listing, task_log_files, xcom_values
 
 SENTINEL = json.dumps({"manifest": "runs/earlier/manifest.json", "logical_date": "2000-01-01T00:00:00+00:00"}).encode()
 
@@ -43,7 +43,7 @@ def assert_nothing_published(client, bucket):
 
 
 def ascend_env(dag_env, tmp_path, **extra):
-    from tests.standins.fixtures import STANDINS
+    from tests.standins.fixtures import STANDINS, fake_toolkit_home
 
     return dag_env(CGAN_ASCEND_TOOLKIT=str(fake_toolkit_home(tmp_path)), CGAN_MSAME=str(STANDINS / "msame"),
                    STANDIN_ATC_CALLS=str(tmp_path / "atc.jsonl"), STANDIN_MSAME_CALLS=str(tmp_path / "msame.jsonl"),

@@ -53,6 +53,19 @@ def fake_toolkit(tmp_path, clean_env) -> Path:
     return home
 
 
+def fake_toolkit_home(root: Path) -> Path:
+    """<root>/ascend-toolkit, a stand-in CANN home whose set_env.sh puts the stand-ins on PATH
+    (for DAG runs, which source it in a task's own process)."""
+    home = root / "ascend-toolkit"
+    info = home / "latest" / "x86_64-linux" / "ascend_toolkit_install.info"
+    info.parent.mkdir(parents=True, exist_ok=True)
+    info.write_text(f"version={TOOLKIT_VERSION}\n")
+    (home / "set_env.sh").write_text(
+        f'export ASCEND_TOOLKIT_HOME="{home}/latest"\nexport ASCEND_OPP_PATH="{home}/latest/opp"\n'
+        f'export PATH="{STANDINS}:$PATH"\n')
+    return home
+
+
 @pytest.fixture
 def calls(tmp_path, monkeypatch):
     """Record every stand-in call; calls("atc") / calls("msame") -> list of {argv, cwd, ...}."""

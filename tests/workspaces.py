@@ -1,0 +1,31 @@
+"""A run's workspace as the inference tasks leave it (bins and ONNX Runtime outputs per shard), for
+the tests of postprocess, the gate and publish."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def make_workspace(root: Path, onnx: Path, checkpoint: Path, *, grids: int, per_shard: int,
+                   seed: int = 9, postprocess: bool = True):
+    """(store, shards) of a file:// workspace at root, the shards' local files beside it; with
+    `postprocess`, also the grids, perf and quality postprocess writes (judged against checkpoint)."""
+    from cgan.bins import write_bins
+    from cgan.postprocess import postprocess_run
+    from cgan.run_params import plan_shards
+    from cgan.runtimes.onnxruntime_runner import run_onnxruntime
+    from cgan.store import open_store, upload_dir
+    from cgan.workspace import outputs_prefix
+
+    store = open_store(root.as_uri())
+    shards = plan_shards(grids, "cpu", [0], per_shard)
+    local = root.parent / (root.name + "-local")
+    for shard in shards:
+        bins = local / shard["bins_prefix"]
+        write_bins(bins, shard["count"], seed, start=shard["start"])
+        upload_dir(store, bins, shard["bins_prefix"])
+        run = run_onnxruntime(onnx, bins, local / f"out{shard['shard']}")
+        upload_dir(store, run.output_dir, outputs_prefix(shard["shard"]))
+    if postprocess:
+        postprocess_run(store, shards, checkpoint, log=lambda m: None)
+    return store, shards
