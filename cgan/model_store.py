@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cgan.artifacts import sha256_file
-from cgan.store import ArtifactStore, StoreError, join
+from cgan.store import ArtifactStore, join
 from cgan.store_entry import fetch_entry, put_entry
 from cgan.workspace import model_prefix
 

@@ -32,7 +32,7 @@ from cgan.ascend.errors import AscendError
 from cgan.ascend.target import host_target, om_target
 from cgan.ascend.toolkit import Toolkit
 from cgan.ascend.validate import check_path
-from cgan.store import ArtifactStore, StoreError, join
+from cgan.store import ArtifactStore, join
 from cgan.store_entry import fetch_entry, put_entry
 
 CACHE_FORMAT = "cgan-atc-cache-v2"  # v2: the target OS/architecture is part of the key
