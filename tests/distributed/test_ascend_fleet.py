@@ -44,7 +44,6 @@ from tests.distributed.test_celery_topology import (  # noqa: F401 (services_or_
     DAG_ID,
     drop_role,
     make_cann_python,
-    make_fake_toolkit,
     report,
     services_or_skip,
     task_instances,
@@ -53,7 +52,7 @@ from tests.distributed.test_celery_topology import (  # noqa: F401 (services_or_
     wait_for_run,
 )
 from tests.distributed.topology import CeleryStack, S3Target, Worker, require_services
-from tests.standins.fixtures import STANDINS
+from tests.standins.fixtures import STANDINS, fake_toolkit_home
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("services_or_skip")]
 
@@ -139,7 +138,7 @@ def test_two_ascend_hosts_lease_their_own_npus(local_s3, tmp_path):
     usage = tmp_path / "npu-usage.jsonl"
     private = {h: tmp_path / f"host-{h}" for h in HOSTS}
     envs = {h: host_env(private[h], nodes[h], HOSTS[h], usage) for h in HOSTS}
-    toolkit = make_fake_toolkit(tmp_path / "ascend-toolkit")
+    toolkit = fake_toolkit_home(tmp_path)
     target = S3Target(endpoint=local_s3["endpoint"], access_key=local_s3["access_key"],
                       secret_key=local_s3["secret_key"], artifact_root=f"s3://{buckets['art']}/artifacts",
                       publish_bucket=buckets["pub"], log_folder=f"s3://{buckets['logs']}/logs")

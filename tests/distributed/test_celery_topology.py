@@ -74,7 +74,7 @@ from tests.distributed.topology import (
     services_required,
     tail,
 )
-from tests.standins.fixtures import STANDINS, TOOLKIT_VERSION
+from tests.standins.fixtures import TOOLKIT_VERSION, fake_toolkit_home
 
 pytestmark = pytest.mark.slow
 
@@ -96,17 +96,6 @@ def make_cann_python(folder: Path, calls: Path) -> Path:
     python.write_text(f'#!/bin/sh\necho "$1" >> "{calls}"\nexec "{sys.executable}" "$@"\n')
     python.chmod(0o755)
     return python
-
-
-def make_fake_toolkit(home: Path) -> Path:
-    """A CANN toolkit home whose set_env.sh puts the stand-in atc on PATH (tests only)."""
-    info = home / "latest" / "x86_64-linux" / "ascend_toolkit_install.info"
-    info.parent.mkdir(parents=True)
-    info.write_text(f"version={TOOLKIT_VERSION}\n")
-    (home / "set_env.sh").write_text(
-        f'export ASCEND_TOOLKIT_HOME="{home}/latest"\nexport ASCEND_OPP_PATH="{home}/latest/opp"\n'
-        f'export PATH="{STANDINS}:$PATH"\n')
-    return home
 
 
 # What a Celery worker does with the database: store a task's state in the result backend.
@@ -214,7 +203,7 @@ def test_ascend_run_on_celery_workers_routes_npu_tasks_and_publishes(services_or
 
     ascend_node, default_node = f"cgan-ascend-{token}", f"cgan-default-{token}"
     ascend_private = tmp_path / "ascend-node"  # only the ascend worker is told about this folder
-    toolkit = make_fake_toolkit(ascend_private / "ascend-toolkit")
+    toolkit = fake_toolkit_home(ascend_private)
     atc_calls, msame_calls = ascend_private / "atc.jsonl", ascend_private / "msame.jsonl"
     python_calls = ascend_private / "cann-python.log"
     cann_python = make_cann_python(ascend_private / "cann-python" / "bin", python_calls)
