@@ -1,6 +1,6 @@
 """cgan_generation: nightly and on-demand CGAN batch generation, published to object storage.
 
-plan -> export_onnx -> input_bins -> choose_target
+plan -> export_onnx and input_bins (side by side) -> choose_target
     ascend: atc_convert -> msame_infer (mapped over shards, queue `ascend`, pool `ascend_npu`)
     cpu:    onnxruntime_infer (mapped over shards, default queue)
     (each inference task renders and judges its own grids on its worker)
@@ -205,6 +205,6 @@ with DAG(
     summary: Any = post.output
     gate = quality_gate(summary)
 
-    export >> bins >> branch >> [atc, onnxruntime]
+    [export, bins] >> branch >> [atc, onnxruntime]  # export and bins need only the plan: side by side
     atc >> msame
     [msame, onnxruntime] >> post >> publish >> [gate, cleanup]
