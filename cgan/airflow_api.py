@@ -27,7 +27,8 @@ class AirflowApi:
     def __init__(self, url: str, user: str, password: str, timeout: float = 30.0):
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc or "@" in parsed.netloc:
-            shown = url.replace(parsed.netloc, "***@" + parsed.netloc.rsplit("@", 1)[1]) if "@" in parsed.netloc else url
+            netloc = parsed.netloc
+            shown = url.replace(netloc, "***@" + netloc.rsplit("@", 1)[1]) if "@" in netloc else url
             raise AirflowApiError(f"Airflow API URL {shown!r} must be http(s)://host[:port] with no user:password in "
                                   "it: pass --api-url or set CGAN_AIRFLOW_API_URL (the credentials go in "
                                   f"{USER_VARS})")

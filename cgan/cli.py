@@ -281,7 +281,7 @@ def _check_checkpoint_here(checkpoint: str) -> str:
 def cmd_register_checkpoint(args) -> int:
     from cgan import config
     from cgan.airflow_api import AirflowApi, register_checkpoint
-    from cgan.run_params import CHECKPOINT_ASSET, check_checkpoint_root, validate_checkpoint
+    from cgan.run_params import check_checkpoint_root, validate_checkpoint
 
     checkpoint = validate_checkpoint(args.checkpoint)
     check_checkpoint_root(checkpoint, config.checkpoint_roots())

@@ -22,7 +22,7 @@
 | CGAN_CHECKPOINT_ROOTS | models | folders and s3://bucket[/prefix] a run's checkpoint may come from |
 | CGAN_ALERT_WEBHOOK_URL, CGAN_ALERT_EMAIL_TO | (none) | where failure and late-run alerts go (cgan.alerts) |
 | CGAN_ALERT_SMTP_HOST, _PORT, CGAN_ALERT_EMAIL_FROM | localhost, 25, cgan-airflow@localhost | e-mail alerts |
-| CGAN_LATE_AFTER_MINUTES | (none: off) | a run not finished this long after it was queued is late (Deadline Alert; compose: 240) |
+| CGAN_LATE_AFTER_MINUTES | (none: off) | a run not finished this long after queued is late (compose: 240) |
 | CGAN_AIRFLOW_API_URL, _USER, _PASSWORD | http://127.0.0.1:8080 | `cgan register-checkpoint`: Airflow's REST API |
 | CGAN_GATE_MIN_LABEL_ACCURACY | 0.90 | quality gate: least label accuracy (cgan.gate) |
 | CGAN_GATE_MIN_CLASS_ACCURACY | 0.75 | quality gate: least accuracy of the worst digit |

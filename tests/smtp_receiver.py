@@ -7,23 +7,23 @@ from __future__ import annotations
 import threading
 import warnings
 from contextlib import contextmanager
-from email import message_from_bytes
-from email.message import Message
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 
 
 @contextmanager
 def smtp_receiver():
-    """Yields (host, port, received): received is the list of email.message.Message, in arrival order."""
+    """Yields (host, port, received): received is the list of email.message.EmailMessage (headers unfolded), in arrival order."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import asyncore
         import smtpd
 
-    received: list[Message] = []
+    received: list[EmailMessage] = []
 
     class Server(smtpd.SMTPServer):
         def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
-            msg = message_from_bytes(data if isinstance(data, bytes) else data.encode())
+            msg = message_from_bytes(data if isinstance(data, bytes) else data.encode(), policy=policy.default)
             msg["X-Envelope-To"] = ", ".join(rcpttos)
             received.append(msg)
 

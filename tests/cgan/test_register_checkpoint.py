@@ -73,4 +73,4 @@ def test_a_missing_or_unreadable_checkpoint_is_refused(creds, capsys, tmp_path, 
     assert code == 2 and "not found" in out
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     code, out = run(capsys, str(tmp_path / "junk.pth"))
-    assert code == 2 and "is not a readable PyTorch checkpoint" in out
+    assert code == 2 and f"refused to load {tmp_path / 'junk.pth'}" in out
