@@ -17,18 +17,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import (
-    DAG,
-    Asset,
-    AssetOrTimeSchedule,
-    AsyncCallback,
-    CronTriggerTimetable,
-    DeadlineAlert,
-    DeadlineReference,
-    Param,
-    TriggerRule,
-    task,
-)
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, task
+
+# airflow.sdk exports these too, but its type stub (__init__.pyi, 3.3.2) does not list them
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from cgan import config
 from cgan.ascend.validate import SOC_VERSION_RE

@@ -13,7 +13,7 @@ from email.message import EmailMessage
 
 @contextmanager
 def smtp_receiver():
-    """Yields (host, port, received): received is the list of email.message.EmailMessage (headers unfolded), in arrival order."""
+    """Yields (host, port, received): the EmailMessages received (headers unfolded), in arrival order."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import asyncore
