@@ -268,7 +268,8 @@ def _check_checkpoint_here(checkpoint: str) -> str:
     from cgan import s3
 
     bucket, key = checkpoint[5:].split("/", 1)
-    client = boto3.client("s3")  # AWS_ENDPOINT_URL / AWS_* of this environment
+    # as `cgan`'s other S3 access (cgan.store): AWS_* credentials, CGAN_S3_ENDPOINT_URL for MinIO/SeaweedFS
+    client = boto3.session.Session().client("s3", endpoint_url=os.environ.get("CGAN_S3_ENDPOINT_URL") or None)
     try:
         found = s3.head(client, bucket, key)
     except s3.S3Error as exc:

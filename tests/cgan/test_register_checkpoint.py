@@ -74,3 +74,28 @@ def test_a_missing_or_unreadable_checkpoint_is_refused(creds, capsys, tmp_path, 
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     code, out = run(capsys, str(tmp_path / "junk.pth"))
     assert code == 2 and f"refused to load {tmp_path / 'junk.pth'}" in out
+
+
+def test_an_s3_checkpoint_is_checked_where_credentials_allow(creds, capsys, monkeypatch, local_s3):
+    """Against the real local S3 server (SeaweedFS): an existing object passes (then the request
+    fails: no Airflow here), a missing one and a wrong secret are refused, the secret never shown."""
+    local_s3["client"].create_bucket(Bucket="regckpt")
+    local_s3["client"].put_object(Bucket="regckpt", Key="g/v2.pth", Body=b"x" * 1234)
+    monkeypatch.setenv("CGAN_CHECKPOINT_ROOTS", "s3://regckpt/g")
+    monkeypatch.setenv("CGAN_S3_ENDPOINT_URL", local_s3["endpoint"])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", local_s3["access_key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", local_s3["secret_key"])
+    url = f"http://127.0.0.1:{_closed_port()}"
+    code, out = run(capsys, "s3://regckpt/g/v2.pth", "--api-url", url)
+    assert code == 2 and "checkpoint s3://regckpt/g/v2.pth: s3://regckpt/g/v2.pth exists (1234 bytes)" in out
+    assert "cannot reach Airflow" in out
+    code, out = run(capsys, "s3://regckpt/g/none.pth", "--api-url", url)
+    assert code == 2 and "s3://regckpt/g/none.pth does not exist" in out and "upload it first" in out
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
+    code, out = run(capsys, "s3://regckpt/g/v2.pth", "--api-url", url)
+    assert code == 2 and "cannot check s3://regckpt/g/v2.pth" in out and "pass --no-check" in out, out
+    assert "wrong-secret-value" not in out and local_s3["secret_key"] not in out
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    code, out = run(capsys, "s3://regckpt/g/v2.pth", "--api-url", url)
+    assert code == 2 and "not checked here (no S3 credentials in this environment" in out
