@@ -1,6 +1,9 @@
 """cgan_generation: nightly and on-demand CGAN batch generation, published to object storage.
 
-plan -> export_onnx -> input_bins -> choose_target
+Runs nightly (CGAN_SCHEDULE), when triggered from the form, and when a new checkpoint is registered
+(an event of the asset `cgan_checkpoint`: `cgan register-checkpoint`; the run uses its checkpoint).
+
+plan (checked params, the run's checkpoint) -> export_onnx -> input_bins -> choose_target
     ascend: atc_convert -> msame_infer (mapped over shards, queue `ascend`, pool `ascend_npu`)
     cpu:    onnxruntime_infer (mapped over shards, default queue)
     (each inference task renders and judges its own grids on its worker)
