@@ -26,12 +26,14 @@ MAX_REASON = 2000
 class Alert:
     dag_id: str
     run_id: str
-    task_id: str
+    task_id: str  # the failed task; empty for a run that is late (no task failed)
     reason: str
     log_url: str
 
     @property
     def subject(self) -> str:
+        if not self.task_id:
+            return f"[cgan] {self.dag_id} run {self.run_id} is late: not finished by its deadline"
         return f"[cgan] {self.dag_id} run {self.run_id} failed at {self.task_id}"
 
     def text(self) -> str:

@@ -8,6 +8,7 @@
     cgan infer   --backend msame --model om/cgan.om --input bins/ --output out/ --device 0
     cgan grids   --input out/ --out grids/                    # 280x280 PNG per bin
     cgan quality --checkpoint G.pth --grids 20 --seed 0 --json  # parity + label accuracy
+    cgan register-checkpoint models/G.pth                     # the Airflow DAG runs with it now
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from cgan.classifier import DEFAULT_CLASSIFIER, MODELS_DIR
 from cgan.errors import CganError
+from cgan.run_params import CHECKPOINT_ASSET
 
 DEFAULT_CHECKPOINT = MODELS_DIR / "cgan_generator.pth"
 
@@ -247,6 +249,54 @@ def _run_precision(output_dir) -> str | None:
     return tool.get("precision", "fp32" if "onnxruntime" in tool or "torch" in tool else None)
 
 
+def _check_checkpoint_here(checkpoint: str) -> str:
+    """What could be checked of a checkpoint on this machine: a local one must be a readable
+    generator state_dict; an s3:// one must exist, when this machine has S3 credentials."""
+    import os
+
+    if not checkpoint.startswith("s3://"):
+        from cgan.checkpoint import load_state_dict
+        from cgan.run_params import resolve_local_checkpoint
+
+        path = resolve_local_checkpoint(checkpoint)
+        _, channels = load_state_dict(path)  # CheckpointError names what is wrong
+        return f"{path} is a generator state_dict (C={channels})"
+    if not os.environ.get("AWS_ACCESS_KEY_ID"):
+        return "not checked here (no S3 credentials in this environment; the run's export task reads it)"
+    import boto3
+
+    from cgan import s3
+
+    bucket, key = checkpoint[5:].split("/", 1)
+    # as `cgan`'s other S3 access (cgan.store): AWS_* credentials, CGAN_S3_ENDPOINT_URL for MinIO/SeaweedFS
+    client = boto3.session.Session().client("s3", endpoint_url=os.environ.get("CGAN_S3_ENDPOINT_URL") or None)
+    try:
+        found = s3.head(client, bucket, key)
+    except s3.S3Error as exc:
+        raise CganError(f"cannot check {checkpoint}: {exc}; pass --no-check to register it unchecked") from None
+    if found is None:
+        raise CganError(f"{checkpoint} does not exist ({s3.where(client, bucket, key)}): upload it first")
+    return f"{checkpoint} exists ({found.get('ContentLength', '?')} bytes)"
+
+
+def cmd_register_checkpoint(args) -> int:
+    from cgan import config
+    from cgan.airflow_api import AirflowApi, register_checkpoint
+    from cgan.run_params import check_checkpoint_root, validate_checkpoint
+
+    checkpoint = validate_checkpoint(args.checkpoint)
+    check_checkpoint_root(checkpoint, config.checkpoint_roots())
+    _say(f"checkpoint {checkpoint}: " + ("not checked (--no-check)" if args.no_check
+                                        else _check_checkpoint_here(checkpoint)))
+    settings = config.airflow_api()
+    api = AirflowApi(args.api_url or settings["url"], settings["user"], settings["password"])
+    result = register_checkpoint(api, args.asset, checkpoint)
+    _emit(result, args.json,
+          f"registered {checkpoint}: event {result['event_id']} of asset {args.asset} (id {result['asset_id']}) "
+          f"at {api.url}; cgan_generation runs with it once the scheduler sees the event")
+    return 0
+
+
 def _int_at_least(text: str, least: int) -> int:
     try:
         value = int(text)
@@ -362,6 +412,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="folder to write quality.json into")
     p.add_argument("--json", action="store_true", help="print quality.json on stdout")
     p.set_defaults(func=cmd_quality)
+
+    p = sub.add_parser("register-checkpoint",
+                       help="tell Airflow about a new checkpoint: cgan_generation runs with it (asset event)")
+    p.add_argument("checkpoint", help="a path (relative to the project root) or s3://bucket/key, under "
+                                      "CGAN_CHECKPOINT_ROOTS")
+    p.add_argument("--api-url", help="Airflow's api-server (default CGAN_AIRFLOW_API_URL or http://127.0.0.1:8080); "
+                                     "user and password from CGAN_AIRFLOW_USER / CGAN_AIRFLOW_PASSWORD")
+    p.add_argument("--asset", default=CHECKPOINT_ASSET, help=f"asset name (default {CHECKPOINT_ASSET})")
+    p.add_argument("--no-check", action="store_true",
+                   help="do not read the checkpoint here (e.g. a path that only the workers see)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_register_checkpoint)
     return parser
 
 

@@ -29,6 +29,9 @@ MAX_SHARDS = 1024  # Airflow's [core] max_map_length default
 MAX_DEVICES = 64
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = "models/cgan_generator.pth"
+# The Airflow asset a new checkpoint is registered on (`cgan register-checkpoint`, or the REST API):
+# the DAG runs on its events as well as nightly, with the checkpoint named in the event's extra.
+CHECKPOINT_ASSET = "cgan_checkpoint"
 
 
 class ParamError(CganError):
@@ -197,16 +200,50 @@ def safe_run_id(run_id: str) -> str:
     return cleaned[:200]
 
 
+def event_checkpoint(events: list[dict]) -> dict | None:
+    """The checkpoint a run triggered by checkpoint asset events is to use: the newest event's
+    extra["checkpoint"], checked like the form's field (CHECKPOINT_RE; the roots are checked by
+    make_plan). `events`: {"extra": {...}, "timestamp": ISO time} of the run's triggering events
+    of CHECKPOINT_ASSET; None when there are none (a nightly or manual run)."""
+    if not events:
+        return None
+    newest = max(events, key=lambda e: str(e.get("timestamp") or ""))
+    extra = newest.get("extra") or {}
+    checkpoint = extra.get("checkpoint") if isinstance(extra, dict) else None
+    where = f"the {CHECKPOINT_ASSET} asset event of {newest.get('timestamp') or '?'}"
+    if checkpoint is None:
+        raise ParamError(f"{where} names no checkpoint (its extra is {extra!r}): register one with "
+                         "`cgan register-checkpoint <path|s3://bucket/key>`, or POST the event with "
+                         'extra {"checkpoint": "<path|s3://bucket/key>"}')
+    try:
+        validate_checkpoint(checkpoint)
+    except ParamError as exc:
+        raise ParamError(f"{where}: {exc}") from None
+    return {"checkpoint": checkpoint, "source": where, "events": len(events)}
+
+
 def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root: str,
-              default_target: str = "cpu", checkpoint_roots: list[str] | None = None) -> dict:
-    """Everything the tasks of one run need: checked params, seed, workspace, shards, publish prefix.
-    With `checkpoint_roots`, the checkpoint must lie under one of them (check_checkpoint_root)."""
+              default_target: str = "cpu", checkpoint_roots: list[str] | None = None,
+              checkpoint_events: list[dict] | None = None) -> dict:
+    """Everything the tasks of one run need: checked params, seed, workspace, shards, publish prefix,
+    and the checkpoint the run uses (every task reads it from here, never from the params).
+    With `checkpoint_events` (a run triggered by CHECKPOINT_ASSET), the newest event's checkpoint
+    replaces the params' (event_checkpoint). With `checkpoint_roots`, the checkpoint must lie
+    under one of them (check_checkpoint_root)."""
     conf = dict(conf)
     if conf.get("target") is None:
         conf["target"] = default_target
+    registered = event_checkpoint(checkpoint_events or [])
+    if registered is not None:
+        conf["checkpoint"] = registered["checkpoint"]
     params = validate(conf)
     if checkpoint_roots is not None:
-        check_checkpoint_root(params.checkpoint, checkpoint_roots)
+        try:
+            check_checkpoint_root(params.checkpoint, checkpoint_roots)
+        except ParamError as exc:
+            if registered is None:
+                raise
+            raise ParamError(f"{registered['source']}: {exc}") from None
     from cgan.workspace import RUNS_PREFIX, workspace_uri
 
     seed = params.seed if params.seed is not None else derive_seed(logical_date)
@@ -214,6 +251,8 @@ def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root:
     return {
         "params": dict(params.as_dict(), seed=seed),
         "seed": seed,
+        "checkpoint": params.checkpoint,
+        "checkpoint_source": registered["source"] if registered else "params",
         "target": params.target,
         "workspace": workspace_uri(artifact_root, run_key),
         "shards": plan_shards(params.num_grids, params.target, params.devices, params.grids_per_shard,

@@ -1,6 +1,9 @@
 """cgan_generation: nightly and on-demand CGAN batch generation, published to object storage.
 
-plan -> export_onnx and input_bins (side by side) -> choose_target
+Runs nightly (CGAN_SCHEDULE), when triggered from the form, and when a new checkpoint is registered
+(an event of the asset `cgan_checkpoint`: `cgan register-checkpoint`; the run uses its checkpoint).
+
+plan (checked params, the run's checkpoint) -> export_onnx and input_bins (side by side) -> choose_target
     ascend: atc_convert -> msame_infer (mapped over shards, queue `ascend`, pool `ascend_npu`)
     cpu:    onnxruntime_infer (mapped over shards, default queue)
     (each inference task renders and judges its own grids on its worker)
@@ -17,12 +20,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param, TriggerRule, task
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, task
+
+# airflow.sdk exports these too, but its type stub (__init__.pyi, 3.3.2) does not list them
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from cgan import config
 from cgan.ascend.validate import SOC_VERSION_RE
 from cgan.bins import MAX_GRIDS, MAX_SEED
 from cgan.run_params import (
+    CHECKPOINT_ASSET,
     CHECKPOINT_RE,
     DEFAULT_CHECKPOINT,
     DEFAULT_GRIDS_PER_SHARD,
@@ -36,7 +44,7 @@ from operators.cleanup import CleanupWorkspaceOperator
 from operators.export_onnx import ExportOnnxOperator
 from operators.input_bins import InputBinsOperator
 from operators.msame_inference import MsameInferenceOperator
-from operators.notify import FailureAlert
+from operators.notify import FailureAlert, late_run_alert
 from operators.onnxruntime_inference import OnnxRuntimeInferenceOperator
 from operators.postprocess import PostprocessOperator
 from operators.publish import PublishRunOperator
@@ -105,6 +113,21 @@ PARAMS = {
 # whose name moved to another URI inactive, and a task with an inactive outlet fails).
 PUBLISHED_RUN = Asset(f"s3://{config.publish_bucket()}/runs")
 
+# A new checkpoint registered (`cgan register-checkpoint`, or POST /api/v2/assets/events with extra
+# {"checkpoint": ...}) starts a run with it; `plan` checks it like the form's field (CHECKPOINT_RE,
+# CGAN_CHECKPOINT_ROOTS).
+CHECKPOINT = Asset(CHECKPOINT_ASSET)
+
+# Late-run alert only where CGAN_LATE_AFTER_MINUTES is set (docker-compose: 240): with a Deadline
+# Alert, Airflow 3.3.2's `airflow dags test` (make demo, the DAG tests) crashes after the run
+# (apache/airflow#73428). AsyncCallback: the scheduler queues it when the deadline passes, the
+# triggerer runs it; the deadline is dropped when the run finishes first.
+LATE_AFTER_MINUTES = config.late_after_minutes()
+DEADLINE = DeadlineAlert(
+    reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=timedelta(minutes=LATE_AFTER_MINUTES),
+    callback=AsyncCallback(late_run_alert, kwargs={"late_after_minutes": LATE_AFTER_MINUTES}),
+) if LATE_AFTER_MINUTES else None
+
 DEFAULT_ARGS = {
     "owner": "ml-platform",
     "retries": 2,
@@ -118,7 +141,9 @@ DEFAULT_ARGS = {
 with DAG(
     dag_id="cgan_generation",
     description="CGAN digit grids: export, atc/msame or ONNX Runtime, grids, quality, publish",
-    schedule=CronTriggerTimetable(config.schedule(), timezone=config.timezone()),
+    # nightly (CGAN_SCHEDULE) OR when a checkpoint is registered
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(config.schedule(), timezone=config.timezone()),
+                                 assets=CHECKPOINT),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -126,19 +151,21 @@ with DAG(
     default_args=DEFAULT_ARGS,
     tags=["cgan", "ascend"],
     doc_md=__doc__,
-    # No Deadline Alert (late-run alert, operators.notify.late_run_alert) yet: with one, Airflow 3.3's
-    # `airflow dags test` fails after the run (DagRun.update_state: 'dict' object has no attribute 'hex').
+    deadline=DEADLINE,
 ) as dag:
 
     @task(multiple_outputs=True, retries=0, execution_timeout=timedelta(minutes=2))
-    def plan(params=None, run_id=None, logical_date=None, dag_run=None) -> dict:
-        """Check every parameter and lay out the run: seed, workspace, shards."""
+    def plan(params=None, run_id=None, logical_date=None, dag_run=None, triggering_asset_events=None) -> dict:
+        """Check every parameter and lay out the run: seed, workspace, shards, and the checkpoint
+        (a run started by a checkpoint asset event uses the event's)."""
         from cgan.run_params import make_plan
 
+        events = [{"extra": dict(e.extra or {}), "timestamp": e.timestamp.isoformat()}
+                  for e in (triggering_asset_events or {}).get(CHECKPOINT, [])]
         return make_plan({k: params[k] for k in PARAMS}, run_id=run_id,
                          logical_date=logical_date or dag_run.run_after,
                          artifact_root=config.artifact_root(), default_target=config.default_target(),
-                         checkpoint_roots=config.checkpoint_roots())
+                         checkpoint_roots=config.checkpoint_roots(), checkpoint_events=events)
 
     @task(retries=0, execution_timeout=timedelta(minutes=1))
     def shards(planned: list[dict]) -> list[dict]:
@@ -154,7 +181,7 @@ with DAG(
     run: Any = plan()
     shard_list = shards(run["shards"])
     export = ExportOnnxOperator(task_id="export_onnx", workspace=run["workspace"],
-                                checkpoint="{{ params.checkpoint }}", aws_conn_id=config.s3_conn_id(),
+                                checkpoint=run["checkpoint"], aws_conn_id=config.s3_conn_id(),
                                 execution_timeout=timedelta(minutes=20))
     exported: Any = export.output
     bins = InputBinsOperator(task_id="input_bins", workspace=run["workspace"], shards=run["shards"],
@@ -180,7 +207,7 @@ with DAG(
         max_active_tis_per_dagrun=config.cpu_infer_tasks(),  # tasks x threads <= cores (CGAN_CPU_INFER_TASKS)
     ).expand(shard=shard_list)
     post = PostprocessOperator(task_id="postprocess", workspace=run["workspace"], shards=run["shards"],
-                               checkpoint="{{ params.checkpoint }}", run_params=run["params"],
+                               checkpoint=run["checkpoint"], run_params=run["params"],
                                aws_conn_id=config.s3_conn_id(), execution_timeout=timedelta(hours=1),
                                trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     publish = PublishRunOperator(task_id="publish", workspace=run["workspace"], bucket=config.publish_bucket(),

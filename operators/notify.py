@@ -5,6 +5,7 @@ raised: an alert must not change the task's outcome."""
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 from airflow.sdk import BaseNotifier
 
@@ -37,10 +38,18 @@ class FailureAlert(BaseNotifier):
                 log.warning("failure alert e-mail not delivered: %s", alerts.redact(str(exc)))
 
 
-async def late_run_alert(context: dict | None = None, **_kwargs) -> None:
-    """The DAG's Deadline Alert callback (runs in the triggerer): the run has not finished
-    CGAN_LATE_AFTER_MINUTES after it was queued. `context` is what the scheduler hands deadline
-    callbacks: {"dag_run": {...}, "deadline": {...}}."""
+def _ui_base_url() -> str:
+    """The Airflow UI's base URL ([api] base_url), as in a task's log_url; empty: relative links."""
+    from airflow.configuration import conf
+
+    return (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+
+
+async def late_run_alert(context: dict | None = None, late_after_minutes: float | None = None, **_kwargs) -> None:
+    """The DAG's Deadline Alert callback (an AsyncCallback: the scheduler queues it when the
+    deadline passes and the triggerer runs it): the run has not finished `late_after_minutes`
+    after it was queued. `context` is what the scheduler hands deadline callbacks:
+    {"dag_run": {dag_id, dag_run_id, state, ...}, "deadline": {id, deadline_time}}."""
     import asyncio
 
     from cgan import alerts, config
@@ -48,12 +57,14 @@ async def late_run_alert(context: dict | None = None, **_kwargs) -> None:
     targets = config.alert_targets()
     run = (context or {}).get("dag_run") or {}
     deadline = (context or {}).get("deadline") or {}
+    dag_id = str(run.get("dag_id") or "cgan_generation")
+    run_id = str(run.get("dag_run_id") or run.get("run_id") or "?")
+    after = f"{late_after_minutes:g} min" if late_after_minutes is not None else "CGAN_LATE_AFTER_MINUTES"
     alert = alerts.make_alert(
-        dag_id=str(run.get("dag_id", "cgan_generation")), run_id=str(run.get("dag_run_id") or run.get("run_id") or "?"),
-        task_id="(none failed: the run is late)",
+        dag_id=dag_id, run_id=run_id, task_id="",  # no task failed: the subject says the run is late
         reason=f"the run has not finished by its deadline {deadline.get('deadline_time', '?')} "
-               f"({config.late_after_minutes()} min after it was queued); state {run.get('state', '?')}",
-        log_url=f"/dags/{run.get('dag_id', 'cgan_generation')}/runs/{run.get('dag_run_id') or run.get('run_id') or ''}")
+               f"({after} after it was queued); state {run.get('state', '?')}",
+        log_url=f"{_ui_base_url()}/dags/{quote(dag_id)}/runs/{quote(run_id)}")
     if targets["webhook"]:
         try:
             await asyncio.to_thread(alerts.send_webhook, targets["webhook"], alert)

@@ -40,7 +40,10 @@ def test_late_run_alert_names_the_run_and_its_deadline(monkeypatch):
         asyncio.run(late_run_alert(context={
             "dag_run": {"dag_id": "cgan_generation", "dag_run_id": "scheduled__2026-11-30T02:00:00+00:00",
                         "state": "running"},
-            "deadline": {"id": "x", "deadline_time": "2026-11-30T06:00:00+00:00"}}))
+            "deadline": {"id": "x", "deadline_time": "2026-11-30T06:00:00+00:00"}}, late_after_minutes=240.0))
     assert len(received) == 1 and received[0]["run_id"] == "scheduled__2026-11-30T02:00:00+00:00"
+    assert received[0]["subject"] == ("[cgan] cgan_generation run scheduled__2026-11-30T02:00:00+00:00 is late: "
+                                      "not finished by its deadline") and received[0]["task_id"] == ""
     reason = received[0]["reason"]
     assert "not finished by its deadline 2026-11-30T06:00:00+00:00 (240 min after it was queued)" in reason
+    assert received[0]["log_url"].endswith("/dags/cgan_generation/runs/scheduled__2026-11-30T02%3A00%3A00%2B00%3A00")

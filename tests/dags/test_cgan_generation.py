@@ -114,6 +114,8 @@ def test_dag_folder_parses_without_errors(parsed):
 
 
 def test_schedule_and_run_limits(parsed):
+    """Nightly cron OR a checkpoint asset event (tests/dags/test_checkpoint_trigger.py runs it)."""
+    assert "AssetOrTimeSchedule" in parsed["timetable"] and "cgan_checkpoint" in parsed["timetable"]
     assert "CronTriggerTimetable" in parsed["timetable"] and "0 2 * * *" in parsed["timetable"]
     assert parsed["catchup"] is False and parsed["max_active_runs"] == 1
 
