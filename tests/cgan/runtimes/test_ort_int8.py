@@ -94,6 +94,20 @@ def test_int8_outputs_stay_close_to_fp32(tmp_path, committed_onnx):
     assert 0 < err.mean() < 0.01 and err.max() < 0.5  # int8, not the fp32 graph under another name
 
 
+def test_int8_on_this_cpu_holds_the_parity_bound_over_a_run_sized_sample(tmp_path, committed_onnx):
+    """The quality gate's int8 bound over 32 grids (the size of a run's parity sample). On an x86
+    CPU without VNNI this fails without reduce_range (Zen 3: 0.62 > 0.5)."""
+    from cgan.quality import PARITY_LIMITS
+
+    fp32, int8 = make_session(committed_onnx, 1), make_session(committed_onnx, 1, precision="int8", int8_cache=tmp_path)
+    worst, means = 0.0, []
+    for grid in range(32):
+        x = make_input_batch(1, grid)
+        err = np.abs(int8.run(None, {"image": x})[0] - fp32.run(None, {"image": x})[0])
+        worst, means = max(worst, float(err.max())), [*means, float(err.mean())]
+    assert worst <= PARITY_LIMITS["int8"]["max_abs"] and np.mean(means) <= PARITY_LIMITS["int8"]["mean_abs"], worst
+
+
 def test_without_the_split_the_recipe_graph_is_quantized(tmp_path, committed_onnx):
     """CGAN_ORT_SPLIT_DECONV=off: still int8 (ConvTranspose runs dequantized, so little faster)."""
     x = make_input_batch(4, 0)
@@ -146,3 +160,15 @@ def test_a_bad_default_precision_is_named(monkeypatch):
     monkeypatch.setenv("CGAN_CPU_PRECISION", "bf16")
     with pytest.raises(config.ConfigError, match="CGAN_CPU_PRECISION='bf16' must be one of fp32, int8"):
         config.cpu_precision()
+
+
+def test_reduce_range_is_chosen_by_the_cpus_vnni():
+    """u8s8 on x86 without VNNI saturates (ONNX Runtime's quantization docs): 7-bit weights there."""
+    from cgan.runtimes.ort_int8 import reduce_range_needed, resolve_settings
+
+    assert reduce_range_needed("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")  # AVX2 only (Zen 3)
+    assert reduce_range_needed("flags\t\t: avx2 avx512f avx512bw\n")  # AVX-512 without VNNI
+    assert not reduce_range_needed("flags\t\t: avx2 avx512f avx512_vnni\n")
+    assert not reduce_range_needed("flags\t\t: avx2 avx_vnni\n")
+    assert resolve_settings(dict(DEFAULT_SETTINGS, reduce_range=False))["reduce_range"] is False
+    assert resolve_settings(DEFAULT_SETTINGS)["reduce_range"] in (True, False)
