@@ -181,6 +181,8 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     manifest = json.loads(client.get_object(Bucket="dagtest", Key=latest["manifest"])["Body"].read())
     keys = [o["key"] for o in manifest["objects"]]
     assert sum("/grids/grid_" in k for k in keys) == 5
+    # staged by the inference tasks under attempts of their own, not uploaded by publish
+    assert not [k for k in keys if "/grids/" in k and k.startswith(manifest["root"] + "/")], keys
     assert any(k.endswith("/quality/quality.json") for k in keys) and any(k.endswith("/perf/latency.png") for k in keys)
     for obj in manifest["objects"]:
         body = client.get_object(Bucket="dagtest", Key=obj["key"])["Body"].read()
@@ -221,10 +223,10 @@ def test_a_failed_runs_workspace_is_kept_then_removed_after_the_retention(airflo
         AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
     )
     conf = {"num_grids": 2, "seed": 1, "target": "cpu"}
-    failed = dags_test(dict(env, CGAN_PUBLISH_BUCKET="no-such-bucket"), conf)  # publish fails at once
+    failed = dags_test(dict(env, CGAN_PUBLISH_BUCKET="no-such-bucket"), conf)  # fails at once (staging)
     assert failed.returncode != 0 and "no-such-bucket" in failed.stdout + failed.stderr
     (kept,) = [p for p in (root / "runs").iterdir()]
-    assert (kept / "grids" / "grid_000001.png").is_file()  # left for inspection
+    assert list(kept.rglob("*.bin"))  # left for inspection
     young = dags_test(env, conf)  # within the retention: the failed run's workspace stays
     assert young.returncode == 0, (young.stdout + young.stderr)[-4000:]
     assert [p.name for p in (root / "runs").iterdir() if any(p.rglob("*.bin"))] == [kept.name]
