@@ -290,7 +290,8 @@ def load_run(client, bucket: str, name: str, *, cache: ManifestCache = DEFAULT_C
                 problems.append(str(exc))
     images = sorted(k for k in objects if k.endswith(".png"))
     return RunDetail(
-        summary=summary, manifest={k: v for k, v in meta.items() if k != OBJECT_KEYS}, grids=[k for k in images if k.startswith(GRIDS_DIR)], images=images,
+        summary=summary, manifest={k: v for k, v in meta.items() if k != OBJECT_KEYS},
+        grids=[k for k in images if k.startswith(GRIDS_DIR)], images=images,
         perf=reports[PERF_KEY], quality=reports[QUALITY_KEY], total_bytes=sum(objects.values()),
         problems=problems,
     )

@@ -9,9 +9,10 @@ records and writes the latency plot and `quality/quality.json` (keys: cgan.works
 A shard whose grids were staged in the publish bucket (cgan.staging) is accepted when its
 render.json's staged list covers every grid of the shard; the accepted shards' lists go to
 `staged.json` (STAGED_KEY) for publish, which checks them in the bucket and names them in the
-manifest. A shard without a usable tally is rendered here into the workspace from its raw outputs when they were all kept
-(keep_raw_outputs); otherwise it is refused, naming the inference task to re-run. One shard is
-on local disk at a time, so memory and disk do not grow with the number of grids.
+manifest. A shard without a usable tally is rendered here into the workspace from its raw
+outputs when they were all kept (keep_raw_outputs); otherwise it is refused, naming the
+inference task to re-run. One shard is on local disk at a time, so memory and disk do not grow
+with the number of grids.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ The `cpu` inference task hands each output to a `ShardRenderer` as soon as it is
 worker thread encodes the grid's PNG and has the classifier judge its 100 digits. With a
 `stager` (cgan.staging: the task was given the publish bucket) the PNG goes straight to the
 publish bucket under the try's own attempt, and render.json's `staged` entry records where and
-each PNG's size and sha256; without one it goes into the workspace (cgan.workspace.png_key), so the core a 1-thread runtime leaves idle does the
-postprocessing while the next grid is computed. The `ascend` task, where msame writes every
+each PNG's size and sha256; without one it goes into the workspace (cgan.workspace.png_key).
+So the core a 1-thread runtime leaves idle does the postprocessing while the next grid is
+computed. The `ascend` task, where msame writes every
 output at the end, renders them afterwards on several threads (`render_outputs`). At most
 `max_pending` outputs wait, so memory stays flat whatever the shard size. `finish()` returns the
 shard's tally, stored as `render.json` beside the shard's perf record; postprocess merges it

@@ -159,7 +159,7 @@ def test_checkpoints_only_from_the_configured_roots(tmp_path, monkeypatch):
     (2500, 2, [625] * 4),  # not 1000 + 1000 + 500: every slot gets the same share
     (10_000, 2, [1000] * 10),
     (10_000, 16, [625] * 16),
-    (10_000, 3, [834] + [833] * 11),  # a multiple of the slots, none over 1000
+    (10_000, 3, [834] * 4 + [833] * 8),  # a multiple of the slots, none over 1000
     (2000, 4, [500] * 4),
     (250, 4, [125] * 2),  # a small run does not split below 100 grids a shard to fill the slots
     (100, 2, [100]),
@@ -167,7 +167,7 @@ def test_checkpoints_only_from_the_configured_roots(tmp_path, monkeypatch):
     (2500, None, [834, 833, 833]),  # slots unknown: shards of at most 1000
 ])
 def test_automatic_shards_are_balanced_over_the_inference_slots(grids, slots, sizes):
-    shards = plan_shards(grids, "cpu", None, None, slots=slots)
+    shards = plan_shards(grids, "cpu" if slots else "ascend", None, None, slots=slots)
     assert [s["count"] for s in shards] == sizes
     assert [g for s in shards for g in range(s["start"], s["start"] + s["count"])] == list(range(grids))
 
