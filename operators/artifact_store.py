@@ -52,5 +52,6 @@ def open_grid_stager(bucket: str | None, run_prefix: str | None, aws_conn_id: st
     try:
         s3.check_bucket(client, bucket)  # wrong credentials or no bucket: fail before any inference
     except s3.S3ConfigError as exc:
-        raise StoreError(f"{exc} [publish bucket, where the grids are staged; connection {aws_conn_id!r}]") from exc
+        raise StoreError(f"{exc} [connection {aws_conn_id!r}, bucket {bucket!r}: the publish bucket, where the "
+                         "inference tasks stage the grids]") from exc
     return GridStager(client, bucket, run_prefix)
