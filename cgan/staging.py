@@ -1,8 +1,8 @@
 """Grid PNGs staged in the publish bucket by the inference tasks, while the run still computes.
 
 Each inference task try that is given the publish bucket uploads every grid PNG, as it is
-rendered, under a fresh attempt of its own: `runs/<run>/attempts/<attempt id>/grids/<stem>.png`
-(cgan.published_layout; attempt ids sort by time, so a shard's attempt is older than the
+rendered, under a fresh attempt of its own in the run's prefix (keys: cgan.published_layout,
+`grid_key` under `attempt_root`; attempt ids sort by time, so a shard's attempt is older than the
 publish attempt that later names it). Nothing marks the run published: readers only follow a
 manifest, and the manifest is still written last by publish (cgan.publish), after it has
 checked every staged object by listing each shard attempt (one ListObjectsV2 per 1,000 grids,
