@@ -44,6 +44,7 @@ MAX_JSON_BYTES = 4 * 1024 * 1024  # perf.json, quality.json
 MAX_PNG_BYTES = 32 * 1024 * 1024
 HEAD_WORKERS = 8
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+OBJECT_KEYS = "_object_keys"  # in a cached manifest (its object list dropped): keys outside its root
 
 
 class GalleryError(CganError):
@@ -212,9 +213,10 @@ class ManifestCache:
             meta, objects, summary = hit[2], hit[3], hit[4]
         else:
             etag, manifest = _read_manifest(client, bucket, name)
-            objects = _run_objects(name, manifest)
+            objects, keys = _run_objects(name, manifest)
             summary = _summarize(name, manifest)
             meta = {k: v for k, v in manifest.items() if k != "objects"}
+            meta[OBJECT_KEYS] = keys
             del manifest
             self._remember_summary(cid, etag, summary)
         with self._lock:
@@ -275,21 +277,21 @@ def load_run(client, bucket: str, name: str, *, cache: ManifestCache = DEFAULT_C
     """One published run: its manifest (less the object list), perf and quality reports."""
     check_bucket(bucket)
     meta, objects, summary = cache.run(client, bucket, check_run_name(name))
-    root = layout.objects_root(meta, layout.run_prefix(name))
     problems: list[str] = []
     reports: dict[str, dict | None] = {}
     for rel in (PERF_KEY, QUALITY_KEY):
         reports[rel] = None
         if rel in objects:
             try:
-                reports[rel] = _get_json(client, bucket, f"{root}/{rel}", MAX_JSON_BYTES)
+                reports[rel] = _get_json(client, bucket, _object_key(meta, name, rel), MAX_JSON_BYTES)
             except NotFound:
                 problems.append(f"{rel} is listed in the manifest but missing from the bucket")
             except GalleryError as exc:
                 problems.append(str(exc))
     images = sorted(k for k in objects if k.endswith(".png"))
     return RunDetail(
-        summary=summary, manifest=meta, grids=[k for k in images if k.startswith(GRIDS_DIR)], images=images,
+        summary=summary, manifest={k: v for k, v in meta.items() if k != OBJECT_KEYS},
+        grids=[k for k in images if k.startswith(GRIDS_DIR)], images=images,
         perf=reports[PERF_KEY], quality=reports[QUALITY_KEY], total_bytes=sum(objects.values()),
         problems=problems,
     )
@@ -308,7 +310,7 @@ def open_png(client, bucket: str, name: str, rel_key: str, *, cache: ManifestCac
     meta, objects, _ = cache.run(client, bucket, name)
     if rel_key not in objects:
         raise NotFound(f"{rel_key!r} is not listed in the manifest of run {name!r}")
-    key = f"{layout.objects_root(meta, layout.run_prefix(name))}/{rel_key}"
+    key = _object_key(meta, name, rel_key)
     response = _get_object(client, bucket, key)
     size = response.get("ContentLength")
     if size != objects[rel_key] or size is None or size > MAX_PNG_BYTES:
@@ -408,9 +410,19 @@ def _read_manifest(client, bucket: str, name: str) -> tuple[str, dict]:
     return etag or "", manifest
 
 
-def _run_objects(name: str, manifest: dict) -> dict[str, int]:
-    """relative key -> size of the manifest's objects that lie under its root (in runs/<name>/)."""
-    return {rel: size for rel, (_, size) in layout.relative_objects(manifest, layout.run_prefix(name)).items()}
+def _run_objects(name: str, manifest: dict) -> tuple[dict[str, int], dict[str, str]]:
+    """(relative key -> size, relative key -> full key) of the manifest's objects in runs/<name>/;
+    the second holds only the objects outside the manifest's root (grids staged by the inference
+    tasks under attempts of their own)."""
+    root = layout.objects_root(manifest, layout.run_prefix(name))
+    found = layout.relative_objects(manifest, layout.run_prefix(name))
+    return ({rel: size for rel, (_, size) in found.items()},
+            {rel: key for rel, (key, _) in found.items() if key != f"{root}/{rel}"})
+
+
+def _object_key(meta: dict, name: str, rel: str) -> str:
+    """The full key of one of a run's objects (meta: the cached manifest without its object list)."""
+    return meta.get(OBJECT_KEYS, {}).get(rel) or f"{layout.objects_root(meta, layout.run_prefix(name))}/{rel}"
 
 
 def _summarize(name: str, manifest: dict) -> RunSummary:

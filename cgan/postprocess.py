@@ -6,9 +6,13 @@ run's parity sample (cgan.shard_render.hand_over). Postprocess merges the tallie
 with PyTorch on that sample, copies each shard's perf record and log to `perf/`, pools the perf
 records and writes the latency plot and `quality/quality.json` (keys: cgan.workspace).
 
-A shard without a usable tally is rendered here from its raw outputs when they were all kept
-(keep_raw_outputs); otherwise it is refused, naming the inference task to re-run. One shard is
-on local disk at a time, so memory and disk do not grow with the number of grids.
+A shard whose grids were staged in the publish bucket (cgan.staging) is accepted when its
+render.json's staged list covers every grid of the shard; the accepted shards' lists go to
+`staged.json` (STAGED_KEY) for publish, which checks them in the bucket and names them in the
+manifest. A shard without a usable tally is rendered here into the workspace from its raw
+outputs when they were all kept (keep_raw_outputs); otherwise it is refused, naming the
+inference task to re-run. One shard is on local disk at a time, so memory and disk do not grow
+with the number of grids.
 """
 
 from __future__ import annotations
@@ -32,13 +36,16 @@ from cgan.perf_plot import latency_plot_png
 from cgan.progress import is_tenth
 from cgan.quality import DEFAULT_PARITY_GRIDS, EXPECTED_LABELS, QualityAccumulator, evenly_spaced
 from cgan.shard_render import check_render
+from cgan.staging import check_staged
 from cgan.workspace import (
     GRIDS_PREFIX,
     LATENCY_PLOT_KEY,
     PERF_KEY,
     QUALITY_KEY,
     RENDER_NAME,
+    STAGED_KEY,
     bin_key,
+    grid_name,
     grid_png_key,
     output_key,
     outputs_prefix,
@@ -74,7 +81,7 @@ def postprocess_run(
     parity_at = parity_sample(shards, parity_grids)
     quality = QualityAccumulator(checkpoint)
     grid_keys = set(store.list(GRIDS_PREFIX))
-    records, done = [], 0
+    records, done, staged = [], 0, []
     with tempfile.TemporaryDirectory(prefix="cgan-post-") as tmp_dir:
         tmp = Path(tmp_dir)
         for shard in shards:
@@ -85,7 +92,10 @@ def postprocess_run(
             if tally is not None:  # grids and labels were made on the inference task's worker
                 quality.merge(tally["correct"], tally["total"], tally["grids"], tally.get("row_sq"))
                 done += tally["grids"]
-                log(f"grids {done}/{total} (shard {index} rendered during inference)")
+                if "staged" in tally:
+                    staged.append({"shard": index, **tally["staged"]})
+                where = "staged in the publish bucket" if "staged" in tally else "rendered"
+                log(f"grids {done}/{total} (shard {index} {where} during inference)")
             else:
                 missing = [output_key(index, g) for g in shard_grids(shard) if output_key(index, g) not in keys]
                 if missing:
@@ -116,6 +126,7 @@ def postprocess_run(
         report.update(diversity(np.concatenate(features), np.concatenate(feature_labels), load_reference()))
     verdict = evaluate(report, limits or Thresholds(), target=target, precision_mode=precision_mode)
     report["gate"] = verdict
+    store.put_bytes(json.dumps({"version": 1, "shards": staged}).encode(), STAGED_KEY)  # [] replaces a stale one
     store.put_bytes(json.dumps(report, indent=2).encode(), QUALITY_KEY)
     perf = aggregate(records)
     store.put_bytes(json.dumps(perf, indent=2).encode(), PERF_KEY)
@@ -167,7 +178,8 @@ def _copy_perf(store, keys: set[str], shard: dict) -> None:
 
 def _render_tally(store, keys: set[str], shard: dict, classifier_sha: str, grid_keys: set[str],
                   log: Log) -> dict | None:
-    """The shard's render.json when it is whole and its PNGs are all there, else None."""
+    """The shard's render.json when it is whole and its PNGs are all there (in the workspace, or
+    listed as staged in the publish bucket), else None."""
     key = render_key(shard["shard"])
     if key not in keys:
         return None
@@ -176,7 +188,9 @@ def _render_tally(store, keys: set[str], shard: dict, classifier_sha: str, grid_
     except ValueError:
         tally = None
     why = check_render(tally, shard, classifier_sha)
-    if why is None:
+    if why is None and isinstance(tally, dict) and "staged" in tally:  # PNGs in the publish bucket
+        why = check_staged(tally["staged"], [grid_name(g) for g in shard_grids(shard)])
+    elif why is None:
         missing = len({grid_png_key(g) for g in shard_grids(shard)} - grid_keys)
         why = f"{missing} grid PNG(s) missing" if missing else None
     if why is not None:

@@ -1,7 +1,11 @@
 """Publishing a finished run to object storage without an offline window.
 
 Layout (cgan.published_layout): the run's objects go under a fresh attempt prefix
-`runs/<run>/attempts/<attempt>/{grids,perf,quality}/...`; then `runs/<run>/manifest.json` (key,
+`runs/<run>/attempts/<attempt>/{grids,perf,quality}/...`, except the grid PNGs that the
+inference tasks already staged in the bucket under attempts of their own (cgan.staging): those
+are checked present with their sizes by listing each shard attempt (nothing is published when
+one is missing or short) and named where they lie, with the size and sha256 their render.json
+recorded; then `runs/<run>/manifest.json` (key,
 size and sha256 of every object, its `root`, the params, model hashes, tool versions) is
 replaced in one PUT; then `latest.json` at the bucket root is moved to it, unless the run
 failed the quality gate (cgan.gate): such a run is published with `status: rejected` in its
@@ -14,7 +18,11 @@ only when its manifest exists, and a manifest only ever names objects that are a
   readers keep reading the old run until the new manifest switches over. The replaced
   attempt's objects stay until the run's next publish (a reader that read the old manifest
   just before the switch can still fetch them); older attempts and the leftovers of failed
-  attempts are deleted after the switch. So a run's prefix holds at most two attempts.
+  attempts (a failed or retried shard try's staged grids too) are deleted after the switch.
+  So a run's prefix holds at most two publish attempts, plus the shard attempts they name.
+- A run that never publishes leaves its staged grids without a manifest: the cleanup task of a
+  later run removes such run prefixes once their newest object is older than the workspace
+  retention (`remove_unpublished_runs`).
 - Where the server honours conditional writes (`cgan.s3.probe`), the run's manifest is
   replaced with If-Match on the ETag it had when the publish began (If-None-Match for the
   first), and `latest.json` likewise, re-read and retried when another writer got there
@@ -39,13 +47,17 @@ from cgan import s3
 from cgan.errors import CganError
 from cgan.progress import is_tenth
 from cgan.published_layout import (
+    GRIDS_DIR,
     LATEST_KEY,
+    QUALITY_KEY,
+    RUNS_PREFIX,
     SECTIONS,
     attempt_of,
     attempt_root,
+    grid_key,
     manifest_key_of,
+    manifest_keys,
     new_attempt_id,
-    relative_objects,
 )
 from cgan.store import check_bucket, check_key, join
 
@@ -64,6 +76,11 @@ class PublishError(CganError):
 
 class PublishConfigError(PublishError):
     """The object store refused the credentials or has no such bucket: fix the configuration."""
+
+
+class StagedGridsError(PublishConfigError):
+    """A grid staged by an inference task is missing, short, or staged elsewhere: a retry of
+    publish cannot help, the shard's inference task must run again."""
 
 
 @dataclass
@@ -92,8 +109,15 @@ def publish_run(
     check_key(run_prefix)
     _call(s3.check_bucket, client, bucket)
     keys = [k for section in SECTIONS for k in workspace.list(section)]
-    if not any(k.startswith("grids/") for k in keys) or "quality/quality.json" not in keys:
+    staged_shards = _staged_shards(workspace, bucket, run_prefix)
+    staged_rel = {f"{GRIDS_DIR}{stem}.png" for shard in staged_shards for stem in shard["grids"]}
+    keys = [k for k in keys if k not in staged_rel]  # a shard's staged grids win over stale workspace copies
+    if (not staged_rel and not any(k.startswith(GRIDS_DIR) for k in keys)) or QUALITY_KEY not in keys:
         raise PublishError("the workspace has no grids or no quality report: postprocess did not finish")
+    staged = verify_staged(client, bucket, staged_shards)  # before anything is written
+    if staged:
+        log(f"{len(staged)} grid(s) staged by {len(staged_shards)} inference task(s) are in the bucket with "
+            "their sizes; the manifest names them where they lie")
     caps = _call(s3.probe, client, bucket)
     log(f"object store {s3.endpoint(client)}: {caps.describe()}")
     manifest_key = manifest_key_of(run_prefix)
@@ -128,6 +152,8 @@ def publish_run(
             total_bytes += obj["size"]
             if is_tenth(n, len(keys)):
                 log(f"published {n}/{len(keys)} objects")
+    objects.extend(staged)
+    total_bytes += sum(o["size"] for o in staged)
     status = gate_status(metadata)
     manifest = dict(metadata, status=status, root=root, attempt=attempt, objects=objects, published_at=_now())
     body = json.dumps(manifest, indent=2).encode()
@@ -157,6 +183,45 @@ def publish_run(
                      status)
 
 
+def _staged_shards(workspace, bucket: str, run_prefix: str) -> list[dict]:
+    """The shards whose grids postprocess accepted as staged (cgan.workspace STAGED_KEY; none in a
+    workspace from before staging), each checked to lie in this bucket under this run."""
+    from cgan.workspace import STAGED_KEY
+
+    if not workspace.exists(STAGED_KEY):
+        return []
+    try:
+        shards = json.loads(workspace.get_bytes(STAGED_KEY))["shards"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PublishError(f"{STAGED_KEY} in the workspace is unreadable ({exc}): re-run postprocess") from exc
+    for shard in shards:
+        if shard.get("bucket") != bucket or not str(shard.get("root", "")).startswith(f"{run_prefix}/attempts/"):
+            raise StagedGridsError(
+                f"shard {shard.get('shard')} staged its grids in s3://{shard.get('bucket')}/{shard.get('root')}/, "
+                f"not under s3://{bucket}/{run_prefix}/attempts/: nothing was published. Clear the shard's "
+                "inference task and everything after it, so it stages its grids where this run publishes")
+    return shards
+
+
+def verify_staged(client, bucket: str, shards: list[dict]) -> list[dict]:
+    """Manifest entries (key, size, sha256) of the shards' staged grids, each checked present with
+    its size by listing its attempt's grids/ (StagedGridsError naming the shard otherwise)."""
+    objects = []
+    for shard in shards:
+        root = shard["root"]
+        listed = {o["Key"]: o.get("Size") for o in _call(s3.list_objects, client, bucket, f"{root}/{GRIDS_DIR}")}
+        for stem, (size, sha) in sorted(shard["grids"].items()):
+            key = grid_key(root, stem)
+            if listed.get(key) != size:
+                found = "missing" if key not in listed else f"{listed[key]} bytes, its render.json says {size}"
+                raise StagedGridsError(
+                    f"shard {shard['shard']}: the staged grid s3://{bucket}/{key} is {found}; nothing was "
+                    f"published. Clear the shard's inference task (map index {shard['shard']}) and everything "
+                    "after it, so it stages its grids again")
+            objects.append({"key": key, "size": size, "sha256": sha})
+    return objects
+
+
 def gate_status(metadata: dict) -> str:
     """accepted or rejected: the quality gate's verdict in the run's summary (a summary made
     before the gate existed counts as accepted)."""
@@ -183,7 +248,7 @@ def _current_manifest(client, bucket: str, run_prefix: str, log: Log) -> tuple[s
     except ValueError as exc:
         log(f"s3://{bucket}/{key} is not a manifest ({exc}): it is replaced")
         return etag, set()
-    return etag, {full for full, _ in relative_objects(manifest, run_prefix).values()}
+    return etag, manifest_keys(manifest, run_prefix)
 
 
 def _remove_older_attempts(client, bucket: str, run_prefix: str, attempt: str, keep: set[str], log: Log) -> None:
@@ -198,6 +263,31 @@ def _remove_older_attempts(client, bucket: str, run_prefix: str, attempt: str, k
         _call(s3.delete_keys, client, bucket, stale)
         log(f"removed {len(stale)} object(s) under s3://{bucket}/{run_prefix}/ that no manifest names "
             f"(first: {stale[0]})")
+
+
+def remove_unpublished_runs(client, bucket: str, *, now: float, retention_days: float, keep: str = "",
+                            log: Log = print) -> dict[str, float]:
+    """Delete the run prefixes of the publish bucket that have no manifest (runs that failed after
+    their inference tasks staged grids) and whose newest object is older than retention_days;
+    {run prefix: age in days} of those removed. Runs are found by a delimiter listing of runs/,
+    then one HEAD per run for its manifest; only an unpublished run's own objects are listed.
+    `keep` (the current run's prefix) is never removed."""
+    removed: dict[str, float] = {}
+    for name in _call(lambda: list(s3.list_folders(client, bucket, RUNS_PREFIX))):
+        prefix = f"{RUNS_PREFIX}{name}"
+        if prefix == keep.rstrip("/") or _call(s3.head, client, bucket, manifest_key_of(prefix)) is not None:
+            continue
+        found = _call(s3.list_objects, client, bucket, f"{prefix}/")
+        if not found:
+            continue
+        age = (now - max(o["LastModified"].timestamp() for o in found)) / 86400
+        if age > retention_days:
+            _call(s3.delete_keys, client, bucket, [o["Key"] for o in found])
+            removed[prefix] = age
+            log(f"removed s3://{bucket}/{prefix}/: no manifest (the run never published), newest object "
+                f"{age:.1f} days old (> {retention_days:g}): {len(found)} object(s), "
+                f"{sum(o.get('Size', 0) for o in found)} bytes")
+    return removed
 
 
 def _error(exc: s3.S3Error) -> PublishError:

@@ -9,9 +9,12 @@
 Every publish writes its objects under a fresh attempt prefix and then replaces the run's
 manifest in one PUT, so a reader always sees either the old manifest with the old attempt's
 objects or the new manifest with the new ones: a re-publish never takes a published run
-offline. The manifest names its attempt in `root`; runs published before attempts existed
-keep their objects directly under `runs/<name>/` (no `root`), and readers accept both.
-No Airflow import here.
+offline. The inference tasks stage their grid PNGs the same way, each try under an attempt of
+its own (`runs/<name>/attempts/<shard attempt>/grids/...`, cgan.staging), while the run is still
+computing; the manifest names them where they lie. So an object's key relative to the run is
+what follows `attempts/<attempt>/`, whichever attempt holds it. The manifest names the publish
+attempt in `root`; runs published before attempts existed keep their objects directly under
+`runs/<name>/` (no `root`), and readers accept both. No Airflow import here.
 """
 
 from __future__ import annotations
@@ -85,25 +88,55 @@ def objects_root(manifest: dict, prefix: str) -> str:
     return prefix
 
 
+def grid_key(root: str, stem: str) -> str:
+    """A grid PNG under an attempt root: `<root>/grids/grid_000042.png`."""
+    return join(root, f"{GRIDS_DIR}{check_key(stem)}.png")
+
+
 def relative_objects(manifest: dict, prefix: str) -> dict[str, tuple[str, int]]:
     """relative key (grids/grid_000000.png) -> (full key, size) of the manifest's well-formed
-    objects that lie under its root; anything else it lists is ignored."""
-    root = objects_root(manifest, prefix) + "/"
+    objects: those under any attempt of the run (relative key: what follows
+    `<prefix>/attempts/<id>/`), or, for a manifest without an attempt root (published before
+    attempts existed), those right under the run prefix. Anything else it lists is ignored, and
+    of two objects with one relative key the first listed counts."""
+    legacy = objects_root(manifest, prefix) == prefix
     found: dict[str, tuple[str, int]] = {}
     entries = manifest.get("objects")
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict):
             continue
         key, size = entry.get("key"), entry.get("size")
-        if not isinstance(key, str) or not key.startswith(root) or not _is_size(size):
+        if not isinstance(key, str) or not _is_size(size):
             continue
-        rel = key[len(root):]
-        try:
-            check_key(rel)
-        except StoreError:
-            continue
-        found[rel] = (key, size)
+        rel = _relative_key(prefix, key, legacy)
+        if rel is not None and rel not in found:
+            found[rel] = (key, size)
     return found
+
+
+def manifest_keys(manifest: dict, prefix: str) -> set[str]:
+    """Every key the manifest names under the run's prefix (what a re-publish must not delete)."""
+    entries = manifest.get("objects")
+    keys = set()
+    for entry in entries if isinstance(entries, list) else []:
+        key = entry.get("key") if isinstance(entry, dict) else None
+        if isinstance(key, str) and key.startswith(f"{prefix}/"):
+            keys.add(key)
+    return keys
+
+
+def _relative_key(prefix: str, key: str, legacy: bool) -> str | None:
+    attempt = attempt_of(prefix, key)
+    if attempt is not None:
+        rel = key[len(f"{prefix}/{ATTEMPTS_DIR}/{attempt}/"):]
+    elif legacy and key.startswith(f"{prefix}/"):
+        rel = key[len(prefix) + 1:]
+    else:
+        return None
+    try:
+        return check_key(rel)
+    except StoreError:
+        return None
 
 
 def _is_size(value) -> TypeGuard[int]:

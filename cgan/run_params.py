@@ -25,6 +25,8 @@ NPU_TOOLS = ("msame", "ais_bench")  # ascend: what runs the om (cgan.ascend.msam
 CHECKPOINT_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/)?[A-Za-z0-9._/+=@-]+$")
 # ~13 s of inference per shard at 1 thread: Airflow's ~1 s per task instance stays under 10%.
 DEFAULT_GRIDS_PER_SHARD = 1000
+MAX_AUTO_GRIDS_PER_SHARD = 1000  # automatic sizing: no shard larger (a retry redoes at most this much)
+MIN_AUTO_GRIDS_PER_SHARD = 100  # automatic sizing: no smaller shards just to fill the slots
 MAX_SHARDS = 1024  # Airflow's [core] max_map_length default
 MAX_DEVICES = 64
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +49,7 @@ class RunParams:
     devices: list[int] | None = None  # ascend: NPUs a shard may lease (None: any of its host's)
     checkpoint: str = DEFAULT_CHECKPOINT
     precision_mode: str = "force_fp16"
-    grids_per_shard: int = DEFAULT_GRIDS_PER_SHARD
+    grids_per_shard: int | None = None  # None: automatic (auto_shard_count)
     threads: int = 1
     keep_raw_outputs: bool = False
     precision: str = "fp32"  # cpu target: fp32 or int8 (ascend: precision_mode)
@@ -114,7 +116,8 @@ def validate(conf: dict) -> RunParams:
         if len(set(p.devices)) != len(p.devices):
             raise ParamError(f"devices must not repeat an id, got {p.devices!r}")
     validate_checkpoint(p.checkpoint)
-    _int("grids_per_shard", p.grids_per_shard, 1, MAX_GRIDS)
+    if p.grids_per_shard is not None:
+        _int("grids_per_shard", p.grids_per_shard, 1, MAX_GRIDS)
     _int("threads", p.threads, 0, 64)
     _choice("npu_tool", p.npu_tool, NPU_TOOLS)
     if not isinstance(p.keep_raw_outputs, bool):
@@ -159,9 +162,36 @@ def resolve_local_checkpoint(checkpoint: str) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
-def plan_shards(num_grids: int, target: str, devices: list[int] | None, grids_per_shard: int, *,
-                keep_raw_outputs: bool = False, parity_grids: int | None = None) -> list[dict]:
-    """Split grids 0..num_grids-1 into shards of grids_per_shard, for either target.
+def inference_slots(target: str, devices: list[int] | None) -> int | None:
+    """How many inference tasks of one run work at once, where this process can know it: cpu,
+    CGAN_CPU_INFER_TASKS (cgan.config.cpu_infer_tasks); ascend, the NPUs the run names (the
+    ascend_npu pool's size is Airflow's, not known here); None when unknown."""
+    if target == "cpu":
+        from cgan import config
+
+        return config.cpu_infer_tasks()
+    return len(devices) if devices else None
+
+
+def auto_shard_count(num_grids: int, slots: int | None) -> int:
+    """Shards of an automatic plan: a multiple of the slots (each slot gets the same share), as
+    few as keep every shard at most MAX_AUTO_GRIDS_PER_SHARD grids, and no more than leave each
+    at least MIN_AUTO_GRIDS_PER_SHARD (a small run does not fill every slot). Unknown slots:
+    shards of MAX_AUTO_GRIDS_PER_SHARD, as a typed size would. E.g. 2,500 grids on 2 slots: 4
+    shards of 625 (not 1000 + 1000 + 500, whose last round leaves a slot idle)."""
+    need = math.ceil(num_grids / MAX_AUTO_GRIDS_PER_SHARD)
+    if not slots or slots < 1:
+        return need
+    filled = slots * math.ceil(need / slots)
+    return max(need, min(filled, num_grids // MIN_AUTO_GRIDS_PER_SHARD))
+
+
+def plan_shards(num_grids: int, target: str, devices: list[int] | None, grids_per_shard: int | None, *,
+                keep_raw_outputs: bool = False, parity_grids: int | None = None,
+                slots: int | None = None) -> list[dict]:
+    """Split grids 0..num_grids-1 into evenly sized shards, for either target: of at most
+    grids_per_shard each when it is given, else automatically (auto_shard_count over `slots`, by
+    default inference_slots(target, devices)).
 
     Each shard names its bins prefix (cgan.workspace), the grids of the run's parity sample it
     holds (`parity`: the only raw outputs its inference task hands over, unless
@@ -173,7 +203,11 @@ def plan_shards(num_grids: int, target: str, devices: list[int] | None, grids_pe
     from cgan.quality import DEFAULT_PARITY_GRIDS, evenly_spaced, label_sample
     from cgan.workspace import bins_prefix
 
-    count = min(math.ceil(num_grids / grids_per_shard), MAX_SHARDS)
+    if grids_per_shard is None:
+        count = auto_shard_count(num_grids, slots if slots is not None else inference_slots(target, devices))
+    else:
+        count = math.ceil(num_grids / grids_per_shard)
+    count = min(count, MAX_SHARDS)
     parity = evenly_spaced(num_grids, DEFAULT_PARITY_GRIDS if parity_grids is None else parity_grids)
     judged = label_sample(num_grids)
     base, extra = divmod(num_grids, count)

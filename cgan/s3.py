@@ -245,13 +245,18 @@ def download_file(client, bucket: str, key: str, path) -> None:
 
 def list_keys(client, bucket: str, prefix: str) -> list[str]:
     """Every key under prefix (give it with its trailing slash to list a folder)."""
-    keys: list[str] = []
+    return [obj["Key"] for obj in list_objects(client, bucket, prefix)]
+
+
+def list_objects(client, bucket: str, prefix: str) -> list[dict]:
+    """ListObjectsV2's entries under prefix (Key, Size, LastModified, ...), 1,000 a request."""
+    found: list[dict] = []
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+            found.extend(page.get("Contents", []))
     except Exception as exc:
         raise wrap(exc, f"cannot list s3://{bucket}/{prefix}") from exc
-    return keys
+    return found
 
 
 def list_folders(client, bucket: str, prefix: str, page_size: int = 1000) -> Iterator[str]:

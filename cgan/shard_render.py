@@ -1,9 +1,12 @@
 """Grids and label checks of one shard, made on the inference task's own worker.
 
 The `cpu` inference task hands each output to a `ShardRenderer` as soon as it is written. One
-worker thread encodes the grid's PNG into the workspace (cgan.workspace.png_key) and has the
-classifier judge its 100 digits, so the core a 1-thread runtime leaves idle does the
-postprocessing while the next grid is computed. The `ascend` task, where msame writes every
+worker thread encodes the grid's PNG and has the classifier judge its 100 digits. With a
+`stager` (cgan.staging: the task was given the publish bucket) the PNG goes straight to the
+publish bucket under the try's own attempt, and render.json's `staged` entry records where and
+each PNG's size and sha256; without one it goes into the workspace (cgan.workspace.png_key).
+So the core a 1-thread runtime leaves idle does the postprocessing while the next grid is
+computed. The `ascend` task, where msame writes every
 output at the end, renders them afterwards on several threads (`render_outputs`). At most
 `max_pending` outputs wait, so memory stays flat whatever the shard size. `finish()` returns the
 shard's tally, stored as `render.json` beside the shard's perf record; postprocess merges it
@@ -52,8 +55,9 @@ class ShardRenderer:
     """Renders and judges outputs on one background thread; errors surface in submit/finish."""
 
     def __init__(self, store, classifier_path=DEFAULT_CLASSIFIER, *, max_pending: int = MAX_PENDING,
-                 threads: int = 1, judge: set[str] | None = None):
+                 threads: int = 1, judge: set[str] | None = None, stager=None):
         self.store = store
+        self.stager = stager  # cgan.staging.GridStager: PNGs to the publish bucket (None: the workspace)
         self.judge = judge  # stems of the grids whose digits are judged (None: every grid)
         self.labels = QualityAccumulator(None, classifier_path)  # label counts; no parity here
         self.stems: list[str] = []
@@ -88,7 +92,10 @@ class ShardRenderer:
             t0 = time.thread_time()
             png = png_bytes(grid_array(samples))
             t1 = time.thread_time()
-            self.store.put_bytes(png, png_key(stem))
+            if self.stager is not None:
+                self.stager.put(stem, png)
+            else:
+                self.store.put_bytes(png, png_key(stem))
             t2 = time.thread_time()
             hits = self.labels.judge_samples(samples) if self.judge is None or stem in self.judge else None
             t3 = time.thread_time()
@@ -110,7 +117,9 @@ class ShardRenderer:
         """Wait for every queued output; the shard's tally (the content of render.json)."""
         self._pool.shutdown(wait=True)
         self._raise_if_failed()
+        staged = {} if self.stager is None else {"staged": self.stager.record()}
         return {
+            **staged,
             "version": RENDER_VERSION,
             "grids": len(self.stems),
             "first": min(self.stems, default=None),
@@ -135,9 +144,9 @@ def judged_stems(shard: dict) -> set[str] | None:
 
 
 def render_outputs(store, outputs: list[Path], *, threads: int = RENDER_THREADS,
-                   progress=None, judge: set[str] | None = None) -> dict:
+                   progress=None, judge: set[str] | None = None, stager=None) -> dict:
     """PNGs and the tally of output bins already written (msame's), rendered on `threads`."""
-    with ShardRenderer(store, threads=threads, judge=judge) as renderer:
+    with ShardRenderer(store, threads=threads, judge=judge, stager=stager) as renderer:
         for n, path in enumerate(outputs, 1):
             renderer.submit(path, read_output_bin(path))
             if progress is not None:

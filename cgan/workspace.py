@@ -8,7 +8,11 @@ Layout under the artifact root (CGAN_ARTIFACT_ROOT, `file://` or `s3://`):
                                             tool's log, render.json (written last) and only the
                                             raw outputs postprocess checks for parity (every one
                                             with keep_raw_outputs): grid_GGGGGG_output_0.bin
-        grids/grid_GGGGGG.png               made by the inference tasks on their own workers
+        grids/grid_GGGGGG.png               made by the inference tasks on their own workers when
+                                            they are given no publish bucket (else staged there,
+                                            cgan.staging), or by postprocess re-rendering a shard
+        staged.json                         postprocess: the shards whose grids publish names
+                                            where the inference tasks staged them
         perf/perf.json, perf/latency.png, perf/shard_NNNN.<name>     made by postprocess
         quality/quality.json                                        made by postprocess
         logs/atc.log
@@ -42,6 +46,7 @@ QUALITY_KEY = f"{QUALITY_PREFIX}/quality.json"
 ATC_LOG_KEY = f"{LOGS_PREFIX}/atc.log"
 SHARD_PERF_NAME = "perf.json"
 RENDER_NAME = "render.json"
+STAGED_KEY = "staged.json"
 
 MODELS_PREFIX = "models"  # beside runs/ under the artifact root, not in a run's workspace
 

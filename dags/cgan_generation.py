@@ -33,7 +33,7 @@ from cgan.run_params import (
     CHECKPOINT_ASSET,
     CHECKPOINT_RE,
     DEFAULT_CHECKPOINT,
-    DEFAULT_GRIDS_PER_SHARD,
+    MAX_AUTO_GRIDS_PER_SHARD,
     NPU_TOOLS,
     PRECISION_MODES,
     TARGETS,
@@ -79,11 +79,14 @@ PARAMS = {
     "precision_mode": Param("force_fp16", type="string", enum=list(PRECISION_MODES), title="Precision mode",
                             description="atc --precision_mode (atc's own default is force_fp16; "
                                         "must_keep_origin_dtype keeps fp32)."),
-    "grids_per_shard": Param(DEFAULT_GRIDS_PER_SHARD, type="integer", exclusiveMinimum=0,
+    "grids_per_shard": Param(None, type=["null", "integer"], exclusiveMinimum=0,
                              exclusiveMaximum=MAX_GRIDS + 1,
                              title="Grids per shard",
                              section="Advanced", description="Shard size (both targets; on ascend each "
-                                                             "shard leases one NPU while it runs)."),
+                                                             "shard leases one NPU while it runs). Empty: "
+                                                             "automatic, shards of at most "
+                                                             f"{MAX_AUTO_GRIDS_PER_SHARD} grids balanced over "
+                                                             "the inference tasks that run at once."),
     "threads": Param(1, type="integer", exclusiveMinimum=-1, exclusiveMaximum=65, title="Threads per inference task",
                      section="Advanced", description="ONNX Runtime intra-op threads (0 = all cores)."),
     "keep_raw_outputs": Param(False, type="boolean", title="Keep raw outputs", section="Advanced",
@@ -198,12 +201,12 @@ with DAG(
         task_id="msame_infer", workspace=run["workspace"], om_uri=converted["om_uri"],
         om_name=converted["om_name"], queue="ascend", pool="ascend_npu", msame_path=config.msame(),
         toolkit_home=config.ascend_toolkit(), aws_conn_id=config.s3_conn_id(), execution_timeout=timedelta(hours=1),
-        npu_tool="{{ params.npu_tool }}",
+        npu_tool="{{ params.npu_tool }}", bucket=config.publish_bucket(), run_prefix=run["run_prefix"],
     ).expand(shard=shard_list)
     onnxruntime = OnnxRuntimeInferenceOperator.partial(
         task_id="onnxruntime_infer", workspace=run["workspace"], onnx_uri=exported["onnx_uri"],
         threads="{{ params.threads }}", precision="{{ params.precision }}", aws_conn_id=config.s3_conn_id(),
-        execution_timeout=timedelta(hours=1),
+        execution_timeout=timedelta(hours=1), bucket=config.publish_bucket(), run_prefix=run["run_prefix"],
         max_active_tis_per_dagrun=config.cpu_infer_tasks(),  # tasks x threads <= cores (CGAN_CPU_INFER_TASKS)
     ).expand(shard=shard_list)
     post = PostprocessOperator(task_id="postprocess", workspace=run["workspace"], shards=run["shards"],

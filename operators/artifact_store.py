@@ -33,3 +33,25 @@ def fetch_checkpoint(checkpoint: str, local_dir, aws_conn_id: str = DEFAULT_CONN
         store = open_artifact_store(folder if folder.count("/") > 2 else folder + "/", aws_conn_id)
         return store.get_file(name, Path(local_dir) / PurePosixPath(name).name)
     return resolve_local_checkpoint(checkpoint)
+
+
+def open_grid_stager(bucket: str | None, run_prefix: str | None, aws_conn_id: str = DEFAULT_CONN_ID):
+    """A cgan.staging.GridStager for one inference task try (its PNGs straight to the publish
+    bucket, through the connection's client), or None without a bucket (PNGs into the workspace)."""
+    if not bucket:
+        return None
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from cgan import s3
+    from cgan.staging import GridStager
+    from cgan.store import StoreError
+
+    if not run_prefix:
+        raise StoreError("an inference task given a publish bucket needs the run's run_prefix (runs/<run key>) too")
+    client = S3Hook(aws_conn_id=aws_conn_id).get_conn()
+    try:
+        s3.check_bucket(client, bucket)  # wrong credentials or no bucket: fail before any inference
+    except s3.S3ConfigError as exc:
+        raise StoreError(f"{exc} [connection {aws_conn_id!r}, bucket {bucket!r}: the publish bucket, where the "
+                         "inference tasks stage the grids]") from exc
+    return GridStager(client, bucket, run_prefix)

@@ -4,8 +4,11 @@ Runs after publish, only when publish succeeded (the default trigger rule): the 
 (`runs/<run key>/` under the artifact root: bins, handed-over outputs, grids, perf, quality) is
 deleted, then every other workspace untouched for more than `retention_days`
 (CGAN_WORKSPACE_RETENTION_DAYS, default 7): what failed runs left for inspection. The model store
-and the atc cache (`models/`, `atc-cache/`: one entry per content) and the publish bucket are
-never touched. An artifact root whose `runs/` would be the published runs is refused.
+and the atc cache (`models/`, `atc-cache/`: one entry per content) are never touched. In the
+publish bucket, only run prefixes with no manifest (runs that failed after their inference tasks
+staged grids, cgan.staging) whose newest object is older than the same retention are removed
+(cgan.publish.remove_unpublished_runs); a published run is never touched. An artifact root whose
+`runs/` would be the published runs is refused.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ class CleanupWorkspaceOperator(CganBaseOperator):
     :param workspace: the run's workspace URI; must lie under `artifact_root`'s runs/
     :param publish_bucket: the publish bucket (CGAN_PUBLISH_BUCKET), checked not to be the artifact root
     :param artifact_root: store holding every run's workspace; default CGAN_ARTIFACT_ROOT
-    :param retention_days: days a left-behind workspace is kept; default CGAN_WORKSPACE_RETENTION_DAYS
-    :param aws_conn_id: Airflow connection for an s3:// artifact root
+    :param retention_days: days a left-behind workspace (and an unpublished run's staged grids in the
+        publish bucket) is kept; default CGAN_WORKSPACE_RETENTION_DAYS
+    :param sweep_publish_bucket: also remove expired unpublished run prefixes from the publish bucket
+        (False: a deployment with no publish bucket reachable from this task)
+    :param aws_conn_id: Airflow connection for an s3:// artifact root and the publish bucket
     """
 
     template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "publish_bucket", "artifact_root",
@@ -31,11 +37,12 @@ class CleanupWorkspaceOperator(CganBaseOperator):
     ui_color = "#f1f3f4"
 
     def __init__(self, *, publish_bucket: str, artifact_root: str | None = None,
-                 retention_days: float | None = None, **kwargs):
+                 retention_days: float | None = None, sweep_publish_bucket: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.publish_bucket = publish_bucket
         self.artifact_root = artifact_root
         self.retention_days = retention_days
+        self.sweep_publish_bucket = sweep_publish_bucket
 
     def execute(self, context) -> dict:
         from cgan import config
@@ -56,8 +63,20 @@ class CleanupWorkspaceOperator(CganBaseOperator):
             n, b = remove_workspace(root, name)
             self.log.info("Removed workspace runs/%s, untouched for %.1f days (> %g): %d objects, %d bytes",
                           name, age, days, n, b)
+        unpublished = self._sweep_publish_bucket(run_key, days) if self.sweep_publish_bucket else {}
         left_objects, left_bytes = root.usage()
         self.log.info("Artifact store %s now holds %d objects, %d bytes (models, atc cache, workspaces of "
                       "unpublished runs younger than %g days)", root_uri, left_objects, left_bytes, days)
         return {"removed_objects": objects, "removed_bytes": size, "expired_removed": sorted(expired),
-                "left_objects": left_objects, "left_bytes": left_bytes}
+                "unpublished_removed": sorted(unpublished), "left_objects": left_objects, "left_bytes": left_bytes}
+
+    def _sweep_publish_bucket(self, run_key: str, days: float) -> dict[str, float]:
+        """Unpublished runs' staged grids older than the retention, out of the publish bucket."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from cgan.publish import remove_unpublished_runs
+        from cgan.published_layout import RUNS_PREFIX
+
+        client = S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
+        return remove_unpublished_runs(client, self.publish_bucket, now=time.time(), retention_days=days,
+                                       keep=f"{RUNS_PREFIX}{run_key}", log=self.log.info)

@@ -7,7 +7,9 @@ worker's own host (cgan.ascend.lease: CGAN_NPU_DEVICES or `npu-smi info`, an flo
 every exit; the shard's `devices`, when the run names some, restrict the choice) and runs the
 `npu_tool` on it: msame (output streamed into the task log, grids rendered after it) or
 ais_bench's Python API in this process (grids rendered while the NPU computes the next call).
-Hands over the PNGs, the tool log, perf.json (device `npu:<id>@<host>`), only the raw outputs of
+Given the publish `bucket` and the run's `run_prefix`, the grid PNGs go straight to the publish
+bucket under this try's own attempt (cgan.staging: staged, not yet published), else into the
+workspace. Hands over the tool log, perf.json (device `npu:<id>@<host>`), only the raw outputs of
 the run's parity sample (all with keep_raw_outputs) and render.json last, to
 `outputs/shard_NNNN/` (cgan.workspace), a prefix emptied first so a retry never mixes its
 outputs with an earlier try's. Every failure, exit 0 or not, raises the cgan error quoting
@@ -19,6 +21,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from operators.base import CganBaseOperator
 
@@ -42,21 +45,28 @@ class MsameInferenceOperator(CganBaseOperator):
         process: the worker's environment must already hold the CANN libraries)
     :param toolkit_home: folder of the CANN set_env.sh, sourced for msame when present (msame
         needs the ACL libraries); otherwise the worker's own environment is used
-    :param aws_conn_id: Airflow connection for s3:// stores
+    :param bucket: the publish bucket (CGAN_PUBLISH_BUCKET) to stage the grid PNGs in as they are
+        rendered; None: the PNGs go into the workspace (as for the `cgan` command line)
+    :param run_prefix: the run's prefix in that bucket, `runs/<run key>` (the plan's `run_prefix`)
+    :param aws_conn_id: Airflow connection for s3:// stores and the publish bucket
     :param queue: Celery queue of the Ascend workers
     :param pool: Airflow pool with one slot per NPU of the fleet
     """
 
     template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "shard", "om_uri", "om_name", "msame_path",
                                       "loop",
-                                      "device", "toolkit_home", "npu_tool")
+                                      "device", "toolkit_home", "npu_tool", "bucket", "run_prefix")
     ui_color = "#fde7e9"
+    _stager: Any = None  # this try's cgan.staging.GridStager (set by execute when given a bucket)
 
     def __init__(self, *, shard: dict, om_uri: str, om_name: str = "cgan.om", msame_path: str = "msame", loop: int = 1,
                  device: int | None = None, channels: int | None = None, msame_timeout_s: float | None = None,
                  toolkit_home: str = "/usr/local/Ascend/ascend-toolkit", queue: str = "ascend",
-                 pool: str = "ascend_npu", npu_tool: str = "msame", **kwargs):
+                 pool: str = "ascend_npu", npu_tool: str = "msame", bucket: str | None = None,
+                 run_prefix: str | None = None, **kwargs):
         super().__init__(queue=queue, pool=pool, **kwargs)
+        self.bucket = bucket
+        self.run_prefix = run_prefix
         self.npu_tool = npu_tool
         self.shard = shard
         self.om_uri = om_uri
@@ -75,6 +85,7 @@ class MsameInferenceOperator(CganBaseOperator):
         from cgan.shard_render import hand_over, judged_stems
         from cgan.store import download_keys
         from cgan.workspace import outputs_prefix, shard_perf_key
+        from operators.artifact_store import open_grid_stager
 
         index, bins_prefix, allowed = parse_shard(self.shard, self.device)
         tool = check_npu_tool(self.npu_tool)
@@ -82,6 +93,10 @@ class MsameInferenceOperator(CganBaseOperator):
         prefix = outputs_prefix(index)
         store.delete_prefix(prefix)
         om_name = _om_name(self.om_name)
+        self._stager = open_grid_stager(self.bucket, self.run_prefix, self.aws_conn_id)
+        if self._stager is not None:
+            self.log.info("Shard %d: grid PNGs staged in s3://%s/%s/ as they are rendered", index,
+                          self._stager.bucket, self._stager.root)
         with tempfile.TemporaryDirectory(prefix="cgan-msame-") as tmp_dir:
             tmp = Path(tmp_dir)
             om = self.fetch(self.om_uri, tmp / "model" / om_name)
@@ -101,7 +116,7 @@ class MsameInferenceOperator(CganBaseOperator):
                 from cgan.shard_render import render_outputs
 
                 tally = render_outputs(store, list_outputs(run.output_dir), progress=self._progress,
-                                       judge=judged_stems(self.shard))
+                                       judge=judged_stems(self.shard), stager=self._stager)
             run.perf.device = lease.label  # npu:<id>@<host>: the device and the host it belongs to
             run.perf.write(run.output_dir)
             handed = hand_over(store, dict(self.shard, shard=index), run.output_dir, tally,
@@ -113,7 +128,8 @@ class MsameInferenceOperator(CganBaseOperator):
                       perf.grids_per_s, tally["grids"], handed["raw_outputs"])
         return {"shard": index, "outputs_prefix": prefix, "perf_key": shard_perf_key(index), "grids": perf.grids,
                 "device": lease.device, "host": lease.host, "npu_tool": tool, "grids_per_s": perf.grids_per_s,
-                "raw_outputs_kept": handed["raw_outputs"]}
+                "raw_outputs_kept": handed["raw_outputs"],
+                "staged_root": self._stager.root if self._stager else None}
 
     def _msame(self, om: Path, tmp: Path, lease):
         """msame over the bins (the lease's lock passed to it); its grids are rendered after the lease."""
@@ -135,7 +151,7 @@ class MsameInferenceOperator(CganBaseOperator):
         from cgan.runtimes.ais_bench_runner import run_ais_bench
         from cgan.shard_render import ShardRenderer, judged_stems
 
-        with ShardRenderer(self.store, judge=judged_stems(self.shard)) as renderer:
+        with ShardRenderer(self.store, judge=judged_stems(self.shard), stager=self._stager) as renderer:
             run = run_ais_bench(om, tmp / "bins", tmp / "out", device=lease.device, progress=self._progress,
                                 on_output=renderer.submit)
             tally = renderer.finish()

@@ -1,9 +1,12 @@
 """OnnxRuntimeInferenceOperator: one shard through ONNX Runtime on the CPU (the `cpu` target).
 
 Mapped over the run's shards. Each grid's PNG and label check are made on a second thread while
-ONNX Runtime computes the next one (cgan.shard_render); then the shard hands over its PNGs,
-perf.json, only the raw outputs of the run's parity sample (all with keep_raw_outputs) and
-render.json last, to `outputs/shard_NNNN/` (cgan.workspace). That prefix is emptied first, so a
+ONNX Runtime computes the next one (cgan.shard_render); given the publish `bucket` and the run's
+`run_prefix`, each PNG goes straight to the publish bucket under this try's own attempt
+(cgan.staging: staged, not yet published; the manifest still comes last), else into the
+workspace. Then the shard hands over perf.json, only the raw outputs of the run's parity sample
+(all with keep_raw_outputs) and render.json last (with where its PNGs were staged), to
+`outputs/shard_NNNN/` (cgan.workspace). That prefix is emptied first, so a
 retry never mixes its outputs with an earlier try's. The other raw outputs never leave the worker.
 """
 
@@ -27,15 +30,21 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
     :param threads: ONNX Runtime intra-op threads (0 = all cores)
     :param precision: fp32, or int8 (cgan.runtimes.ort_int8: static quantization, built once per
         model and cached on the worker)
-    :param aws_conn_id: Airflow connection for s3:// stores
+    :param bucket: the publish bucket (CGAN_PUBLISH_BUCKET) to stage the grid PNGs in as they are
+        rendered; None: the PNGs go into the workspace (as for the `cgan` command line)
+    :param run_prefix: the run's prefix in that bucket, `runs/<run key>` (the plan's `run_prefix`)
+    :param aws_conn_id: Airflow connection for s3:// stores and the publish bucket
     """
 
     template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "shard", "onnx_uri", "threads",
-                                      "precision")
+                                      "precision", "bucket", "run_prefix")
     ui_color = "#fef7e0"
 
-    def __init__(self, *, shard: dict, onnx_uri: str, threads: int = 1, precision: str = "fp32", **kwargs):
+    def __init__(self, *, shard: dict, onnx_uri: str, threads: int = 1, precision: str = "fp32",
+                 bucket: str | None = None, run_prefix: str | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.bucket = bucket
+        self.run_prefix = run_prefix
         self.shard = shard
         self.onnx_uri = onnx_uri
         self.threads = threads
@@ -47,6 +56,7 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
         from cgan.shard_render import ShardRenderer, hand_over, judged_stems
         from cgan.store import download_keys
         from cgan.workspace import outputs_prefix
+        from operators.artifact_store import open_grid_stager
 
         store, shard = self.store, self.shard
         index, prefix = shard["shard"], outputs_prefix(shard["shard"])
@@ -58,8 +68,12 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
             self.log.info("Shard %d: %d grid(s) through ONNX Runtime, %s thread(s), %s", index, len(bins),
                           self.threads, self.precision)
             store.delete_prefix(prefix)  # no render.json of an earlier try survives this one
+            stager = open_grid_stager(self.bucket, self.run_prefix, self.aws_conn_id)
+            if stager is not None:
+                self.log.info("Shard %d: grid PNGs staged in s3://%s/%s/ as they are rendered", index,
+                              stager.bucket, stager.root)
             cpu0 = time.process_time()
-            with ShardRenderer(store, judge=judged_stems(shard)) as renderer:
+            with ShardRenderer(store, judge=judged_stems(shard), stager=stager) as renderer:
                 run = run_onnxruntime(model, tmp / "bins", tmp / "out", threads=int(self.threads),
                                       progress=self._progress, precision=self.precision,
                                       on_output=renderer.submit)
@@ -69,10 +83,12 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
             handed = hand_over(store, shard, run.output_dir, tally, [run.output_dir / PERF_NAME])
         perf = run.perf
         self.log.info("Shard %d done: %.2f ms per call (p99 %.2f), %.1f grids/s; %d grid PNG(s) rendered "
-                      "during inference, %d raw output(s) kept", index, perf.latency_ms["mean"],
-                      perf.latency_ms["p99"], perf.grids_per_s, tally["grids"], handed["raw_outputs"])
+                      "during inference (%s), %d raw output(s) kept", index, perf.latency_ms["mean"],
+                      perf.latency_ms["p99"], perf.grids_per_s, tally["grids"],
+                      "staged in the publish bucket" if stager else "in the workspace", handed["raw_outputs"])
         return {"shard": index, "outputs_prefix": prefix, "grids": perf.grids, "grids_per_s": perf.grids_per_s,
-                "raw_outputs_kept": handed["raw_outputs"], "cpu_s": cpu_s}
+                "raw_outputs_kept": handed["raw_outputs"], "cpu_s": cpu_s,
+                "staged_root": stager.root if stager else None}
 
     def _progress(self, done: int, total: int) -> None:
         from cgan.progress import is_tenth

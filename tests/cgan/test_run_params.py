@@ -153,3 +153,38 @@ def test_checkpoints_only_from_the_configured_roots(tmp_path, monkeypatch):
     monkeypatch.setenv("CGAN_CHECKPOINT_ROOTS", "s3://Bad_Bucket")
     with pytest.raises(config.ConfigError, match="CGAN_CHECKPOINT_ROOTS"):
         config.checkpoint_roots()
+
+
+@pytest.mark.parametrize("grids,slots,sizes", [
+    (2500, 2, [625] * 4),  # not 1000 + 1000 + 500: every slot gets the same share
+    (10_000, 2, [1000] * 10),
+    (10_000, 16, [625] * 16),
+    (10_000, 3, [834] * 4 + [833] * 8),  # a multiple of the slots, none over 1000
+    (2000, 4, [500] * 4),
+    (250, 4, [125] * 2),  # a small run does not split below 100 grids a shard to fill the slots
+    (100, 2, [100]),
+    (7, 4, [7]),
+    (2500, None, [834, 833, 833]),  # slots unknown: shards of at most 1000
+])
+def test_automatic_shards_are_balanced_over_the_inference_slots(grids, slots, sizes):
+    shards = plan_shards(grids, "cpu" if slots else "ascend", None, None, slots=slots)
+    assert [s["count"] for s in shards] == sizes
+    assert [g for s in shards for g in range(s["start"], s["start"] + s["count"])] == list(range(grids))
+
+
+def test_automatic_shard_sizing_is_the_default_and_reads_the_slots(monkeypatch):
+    monkeypatch.setenv("CGAN_CPU_INFER_TASKS", "2")
+    assert validate({}).grids_per_shard is None
+    plan = make_plan({"num_grids": 2500}, run_id="r", logical_date=datetime(2026, 1, 1, tzinfo=UTC),
+                     artifact_root="file:///x")
+    assert [s["count"] for s in plan["shards"]] == [625] * 4
+    # ascend: the NPUs the run names, else shards of at most 1000 (the pool's size is Airflow's)
+    assert len(plan_shards(2500, "ascend", [0, 1, 2], None)) == 3
+    assert len(plan_shards(4000, "ascend", [0, 1, 2], None)) == 6
+    assert len(plan_shards(2500, "ascend", None, None)) == 3
+    # a typed size is used as typed
+    typed = make_plan({"num_grids": 2500, "grids_per_shard": 1000}, run_id="r",
+                      logical_date=datetime(2026, 1, 1, tzinfo=UTC), artifact_root="file:///x")
+    assert [s["count"] for s in typed["shards"]] == [834, 833, 833]
+    with pytest.raises(ParamError, match="grids_per_shard must be an integer in 1..100000"):
+        validate({"grids_per_shard": 0})

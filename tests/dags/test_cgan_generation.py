@@ -175,9 +175,12 @@ def test_dag_file_does_not_import_torch_at_parse_time(tmp_path):
 def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     client = local_s3["client"]
     client.create_bucket(Bucket="dagtest")
+    orphan = "runs/failed-earlier/attempts/20260101T000000.000000Z-abcdef/grids/grid_000000.png"
+    client.put_object(Bucket="dagtest", Key=orphan, Body=b"staged by a run that never published")
     env = airflow_env(
         airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET="dagtest",
         AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
+        CGAN_WORKSPACE_RETENTION_DAYS="0",  # the orphan is older than that: cleanup removes it
     )
     proc = dags_test(env, {"num_grids": 5, "grids_per_shard": 2, "seed": 3, "target": "cpu"})
     log = proc.stdout + proc.stderr
@@ -186,6 +189,8 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     manifest = json.loads(client.get_object(Bucket="dagtest", Key=latest["manifest"])["Body"].read())
     keys = [o["key"] for o in manifest["objects"]]
     assert sum("/grids/grid_" in k for k in keys) == 5
+    # staged by the inference tasks under attempts of their own, not uploaded by publish
+    assert not [k for k in keys if "/grids/" in k and k.startswith(manifest["root"] + "/")], keys
     assert any(k.endswith("/quality/quality.json") for k in keys) and any(k.endswith("/perf/latency.png") for k in keys)
     for obj in manifest["objects"]:
         body = client.get_object(Bucket="dagtest", Key=obj["key"])["Body"].read()
@@ -206,6 +211,8 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     assert [p.name for p in (root / "models").glob("*/*")] == ["cgan.onnx", "entry.json"] or sorted(
         p.name for p in (root / "models").glob("*/*")) == ["cgan.onnx", "entry.json"]
     assert "Removed the published run's workspace" in log
+    assert "removed s3://dagtest/runs/failed-earlier/: no manifest" in log  # an unpublished run's staged grids
+    assert not client.list_objects_v2(Bucket="dagtest", Prefix="runs/failed-earlier/").get("Contents")
     events = asset_events(env, "s3://dagtest/runs")  # the publish task's Asset event, for other DAGs
     assert len(events) == 1 and events[0]["extra"]["manifest"] == latest["manifest"], events
     assert events[0]["extra"]["grids"] == 5 and events[0]["extra"]["gate"] == "accepted"
@@ -226,10 +233,10 @@ def test_a_failed_runs_workspace_is_kept_then_removed_after_the_retention(airflo
         AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
     )
     conf = {"num_grids": 2, "seed": 1, "target": "cpu"}
-    failed = dags_test(dict(env, CGAN_PUBLISH_BUCKET="no-such-bucket"), conf)  # publish fails at once
+    failed = dags_test(dict(env, CGAN_PUBLISH_BUCKET="no-such-bucket"), conf)  # fails at once (staging)
     assert failed.returncode != 0 and "no-such-bucket" in failed.stdout + failed.stderr
     (kept,) = [p for p in (root / "runs").iterdir()]
-    assert (kept / "grids" / "grid_000001.png").is_file()  # left for inspection
+    assert list(kept.rglob("*.bin"))  # left for inspection
     young = dags_test(env, conf)  # within the retention: the failed run's workspace stays
     assert young.returncode == 0, (young.stdout + young.stderr)[-4000:]
     assert [p.name for p in (root / "runs").iterdir() if any(p.rglob("*.bin"))] == [kept.name]

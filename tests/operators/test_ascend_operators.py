@@ -172,7 +172,7 @@ def test_msame_inference_renders_on_the_worker_and_hands_over(tmp_path, standins
     result = op.execute(context={})
     assert result == {"shard": 0, "outputs_prefix": "outputs/shard_0000", "perf_key": "outputs/shard_0000/perf.json",
                       "grids": 3, "device": 2, "host": socket.gethostname(), "npu_tool": "msame",
-                      "grids_per_s": result["grids_per_s"], "raw_outputs_kept": 1}
+                      "grids_per_s": result["grids_per_s"], "raw_outputs_kept": 1, "staged_root": None}
     keys = store.list("outputs/shard_0000")
     assert keys == ["outputs/shard_0000/grid_000001_output_0.bin",  # the parity sample only; the stale bin is gone
                     "outputs/shard_0000/msame.log", "outputs/shard_0000/perf.json", "outputs/shard_0000/render.json"]

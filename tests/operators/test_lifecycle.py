@@ -59,8 +59,10 @@ def one_run(root: Path, n: int, checkpoint: Path, *, fail: bool) -> dict:
         raise
     PostprocessOperator(task_id="postprocess", workspace=ws, shards=plan["shards"],
                         checkpoint=str(checkpoint)).execute({})
-    # (publish reads the workspace only; the DAG runs cleanup when publish succeeded)
-    return CleanupWorkspaceOperator(task_id="cleanup", workspace=ws, publish_bucket="cgan").execute({})
+    # (publish reads the workspace only; the DAG runs cleanup when publish succeeded; no publish
+    # bucket here: its sweep is tested in tests/cgan/test_staged_publish.py and the DAG tests)
+    return CleanupWorkspaceOperator(task_id="cleanup", workspace=ws, publish_bucket="cgan",
+                                    sweep_publish_bucket=False).execute({})
 
 
 def a_day_passes(root: Path, days: float) -> None:

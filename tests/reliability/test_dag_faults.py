@@ -240,7 +240,7 @@ def test_back_to_back_runs_both_publish_and_no_secret_is_shown(dag_env, local_s3
 
 
 @pytest.mark.slow
-def test_wrong_secret_fails_publish_at_once_naming_connection_and_bucket(dag_env, local_s3, airflow_home, tmp_path):
+def test_wrong_secret_fails_at_once_naming_connection_and_bucket(dag_env, local_s3, airflow_home, tmp_path):
     wrong = "wrong-" + secrets.token_hex(16)
     env = dag_env()
     env["AIRFLOW_CONN_CGAN_S3"] = s3_connection(local_s3["endpoint"], local_s3["access_key"], wrong)
@@ -248,8 +248,10 @@ def test_wrong_secret_fails_publish_at_once_naming_connection_and_bucket(dag_env
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log[-4000:]
     tasks = latest_run_tasks(airflow_home)
-    assert tasks["postprocess"] == [("success", 1)] and tasks["publish"] == [("failed", 1)]  # no retries
-    assert "PublishConfigError" in log and "connection 'cgan_s3'" in log and f"bucket '{dag_env.bucket}'" in log
+    # the inference task stages its grids in the publish bucket: it checks the bucket before any
+    # inference and fails there, without retries
+    assert tasks["onnxruntime_infer"] == [("failed", 1)] and tasks["publish"][0][0] == "upstream_failed"
+    assert "StoreError" in log and "connection 'cgan_s3'" in log and f"bucket '{dag_env.bucket}'" in log
     assert "credentials" in log
     for secret in (wrong, local_s3["secret_key"]):
         assert secret not in log
