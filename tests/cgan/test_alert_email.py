@@ -4,15 +4,14 @@ real local SMTP server: run, task, reason and log link in it, never a credential
 from __future__ import annotations
 
 from cgan import alerts
+from tests.cgan.test_alerts import publish_failure_alert
 from tests.smtp_receiver import smtp_receiver
 
 
 def test_failure_alert_email_arrives_with_run_task_reason_and_log_link_and_no_credential(monkeypatch):
     monkeypatch.setenv("CGAN_TEST_SMTP_PASSWORD", "hunter2-smtp-secret")
-    alert = alerts.make_alert(
-        dag_id="cgan_generation", run_id="scheduled__2026-11-30T02:00:00+00:00", task_id="publish",
-        reason="PublishError: s3://ops:hunter2-smtp-secret@minio:9000/cgan refused (hunter2-smtp-secret)",
-        log_url="http://127.0.0.1:8080/dags/cgan_generation/runs/scheduled__2026-11-30T02:00:00+00:00/tasks/publish")
+    alert = publish_failure_alert(
+        "PublishError: s3://ops:hunter2-smtp-secret@minio:9000/cgan refused (hunter2-smtp-secret)")
     with smtp_receiver() as (host, port, received):
         alerts.send_email(alert, host=host, port=port, sender="airflow@example.test",
                           to=["ops@example.test", "oncall@example.test"])

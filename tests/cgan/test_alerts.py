@@ -5,13 +5,19 @@ import pytest
 from cgan import alerts
 from tests.alert_receiver import webhook_receiver
 
+RUN_ID = "scheduled__2026-11-30T02:00:00+00:00"
+
+
+def publish_failure_alert(reason: str) -> alerts.Alert:
+    """The alert of a nightly run whose publish task failed with `reason`."""
+    return alerts.make_alert(dag_id="cgan_generation", run_id=RUN_ID, task_id="publish", reason=reason,
+                             log_url=f"http://127.0.0.1:8080/dags/cgan_generation/runs/{RUN_ID}/tasks/publish")
+
 
 def test_webhook_alert_names_run_task_reason_and_log_and_no_credential(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value-xyz")
-    alert = alerts.make_alert(
-        dag_id="cgan_generation", run_id="scheduled__2026-11-30T02:00:00+00:00", task_id="publish",
-        reason="PublishError: s3://cgan/x refused, key s3cr3t-value-xyz, endpoint http://bob:pw123@minio:9000/",
-        log_url="http://127.0.0.1:8080/dags/cgan_generation/runs/r/tasks/publish")
+    alert = publish_failure_alert(
+        "PublishError: s3://cgan/x refused, key s3cr3t-value-xyz, endpoint http://bob:pw123@minio:9000/")
     with webhook_receiver() as (url, received):
         alerts.send_webhook(url, alert)
     assert len(received) == 1
