@@ -3,7 +3,7 @@
 Runs nightly (CGAN_SCHEDULE), when triggered from the form, and when a new checkpoint is registered
 (an event of the asset `cgan_checkpoint`: `cgan register-checkpoint`; the run uses its checkpoint).
 
-plan (checked params, the run's checkpoint) -> export_onnx and input_bins (side by side) -> choose_target
+plan (checked params, the run's checkpoint) -> export_onnx -> input_bins -> choose_target
     ascend: atc_convert -> msame_infer (mapped over shards, queue `ascend`, pool `ascend_npu`)
     cpu:    onnxruntime_infer (mapped over shards, default queue)
     (each inference task renders and judges its own grids on its worker)
@@ -235,6 +235,6 @@ with DAG(
     summary: Any = post.output
     gate = quality_gate(summary)
 
-    [export, bins] >> branch >> [atc, onnxruntime]  # export and bins need only the plan: side by side
+    export >> bins >> branch >> [atc, onnxruntime]  # export first: a bad checkpoint fails before any bins
     atc >> msame
     [msame, onnxruntime] >> post >> publish >> [gate, cleanup]
