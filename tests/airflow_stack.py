@@ -42,6 +42,15 @@ def s3_connection(endpoint: str, access_key: str, secret_key: str) -> str:
     })
 
 
+def bucket_env(home: Path, local_s3: dict, tmp_path: Path, bucket: str, **extra: str) -> dict[str, str]:
+    """airflow_env of a DAG run publishing to a new `bucket` of the session's S3 server, its
+    artifact root under tmp_path/artifacts, the `cgan_s3` connection to that server."""
+    local_s3["client"].create_bucket(Bucket=bucket)
+    conn = s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"])
+    return airflow_env(home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET=bucket,
+                       AIRFLOW_CONN_CGAN_S3=conn, **extra)
+
+
 def dags_test(env: dict[str, str], conf: dict, timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run([AIRFLOW, "dags", "test", "cgan_generation", "-c", json.dumps(conf)],
                           env=env, capture_output=True, text=True, timeout=timeout)

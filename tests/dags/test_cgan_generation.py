@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.airflow_stack import REPO, airflow_env, dags_test, s3_connection
+from tests.airflow_stack import REPO, airflow_env, bucket_env, dags_test, s3_connection
 
 PARSE = r"""
 import json, sys
@@ -172,14 +172,10 @@ def test_dag_file_does_not_import_torch_at_parse_time(tmp_path):
 @pytest.mark.slow
 def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     client = local_s3["client"]
-    client.create_bucket(Bucket="dagtest")
+    env = bucket_env(airflow_home, local_s3, tmp_path, "dagtest",
+                     CGAN_WORKSPACE_RETENTION_DAYS="0")  # the orphan below is older than that: cleanup removes it
     orphan = "runs/failed-earlier/attempts/20260101T000000.000000Z-abcdef/grids/grid_000000.png"
     client.put_object(Bucket="dagtest", Key=orphan, Body=b"staged by a run that never published")
-    env = airflow_env(
-        airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET="dagtest",
-        AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
-        CGAN_WORKSPACE_RETENTION_DAYS="0",  # the orphan is older than that: cleanup removes it
-    )
     proc = dags_test(env, {"num_grids": 5, "grids_per_shard": 2, "seed": 3, "target": "cpu"})
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
@@ -224,12 +220,8 @@ def test_a_failed_runs_workspace_is_kept_then_removed_after_the_retention(airflo
     import time
 
     client = local_s3["client"]
-    client.create_bucket(Bucket="lifecycle")
     root = tmp_path / "artifacts"
-    env = airflow_env(
-        airflow_home, CGAN_ARTIFACT_ROOT=root.as_uri(), CGAN_PUBLISH_BUCKET="lifecycle", CGAN_RETRY_DELAY_S="0",
-        AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
-    )
+    env = bucket_env(airflow_home, local_s3, tmp_path, "lifecycle", CGAN_RETRY_DELAY_S="0")
     conf = {"num_grids": 2, "seed": 1, "target": "cpu"}
     failed = dags_test(dict(env, CGAN_PUBLISH_BUCKET="no-such-bucket"), conf)  # fails at once (staging)
     assert failed.returncode != 0 and "no-such-bucket" in failed.stdout + failed.stderr
@@ -254,12 +246,7 @@ def test_a_failed_runs_workspace_is_kept_then_removed_after_the_retention(airflo
 @pytest.mark.slow
 def test_cpu_run_at_int8_publishes_its_precision(airflow_home, local_s3, tmp_path):
     client = local_s3["client"]
-    client.create_bucket(Bucket="dagint8")
-    env = airflow_env(
-        airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET="dagint8",
-        AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
-        CGAN_INT8_CACHE=str(tmp_path / "int8"),
-    )
+    env = bucket_env(airflow_home, local_s3, tmp_path, "dagint8", CGAN_INT8_CACHE=str(tmp_path / "int8"))
     proc = dags_test(env, {"num_grids": 2, "seed": 3, "target": "cpu", "precision": "int8"})
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     latest = json.loads(client.get_object(Bucket="dagint8", Key="latest.json")["Body"].read())
@@ -350,12 +337,7 @@ def test_a_collapsed_generator_is_published_rejected_and_the_run_fails_at_the_ga
 
     checkpoint = broken_checkpoint(committed_generator, tmp_path / "collapsed.pth", "collapsed")
     client = local_s3["client"]
-    client.create_bucket(Bucket="gatetest")
-    env = airflow_env(
-        airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET="gatetest",
-        CGAN_CHECKPOINT_ROOTS=f"models,{tmp_path}",
-        AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
-    )
+    env = bucket_env(airflow_home, local_s3, tmp_path, "gatetest", CGAN_CHECKPOINT_ROOTS=f"models,{tmp_path}")
     with webhook_receiver() as (hook, alerts):
         env["CGAN_ALERT_WEBHOOK_URL"] = hook
         proc = dags_test(env, {"num_grids": 3, "seed": 4, "target": "cpu", "checkpoint": str(checkpoint)})

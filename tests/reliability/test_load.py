@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.airflow_stack import REPO, airflow_env, dags_test, s3_connection
+from tests.airflow_stack import REPO, airflow_env, bucket_env, dags_test, s3_connection
 from tests.reliability.conftest import check_manifest_complete, get
 
 PARSE = r"""
@@ -73,11 +73,7 @@ LARGE = {"num_grids": 2000, "grids_per_shard": 500, "seed": 2026, "target": "cpu
 @pytest.mark.slow
 def test_large_run_publishes_completely(airflow_home, local_s3, tmp_path):
     client = local_s3["client"]
-    client.create_bucket(Bucket="rel-large")
-    env = airflow_env(
-        airflow_home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET="rel-large",
-        AIRFLOW_CONN_CGAN_S3=s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"]),
-    )
+    env = bucket_env(airflow_home, local_s3, tmp_path, "rel-large")
     start = time.monotonic()
     proc = dags_test(env, LARGE, timeout=900)
     wall = time.monotonic() - start
