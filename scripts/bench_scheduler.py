@@ -5,10 +5,12 @@
 In one session: (1) the all-core pure inference time for the same N (ONNX Runtime, every core,
 batch 100, only `session.run`), then (2) a fresh Airflow (SQLite, LocalExecutor: scheduler,
 dag-processor, api-server) and a fresh local S3 server; one `cgan_generation` run of N grids is
-triggered with `POST /api/v2/dags/cgan_generation/dagRuns`, and its task instances (durations)
-and the inference tasks' XComs (CPU seconds per part) are read back from the REST API. The CPU
-time of the whole stack (every process it started, S3 server included) is the rusage of its
-reaped children. Prints a table; returns a dict for bench/results.json.
+triggered with `POST /api/v2/dags/cgan_generation/dagRuns` after a 20-grid warm-up run (as on
+any deployment that has run before: api-server warm, the checkpoint's ONNX export stored;
+`--cold` skips it), and its task instances (timeline, durations) and the inference tasks' XComs
+(CPU seconds per part) are read back from the REST API. The run's CPU is each component's
+(api-server, scheduler, task processes, dag-processor, S3 server) from the trigger to the run's
+end. Prints a table; returns a dict for bench/results.json.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from scripts.local_stack import AIRFLOW, BUCKET, local_env, local_keys  # noqa: 
 DAG_ID = "cgan_generation"
 CHECKPOINT = REPO / "models" / "cgan_generator.pth"
 PARTS = ("inference", "render", "judge", "upload")
+POLL_S = 2.0  # the bench's own GET of the run; the UI's grid view polls about as often
+WARM_UP_GRIDS = 20
 
 
 PURE_CODE = """
@@ -102,6 +106,7 @@ class Stack:
         os.environ.update(local_keys())  # the local server's documented local-only keys
         self.s3 = local_s3.start(root / "s3", None)
         self.procs: list[subprocess.Popen] = []
+        self.components: dict[str, int] = {"s3 server": self.s3.process.pid}
         self.http: Any = None
         try:
             self._start(extra_env)
@@ -127,7 +132,6 @@ class Stack:
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the triggered run, no nightly one
-            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         })
         env.update(extra_env or {})
@@ -138,6 +142,7 @@ class Stack:
             log = open(root / f"{component[0]}.log", "ab")  # noqa: SIM115 - closed with the process
             self.procs.append(subprocess.Popen([AIRFLOW, *component], env=env, stdout=log,
                                                stderr=subprocess.STDOUT, start_new_session=True))
+            self.components[component[0]] = self.procs[-1].pid
         import httpx
 
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
@@ -169,6 +174,7 @@ class Stack:
 
     def run(self, conf: dict, timeout: float = 3600) -> dict:
         """Trigger one run, wait for it; its REST record, task instances and inference XComs."""
+        cpu0 = component_cpu_s(self.components)
         t0 = time.perf_counter()
         run = self.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
         run_id = run["dag_run_id"]
@@ -177,8 +183,10 @@ class Stack:
             run = self.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
             if run["state"] in ("success", "failed"):
                 break
-            time.sleep(0.5)
+            time.sleep(POLL_S)
         observed = time.perf_counter() - t0
+        cpu1 = component_cpu_s(self.components)
+        run_cpu = {name: round(cpu1[name] - cpu0.get(name, 0.0), 1) for name in cpu1}
         tis = self.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
                        params={"limit": 100})["task_instances"]
         if run["state"] != "success":
@@ -191,7 +199,8 @@ class Stack:
                                         f"/xcomEntries/return_value", params={"map_index": ti["map_index"]})
                 value = entry["value"]
                 xcoms.append(json.loads(value) if isinstance(value, str) else value)
-        return {"run": run, "task_instances": tis, "inference": xcoms, "observed_s": observed}
+        return {"run": run, "task_instances": tis, "inference": xcoms, "observed_s": observed,
+                "component_cpu_s": run_cpu}
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -218,6 +227,50 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def component_cpu_s(components: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each component's process tree: its live processes' own CPU plus
+    what their reaped children used. The scheduler's tree holds the LocalExecutor's workers and
+    every task process (`tasks`, split off the scheduler's own loop)."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for name, pid in components.items():
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        own = 0.0
+        total = 0.0
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            mine = t.user + t.system
+            total += mine + t.children_user + t.children_system
+            if proc.pid == pid:
+                own = mine
+        if name == "scheduler":
+            out["scheduler"] = own
+            out["tasks (executor, supervisors, task processes)"] = total - own
+        else:
+            out[name] = total
+    return out
+
+
+def timeline(tis: list[dict], run_start: float) -> list[dict]:
+    """Each task instance's queued, start and end, in seconds from the run's start."""
+    rows = []
+    for ti in tis:
+        if not ti.get("start_date"):
+            continue
+        rel = {key: round(_iso(ti[key]) - run_start, 1) if ti.get(key) else None
+               for key in ("queued_when", "start_date", "end_date")}
+        rows.append({"task": ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""), **rel})
+    return sorted(rows, key=lambda r: r["start_date"])
+
+
 def _iso(ts: str) -> float:
     from datetime import datetime
 
@@ -242,14 +295,19 @@ def summarize(result: dict, pure: dict, stack_cpu_s: float) -> dict:
         tasks["onnxruntime_infer"]["span_s"] = round(max(_iso(t["end_date"]) for t in infer)
                                                      - min(_iso(t["start_date"]) for t in infer), 1)
     cpu = {part: sum(x.get("cpu_s", {}).get(part, 0.0) for x in result["inference"]) for part in PARTS}
-    cpu["overhead"] = max(0.0, stack_cpu_s - sum(cpu.values()))
+    # the run's CPU: every component's between the trigger and the run's end (stack start-up and any
+    # warm-up run excluded)
+    run_cpu_s = sum((result.get("component_cpu_s") or {}).values()) or stack_cpu_s
+    cpu["overhead"] = max(0.0, run_cpu_s - sum(cpu.values()))
     return {
         "grids": n, "wall_s": round(wall, 1), "observed_s": round(result["observed_s"], 1),
         "pure_inference_s": pure["seconds"], "ratio": round(wall / pure["seconds"], 2),
         "grids_per_s": round(n / wall, 1), "pure_grids_per_s": pure["grids_per_s"],
-        "tasks": tasks, "stack_cpu_s": round(stack_cpu_s, 1),
+        "tasks": tasks, "stack_cpu_s": round(stack_cpu_s, 1), "run_cpu_s": round(run_cpu_s, 1),
         "cpu_ms_per_grid": {part: round(1000 * secs / n, 2) for part, secs in cpu.items()},
         "conf": result["run"].get("conf"),
+        "run_cpu_s_by_component": result.get("component_cpu_s"),
+        "timeline": timeline(tis, _iso(run["start_date"])),
     }
 
 
@@ -259,9 +317,11 @@ def _children_cpu_s() -> float:
 
 
 def bench_scheduler(n: int, conf: dict | None = None, extra_env: dict[str, str] | None = None,
-                    keep: bool = False, pure: dict | None = None) -> dict:
+                    keep: bool = False, pure: dict | None = None, warm: bool = True) -> dict:
     """Pure all-core inference for n grids (or `pure`, measured just before for the same n),
-    then one scheduler run of n grids, side by side."""
+    then one scheduler run of n grids, side by side. `warm`: a run of WARM_UP_GRIDS first, as
+    on any deployment that has run before (api-server warm, the checkpoint's ONNX in the model
+    store); the measured run is the second."""
     if pure is None or pure["grids"] != n:
         pure = pure_inference_s(n)
     print(f"pure inference, {n} grids: {pure['seconds']} s ({pure['grids_per_s']} grids/s; one process on every "
@@ -272,12 +332,20 @@ def bench_scheduler(n: int, conf: dict | None = None, extra_env: dict[str, str] 
     cpu0 = _children_cpu_s()
     stack = Stack(tmp, extra_env)
     try:
+        warm_up = None
+        if warm:  # a deployment that has run before: api-server warm, the checkpoint's export stored
+            w = stack.run({"num_grids": WARM_UP_GRIDS, "seed": 2, "target": "cpu"})
+            warm_up = {"grids": WARM_UP_GRIDS, "wall_s": round(_iso(w["run"]["end_date"])
+                                                               - _iso(w["run"]["start_date"]), 1),
+                       "timeline": timeline(w["task_instances"], _iso(w["run"]["start_date"]))}
+            print(f"warm-up run of {WARM_UP_GRIDS} grids: {warm_up['wall_s']} s", flush=True)
         result = stack.run({"num_grids": n, "seed": 1, "target": "cpu", **(conf or {})})
     finally:
         stack.stop()
     stack_cpu = _children_cpu_s() - cpu0
     out = summarize(result, pure, stack_cpu)
     out["pure"] = pure
+    out["warm_up"] = warm_up
     out["machine"] = {"cores": os.cpu_count(), "load_avg_after": os.getloadavg()}
     if not keep:
         import shutil
@@ -298,7 +366,14 @@ def print_table(d: dict) -> None:
         print(f"  {task:<20} {row['instances']:>9} {row['task_seconds']:>8.1f} {row['max_s']:>7.1f}{span}")
     cpu = d["cpu_ms_per_grid"]
     print("  CPU ms per grid: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
-          + f"  (total {sum(cpu.values()):.2f}; stack CPU {d['stack_cpu_s']} s)")
+          + f"  (total {sum(cpu.values()):.2f}; the run's CPU {d.get('run_cpu_s')} s, the stack's "
+          f"from start to stop {d['stack_cpu_s']} s)")
+    if d.get("run_cpu_s_by_component"):
+        print("  CPU s during the run by component: "
+              + ", ".join(f"{k} {v}" for k, v in d["run_cpu_s_by_component"].items()))
+    print("  timeline (s from the run's start: queued / started / ended):")
+    for row in d.get("timeline", []):
+        print(f"    {row['task']:<22} {row['queued_when']!s:>7} {row['start_date']!s:>7} {row['end_date']!s:>7}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,11 +382,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conf", default="{}", help="extra run conf (JSON), e.g. '{\"grids_per_shard\": 500}'")
     parser.add_argument("--out", type=Path, help="write the result as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder (logs, database)")
+    parser.add_argument("--cold", action="store_true",
+                        help="measure the fresh stack's first run (no warm-up run: api-server cold, no stored export)")
     parser.add_argument("--pure-from", type=Path,
                         help="reuse the pure inference time of an earlier result of the same N (A/B runs)")
     args = parser.parse_args(argv)
     pure = json.loads(args.pure_from.read_text())["pure"] if args.pure_from else None
-    result = bench_scheduler(args.grids, json.loads(args.conf), keep=args.keep, pure=pure)
+    result = bench_scheduler(args.grids, json.loads(args.conf), keep=args.keep, pure=pure,
+                             warm=not args.cold)
     print_table(result)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
