@@ -6,8 +6,9 @@ C = 3 an RGB PNG, 280x280 either way. Grid files are named after their input bin
 
 from __future__ import annotations
 
-import io
 import os
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,15 +44,30 @@ def grid_array(samples: np.ndarray) -> np.ndarray:
 # zlib level of the grid PNGs: measured on the committed generator's grids (the scheduler write-up in docs),
 # level 1 costs 1.5 ms of CPU per grid against 2.9 at Pillow's default 6, for 27.0 KB against 24.7.
 PNG_COMPRESS_LEVEL = 1
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def png_bytes(grid: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> bytes:
-    """The grid as PNG (lossless at any level: only the size and the encoding time change)."""
-    from PIL import Image
+    """The grid as an 8-bit grayscale (2-D) or RGB (H x W x 3) PNG, every row with filter type 0.
 
-    buf = io.BytesIO()
-    Image.fromarray(grid, mode="L" if grid.ndim == 2 else "RGB").save(buf, format="PNG", compress_level=level)
-    return buf.getvalue()
+    Lossless at any level. Written here rather than by Pillow, whose encoder tries all five
+    PNG filters on every row of an 8-bit image (no option turns that off): on the committed
+    generator's grids at level 1 Pillow took 1.64 ms per grid for 27.0 KB, filter 0 takes
+    0.86 ms for 26.9 KB (the digits lie on a flat background that zlib packs without a filter).
+    Pillow reads it back exactly (tests/cgan/test_grids.py)."""
+    grid = np.ascontiguousarray(grid)
+    if grid.dtype != np.uint8 or not (grid.ndim == 2 or (grid.ndim == 3 and grid.shape[2] == 3)):
+        raise InputBinError(f"a PNG grid is uint8 H x W or H x W x 3, got {grid.dtype} {grid.shape}")
+    height, width = grid.shape[:2]
+    rows = np.zeros((height, 1 + grid[0].size), dtype=np.uint8)  # each row: filter byte 0, then pixels
+    rows[:, 1:] = grid.reshape(height, -1)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0 if grid.ndim == 2 else 2, 0, 0, 0)
+    return (_PNG_SIGNATURE + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), level)) + _png_chunk(b"IEND", b""))
 
 
 def write_grids(

@@ -143,6 +143,12 @@ def judged_stems(shard: dict) -> set[str] | None:
     return None if "judge" not in shard else {grid_name(g) for g in shard["judge"]}
 
 
+def handed_stems(shard: dict) -> set[str] | None:
+    """Stems of the grids whose raw output bin `hand_over` uploads (None: every grid)."""
+    keep = kept_raw_outputs(shard)
+    return None if keep is None else {grid_name(g) for g in keep}
+
+
 def render_outputs(store, outputs: list[Path], *, threads: int = RENDER_THREADS,
                    progress=None, judge: set[str] | None = None, stager=None) -> dict:
     """PNGs and the tally of output bins already written (msame's), rendered on `threads`."""
@@ -157,8 +163,7 @@ def render_outputs(store, outputs: list[Path], *, threads: int = RENDER_THREADS,
 def hand_over(store, shard: dict, run_dir: Path, tally: dict, files: Sequence[Path] = ()) -> dict:
     """Upload a finished shard's raw outputs of the parity sample (all with keep_raw_outputs),
     `files` (perf.json, the tool's log) and, last, render.json; returns what was uploaded."""
-    index, keep = shard["shard"], kept_raw_outputs(shard)
-    names = None if keep is None else {grid_name(g) for g in keep}
+    index, names = shard["shard"], handed_stems(shard)
     uploaded, size = 0, 0
     for path in list_outputs(run_dir):
         if names is None or grid_stem(path) in names:

@@ -1,7 +1,8 @@
 """OnnxRuntimeInferenceOperator: one shard through ONNX Runtime on the CPU (the `cpu` target).
 
 Mapped over the run's shards. Each grid's PNG and label check are made on a second thread while
-ONNX Runtime computes the next one (cgan.shard_render); given the publish `bucket` and the run's
+ONNX Runtime computes the next one (cgan.shard_render); only the raw outputs it hands over are
+written to its temp folder; given the publish `bucket` and the run's
 `run_prefix`, each PNG goes straight to the publish bucket under this try's own attempt
 (cgan.staging: staged, not yet published; the manifest still comes last), else into the
 workspace. Then the shard hands over perf.json, only the raw outputs of the run's parity sample
@@ -53,7 +54,7 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
     def execute(self, context) -> dict:
         from cgan.perf import PERF_NAME
         from cgan.runtimes.onnxruntime_runner import run_onnxruntime
-        from cgan.shard_render import ShardRenderer, hand_over, judged_stems
+        from cgan.shard_render import ShardRenderer, hand_over, handed_stems, judged_stems
         from cgan.store import download_keys
         from cgan.workspace import outputs_prefix
         from operators.artifact_store import open_grid_stager
@@ -76,7 +77,7 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
             with ShardRenderer(store, judge=judged_stems(shard), stager=stager) as renderer:
                 run = run_onnxruntime(model, tmp / "bins", tmp / "out", threads=int(self.threads),
                                       progress=self._progress, precision=self.precision,
-                                      on_output=renderer.submit)
+                                      on_output=renderer.submit, write_stems=handed_stems(shard))
                 tally = renderer.finish()
             cpu_s = {"inference": round(time.process_time() - cpu0 - sum(renderer.cpu_s.values()), 3),
                      **{part: round(secs, 3) for part, secs in renderer.cpu_s.items()}}

@@ -132,7 +132,6 @@ class Stack:
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the triggered run, no nightly one
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         })
         env.update(extra_env or {})
         self.env = env

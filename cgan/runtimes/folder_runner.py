@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,7 @@ WRITE_AHEAD = 4
 @dataclass
 class InferenceRun:
     output_dir: Path
-    outputs: list[Path]
+    outputs: list[Path]  # the raw output bins written to output_dir
     perf: PerfRecord
 
 
@@ -68,8 +68,14 @@ def run_folder(
     progress: Progress | None = None,
     tool: dict[str, str] | None = None,
     on_output: OnOutput | None = None,
+    write_stems: Collection[str] | None = None,
 ) -> InferenceRun:
-    """Run every bin of input_dir; `on_output(path, samples)` sees each output once it is written."""
+    """Run every bin of input_dir; `on_output(path, samples)` sees each output once it is written.
+
+    `write_stems`: the grid stems whose raw output bin is written to the run folder (None: every
+    one). The others are only handed to `on_output` (with the path they would have had): a
+    task that renders its grids as they come and hands over only the parity sample's raw outputs
+    skips writing 313 KB per grid it would delete unread."""
     if batch % SAMPLES_PER_GRID:
         raise InferenceError(f"model batch {batch} is not a multiple of {SAMPLES_PER_GRID}")
     if not isinstance(warmup, int) or warmup < 0:
@@ -83,16 +89,19 @@ def run_folder(
         execute(first)
     latencies: list[float] = []
     outputs: list[Path] = []
+    done = [0]  # outputs made (written or only handed on), counted on the writer thread
 
     def write_group(group: list[Path], y: np.ndarray) -> None:
         for i, path in enumerate(group):
             chunk = y[i * SAMPLES_PER_GRID : (i + 1) * SAMPLES_PER_GRID]
-            out = atomic_write_bytes(run_dir / output_name(path), chunk.astype(BIN_DTYPE).tobytes())
-            outputs.append(out)
+            out = run_dir / output_name(path)
+            if write_stems is None or path.stem in write_stems:
+                outputs.append(atomic_write_bytes(out, chunk.astype(BIN_DTYPE).tobytes()))
+            done[0] += 1
             if on_output is not None:
                 on_output(out, chunk)
         if progress is not None:
-            progress(len(outputs), len(bins))
+            progress(done[0], len(bins))
 
     # Outputs are written (and handed to on_output) on one background thread while the next
     # call runs; at most WRITE_AHEAD calls wait, so memory stays flat.
@@ -121,7 +130,7 @@ def run_folder(
         f"{warmup} warm-up call(s) excluded",
     ]
     perf = make_record(
-        backend=backend, device=device, batch=batch, latencies_ms=latencies, grids=len(outputs),
+        backend=backend, device=device, batch=batch, latencies_ms=latencies, grids=done[0],
         warmup_calls=warmup, threads=threads, wall_s=time.perf_counter() - wall_start,
         notes=notes, tool=tool,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 from cgan.errors import InferenceError
@@ -75,8 +76,10 @@ def run_onnxruntime(
     on_output: OnOutput | None = None,
     precision: str = "fp32",
     int8_cache: str | os.PathLike | None = None,
+    write_stems: Collection[str] | None = None,
 ) -> InferenceRun:
-    """Every bin of input_dir through ONNX Runtime at `precision` (fp32 or int8, see make_session)."""
+    """Every bin of input_dir through ONNX Runtime at `precision` (fp32 or int8, see make_session);
+    `write_stems`: whose raw outputs are written (None: all; see run_folder)."""
     import onnxruntime as ort
 
     session = make_session(model_path, threads, precision=precision, int8_cache=int8_cache)
@@ -91,5 +94,5 @@ def run_onnxruntime(
         execute, batch=batch, input_dir=input_dir, output_root=output_root,
         backend="onnxruntime", device="cpu", threads=threads, warmup=warmup, progress=progress,
         tool={"onnxruntime": ort.__version__, "model": str(model_path), "precision": precision},
-        on_output=on_output,
+        on_output=on_output, write_stems=write_stems,
     )

@@ -73,3 +73,30 @@ def test_png_level_trades_size_for_time_and_stays_lossless():
     assert PNG_COMPRESS_LEVEL < 6 and fast != default  # the level is really applied
     for data in (fast, default):
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), grid)
+
+
+@pytest.mark.parametrize("shape, mode", [((280, 280), "L"), ((280, 280, 3), "RGB"), ((3, 5), "L")])
+def test_png_reads_back_exactly_in_pillow(shape, mode):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from cgan.grids import png_bytes
+
+    grid = np.random.default_rng(1).integers(0, 256, size=shape, dtype=np.uint8)
+    image = Image.open(io.BytesIO(png_bytes(grid)))
+    image.load()  # decodes every row: a bad CRC, filter byte or length fails here
+    assert image.mode == mode and image.size == (shape[1], shape[0])
+    assert np.array_equal(np.asarray(image), grid)
+
+
+def test_png_refuses_what_is_not_an_8_bit_grid():
+    import numpy as np
+
+    from cgan.grids import png_bytes
+
+    with pytest.raises(InputBinError, match="uint8"):
+        png_bytes(np.zeros((28, 28), dtype=np.float32))
+    with pytest.raises(InputBinError, match="uint8"):
+        png_bytes(np.zeros((28, 28, 4), dtype=np.uint8))

@@ -98,6 +98,20 @@ def test_each_output_is_handed_over_once_written_in_order(tmp_path, upstream_onn
     assert seen == [p.name for p in run.outputs] == [p.name for p in list_outputs(run.output_dir)]
 
 
+def test_only_the_named_raw_outputs_are_written_yet_every_output_is_handed_over(tmp_path, upstream_onnx, bins):
+    seen = {}
+
+    def on_output(path, samples):
+        seen[path.name] = samples.copy()
+
+    run = run_onnxruntime(upstream_onnx, bins, tmp_path / "out", on_output=on_output, write_stems={"grid_000001"})
+    assert [p.name for p in list_outputs(run.output_dir)] == [p.name for p in run.outputs] == [
+        "grid_000001_output_0.bin"]
+    assert sorted(seen) == [f"grid_00000{i}_output_0.bin" for i in range(3)]
+    np.testing.assert_array_equal(read_output_bin(run.outputs[0]), seen["grid_000001_output_0.bin"])
+    assert run.perf.grids == 3  # every grid was computed
+
+
 def test_a_failing_output_consumer_fails_the_run_without_perf_json(tmp_path, upstream_onnx, bins):
     def on_output(path, samples):
         if path.name.startswith("grid_000001"):
