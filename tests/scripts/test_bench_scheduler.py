@@ -27,3 +27,26 @@ def test_summary_sums_mapped_tasks_skips_skipped_ones_and_splits_cpu_per_grid():
     assert infer == {"instances": 2, "task_seconds": 50.0, "max_s": 30.0, "span_s": 31.0}
     assert d["cpu_ms_per_grid"] == pytest.approx({"inference": 22.0, "render": 2.0, "judge": 1.0, "upload": 1.0,
                                                   "overhead": 14.0})
+
+
+def test_overhead_is_the_runs_cpu_by_component_and_the_timeline_and_publish_time_are_read_back():
+    tis = [_ti("plan", 0, 1), _ti("onnxruntime_infer", 2, 22, map_index=0), _ti("publish", 40, 48),
+           _ti("cleanup", 48, 50)]
+    for ti in tis:
+        ti["queued_when"] = ti["start_date"]
+    result = {
+        "run": {"start_date": "2026-11-30T12:00:00Z", "end_date": "2026-11-30T12:00:50Z", "conf": {}},
+        "task_instances": tis,
+        "inference": [{"cpu_s": {"inference": 10.0, "render": 1.0, "judge": 0.5, "upload": 0.5,
+                                 "task_process": 14.0}}],
+        "observed_s": 52.0,
+        "component_cpu_s": {"scheduler": 3.0, "tasks (executor, supervisors, task processes)": 20.0,
+                            "s3 server": 2.0},
+    }
+    d = summarize(result, {"grids": 1000, "seconds": 25.0, "grids_per_s": 40.0}, stack_cpu_s=400.0)
+    # 25 s of the run's CPU, 12 of it in the inference parts: the stack's start-up is not overhead
+    assert d["run_cpu_s"] == 25.0 and d["cpu_ms_per_grid"]["overhead"] == pytest.approx(13.0)
+    assert d["inference_tasks_cpu_s_outside_parts"] == 2.0
+    assert d["published_s"] == 48.0
+    assert [(r["task"], r["queued_when"], r["end_date"]) for r in d["timeline"]] == [
+        ("plan", 0.0, 1.0), ("onnxruntime_infer[0]", 2.0, 22.0), ("publish", 40.0, 48.0), ("cleanup", 48.0, 50.0)]
