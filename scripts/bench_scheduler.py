@@ -39,6 +39,7 @@ CHECKPOINT = REPO / "models" / "cgan_generator.pth"
 PARTS = ("inference", "render", "judge", "upload")
 POLL_S = 2.0  # the bench's own GET of the run; the UI's grid view polls about as often
 WARM_UP_GRIDS = 20
+COMPOSE_ARTIFACT_BUCKET = "cgan-artifacts"  # docker-compose.yaml's CGAN_ARTIFACT_ROOT
 
 
 PURE_CODE = """
@@ -101,8 +102,9 @@ def pure_inference_s(n: int) -> dict:
 class Stack:
     """A throwaway Airflow (LocalExecutor, SQLite) + SeaweedFS under one temp folder."""
 
-    def __init__(self, root: Path, extra_env: dict[str, str] | None = None):
+    def __init__(self, root: Path, extra_env: dict[str, str] | None = None, artifact_bucket: str | None = None):
         self.root = root
+        self.artifact_bucket = artifact_bucket  # workspaces in this bucket of the S3 server (as compose's)
         os.environ.update(local_keys())  # the local server's documented local-only keys
         self.s3 = local_s3.start(root / "s3", None)
         self.procs: list[subprocess.Popen] = []
@@ -117,13 +119,16 @@ class Stack:
     def _start(self, extra_env: dict[str, str] | None) -> None:
         root = self.root
         local_s3.ensure_bucket(self.s3.endpoint, BUCKET)
+        if self.artifact_bucket:
+            local_s3.ensure_bucket(self.s3.endpoint, self.artifact_bucket)
         self.port = _free_port()
         self.password = secrets.token_hex(8)
         (root / "passwords.json").write_text(json.dumps({"bench": self.password}))
         env = local_env(self.s3.endpoint)
         env.update({
             "AIRFLOW_HOME": str(root / "airflow"),
-            "CGAN_ARTIFACT_ROOT": (root / "artifacts").as_uri(),
+            "CGAN_ARTIFACT_ROOT": (f"s3://{self.artifact_bucket}" if self.artifact_bucket
+                                   else (root / "artifacts").as_uri()),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "bench:admin",
@@ -322,11 +327,13 @@ def _children_cpu_s() -> float:
 
 
 def bench_scheduler(n: int, conf: dict | None = None, extra_env: dict[str, str] | None = None,
-                    keep: bool = False, pure: dict | None = None, warm: bool = True) -> dict:
+                    keep: bool = False, pure: dict | None = None, warm: bool = True,
+                    s3_workspace: bool = False) -> dict:
     """Pure all-core inference for n grids (or `pure`, measured just before for the same n),
     then one scheduler run of n grids, side by side. `warm`: a run of WARM_UP_GRIDS first, as
     on any deployment that has run before (api-server warm, the checkpoint's ONNX in the model
-    store); the measured run is the second."""
+    store); the measured run is the second. `s3_workspace`: the artifact root (workspaces, model
+    store) in a bucket of the S3 server, as docker-compose has it, instead of a local folder."""
     if pure is None or pure["grids"] != n:
         pure = pure_inference_s(n)
     print(f"pure inference, {n} grids: {pure['seconds']} s ({pure['grids_per_s']} grids/s; one process on every "
@@ -335,7 +342,7 @@ def bench_scheduler(n: int, conf: dict | None = None, extra_env: dict[str, str] 
           flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="cgan-bench-sched-", dir=REPO / "var" if (REPO / "var").is_dir() else None))
     cpu0 = _children_cpu_s()
-    stack = Stack(tmp, extra_env)
+    stack = Stack(tmp, extra_env, artifact_bucket=COMPOSE_ARTIFACT_BUCKET if s3_workspace else None)
     try:
         warm_up = None
         if warm:  # a deployment that has run before: api-server warm, the checkpoint's export stored
@@ -351,6 +358,7 @@ def bench_scheduler(n: int, conf: dict | None = None, extra_env: dict[str, str] 
     out = summarize(result, pure, stack_cpu)
     out["pure"] = pure
     out["warm_up"] = warm_up
+    out["artifact_root"] = stack.env["CGAN_ARTIFACT_ROOT"] if s3_workspace else "file:// (a local folder)"
     out["machine"] = {"cores": os.cpu_count(), "load_avg_after": os.getloadavg()}
     if not keep:
         import shutil
@@ -362,7 +370,8 @@ def bench_scheduler(n: int, conf: dict | None = None, extra_env: dict[str, str] 
 
 
 def print_table(d: dict) -> None:
-    print(f"\nDAG under the scheduler (LocalExecutor, REST-triggered), {d['grids']} grids, conf {d.get('conf')}:")
+    print(f"\nDAG under the scheduler (LocalExecutor, REST-triggered), {d['grids']} grids, conf {d.get('conf')}, "
+          f"artifact root {d.get('artifact_root')}:")
     print(f"  wall {d['wall_s']} s ({d['grids_per_s']} grids/s) vs all-core pure inference {d['pure_inference_s']} s "
           f"({d['pure_grids_per_s']} grids/s) -> {d['ratio']}x; published (manifest written) after "
           f"{d.get('published_s')} s")
@@ -393,12 +402,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder (logs, database)")
     parser.add_argument("--cold", action="store_true",
                         help="measure the fresh stack's first run (no warm-up run: api-server cold, no stored export)")
+    parser.add_argument("--s3-workspace", action="store_true",
+                        help="workspaces and model store in a bucket of the S3 server (docker-compose's "
+                             "CGAN_ARTIFACT_ROOT=s3://cgan-artifacts) instead of a local folder")
     parser.add_argument("--pure-from", type=Path,
                         help="reuse the pure inference time of an earlier result of the same N (A/B runs)")
     args = parser.parse_args(argv)
     pure = json.loads(args.pure_from.read_text())["pure"] if args.pure_from else None
     result = bench_scheduler(args.grids, json.loads(args.conf), keep=args.keep, pure=pure,
-                             warm=not args.cold)
+                             warm=not args.cold, s3_workspace=args.s3_workspace)
     print_table(result)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
