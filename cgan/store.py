@@ -293,16 +293,32 @@ def check_store_uri(uri: str) -> str:
     return uri
 
 
+# Requests one upload_dir / download_keys keeps in flight on an S3 store (a folder's files are
+# many small objects: one input bin per grid): each waits on the server, not on this process's CPU.
+S3_TRANSFER_THREADS = 8
+
+
+def _each(store: ArtifactStore, fn, items: list) -> list:
+    """fn over items in order; on an S3 store S3_TRANSFER_THREADS at a time (the first error is
+    raised once the requests in flight have ended)."""
+    if not isinstance(store, S3Store) or len(items) < 2:
+        return [fn(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=S3_TRANSFER_THREADS, thread_name_prefix="s3-transfer")
+    try:
+        return list(pool.map(fn, items))
+    finally:  # after an error: nothing more is started, what is in flight ends
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def upload_dir(store: ArtifactStore, local_dir: str | os.PathLike, prefix: str, pattern: str = "*") -> list[str]:
     """Upload the files of a folder (not recursive) under prefix; returns the keys."""
-    keys = []
-    for path in sorted(Path(local_dir).glob(pattern)):
-        if path.is_file() and not path.name.startswith("."):
-            keys.append(store.put_file(path, join(prefix, path.name)))
-    return keys
+    paths = [p for p in sorted(Path(local_dir).glob(pattern)) if p.is_file() and not p.name.startswith(".")]
+    return _each(store, lambda path: store.put_file(path, join(prefix, path.name)), paths)
 
 
 def download_keys(store: ArtifactStore, keys: Iterable[str], local_dir: str | os.PathLike) -> list[Path]:
     """Fetch keys into local_dir, flat, by their base names."""
     local_dir = Path(local_dir)
-    return [store.get_file(k, local_dir / PurePosixPath(k).name) for k in keys]
+    return _each(store, lambda k: store.get_file(k, local_dir / PurePosixPath(k).name), list(keys))
