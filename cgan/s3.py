@@ -246,7 +246,7 @@ def upload_file(client, bucket: str, key: str, path, *, content_type: str | None
 def download_file(client, bucket: str, key: str, path, chunk: int = 1 << 20) -> None:
     """One GetObject streamed into path (memory flat at any size). Not boto3's download_file:
     its transfer manager sends a HEAD before the GET and sets up a thread pool for each call,
-    8.2 ms of client CPU per 28.8 KB input bin against 2.8 for this (docs/perf/scheduler.md)."""
+    8.2 ms of client CPU per 28.8 KB input bin against 2.8 for this (the scheduler write-up)."""
     response = get(client, bucket, key)
     body = response["Body"]
     blocks = body.iter_chunks(chunk)
