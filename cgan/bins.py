@@ -66,6 +66,48 @@ def write_bins(out_dir: str | os.PathLike, num_grids: int, seed: int, start: int
     return paths
 
 
+def write_bins_pack(path: str | os.PathLike, num_grids: int, seed: int, start: int = 0) -> Path:
+    """Grids start..start+num_grids-1 as one file: their input bins back to back, in grid order
+    (num_grids x INPUT_BIN_BYTES bytes; grid g at (g - start) x INPUT_BIN_BYTES). Written to a temp
+    file and renamed, so a pack is whole or absent."""
+    if isinstance(num_grids, bool) or not isinstance(num_grids, int) or not 1 <= num_grids <= MAX_GRIDS:
+        raise InputBinError(f"num_grids must be an integer in 1..{MAX_GRIDS}, got {num_grids!r}")
+    if not isinstance(start, int) or start < 0:
+        raise InputBinError(f"start must be a non-negative integer, got {start!r}")
+    validate_seed(seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        with open(tmp, "wb") as fh:
+            for g in range(start, start + num_grids):
+                fh.write(make_input_batch(seed, g).astype(BIN_DTYPE, copy=False).tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def split_bins_pack(pack: str | os.PathLike, out_dir: str | os.PathLike, start: int, count: int) -> list[Path]:
+    """A pack of grids start..start+count-1 back into one bin per grid in out_dir (the folder
+    msame and the runtimes read); refuses a pack of another size."""
+    pack = Path(pack)
+    size = pack.stat().st_size
+    if size != count * INPUT_BIN_BYTES:
+        raise InputBinError(f"{pack.name} has {size} bytes, not the {count} x {INPUT_BIN_BYTES} of grids "
+                            f"{start}..{start + count - 1}: re-run input_bins")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with open(pack, "rb") as fh:
+        for g in range(start, start + count):
+            path = out / bin_name(g)
+            path.write_bytes(fh.read(INPUT_BIN_BYTES))
+            paths.append(path)
+    return paths
+
+
 def write_dataset_info(bin_dir: str | os.PathLike, info_path: str | os.PathLike | None = None) -> Path:
     """The recipe's gen_dataset_info.py format: `<index> <path> 72 100` per sorted *.bin."""
     bin_dir = Path(bin_dir)

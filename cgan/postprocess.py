@@ -35,6 +35,7 @@ from cgan.perf import aggregate
 from cgan.perf_plot import latency_plot_png
 from cgan.progress import is_tenth
 from cgan.quality import DEFAULT_PARITY_GRIDS, EXPECTED_LABELS, QualityAccumulator, evenly_spaced
+from cgan.shard_inputs import fetch_input_bin
 from cgan.shard_render import check_render
 from cgan.staging import check_staged
 from cgan.workspace import (
@@ -44,7 +45,6 @@ from cgan.workspace import (
     QUALITY_KEY,
     RENDER_NAME,
     STAGED_KEY,
-    bin_key,
     grid_name,
     grid_png_key,
     output_key,
@@ -113,7 +113,7 @@ def postprocess_run(
                         "re-run its inference task"
                     )
                 out = store.get_file(key, local / Path(key).name)
-                source = store.get_file(bin_key(index, g), local / "bins" / f"{grid_stem(out)}.bin")
+                source = fetch_input_bin(store, shard, g, local / "bins" / f"{grid_stem(out)}.bin")
                 quality.add_parity(out, source)
                 features.append(extractor.features(read_output_bin(out)))
                 feature_labels.append(EXPECTED_LABELS)

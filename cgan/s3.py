@@ -196,6 +196,21 @@ def get_bytes(client, bucket: str, key: str, limit: int | None = None) -> tuple[
     return data, response.get("ETag")
 
 
+def get_range(client, bucket: str, key: str, offset: int, length: int) -> bytes:
+    """Bytes offset..offset+length-1 of an object (fewer where it ends sooner): one ranged GET."""
+    if offset < 0 or length < 1:
+        raise ValueError(f"bad range: offset {offset}, length {length}")
+    try:
+        response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
+        body = response["Body"]
+        try:
+            return body.read()
+        finally:
+            body.close()
+    except Exception as exc:
+        raise wrap(exc, f"cannot read s3://{bucket}/{key} at bytes {offset}+{length}") from exc
+
+
 def checksum_sha256(data: bytes) -> str:
     """The base64 SHA-256 that S3 takes in x-amz-checksum-sha256."""
     return base64.b64encode(hashlib.sha256(data).digest()).decode()

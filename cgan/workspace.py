@@ -47,6 +47,7 @@ ATC_LOG_KEY = f"{LOGS_PREFIX}/atc.log"
 SHARD_PERF_NAME = "perf.json"
 RENDER_NAME = "render.json"
 STAGED_KEY = "staged.json"
+BINS_PACK_NAME = "inputs.pack"  # not *.bin: a reader of one-bin-per-grid shards skips it
 
 MODELS_PREFIX = "models"  # beside runs/ under the artifact root, not in a run's workspace
 
@@ -74,7 +75,14 @@ def bins_prefix(shard: int) -> str:
 
 
 def bin_key(shard: int, grid: int) -> str:
+    """One grid's input bin (the layout before bins packs: still read where no pack exists)."""
     return f"{bins_prefix(shard)}/{grid_name(grid)}.bin"
+
+
+def bins_pack_key(shard: int) -> str:
+    """The shard's input bins back to back in grid order (cgan.bins.write_bins_pack): one object
+    per shard instead of one per grid."""
+    return f"{bins_prefix(shard)}/{BINS_PACK_NAME}"
 
 
 def outputs_prefix(shard: int) -> str:

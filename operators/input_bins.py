@@ -1,5 +1,6 @@
 """InputBinsOperator: the run's seeded input bins, shard by shard, into the workspace's
-`bins/shard_NNNN/` (cgan.workspace), each shard's prefix emptied first."""
+`bins/shard_NNNN/` (cgan.workspace) as one pack per shard (the bins back to back: one object,
+not one per grid; cgan.shard_inputs splits it on the worker), each shard's prefix emptied first."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from operators.base import CganBaseOperator
 
 
 class InputBinsOperator(CganBaseOperator):
-    """Write one seeded input bin per grid (and the recipe's CGAN_prep_bin.info) per shard.
+    """Write one seeded input bin per grid, packed per shard (the recipe's CGAN_prep_bin.info, which
+    lists local paths, is for `cgan bins` on a host, not for the workspace).
 
     :param workspace: the run's workspace URI (see CganBaseOperator)
     :param shards: the run's shard plan (cgan.run_params.plan_shards): start, count, bins_prefix
@@ -29,8 +31,8 @@ class InputBinsOperator(CganBaseOperator):
         self.seed = seed
 
     def execute(self, context) -> dict:
-        from cgan.bins import write_bins, write_dataset_info
-        from cgan.store import upload_dir
+        from cgan.bins import write_bins_pack
+        from cgan.workspace import bins_pack_key
 
         store = self.store
         total = sum(s["count"] for s in self.shards)
@@ -41,9 +43,8 @@ class InputBinsOperator(CganBaseOperator):
             for shard in self.shards:
                 local = Path(tmp) / shard["bins_prefix"]
                 store.delete_prefix(shard["bins_prefix"])
-                write_bins(local, shard["count"], int(self.seed), start=shard["start"])
-                write_dataset_info(local)
-                upload_dir(store, local, shard["bins_prefix"])
+                pack = write_bins_pack(local / "pack", shard["count"], int(self.seed), start=shard["start"])
+                store.put_file(pack, bins_pack_key(shard["shard"]))
                 shutil.rmtree(local)
                 done += shard["count"]
                 self.log.info("bins %d/%d", done, total)

@@ -81,9 +81,10 @@ class MsameInferenceOperator(CganBaseOperator):
     def execute(self, context) -> dict:
         from cgan.ascend.errors import AscendError
         from cgan.ascend.lease import lease_device
+        from cgan.errors import InputBinError
         from cgan.perf import PERF_NAME
+        from cgan.shard_inputs import fetch_shard_bins
         from cgan.shard_render import hand_over, judged_stems
-        from cgan.store import download_keys
         from cgan.workspace import outputs_prefix, shard_perf_key
         from operators.artifact_store import open_grid_stager
 
@@ -100,10 +101,10 @@ class MsameInferenceOperator(CganBaseOperator):
         with tempfile.TemporaryDirectory(prefix="cgan-msame-") as tmp_dir:
             tmp = Path(tmp_dir)
             om = self.fetch(self.om_uri, tmp / "model" / om_name)
-            keys = [k for k in store.list(bins_prefix) if k.endswith(".bin")]
-            if not keys:
-                raise AscendError(f"shard {index}: no input bins under {bins_prefix}/ in {store.uri}")
-            download_keys(store, keys, tmp / "bins")
+            try:
+                keys = fetch_shard_bins(store, dict(self.shard, shard=index, bins_prefix=bins_prefix), tmp / "bins")
+            except InputBinError as exc:
+                raise AscendError(str(exc)) from exc
             with lease_device(allowed=allowed, log=self.log.info) as lease:
                 self.log.info("Shard %d: %d bin(s) through %s on NPU %d of host %s", index, len(keys), tool,
                               lease.device, lease.host)

@@ -54,8 +54,8 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
     def execute(self, context) -> dict:
         from cgan.perf import PERF_NAME
         from cgan.runtimes.onnxruntime_runner import run_onnxruntime
+        from cgan.shard_inputs import fetch_shard_bins
         from cgan.shard_render import ShardRenderer, hand_over, handed_stems, judged_stems
-        from cgan.store import download_keys
         from cgan.workspace import outputs_prefix
         from operators.artifact_store import open_grid_stager
 
@@ -64,8 +64,7 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
         with tempfile.TemporaryDirectory(prefix="cgan-ort-") as tmp_dir:
             tmp = Path(tmp_dir)
             model = self.fetch(self.onnx_uri, tmp / "cgan.onnx")
-            bins = [k for k in store.list(shard["bins_prefix"]) if k.endswith(".bin")]
-            download_keys(store, bins, tmp / "bins")
+            bins = fetch_shard_bins(store, shard, tmp / "bins")
             self.log.info("Shard %d: %d grid(s) through ONNX Runtime, %s thread(s), %s", index, len(bins),
                           self.threads, self.precision)
             store.delete_prefix(prefix)  # no render.json of an earlier try survives this one

@@ -226,10 +226,10 @@ def test_a_failed_runs_workspace_is_kept_then_removed_after_the_retention(airflo
     failed = dags_test(dict(env, CGAN_PUBLISH_BUCKET="no-such-bucket"), conf)  # fails at once (staging)
     assert failed.returncode != 0 and "no-such-bucket" in failed.stdout + failed.stderr
     (kept,) = [p for p in (root / "runs").iterdir()]
-    assert list(kept.rglob("*.bin"))  # left for inspection
+    assert list(kept.rglob("inputs.pack"))  # left for inspection
     young = dags_test(env, conf)  # within the retention: the failed run's workspace stays
     assert young.returncode == 0, (young.stdout + young.stderr)[-4000:]
-    assert [p.name for p in (root / "runs").iterdir() if any(p.rglob("*.bin"))] == [kept.name]
+    assert [p.name for p in (root / "runs").iterdir() if any(p.rglob("inputs.pack"))] == [kept.name]
     then = time.time() - 8 * 86400
     for path in kept.rglob("*"):
         os.utime(path, (then, then))

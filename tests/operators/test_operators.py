@@ -166,19 +166,23 @@ def test_export_is_stored_once_per_content_and_reused(tmp_path, upstream_checkpo
     assert any("Model store hit" in line for line in task_log.lines)
 
 
-def test_onnxruntime_task_hands_over_pngs_tally_perf_and_the_parity_outputs_only(tmp_path, upstream_onnx,
-                                                                                  upstream_checkpoint, task_log):
+def test_bins_packed_per_shard_then_onnxruntime_hands_over_pngs_tally_perf_and_parity_outputs(
+        tmp_path, upstream_onnx, upstream_checkpoint, task_log):
     from cgan.bins import write_bins
     from cgan.postprocess import postprocess_run
     from cgan.run_params import plan_shards
-    from cgan.store import upload_dir
+    from operators.input_bins import InputBinsOperator
     from operators.onnxruntime_inference import OnnxRuntimeInferenceOperator
 
     store = LocalStore(tmp_path / "ws")
     shards = plan_shards(12, "cpu", [0], 6, parity_grids=3)
+    assert InputBinsOperator(task_id="input_bins", workspace=store.uri, shards=shards, seed=4).execute({}) == {
+        "bins": 12, "seed": 4}
+    assert store.list("bins") == ["bins/shard_0000/inputs.pack", "bins/shard_0001/inputs.pack"]  # one object a shard
+    write_bins(tmp_path / "expected", 12, 4)
+    assert store.get_bytes("bins/shard_0001/inputs.pack") == b"".join(
+        (tmp_path / "expected" / f"grid_{g:06d}.bin").read_bytes() for g in range(6, 12))
     for shard in shards:
-        write_bins(tmp_path / shard["bins_prefix"], shard["count"], 4, start=shard["start"])
-        upload_dir(store, tmp_path / shard["bins_prefix"], shard["bins_prefix"])
         result = OnnxRuntimeInferenceOperator(task_id="onnxruntime_infer", workspace=store.uri, shard=shard,
                                               onnx_uri=upstream_onnx.as_uri()).execute({})
         assert result["raw_outputs_kept"] == len(shard["parity"])
