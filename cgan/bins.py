@@ -50,13 +50,17 @@ def make_input_batch(seed: int, grid_index: int) -> np.ndarray:
     return batch
 
 
-def write_bins(out_dir: str | os.PathLike, num_grids: int, seed: int, start: int = 0) -> list[Path]:
-    """Write grids start..start+num_grids-1 as bins into out_dir; returns their paths."""
+def _check_grids(num_grids: int, seed: int, start: int) -> None:
     if isinstance(num_grids, bool) or not isinstance(num_grids, int) or not 1 <= num_grids <= MAX_GRIDS:
         raise InputBinError(f"num_grids must be an integer in 1..{MAX_GRIDS}, got {num_grids!r}")
     if not isinstance(start, int) or start < 0:
         raise InputBinError(f"start must be a non-negative integer, got {start!r}")
     validate_seed(seed)
+
+
+def write_bins(out_dir: str | os.PathLike, num_grids: int, seed: int, start: int = 0) -> list[Path]:
+    """Write grids start..start+num_grids-1 as bins into out_dir; returns their paths."""
+    _check_grids(num_grids, seed, start)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -70,11 +74,7 @@ def write_bins_pack(path: str | os.PathLike, num_grids: int, seed: int, start: i
     """Grids start..start+num_grids-1 as one file: their input bins back to back, in grid order
     (num_grids x INPUT_BIN_BYTES bytes; grid g at (g - start) x INPUT_BIN_BYTES). Written to a temp
     file and renamed, so a pack is whole or absent."""
-    if isinstance(num_grids, bool) or not isinstance(num_grids, int) or not 1 <= num_grids <= MAX_GRIDS:
-        raise InputBinError(f"num_grids must be an integer in 1..{MAX_GRIDS}, got {num_grids!r}")
-    if not isinstance(start, int) or start < 0:
-        raise InputBinError(f"start must be a non-negative integer, got {start!r}")
-    validate_seed(seed)
+    _check_grids(num_grids, seed, start)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
