@@ -24,7 +24,7 @@ def fetch_shard_bins(store, shard: dict, local_dir: str | os.PathLike) -> list[P
     when the workspace has none."""
     prefix = shard["bins_prefix"]
     keys = store.list(prefix)
-    pack = f"{prefix}/{BINS_PACK_NAME}"
+    pack = bins_pack_key(shard["shard"])
     local_dir = Path(local_dir)
     if pack in keys:
         if not {"start", "count"} <= set(shard):
@@ -49,10 +49,10 @@ def fetch_input_bin(store, shard: dict, grid: int, local: str | os.PathLike) -> 
     pack = bins_pack_key(index)
     if not store.exists(pack):
         return store.get_file(bin_key(index, grid), local)
-    offset = (grid - shard["start"]) * INPUT_BIN_BYTES
     if not 0 <= grid - shard["start"] < shard["count"]:
         raise InputBinError(f"grid {grid} is not in shard {index} (grids {shard['start']}.."
                             f"{shard['start'] + shard['count'] - 1})")
+    offset = (grid - shard["start"]) * INPUT_BIN_BYTES
     local = Path(local)
     local.parent.mkdir(parents=True, exist_ok=True)
     local.write_bytes(store.get_range(pack, offset, INPUT_BIN_BYTES))

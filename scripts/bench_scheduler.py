@@ -275,6 +275,11 @@ def timeline(tis: list[dict], run_start: float) -> list[dict]:
     return sorted(rows, key=lambda r: r["start_date"])
 
 
+def run_wall_s(run: dict) -> float:
+    """A run's wall time: its start_date to its end_date (REST)."""
+    return _iso(run["end_date"]) - _iso(run["start_date"])
+
+
 def _iso(ts: str) -> float:
     from datetime import datetime
 
@@ -285,7 +290,7 @@ def summarize(result: dict, pure: dict, stack_cpu_s: float) -> dict:
     """Per-task seconds, wall, ratio to pure inference, CPU per grid split by part."""
     run, tis = result["run"], result["task_instances"]
     n = pure["grids"]
-    wall = _iso(run["end_date"]) - _iso(run["start_date"])
+    wall = run_wall_s(run)
     tasks: dict[str, dict] = {}
     for ti in sorted(tis, key=lambda t: t["start_date"] or ""):
         if ti["duration"] is None or ti["state"] != "success":
@@ -301,11 +306,11 @@ def summarize(result: dict, pure: dict, stack_cpu_s: float) -> dict:
     published = [ti for ti in tis if ti["task_id"] == "publish" and ti["end_date"]]
     published_s = round(_iso(published[0]["end_date"]) - _iso(run["start_date"]), 1) if published else None
     cpu = {part: sum(x.get("cpu_s", {}).get(part, 0.0) for x in result["inference"]) for part in PARTS}
-    # the run's CPU: every component's between the trigger and the run's end (stack start-up and any
-    # warm-up run excluded)
     # the inference task processes' CPU outside the parts: start-up, DAG parse, model and bins fetch, hand-over
     process_s = sum(x.get("cpu_s", {}).get("task_process", 0.0) for x in result["inference"])
     infer_other_s = round(process_s - sum(cpu.values()), 1) if process_s else None
+    # the run's CPU: every component's between the trigger and the run's end (stack start-up and any
+    # warm-up run excluded)
     run_cpu_s = sum((result.get("component_cpu_s") or {}).values()) or stack_cpu_s
     cpu["overhead"] = max(0.0, run_cpu_s - sum(cpu.values()))
     return {
@@ -347,8 +352,7 @@ def bench_scheduler(n: int, conf: dict | None = None, extra_env: dict[str, str] 
         warm_up = None
         if warm:  # a deployment that has run before: api-server warm, the checkpoint's export stored
             w = stack.run({"num_grids": WARM_UP_GRIDS, "seed": 2, "target": "cpu"})
-            warm_up = {"grids": WARM_UP_GRIDS, "wall_s": round(_iso(w["run"]["end_date"])
-                                                               - _iso(w["run"]["start_date"]), 1),
+            warm_up = {"grids": WARM_UP_GRIDS, "wall_s": round(run_wall_s(w["run"]), 1),
                        "timeline": timeline(w["task_instances"], _iso(w["run"]["start_date"]))}
             print(f"warm-up run of {WARM_UP_GRIDS} grids: {warm_up['wall_s']} s", flush=True)
         result = stack.run({"num_grids": n, "seed": 1, "target": "cpu", **(conf or {})})
