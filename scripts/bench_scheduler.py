@@ -40,6 +40,7 @@ PARTS = ("inference", "render", "judge", "upload")
 POLL_S = 2.0  # the bench's own GET of the run; the UI's grid view polls about as often
 WARM_UP_GRIDS = 20
 COMPOSE_ARTIFACT_BUCKET = "cgan-artifacts"  # docker-compose.yaml's CGAN_ARTIFACT_ROOT
+COMPOSE_LOG_BUCKET = "airflow-logs"  # docker-compose.yaml's remote task logs
 
 
 PURE_CODE = """
@@ -177,34 +178,7 @@ class Stack:
         return resp.json()
 
     def run(self, conf: dict, timeout: float = 3600) -> dict:
-        """Trigger one run, wait for it; its REST record, task instances and inference XComs."""
-        cpu0 = component_cpu_s(self.components)
-        t0 = time.perf_counter()
-        run = self.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
-        run_id = run["dag_run_id"]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            run = self.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
-            if run["state"] in ("success", "failed"):
-                break
-            time.sleep(POLL_S)
-        observed = time.perf_counter() - t0
-        cpu1 = component_cpu_s(self.components)
-        run_cpu = {name: round(cpu1[name] - cpu0.get(name, 0.0), 1) for name in cpu1}
-        tis = self.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
-                       params={"limit": 100})["task_instances"]
-        if run["state"] != "success":
-            raise RuntimeError(f"run {run_id} ended {run['state']}: "
-                               + ", ".join(f"{t['task_id']}[{t['map_index']}]={t['state']}" for t in tis))
-        xcoms = []
-        for ti in tis:
-            if ti["task_id"] == "onnxruntime_infer" and ti["state"] == "success":
-                entry = self.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/onnxruntime_infer"
-                                        f"/xcomEntries/return_value", params={"map_index": ti["map_index"]})
-                value = entry["value"]
-                xcoms.append(json.loads(value) if isinstance(value, str) else value)
-        return {"run": run, "task_instances": tis, "inference": xcoms, "observed_s": observed,
-                "component_cpu_s": run_cpu}
+        return run_once(self.api, self.components, conf, timeout)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -221,6 +195,118 @@ class Stack:
         if self.http is not None:
             self.http.close()
         self.s3.stop()
+
+
+class CeleryBenchStack:
+    """docker-compose's topology without containers: tests/distributed/topology.CeleryStack (a
+    fresh Postgres database, a Redis database, then api-server, scheduler (CeleryExecutor),
+    dag-processor, triggerer and the default-queue Celery worker, each started with the
+    environment and command its compose service has), SeaweedFS as the S3 server with the
+    compose file's buckets (cgan, cgan-artifacts: the workspaces, airflow-logs: remote task
+    logs). The worker's concurrency: the README's rule, cores // threads per task (1)."""
+
+    def __init__(self, root: Path, extra_env: dict[str, str] | None = None):
+        from tests.distributed.topology import CeleryStack, S3Target, Worker, check_services
+
+        services, problem = check_services()
+        if problem:
+            raise SystemExit(f"--celery needs PostgreSQL and Redis ({problem}); tests/distributed/topology.py "
+                             "says where it looks (CGAN_TEST_POSTGRES, CGAN_TEST_REDIS)")
+        keys = local_keys()
+        os.environ.update(keys)
+        self.root = root
+        self.s3 = local_s3.start(root / "s3", None)
+        try:
+            for bucket in (BUCKET, COMPOSE_ARTIFACT_BUCKET, COMPOSE_LOG_BUCKET):
+                local_s3.ensure_bucket(self.s3.endpoint, bucket)
+            target = S3Target(endpoint=self.s3.endpoint, access_key=keys["AWS_ACCESS_KEY_ID"],
+                              secret_key=keys["AWS_SECRET_ACCESS_KEY"], artifact_root=f"s3://{COMPOSE_ARTIFACT_BUCKET}",
+                              publish_bucket=BUCKET, log_folder=f"s3://{COMPOSE_LOG_BUCKET}/logs")
+            concurrency = {"AIRFLOW__CELERY__WORKER_CONCURRENCY": str(os.cpu_count() or 1)}
+            worker = Worker("default", "bench-default", extra_env={**concurrency, **(extra_env or {})})
+            self.stack = CeleryStack(services, root / "stack", s3=target, toolkit=str(root / "no-toolkit"),
+                                     workers=[worker])
+            self.stack.__enter__()
+        except BaseException:
+            self.s3.stop()
+            raise
+        self.env = {"CGAN_ARTIFACT_ROOT": target.artifact_root}
+        names = {"scheduler": "scheduler (CeleryExecutor)", "worker-default": "tasks (Celery worker, task processes)"}
+        self.components = {"s3 server": self.s3.process.pid,
+                           **{names.get(c.name, c.name): c.proc.pid for c in self.stack.components if c.proc},
+                           **service_roots()}
+        api = self.stack.api
+        assert api is not None  # logged in by CeleryStack.__enter__
+        deadline = time.monotonic() + 300
+        while api.request("GET", f"/api/v2/dags/{DAG_ID}").status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the DAG was not parsed within 300 s; logs in {root}")
+            time.sleep(1)
+        self.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
+
+    def api(self, method: str, path: str, **kwargs):
+        assert self.stack.api is not None
+        return self.stack.api.json(method, path, **kwargs)
+
+    def run(self, conf: dict, timeout: float = 3600) -> dict:
+        return run_once(self.api, self.components, conf, timeout)
+
+    def stop(self) -> None:
+        try:
+            self.stack.__exit__(None, None, None)
+        finally:
+            self.s3.stop()
+
+
+def service_roots() -> dict[str, int]:
+    """The machine's PostgreSQL and Redis servers (the Celery topology's database and broker):
+    the root process of each, by name."""
+    import psutil
+
+    roots: dict[str, int] = {}
+    for proc in psutil.process_iter(["name", "ppid"]):
+        name = proc.info["name"] or ""
+        for service, prefix in (("postgres", "postgres"), ("redis", "redis-server")):
+            if name.startswith(prefix) and service not in roots:
+                try:
+                    parent = psutil.Process(proc.info["ppid"]).name()
+                except psutil.Error:
+                    parent = ""
+                if not parent.startswith(prefix):
+                    roots[service] = proc.pid
+    return roots
+
+
+def run_once(api, components: dict[str, int], conf: dict, timeout: float = 3600) -> dict:
+    """Trigger one run, wait for it; its REST record, task instances and inference XComs.
+    `api(method, path, **kwargs)`: the REST answer's JSON."""
+    cpu0 = component_cpu_s(components)
+    t0 = time.perf_counter()
+    run = api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
+    run_id = run["dag_run_id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+        if run["state"] in ("success", "failed"):
+            break
+        time.sleep(POLL_S)
+    observed = time.perf_counter() - t0
+    cpu1 = component_cpu_s(components)
+    run_cpu = {name: round(cpu1[name] - cpu0.get(name, 0.0), 1) for name in cpu1}
+    tis = api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
+              params={"limit": 100})["task_instances"]
+    if run["state"] != "success":
+        raise RuntimeError(f"run {run_id} ended {run['state']}: "
+                           + ", ".join(f"{t['task_id']}[{t['map_index']}]={t['state']}" for t in tis))
+    xcoms = []
+    for ti in tis:
+        if ti["task_id"] == "onnxruntime_infer" and ti["state"] == "success":
+            entry = api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/onnxruntime_infer"
+                               f"/xcomEntries/return_value", params={"map_index": ti["map_index"]})
+            value = entry["value"]
+            xcoms.append(json.loads(value) if isinstance(value, str) else value)
+    return {"run": run, "task_instances": tis, "inference": xcoms, "observed_s": observed,
+            "component_cpu_s": run_cpu}
 
 
 def _free_port() -> int:
@@ -333,12 +419,13 @@ def _children_cpu_s() -> float:
 
 def bench_scheduler(n: int, conf: dict | None = None, extra_env: dict[str, str] | None = None,
                     keep: bool = False, pure: dict | None = None, warm: bool = True,
-                    s3_workspace: bool = False) -> dict:
+                    s3_workspace: bool = False, celery: bool = False) -> dict:
     """Pure all-core inference for n grids (or `pure`, measured just before for the same n),
     then one scheduler run of n grids, side by side. `warm`: a run of WARM_UP_GRIDS first, as
     on any deployment that has run before (api-server warm, the checkpoint's ONNX in the model
     store); the measured run is the second. `s3_workspace`: the artifact root (workspaces, model
-    store) in a bucket of the S3 server, as docker-compose has it, instead of a local folder."""
+    store) in a bucket of the S3 server, as docker-compose has it, instead of a local folder.
+    `celery`: docker-compose's topology (CeleryBenchStack; its workspaces are always in S3)."""
     if pure is None or pure["grids"] != n:
         pure = pure_inference_s(n)
     print(f"pure inference, {n} grids: {pure['seconds']} s ({pure['grids_per_s']} grids/s; one process on every "
@@ -347,7 +434,11 @@ def bench_scheduler(n: int, conf: dict | None = None, extra_env: dict[str, str] 
           flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="cgan-bench-sched-", dir=REPO / "var" if (REPO / "var").is_dir() else None))
     cpu0 = _children_cpu_s()
-    stack = Stack(tmp, extra_env, artifact_bucket=COMPOSE_ARTIFACT_BUCKET if s3_workspace else None)
+    stack: Stack | CeleryBenchStack
+    if celery:
+        stack = CeleryBenchStack(tmp, extra_env)
+    else:
+        stack = Stack(tmp, extra_env, artifact_bucket=COMPOSE_ARTIFACT_BUCKET if s3_workspace else None)
     try:
         warm_up = None
         if warm:  # a deployment that has run before: api-server warm, the checkpoint's export stored
@@ -362,7 +453,9 @@ def bench_scheduler(n: int, conf: dict | None = None, extra_env: dict[str, str] 
     out = summarize(result, pure, stack_cpu)
     out["pure"] = pure
     out["warm_up"] = warm_up
-    out["artifact_root"] = stack.env["CGAN_ARTIFACT_ROOT"] if s3_workspace else "file:// (a local folder)"
+    out["topology"] = ("docker-compose's (CeleryExecutor, Postgres, Redis, a Celery worker)" if celery
+                       else "LocalExecutor, SQLite")
+    out["artifact_root"] = stack.env["CGAN_ARTIFACT_ROOT"] if s3_workspace or celery else "file:// (a local folder)"
     out["machine"] = {"cores": os.cpu_count(), "load_avg_after": os.getloadavg()}
     if not keep:
         import shutil
@@ -374,8 +467,8 @@ def bench_scheduler(n: int, conf: dict | None = None, extra_env: dict[str, str] 
 
 
 def print_table(d: dict) -> None:
-    print(f"\nDAG under the scheduler (LocalExecutor, REST-triggered), {d['grids']} grids, conf {d.get('conf')}, "
-          f"artifact root {d.get('artifact_root')}:")
+    print(f"\nDAG under the scheduler ({d.get('topology', 'LocalExecutor, SQLite')}, REST-triggered), "
+          f"{d['grids']} grids, conf {d.get('conf')}, artifact root {d.get('artifact_root')}:")
     print(f"  wall {d['wall_s']} s ({d['grids_per_s']} grids/s) vs all-core pure inference {d['pure_inference_s']} s "
           f"({d['pure_grids_per_s']} grids/s) -> {d['ratio']}x; published (manifest written) after "
           f"{d.get('published_s')} s")
@@ -409,12 +502,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--s3-workspace", action="store_true",
                         help="workspaces and model store in a bucket of the S3 server (docker-compose's "
                              "CGAN_ARTIFACT_ROOT=s3://cgan-artifacts) instead of a local folder")
+    parser.add_argument("--celery", action="store_true",
+                        help="docker-compose's topology without containers (CeleryExecutor, PostgreSQL, Redis, the "
+                             "compose services' environments; needs PostgreSQL and Redis, see "
+                             "tests/distributed/topology.py); workspaces in S3 as compose has them")
     parser.add_argument("--pure-from", type=Path,
                         help="reuse the pure inference time of an earlier result of the same N (A/B runs)")
     args = parser.parse_args(argv)
     pure = json.loads(args.pure_from.read_text())["pure"] if args.pure_from else None
     result = bench_scheduler(args.grids, json.loads(args.conf), keep=args.keep, pure=pure,
-                             warm=not args.cold, s3_workspace=args.s3_workspace)
+                             warm=not args.cold, s3_workspace=args.s3_workspace, celery=args.celery)
     print_table(result)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
