@@ -50,3 +50,47 @@ def test_overhead_is_the_runs_cpu_by_component_and_the_timeline_and_publish_time
     assert d["published_s"] == 48.0
     assert [(r["task"], r["queued_when"], r["end_date"]) for r in d["timeline"]] == [
         ("plan", 0.0, 1.0), ("onnxruntime_infer[0]", 2.0, 22.0), ("publish", 40.0, 48.0), ("cleanup", 48.0, 50.0)]
+
+
+class _FakeApi:
+    """The REST answers of one triggered run: queued, running, then `final` state."""
+
+    def __init__(self, final: str, tis: list[dict], xcoms: dict[int, object]):
+        self.states = ["queued", "running", final]
+        self.tis, self.xcoms, self.calls = tis, xcoms, []
+
+    def __call__(self, method, path, **kwargs):
+        self.calls.append((method, path, kwargs))
+        if method == "POST":
+            assert kwargs["json"]["conf"] == {"num_grids": 4}
+            return {"dag_run_id": "manual__1", "state": "queued"}
+        if path.endswith("/taskInstances"):
+            return {"task_instances": self.tis}
+        if "/xcomEntries/" in path:
+            return {"value": self.xcoms[kwargs["params"]["map_index"]]}
+        return {"dag_run_id": "manual__1", "state": self.states.pop(0)}
+
+
+def test_run_once_waits_for_the_run_and_reads_every_inference_tasks_xcom(monkeypatch):
+    import os
+
+    from scripts import bench_scheduler
+
+    monkeypatch.setattr(bench_scheduler, "POLL_S", 0)
+    tis = [_ti("plan", 0, 1), _ti("onnxruntime_infer", 2, 9, map_index=0), _ti("onnxruntime_infer", 2, 8, map_index=1)]
+    # XCom values come back as JSON text or as objects, depending on the serializer
+    api = _FakeApi("success", tis, {0: '{"cpu_s": {"inference": 1.0}}', 1: {"cpu_s": {"inference": 2.0}}})
+    out = bench_scheduler.run_once(api, {"bench": os.getpid()}, {"num_grids": 4})
+    assert out["run"]["state"] == "success" and out["task_instances"] == tis
+    assert sorted(x["cpu_s"]["inference"] for x in out["inference"]) == [1.0, 2.0]
+    assert [c[0] for c in api.calls].count("GET") == 3 + 1 + 2  # 3 polls, the task instances, 2 XComs
+    assert out["component_cpu_s"]["bench"] >= 0
+
+
+def test_run_once_names_each_task_state_of_a_failed_run(monkeypatch):
+    from scripts import bench_scheduler
+
+    monkeypatch.setattr(bench_scheduler, "POLL_S", 0)
+    tis = [_ti("plan", 0, 1), _ti("onnxruntime_infer", 2, 9, state="failed", map_index=3)]
+    with pytest.raises(RuntimeError, match=r"ended failed: plan\[-1\]=success, onnxruntime_infer\[3\]=failed"):
+        bench_scheduler.run_once(_FakeApi("failed", tis, {}), {}, {"num_grids": 4})
