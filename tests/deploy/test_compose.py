@@ -165,6 +165,8 @@ def test_every_airflow_service_shares_jwt_secret_fernet_key_and_execution_api(as
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == EXECUTION_API, name
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
         assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false", name
+        # a worker's slot is free within 1 s of its task's end, not up to 5 s (docs/perf/scheduler.md)
+        assert env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1", name
         assert env["AIRFLOW__API__SECRET_KEY"] == OVERRIDES["AIRFLOW__API__SECRET_KEY"], name
         # psycopg (v3), the driver in requirements.lock, everywhere: no psycopg2, no derived asyncpg
         db = f"postgresql+psycopg://airflow:{OVERRIDES['POSTGRES_PASSWORD']}@postgres/airflow"
