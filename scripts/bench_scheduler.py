@@ -381,10 +381,12 @@ def summarize(result: dict, pure: dict, stack_cpu_s: float) -> dict:
     for ti in sorted(tis, key=lambda t: t["start_date"] or ""):
         if ti["duration"] is None or ti["state"] != "success":
             continue
-        row = tasks.setdefault(ti["task_id"], {"instances": 0, "task_seconds": 0.0, "max_s": 0.0})
+        row = tasks.setdefault(ti["task_id"], {"instances": 0, "task_seconds": 0.0, "max_s": 0.0, "queued_s": 0.0})
         row["instances"] += 1
         row["task_seconds"] = round(row["task_seconds"] + ti["duration"], 1)
         row["max_s"] = round(max(row["max_s"], ti["duration"]), 1)
+        if ti.get("queued_when"):  # queued, waiting for an executor or Celery slot
+            row["queued_s"] = round(row["queued_s"] + _iso(ti["start_date"]) - _iso(ti["queued_when"]), 1)
     infer = [ti for ti in tis if ti["task_id"] == "onnxruntime_infer" and ti["start_date"]]
     if infer:
         tasks["onnxruntime_infer"]["span_s"] = round(max(_iso(t["end_date"]) for t in infer)
@@ -472,10 +474,11 @@ def print_table(d: dict) -> None:
     print(f"  wall {d['wall_s']} s ({d['grids_per_s']} grids/s) vs all-core pure inference {d['pure_inference_s']} s "
           f"({d['pure_grids_per_s']} grids/s) -> {d['ratio']}x; published (manifest written) after "
           f"{d.get('published_s')} s")
-    print(f"  {'task':<20} {'instances':>9} {'task-s':>8} {'max s':>7}")
+    print(f"  {'task':<20} {'instances':>9} {'task-s':>8} {'max s':>7} {'queued s':>9}")
     for task, row in d["tasks"].items():
         span = f"  (span {row['span_s']} s)" if "span_s" in row else ""
-        print(f"  {task:<20} {row['instances']:>9} {row['task_seconds']:>8.1f} {row['max_s']:>7.1f}{span}")
+        print(f"  {task:<20} {row['instances']:>9} {row['task_seconds']:>8.1f} {row['max_s']:>7.1f} "
+              f"{row.get('queued_s', 0.0):>9.1f}{span}")
     cpu = d["cpu_ms_per_grid"]
     print("  CPU ms per grid: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
           + f"  (total {sum(cpu.values()):.2f}; the run's CPU {d.get('run_cpu_s')} s, the stack's "

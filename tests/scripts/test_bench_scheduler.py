@@ -24,7 +24,7 @@ def test_summary_sums_mapped_tasks_skips_skipped_ones_and_splits_cpu_per_grid():
     assert d["wall_s"] == 50 and d["ratio"] == 2.0 and d["grids_per_s"] == 20.0
     assert "msame_infer" not in d["tasks"]
     infer = d["tasks"]["onnxruntime_infer"]
-    assert infer == {"instances": 2, "task_seconds": 50.0, "max_s": 30.0, "span_s": 31.0}
+    assert infer == {"instances": 2, "task_seconds": 50.0, "max_s": 30.0, "queued_s": 0.0, "span_s": 31.0}
     assert d["cpu_ms_per_grid"] == pytest.approx({"inference": 22.0, "render": 2.0, "judge": 1.0, "upload": 1.0,
                                                   "overhead": 14.0})
 
@@ -34,6 +34,7 @@ def test_overhead_is_the_runs_cpu_by_component_and_the_timeline_and_publish_time
            _ti("cleanup", 48, 50)]
     for ti in tis:
         ti["queued_when"] = ti["start_date"]
+    tis[2]["queued_when"] = "2026-11-30T12:00:35Z"  # publish waited 5 s for a slot
     result = {
         "run": {"start_date": "2026-11-30T12:00:00Z", "end_date": "2026-11-30T12:00:50Z", "conf": {}},
         "task_instances": tis,
@@ -48,8 +49,9 @@ def test_overhead_is_the_runs_cpu_by_component_and_the_timeline_and_publish_time
     assert d["run_cpu_s"] == 25.0 and d["cpu_ms_per_grid"]["overhead"] == pytest.approx(13.0)
     assert d["inference_tasks_cpu_s_outside_parts"] == 2.0
     assert d["published_s"] == 48.0
+    assert d["tasks"]["publish"]["queued_s"] == 5.0 and d["tasks"]["plan"]["queued_s"] == 0.0
     assert [(r["task"], r["queued_when"], r["end_date"]) for r in d["timeline"]] == [
-        ("plan", 0.0, 1.0), ("onnxruntime_infer[0]", 2.0, 22.0), ("publish", 40.0, 48.0), ("cleanup", 48.0, 50.0)]
+        ("plan", 0.0, 1.0), ("onnxruntime_infer[0]", 2.0, 22.0), ("publish", 35.0, 48.0), ("cleanup", 48.0, 50.0)]
 
 
 class _FakeApi:
