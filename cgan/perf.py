@@ -44,6 +44,18 @@ class PerfRecord:
         return atomic_write_bytes(Path(folder) / PERF_NAME, self.to_json().encode())
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far (Linux VmHWM, MiB); None where /proc has none."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def percentile(values: list[float], q: float) -> float:
     """Linear-interpolated percentile (numpy's default method) of a non-empty list."""
     ordered = sorted(values)

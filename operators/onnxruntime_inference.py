@@ -52,7 +52,7 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
         self.precision = precision  # fp32 or int8 (cgan.runtimes.ort_int8, cached per worker)
 
     def execute(self, context) -> dict:
-        from cgan.perf import PERF_NAME
+        from cgan.perf import PERF_NAME, peak_rss_mb
         from cgan.runtimes.onnxruntime_runner import run_onnxruntime
         from cgan.shard_inputs import fetch_shard_bins
         from cgan.shard_render import ShardRenderer, hand_over, handed_stems, judged_stems
@@ -83,13 +83,14 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
             handed = hand_over(store, shard, run.output_dir, tally, [run.output_dir / PERF_NAME])
         # the whole task process (start-up, DAG parse, downloads, hand-over too), for make bench
         cpu_s["task_process"] = round(time.process_time(), 3)
-        perf = run.perf
+        perf, peak_mb = run.perf, peak_rss_mb()
         self.log.info("Shard %d done: %.2f ms per call (p99 %.2f), %.1f grids/s; %d grid PNG(s) rendered "
-                      "during inference (%s), %d raw output(s) kept", index, perf.latency_ms["mean"],
-                      perf.latency_ms["p99"], perf.grids_per_s, tally["grids"],
-                      "staged in the publish bucket" if stager else "in the workspace", handed["raw_outputs"])
+                      "during inference (%s), %d raw output(s) kept; peak memory %s MiB", index,
+                      perf.latency_ms["mean"], perf.latency_ms["p99"], perf.grids_per_s, tally["grids"],
+                      "staged in the publish bucket" if stager else "in the workspace", handed["raw_outputs"],
+                      peak_mb)
         return {"shard": index, "outputs_prefix": prefix, "grids": perf.grids, "grids_per_s": perf.grids_per_s,
-                "raw_outputs_kept": handed["raw_outputs"], "cpu_s": cpu_s,
+                "raw_outputs_kept": handed["raw_outputs"], "cpu_s": cpu_s, "peak_rss_mb": peak_mb,
                 "staged_root": stager.root if stager else None}
 
     def _progress(self, done: int, total: int) -> None:

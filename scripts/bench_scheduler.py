@@ -410,8 +410,15 @@ def summarize(result: dict, pure: dict, stack_cpu_s: float) -> dict:
         "conf": result["run"].get("conf"),
         "run_cpu_s_by_component": result.get("component_cpu_s"),
         "inference_tasks_cpu_s_outside_parts": infer_other_s,
+        # each inference task process's peak resident memory (its XCom `peak_rss_mb`, VmHWM)
+        "inference_task_peak_rss_mb": _spread([x["peak_rss_mb"] for x in result["inference"]
+                                               if x.get("peak_rss_mb") is not None]),
         "timeline": timeline(tis, _iso(run["start_date"])),
     }
+
+
+def _spread(values: list[float]) -> dict | None:
+    return {"min": min(values), "max": max(values)} if values else None
 
 
 def _children_cpu_s() -> float:
@@ -489,6 +496,9 @@ def print_table(d: dict) -> None:
     if d.get("inference_tasks_cpu_s_outside_parts") is not None:
         print(f"  inference task processes' CPU outside those parts (start-up, fetches, hand-over): "
               f"{d['inference_tasks_cpu_s_outside_parts']} s")
+    if d.get("inference_task_peak_rss_mb"):
+        peak = d["inference_task_peak_rss_mb"]
+        print(f"  inference task processes' peak memory (VmHWM): {peak['min']}-{peak['max']} MiB")
     print("  timeline (s from the run's start: queued / started / ended):")
     for row in d.get("timeline", []):
         print(f"    {row['task']:<22} {row['queued_when']!s:>7} {row['start_date']!s:>7} {row['end_date']!s:>7}")

@@ -26,3 +26,29 @@ def test_record_throughput_from_mean_latency(tmp_path):
 def test_no_calls_is_an_error():
     with pytest.raises(ValueError, match="no measured calls"):
         latency_summary([])
+
+
+PEAK_CODE = """
+import json, numpy as np
+from cgan.perf import peak_rss_mb
+before = peak_rss_mb()
+block = np.ones(96 * 1024 * 1024 // 8)  # 96 MiB, every page touched
+during = peak_rss_mb()
+del block
+print(json.dumps([before, during, peak_rss_mb()]))
+"""
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="Linux /proc only")
+def test_peak_rss_grows_with_touched_memory_and_never_falls():
+    import subprocess
+    import sys
+
+    from cgan.run_params import PROJECT_ROOT
+
+    # a fresh process: this one's peak may already lie above anything the test allocates
+    out = subprocess.run([sys.executable, "-c", PEAK_CODE], capture_output=True, text=True, check=True,
+                         cwd=PROJECT_ROOT)
+    before, during, after = json.loads(out.stdout)
+    assert during >= before + 90
+    assert after >= during  # a peak, not the current size

@@ -16,13 +16,14 @@ def test_summary_sums_mapped_tasks_skips_skipped_ones_and_splits_cpu_per_grid():
         "task_instances": [_ti("plan", 0, 1), _ti("msame_infer", 3, 3, state="skipped"),
                            _ti("onnxruntime_infer", 2, 22, map_index=0), _ti("onnxruntime_infer", 3, 33, map_index=1),
                            _ti("publish", 40, 48)],
-        "inference": [{"cpu_s": {"inference": 10.0, "render": 1.0, "judge": 0.5, "upload": 0.5}},
-                      {"cpu_s": {"inference": 12.0, "render": 1.0, "judge": 0.5, "upload": 0.5}}],
+        "inference": [{"cpu_s": {"inference": 10.0, "render": 1.0, "judge": 0.5, "upload": 0.5}, "peak_rss_mb": 410.5},
+                      {"cpu_s": {"inference": 12.0, "render": 1.0, "judge": 0.5, "upload": 0.5}, "peak_rss_mb": 402.0}],
         "observed_s": 52.0,
     }
     d = summarize(result, {"grids": 1000, "seconds": 25.0, "grids_per_s": 40.0}, stack_cpu_s=40.0)
     assert d["wall_s"] == 50 and d["ratio"] == 2.0 and d["grids_per_s"] == 20.0
     assert "msame_infer" not in d["tasks"]
+    assert d["inference_task_peak_rss_mb"] == {"min": 402.0, "max": 410.5}
     infer = d["tasks"]["onnxruntime_infer"]
     assert infer == {"instances": 2, "task_seconds": 50.0, "max_s": 30.0, "queued_s": 0.0, "span_s": 31.0}
     assert d["cpu_ms_per_grid"] == pytest.approx({"inference": 22.0, "render": 2.0, "judge": 1.0, "upload": 1.0,
