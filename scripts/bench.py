@@ -271,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer reps, smaller runs")
     parser.add_argument("--out", type=Path, default=REPO / "bench")
     parser.add_argument("--skip-dag", action="store_true")
-    parser.add_argument("--sections", default="speed,memory,scheduler,peers",
-                        help="comma list of speed, memory, scheduler, dag, peers (default: all but dag)")
+    parser.add_argument("--sections", default="speed,memory,scheduler,celery,peers",
+                        help="comma list of speed, memory, scheduler, celery (docker-compose's topology, where "
+                             "PostgreSQL and Redis answer), dag, peers (default: all but dag)")
     parser.add_argument("--grids", type=int, default=None,
                         help="grids of the scheduler run (default 10,000; 200 with --quick)")
     args = parser.parse_args(argv)
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_dag:
         sections.discard("dag")
     previous = args.out / "results.json"
-    if sections != {"speed", "memory", "scheduler", "peers"} and previous.exists():  # keep the sections not re-run
+    if sections != {"speed", "memory", "scheduler", "celery", "peers"} and previous.exists():  # keep the others
         results = {**json.loads(previous.read_text()), **results}
     if "speed" in sections or "speed" not in results:
         results["ceiling"] = {str(t): matmul_ceiling(t) for t in (1, 2)}
@@ -313,6 +314,18 @@ def main(argv: list[str] | None = None) -> int:
         from scripts.bench_scheduler import bench_scheduler
 
         results["scheduler"] = bench_scheduler(args.grids or (200 if args.quick else 10_000))
+    if "celery" in sections:  # the same run under docker-compose's topology, where its services answer
+        from scripts.bench_scheduler import bench_scheduler
+        from tests.distributed.topology import check_services
+
+        n = args.grids or (200 if args.quick else 10_000)
+        problem = check_services()[1]
+        if problem:
+            print(f"celery section skipped: {problem}", flush=True)
+            results.pop("celery", None)
+        else:
+            pure = (results.get("scheduler") or {}).get("pure")
+            results["celery"] = bench_scheduler(n, pure=pure, celery=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     chart(results, args.out / "bench.png")
     print_table(results)
@@ -321,10 +334,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(results: dict) -> None:
-    if "scheduler" in results:
-        from scripts import bench_scheduler
+    for section in ("scheduler", "celery"):
+        if section in results:
+            from scripts import bench_scheduler
 
-        bench_scheduler.print_table(results["scheduler"])
+            bench_scheduler.print_table(results[section])
     print("\nfp32 GEMM ceiling (2048^3), GFLOP/s:")
     for t, c in results["ceiling"].items():
         print(f"  {t} thread(s): ONNX Runtime {c['onnxruntime_gflops']:.0f}, numpy {c['numpy_gflops']:.0f}"

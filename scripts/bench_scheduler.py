@@ -1,6 +1,7 @@
-"""The DAG as users run it: the real scheduler (LocalExecutor), runs triggered through the REST API.
+"""The DAG as users run it: the real scheduler, runs triggered through the REST API.
 
-    .venv/bin/python scripts/bench_scheduler.py --grids 2000        # or via scripts/bench.py --scheduler-grids
+    .venv/bin/python scripts/bench_scheduler.py --grids 2000        # or via scripts/bench.py --grids
+    .venv/bin/python scripts/bench_scheduler.py --grids 2000 --celery   # docker-compose's topology
 
 In one session: (1) the all-core pure inference time for the same N (ONNX Runtime, every core,
 batch 100, only `session.run`), then (2) a fresh Airflow (SQLite, LocalExecutor: scheduler,
@@ -10,7 +11,9 @@ any deployment that has run before: api-server warm, the checkpoint's ONNX expor
 `--cold` skips it), and its task instances (timeline, durations) and the inference tasks' XComs
 (CPU seconds per part) are read back from the REST API. The run's CPU is each component's
 (api-server, scheduler, task processes, dag-processor, S3 server) from the trigger to the run's
-end. Prints a table; returns a dict for bench/results.json.
+end. Prints a table; returns a dict for bench/results.json. `--celery`: docker-compose's
+topology instead (CeleryBenchStack: PostgreSQL, Redis, CeleryExecutor, triggerer, a Celery
+worker, the compose services' environments, workspaces and task logs in S3).
 """
 
 from __future__ import annotations
@@ -230,7 +233,14 @@ class CeleryBenchStack:
         except BaseException:
             self.s3.stop()
             raise
-        self.env = {"CGAN_ARTIFACT_ROOT": target.artifact_root}
+        try:
+            self._ready(target.artifact_root)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ready(self, artifact_root: str) -> None:
+        self.env = {"CGAN_ARTIFACT_ROOT": artifact_root}
         names = {"scheduler": "scheduler (CeleryExecutor)", "worker-default": "tasks (Celery worker, task processes)"}
         self.components = {"s3 server": self.s3.process.pid,
                            **{names.get(c.name, c.name): c.proc.pid for c in self.stack.components if c.proc},
@@ -240,7 +250,7 @@ class CeleryBenchStack:
         deadline = time.monotonic() + 300
         while api.request("GET", f"/api/v2/dags/{DAG_ID}").status_code != 200:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the DAG was not parsed within 300 s; logs in {root}")
+                raise RuntimeError(f"the DAG was not parsed within 300 s; logs in {self.root}")
             time.sleep(1)
         self.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
 
