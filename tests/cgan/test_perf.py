@@ -51,4 +51,6 @@ def test_peak_rss_grows_with_touched_memory_and_never_falls():
                          cwd=PROJECT_ROOT)
     before, during, after = json.loads(out.stdout)
     assert during >= before + 90
-    assert after >= during  # a peak, not the current size
+    # a peak, not the current size (96 MiB lower once the block is freed); the kernel's RSS
+    # counters are approximate per CPU, so the recorded peak may read a little under `during`
+    assert after >= during - 4
