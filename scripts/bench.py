@@ -334,10 +334,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(results: dict) -> None:
+    from scripts import bench_scheduler
+
     for section in ("scheduler", "celery"):
         if section in results:
-            from scripts import bench_scheduler
-
             bench_scheduler.print_table(results[section])
     print("\nfp32 GEMM ceiling (2048^3), GFLOP/s:")
     for t, c in results["ceiling"].items():

@@ -103,8 +103,24 @@ def pure_inference_s(n: int) -> dict:
             "grids_per_s": round(n / secs, 1)}
 
 
-class Stack:
+class _BenchStack:
+    """What both stacks give the bench: `api`, the components whose CPU is measured, `run`."""
+
+    components: dict[str, int]
+    children_as: dict[str, str] = {}
+
+    def api(self, method: str, path: str, **kwargs):
+        raise NotImplementedError
+
+    def run(self, conf: dict, timeout: float = 3600) -> dict:
+        return run_once(self.api, self.components, conf, timeout, self.children_as)
+
+
+class Stack(_BenchStack):
     """A throwaway Airflow (LocalExecutor, SQLite) + SeaweedFS under one temp folder."""
+
+    # the scheduler's process tree holds the LocalExecutor's workers and every task process
+    children_as = {"scheduler": "tasks (executor, supervisors, task processes)"}
 
     def __init__(self, root: Path, extra_env: dict[str, str] | None = None, artifact_bucket: str | None = None):
         self.root = root
@@ -180,9 +196,6 @@ class Stack:
             raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:1000]}")
         return resp.json()
 
-    def run(self, conf: dict, timeout: float = 3600) -> dict:
-        return run_once(self.api, self.components, conf, timeout)
-
     def stop(self) -> None:
         for proc in self.procs:
             try:
@@ -200,7 +213,7 @@ class Stack:
         self.s3.stop()
 
 
-class CeleryBenchStack:
+class CeleryBenchStack(_BenchStack):
     """docker-compose's topology without containers: tests/distributed/topology.CeleryStack (a
     fresh Postgres database, a Redis database, then api-server, scheduler (CeleryExecutor),
     dag-processor, triggerer and the default-queue Celery worker, each started with the
@@ -241,7 +254,7 @@ class CeleryBenchStack:
 
     def _ready(self, artifact_root: str) -> None:
         self.env = {"CGAN_ARTIFACT_ROOT": artifact_root}
-        names = {"scheduler": "scheduler (CeleryExecutor)", "worker-default": "tasks (Celery worker, task processes)"}
+        names = {"worker-default": "tasks (Celery worker, task processes)"}
         self.components = {"s3 server": self.s3.process.pid,
                            **{names.get(c.name, c.name): c.proc.pid for c in self.stack.components if c.proc},
                            **service_roots()}
@@ -257,9 +270,6 @@ class CeleryBenchStack:
     def api(self, method: str, path: str, **kwargs):
         assert self.stack.api is not None
         return self.stack.api.json(method, path, **kwargs)
-
-    def run(self, conf: dict, timeout: float = 3600) -> dict:
-        return run_once(self.api, self.components, conf, timeout)
 
     def stop(self) -> None:
         try:
@@ -287,10 +297,12 @@ def service_roots() -> dict[str, int]:
     return roots
 
 
-def run_once(api, components: dict[str, int], conf: dict, timeout: float = 3600) -> dict:
+def run_once(api, components: dict[str, int], conf: dict, timeout: float = 3600,
+             children_as: dict[str, str] | None = None) -> dict:
     """Trigger one run, wait for it; its REST record, task instances and inference XComs.
-    `api(method, path, **kwargs)`: the REST answer's JSON."""
-    cpu0 = component_cpu_s(components)
+    `api(method, path, **kwargs)`: the REST answer's JSON; `components`, `children_as`: whose
+    CPU is measured (component_cpu_s)."""
+    cpu0 = component_cpu_s(components, children_as)
     t0 = time.perf_counter()
     run = api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
     run_id = run["dag_run_id"]
@@ -301,7 +313,7 @@ def run_once(api, components: dict[str, int], conf: dict, timeout: float = 3600)
             break
         time.sleep(POLL_S)
     observed = time.perf_counter() - t0
-    cpu1 = component_cpu_s(components)
+    cpu1 = component_cpu_s(components, children_as)
     run_cpu = {name: round(cpu1[name] - cpu0.get(name, 0.0), 1) for name in cpu1}
     tis = api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
               params={"limit": 100})["task_instances"]
@@ -327,10 +339,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def component_cpu_s(components: dict[str, int]) -> dict[str, float]:
+def component_cpu_s(components: dict[str, int], children_as: dict[str, str] | None = None) -> dict[str, float]:
     """CPU seconds so far of each component's process tree: its live processes' own CPU plus
-    what their reaped children used. The scheduler's tree holds the LocalExecutor's workers and
-    every task process (`tasks`, split off the scheduler's own loop)."""
+    what their reaped children used. `children_as`: components whose descendants are reported
+    apart, under that name (the LocalExecutor's scheduler: its workers and every task process)."""
+    children_as = children_as or {}
     import psutil
 
     out: dict[str, float] = {}
@@ -351,9 +364,9 @@ def component_cpu_s(components: dict[str, int]) -> dict[str, float]:
             total += mine + t.children_user + t.children_system
             if proc.pid == pid:
                 own = mine
-        if name == "scheduler":
-            out["scheduler"] = own
-            out["tasks (executor, supervisors, task processes)"] = total - own
+        if name in children_as:
+            out[name] = own
+            out[children_as[name]] = total - own
         else:
             out[name] = total
     return out

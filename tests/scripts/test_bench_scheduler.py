@@ -97,3 +97,21 @@ def test_run_once_names_each_task_state_of_a_failed_run(monkeypatch):
     tis = [_ti("plan", 0, 1), _ti("onnxruntime_infer", 2, 9, state="failed", map_index=3)]
     with pytest.raises(RuntimeError, match=r"ended failed: plan\[-1\]=success, onnxruntime_infer\[3\]=failed"):
         bench_scheduler.run_once(_FakeApi("failed", tis, {}), {}, {"num_grids": 4})
+
+
+def test_component_cpu_reports_a_components_children_apart_only_where_asked():
+    import os
+    import subprocess
+    import sys
+
+    from scripts.bench_scheduler import component_cpu_s
+
+    me = {"bench": os.getpid()}
+    before = component_cpu_s(me, {"bench": "children"})
+    subprocess.run([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                    "while time.process_time() - t < 0.3: pass"], check=True)  # reaped: our children's CPU
+    split = component_cpu_s(me, {"bench": "children"})
+    whole = component_cpu_s(me)
+    assert split["children"] - before["children"] >= 0.25
+    assert split["bench"] - before["bench"] < 0.25  # the child's CPU is not the component's own
+    assert set(whole) == {"bench"} and whole["bench"] >= split["bench"] + split["children"] - 0.05
