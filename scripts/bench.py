@@ -266,12 +266,15 @@ def chart(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+DEFAULT_SECTIONS = ("speed", "memory", "scheduler", "celery", "peers")  # `dag` on request
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer reps, smaller runs")
     parser.add_argument("--out", type=Path, default=REPO / "bench")
     parser.add_argument("--skip-dag", action="store_true")
-    parser.add_argument("--sections", default="speed,memory,scheduler,celery,peers",
+    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
                         help="comma list of speed, memory, scheduler, celery (docker-compose's topology, where "
                              "PostgreSQL and Redis answer), dag, peers (default: all but dag)")
     parser.add_argument("--grids", type=int, default=None,
@@ -286,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_dag:
         sections.discard("dag")
     previous = args.out / "results.json"
-    if sections != {"speed", "memory", "scheduler", "celery", "peers"} and previous.exists():  # keep the others
+    if sections != set(DEFAULT_SECTIONS) and previous.exists():  # keep the sections not re-run
         results = {**json.loads(previous.read_text()), **results}
     if "speed" in sections or "speed" not in results:
         results["ceiling"] = {str(t): matmul_ceiling(t) for t in (1, 2)}
@@ -310,15 +313,25 @@ def main(argv: list[str] | None = None) -> int:
 
         results["peers"] = run_peers(threads=2, rounds=3 if args.quick else 8, grids=20 if args.quick else 30,
                                      gflop_per_grid=results["gflop_per_grid"])
-    if "scheduler" in sections:  # the DAG as users run it (scripts/bench_scheduler.py)
-        from scripts.bench_scheduler import bench_scheduler
+    if sections & {"scheduler", "celery"}:  # the DAG as users run it (scripts/bench_scheduler.py)
+        run_scheduler_sections(results, sections, args.grids or (200 if args.quick else 10_000))
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    chart(results, args.out / "bench.png")
+    print_table(results)
+    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'bench.png'}")
+    return 0
 
-        results["scheduler"] = bench_scheduler(args.grids or (200 if args.quick else 10_000))
-    if "celery" in sections:  # the same run under docker-compose's topology, where its services answer
-        from scripts.bench_scheduler import bench_scheduler
+
+def run_scheduler_sections(results: dict, sections: set[str], n: int) -> None:
+    """`scheduler` (the local stack) and `celery` (docker-compose's topology, where its services
+    answer; the same pure inference time) for n grids."""
+    from scripts.bench_scheduler import bench_scheduler
+
+    if "scheduler" in sections:
+        results["scheduler"] = bench_scheduler(n)
+    if "celery" in sections:
         from tests.distributed.topology import check_services
 
-        n = args.grids or (200 if args.quick else 10_000)
         problem = check_services()[1]
         if problem:
             print(f"celery section skipped: {problem}", flush=True)
@@ -326,11 +339,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             pure = (results.get("scheduler") or {}).get("pure")
             results["celery"] = bench_scheduler(n, pure=pure, celery=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    chart(results, args.out / "bench.png")
-    print_table(results)
-    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'bench.png'}")
-    return 0
 
 
 def print_table(results: dict) -> None:
