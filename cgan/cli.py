@@ -19,9 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cgan.classifier import DEFAULT_CLASSIFIER, MODELS_DIR
 from cgan.errors import CganError
-from cgan.run_params import CHECKPOINT_ASSET
+from cgan.paths import MODELS_DIR
+from cgan.quality.classifier import DEFAULT_CLASSIFIER
+from cgan.run.plan import CHECKPOINT_ASSET
 
 DEFAULT_CHECKPOINT = MODELS_DIR / "cgan_generator.pth"
 
@@ -51,7 +52,7 @@ def _emit(result: dict, as_json: bool, human: str) -> None:
 
 
 def cmd_export(args) -> int:
-    from cgan.export import export_onnx
+    from cgan.recipe.export import export_onnx
 
     _say(f"exporting {args.checkpoint} -> {args.out} (batch {args.batch}, opset {args.opset})")
     result = export_onnx(args.checkpoint, args.out, batch=args.batch, opset=args.opset,
@@ -64,7 +65,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_bins(args) -> int:
-    from cgan.bins import write_bins, write_dataset_info
+    from cgan.recipe.bins import write_bins, write_dataset_info
 
     paths = write_bins(args.out, args.num_grids, args.seed, start=args.start)
     info = write_dataset_info(args.out)
@@ -75,10 +76,10 @@ def cmd_bins(args) -> int:
 
 def _precision(args) -> str:
     """--precision, else CGAN_CPU_PRECISION for onnxruntime; other backends run fp32 only."""
-    from cgan import config
+    from cgan import settings
 
     if args.backend == "onnxruntime":
-        return args.precision or config.cpu_precision()
+        return args.precision or settings.cpu_precision()
     if args.precision not in (None, "fp32"):
         raise CganError(f"--precision {args.precision} needs --backend onnxruntime "
                         f"({args.backend} runs the model as it is)")
@@ -114,7 +115,7 @@ def _run_msame(args):
 
 
 def _run_ais_bench(args):
-    from cgan.runtimes.ais_bench_runner import run_ais_bench
+    from cgan.ascend.ais_bench import run_ais_bench
 
     if args.model is None:
         raise CganError("--backend ais_bench needs --model X.om (make it with `cgan convert`)")
@@ -167,11 +168,11 @@ def _detect_soc_version() -> str:
 
 
 def cmd_convert(args) -> int:
-    from cgan.artifacts import atomic_write_bytes
     from cgan.ascend.atc import AtcOptions
     from cgan.ascend.atc_cache import DEFAULT_PREFIX, AtcCache, convert
     from cgan.ascend.toolkit import locate_toolkit
-    from cgan.store import open_store
+    from cgan.storage.files import atomic_write_bytes
+    from cgan.storage.store import open_store
 
     soc = _detect_soc_version() if args.soc_version == "auto" else args.soc_version
     options = AtcOptions(soc, args.precision_mode, args.log_level).validate()
@@ -193,7 +194,7 @@ def cmd_convert(args) -> int:
 
 
 def cmd_grids(args) -> int:
-    from cgan.grids import write_grids
+    from cgan.recipe.grids import write_grids
 
     paths = write_grids(args.input, args.out, _progress("grids"))
     _emit({"grids": [str(p) for p in paths]}, args.json,
@@ -202,7 +203,7 @@ def cmd_grids(args) -> int:
 
 
 def cmd_quality(args) -> int:
-    from cgan.quality import quality_report, write_report
+    from cgan.quality.report import quality_report, write_report
 
     if (args.inputs is None) != (args.outputs is None):
         raise CganError("give both --inputs and --outputs, or neither (then --grids/--seed are used)")
@@ -211,8 +212,8 @@ def cmd_quality(args) -> int:
                                 classifier_path=args.classifier, parity_grids=args.parity_grids,
                                 precision=_run_precision(args.outputs))
     else:
-        from cgan.bins import write_bins
-        from cgan.export import export_onnx
+        from cgan.recipe.bins import write_bins
+        from cgan.recipe.export import export_onnx
 
         with tempfile.TemporaryDirectory(prefix="cgan-quality-") as tmp_dir:
             tmp = Path(tmp_dir)
@@ -239,8 +240,8 @@ def cmd_quality(args) -> int:
 
 def _run_precision(output_dir) -> str | None:
     """The precision recorded in a run folder's perf.json (None when it names none)."""
-    from cgan.outputs import find_run_dir
-    from cgan.perf import PERF_NAME, read_record
+    from cgan.recipe.outputs import find_run_dir
+    from cgan.recipe.perf import PERF_NAME, read_record
 
     perf = find_run_dir(output_dir) / PERF_NAME
     if not perf.is_file():
@@ -255,8 +256,8 @@ def _check_checkpoint_here(checkpoint: str) -> str:
     import os
 
     if not checkpoint.startswith("s3://"):
-        from cgan.checkpoint import load_state_dict
-        from cgan.run_params import resolve_local_checkpoint
+        from cgan.recipe.checkpoint import load_state_dict
+        from cgan.run.plan import resolve_local_checkpoint
 
         path = resolve_local_checkpoint(checkpoint)
         _, channels = load_state_dict(path)  # CheckpointError names what is wrong
@@ -265,10 +266,10 @@ def _check_checkpoint_here(checkpoint: str) -> str:
         return "not checked here (no S3 credentials in this environment; the run's export task reads it)"
     import boto3
 
-    from cgan import s3
+    from cgan.storage import s3
 
     bucket, key = checkpoint[5:].split("/", 1)
-    # as `cgan`'s other S3 access (cgan.store): AWS_* credentials, CGAN_S3_ENDPOINT_URL for MinIO/SeaweedFS
+    # as `cgan`'s other S3 access (cgan.storage.store): AWS_* credentials, CGAN_S3_ENDPOINT_URL for MinIO/SeaweedFS
     client = boto3.session.Session().client("s3", endpoint_url=os.environ.get("CGAN_S3_ENDPOINT_URL") or None)
     try:
         found = s3.head(client, bucket, key)
@@ -280,16 +281,16 @@ def _check_checkpoint_here(checkpoint: str) -> str:
 
 
 def cmd_register_checkpoint(args) -> int:
-    from cgan import config
-    from cgan.airflow_api import AirflowApi, register_checkpoint
-    from cgan.run_params import check_checkpoint_root, validate_checkpoint
+    from cgan import settings
+    from cgan.integrations.airflow_api import AirflowApi, register_checkpoint
+    from cgan.run.plan import check_checkpoint_root, validate_checkpoint
 
     checkpoint = validate_checkpoint(args.checkpoint)
-    check_checkpoint_root(checkpoint, config.checkpoint_roots())
+    check_checkpoint_root(checkpoint, settings.checkpoint_roots())
     _say(f"checkpoint {checkpoint}: " + ("not checked (--no-check)" if args.no_check
                                         else _check_checkpoint_here(checkpoint)))
-    settings = config.airflow_api()
-    api = AirflowApi(args.api_url or settings["url"], settings["user"], settings["password"])
+    api_settings = settings.airflow_api()
+    api = AirflowApi(args.api_url or api_settings["url"], api_settings["user"], api_settings["password"])
     result = register_checkpoint(api, args.asset, checkpoint)
     _emit(result, args.json,
           f"registered {checkpoint}: event {result['event_id']} of asset {args.asset} (id {result['asset_id']}) "

@@ -12,7 +12,7 @@ latest.json unless the gate rejected the run) -> quality_gate (fails a rejected 
    cleanup (the published run's workspace, and workspaces older than the retention)
 
 No logic here: the steps are operators in operators/ that call the cgan library; deployment
-settings come from the environment (cgan/config.py).
+settings come from the environment (cgan/settings.py).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, P
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
-from cgan import config
+from cgan import settings
 from cgan.ascend.validate import SOC_VERSION_RE
-from cgan.bins import MAX_GRIDS, MAX_SEED
-from cgan.run_params import (
+from cgan.recipe.bins import MAX_GRIDS, MAX_SEED
+from cgan.run.plan import (
     CHECKPOINT_ASSET,
     CHECKPOINT_RE,
     DEFAULT_CHECKPOINT,
@@ -54,23 +54,23 @@ from operators.publish import PublishRunOperator
 # run would silently change); the exclusive bounds are checked by the form's JSON schema
 # validation, which refuses the trigger with a message. gate_* fractions are checked by `plan`.
 PARAMS = {
-    "num_grids": Param(config.num_grids(), type="integer", exclusiveMinimum=0, exclusiveMaximum=MAX_GRIDS + 1,
+    "num_grids": Param(settings.num_grids(), type="integer", exclusiveMinimum=0, exclusiveMaximum=MAX_GRIDS + 1,
                        title="Grids",
                        description="How many 10x10 grids (100 digits each) to generate."),
     "seed": Param(None, type=["null", "integer"], exclusiveMinimum=-1, exclusiveMaximum=MAX_SEED + 1, title="Seed",
                   description="Noise seed. Empty: derived from the run's logical date (YYYYMMDDHHMMSS), "
                               "so nightly runs differ and each can be reproduced."),
-    "target": Param(config.default_target(), type="string", enum=list(TARGETS), title="Target",
+    "target": Param(settings.default_target(), type="string", enum=list(TARGETS), title="Target",
                     description="ascend: atc + msame on the NPU workers (queue `ascend`); "
                                 "cpu: ONNX Runtime on any worker."),
-    "soc_version": Param(config.soc_version(), type="string", pattern=SOC_VERSION_RE.pattern,
+    "soc_version": Param(settings.soc_version(), type="string", pattern=SOC_VERSION_RE.pattern,
                          title="SoC version", description="atc --soc_version: 'Ascend' + the Name column "
                                                           "of `npu-smi info`, e.g. Ascend310P3."),
-    "devices": Param(config.devices(), type=["null", "array"], minItems=1, maxItems=64, uniqueItems=True,
+    "devices": Param(settings.devices(), type=["null", "array"], minItems=1, maxItems=64, uniqueItems=True,
                      items={"type": "integer", "minimum": 0, "maximum": 255}, title="Devices",
                      description="Optional restriction: the ACL device ids (Device column of `npu-smi "
                                  "info`) a shard may lease on its Ascend worker. Empty: any free NPU."),
-    "npu_tool": Param(config.npu_tool(), type="string", enum=list(NPU_TOOLS), title="NPU tool",
+    "npu_tool": Param(settings.npu_tool(), type="string", enum=list(NPU_TOOLS), title="NPU tool",
                       description="target ascend: msame (the recipe's tool, one process per shard) or "
                                   "ais_bench (current CANN's runner, through its Python API in the task)."),
     "checkpoint": Param(DEFAULT_CHECKPOINT, type="string", pattern=CHECKPOINT_RE.pattern,
@@ -93,20 +93,20 @@ PARAMS = {
                               description="Keep every raw output bin (the recipe's output folder) in the run's "
                                           "workspace. Off: only the parity sample's are handed over; the "
                                           "grids are rendered on the inference workers."),
-    "precision": Param(config.cpu_precision(), type="string", enum=list(PRECISIONS), title="CPU precision",
+    "precision": Param(settings.cpu_precision(), type="string", enum=list(PRECISIONS), title="CPU precision",
                        description="Target cpu: fp32, or int8 (ONNX Runtime static quantization, built once "
                                    "per model; label accuracy within 0.005 of fp32, see README Performance). "
                                    "Target ascend uses Precision mode."),
-    # quality gate (cgan.gate): empty = the deployment's default (CGAN_GATE_*)
+    # quality gate (cgan.quality.gate): empty = the deployment's default (CGAN_GATE_*)
     "gate_min_label_accuracy": Param(None, type=["null", "number"], section="Advanced",
                                      title="Gate: least label accuracy",
-                                     description=f"Empty: {config.gate_thresholds().min_label_accuracy}."),
+                                     description=f"Empty: {settings.gate_thresholds().min_label_accuracy}."),
     "gate_min_class_accuracy": Param(None, type=["null", "number"], section="Advanced",
                                      title="Gate: least accuracy of the worst digit",
-                                     description=f"Empty: {config.gate_thresholds().min_class_accuracy}."),
+                                     description=f"Empty: {settings.gate_thresholds().min_class_accuracy}."),
     "gate_min_diversity": Param(None, type=["null", "number"], section="Advanced",
                                 title="Gate: least feature diversity of the worst digit",
-                                description=f"Empty: {config.gate_thresholds().min_diversity} (0 = collapsed "
+                                description=f"Empty: {settings.gate_thresholds().min_diversity} (0 = collapsed "
                                             "to one style per digit, 1 = as varied as real digits)."),
 }
 
@@ -114,7 +114,7 @@ PARAMS = {
 # schedule on it and read run_id, bucket, manifest, grids, label_accuracy, grids_per_s from the event.
 # Named by its URI, so a deployment that changes its bucket gets a new asset (Airflow marks an asset
 # whose name moved to another URI inactive, and a task with an inactive outlet fails).
-PUBLISHED_RUN = Asset(f"s3://{config.publish_bucket()}/runs")
+PUBLISHED_RUN = Asset(f"s3://{settings.publish_bucket()}/runs")
 
 # A new checkpoint registered (`cgan register-checkpoint`, or POST /api/v2/assets/events with extra
 # {"checkpoint": ...}) starts a run with it; `plan` checks it like the form's field (CHECKPOINT_RE,
@@ -125,7 +125,7 @@ CHECKPOINT = Asset(CHECKPOINT_ASSET)
 # Alert, Airflow 3.3.2's `airflow dags test` (make demo, the DAG tests) crashes after the run
 # (apache/airflow#73428). AsyncCallback: the scheduler queues it when the deadline passes, the
 # triggerer runs it; the deadline is dropped when the run finishes first.
-LATE_AFTER_MINUTES = config.late_after_minutes()
+LATE_AFTER_MINUTES = settings.late_after_minutes()
 DEADLINE = DeadlineAlert(
     reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=timedelta(minutes=LATE_AFTER_MINUTES),
     callback=AsyncCallback(late_run_alert, kwargs={"late_after_minutes": LATE_AFTER_MINUTES}),
@@ -134,18 +134,18 @@ DEADLINE = DeadlineAlert(
 DEFAULT_ARGS = {
     "owner": "ml-platform",
     "retries": 2,
-    "retry_delay": timedelta(seconds=config.retry_delay_s()),  # CGAN_RETRY_DELAY_S, default 30
+    "retry_delay": timedelta(seconds=settings.retry_delay_s()),  # CGAN_RETRY_DELAY_S, default 30
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(hours=2),
-    "on_failure_callback": [FailureAlert()],  # CGAN_ALERT_*: webhook and/or e-mail (cgan.alerts)
+    "on_failure_callback": [FailureAlert()],  # CGAN_ALERT_*: webhook and/or e-mail (cgan.integrations.alerts)
 }
 
 with DAG(
     dag_id="cgan_generation",
     description="CGAN digit grids: export, atc/msame or ONNX Runtime, grids, quality, publish",
     # nightly (CGAN_SCHEDULE) OR when a checkpoint is registered
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(config.schedule(), timezone=config.timezone()),
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(settings.schedule(), timezone=settings.timezone()),
                                  assets=CHECKPOINT),
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -161,14 +161,14 @@ with DAG(
     def plan(params=None, run_id=None, logical_date=None, dag_run=None, triggering_asset_events=None) -> dict:
         """Check every parameter and lay out the run: seed, workspace, shards, and the checkpoint
         (a run started by a checkpoint asset event uses the event's)."""
-        from cgan.run_params import make_plan
+        from cgan.run.plan import make_plan
 
         events = [{"extra": dict(e.extra or {}), "timestamp": e.timestamp.isoformat()}
                   for e in (triggering_asset_events or {}).get(CHECKPOINT, [])]
         return make_plan({k: params[k] for k in PARAMS}, run_id=run_id,
                          logical_date=logical_date or dag_run.run_after,
-                         artifact_root=config.artifact_root(), default_target=config.default_target(),
-                         checkpoint_roots=config.checkpoint_roots(), checkpoint_events=events)
+                         artifact_root=settings.artifact_root(), default_target=settings.default_target(),
+                         checkpoint_roots=settings.checkpoint_roots(), checkpoint_events=events)
 
     @task(retries=0, execution_timeout=timedelta(minutes=1))
     def shards(planned: list[dict]) -> list[dict]:
@@ -184,49 +184,49 @@ with DAG(
     run: Any = plan()
     shard_list = shards(run["shards"])
     export = ExportOnnxOperator(task_id="export_onnx", workspace=run["workspace"],
-                                checkpoint=run["checkpoint"], aws_conn_id=config.s3_conn_id(),
+                                checkpoint=run["checkpoint"], aws_conn_id=settings.s3_conn_id(),
                                 execution_timeout=timedelta(minutes=20))
     exported: Any = export.output
     bins = InputBinsOperator(task_id="input_bins", workspace=run["workspace"], shards=run["shards"],
-                             seed=run["seed"], aws_conn_id=config.s3_conn_id(),
+                             seed=run["seed"], aws_conn_id=settings.s3_conn_id(),
                              execution_timeout=timedelta(minutes=30))
     branch = choose_target(run["target"])
     atc = AtcConvertOperator(task_id="atc_convert", workspace=run["workspace"], onnx_uri=exported["onnx_uri"],
                              soc_version="{{ params.soc_version }}",
                              precision_mode="{{ params.precision_mode }}",
-                             toolkit_home=config.ascend_toolkit(), atc_from_path=config.atc_from_path(),
-                             aws_conn_id=config.s3_conn_id(), execution_timeout=timedelta(hours=6))
+                             toolkit_home=settings.ascend_toolkit(), atc_from_path=settings.atc_from_path(),
+                             aws_conn_id=settings.s3_conn_id(), execution_timeout=timedelta(hours=6))
     converted: Any = atc.output
     msame = MsameInferenceOperator.partial(
         task_id="msame_infer", workspace=run["workspace"], om_uri=converted["om_uri"],
-        om_name=converted["om_name"], queue="ascend", pool="ascend_npu", msame_path=config.msame(),
-        toolkit_home=config.ascend_toolkit(), aws_conn_id=config.s3_conn_id(), execution_timeout=timedelta(hours=1),
-        npu_tool="{{ params.npu_tool }}", bucket=config.publish_bucket(), run_prefix=run["run_prefix"],
+        om_name=converted["om_name"], queue="ascend", pool="ascend_npu", msame_path=settings.msame(),
+        toolkit_home=settings.ascend_toolkit(), aws_conn_id=settings.s3_conn_id(), execution_timeout=timedelta(hours=1),
+        npu_tool="{{ params.npu_tool }}", bucket=settings.publish_bucket(), run_prefix=run["run_prefix"],
     ).expand(shard=shard_list)
     onnxruntime = OnnxRuntimeInferenceOperator.partial(
         task_id="onnxruntime_infer", workspace=run["workspace"], onnx_uri=exported["onnx_uri"],
-        threads="{{ params.threads }}", precision="{{ params.precision }}", aws_conn_id=config.s3_conn_id(),
-        execution_timeout=timedelta(hours=1), bucket=config.publish_bucket(), run_prefix=run["run_prefix"],
-        max_active_tis_per_dagrun=config.cpu_infer_tasks(),  # tasks x threads <= cores (CGAN_CPU_INFER_TASKS)
+        threads="{{ params.threads }}", precision="{{ params.precision }}", aws_conn_id=settings.s3_conn_id(),
+        execution_timeout=timedelta(hours=1), bucket=settings.publish_bucket(), run_prefix=run["run_prefix"],
+        max_active_tis_per_dagrun=settings.cpu_infer_tasks(),  # tasks x threads <= cores (CGAN_CPU_INFER_TASKS)
     ).expand(shard=shard_list)
     post = PostprocessOperator(task_id="postprocess", workspace=run["workspace"], shards=run["shards"],
                                checkpoint=run["checkpoint"], run_params=run["params"],
-                               aws_conn_id=config.s3_conn_id(), execution_timeout=timedelta(hours=1),
+                               aws_conn_id=settings.s3_conn_id(), execution_timeout=timedelta(hours=1),
                                trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    publish = PublishRunOperator(task_id="publish", workspace=run["workspace"], bucket=config.publish_bucket(),
+    publish = PublishRunOperator(task_id="publish", workspace=run["workspace"], bucket=settings.publish_bucket(),
                                  run_prefix=run["run_prefix"], params_used=run["params"],
-                                 logical_date=run["logical_date"], aws_conn_id=config.s3_conn_id(),
+                                 logical_date=run["logical_date"], aws_conn_id=settings.s3_conn_id(),
                                  outlets=[PUBLISHED_RUN],
                                  execution_timeout=timedelta(hours=1))
     cleanup = CleanupWorkspaceOperator(task_id="cleanup", workspace=run["workspace"],
-                                       publish_bucket=config.publish_bucket(), aws_conn_id=config.s3_conn_id(),
+                                       publish_bucket=settings.publish_bucket(), aws_conn_id=settings.s3_conn_id(),
                                        execution_timeout=timedelta(minutes=30))
 
     @task(retries=0, execution_timeout=timedelta(minutes=1))
     def quality_gate(summary: dict) -> str:
         """Fail the run when postprocess's verdict is rejected, naming each metric, value and threshold
         (the run is published for inspection by then, marked rejected, and latest.json did not move)."""
-        from cgan.gate import QualityGateFailed
+        from cgan.quality.gate import QualityGateFailed
 
         if summary.get("gate") == "rejected":
             raise QualityGateFailed("quality gate: the run is rejected: " + "; ".join(summary["gate_failures"]))

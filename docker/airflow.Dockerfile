@@ -14,7 +14,7 @@
 #      `pip check` fails the build when anything installed (the base image's other providers
 #      included) conflicts.
 # The project lives in /opt/cgan and is installed in editable mode: the code finds models/ (the
-# default checkpoint, the quality classifier) next to the cgan package (cgan/run_params.py
+# default checkpoint, the quality classifier) next to the cgan package (cgan/run/plan.py
 # PROJECT_ROOT), which a copy in site-packages would not have.
 ARG AIRFLOW_BASE_IMAGE=apache/airflow:3.3.2-python3.11
 FROM ${AIRFLOW_BASE_IMAGE}
@@ -38,7 +38,7 @@ RUN mkdir -p /opt/cgan/plugins \
  && pip install --no-cache-dir --no-build-isolation --constraint /opt/cgan/requirements.lock \
       "apache-airflow==${AIRFLOW_VERSION}" -e /opt/cgan \
  && pip check \
- && python -c "import cgan.config, operators.publish, torch, onnxruntime; \
+ && python -c "import cgan.settings, operators.publish, torch, onnxruntime; \
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook; import airflow.providers.celery; \
 import airflow.providers.fab.auth_manager.fab_auth_manager"
 

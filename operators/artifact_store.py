@@ -11,7 +11,7 @@ DEFAULT_CONN_ID = "cgan_s3"
 
 
 def open_artifact_store(uri: str, aws_conn_id: str = DEFAULT_CONN_ID):
-    from cgan.store import open_store
+    from cgan.storage.store import open_store
 
     if uri.startswith("s3://"):
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -25,7 +25,7 @@ def fetch_checkpoint(checkpoint: str, local_dir, aws_conn_id: str = DEFAULT_CONN
     against the project root (so the default `models/cgan_generator.pth` works anywhere)."""
     from pathlib import Path, PurePosixPath
 
-    from cgan.run_params import resolve_local_checkpoint, validate_checkpoint
+    from cgan.run.plan import resolve_local_checkpoint, validate_checkpoint
 
     validate_checkpoint(checkpoint)
     if checkpoint.startswith("s3://"):
@@ -36,15 +36,15 @@ def fetch_checkpoint(checkpoint: str, local_dir, aws_conn_id: str = DEFAULT_CONN
 
 
 def open_grid_stager(bucket: str | None, run_prefix: str | None, aws_conn_id: str = DEFAULT_CONN_ID):
-    """A cgan.staging.GridStager for one inference task try (its PNGs straight to the publish
+    """A cgan.run.staging.GridStager for one inference task try (its PNGs straight to the publish
     bucket, through the connection's client), or None without a bucket (PNGs into the workspace)."""
     if not bucket:
         return None
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from cgan import s3
-    from cgan.staging import GridStager
-    from cgan.store import StoreError
+    from cgan.run.staging import GridStager
+    from cgan.storage import s3
+    from cgan.storage.keys import StoreError
 
     if not run_prefix:
         raise StoreError("an inference task given a publish bucket needs the run's run_prefix (runs/<run key>) too")

@@ -29,7 +29,7 @@ class AtcConvertOperator(CganBaseOperator):
     :param precision_mode: atc --precision_mode (atc's default is force_fp16;
         must_keep_origin_dtype keeps fp32)
     :param cache_uri: store URI whose `atc-cache/` prefix holds converted oms; default
-        CGAN_ARTIFACT_ROOT (cgan.config.artifact_root()), shared by every run
+        CGAN_ARTIFACT_ROOT (cgan.settings.artifact_root()), shared by every run
     :param toolkit_home: folder holding the CANN set_env.sh
     :param atc_from_path: when set_env.sh is missing, use the atc on the worker's PATH
     :param log_level: atc --log (error, warning, info, debug, null)
@@ -60,15 +60,15 @@ class AtcConvertOperator(CganBaseOperator):
         self.atc_timeout_s = atc_timeout_s
 
     def execute(self, context) -> dict:
-        from cgan import config
-        from cgan.artifacts import sha256_file
+        from cgan import settings
         from cgan.ascend.atc import AtcOptions
         from cgan.ascend.atc_cache import DEFAULT_PREFIX, AtcCache, convert
         from cgan.ascend.toolkit import locate_toolkit
-        from cgan.workspace import ATC_LOG_KEY
+        from cgan.layout.workspace import ATC_LOG_KEY
+        from cgan.storage.files import sha256_file
 
         options = AtcOptions(self.soc_version, self.precision_mode, self.log_level).validate()
-        cache = AtcCache(self.open_store(self.cache_uri or config.artifact_root()), DEFAULT_PREFIX)
+        cache = AtcCache(self.open_store(self.cache_uri or settings.artifact_root()), DEFAULT_PREFIX)
         toolkit = locate_toolkit(self.toolkit_home, atc_from_path=bool(self.atc_from_path))
         self.log.info("atc %s (toolkit %s, read from %s); cache %s/%s", toolkit.atc, toolkit.version,
                       toolkit.version_source, cache.store.uri, DEFAULT_PREFIX)

@@ -24,7 +24,7 @@ class CganBaseOperator(BaseOperator):
     """Shared parameters of every CGAN operator.
 
     :param workspace: the run's workspace in the artifact store (file:///abs/dir or
-        s3://bucket/prefix), as the DAG's `plan` task lays it out (cgan.workspace)
+        s3://bucket/prefix), as the DAG's `plan` task lays it out (cgan.layout.workspace)
     :param aws_conn_id: Airflow connection (type aws) used for every s3:// store and object
     """
 

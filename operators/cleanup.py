@@ -6,8 +6,8 @@ deleted, then every other workspace untouched for more than `retention_days`
 (CGAN_WORKSPACE_RETENTION_DAYS, default 7): what failed runs left for inspection. The model store
 and the atc cache (`models/`, `atc-cache/`: one entry per content) are never touched. In the
 publish bucket, only run prefixes with no manifest (runs that failed after their inference tasks
-staged grids, cgan.staging) whose newest object is older than the same retention are removed
-(cgan.publish.remove_unpublished_runs); a published run is never touched. An artifact root whose
+staged grids, cgan.run.staging) whose newest object is older than the same retention are removed
+(cgan.publishing.publish.remove_unpublished_runs); a published run is never touched. An artifact root whose
 `runs/` would be the published runs is refused.
 """
 
@@ -45,12 +45,12 @@ class CleanupWorkspaceOperator(CganBaseOperator):
         self.sweep_publish_bucket = sweep_publish_bucket
 
     def execute(self, context) -> dict:
-        from cgan import config
-        from cgan.store import StoreError
-        from cgan.workspace import check_not_published_area, expired_workspaces, remove_workspace, workspace_uri
+        from cgan import settings
+        from cgan.layout.workspace import check_not_published_area, expired_workspaces, remove_workspace, workspace_uri
+        from cgan.storage.keys import StoreError
 
-        root_uri = (self.artifact_root or config.artifact_root()).rstrip("/")
-        days = float(config.workspace_retention_days() if self.retention_days in (None, "") else self.retention_days)
+        root_uri = (self.artifact_root or settings.artifact_root()).rstrip("/")
+        days = float(settings.workspace_retention_days() if self.retention_days in (None, "") else self.retention_days)
         check_not_published_area(root_uri, self.publish_bucket)
         run_key = self.workspace.rstrip("/").rsplit("/", 1)[-1]
         if workspace_uri(root_uri, run_key) != self.workspace.rstrip("/"):
@@ -74,8 +74,8 @@ class CleanupWorkspaceOperator(CganBaseOperator):
         """Unpublished runs' staged grids older than the retention, out of the publish bucket."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        from cgan.publish import remove_unpublished_runs
-        from cgan.published_layout import RUNS_PREFIX
+        from cgan.layout.published import RUNS_PREFIX
+        from cgan.publishing.publish import remove_unpublished_runs
 
         client = S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
         return remove_unpublished_runs(client, self.publish_bucket, now=time.time(), retention_days=days,

@@ -1,6 +1,6 @@
 """ExportOnnxOperator: checkpoint -> ONNX (onnxsim, checked), stored once per content.
 
-The exported model lives in the model store under the artifact root (cgan.model_store:
+The exported model lives in the model store under the artifact root (cgan.recipe.model_store:
 `models/<key>/cgan.onnx`, key = checkpoint sha256 + export settings + exporter versions), not
 in the run's workspace: a run whose checkpoint and settings are unchanged reuses the stored
 file (checked against its sha256) without exporting. Downstream tasks get its URI by XCom.
@@ -23,7 +23,7 @@ class ExportOnnxOperator(CganBaseOperator):
     :param batch: rows per call of the exported model (a multiple of 100)
     :param opset: ONNX opset (11 = the recipe's, parsed by every atc since CANN 5.x)
     :param model_store_uri: store under which `models/` holds exported models; default
-        CGAN_ARTIFACT_ROOT (cgan.config.artifact_root()), shared by every run
+        CGAN_ARTIFACT_ROOT (cgan.settings.artifact_root()), shared by every run
     :param aws_conn_id: Airflow connection for s3:// stores and checkpoints
     """
 
@@ -41,13 +41,13 @@ class ExportOnnxOperator(CganBaseOperator):
         self.model_store_uri = model_store_uri
 
     def execute(self, context) -> dict:
-        from cgan import config
-        from cgan.artifacts import sha256_file
-        from cgan.export import export_onnx, validate_batch
-        from cgan.model_store import ModelStore, model_key
+        from cgan import settings
+        from cgan.recipe.export import export_onnx, validate_batch
+        from cgan.recipe.model_store import ModelStore, model_key
+        from cgan.storage.files import sha256_file
 
         batch, opset = validate_batch(int(self.batch)), int(self.opset)
-        models = ModelStore(self.open_store(self.model_store_uri or config.artifact_root()))
+        models = ModelStore(self.open_store(self.model_store_uri or settings.artifact_root()))
         with tempfile.TemporaryDirectory(prefix="cgan-export-") as tmp:
             checkpoint = self.local_checkpoint(self.checkpoint, tmp)
             checkpoint_sha = sha256_file(checkpoint)

@@ -15,11 +15,11 @@ from __future__ import annotations
 import functools
 
 from cgan.ascend.errors import AscendError, AtcError
-from cgan.config import ConfigError
 from cgan.errors import CheckpointError, ExportError, InputBinError
-from cgan.publish import PublishConfigError
-from cgan.run_params import ParamError
-from cgan.store import StoreError
+from cgan.publishing.publish import PublishConfigError
+from cgan.run.plan import ParamError
+from cgan.settings import ConfigError
+from cgan.storage.keys import StoreError
 
 NOT_RETRYABLE = (AscendError, AtcError, CheckpointError, ConfigError, ExportError, InputBinError,
                  ParamError, PublishConfigError, StoreError)

@@ -1,6 +1,6 @@
 """InputBinsOperator: the run's seeded input bins, shard by shard, into the workspace's
-`bins/shard_NNNN/` (cgan.workspace) as one pack per shard (the bins back to back: one object,
-not one per grid; cgan.shard_inputs splits it on the worker), each shard's prefix emptied first."""
+`bins/shard_NNNN/` (cgan.layout.workspace) as one pack per shard (the bins back to back: one object,
+not one per grid; cgan.run.shard_inputs splits it on the worker), each shard's prefix emptied first."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class InputBinsOperator(CganBaseOperator):
     lists local paths, is for `cgan bins` on a host, not for the workspace).
 
     :param workspace: the run's workspace URI (see CganBaseOperator)
-    :param shards: the run's shard plan (cgan.run_params.plan_shards): start, count, bins_prefix
+    :param shards: the run's shard plan (cgan.run.plan.plan_shards): start, count, bins_prefix
     :param seed: the noise seed; grid g of seed s is the same bytes on every machine
     :param aws_conn_id: Airflow connection for an s3:// workspace
     """
@@ -31,8 +31,8 @@ class InputBinsOperator(CganBaseOperator):
         self.seed = seed
 
     def execute(self, context) -> dict:
-        from cgan.bins import write_bins_pack
-        from cgan.workspace import bins_pack_key
+        from cgan.layout.workspace import bins_pack_key
+        from cgan.recipe.bins import write_bins_pack
 
         store = self.store
         total = sum(s["count"] for s in self.shards)

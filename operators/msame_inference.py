@@ -8,10 +8,10 @@ every exit; the shard's `devices`, when the run names some, restrict the choice)
 `npu_tool` on it: msame (output streamed into the task log, grids rendered after it) or
 ais_bench's Python API in this process (grids rendered while the NPU computes the next call).
 Given the publish `bucket` and the run's `run_prefix`, the grid PNGs go straight to the publish
-bucket under this try's own attempt (cgan.staging: staged, not yet published), else into the
+bucket under this try's own attempt (cgan.run.staging: staged, not yet published), else into the
 workspace. Hands over the tool log, perf.json (device `npu:<id>@<host>`), only the raw outputs of
 the run's parity sample (all with keep_raw_outputs) and render.json last, to
-`outputs/shard_NNNN/` (cgan.workspace), a prefix emptied first so a retry never mixes its
+`outputs/shard_NNNN/` (cgan.layout.workspace), a prefix emptied first so a retry never mixes its
 outputs with an earlier try's. Every failure, exit 0 or not, raises the cgan error quoting
 the tool's own error lines.
 """
@@ -30,7 +30,7 @@ class MsameInferenceOperator(CganBaseOperator):
     """Run msame over one `shard` of the plan: {"shard": int, "bins_prefix": str, "devices": [int] | None, ...}.
 
     :param workspace: the run's workspace URI (see CganBaseOperator)
-    :param shard: the mapped argument, a shard of the plan (cgan.run_params.plan_shards); its
+    :param shard: the mapped argument, a shard of the plan (cgan.run.plan.plan_shards); its
         `parity` and `keep_raw_outputs` say which raw outputs are handed over
     :param om_uri: the om (the atc task's XCom `om_uri`)
     :param om_name: the name atc gave the om (the atc task's XCom `om_name`): `cgan_linux_<arch>.om`
@@ -57,7 +57,7 @@ class MsameInferenceOperator(CganBaseOperator):
                                       "loop",
                                       "device", "toolkit_home", "npu_tool", "bucket", "run_prefix")
     ui_color = "#fde7e9"
-    _stager: Any = None  # this try's cgan.staging.GridStager (set by execute when given a bucket)
+    _stager: Any = None  # this try's cgan.run.staging.GridStager (set by execute when given a bucket)
 
     def __init__(self, *, shard: dict, om_uri: str, om_name: str = "cgan.om", msame_path: str = "msame", loop: int = 1,
                  device: int | None = None, channels: int | None = None, msame_timeout_s: float | None = None,
@@ -82,10 +82,10 @@ class MsameInferenceOperator(CganBaseOperator):
         from cgan.ascend.errors import AscendError
         from cgan.ascend.lease import lease_device
         from cgan.errors import InputBinError
-        from cgan.perf import PERF_NAME
-        from cgan.shard_inputs import fetch_shard_bins
-        from cgan.shard_render import hand_over, judged_stems
-        from cgan.workspace import outputs_prefix, shard_perf_key
+        from cgan.layout.workspace import outputs_prefix, shard_perf_key
+        from cgan.recipe.perf import PERF_NAME
+        from cgan.run.shard_inputs import fetch_shard_bins
+        from cgan.run.shard_render import hand_over, judged_stems
         from operators.artifact_store import open_grid_stager
 
         index, bins_prefix, allowed = parse_shard(self.shard, self.device)
@@ -113,8 +113,8 @@ class MsameInferenceOperator(CganBaseOperator):
                 else:
                     run, tally, logs = self._msame(om, tmp, lease)
             if tally is None:  # msame: rendered once the NPU is free for the next task
-                from cgan.outputs import list_outputs
-                from cgan.shard_render import render_outputs
+                from cgan.recipe.outputs import list_outputs
+                from cgan.run.shard_render import render_outputs
 
                 tally = render_outputs(store, list_outputs(run.output_dir), progress=self._progress,
                                        judge=judged_stems(self.shard), stager=self._stager)
@@ -149,8 +149,8 @@ class MsameInferenceOperator(CganBaseOperator):
 
     def _ais_bench(self, om: Path, tmp: Path, lease):
         """ais_bench's Python API in this process; each grid rendered while the NPU computes the next."""
-        from cgan.runtimes.ais_bench_runner import run_ais_bench
-        from cgan.shard_render import ShardRenderer, judged_stems
+        from cgan.ascend.ais_bench import run_ais_bench
+        from cgan.run.shard_render import ShardRenderer, judged_stems
 
         with ShardRenderer(self.store, judge=judged_stems(self.shard), stager=self._stager) as renderer:
             run = run_ais_bench(om, tmp / "bins", tmp / "out", device=lease.device, progress=self._progress,
@@ -181,7 +181,7 @@ def parse_shard(shard, device_override=None) -> tuple[int, str, list[int] | None
     A `device` (the operator's override, or an older plan's per-shard device) restricts to that one."""
     from cgan.ascend.errors import AscendError
     from cgan.ascend.validate import check_device
-    from cgan.store import check_key
+    from cgan.storage.keys import check_key
 
     if not isinstance(shard, dict) or not {"shard", "bins_prefix"} <= set(shard):
         raise AscendError(f"shard must be a dict with 'shard' and 'bins_prefix', got {shard!r}")
@@ -203,7 +203,7 @@ def parse_shard(shard, device_override=None) -> tuple[int, str, list[int] | None
 
 def check_npu_tool(value) -> str:
     from cgan.ascend.errors import AscendError
-    from cgan.run_params import NPU_TOOLS
+    from cgan.run.plan import NPU_TOOLS
 
     if value not in NPU_TOOLS:
         raise AscendError(f"npu_tool must be one of {', '.join(NPU_TOOLS)}, got {value!r}")
@@ -213,7 +213,7 @@ def check_npu_tool(value) -> str:
 def _om_name(name) -> str:
     """The om's file name as atc gave it: one path part ending in .om (never a path)."""
     from cgan.ascend.errors import AscendError
-    from cgan.store import KEY_PART_RE
+    from cgan.storage.keys import KEY_PART_RE
 
     if not isinstance(name, str) or not name.endswith(".om") or not KEY_PART_RE.match(name) or name == ".om":
         raise AscendError(f"om_name must be the om's file name (e.g. cgan.om or cgan_linux_x86_64.om), got {name!r}")

@@ -1,4 +1,4 @@
-"""FailureAlert: an Airflow notifier that sends a failed task's alert (cgan.alerts) to the
+"""FailureAlert: an Airflow notifier that sends a failed task's alert (cgan.integrations.alerts) to the
 webhook and/or e-mail of the settings (CGAN_ALERT_*). A delivery that fails is logged, never
 raised: an alert must not change the task's outcome."""
 
@@ -16,9 +16,10 @@ class FailureAlert(BaseNotifier):
     """on_failure_callback of the DAG's tasks: names the run, the failed task, the reason, the log link."""
 
     def notify(self, context) -> None:
-        from cgan import alerts, config
+        from cgan import settings
+        from cgan.integrations import alerts
 
-        targets = config.alert_targets()
+        targets = settings.alert_targets()
         if not targets["webhook"] and not targets["email_to"]:
             return
         ti = context["ti"]
@@ -52,9 +53,10 @@ async def late_run_alert(context: dict | None = None, late_after_minutes: float 
     {"dag_run": {dag_id, dag_run_id, state, ...}, "deadline": {id, deadline_time}}."""
     import asyncio
 
-    from cgan import alerts, config
+    from cgan import settings
+    from cgan.integrations import alerts
 
-    targets = config.alert_targets()
+    targets = settings.alert_targets()
     run = (context or {}).get("dag_run") or {}
     deadline = (context or {}).get("deadline") or {}
     dag_id = str(run.get("dag_id") or "cgan_generation")

@@ -1,13 +1,13 @@
 """OnnxRuntimeInferenceOperator: one shard through ONNX Runtime on the CPU (the `cpu` target).
 
 Mapped over the run's shards. Each grid's PNG and label check are made on a second thread while
-ONNX Runtime computes the next one (cgan.shard_render); only the raw outputs it hands over are
+ONNX Runtime computes the next one (cgan.run.shard_render); only the raw outputs it hands over are
 written to its temp folder; given the publish `bucket` and the run's
 `run_prefix`, each PNG goes straight to the publish bucket under this try's own attempt
-(cgan.staging: staged, not yet published; the manifest still comes last), else into the
+(cgan.run.staging: staged, not yet published; the manifest still comes last), else into the
 workspace. Then the shard hands over perf.json, only the raw outputs of the run's parity sample
 (all with keep_raw_outputs) and render.json last (with where its PNGs were staged), to
-`outputs/shard_NNNN/` (cgan.workspace). That prefix is emptied first, so a
+`outputs/shard_NNNN/` (cgan.layout.workspace). That prefix is emptied first, so a
 retry never mixes its outputs with an earlier try's. The other raw outputs never leave the worker.
 """
 
@@ -25,7 +25,7 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
     """Run ONNX Runtime over one shard of the plan, rendering its grids as it goes.
 
     :param workspace: the run's workspace URI (see CganBaseOperator)
-    :param shard: the mapped argument, a shard of the plan (cgan.run_params.plan_shards): shard,
+    :param shard: the mapped argument, a shard of the plan (cgan.run.plan.plan_shards): shard,
         start, count, bins_prefix, parity, keep_raw_outputs
     :param onnx_uri: the exported ONNX (the export task's XCom `onnx_uri`)
     :param threads: ONNX Runtime intra-op threads (0 = all cores)
@@ -52,11 +52,11 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
         self.precision = precision  # fp32 or int8 (cgan.runtimes.ort_int8, cached per worker)
 
     def execute(self, context) -> dict:
-        from cgan.perf import PERF_NAME, peak_rss_mb
+        from cgan.layout.workspace import outputs_prefix
+        from cgan.recipe.perf import PERF_NAME, peak_rss_mb
+        from cgan.run.shard_inputs import fetch_shard_bins
+        from cgan.run.shard_render import ShardRenderer, hand_over, handed_stems, judged_stems
         from cgan.runtimes.onnxruntime_runner import run_onnxruntime
-        from cgan.shard_inputs import fetch_shard_bins
-        from cgan.shard_render import ShardRenderer, hand_over, handed_stems, judged_stems
-        from cgan.workspace import outputs_prefix
         from operators.artifact_store import open_grid_stager
 
         store, shard = self.store, self.shard

@@ -12,10 +12,10 @@ class PostprocessOperator(CganBaseOperator):
     """Merge the shards' tallies, check parity with PyTorch on the plan's sample, pool the perf.
 
     :param workspace: the run's workspace URI (see CganBaseOperator)
-    :param shards: the run's shard plan (cgan.run_params.plan_shards), with each shard's parity sample
+    :param shards: the run's shard plan (cgan.run.plan.plan_shards), with each shard's parity sample
     :param checkpoint: the generator the outputs were made from (the parity reference)
     :param run_params: the run's checked params: target, precision_mode and gate_* thresholds
-        of the quality gate (defaults: CGAN_GATE_*, cgan.config)
+        of the quality gate (defaults: CGAN_GATE_*, cgan.settings)
     :param aws_conn_id: Airflow connection for s3:// stores and checkpoints
     """
 
@@ -29,9 +29,9 @@ class PostprocessOperator(CganBaseOperator):
         self.checkpoint = checkpoint
 
     def execute(self, context) -> dict:
-        from cgan.config import gate_thresholds
-        from cgan.gate import thresholds
-        from cgan.postprocess import postprocess_run
+        from cgan.quality.gate import thresholds
+        from cgan.run.postprocess import postprocess_run
+        from cgan.settings import gate_thresholds
 
         run_params = self.run_params or {}
         limits = thresholds(gate_thresholds(), run_params)

@@ -63,7 +63,7 @@ class PublishRunOperator(CganBaseOperator):
         self.postprocess_task_id = postprocess_task_id
 
     def execute(self, context) -> dict:
-        from cgan.publish import PublishError
+        from cgan.publishing.publish import PublishError
 
         try:
             return self._publish(context)
@@ -73,8 +73,8 @@ class PublishRunOperator(CganBaseOperator):
     def _publish(self, context) -> dict:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        from cgan.config import published_url_template
-        from cgan.publish import build_metadata, publish_run
+        from cgan.publishing.publish import build_metadata, publish_run
+        from cgan.settings import published_url_template
 
         ti = context["ti"]
         pull = lambda task_id: ti.xcom_pull(task_ids=task_id) if task_id else None  # noqa: E731

@@ -145,7 +145,7 @@ _clients_lock = threading.Lock()
 
 def s3_client():
     """boto3 S3 client of the Airflow connection CGAN_S3_CONN_ID, renewed every CLIENT_TTL_S."""
-    from cgan.config import s3_conn_id
+    from cgan.settings import s3_conn_id
 
     conn_id = s3_conn_id()
     now = time.monotonic()
@@ -165,9 +165,9 @@ def _bucket() -> str:
     """CGAN_PUBLISH_BUCKET (default `cgan`); a value that cannot work is a 503 that names it."""
     from fastapi import HTTPException
 
-    from cgan.config import publish_bucket
     from cgan.errors import CganError
-    from cgan.store import check_bucket
+    from cgan.settings import publish_bucket
+    from cgan.storage.keys import check_bucket
 
     try:
         return check_bucket(publish_bucket())
@@ -176,12 +176,12 @@ def _bucket() -> str:
 
 
 def _store_call(fn, *args, **kwargs):
-    """Run a cgan.gallery function against the configured bucket; its errors become HTTP errors."""
+    """Run a cgan.publishing.gallery function against the configured bucket; its errors become HTTP errors."""
     from fastapi import HTTPException
 
-    from cgan import s3
-    from cgan.config import s3_conn_id
-    from cgan.gallery import GalleryError, NotFound, StoreUnavailable
+    from cgan.publishing.gallery import GalleryError, NotFound, StoreUnavailable
+    from cgan.settings import s3_conn_id
+    from cgan.storage import s3
 
     bucket = _bucket()
     try:
@@ -262,8 +262,8 @@ def _gate_html(run) -> str:
 
 @app.get("/", response_class=HTMLResponse)
 def index(request: Request, kind: str = Query("all", pattern="^(all|nightly|manual)$"), user=Depends(require_user)):
-    from cgan.gallery import list_runs, run_kind, trend
-    from cgan.published_layout import RUNS_PREFIX
+    from cgan.layout.published import RUNS_PREFIX
+    from cgan.publishing.gallery import list_runs, run_kind, trend
 
     listing = _store_call(list_runs)
     bucket = _bucket()
@@ -309,7 +309,7 @@ def index(request: Request, kind: str = Query("all", pattern="^(all|nightly|manu
 
 @app.get("/runs/{name}", response_class=HTMLResponse)
 def run_page(request: Request, name: str, page: int = Query(1, ge=1, le=1_000_000), user=Depends(require_user)):
-    from cgan.gallery import load_run
+    from cgan.publishing.gallery import load_run
 
     run = _store_call(load_run, name)
     s = run.summary
@@ -335,7 +335,7 @@ def run_page(request: Request, name: str, page: int = Query(1, ge=1, le=1_000_00
 
 @app.get("/runs/{name}/img/{rel:path}")
 def image(name: str, rel: str, user=Depends(require_user)):
-    from cgan.gallery import open_png
+    from cgan.publishing.gallery import open_png
 
     png = _store_call(open_png, name, rel)
     headers = {"Content-Length": str(png.size), "Cache-Control": "private, max-age=300"}
@@ -367,7 +367,7 @@ def _perf_html(request: Request, run) -> str:
         if isinstance(notes, list) and notes:
             out.append("<ul class=muted>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     if run.has_latency_plot:
-        from cgan.published_layout import LATENCY_PLOT_KEY
+        from cgan.layout.published import LATENCY_PLOT_KEY
 
         out.append(f'<img class=plot src="{e(_img_url(request, run.summary.name, LATENCY_PLOT_KEY))}" '
                    'alt="latency per call">')

@@ -83,9 +83,9 @@ def runtime_speed(batches: list[int], threads_list: list[int], reps: int) -> lis
     import numpy as np
     import torch
 
-    from cgan.bins import make_input_batch
-    from cgan.checkpoint import load_generator
-    from cgan.export import export_onnx
+    from cgan.recipe.bins import make_input_batch
+    from cgan.recipe.checkpoint import load_generator
+    from cgan.recipe.export import export_onnx
     from cgan.runtimes.onnxruntime_runner import make_session
 
     model = load_generator(CHECKPOINT)
@@ -121,15 +121,15 @@ def _peak_rss_mb(code: str) -> tuple[float, float]:
 
 
 TASK_CODE = {
-    "export_onnx": "from cgan.export import export_onnx; export_onnx({ckpt!r}, {ws!r} + '/cgan.onnx')",
-    "input_bins": ("from cgan.run_params import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
-                   "from cgan.bins import write_bins\n"
+    "export_onnx": "from cgan.recipe.export import export_onnx; export_onnx({ckpt!r}, {ws!r} + '/cgan.onnx')",
+    "input_bins": ("from cgan.run.plan import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
+                   "from cgan.recipe.bins import write_bins\n"
                    "for s in plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD):\n"
                    "    write_bins({ws!r} + '/' + s['bins_prefix'], s['count'], 1, start=s['start'])"),
-    "onnxruntime_infer": ("from cgan.run_params import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
+    "onnxruntime_infer": ("from cgan.run.plan import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
                           "from cgan.runtimes.onnxruntime_runner import run_onnxruntime\n"
-                          "from cgan.shard_render import ShardRenderer; from cgan.store import open_store\n"
-                          "from cgan.workspace import outputs_prefix\n"
+                          "from cgan.run.shard_render import ShardRenderer; from cgan.storage.store import open_store\n"
+                          "from cgan.layout.workspace import outputs_prefix\n"
                           "import shutil, pathlib\n"
                           "s = plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD)[0]\n"
                           "renderer = ShardRenderer(open_store(pathlib.Path({ws!r} + '/rendered').as_uri()))\n"
@@ -137,10 +137,10 @@ TASK_CODE = {
                           "                    {ws!r} + '/tmp-out', on_output=renderer.submit)\n"
                           "renderer.finish()\n"
                           "shutil.copytree(r.output_dir, {ws!r} + '/' + outputs_prefix(0), dirs_exist_ok=True)"),
-    "postprocess": ("from cgan.run_params import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
-                    "from cgan.store import open_store\n"
-                    "from cgan.postprocess import postprocess_run\n"
-                    "from cgan.workspace import output_key, shard_perf_key\n"
+    "postprocess": ("from cgan.run.plan import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
+                    "from cgan.storage.store import open_store\n"
+                    "from cgan.run.postprocess import postprocess_run\n"
+                    "from cgan.layout.workspace import output_key, shard_perf_key\n"
                     "import pathlib, shutil\n"
                     "ws = pathlib.Path({ws!r})\n"
                     "shards = plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD, keep_raw_outputs=True)\n"
@@ -203,7 +203,7 @@ def dag_overhead(n: int, ort_ms_per_grid: float) -> dict:
 
 def artifact_bytes(root_uri: str) -> int:
     """Bytes held under a file:// artifact root (the local stack's)."""
-    from cgan.store import open_store
+    from cgan.storage.store import open_store
 
     return open_store(root_uri).usage()[1] if root_uri.startswith("file:") else 0
 

@@ -77,7 +77,7 @@ def seeded_inputs(batch: int, seed: int = 0):
     """[batch, 72] float32: grids 0..batch/100-1 of the product's own seeded bins."""
     import numpy as np
 
-    from cgan.bins import make_input_batch
+    from cgan.recipe.bins import make_input_batch
 
     return np.concatenate([make_input_batch(seed, g) for g in range(batch // 100)])
 
@@ -90,7 +90,7 @@ def set_precision(torch, precision: str) -> None:
 
 
 def model_for(torch, checkpoint: Path, precision: str, device: str):
-    from cgan.checkpoint import load_generator
+    from cgan.recipe.checkpoint import load_generator
 
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
     return load_generator(checkpoint).to(device=device, dtype=dtype), dtype
@@ -147,8 +147,8 @@ def accuracy_check(torch, model, dtype, reference, inputs, classifier, device: s
     """This precision's outputs against strict fp32 on the same inputs; classifier label accuracy."""
     import numpy as np
 
-    from cgan.grids import to_pixels
-    from cgan.layout import NUM_CLASSES
+    from cgan.layout.tensors import NUM_CLASSES
+    from cgan.recipe.grids import to_pixels
 
     with torch.inference_mode():
         out = model(torch.from_numpy(inputs).to(device=device, dtype=dtype)).float().cpu().numpy()
@@ -199,7 +199,7 @@ def run(args) -> dict:
 
     classifier = None
     if args.check_grids > 0:
-        from cgan.classifier import DigitClassifier
+        from cgan.quality.classifier import DigitClassifier
 
         try:
             classifier = DigitClassifier.load()

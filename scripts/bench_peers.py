@@ -75,8 +75,8 @@ def node_profile(model_path: Path, calls: int = 40) -> list[dict]:
     load), slowest node first."""
     import onnxruntime as ort
 
-    from cgan.bins import make_input_batch
-    from cgan.layout import INPUT_NAME
+    from cgan.layout.tensors import INPUT_NAME
+    from cgan.recipe.bins import make_input_batch
 
     with tempfile.TemporaryDirectory(prefix="cgan-profile-") as tmp:
         opts = ort.SessionOptions()
@@ -101,7 +101,7 @@ def make_runners(onnx_path: Path, threads: int, int8_cache: Path) -> tuple[dict[
     runners: dict[str, Runner] = {}
     skipped: dict[str, str] = {}
 
-    from cgan.layout import INPUT_NAME
+    from cgan.layout.tensors import INPUT_NAME
     from cgan.runtimes.onnxruntime_runner import make_session
 
     def ort_runner(**kw) -> Runner:
@@ -132,7 +132,7 @@ def make_runners(onnx_path: Path, threads: int, int8_cache: Path) -> tuple[dict[
             skipped[name] = "openvino not installed (make bench installs requirements-bench.lock)"
     import torch
 
-    from cgan.checkpoint import load_generator
+    from cgan.recipe.checkpoint import load_generator
 
     torch.set_num_threads(threads)
     model = load_generator(CHECKPOINT).eval()
@@ -183,9 +183,9 @@ def judge(runners: dict[str, Runner], grids: int) -> dict[str, dict]:
     pixel error against ONNX Runtime fp32 on the same inputs."""
     import numpy as np
 
-    from cgan.bins import make_input_batch
-    from cgan.classifier import DEFAULT_CLASSIFIER, DigitClassifier
-    from cgan.quality import EXPECTED_LABELS
+    from cgan.quality.classifier import DEFAULT_CLASSIFIER, DigitClassifier
+    from cgan.quality.report import EXPECTED_LABELS
+    from cgan.recipe.bins import make_input_batch
 
     clf = DigitClassifier.load(DEFAULT_CLASSIFIER)
     inputs = [make_input_batch(ACCURACY_SEED, g) for g in range(grids)]
@@ -208,8 +208,8 @@ def run_peers(threads: int = 2, rounds: int = 8, calls: int = 10, grids: int = 3
     """The peers table as a dict (results.json's `peers`)."""
     import onnxruntime as ort
 
-    from cgan.bins import make_input_batch
-    from cgan.export import export_onnx
+    from cgan.recipe.bins import make_input_batch
+    from cgan.recipe.export import export_onnx
 
     if gflop_per_grid is None:
         from scripts.bench import generator_gflop_per_grid

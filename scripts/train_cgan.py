@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from cgan.bins import make_input_batch
-    from cgan.checkpoint import save_generator
-    from cgan.classifier import DigitClassifier
+    from cgan.quality.classifier import DigitClassifier
+    from cgan.recipe.bins import make_input_batch
+    from cgan.recipe.checkpoint import save_generator
     from cgan.training.gan import GanConfig, train_gan
     from cgan.training.mnist import split_mnist
 

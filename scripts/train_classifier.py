@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from cgan.artifacts import atomic_write_bytes, sha256_file
+    from cgan.storage.files import atomic_write_bytes, sha256_file
     from cgan.training.classifier import (
         ClassifierConfig,
         accuracy,

@@ -15,7 +15,7 @@ def build_checkpoint(path: Path, channels: int, *, prefix: str = "", half: bool 
     """A randomly initialised upstream generator saved as a state_dict (BN stats perturbed)."""
     import torch
 
-    from cgan.model import Generator
+    from cgan.recipe.model import Generator
 
     torch.manual_seed(seed)
     model = Generator(channels)
@@ -47,7 +47,7 @@ def modelzoo_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def upstream_onnx(tmp_path_factory, upstream_checkpoint) -> Path:
-    from cgan.export import export_onnx
+    from cgan.recipe.export import export_onnx
 
     return Path(export_onnx(upstream_checkpoint, tmp_path_factory.mktemp("onnx") / "cgan.onnx").onnx_path)
 

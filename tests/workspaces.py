@@ -10,12 +10,12 @@ def make_workspace(root: Path, onnx: Path, checkpoint: Path, *, grids: int, per_
                    seed: int = 9, postprocess: bool = True):
     """(store, shards) of a file:// workspace at root, the shards' local files beside it; with
     `postprocess`, also the grids, perf and quality postprocess writes (judged against checkpoint)."""
-    from cgan.bins import write_bins
-    from cgan.postprocess import postprocess_run
-    from cgan.run_params import plan_shards
+    from cgan.layout.workspace import outputs_prefix
+    from cgan.recipe.bins import write_bins
+    from cgan.run.plan import plan_shards
+    from cgan.run.postprocess import postprocess_run
     from cgan.runtimes.onnxruntime_runner import run_onnxruntime
-    from cgan.store import open_store, upload_dir
-    from cgan.workspace import outputs_prefix
+    from cgan.storage.store import open_store, upload_dir
 
     store = open_store(root.as_uri())
     shards = plan_shards(grids, "cpu", [0], per_shard)

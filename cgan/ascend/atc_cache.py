@@ -5,7 +5,7 @@ the om (AtcOptions.model_flags: framework, input format and shape, soc_version, 
 precision mode; not --log), the toolkit version (cgan.ascend.toolkit) and the target
 `<os>_<arch>` (cgan.ascend.target: atc builds for the host it runs on, and an om named
 `_linux_<arch>` runs only there), so x86_64 and aarch64 workers sharing a cache never load each
-other's oms. An entry is two objects in an artifact store (cgan.store LocalStore or S3Store):
+other's oms. An entry is two objects in an artifact store (cgan.storage.store LocalStore or S3Store):
 
     <prefix>/<key>/model.om    the om, uploaded first
     <prefix>/<key>/entry.json  flags, versions, the om's size and sha256; written last
@@ -26,14 +26,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cgan.artifacts import sha256_file
 from cgan.ascend.atc import AtcOptions, LineSink, find_om, onnx_input_shape, run_atc
 from cgan.ascend.errors import AscendError
 from cgan.ascend.target import host_target, om_target
 from cgan.ascend.toolkit import Toolkit
 from cgan.ascend.validate import check_path
-from cgan.store import ArtifactStore, join
-from cgan.store_entry import fetch_entry, put_entry
+from cgan.storage.entry import fetch_entry, put_entry
+from cgan.storage.files import sha256_file
+from cgan.storage.keys import join
+from cgan.storage.store import ArtifactStore
 
 CACHE_FORMAT = "cgan-atc-cache-v2"  # v2: the target OS/architecture is part of the key
 DEFAULT_PREFIX = "atc-cache"

@@ -84,7 +84,7 @@ def lock_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def wait_s(env: Mapping[str, str] | None = None) -> float:
-    from cgan.config import env_number
+    from cgan.settings import env_number
 
     return env_number(ENV_WAIT_S, DEFAULT_WAIT_S, 0, 86_400, "seconds to wait for a free NPU", float,
                       env=_env(env), error=AscendError)

@@ -16,7 +16,7 @@ perf.json and msame.log inside, once the run passed every check:
 - `Execute sample success` printed and no `[ERROR]` line that is a verdict; the ones that are
   not (teardown after the success line, `unload model failed`, CANN's own log lines: see
   cgan.ascend.msame_log) are logged as warnings and kept in perf.json's notes and msame.log,
-- every expected output present with an output-bin size of cgan.layout: folder input gives
+- every expected output present with an output-bin size of cgan.layout.tensors: folder input gives
   `<input stem>_output_0.bin` per bin, file input `<om name>_output_0.bin`,
 - timings printed (every variant, see cgan.ascend.msame_log).
 
@@ -42,10 +42,10 @@ from cgan.ascend.npu_smi import check_device_listed, read_npu_smi
 from cgan.ascend.proc import LineSink, run_streaming
 from cgan.ascend.target import host_target, om_target
 from cgan.ascend.validate import check_device, check_executable, check_loop, check_path
-from cgan.bins import list_bins
-from cgan.layout import INPUT_BIN_BYTES, SAMPLES_PER_GRID, SUPPORTED_CHANNELS, output_bin_bytes
-from cgan.outputs import OUTPUT_SUFFIX, output_name
-from cgan.perf import PerfRecord, make_record
+from cgan.layout.tensors import INPUT_BIN_BYTES, OUTPUT_SUFFIX, SAMPLES_PER_GRID, SUPPORTED_CHANNELS, output_bin_bytes
+from cgan.recipe.bins import list_bins
+from cgan.recipe.outputs import output_name
+from cgan.recipe.perf import PerfRecord, make_record
 from cgan.runtimes.folder_runner import InferenceRun
 
 LOG_NAME = "msame.log"

@@ -1,7 +1,7 @@
 """NPU device lists: `"0,1,2"` or [0, 1, 2], checked.
 
 The run's shard plan (one shard per device for the `ascend` target) is made by
-cgan.run_params.plan_shards, its keys by cgan.workspace: there is one shard planner.
+cgan.run.plan.plan_shards, its keys by cgan.layout.workspace: there is one shard planner.
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cgan.artifacts import atomic_write_bytes
-from cgan.bins import list_bins, read_input_bin
 from cgan.errors import InferenceError, InputBinError
-from cgan.layout import BIN_DTYPE, INPUT_BIN_BYTES, INPUT_DIM, SAMPLES_PER_GRID
-from cgan.outputs import new_run_dir, output_name
-from cgan.perf import PerfRecord, make_record
+from cgan.layout.tensors import BIN_DTYPE, INPUT_BIN_BYTES, INPUT_DIM, SAMPLES_PER_GRID
+from cgan.recipe.bins import list_bins, read_input_bin
+from cgan.recipe.outputs import new_run_dir, output_name
+from cgan.recipe.perf import PerfRecord, make_record
+from cgan.storage.files import atomic_write_bytes
 
 Progress = Callable[[int, int], None]
 OnOutput = Callable[[Path, np.ndarray], None]

@@ -7,7 +7,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from cgan.errors import InferenceError
-from cgan.layout import INPUT_DIM, INPUT_NAME, SAMPLES_PER_GRID
+from cgan.layout.tensors import INPUT_DIM, INPUT_NAME, SAMPLES_PER_GRID
 from cgan.runtimes.folder_runner import InferenceRun, OnOutput, Progress, run_folder
 
 
@@ -19,11 +19,11 @@ def make_session(model_path: str | os.PathLike, threads: int = 1, *, split_decon
     that graph (cgan.runtimes.ort_int8, built on first use in `int8_cache`)."""
     import onnxruntime as ort
 
-    from cgan import config
+    from cgan import settings
     from cgan.runtimes.ort_int8 import check_precision, int8_model
 
     if split_deconv is None:
-        split_deconv = config.ort_split_deconv()
+        split_deconv = settings.ort_split_deconv()
     check_precision(precision)
 
     if not isinstance(threads, int) or threads < 0:

@@ -21,8 +21,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from cgan.artifacts import atomic_write_bytes, sha256_file
 from cgan.errors import InferenceError
+from cgan.storage.files import atomic_write_bytes, sha256_file
 
 PRECISIONS = ("fp32", "int8")
 RECIPE_VERSION = 1  # bump when build_int8 changes what it makes from the same settings
@@ -111,8 +111,8 @@ class _SeededBatches:
     def __init__(self, input_name: str, batch: int, grids: int, seed: int):
         import numpy as np
 
-        from cgan.bins import make_input_batch
-        from cgan.layout import SAMPLES_PER_GRID
+        from cgan.layout.tensors import SAMPLES_PER_GRID
+        from cgan.recipe.bins import make_input_batch
 
         per_call = max(1, batch // SAMPLES_PER_GRID)
         calls = max(1, grids // per_call)
@@ -132,7 +132,7 @@ def build_int8(model, settings: dict = DEFAULT_SETTINGS, *, split_deconv: bool =
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.registry import QDQRegistry
 
-    from cgan.layout import INPUT_NAME, SAMPLES_PER_GRID
+    from cgan.layout.tensors import INPUT_NAME, SAMPLES_PER_GRID
     from cgan.runtimes.ort_graph import split_conv_transposes
 
     settings = resolve_settings(settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from cgan.layout import SAMPLES_PER_GRID
+from cgan.layout.tensors import SAMPLES_PER_GRID
 from cgan.runtimes.folder_runner import InferenceRun, Progress, run_folder
 
 
@@ -34,7 +34,7 @@ def run_pytorch(
 ) -> InferenceRun:
     import torch
 
-    from cgan.checkpoint import load_generator
+    from cgan.recipe.checkpoint import load_generator
 
     model = load_generator(checkpoint)
     return run_folder(

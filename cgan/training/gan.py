@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cgan.layout import NOISE_DIM, NUM_CLASSES
-from cgan.model import Discriminator, Generator
+from cgan.layout.tensors import NOISE_DIM, NUM_CLASSES
+from cgan.recipe.model import Discriminator, Generator
 
 
 @dataclass

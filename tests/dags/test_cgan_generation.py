@@ -333,7 +333,7 @@ def test_a_collapsed_generator_is_published_rejected_and_the_run_fails_at_the_ga
     """A generator that draws one style per digit (every digit readable) through the real DAG; the
     failure alert reaches a real local webhook receiver."""
     from tests.alert_receiver import webhook_receiver
-    from tests.cgan.gate_models import broken_checkpoint
+    from tests.cgan.quality.gate_models import broken_checkpoint
 
     checkpoint = broken_checkpoint(committed_generator, tmp_path / "collapsed.pth", "collapsed")
     client = local_s3["client"]

@@ -481,7 +481,7 @@ def test_env_example_documents_every_variable_of_the_compose_files():
 
 
 def test_every_cgan_setting_is_wired():
-    """Every CGAN_* variable of cgan/config.py is set by the compose file or named in .env.example."""
+    """Every CGAN_* variable of cgan/settings.py is set by the compose file or named in .env.example."""
     names = set(re.findall(r"^\| (CGAN_[A-Z_]+) \|", (REPO / "cgan" / "config.py").read_text(), re.M))
     assert "CGAN_ARTIFACT_ROOT" in names
     compose, example = COMPOSE_YAML.read_text(), ENV_EXAMPLE.read_text()

@@ -109,11 +109,11 @@ class Killer(threading.Thread):
 def one_host_grids(tmp: Path, seed: int, num_grids: int) -> dict[str, str]:
     """grid PNG name -> sha256 of a one-host run: the library with the stand-in msame on device 0."""
     from cgan.ascend.msame import run_msame
-    from cgan.bins import write_bins
-    from cgan.export import export_onnx
-    from cgan.grids import grid_array, png_bytes
-    from cgan.outputs import read_output_bin
-    from cgan.run_params import DEFAULT_CHECKPOINT, resolve_local_checkpoint
+    from cgan.recipe.bins import write_bins
+    from cgan.recipe.export import export_onnx
+    from cgan.recipe.grids import grid_array, png_bytes
+    from cgan.recipe.outputs import read_output_bin
+    from cgan.run.plan import DEFAULT_CHECKPOINT, resolve_local_checkpoint
 
     onnx = export_onnx(resolve_local_checkpoint(DEFAULT_CHECKPOINT), tmp / "cgan.onnx").onnx_path
     om = tmp / "model" / "cgan.om"

@@ -9,7 +9,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from cgan.ascend.errors import AscendError, AtcError, MsameError
-from cgan.store import LocalStore
+from cgan.storage.store import LocalStore
 from operators.atc_convert import AtcConvertOperator
 from operators.msame_inference import MsameInferenceOperator
 
@@ -161,10 +161,10 @@ def msame_op(om, **kwargs):
 
 def test_msame_inference_renders_on_the_worker_and_hands_over(tmp_path, standins_on_path, calls, workspace,
                                                               standin_om, upstream_onnx, task_log):
-    from cgan.grids import grid_array, png_bytes
-    from cgan.outputs import list_outputs, read_output_bin
+    from cgan.recipe.grids import grid_array, png_bytes
+    from cgan.recipe.outputs import list_outputs, read_output_bin
+    from cgan.run.shard_render import check_render
     from cgan.runtimes.onnxruntime_runner import run_onnxruntime
-    from cgan.shard_render import check_render
 
     store = msame_ws(workspace, standin_om)
     shard = dict(SHARD, start=0, count=3, parity=[1], keep_raw_outputs=False)  # as the DAG's plan makes it
@@ -177,7 +177,7 @@ def test_msame_inference_renders_on_the_worker_and_hands_over(tmp_path, standins
     assert keys == ["outputs/shard_0000/grid_000001_output_0.bin",  # the parity sample only; the stale bin is gone
                     "outputs/shard_0000/msame.log", "outputs/shard_0000/perf.json", "outputs/shard_0000/render.json"]
     tally = json.loads(store.get_bytes("outputs/shard_0000/render.json"))
-    from cgan.quality import QualityAccumulator
+    from cgan.quality.report import QualityAccumulator
 
     assert check_render(tally, shard, QualityAccumulator(None).classifier_sha256) is None
     import numpy as np

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cgan.run_params import make_plan
-from cgan.store import LocalStore
+from cgan.run.plan import make_plan
+from cgan.storage.store import LocalStore
 
 RETENTION_DAYS = 7
 DAYS_BETWEEN_RUNS = 2
@@ -60,7 +60,7 @@ def one_run(root: Path, n: int, checkpoint: Path, *, fail: bool) -> dict:
     PostprocessOperator(task_id="postprocess", workspace=ws, shards=plan["shards"],
                         checkpoint=str(checkpoint)).execute({})
     # (publish reads the workspace only; the DAG runs cleanup when publish succeeded; no publish
-    # bucket here: its sweep is tested in tests/cgan/test_staged_publish.py and the DAG tests)
+    # bucket here: its sweep is tested in tests/cgan/publishing/test_staged_publish.py and the DAG tests)
     return CleanupWorkspaceOperator(task_id="cleanup", workspace=ws, publish_bucket="cgan",
                                     sweep_publish_bucket=False).execute({})
 

@@ -13,7 +13,8 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 import operators
-from cgan.store import LocalStore, StoreError
+from cgan.storage.keys import StoreError
+from cgan.storage.store import LocalStore
 from operators.base import CganBaseOperator
 
 
@@ -142,10 +143,10 @@ def test_export_is_stored_once_per_content_and_reused(tmp_path, upstream_checkpo
     root = tmp_path / "root"
     monkeypatch.setenv("CGAN_ARTIFACT_ROOT", root.as_uri())
     calls = []
-    import cgan.export
+    import cgan.recipe.export
 
-    real = cgan.export.export_onnx
-    monkeypatch.setattr(cgan.export, "export_onnx", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = cgan.recipe.export.export_onnx
+    monkeypatch.setattr(cgan.recipe.export, "export_onnx", lambda *a, **k: calls.append(a) or real(*a, **k))
 
     def export(run: str, **kwargs):
         op = ExportOnnxOperator(task_id="export_onnx", workspace=(root / "runs" / run).as_uri(),
@@ -168,9 +169,9 @@ def test_export_is_stored_once_per_content_and_reused(tmp_path, upstream_checkpo
 
 def test_bins_packed_per_shard_then_onnxruntime_hands_over_pngs_tally_perf_and_parity_outputs(
         tmp_path, upstream_onnx, upstream_checkpoint, task_log):
-    from cgan.bins import write_bins
-    from cgan.postprocess import postprocess_run
-    from cgan.run_params import plan_shards
+    from cgan.recipe.bins import write_bins
+    from cgan.run.plan import plan_shards
+    from cgan.run.postprocess import postprocess_run
     from operators.input_bins import InputBinsOperator
     from operators.onnxruntime_inference import OnnxRuntimeInferenceOperator
 

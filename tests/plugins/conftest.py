@@ -1,4 +1,4 @@
-"""Published runs on the real local S3 server (SeaweedFS), made by cgan.publish.publish_run."""
+"""Published runs on the real local S3 server (SeaweedFS), made by cgan.publishing.publish.publish_run."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ PLUGIN_FILE = REPO / "plugins" / "cgan_gallery.py"
 
 def grid_png(seed: int) -> bytes:
     """A 280x280 grid PNG: column j a little brighter than column j-1, speckled by the seed."""
-    from cgan.grids import grid_array, png_bytes
+    from cgan.recipe.grids import grid_array, png_bytes
 
     rng = np.random.default_rng(seed)
     samples = rng.uniform(-1, 0, (100, 1, 28, 28)).astype(np.float32)
@@ -28,9 +28,9 @@ def generator_grid_pngs(seed: int, count: int) -> list[bytes]:
     """Real digit grids: the committed generator on the seeded input bins (PyTorch, CPU)."""
     import torch
 
-    from cgan.bins import make_input_batch
-    from cgan.checkpoint import load_generator
-    from cgan.grids import grid_array, png_bytes
+    from cgan.recipe.bins import make_input_batch
+    from cgan.recipe.checkpoint import load_generator
+    from cgan.recipe.grids import grid_array, png_bytes
 
     model = load_generator(REPO / "models" / "cgan_generator.pth")
     pngs = []
@@ -48,8 +48,8 @@ def publish_fake_run(client, bucket: str, tmp_path: Path, name: str, *, run_id: 
     """A run published exactly as the publish task does it (publish_run: objects, then manifest)."""
     from PIL import Image
 
-    from cgan.publish import build_metadata, publish_run
-    from cgan.store import open_store
+    from cgan.publishing.publish import build_metadata, publish_run
+    from cgan.storage.store import open_store
 
     store = open_store((tmp_path / f"ws-{name}").as_uri())
     pngs = {}

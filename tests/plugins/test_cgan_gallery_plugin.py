@@ -271,7 +271,7 @@ def test_importing_the_plugin_is_light():
     """The scheduler and workers import every plugin file: no boto3, S3Hook or auth code then."""
     code = ("import sys, importlib.util as u; s = u.spec_from_file_location('cgan_gallery', sys.argv[1]); "
             "m = u.module_from_spec(s); s.loader.exec_module(m); "
-            "heavy = [n for n in ('boto3', 'airflow.providers.amazon.aws.hooks.s3', 'cgan.gallery', "
+            "heavy = [n for n in ('boto3', 'airflow.providers.amazon.aws.hooks.s3', 'cgan.publishing.gallery', "
             "'airflow.api_fastapi.core_api.security') if n in sys.modules]; print(json.dumps(heavy))")
     out = subprocess.run([sys.executable, "-c", "import json; " + code, str(REPO / "plugins" / "cgan_gallery.py")],
                          capture_output=True, text=True, timeout=120, cwd=REPO)

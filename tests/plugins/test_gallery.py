@@ -1,8 +1,8 @@
-"""cgan/gallery.py against the real local S3 server: listing, one run, images, trend."""
+"""cgan/publishing/gallery.py against the real local S3 server: listing, one run, images, trend."""
 
 import pytest
 
-from cgan.gallery import (
+from cgan.publishing.gallery import (
     PNG_SIGNATURE,
     ManifestCache,
     NotFound,

@@ -35,7 +35,7 @@ def ui_runs(local_s3, tmp_path_factory):
     plus a half-published prefix; returns {run name: {relative key: PNG bytes}}."""
     import random
 
-    from cgan.perf_plot import latency_plot_png
+    from cgan.recipe.perf_plot import latency_plot_png
     from tests.plugins.conftest import generator_grid_pngs, publish_fake_run
 
     client = local_s3["client"]

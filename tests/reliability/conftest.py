@@ -91,7 +91,7 @@ def finished_workspace(tmp_path, upstream_onnx, upstream_checkpoint):
 
 
 def metadata(logical_date: str | None, run_id: str = "r") -> dict:
-    from cgan.publish import build_metadata
+    from cgan.publishing.publish import build_metadata
 
     return build_metadata(run_id=run_id, logical_date=logical_date, params={"num_grids": 6},
                           export={"onnx_sha256": "ab", "checkpoint_sha256": "cd"}, convert=None,

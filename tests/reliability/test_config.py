@@ -2,8 +2,8 @@
 
 import pytest
 
-from cgan import config
-from cgan.config import ConfigError
+from cgan import settings
+from cgan.settings import ConfigError
 
 
 @pytest.mark.parametrize("value, message", [
@@ -16,7 +16,7 @@ from cgan.config import ConfigError
 def test_bad_publish_bucket(monkeypatch, value, message):
     monkeypatch.setenv("CGAN_PUBLISH_BUCKET", value)
     with pytest.raises(ConfigError, match=f"CGAN_PUBLISH_BUCKET: .*{message}"):
-        config.publish_bucket()
+        settings.publish_bucket()
 
 
 @pytest.mark.parametrize("value, message", [
@@ -31,24 +31,24 @@ def test_bad_publish_bucket(monkeypatch, value, message):
 def test_bad_artifact_root(monkeypatch, value, message):
     monkeypatch.setenv("CGAN_ARTIFACT_ROOT", value)
     with pytest.raises(ConfigError, match=f"CGAN_ARTIFACT_ROOT=.*cannot be used: .*{message}"):
-        config.artifact_root()
+        settings.artifact_root()
 
 
 def test_credentials_in_the_artifact_root_are_refused_and_never_repeated(monkeypatch):
     monkeypatch.setenv("CGAN_ARTIFACT_ROOT", "s3://AKIAEXAMPLE:s3cr3t-value@cgan/artifacts")
     with pytest.raises(ConfigError, match="credentials do not belong in the URI") as err:
-        config.artifact_root()
+        settings.artifact_root()
     assert "s3cr3t-value" not in str(err.value) and "AKIAEXAMPLE" not in str(err.value)
 
 
 def test_good_settings_pass(monkeypatch, tmp_path):
     monkeypatch.setenv("CGAN_ARTIFACT_ROOT", "s3://cgan-artifacts/team.a/runs")
     monkeypatch.setenv("CGAN_PUBLISH_BUCKET", "cgan.published-1")
-    assert config.artifact_root() == "s3://cgan-artifacts/team.a/runs"
-    assert config.publish_bucket() == "cgan.published-1"
+    assert settings.artifact_root() == "s3://cgan-artifacts/team.a/runs"
+    assert settings.publish_bucket() == "cgan.published-1"
     monkeypatch.delenv("CGAN_ARTIFACT_ROOT")
     monkeypatch.delenv("CGAN_PUBLISH_BUCKET")
-    assert config.artifact_root().startswith("file:///") and config.publish_bucket() == "cgan"
+    assert settings.artifact_root().startswith("file:///") and settings.publish_bucket() == "cgan"
 
 
 @pytest.mark.parametrize("value, expected", [(None, 30.0), ("1", 1.0), ("0.5", 0.5), ("0", 0.0)])
@@ -57,24 +57,24 @@ def test_retry_delay(monkeypatch, value, expected):
         monkeypatch.delenv("CGAN_RETRY_DELAY_S", raising=False)
     else:
         monkeypatch.setenv("CGAN_RETRY_DELAY_S", value)
-    assert config.retry_delay_s() == expected
+    assert settings.retry_delay_s() == expected
 
 
 @pytest.mark.parametrize("value", ["soon", "-1", "1e9", "nan"])
 def test_bad_retry_delay(monkeypatch, value):
     monkeypatch.setenv("CGAN_RETRY_DELAY_S", value)
     with pytest.raises(ConfigError, match="CGAN_RETRY_DELAY_S=.* must be a number of seconds in 0..3600"):
-        config.retry_delay_s()
+        settings.retry_delay_s()
 
 
 def test_cpu_inference_tasks_default_to_the_cores_and_bad_values_are_refused(monkeypatch):
     import os
 
     monkeypatch.delenv("CGAN_CPU_INFER_TASKS", raising=False)
-    assert config.cpu_infer_tasks() == os.cpu_count()
+    assert settings.cpu_infer_tasks() == os.cpu_count()
     monkeypatch.setenv("CGAN_CPU_INFER_TASKS", "6")
-    assert config.cpu_infer_tasks() == 6
+    assert settings.cpu_infer_tasks() == 6
     for bad in ("0", "-1", "two", "1.5"):
         monkeypatch.setenv("CGAN_CPU_INFER_TASKS", bad)
         with pytest.raises(ConfigError, match="CGAN_CPU_INFER_TASKS"):
-            config.cpu_infer_tasks()
+            settings.cpu_infer_tasks()

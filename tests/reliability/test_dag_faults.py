@@ -117,7 +117,7 @@ def _evil(path, marker):
 def _another_model(path, marker):
     import torch
 
-    from cgan.model import Discriminator  # the upstream CGAN's discriminator: another model
+    from cgan.recipe.model import Discriminator  # the upstream CGAN's discriminator: another model
 
     torch.save(Discriminator(1).state_dict(), path)
 

@@ -4,11 +4,11 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from cgan.ascend.errors import AscendError, AtcError, MsameError
-from cgan.config import ConfigError
 from cgan.errors import CheckpointError, InferenceError
-from cgan.publish import PublishConfigError, PublishError
-from cgan.run_params import ParamError
-from cgan.store import StoreError
+from cgan.publishing.publish import PublishConfigError, PublishError
+from cgan.run.plan import ParamError
+from cgan.settings import ConfigError
+from cgan.storage.keys import StoreError
 from operators.failures import fail_fast_on_bad_input, is_retryable
 
 
@@ -52,7 +52,7 @@ def test_retry_policy(exc, retryable):
 def test_which_s3_errors_are_configuration(code, status, config):
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-    from cgan.s3 import is_config_error
+    from cgan.storage.s3 import is_config_error
 
     exc = ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
     assert is_config_error(exc) is config

@@ -14,7 +14,7 @@ import threading
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from cgan.publish import LATEST_NAME, PublishConfigError, PublishError, publish_run
+from cgan.publishing.publish import LATEST_NAME, PublishConfigError, PublishError, publish_run
 from tests.reliability.conftest import check_manifest_complete, get, listing, metadata
 
 BUCKET = "rel-publish"
@@ -26,7 +26,7 @@ def test_store_killed_mid_publish_publishes_nothing_and_a_retry_publishes_all(fi
     store, _ = finished_workspace
     # One upload at a time, so the kill below lands while objects are still to be uploaded (with
     # eight in flight, a small run's uploads can all finish before the kill takes effect).
-    monkeypatch.setattr("cgan.publish.PUBLISH_THREADS", 1)
+    monkeypatch.setattr("cgan.publishing.publish.PUBLISH_THREADS", 1)
     client = own_s3.client(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=5)
     client.create_bucket(Bucket=BUCKET)
     publish_run(store, client, BUCKET, "runs/r0", metadata=metadata("2026-11-25T02:00:00+00:00", "r0"),
@@ -56,7 +56,7 @@ def test_store_killed_mid_publish_publishes_nothing_and_a_retry_publishes_all(fi
     client = own_s3.client()
     keys = listing(client, BUCKET)
     assert "runs/r1/manifest.json" not in keys  # not published ...
-    from cgan.publish import PUBLISH_THREADS
+    from cgan.publishing.publish import PUBLISH_THREADS
 
     landed = [k for k in keys if k.startswith("runs/r1/")]
     assert len(landed) <= done + PUBLISH_THREADS  # ... even if some objects (those in flight) landed
@@ -107,7 +107,7 @@ class Reader(threading.Thread):
         self.stop, self.reads, self.failures, self.roots = threading.Event(), 0, [], set()
 
     def run(self) -> None:
-        from cgan.gallery import ManifestCache, load_run, open_png
+        from cgan.publishing.gallery import ManifestCache, load_run, open_png
 
         cache = ManifestCache(ttl_s=0)
         while not self.stop.is_set():
@@ -129,7 +129,7 @@ def test_republish_keeps_the_run_readable_while_a_reader_reads(finished_workspac
     reads it: the reader never fails, it sees the old run and then the new one, never a mix; objects
     no manifest names (an earlier try's leftovers) are removed after the switch."""
     store, _ = finished_workspace
-    monkeypatch.setattr("cgan.publish.PUBLISH_THREADS", 1)  # a slower publish: more reads land in it
+    monkeypatch.setattr("cgan.publishing.publish.PUBLISH_THREADS", 1)  # a slower publish: more reads land in it
     client = own_s3.client()
     client.create_bucket(Bucket=BUCKET)
     meta = metadata("2026-11-26T02:00:00+00:00")
@@ -173,7 +173,7 @@ def test_store_killed_mid_republish_leaves_the_published_run_whole(finished_work
     """Before attempts, a re-publish deleted the run's manifest first: a failure then left the run
     unpublished and latest.json naming a missing manifest. Now the old run stays published."""
     store, _ = finished_workspace
-    monkeypatch.setattr("cgan.publish.PUBLISH_THREADS", 1)
+    monkeypatch.setattr("cgan.publishing.publish.PUBLISH_THREADS", 1)
     client = own_s3.client(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=5)
     client.create_bucket(Bucket=BUCKET)
     first = publish_run(store, client, BUCKET, "runs/r", metadata=metadata("2026-11-26T02:00:00+00:00"),
@@ -254,7 +254,7 @@ def test_a_publish_of_the_same_run_that_switched_first_wins(finished_workspace, 
 def test_without_conditional_writes_publish_falls_back_and_says_so(finished_workspace, local_s3, tmp_path):
     """A server that ignores If-Match / If-None-Match (SeaweedFS before 2025-08): the probe sees it,
     publish writes unconditionally (last writer wins) and the log says which path was taken."""
-    from tests.cgan.test_s3 import ignoring_conditions_client
+    from tests.cgan.storage.test_s3 import ignoring_conditions_client
 
     store, _ = finished_workspace
     local_s3["client"].create_bucket(Bucket="rel-legacy")
@@ -392,7 +392,7 @@ def test_multipart_uploads_carry_a_sha256_per_part(finished_workspace, local_s3,
     """Objects at or above the multipart threshold go up in parts, each with its SHA-256 for the
     server to verify; the manifest's sha256 is of the whole file, and it matches what is stored."""
     store, _ = finished_workspace
-    monkeypatch.setattr("cgan.publish.MULTIPART_THRESHOLD", 16 * 1024)  # latency.png, grids go multipart
+    monkeypatch.setattr("cgan.publishing.publish.MULTIPART_THRESHOLD", 16 * 1024)  # latency.png, grids go multipart
     client = local_s3["client"]
     client.create_bucket(Bucket="rel-multipart")
     parts = []

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from cgan.bins import write_bins
 from cgan.errors import InferenceError, InputBinError
-from cgan.outputs import OUTPUT_SUFFIX, find_run_dir, list_outputs
-from cgan.postprocess import postprocess_run
-from cgan.run_params import plan_shards
+from cgan.layout.tensors import OUTPUT_SUFFIX
+from cgan.layout.workspace import outputs_prefix
+from cgan.recipe.bins import write_bins
+from cgan.recipe.outputs import find_run_dir, list_outputs
+from cgan.run.plan import plan_shards
+from cgan.run.postprocess import postprocess_run
 from cgan.runtimes.onnxruntime_runner import run_onnxruntime
-from cgan.store import LocalStore, upload_dir
-from cgan.workspace import outputs_prefix
+from cgan.storage.store import LocalStore, upload_dir
 from tests.airflow_stack import REPO
 
 GRIDS = 40
@@ -122,7 +123,7 @@ def test_operator_killed_mid_upload_then_retried_leaves_a_whole_shard(tmp_path, 
     shard = plan_shards(GRIDS, "cpu", [0], GRIDS)[0]
     upload_dir(store, bins40, shard["bins_prefix"])
     prefix = outputs_prefix(0)
-    code = ("import sys, json, time; from cgan.store import LocalStore; put = LocalStore.put_file\n"
+    code = ("import sys, json, time; from cgan.storage.store import LocalStore; put = LocalStore.put_file\n"
             "if sys.argv[3] == 'slow':  # a slow store, so the kill lands mid-upload on any machine\n"
             "    LocalStore.put_file = lambda self, *a: (time.sleep(0.05), put(self, *a))[1]\n"
             "from operators.onnxruntime_inference import OnnxRuntimeInferenceOperator as O\n"

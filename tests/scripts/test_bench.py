@@ -57,7 +57,7 @@ def test_each_peer_is_judged_on_its_own_outputs(committed_generator):
     import numpy as np
     import torch
 
-    from cgan.checkpoint import load_generator
+    from cgan.recipe.checkpoint import load_generator
     from scripts.bench_peers import judge
 
     model = load_generator(committed_generator)

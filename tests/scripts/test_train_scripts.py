@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cgan.checkpoint import load_generator
+from cgan.recipe.checkpoint import load_generator
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -30,8 +30,8 @@ def test_train_cgan_smoke(tmp_path, capsys):
     import numpy as np
     import torch
 
-    from cgan.bins import make_input_batch
-    from cgan.classifier import DigitClassifier
+    from cgan.quality.classifier import DigitClassifier
+    from cgan.recipe.bins import make_input_batch
 
     G = load_generator(tmp_path / "g.epoch001.pth")
     with torch.no_grad():

@@ -90,7 +90,7 @@ def standin_om(upstream_onnx, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def bins3(tmp_path) -> Path:
-    from cgan.bins import write_bins
+    from cgan.recipe.bins import write_bins
 
     write_bins(tmp_path / "bins", 3, seed=7)
     return tmp_path / "bins"

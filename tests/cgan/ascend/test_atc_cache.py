@@ -10,7 +10,7 @@ from cgan.ascend.atc_cache import AtcCache, cache_key, convert
 from cgan.ascend.errors import AtcError
 from cgan.ascend.target import host_target
 from cgan.ascend.toolkit import locate_toolkit
-from cgan.store import LocalStore
+from cgan.storage.store import LocalStore
 
 OPTS = AtcOptions("Ascend310P3")
 

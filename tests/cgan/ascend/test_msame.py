@@ -9,9 +9,9 @@ import pytest
 
 from cgan.ascend.errors import AscendError, MsameError
 from cgan.ascend.msame import run_msame
-from cgan.bins import read_input_bin, write_dataset_info
-from cgan.layout import output_bin_bytes
-from cgan.outputs import find_run_dir, read_output_bin
+from cgan.layout.tensors import output_bin_bytes
+from cgan.recipe.bins import read_input_bin, write_dataset_info
+from cgan.recipe.outputs import find_run_dir, read_output_bin
 from tests.standins.fixtures import STANDINS
 
 OLD_TS = re.compile(r"^\d{8}_\d{6}(_\d+)?$")

@@ -1,5 +1,5 @@
 """npu-smi parsing on documented sample tables, and NPU device lists (the shard plan itself:
-tests/cgan/test_run_params.py)."""
+tests/cgan/run/test_plan.py)."""
 
 import pytest
 

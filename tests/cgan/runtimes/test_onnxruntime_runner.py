@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from cgan.bins import write_bins
 from cgan.errors import InferenceError, InputBinError
-from cgan.export import export_onnx
-from cgan.outputs import list_outputs, read_output_bin
+from cgan.recipe.bins import write_bins
+from cgan.recipe.export import export_onnx
+from cgan.recipe.outputs import list_outputs, read_output_bin
 from cgan.runtimes.onnxruntime_runner import run_onnxruntime
 from cgan.runtimes.pytorch_runner import run_pytorch
 

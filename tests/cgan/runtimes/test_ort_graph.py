@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from cgan.bins import make_input_batch
+from cgan.recipe.bins import make_input_batch
 from cgan.runtimes.onnxruntime_runner import make_session
 from cgan.runtimes.ort_graph import split_conv_transposes
 
@@ -135,22 +135,22 @@ def test_a_small_layer_after_a_split_one_is_computed_from_its_phases(c_out, bias
 def test_the_rewrite_setting(monkeypatch, value, machine, expected):
     import platform
 
-    from cgan import config
+    from cgan import settings
 
     if value is None:
         monkeypatch.delenv("CGAN_ORT_SPLIT_DECONV", raising=False)
     else:
         monkeypatch.setenv("CGAN_ORT_SPLIT_DECONV", value)
     monkeypatch.setattr(platform, "machine", lambda: machine)
-    assert config.ort_split_deconv() is expected
+    assert settings.ort_split_deconv() is expected
 
 
 def test_a_bad_rewrite_setting_is_named(monkeypatch):
-    from cgan import config
+    from cgan import settings
 
     monkeypatch.setenv("CGAN_ORT_SPLIT_DECONV", "sometimes")
-    with pytest.raises(config.ConfigError, match="CGAN_ORT_SPLIT_DECONV='sometimes' must be auto, on or off"):
-        config.ort_split_deconv()
+    with pytest.raises(settings.ConfigError, match="CGAN_ORT_SPLIT_DECONV='sometimes' must be auto, on or off"):
+        settings.ort_split_deconv()
 
 
 @pytest.mark.parametrize("value, rewrites", [("on", 1), ("off", 0)])

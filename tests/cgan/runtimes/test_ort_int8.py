@@ -5,8 +5,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from cgan.bins import make_input_batch, write_bins
 from cgan.errors import InferenceError
+from cgan.recipe.bins import make_input_batch, write_bins
 from cgan.runtimes import ort_int8
 from cgan.runtimes.onnxruntime_runner import make_session, run_onnxruntime
 from cgan.runtimes.ort_graph import split_conv_transposes
@@ -15,7 +15,7 @@ from cgan.runtimes.ort_int8 import DEFAULT_SETTINGS, KEY_PROP, build_int8, int8_
 
 @pytest.fixture(scope="module")
 def committed_onnx(tmp_path_factory, committed_generator):
-    from cgan.export import export_onnx
+    from cgan.recipe.export import export_onnx
 
     return export_onnx(committed_generator, tmp_path_factory.mktemp("onnx") / "cgan.onnx").onnx_path
 
@@ -97,7 +97,7 @@ def test_int8_outputs_stay_close_to_fp32(tmp_path, committed_onnx):
 def test_int8_on_this_cpu_holds_the_parity_bound_over_a_run_sized_sample(tmp_path, committed_onnx):
     """The quality gate's int8 bound over 32 grids (the size of a run's parity sample). On an x86
     CPU without VNNI this fails without reduce_range (Zen 3: 0.62 > 0.5)."""
-    from cgan.quality import PARITY_LIMITS
+    from cgan.quality.report import PARITY_LIMITS
 
     fp32, int8 = make_session(committed_onnx, 1), make_session(committed_onnx, 1, precision="int8", int8_cache=tmp_path)
     worst, means = 0.0, []
@@ -145,21 +145,21 @@ def test_a_model_that_is_not_the_generator_is_refused(tmp_path):
 
 @pytest.mark.parametrize("value,expected", [(None, "fp32"), ("int8", "int8"), (" INT8 ", "int8"), ("fp32", "fp32")])
 def test_the_default_precision_setting(monkeypatch, value, expected):
-    from cgan import config
+    from cgan import settings
 
     if value is None:
         monkeypatch.delenv("CGAN_CPU_PRECISION", raising=False)
     else:
         monkeypatch.setenv("CGAN_CPU_PRECISION", value)
-    assert config.cpu_precision() == expected
+    assert settings.cpu_precision() == expected
 
 
 def test_a_bad_default_precision_is_named(monkeypatch):
-    from cgan import config
+    from cgan import settings
 
     monkeypatch.setenv("CGAN_CPU_PRECISION", "bf16")
-    with pytest.raises(config.ConfigError, match="CGAN_CPU_PRECISION='bf16' must be one of fp32, int8"):
-        config.cpu_precision()
+    with pytest.raises(settings.ConfigError, match="CGAN_CPU_PRECISION='bf16' must be one of fp32, int8"):
+        settings.cpu_precision()
 
 
 def test_reduce_range_is_chosen_by_the_cpus_vnni():

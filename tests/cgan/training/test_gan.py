@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from cgan.model import Generator
+from cgan.recipe.model import Generator
 from cgan.training.gan import GanConfig, train_gan
 
 

@@ -1,0 +1,477 @@
+"""Reading published runs back for the gallery (the Airflow UI page in plugins/cgan_gallery.py).
+
+Works on a boto3 S3 client and a bucket laid out by `cgan.publishing.publish` (key names in
+cgan.layout.published): `runs/<name>/manifest.json` (switched last) plus the objects it lists
+under its `root` (the publish attempt's prefix; runs published before attempts existed have
+their objects right under `runs/<name>/`). Requests go through the S3 adapter cgan.storage.s3.
+No Airflow import here.
+
+- `list_runs`: the published runs, newest first by logical date. A `runs/<name>/` prefix
+  without a manifest is not published (or is being published) and is not listed. The listing
+  is paginated and capped (`MAX_SCAN` prefixes looked at, `MAX_RUNS` runs returned).
+- `load_run`: one run's manifest (without its object list), perf.json and quality.json.
+- `open_png`: a PNG of a run, only when the run's manifest lists its key, so the gallery can
+  never be used to read other objects of the bucket (or another run's unpublished files).
+- `trend`: grids/s and label accuracy over the listed runs, oldest first.
+
+Memory stays bounded: a manifest lists every object of its run (about 150 bytes per grid), so
+parsed manifests are kept only as small summaries (LRU, revalidated by ETag) and as the
+key -> size maps of a few recently viewed runs; JSON larger than the limits below is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeGuard
+
+from cgan.errors import CganError
+from cgan.layout import published as layout
+from cgan.layout.published import GRIDS_DIR, LATENCY_PLOT_KEY, PERF_KEY, QUALITY_KEY, RUNS_PREFIX
+from cgan.storage import s3
+from cgan.storage.keys import StoreError, check_bucket, check_key
+
+MAX_RUNS = 200  # runs returned by list_runs
+MAX_SCAN = 5000  # run prefixes looked at by list_runs
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a 100,000-grid run has a ~15 MB manifest
+MAX_JSON_BYTES = 4 * 1024 * 1024  # perf.json, quality.json
+MAX_PNG_BYTES = 32 * 1024 * 1024
+HEAD_WORKERS = 8
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+OBJECT_KEYS = "_object_keys"  # in a cached manifest (its object list dropped): keys outside its root
+
+
+class GalleryError(CganError):
+    """The published runs cannot be read as asked."""
+
+
+class NotFound(GalleryError):
+    """No such published run, or an object its manifest does not list."""
+
+
+class StoreUnavailable(GalleryError):
+    """The object store refused or failed a request."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One published run, as the index lists it (from its manifest's top-level fields)."""
+
+    name: str  # the <name> of runs/<name>/: what URLs use
+    run_id: str  # the Airflow run id (free text: escape it)
+    logical_date: str | None
+    published_at: str | None
+    grids: int | None
+    grids_per_s: float | None
+    latency_ms_mean: float | None
+    label_accuracy: float | None
+    parity_max_abs_err: float | None
+    backend: str | None
+    target: str | None
+    objects: int
+    status: str = "accepted"  # the quality gate's verdict (cgan.quality.gate): accepted or rejected
+    gate_failures: tuple[str, ...] = ()  # what a rejected run missed: metric, value, threshold
+
+    @property
+    def manifest_key(self) -> str:
+        return manifest_key(self.name)
+
+
+@dataclass
+class RunList:
+    runs: list[RunSummary]  # newest first, at most `limit`
+    unpublished: list[str]  # prefixes without a manifest (not published, or being published)
+    unreadable: list[tuple[str, str]]  # (prefix name, why) of manifests that could not be read
+    scanned: int  # run prefixes looked at
+    more_runs: bool  # more published runs than `limit`: the oldest were left out
+    more_prefixes: bool  # more prefixes than `max_scan`: some were not looked at
+
+
+@dataclass
+class RunDetail:
+    summary: RunSummary
+    manifest: dict  # the manifest without its object list
+    grids: list[str]  # keys relative to the run's root, e.g. grids/grid_000000.png, sorted
+    images: list[str]  # every PNG the manifest lists (grids and plots), relative keys
+    perf: dict | None
+    quality: dict | None
+    total_bytes: int
+    problems: list[str] = field(default_factory=list)  # perf/quality listed but unreadable
+
+    @property
+    def has_latency_plot(self) -> bool:
+        return LATENCY_PLOT_KEY in self.images
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    name: str
+    run_id: str
+    logical_date: str | None
+    grids_per_s: float | None
+    label_accuracy: float | None
+    when: datetime | None = None  # the x of the point: its logical date (else publish time)
+    kind: str = "manual"  # nightly (a scheduled run) or manual (triggered, or by an asset event)
+
+
+@dataclass
+class PngObject:
+    """An image streamed from the store: iterate `chunks()` once, then it is closed."""
+
+    key: str
+    size: int
+    etag: str | None
+    body: Any
+
+    def chunks(self, size: int = 64 * 1024) -> Iterator[bytes]:
+        try:
+            first = True
+            for chunk in self.body.iter_chunks(size):
+                if first and chunk:
+                    if not chunk.startswith(PNG_SIGNATURE[: len(chunk)]):
+                        raise GalleryError(f"{self.key} is not a PNG")
+                    first = False
+                yield chunk
+        finally:
+            self.body.close()
+
+    def read(self) -> bytes:
+        return b"".join(self.chunks())
+
+
+def check_run_name(name: str) -> str:
+    """A run is named by the one key part under runs/ (the publish task's safe run id)."""
+    try:
+        return layout.check_run_name(name)
+    except ValueError as exc:
+        raise NotFound(str(exc)) from None
+
+
+def manifest_key(name: str) -> str:
+    return layout.manifest_key(check_run_name(name))
+
+
+class ManifestCache:
+    """Parsed manifests, revalidated by ETag.
+
+    `summaries`: small per-run summaries (up to `max_summaries`), each checked against the
+    manifest's ETag on every listing. `objects`: the key -> size maps of the `max_runs` most
+    recently viewed runs, trusted for `ttl_s` seconds before their ETag is checked again
+    (the image endpoint asks for a run's map once per image).
+    """
+
+    def __init__(self, max_summaries: int = 4096, max_runs: int = 8, ttl_s: float = 30.0):
+        self.max_summaries = max_summaries
+        self.max_runs = max_runs
+        self.ttl_s = ttl_s
+        self._summaries: OrderedDict[tuple, tuple[str, RunSummary]] = OrderedDict()
+        self._runs: OrderedDict[tuple, tuple[str, float, dict, dict[str, int], RunSummary]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._summaries.clear()
+            self._runs.clear()
+
+    @staticmethod
+    def _id(client, bucket: str, key: str) -> tuple:
+        return (getattr(getattr(client, "meta", None), "endpoint_url", None), bucket, key)
+
+    def summary(self, client, bucket: str, name: str, etag: str) -> RunSummary:
+        cid = self._id(client, bucket, manifest_key(name))
+        with self._lock:
+            hit = self._summaries.get(cid)
+            if hit and hit[0] == etag:
+                self._summaries.move_to_end(cid)
+                return hit[1]
+        etag, manifest = _read_manifest(client, bucket, name)
+        summary = _summarize(name, manifest)
+        self._remember_summary(cid, etag, summary)
+        return summary
+
+    def run(self, client, bucket: str, name: str) -> tuple[dict, dict[str, int], RunSummary]:
+        """(manifest without objects, relative key -> size, summary) of a published run."""
+        cid = self._id(client, bucket, manifest_key(name))
+        now = time.monotonic()
+        with self._lock:
+            hit = self._runs.get(cid)
+            if hit and now - hit[1] < self.ttl_s:
+                self._runs.move_to_end(cid)
+                return hit[2], hit[3], hit[4]
+        etag = _head_etag(client, bucket, manifest_key(name))
+        if etag is None:
+            with self._lock:
+                self._runs.pop(cid, None)
+            raise NotFound(f"run {name!r} is not published (no {manifest_key(name)})")
+        if hit and hit[0] == etag:
+            meta, objects, summary = hit[2], hit[3], hit[4]
+        else:
+            etag, manifest = _read_manifest(client, bucket, name)
+            objects, keys = _run_objects(name, manifest)
+            summary = _summarize(name, manifest)
+            meta = {k: v for k, v in manifest.items() if k != "objects"}
+            meta[OBJECT_KEYS] = keys
+            del manifest
+            self._remember_summary(cid, etag, summary)
+        with self._lock:
+            self._runs[cid] = (etag, now, meta, objects, summary)
+            self._runs.move_to_end(cid)
+            while len(self._runs) > self.max_runs:
+                self._runs.popitem(last=False)
+        return meta, objects, summary
+
+    def _remember_summary(self, cid: tuple, etag: str, summary: RunSummary) -> None:
+        with self._lock:
+            self._summaries[cid] = (etag, summary)
+            self._summaries.move_to_end(cid)
+            while len(self._summaries) > self.max_summaries:
+                self._summaries.popitem(last=False)
+
+
+DEFAULT_CACHE = ManifestCache()
+
+
+def list_runs(client, bucket: str, *, limit: int = MAX_RUNS, max_scan: int = MAX_SCAN,
+              cache: ManifestCache = DEFAULT_CACHE) -> RunList:
+    """The published runs of the bucket, newest first by logical date (at most `limit`)."""
+    check_bucket(bucket)
+    names, more_prefixes, unsafe = _run_prefixes(client, bucket, max_scan)
+    runs: list[RunSummary] = []
+    unpublished: list[str] = []
+    unreadable: list[tuple[str, str]] = [(n, "not a name the publish task writes") for n in unsafe]
+
+    def look(name: str):
+        try:
+            etag = _head_etag(client, bucket, manifest_key(name))
+            if etag is None:
+                return name, None, None
+            return name, cache.summary(client, bucket, name, etag), None
+        except GalleryError as exc:
+            return name, None, exc
+
+    failures: list[StoreUnavailable] = []
+    with ThreadPoolExecutor(max_workers=HEAD_WORKERS, thread_name_prefix="cgan-gallery") as pool:
+        for name, summary, problem in pool.map(look, names):
+            if problem is not None:
+                unreadable.append((name, str(problem)))
+                if isinstance(problem, StoreUnavailable):
+                    failures.append(problem)
+            elif summary is None:
+                unpublished.append(name)
+            else:
+                runs.append(summary)
+    if names and len(failures) == len(names):  # the store refuses every read: say so, not "no runs"
+        raise failures[0]
+    runs.sort(key=lambda r: (_sort_time(r), r.name), reverse=True)
+    return RunList(runs=runs[:limit], unpublished=unpublished, unreadable=unreadable, scanned=len(names),
+                   more_runs=len(runs) > limit, more_prefixes=more_prefixes)
+
+
+def load_run(client, bucket: str, name: str, *, cache: ManifestCache = DEFAULT_CACHE) -> RunDetail:
+    """One published run: its manifest (less the object list), perf and quality reports."""
+    check_bucket(bucket)
+    meta, objects, summary = cache.run(client, bucket, check_run_name(name))
+    problems: list[str] = []
+    reports: dict[str, dict | None] = {}
+    for rel in (PERF_KEY, QUALITY_KEY):
+        reports[rel] = None
+        if rel in objects:
+            try:
+                reports[rel] = _get_json(client, bucket, _object_key(meta, name, rel), MAX_JSON_BYTES)
+            except NotFound:
+                problems.append(f"{rel} is listed in the manifest but missing from the bucket")
+            except GalleryError as exc:
+                problems.append(str(exc))
+    images = sorted(k for k in objects if k.endswith(".png"))
+    return RunDetail(
+        summary=summary, manifest={k: v for k, v in meta.items() if k != OBJECT_KEYS},
+        grids=[k for k in images if k.startswith(GRIDS_DIR)], images=images,
+        perf=reports[PERF_KEY], quality=reports[QUALITY_KEY], total_bytes=sum(objects.values()),
+        problems=problems,
+    )
+
+
+def open_png(client, bucket: str, name: str, rel_key: str, *, cache: ManifestCache = DEFAULT_CACHE) -> PngObject:
+    """A PNG of a published run, streamed; only a key its manifest lists is served."""
+    check_bucket(bucket)
+    check_run_name(name)
+    try:
+        check_key(rel_key)
+    except StoreError:
+        raise NotFound(f"{rel_key!r} is not an object of run {name!r}") from None
+    if not rel_key.endswith(".png"):
+        raise NotFound(f"{rel_key!r} is not an image of run {name!r}")
+    meta, objects, _ = cache.run(client, bucket, name)
+    if rel_key not in objects:
+        raise NotFound(f"{rel_key!r} is not listed in the manifest of run {name!r}")
+    key = _object_key(meta, name, rel_key)
+    response = _get_object(client, bucket, key)
+    size = response.get("ContentLength")
+    if size != objects[rel_key] or size is None or size > MAX_PNG_BYTES:
+        response["Body"].close()
+        raise GalleryError(f"s3://{bucket}/{key} has {size} bytes, its manifest says {objects[rel_key]}: "
+                           "the run is being re-published, try again shortly")
+    return PngObject(key=key, size=size, etag=response.get("ETag"), body=response["Body"])
+
+
+def run_kind(run_id: str) -> str:
+    """nightly for a run the schedule made (Airflow's run id `scheduled__...`), else manual."""
+    return "nightly" if run_id.startswith("scheduled__") else "manual"
+
+
+def trend(runs: list[RunSummary], kind: str = "all") -> list[TrendPoint]:
+    """Throughput and label accuracy of the runs, oldest first, placed by time; `kind` keeps only
+    nightly or manual runs (all: both)."""
+    if kind not in ("all", "nightly", "manual"):
+        raise ValueError(f"kind must be all, nightly or manual, got {kind!r}")
+    ordered = sorted(runs, key=lambda r: (_sort_time(r), r.name))
+    return [TrendPoint(r.name, r.run_id, r.logical_date, r.grids_per_s, r.label_accuracy, _sort_time(r),
+                       run_kind(r.run_id)) for r in ordered if kind in ("all", run_kind(r.run_id))]
+
+
+# -- reading the store ------------------------------------------------------------------------
+
+def _run_prefixes(client, bucket: str, max_scan: int) -> tuple[list[str], bool, list[str]]:
+    names: list[str] = []
+    unsafe: list[str] = []
+    try:
+        for name in s3.list_folders(client, bucket, RUNS_PREFIX):
+            try:
+                names.append(check_run_name(name))
+            except NotFound:
+                if len(unsafe) < 100:
+                    unsafe.append(name)
+            if len(names) >= max_scan:
+                return names, True, unsafe
+    except s3.S3Error as exc:
+        raise StoreUnavailable(str(exc)) from exc
+    return names, False, unsafe
+
+
+def _head_etag(client, bucket: str, key: str) -> str | None:
+    try:
+        found = s3.head(client, bucket, key)
+    except s3.S3Error as exc:
+        raise StoreUnavailable(str(exc)) from exc
+    if found is None:
+        return None
+    return found.get("ETag") or f"{found.get('ContentLength')}:{found.get('LastModified')}"
+
+
+def _get_object(client, bucket: str, key: str) -> dict:
+    try:
+        return s3.get(client, bucket, key)
+    except s3.S3Missing:
+        raise NotFound(f"s3://{bucket}/{key} does not exist") from None
+    except s3.S3Error as exc:
+        raise StoreUnavailable(str(exc)) from exc
+
+
+def _get_json(client, bucket: str, key: str, limit: int) -> dict:
+    return _read_json(client, bucket, key, limit)[1]
+
+
+def _read_json(client, bucket: str, key: str, limit: int) -> tuple[str | None, dict]:
+    response = _get_object(client, bucket, key)
+    size = response.get("ContentLength") or 0
+    try:
+        if size > limit:
+            raise GalleryError(f"s3://{bucket}/{key} has {size} bytes, more than the {limit} the gallery reads")
+        data = response["Body"].read(limit + 1)
+    except GalleryError:
+        raise
+    except Exception as exc:
+        raise StoreUnavailable(str(s3.wrap(exc, f"cannot read s3://{bucket}/{key}"))) from exc
+    finally:
+        response["Body"].close()
+    if len(data) > limit:
+        raise GalleryError(f"s3://{bucket}/{key} is larger than the {limit} bytes the gallery reads")
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GalleryError(f"s3://{bucket}/{key} is not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise GalleryError(f"s3://{bucket}/{key} is not a JSON object")
+    return response.get("ETag"), obj
+
+
+def _read_manifest(client, bucket: str, name: str) -> tuple[str, dict]:
+    key = manifest_key(name)
+    try:
+        etag, manifest = _read_json(client, bucket, key, MAX_MANIFEST_BYTES)
+    except NotFound:
+        raise NotFound(f"run {name!r} is not published (no {key})") from None
+    return etag or "", manifest
+
+
+def _run_objects(name: str, manifest: dict) -> tuple[dict[str, int], dict[str, str]]:
+    """(relative key -> size, relative key -> full key) of the manifest's objects in runs/<name>/;
+    the second holds only the objects outside the manifest's root (grids staged by the inference
+    tasks under attempts of their own)."""
+    root = layout.objects_root(manifest, layout.run_prefix(name))
+    found = layout.relative_objects(manifest, layout.run_prefix(name))
+    return ({rel: size for rel, (_, size) in found.items()},
+            {rel: key for rel, (key, _) in found.items() if key != f"{root}/{rel}"})
+
+
+def _object_key(meta: dict, name: str, rel: str) -> str:
+    """The full key of one of a run's objects (meta: the cached manifest without its object list)."""
+    return meta.get(OBJECT_KEYS, {}).get(rel) or f"{layout.objects_root(meta, layout.run_prefix(name))}/{rel}"
+
+
+def _summarize(name: str, manifest: dict) -> RunSummary:
+    summary = _dict(manifest.get("summary"))
+    params = _dict(manifest.get("params"))
+    objects = manifest.get("objects")
+    grids = summary.get("grids")
+    return RunSummary(
+        name=name,
+        run_id=_str(manifest.get("run_id")) or name,
+        logical_date=_str(manifest.get("logical_date")),
+        published_at=_str(manifest.get("published_at")),
+        grids=grids if _is_int(grids) else None,
+        grids_per_s=_num(summary.get("grids_per_s")),
+        latency_ms_mean=_num(summary.get("latency_ms_mean")),
+        label_accuracy=_num(summary.get("label_accuracy")),
+        parity_max_abs_err=_num(summary.get("parity_max_abs_err")),
+        backend=_str(summary.get("backend")),
+        target=_str(params.get("target")),
+        objects=len(objects) if isinstance(objects, list) else 0,
+        status="rejected" if manifest.get("status") == "rejected" else "accepted",
+        gate_failures=tuple(str(f) for f in summary.get("gate_failures") or () if isinstance(f, str)),
+    )
+
+
+def _sort_time(run: RunSummary) -> datetime:
+    for value in (run.logical_date, run.published_at):
+        if value:
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                continue
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return datetime.min.replace(tzinfo=UTC)
+
+
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _num(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return None
+    return float(value)
+
+
+def _str(value) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,390 @@
+"""Publishing a finished run to object storage without an offline window.
+
+Layout (cgan.layout.published): the run's objects go under a fresh attempt prefix
+`runs/<run>/attempts/<attempt>/{grids,perf,quality}/...`, except the grid PNGs that the
+inference tasks already staged in the bucket under attempts of their own (cgan.run.staging): those
+are checked present with their sizes by listing each shard attempt (nothing is published when
+one is missing or short) and named where they lie, with the size and sha256 their render.json
+recorded; then `runs/<run>/manifest.json` (key,
+size and sha256 of every object, its `root`, the params, model hashes, tool versions) is
+replaced in one PUT; then `latest.json` at the bucket root is moved to it, unless the run
+failed the quality gate (cgan.quality.gate): such a run is published with `status: rejected` in its
+manifest, for inspection, and latest.json stays where it was. A run is published
+only when its manifest exists, and a manifest only ever names objects that are all there:
+
+- Every upload is verified by the server: Content-MD5 and x-amz-checksum-sha256 on single PUTs,
+  the SDK's per-part SHA-256 on multipart uploads (and their size is checked after).
+- A re-publish (a retry, a cleared run) never touches the objects the current manifest names:
+  readers keep reading the old run until the new manifest switches over. The replaced
+  attempt's objects stay until the run's next publish (a reader that read the old manifest
+  just before the switch can still fetch them); older attempts and the leftovers of failed
+  attempts (a failed or retried shard try's staged grids too) are deleted after the switch.
+  So a run's prefix holds at most two publish attempts, plus the shard attempts they name.
+- A run that never publishes leaves its staged grids without a manifest: the cleanup task of a
+  later run removes such run prefixes once their newest object is older than the workspace
+  retention (`remove_unpublished_runs`).
+- Where the server honours conditional writes (`cgan.storage.s3.probe`), the run's manifest is
+  replaced with If-Match on the ETag it had when the publish began (If-None-Match for the
+  first), and `latest.json` likewise, re-read and retried when another writer got there
+  first; a newer run in latest.json is never replaced by an older one. Where it does not, the
+  writes are unconditional (last writer wins) and the publish log says so.
+
+Wrong credentials or a missing bucket raise PublishConfigError (a retry cannot help); a store
+that is down or failing, or a lost race for the run's manifest, raises PublishError (a retry may).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cgan.errors import CganError
+from cgan.layout.published import (
+    GRIDS_DIR,
+    LATEST_KEY,
+    QUALITY_KEY,
+    RUNS_PREFIX,
+    SECTIONS,
+    attempt_of,
+    attempt_root,
+    grid_key,
+    manifest_key_of,
+    manifest_keys,
+    new_attempt_id,
+)
+from cgan.progress import is_tenth
+from cgan.storage import s3
+from cgan.storage.keys import check_bucket, check_key, join
+
+LATEST_NAME = LATEST_KEY  # the name callers of this module know it by; the key lives in published_layout
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+PUBLISH_THREADS = 8
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+LATEST_TRIES = 5
+
+Log = Callable[[str], None]
+
+
+class PublishError(CganError):
+    """The object store refused or lost an upload; nothing was marked published."""
+
+
+class PublishConfigError(PublishError):
+    """The object store refused the credentials or has no such bucket: fix the configuration."""
+
+
+class StagedGridsError(PublishConfigError):
+    """A grid staged by an inference task is missing, short, or staged elsewhere: a retry of
+    publish cannot help, the shard's inference task must run again."""
+
+
+@dataclass
+class Published:
+    bucket: str
+    prefix: str
+    manifest_key: str
+    objects: int
+    bytes: int
+    root: str = ""  # the attempt prefix the objects lie under
+    conditional: bool = False  # the manifest and latest.json were written with conditional writes
+    status: str = "accepted"  # the quality gate's verdict (cgan.quality.gate); a rejected run leaves latest.json
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}/"
+
+
+def publish_run(
+    workspace, client, bucket: str, run_prefix: str, *, metadata: dict, log: Log = print,
+    tmp_dir: str | Path,
+) -> Published:
+    """Copy grids/, perf/ and quality/ of the workspace store to a new attempt under
+    s3://bucket/run_prefix/, then switch the run's manifest to it, then latest.json."""
+    check_bucket(bucket)
+    check_key(run_prefix)
+    _call(s3.check_bucket, client, bucket)
+    keys = [k for section in SECTIONS for k in workspace.list(section)]
+    staged_shards = _staged_shards(workspace, bucket, run_prefix)
+    staged_rel = {f"{GRIDS_DIR}{stem}.png" for shard in staged_shards for stem in shard["grids"]}
+    keys = [k for k in keys if k not in staged_rel]  # a shard's staged grids win over stale workspace copies
+    if (not staged_rel and not any(k.startswith(GRIDS_DIR) for k in keys)) or QUALITY_KEY not in keys:
+        raise PublishError("the workspace has no grids or no quality report: postprocess did not finish")
+    staged = verify_staged(client, bucket, staged_shards)  # before anything is written
+    if staged:
+        log(f"{len(staged)} grid(s) staged by {len(staged_shards)} inference task(s) are in the bucket with "
+            "their sizes; the manifest names them where they lie")
+    caps = _call(s3.probe, client, bucket)
+    log(f"object store {s3.endpoint(client)}: {caps.describe()}")
+    manifest_key = manifest_key_of(run_prefix)
+    previous_etag, previous_keys = _current_manifest(client, bucket, run_prefix, log)
+    attempt = new_attempt_id()
+    root = attempt_root(run_prefix, attempt)
+
+    def upload(key: str) -> dict:
+        local = workspace.get_file(key, Path(tmp_dir) / "publish" / attempt / key)
+        target = join(root, key)
+        try:
+            size = local.stat().st_size
+            if size < MULTIPART_THRESHOLD:  # one PUT, verified by the server (Content-MD5, SHA-256)
+                data = local.read_bytes()
+                _call(s3.put_bytes, client, bucket, target, data, content_type=_content_type(key))
+                return {"key": target, "size": size, "sha256": hashlib.sha256(data).hexdigest()}
+            data_sha = _sha256_file(local)
+            _call(s3.upload_file, client, bucket, target, local, content_type=_content_type(key),
+                  multipart_threshold=MULTIPART_THRESHOLD)
+            stored = _call(s3.head, client, bucket, target) or {}
+        finally:
+            local.unlink(missing_ok=True)
+        if stored.get("ContentLength") != size:
+            raise PublishError(f"s3://{bucket}/{target} has {stored.get('ContentLength')} bytes, expected {size}")
+        return {"key": target, "size": size, "sha256": data_sha}
+
+    objects, total_bytes = [], 0
+    # Uploads are I/O bound: a few in flight at once; results come back in key order.
+    with ThreadPoolExecutor(max_workers=PUBLISH_THREADS, thread_name_prefix="publish") as pool:
+        for n, obj in enumerate(pool.map(upload, keys), 1):
+            objects.append(obj)
+            total_bytes += obj["size"]
+            if is_tenth(n, len(keys)):
+                log(f"published {n}/{len(keys)} objects")
+    objects.extend(staged)
+    total_bytes += sum(o["size"] for o in staged)
+    status = gate_status(metadata)
+    manifest = dict(metadata, status=status, root=root, attempt=attempt, objects=objects, published_at=_now())
+    body = json.dumps(manifest, indent=2).encode()
+    if caps.conditional_writes:
+        try:
+            s3.put_bytes(client, bucket, manifest_key, body, content_type="application/json",
+                         if_match=previous_etag, if_none_match=previous_etag is None)
+        except s3.S3PreconditionFailed as exc:
+            raise PublishError(f"s3://{bucket}/{manifest_key} changed while this publish ran (another publish of "
+                               f"the same run?); the published run is the other one, untouched. A retry publishes "
+                               f"this one ({exc})") from exc
+        except s3.S3Error as exc:
+            raise _error(exc) from exc
+    else:
+        _call(s3.put_bytes, client, bucket, manifest_key, body, content_type="application/json")
+    if previous_keys is not None:
+        log(f"re-published s3://{bucket}/{run_prefix}/: its manifest now names attempt {attempt}; the run "
+            "stayed readable throughout")
+    _remove_older_attempts(client, bucket, run_prefix, attempt, {o["key"] for o in objects} | (previous_keys or set())
+                           | {manifest_key}, log)
+    if status == "rejected":
+        log(f"latest.json kept: the run failed the quality gate; it is published for inspection only, its "
+            f"manifest says status rejected ({'; '.join(metadata['summary'].get('gate_failures') or [])})")
+    else:
+        _update_latest(client, bucket, manifest_key, metadata.get("logical_date"), caps.conditional_writes, log)
+    return Published(bucket, run_prefix, manifest_key, len(objects), total_bytes, root, caps.conditional_writes,
+                     status)
+
+
+def _staged_shards(workspace, bucket: str, run_prefix: str) -> list[dict]:
+    """The shards whose grids postprocess accepted as staged (cgan.layout.workspace STAGED_KEY; none in a
+    workspace from before staging), each checked to lie in this bucket under this run."""
+    from cgan.layout.workspace import STAGED_KEY
+
+    if not workspace.exists(STAGED_KEY):
+        return []
+    try:
+        shards = json.loads(workspace.get_bytes(STAGED_KEY))["shards"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PublishError(f"{STAGED_KEY} in the workspace is unreadable ({exc}): re-run postprocess") from exc
+    for shard in shards:
+        if shard.get("bucket") != bucket or not str(shard.get("root", "")).startswith(f"{run_prefix}/attempts/"):
+            raise StagedGridsError(
+                f"shard {shard.get('shard')} staged its grids in s3://{shard.get('bucket')}/{shard.get('root')}/, "
+                f"not under s3://{bucket}/{run_prefix}/attempts/: nothing was published. Clear the shard's "
+                "inference task and everything after it, so it stages its grids where this run publishes")
+    return shards
+
+
+def verify_staged(client, bucket: str, shards: list[dict]) -> list[dict]:
+    """Manifest entries (key, size, sha256) of the shards' staged grids, each checked present with
+    its size by listing its attempt's grids/ (StagedGridsError naming the shard otherwise)."""
+    objects = []
+    for shard in shards:
+        root = shard["root"]
+        listed = {o["Key"]: o.get("Size") for o in _call(s3.list_objects, client, bucket, f"{root}/{GRIDS_DIR}")}
+        for stem, (size, sha) in sorted(shard["grids"].items()):
+            key = grid_key(root, stem)
+            if listed.get(key) != size:
+                found = "missing" if key not in listed else f"{listed[key]} bytes, its render.json says {size}"
+                raise StagedGridsError(
+                    f"shard {shard['shard']}: the staged grid s3://{bucket}/{key} is {found}; nothing was "
+                    f"published. Clear the shard's inference task (map index {shard['shard']}) and everything "
+                    "after it, so it stages its grids again")
+            objects.append({"key": key, "size": size, "sha256": sha})
+    return objects
+
+
+def gate_status(metadata: dict) -> str:
+    """accepted or rejected: the quality gate's verdict in the run's summary (a summary made
+    before the gate existed counts as accepted)."""
+    status = (metadata.get("summary") or {}).get("gate") or "accepted"
+    if status not in ("accepted", "rejected"):
+        raise PublishError(f"the run's summary has gate status {status!r}, expected accepted or rejected")
+    return status
+
+
+def _current_manifest(client, bucket: str, run_prefix: str, log: Log) -> tuple[str | None, set[str] | None]:
+    """(ETag, object keys) of the run's manifest as it is now; (None, None) when there is none.
+    An unreadable manifest names no objects (no reader can use it either)."""
+    key = manifest_key_of(run_prefix)
+    try:
+        data, etag = s3.get_bytes(client, bucket, key, MAX_MANIFEST_BYTES)
+    except s3.S3Missing:
+        return None, None
+    except s3.S3Error as exc:
+        raise _error(exc) from exc
+    try:
+        manifest = json.loads(data)
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        log(f"s3://{bucket}/{key} is not a manifest ({exc}): it is replaced")
+        return etag, set()
+    return etag, manifest_keys(manifest, run_prefix)
+
+
+def _remove_older_attempts(client, bucket: str, run_prefix: str, attempt: str, keep: set[str], log: Log) -> None:
+    """Delete what the new and the replaced manifest do not name: attempts older than this one
+    (a newer one may be another publish still uploading) and objects outside any attempt."""
+    stale = []
+    for key in _call(s3.list_keys, client, bucket, f"{run_prefix}/"):
+        other = attempt_of(run_prefix, key)
+        if key not in keep and (other is None or other < attempt):
+            stale.append(key)
+    if stale:
+        _call(s3.delete_keys, client, bucket, stale)
+        log(f"removed {len(stale)} object(s) under s3://{bucket}/{run_prefix}/ that no manifest names "
+            f"(first: {stale[0]})")
+
+
+def remove_unpublished_runs(client, bucket: str, *, now: float, retention_days: float, keep: str = "",
+                            log: Log = print) -> dict[str, float]:
+    """Delete the run prefixes of the publish bucket that have no manifest (runs that failed after
+    their inference tasks staged grids) and whose newest object is older than retention_days;
+    {run prefix: age in days} of those removed. Runs are found by a delimiter listing of runs/,
+    then one HEAD per run for its manifest; only an unpublished run's own objects are listed.
+    `keep` (the current run's prefix) is never removed."""
+    removed: dict[str, float] = {}
+    for name in _call(lambda: list(s3.list_folders(client, bucket, RUNS_PREFIX))):
+        prefix = f"{RUNS_PREFIX}{name}"
+        if prefix == keep.rstrip("/") or _call(s3.head, client, bucket, manifest_key_of(prefix)) is not None:
+            continue
+        found = _call(s3.list_objects, client, bucket, f"{prefix}/")
+        if not found:
+            continue
+        age = (now - max(o["LastModified"].timestamp() for o in found)) / 86400
+        if age > retention_days:
+            _call(s3.delete_keys, client, bucket, [o["Key"] for o in found])
+            removed[prefix] = age
+            log(f"removed s3://{bucket}/{prefix}/: no manifest (the run never published), newest object "
+                f"{age:.1f} days old (> {retention_days:g}): {len(found)} object(s), "
+                f"{sum(o.get('Size', 0) for o in found)} bytes")
+    return removed
+
+
+def _error(exc: s3.S3Error) -> PublishError:
+    return (PublishConfigError if isinstance(exc, s3.S3ConfigError) else PublishError)(str(exc))
+
+
+def _call(fn, *args, **kwargs):
+    """fn through the adapter, its S3Error as PublishError / PublishConfigError."""
+    try:
+        return fn(*args, **kwargs)
+    except s3.S3Error as exc:
+        raise _error(exc) from exc
+
+
+def _update_latest(client, bucket: str, manifest_key: str, logical_date: str | None, conditional: bool,
+                   log: Log) -> None:
+    """Point latest.json at this manifest unless it already names a newer run; with conditional
+    writes, only over the exact latest.json that was read (re-read and decided again otherwise)."""
+    for _ in range(LATEST_TRIES):
+        try:
+            data, etag = s3.get_bytes(client, bucket, LATEST_KEY, MAX_MANIFEST_BYTES)
+        except s3.S3Missing:
+            data, etag = None, None
+        except s3.S3Error as exc:
+            raise _error(exc) from exc
+        current = None
+        if data is not None:
+            try:
+                current = json.loads(data)
+            except ValueError as exc:
+                log(f"latest.json is replaced: s3://{bucket}/{LATEST_KEY} is not JSON ({exc})")
+        newest = (current.get("logical_date") or "") if isinstance(current, dict) else ""
+        if logical_date and newest > logical_date and isinstance(current, dict):
+            log(f"latest.json kept: it names a newer run ({current.get('manifest')})")
+            return
+        body = json.dumps({"manifest": manifest_key, "logical_date": logical_date, "updated_at": _now()},
+                          indent=2).encode()
+        try:
+            if conditional:
+                s3.put_bytes(client, bucket, LATEST_KEY, body, content_type="application/json",
+                             if_match=etag, if_none_match=etag is None)
+            else:
+                s3.put_bytes(client, bucket, LATEST_KEY, body, content_type="application/json")
+            return
+        except s3.S3PreconditionFailed:
+            log("latest.json changed while it was being updated: read again")
+        except s3.S3Error as exc:
+            cause = exc.__cause__
+            if cause is None or s3.error_code(cause) != "ConditionalRequestConflict":  # 409: retry at once
+                raise _error(exc) from exc
+    raise PublishError(f"latest.json kept changing under {LATEST_TRIES} tries to move it to {manifest_key}; the run "
+                       "itself is published, a retry of the task moves the pointer")
+
+
+def _sha256_file(path: Path) -> str:
+    from cgan.storage.files import sha256_file
+
+    return sha256_file(path)
+
+
+def _content_type(key: str) -> str:
+    return {"png": "image/png", "json": "application/json", "log": "text/plain", "txt": "text/plain"}.get(
+        key.rsplit(".", 1)[-1], "application/octet-stream")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+TOOL_PACKAGES = ("cgan-airflow", "torch", "onnx", "onnxsim", "onnxruntime", "numpy", "pillow",
+                 "apache-airflow", "boto3")
+
+
+def tool_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in TOOL_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def build_metadata(*, run_id: str, logical_date: str | None, params: dict, export: dict | None,
+                   convert: dict | None, postprocess: dict | None) -> dict:
+    """The manifest's description of a run: what was asked, with which model and tools."""
+    model = {}
+    if export:
+        model.update({k: export.get(k) for k in ("checkpoint_sha256", "onnx_sha256", "channels", "batch", "opset",
+                                                 "export_max_abs_err")})
+    if convert:
+        model.update({k: v for k, v in convert.items() if k in ("om_sha256", "cache_key", "cache_hit",
+                                                              "toolkit_version")})
+    tools = tool_versions()
+    if convert and convert.get("toolkit_version"):
+        tools["cann_toolkit"] = convert["toolkit_version"]
+    return {"run_id": run_id, "logical_date": logical_date, "params": params, "model": model,
+            "tools": tools, "summary": postprocess or {}}

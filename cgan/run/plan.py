@@ -1,0 +1,296 @@
+"""The parameters of one generation run, checked before any work, and the shard plan.
+
+The DAG's trigger form validates types and ranges with JSON schema; this module re-checks
+every value (a run can also be triggered through the API or a config file) and refuses
+anything that could escape a path or reach a tool's command line with a clear message.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cgan.ascend.atc import PRECISION_MODES
+from cgan.ascend.errors import AscendError
+from cgan.ascend.validate import check_soc_version
+from cgan.errors import CganError
+from cgan.paths import PROJECT_ROOT
+from cgan.recipe.bins import MAX_GRIDS, MAX_SEED
+from cgan.runtimes.ort_int8 import PRECISIONS
+
+TARGETS = ("cpu", "ascend")
+NPU_TOOLS = ("msame", "ais_bench")  # ascend: what runs the om (cgan.ascend.msame, cgan.ascend.ais_bench)
+CHECKPOINT_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/)?[A-Za-z0-9._/+=@-]+$")
+# ~13 s of inference per shard at 1 thread: Airflow's ~1 s per task instance stays under 10%.
+DEFAULT_GRIDS_PER_SHARD = 1000
+MAX_AUTO_GRIDS_PER_SHARD = 1000  # automatic sizing: no shard larger (a retry redoes at most this much)
+MIN_AUTO_GRIDS_PER_SHARD = 100  # automatic sizing: no smaller shards just to fill the slots
+MAX_SHARDS = 1024  # Airflow's [core] max_map_length default
+MAX_DEVICES = 64
+DEFAULT_CHECKPOINT = "models/cgan_generator.pth"
+# The Airflow asset a new checkpoint is registered on (`cgan register-checkpoint`, or the REST API):
+# the DAG runs on its events as well as nightly, with the checkpoint named in the event's extra.
+CHECKPOINT_ASSET = "cgan_checkpoint"
+
+
+class ParamError(CganError):
+    """A run parameter is missing, of the wrong type, out of range or unsafe."""
+
+
+@dataclass
+class RunParams:
+    num_grids: int = 100
+    seed: int | None = None
+    target: str = "cpu"
+    soc_version: str = "Ascend310P3"
+    devices: list[int] | None = None  # ascend: NPUs a shard may lease (None: any of its host's)
+    checkpoint: str = DEFAULT_CHECKPOINT
+    precision_mode: str = "force_fp16"
+    grids_per_shard: int | None = None  # None: automatic (auto_shard_count)
+    threads: int = 1
+    keep_raw_outputs: bool = False
+    precision: str = "fp32"  # cpu target: fp32 or int8 (ascend: precision_mode)
+    npu_tool: str = "msame"
+    # quality gate thresholds (cgan.quality.gate); None: the deployment's default (CGAN_GATE_*)
+    gate_min_label_accuracy: float | None = None
+    gate_min_class_accuracy: float | None = None
+    gate_min_diversity: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _int(name: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ParamError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+    return value
+
+
+def _choice(name: str, value, choices) -> str:
+    if value not in choices:
+        raise ParamError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def validate_soc_version(value) -> str:
+    try:
+        return check_soc_version(value)
+    except AscendError as exc:
+        raise ParamError(str(exc)) from None
+
+
+def validate_checkpoint(value) -> str:
+    if not isinstance(value, str) or not CHECKPOINT_RE.match(value) or ".." in value.split("/"):
+        raise ParamError(
+            f"checkpoint {value!r} must be a file path or s3://bucket/key made of letters, "
+            "digits and ._/+=@- (no '..', spaces or shell characters)"
+        )
+    return value
+
+
+def validate(conf: dict) -> RunParams:
+    """A checked RunParams from a run's params (unknown keys are refused, not ignored)."""
+    if not isinstance(conf, dict):
+        raise ParamError(f"run parameters must be a JSON object, got {type(conf).__name__}")
+    known = set(RunParams.__dataclass_fields__)
+    unknown = sorted(set(conf) - known)
+    if unknown:
+        raise ParamError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    p = RunParams(**{k: v for k, v in conf.items()
+                     if v is not None or k in ("seed", "devices") or k.startswith("gate_")})
+    _int("num_grids", p.num_grids, 1, MAX_GRIDS)
+    if p.seed is not None:
+        _int("seed", p.seed, 0, MAX_SEED)
+    _choice("target", p.target, TARGETS)
+    validate_soc_version(p.soc_version)
+    _choice("precision_mode", p.precision_mode, PRECISION_MODES)
+    if p.devices is not None:
+        if not isinstance(p.devices, list) or not 1 <= len(p.devices) <= MAX_DEVICES:
+            raise ParamError(f"devices must be empty (any NPU of the worker's host) or a list of 1..{MAX_DEVICES} "
+                             f"device ids (the Device column of `npu-smi info`), got {p.devices!r}")
+        for d in p.devices:
+            _int("each device id", d, 0, 255)
+        if len(set(p.devices)) != len(p.devices):
+            raise ParamError(f"devices must not repeat an id, got {p.devices!r}")
+    validate_checkpoint(p.checkpoint)
+    if p.grids_per_shard is not None:
+        _int("grids_per_shard", p.grids_per_shard, 1, MAX_GRIDS)
+    _int("threads", p.threads, 0, 64)
+    _choice("npu_tool", p.npu_tool, NPU_TOOLS)
+    if not isinstance(p.keep_raw_outputs, bool):
+        raise ParamError(f"keep_raw_outputs must be true or false, got {p.keep_raw_outputs!r}")
+    _choice("precision", p.precision, PRECISIONS)
+    from cgan.quality.gate import THRESHOLD_PARAMS, check_threshold
+
+    for name in THRESHOLD_PARAMS:
+        if getattr(p, name) is not None:
+            try:
+                check_threshold(name, getattr(p, name))
+            except ValueError as exc:
+                raise ParamError(f"{exc} (empty: the deployment's default)") from None
+    return p
+
+
+def check_checkpoint_root(checkpoint: str, roots: list[str]) -> str:
+    """checkpoint, when it lies under one of `roots` (folders, or s3://bucket[/prefix]); a local
+    path is resolved first (relative to the project root, symlinks followed), so no link or
+    absolute path leads out of the roots (CGAN_CHECKPOINT_ROOTS)."""
+    if checkpoint.startswith("s3://"):
+        inside = any(r.startswith("s3://") and checkpoint.startswith(r.rstrip("/") + "/") for r in roots)
+    else:
+        path = resolve_local_checkpoint(checkpoint).resolve()
+        inside = any(not r.startswith("s3://") and path.is_relative_to(resolve_local_checkpoint(r).resolve())
+                     for r in roots)
+    if not inside:
+        raise ParamError(f"checkpoint {checkpoint!r} is outside the checkpoint roots ({', '.join(roots)}): put it "
+                         "under one of them, or have the deployment add its folder or s3://bucket to "
+                         "CGAN_CHECKPOINT_ROOTS")
+    return checkpoint
+
+
+def derive_seed(logical_date: datetime) -> int:
+    """The default seed of a run: its logical date as YYYYMMDDHHMMSS (so nightly runs differ)."""
+    return int(logical_date.strftime("%Y%m%d%H%M%S"))
+
+
+def resolve_local_checkpoint(checkpoint: str) -> Path:
+    """A relative checkpoint path is relative to the project root (where models/ lives)."""
+    path = Path(checkpoint)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def inference_slots(target: str, devices: list[int] | None) -> int | None:
+    """How many inference tasks of one run work at once, where this process can know it: cpu,
+    CGAN_CPU_INFER_TASKS (cgan.settings.cpu_infer_tasks); ascend, the NPUs the run names (the
+    ascend_npu pool's size is Airflow's, not known here); None when unknown."""
+    if target == "cpu":
+        from cgan import settings
+
+        return settings.cpu_infer_tasks()
+    return len(devices) if devices else None
+
+
+def auto_shard_count(num_grids: int, slots: int | None) -> int:
+    """Shards of an automatic plan: a multiple of the slots (each slot gets the same share), as
+    few as keep every shard at most MAX_AUTO_GRIDS_PER_SHARD grids, and no more than leave each
+    at least MIN_AUTO_GRIDS_PER_SHARD (a small run does not fill every slot). Unknown slots:
+    shards of MAX_AUTO_GRIDS_PER_SHARD, as a typed size would. E.g. 2,500 grids on 2 slots: 4
+    shards of 625 (not 1000 + 1000 + 500, whose last round leaves a slot idle)."""
+    need = math.ceil(num_grids / MAX_AUTO_GRIDS_PER_SHARD)
+    if not slots or slots < 1:
+        return need
+    filled = slots * math.ceil(need / slots)
+    return max(need, min(filled, num_grids // MIN_AUTO_GRIDS_PER_SHARD))
+
+
+def plan_shards(num_grids: int, target: str, devices: list[int] | None, grids_per_shard: int | None, *,
+                keep_raw_outputs: bool = False, parity_grids: int | None = None,
+                slots: int | None = None) -> list[dict]:
+    """Split grids 0..num_grids-1 into evenly sized shards, for either target: of at most
+    grids_per_shard each when it is given, else automatically (auto_shard_count over `slots`, by
+    default inference_slots(target, devices)).
+
+    Each shard names its bins prefix (cgan.layout.workspace), the grids of the run's parity sample it
+    holds (`parity`: the only raw outputs its inference task hands over, unless
+    `keep_raw_outputs`), the grids of the run's label sample it holds (`judge`, judged by the
+    classifier on the inference worker) and that flag. An ascend shard carries no device: its
+    task leases a free NPU of its own host when it starts (cgan.ascend.lease), among `devices`
+    when the run names them (`devices`: None = any); how many NPUs work at once is the
+    ascend_npu pool's size."""
+    from cgan.layout.workspace import bins_prefix
+    from cgan.quality.report import DEFAULT_PARITY_GRIDS, evenly_spaced, label_sample
+
+    if grids_per_shard is None:
+        count = auto_shard_count(num_grids, slots if slots is not None else inference_slots(target, devices))
+    else:
+        count = math.ceil(num_grids / grids_per_shard)
+    count = min(count, MAX_SHARDS)
+    parity = evenly_spaced(num_grids, DEFAULT_PARITY_GRIDS if parity_grids is None else parity_grids)
+    judged = label_sample(num_grids)
+    base, extra = divmod(num_grids, count)
+    shards, start = [], 0
+    for i in range(count):
+        size = base + (1 if i < extra else 0)
+        shards.append({
+            "shard": i, "start": start, "count": size, "bins_prefix": bins_prefix(i),
+            "device": None,
+            "devices": list(devices) if target == "ascend" and devices else None,
+            "parity": [g for g in parity if start <= g < start + size],
+            "judge": [g for g in judged if start <= g < start + size],
+            "keep_raw_outputs": bool(keep_raw_outputs),
+        })
+        start += size
+    return shards
+
+
+def safe_run_id(run_id: str) -> str:
+    """A run id usable as one key part: ':' and other characters become '-'."""
+    cleaned = re.sub(r"[^A-Za-z0-9._=@-]", "-", run_id).strip("-.")
+    if not cleaned:
+        raise ParamError(f"run id {run_id!r} has no usable characters")
+    return cleaned[:200]
+
+
+def event_checkpoint(events: list[dict]) -> dict | None:
+    """The checkpoint a run triggered by checkpoint asset events is to use: the newest event's
+    extra["checkpoint"], checked like the form's field (CHECKPOINT_RE; the roots are checked by
+    make_plan). `events`: {"extra": {...}, "timestamp": ISO time} of the run's triggering events
+    of CHECKPOINT_ASSET; None when there are none (a nightly or manual run)."""
+    if not events:
+        return None
+    newest = max(events, key=lambda e: str(e.get("timestamp") or ""))
+    extra = newest.get("extra") or {}
+    checkpoint = extra.get("checkpoint") if isinstance(extra, dict) else None
+    where = f"the {CHECKPOINT_ASSET} asset event of {newest.get('timestamp') or '?'}"
+    if checkpoint is None:
+        raise ParamError(f"{where} names no checkpoint (its extra is {extra!r}): register one with "
+                         "`cgan register-checkpoint <path|s3://bucket/key>`, or POST the event with "
+                         'extra {"checkpoint": "<path|s3://bucket/key>"}')
+    try:
+        validate_checkpoint(checkpoint)
+    except ParamError as exc:
+        raise ParamError(f"{where}: {exc}") from None
+    return {"checkpoint": checkpoint, "source": where, "events": len(events)}
+
+
+def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root: str,
+              default_target: str = "cpu", checkpoint_roots: list[str] | None = None,
+              checkpoint_events: list[dict] | None = None) -> dict:
+    """Everything the tasks of one run need: checked params, seed, workspace, shards, publish prefix,
+    and the checkpoint the run uses (every task reads it from here, never from the params).
+    With `checkpoint_events` (a run triggered by CHECKPOINT_ASSET), the newest event's checkpoint
+    replaces the params' (event_checkpoint). With `checkpoint_roots`, the checkpoint must lie
+    under one of them (check_checkpoint_root)."""
+    conf = dict(conf)
+    if conf.get("target") is None:
+        conf["target"] = default_target
+    registered = event_checkpoint(checkpoint_events or [])
+    if registered is not None:
+        conf["checkpoint"] = registered["checkpoint"]
+    params = validate(conf)
+    if checkpoint_roots is not None:
+        try:
+            check_checkpoint_root(params.checkpoint, checkpoint_roots)
+        except ParamError as exc:
+            if registered is None:
+                raise
+            raise ParamError(f"{registered['source']}: {exc}") from None
+    from cgan.layout.workspace import RUNS_PREFIX, workspace_uri
+
+    seed = params.seed if params.seed is not None else derive_seed(logical_date)
+    run_key = safe_run_id(run_id)
+    return {
+        "params": dict(params.as_dict(), seed=seed),
+        "seed": seed,
+        "checkpoint": params.checkpoint,
+        "checkpoint_source": registered["source"] if registered else "params",
+        "target": params.target,
+        "workspace": workspace_uri(artifact_root, run_key),
+        "shards": plan_shards(params.num_grids, params.target, params.devices, params.grids_per_shard,
+                              keep_raw_outputs=params.keep_raw_outputs),
+        "run_prefix": f"{RUNS_PREFIX}/{run_key}",  # in the publish bucket
+        "logical_date": logical_date.isoformat(),
+    }

@@ -1,0 +1,207 @@
+"""Grids and label checks of one shard, made on the inference task's own worker.
+
+The `cpu` inference task hands each output to a `ShardRenderer` as soon as it is written. One
+worker thread encodes the grid's PNG and has the classifier judge its 100 digits. With a
+`stager` (cgan.run.staging: the task was given the publish bucket) the PNG goes straight to the
+publish bucket under the try's own attempt, and render.json's `staged` entry records where and
+each PNG's size and sha256; without one it goes into the workspace (cgan.layout.workspace.png_key).
+So the core a 1-thread runtime leaves idle does the postprocessing while the next grid is
+computed. The `ascend` task, where msame writes every
+output at the end, renders them afterwards on several threads (`render_outputs`). At most
+`max_pending` outputs wait, so memory stays flat whatever the shard size. `finish()` returns the
+shard's tally, stored as `render.json` beside the shard's perf record; postprocess merges it
+instead of rendering the shard again.
+
+`hand_over` then uploads what postprocess needs from the shard, render.json last: the raw
+outputs of the run's parity sample only (every one with keep_raw_outputs), perf.json, the tool's
+log. The other raw outputs stay on the worker and are deleted with its temp folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from cgan.errors import InferenceError
+from cgan.layout.tensors import NUM_CLASSES, SAMPLES_PER_GRID
+from cgan.layout.workspace import (  # noqa: F401  (RENDER_NAME: the tally's name, re-exported)
+    RENDER_NAME,
+    grid_name,
+    kept_raw_outputs,
+    png_key,
+    render_key,
+    shard_file_key,
+)
+from cgan.quality.classifier import DEFAULT_CLASSIFIER
+from cgan.quality.report import QualityAccumulator
+from cgan.recipe.grids import grid_array, png_bytes
+from cgan.recipe.outputs import grid_stem, list_outputs, read_output_bin
+
+RENDER_VERSION = 1
+MAX_PENDING = 8
+# Threads that render outputs already on disk (the ascend task): PNG encoding and the classifier
+# release the GIL, so this scales with the worker's cores (at least 2, at most 8).
+RENDER_THREADS = max(2, min(8, os.cpu_count() or 2))
+
+
+class ShardRenderer:
+    """Renders and judges outputs on one background thread; errors surface in submit/finish."""
+
+    def __init__(self, store, classifier_path=DEFAULT_CLASSIFIER, *, max_pending: int = MAX_PENDING,
+                 threads: int = 1, judge: set[str] | None = None, stager=None):
+        self.store = store
+        self.stager = stager  # cgan.run.staging.GridStager: PNGs to the publish bucket (None: the workspace)
+        self.judge = judge  # stems of the grids whose digits are judged (None: every grid)
+        self.labels = QualityAccumulator(None, classifier_path)  # label counts; no parity here
+        self.stems: list[str] = []
+        self._slots = threading.BoundedSemaphore(max(max_pending, threads))
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        # CPU seconds of this renderer's threads per part (thread_time: this thread's CPU only).
+        self.cpu_s = {"render": 0.0, "upload": 0.0, "judge": 0.0}
+
+    def __enter__(self) -> ShardRenderer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def submit(self, output: Path, samples: np.ndarray) -> None:
+        """Queue one written output (blocks while `max_pending` are waiting)."""
+        self._raise_if_failed()
+        self._slots.acquire()
+        try:
+            self._pool.submit(self._render, Path(output), samples)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _render(self, output: Path, samples: np.ndarray) -> None:
+        try:
+            if self._error is not None:
+                return
+            stem = grid_stem(output)
+            t0 = time.thread_time()
+            png = png_bytes(grid_array(samples))
+            t1 = time.thread_time()
+            if self.stager is not None:
+                self.stager.put(stem, png)
+            else:
+                self.store.put_bytes(png, png_key(stem))
+            t2 = time.thread_time()
+            hits = self.labels.judge_samples(samples) if self.judge is None or stem in self.judge else None
+            t3 = time.thread_time()
+            with self._lock:
+                self.labels.record(hits)
+                self.stems.append(stem)
+                for part, secs in (("render", t1 - t0), ("upload", t2 - t1), ("judge", t3 - t2)):
+                    self.cpu_s[part] += secs
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self._error = exc
+        finally:
+            self._slots.release()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise InferenceError(f"rendering grids failed: {self._error}") from self._error
+
+    def finish(self) -> dict:
+        """Wait for every queued output; the shard's tally (the content of render.json)."""
+        self._pool.shutdown(wait=True)
+        self._raise_if_failed()
+        staged = {} if self.stager is None else {"staged": self.stager.record()}
+        return {
+            **staged,
+            "version": RENDER_VERSION,
+            "grids": len(self.stems),
+            "first": min(self.stems, default=None),
+            "last": max(self.stems, default=None),
+            "judged": int(self.labels.total.sum()) // SAMPLES_PER_GRID,
+            "row_sq": self.labels.row_sq,
+            "correct": self.labels.correct.tolist(),
+            "total": self.labels.total.tolist(),
+            "classifier_sha256": self.labels.classifier_sha256,
+        }
+
+    def close(self) -> None:
+        """Stop without waiting for queued work (a no-op after finish)."""
+        self._error = self._error or InferenceError("renderer closed")
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def judged_stems(shard: dict) -> set[str] | None:
+    """Stems of the shard's grids in the run's label sample (None: judge every grid, as for a
+    shard planned without one)."""
+    return None if "judge" not in shard else {grid_name(g) for g in shard["judge"]}
+
+
+def handed_stems(shard: dict) -> set[str] | None:
+    """Stems of the grids whose raw output bin `hand_over` uploads (None: every grid)."""
+    keep = kept_raw_outputs(shard)
+    return None if keep is None else {grid_name(g) for g in keep}
+
+
+def render_outputs(store, outputs: list[Path], *, threads: int = RENDER_THREADS,
+                   progress=None, judge: set[str] | None = None, stager=None) -> dict:
+    """PNGs and the tally of output bins already written (msame's), rendered on `threads`."""
+    with ShardRenderer(store, threads=threads, judge=judge, stager=stager) as renderer:
+        for n, path in enumerate(outputs, 1):
+            renderer.submit(path, read_output_bin(path))
+            if progress is not None:
+                progress(n, len(outputs))
+        return renderer.finish()
+
+
+def hand_over(store, shard: dict, run_dir: Path, tally: dict, files: Sequence[Path] = ()) -> dict:
+    """Upload a finished shard's raw outputs of the parity sample (all with keep_raw_outputs),
+    `files` (perf.json, the tool's log) and, last, render.json; returns what was uploaded."""
+    index, names = shard["shard"], handed_stems(shard)
+    uploaded, size = 0, 0
+    for path in list_outputs(run_dir):
+        if names is None or grid_stem(path) in names:
+            store.put_file(path, shard_file_key(index, path.name))
+            uploaded, size = uploaded + 1, size + path.stat().st_size
+    if names is not None and uploaded != len(names):
+        raise InferenceError(f"shard {index}: {len(names) - uploaded} output(s) of the parity sample "
+                             f"were not written in {run_dir}")
+    for path in files:
+        store.put_file(path, shard_file_key(index, Path(path).name))
+        size += Path(path).stat().st_size
+    body = json.dumps(tally).encode()
+    store.put_bytes(body, render_key(index))
+    return {"raw_outputs": uploaded, "bytes": size + len(body)}
+
+
+def check_render(tally: dict, shard: dict, classifier_sha256: str) -> str | None:
+    """Why a shard's render.json cannot be used (None when it can)."""
+    if not isinstance(tally, dict) or tally.get("version") != RENDER_VERSION:
+        return "unknown render.json version"
+    if tally.get("classifier_sha256") != classifier_sha256:
+        return "rendered with another classifier"
+    if tally.get("grids") != shard["count"]:
+        return f"{tally.get('grids')} grids rendered, the shard has {shard['count']}"
+    first = grid_name(shard["start"])
+    last = grid_name(shard["start"] + shard["count"] - 1)
+    if (tally.get("first"), tally.get("last")) != (first, last):
+        return f"rendered {tally.get('first')}..{tally.get('last')}, the shard is {first}..{last}"
+    for field in ("correct", "total"):
+        values = tally.get(field)
+        if not (isinstance(values, list) and len(values) == NUM_CLASSES
+                and all(isinstance(v, int) and v >= 0 for v in values)):
+            return f"bad {field!r} counts"
+    judged = tally.get("judged", shard["count"])  # grids judged: at least the shard's label sample
+    need = len(shard["judge"]) if "judge" in shard else shard["count"]
+    if not isinstance(judged, int) or not need <= judged <= shard["count"]:
+        return f"{judged!r} grids judged, the shard's label sample has {need}"
+    if sum(tally["total"]) != judged * SAMPLES_PER_GRID or any(
+            c > t for c, t in zip(tally["correct"], tally["total"], strict=True)):
+        return "counts do not add up"
+    return None

@@ -1,0 +1,110 @@
+"""cgan.layout.workspace: the one home of the workspace's keys, and the lifecycle helpers on both stores."""
+
+import os
+import re
+import time
+
+import pytest
+
+from cgan.layout.workspace import (
+    bin_key,
+    check_not_published_area,
+    expired_workspaces,
+    grid_png_key,
+    kept_raw_outputs,
+    output_key,
+    outputs_prefix,
+    published_shard_file_key,
+    remove_workspace,
+    render_key,
+    workspace_uri,
+)
+from cgan.storage.keys import StoreError
+from cgan.storage.store import open_store
+from tests.airflow_stack import REPO
+
+
+def test_keys():
+    assert workspace_uri("file:///a/", "r1") == "file:///a/runs/r1"
+    assert bin_key(2, 42) == "bins/shard_0002/grid_000042.bin"
+    assert output_key(2, 42) == "outputs/shard_0002/grid_000042_output_0.bin"
+    assert render_key(0) == "outputs/shard_0000/render.json" and outputs_prefix(12) == "outputs/shard_0012"
+    assert grid_png_key(7) == "grids/grid_000007.png"
+    assert published_shard_file_key(1, "msame.log") == "perf/shard_0001.msame.log"
+    with pytest.raises(ValueError, match="non-negative"):
+        output_key(-1, 0)
+
+
+def test_kept_raw_outputs():
+    assert kept_raw_outputs({"parity": [1, 5], "keep_raw_outputs": False}) == {1, 5}
+    assert kept_raw_outputs({"parity": [1], "keep_raw_outputs": True}) is None  # all of them
+    assert kept_raw_outputs({"shard": 0}) is None  # a shard planned without a sample keeps all
+
+
+# The published layout (grids/, perf/, quality/ of a published run) is read by publish and the
+# gallery: they move to cgan.layout.workspace.PUBLISHED_SECTIONS with the S3 adapter (issue 11, item 2).
+PUBLISHED_LAYOUT_READERS = {  # the published layout
+    "cgan/publishing/publish.py", "cgan/publishing/gallery.py", "cgan/layout/published.py"}
+SPELLING = re.compile(r"shard_\{|shard_%0?4d|[\"'/](model|bins|outputs|grids|perf|quality|logs)/(?!s\b)")
+
+
+def test_no_other_module_spells_a_workspace_key():
+    """The workspace's key layout is spelled in cgan/layout/workspace.py only."""
+    hits = []
+    for folder in ("cgan", "operators", "dags", "plugins", "scripts"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            name = path.relative_to(REPO).as_posix()
+            if name == "cgan/layout/workspace.py" or name in PUBLISHED_LAYOUT_READERS:
+                continue
+            hits += [f"{name}:{n}: {line.strip()}" for n, line in enumerate(path.read_text().splitlines(), 1)
+                     if SPELLING.search(line)]
+    assert hits == []
+
+
+def test_an_artifact_root_at_the_publish_bucket_root_is_refused():
+    with pytest.raises(StoreError, match="would be the published runs"):
+        check_not_published_area("s3://cgan/", "cgan")
+    check_not_published_area("s3://cgan/artifacts", "cgan")
+    check_not_published_area("s3://cgan-artifacts", "cgan")
+    check_not_published_area("file:///var/cgan", "cgan")
+
+
+def _age_local(root, run: str, days: float):
+    then = time.time() - days * 86400
+    for path in (root / "runs" / run).rglob("*"):
+        os.utime(path, (then, then))
+
+
+def test_expired_workspaces_and_removal_on_a_local_store(tmp_path):
+    store = open_store(tmp_path.as_uri())
+    for run in ("old", "young", "current"):
+        store.put_bytes(b"x" * 10, f"runs/{run}/bins/shard_0000/grid_000000.bin")
+        store.put_bytes(b"y" * 5, f"runs/{run}/grids/grid_000000.png")
+    store.put_bytes(b"m", "models/k/cgan.onnx")
+    _age_local(tmp_path, "old", 8)
+    _age_local(tmp_path, "current", 30)  # the running run's own workspace is never "expired"
+    expired = expired_workspaces(store, now=time.time(), retention_days=7, keep="current")
+    assert list(expired) == ["old"] and 7.9 < expired["old"] < 8.1
+    assert remove_workspace(store, "old") == (2, 15)
+    assert store.usage("runs") == (4, 30) and store.usage() == (5, 31)
+    assert not store.list("runs/old")
+
+
+def test_usage_folder_ages_and_removal_on_s3(local_s3):
+    client = local_s3["client"]
+    client.create_bucket(Bucket="ws-life")
+    store = open_store("s3://ws-life/art", s3_client=client)
+    store.put_bytes(b"a" * 7, "runs/r1/grids/grid_000000.png")
+    store.put_bytes(b"b" * 3, "runs/r2/bins/shard_0000/grid_000000.bin")
+    store.put_bytes(b"c", "models/k/entry.json")
+    client.put_object(Bucket="ws-life", Key="runs/r1/grids/grid_000000.png", Body=b"published, not ours")
+    assert store.usage() == (3, 11) and store.usage("runs") == (2, 10)
+    ages = store.folder_ages("runs")
+    assert set(ages) == {"r1", "r2"} and all(abs(time.time() - t) < 120 for t in ages.values())
+    assert expired_workspaces(store, now=time.time() + 8 * 86400, retention_days=7) == pytest.approx(
+        {"r1": 8.0, "r2": 8.0}, abs=0.01)
+    assert remove_workspace(store, "r1") == (1, 7)
+    assert store.list("runs") == ["runs/r2/bins/shard_0000/grid_000000.bin"]
+    # outside the store's prefix nothing is touched
+    body = client.get_object(Bucket="ws-life", Key="runs/r1/grids/grid_000000.png")["Body"].read()
+    assert body == b"published, not ours"

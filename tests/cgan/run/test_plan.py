@@ -1,0 +1,190 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from cgan.run.plan import (
+    MAX_SHARDS,
+    ParamError,
+    derive_seed,
+    make_plan,
+    plan_shards,
+    safe_run_id,
+    validate,
+)
+
+
+def test_defaults_validate():
+    p = validate({})
+    assert (p.num_grids, p.target, p.devices, p.precision_mode) == (100, "cpu", None, "force_fp16")
+    assert p.precision == "fp32" and validate({"precision": "int8"}).precision == "int8"
+
+
+@pytest.mark.parametrize("conf,message", [
+    ({"num_grids": 0}, "num_grids must be an integer in 1..100000"),
+    ({"num_grids": "10"}, "num_grids must be an integer"),
+    ({"seed": -5}, "seed must be an integer"),
+    ({"target": "gpu"}, "target must be one of cpu, ascend"),
+    ({"soc_version": "Ascend310; rm -rf /"}, "not an Ascend SoC name"),
+    ({"soc_version": "$(reboot)"}, "not an Ascend SoC name"),
+    ({"devices": []}, "devices must be empty (any NPU of the worker's host) or a list of 1..64"),
+    ({"devices": [0, "1;ls"]}, "each device id must be an integer"),
+    ({"devices": [0, 0]}, "must not repeat"),
+    ({"devices": [256]}, "0..255"),
+    ({"checkpoint": "../../etc/passwd"}, "no '..'"),
+    ({"checkpoint": "models/x.pth; curl evil"}, "no '..', spaces or shell characters"),
+    ({"checkpoint": "s3://Bad_Bucket/x.pth"}, "shell characters"),
+    ({"precision_mode": "fast"}, "precision_mode must be one of"),
+    ({"threads": -1}, "threads must be an integer in 0..64"),
+    ({"keep_raw_outputs": "yes"}, "keep_raw_outputs must be true or false"),
+    ({"precision": "fp16"}, "precision must be one of fp32, int8, got 'fp16'"),
+    ({"bogus": 1}, "unknown parameter(s) bogus"),
+])
+def test_bad_params_are_refused_with_the_fix(conf, message):
+    with pytest.raises(ParamError) as err:
+        validate(conf)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("soc", ["Ascend310", "Ascend310P3", "Ascend910B1", "Ascend310B4", "Ascend910_9391"])
+def test_real_soc_names_pass(soc):
+    assert validate({"soc_version": soc}).soc_version == soc
+
+
+def test_cpu_shards_cover_every_grid_once():
+    shards = plan_shards(1001, "cpu", [0], 250)
+    assert len(shards) == 5
+    covered = [g for s in shards for g in range(s["start"], s["start"] + s["count"])]
+    assert covered == list(range(1001))
+    assert shards[2]["bins_prefix"] == "bins/shard_0002" and shards[0]["device"] is None
+
+
+def test_the_parity_sample_is_planned_once_and_split_over_the_shards():
+    shards = plan_shards(1000, "cpu", [0], 300)
+    parity = [g for s in shards for g in s["parity"]]
+    assert len(parity) == 32 and parity == sorted(set(parity)) and parity[0] == 0 and parity[-1] == 999
+    for s in shards:
+        assert all(s["start"] <= g < s["start"] + s["count"] for g in s["parity"])
+        assert s["keep_raw_outputs"] is False
+    assert [g for s in plan_shards(5, "cpu", [0], 2) for g in s["parity"]] == [0, 1, 2, 3, 4]
+    assert all(s["keep_raw_outputs"] for s in plan_shards(5, "cpu", [0], 2, keep_raw_outputs=True))
+
+
+def test_keep_raw_outputs_reaches_the_plan():
+    when = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+    plan = make_plan({"num_grids": 3, "keep_raw_outputs": True}, run_id="r", logical_date=when,
+                     artifact_root="file:///x")
+    assert plan["params"]["keep_raw_outputs"] is True and all(s["keep_raw_outputs"] for s in plan["shards"])
+    assert validate({}).keep_raw_outputs is False
+
+
+def test_ascend_shards_by_size_with_an_optional_device_restriction():
+    shards = plan_shards(10, "ascend", [4, 5], 3)  # more shards than devices: each leases one when it runs
+    assert [s["count"] for s in shards] == [3, 3, 2, 2] and {s["device"] for s in shards} == {None}
+    assert all(s["devices"] == [4, 5] for s in shards)
+    assert all(s["devices"] is None for s in plan_shards(10, "ascend", None, 3))  # any NPU of the worker's host
+    assert plan_shards(10, "cpu", [4], 3)[0]["devices"] is None
+    assert validate({}).devices is None and validate({"devices": None}).devices is None
+
+
+def test_npu_tool_is_checked():
+    assert validate({"npu_tool": "ais_bench"}).npu_tool == "ais_bench" and validate({}).npu_tool == "msame"
+    with pytest.raises(ParamError, match="npu_tool must be one of msame, ais_bench"):
+        validate({"npu_tool": "trtexec"})
+
+
+def test_shard_count_is_capped_at_max_map_length():
+    shards = plan_shards(100_000, "cpu", [0], 1)
+    assert len(shards) == MAX_SHARDS and sum(s["count"] for s in shards) == 100_000
+
+
+def test_seed_from_logical_date_and_plan():
+    when = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+    assert derive_seed(when) == 20261126020000
+    plan = make_plan({"num_grids": 3, "seed": None}, run_id="scheduled__2026-11-26T02:00:00+00:00",
+                     logical_date=when, artifact_root="file:///tmp/a/")
+    assert plan["seed"] == 20261126020000 and plan["params"]["seed"] == 20261126020000
+    assert plan["workspace"] == "file:///tmp/a/runs/scheduled__2026-11-26T02-00-00-00-00"
+    assert plan["run_prefix"] == "runs/scheduled__2026-11-26T02-00-00-00-00"
+    assert make_plan({"seed": 7}, run_id="r", logical_date=when, artifact_root="file:///x")["seed"] == 7
+
+
+def test_safe_run_id():
+    assert safe_run_id("manual__2026-11-26T06:30:00.123+00:00") == "manual__2026-11-26T06-30-00.123-00-00"
+    with pytest.raises(ParamError):
+        safe_run_id("::")
+
+
+def test_the_label_sample_is_planned_once_and_split_over_the_shards():
+    from cgan.quality.report import LABEL_SAMPLE_GRIDS
+
+    shards = plan_shards(10_000, "cpu", [0], 1000)
+    judged = [g for s in shards for g in s["judge"]]
+    assert len(judged) == LABEL_SAMPLE_GRIDS and judged == sorted(set(judged)) and judged[-1] == 9999
+    for s in shards:
+        assert all(s["start"] <= g < s["start"] + s["count"] for g in s["judge"]) and s["judge"]
+    assert [g for s in plan_shards(5, "cpu", [0], 2) for g in s["judge"]] == [0, 1, 2, 3, 4]
+
+
+def test_checkpoints_only_from_the_configured_roots(tmp_path, monkeypatch):
+    from cgan import settings
+    from cgan.run.plan import check_checkpoint_root
+
+    monkeypatch.delenv("CGAN_CHECKPOINT_ROOTS", raising=False)
+    roots = settings.checkpoint_roots()
+    assert roots == ["models"]
+    assert check_checkpoint_root("models/cgan_generator.pth", roots)
+    for outside in ("/etc/passwd", "cgan/settings.py", "s3://any-bucket/g.pth"):
+        with pytest.raises(ParamError, match="outside the checkpoint roots .*CGAN_CHECKPOINT_ROOTS"):
+            check_checkpoint_root(outside, roots)
+    link = tmp_path / "models-link.pth"  # a link inside a root that points out of it is followed
+    link.symlink_to("/etc/hostname")
+    with pytest.raises(ParamError, match="outside the checkpoint roots"):
+        check_checkpoint_root(str(link), [str(tmp_path / "models")])
+    monkeypatch.setenv("CGAN_CHECKPOINT_ROOTS", f"models, {tmp_path}, s3://ckpts/team-a")
+    roots = settings.checkpoint_roots()
+    assert check_checkpoint_root(str(tmp_path / "g.pth"), roots)
+    assert check_checkpoint_root("s3://ckpts/team-a/g.pth", roots)
+    with pytest.raises(ParamError, match="outside"):
+        check_checkpoint_root("s3://ckpts/team-b/g.pth", roots)
+    when = datetime(2026, 11, 26, 2, tzinfo=UTC)
+    with pytest.raises(ParamError, match="outside the checkpoint roots"):
+        make_plan({"checkpoint": "/etc/passwd"}, run_id="r", logical_date=when, artifact_root="file:///x",
+                  checkpoint_roots=["models"])
+    monkeypatch.setenv("CGAN_CHECKPOINT_ROOTS", "s3://Bad_Bucket")
+    with pytest.raises(settings.ConfigError, match="CGAN_CHECKPOINT_ROOTS"):
+        settings.checkpoint_roots()
+
+
+@pytest.mark.parametrize("grids,slots,sizes", [
+    (2500, 2, [625] * 4),  # not 1000 + 1000 + 500: every slot gets the same share
+    (10_000, 2, [1000] * 10),
+    (10_000, 16, [625] * 16),
+    (10_000, 3, [834] * 4 + [833] * 8),  # a multiple of the slots, none over 1000
+    (2000, 4, [500] * 4),
+    (250, 4, [125] * 2),  # a small run does not split below 100 grids a shard to fill the slots
+    (100, 2, [100]),
+    (7, 4, [7]),
+    (2500, None, [834, 833, 833]),  # slots unknown: shards of at most 1000
+])
+def test_automatic_shards_are_balanced_over_the_inference_slots(grids, slots, sizes):
+    shards = plan_shards(grids, "cpu" if slots else "ascend", None, None, slots=slots)
+    assert [s["count"] for s in shards] == sizes
+    assert [g for s in shards for g in range(s["start"], s["start"] + s["count"])] == list(range(grids))
+
+
+def test_automatic_shard_sizing_is_the_default_and_reads_the_slots(monkeypatch):
+    monkeypatch.setenv("CGAN_CPU_INFER_TASKS", "2")
+    assert validate({}).grids_per_shard is None
+    plan = make_plan({"num_grids": 2500}, run_id="r", logical_date=datetime(2026, 1, 1, tzinfo=UTC),
+                     artifact_root="file:///x")
+    assert [s["count"] for s in plan["shards"]] == [625] * 4
+    # ascend: the NPUs the run names, else shards of at most 1000 (the pool's size is Airflow's)
+    assert len(plan_shards(2500, "ascend", [0, 1, 2], None)) == 3
+    assert len(plan_shards(4000, "ascend", [0, 1, 2], None)) == 6
+    assert len(plan_shards(2500, "ascend", None, None)) == 3
+    # a typed size is used as typed
+    typed = make_plan({"num_grids": 2500, "grids_per_shard": 1000}, run_id="r",
+                      logical_date=datetime(2026, 1, 1, tzinfo=UTC), artifact_root="file:///x")
+    assert [s["count"] for s in typed["shards"]] == [834, 833, 833]
+    with pytest.raises(ParamError, match="grids_per_shard must be an integer in 1..100000"):
+        validate({"grids_per_shard": 0})
