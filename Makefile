@@ -13,7 +13,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 QUIET := 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: install demo test lint lock train clean up down bench bench-gpu
+.PHONY: install demo test check lint lock train clean up down bench bench-gpu
 
 install: $(STAMP)
 
@@ -36,9 +36,11 @@ demo: install
 test: lint install
 	$(BIN)/python -m pytest
 
-# ruff (pycodestyle, pyflakes, isort, bugbear, pyupgrade, no Airflow in cgan/) and mypy; see pyproject.toml.
+# ruff (pycodestyle, pyflakes, isort, bugbear, pyupgrade, no Airflow in cgan/), the layer contracts
+# of DESIGN.md (import-linter) and mypy; see pyproject.toml.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 
 # Rewrite requirements.lock (runtime) and requirements-dev.lock (tests, tools) from the current

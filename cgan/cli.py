@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cgan import settings
 from cgan.errors import CganError
 from cgan.paths import MODELS_DIR
 from cgan.quality.classifier import DEFAULT_CLASSIFIER
@@ -76,7 +77,6 @@ def cmd_bins(args) -> int:
 
 def _precision(args) -> str:
     """--precision, else CGAN_CPU_PRECISION for onnxruntime; other backends run fp32 only."""
-    from cgan import settings
 
     if args.backend == "onnxruntime":
         return args.precision or settings.cpu_precision()
@@ -94,7 +94,8 @@ def _run_backend(args, model_or_checkpoint, input_dir, output_root, progress=Non
         if precision != "fp32":
             _say(f"onnxruntime at {precision} (the quantized model is built on first use and cached)")
         return run_onnxruntime(model_or_checkpoint, input_dir, output_root, threads=args.threads,
-                               warmup=args.warmup, progress=progress, precision=precision)
+                               warmup=args.warmup, progress=progress, precision=precision,
+                               split_deconv=settings.ort_split_deconv())
     from cgan.runtimes.pytorch_runner import run_pytorch
 
     return run_pytorch(model_or_checkpoint, input_dir, output_root, threads=args.threads,
@@ -281,7 +282,6 @@ def _check_checkpoint_here(checkpoint: str) -> str:
 
 
 def cmd_register_checkpoint(args) -> int:
-    from cgan import settings
     from cgan.integrations.airflow_api import AirflowApi, register_checkpoint
     from cgan.run.plan import check_checkpoint_root, validate_checkpoint
 

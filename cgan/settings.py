@@ -36,32 +36,14 @@ DAG is parsed, the artifact root by the run's first task).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import TypeVar
 
+from cgan.checks import env_number
 from cgan.errors import CganError
 from cgan.paths import PROJECT_ROOT
-
-_Number = TypeVar("_Number", int, float)
 
 
 class ConfigError(CganError, ValueError):
     """A deployment setting (environment variable) has a value that cannot work."""
-
-
-def env_number(name: str, default: object, lo: _Number, hi: _Number, unit: str, kind: type[_Number], *,
-               env: Mapping[str, str] | None = None, error: type[Exception] = ConfigError) -> _Number:
-    """The number in environment variable `name` (`default` when unset or empty), of `kind` (int:
-    digits only; float), in lo..hi; else `error` naming the variable, its value, the unit and the range."""
-    raw = (os.environ if env is None else env).get(name) or str(default)
-    try:
-        value = kind(raw) if kind is float or raw.isdigit() else None
-    except ValueError:
-        value = None
-    if value is None or not lo <= value <= hi:
-        what = "a whole number" if kind is int else "a number"
-        raise error(f"{name}={raw!r} must be {what} of {unit} in {lo}..{hi}")
-    return value
 
 
 def artifact_root() -> str:
@@ -156,14 +138,14 @@ def npu_tool() -> str:
 
 def retry_delay_s() -> float:
     """First retry delay of the DAG's tasks in seconds (tests lower it; production keeps 30)."""
-    return env_number("CGAN_RETRY_DELAY_S", 30, 0, 3600, "seconds", float)
+    return env_number("CGAN_RETRY_DELAY_S", 30, 0, 3600, "seconds", float, error=ConfigError)
 
 
 def ort_split_deconv() -> bool:
     """Whether ONNX Runtime loads the generator with phase-split ConvTransposes
     (cgan.runtimes.ort_graph). CGAN_ORT_SPLIT_DECONV: auto (default: on x86-64, where ONNX
     Runtime's blocked convolutions make it faster), on, or off."""
-    import platform
+    from cgan.runtimes.ort_graph import split_pays_off
 
     raw = (os.environ.get("CGAN_ORT_SPLIT_DECONV") or "auto").strip().lower()
     if raw in ("on", "true", "1", "yes"):
@@ -171,13 +153,13 @@ def ort_split_deconv() -> bool:
     if raw in ("off", "false", "0", "no"):
         return False
     if raw == "auto":
-        return platform.machine().lower() in ("x86_64", "amd64")
+        return split_pays_off()
     raise ConfigError(f"CGAN_ORT_SPLIT_DECONV={raw!r} must be auto, on or off")
 
 
 def workspace_retention_days() -> float:
     """Days a run workspace left behind (a failed run's) is kept before a later run removes it."""
-    return env_number("CGAN_WORKSPACE_RETENTION_DAYS", 7, 0, 3650, "days", float)
+    return env_number("CGAN_WORKSPACE_RETENTION_DAYS", 7, 0, 3650, "days", float, error=ConfigError)
 
 
 def cpu_precision() -> str:
@@ -196,7 +178,7 @@ def cpu_infer_tasks() -> int:
     Default: the cores of this machine, so at 1 ONNX Runtime thread per task (the form's default)
     the tasks never oversubscribe a LocalExecutor host. With Celery, set it to the sum over the
     default-queue workers of cores // threads, and each worker's concurrency to cores // threads."""
-    return env_number("CGAN_CPU_INFER_TASKS", os.cpu_count() or 1, 1, 4096, "tasks", int)
+    return env_number("CGAN_CPU_INFER_TASKS", os.cpu_count() or 1, 1, 4096, "tasks", int, error=ConfigError)
 
 
 def gate_thresholds():
@@ -249,7 +231,8 @@ def late_after_minutes() -> float | None:
     DAG's Deadline Alert). CGAN_LATE_AFTER_MINUTES; unset, empty or 0: no Deadline Alert (the
     local default: Airflow 3.3.2's `airflow dags test` crashes after a run of a DAG with one,
     apache/airflow#73428). docker-compose.yaml sets 240 for the nightly deployment."""
-    value = env_number("CGAN_LATE_AFTER_MINUTES", 0, 0, 10080, "minutes (0 or empty: no late-run alert)", float)
+    value = env_number("CGAN_LATE_AFTER_MINUTES", 0, 0, 10080, "minutes (0 or empty: no late-run alert)", float,
+                       error=ConfigError)
     return value or None
 
 

@@ -168,7 +168,8 @@ with DAG(
         return make_plan({k: params[k] for k in PARAMS}, run_id=run_id,
                          logical_date=logical_date or dag_run.run_after,
                          artifact_root=settings.artifact_root(), default_target=settings.default_target(),
-                         checkpoint_roots=settings.checkpoint_roots(), checkpoint_events=events)
+                         checkpoint_roots=settings.checkpoint_roots(), checkpoint_events=events,
+                         cpu_slots=settings.cpu_infer_tasks())
 
     @task(retries=0, execution_timeout=timedelta(minutes=1))
     def shards(planned: list[dict]) -> list[dict]:

@@ -52,6 +52,7 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
         self.precision = precision  # fp32 or int8 (cgan.runtimes.ort_int8, cached per worker)
 
     def execute(self, context) -> dict:
+        from cgan import settings
         from cgan.layout.workspace import outputs_prefix
         from cgan.recipe.perf import PERF_NAME, peak_rss_mb
         from cgan.run.shard_inputs import fetch_shard_bins
@@ -76,7 +77,8 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
             with ShardRenderer(store, judge=judged_stems(shard), stager=stager) as renderer:
                 run = run_onnxruntime(model, tmp / "bins", tmp / "out", threads=int(self.threads),
                                       progress=self._progress, precision=self.precision,
-                                      on_output=renderer.submit, write_stems=handed_stems(shard))
+                                      on_output=renderer.submit, write_stems=handed_stems(shard),
+                                      split_deconv=settings.ort_split_deconv())
                 tally = renderer.finish()
             cpu_s = {"inference": round(time.process_time() - cpu0 - sum(renderer.cpu_s.values()), 3),
                      **{part: round(secs, 3) for part, secs in renderer.cpu_s.items()}}

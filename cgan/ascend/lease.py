@@ -27,6 +27,7 @@ from pathlib import Path
 from cgan.ascend.errors import AscendError, NoFreeNpu
 from cgan.ascend.npu_smi import read_npu_smi
 from cgan.ascend.shards import parse_devices
+from cgan.checks import env_number
 
 ENV_DEVICES = "CGAN_NPU_DEVICES"
 ENV_LOCK_DIR = "CGAN_NPU_LOCK_DIR"
@@ -84,8 +85,6 @@ def lock_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def wait_s(env: Mapping[str, str] | None = None) -> float:
-    from cgan.settings import env_number
-
     return env_number(ENV_WAIT_S, DEFAULT_WAIT_S, 0, 86_400, "seconds to wait for a free NPU", float,
                       env=_env(env), error=AscendError)
 

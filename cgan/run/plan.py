@@ -162,14 +162,12 @@ def resolve_local_checkpoint(checkpoint: str) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
-def inference_slots(target: str, devices: list[int] | None) -> int | None:
+def inference_slots(target: str, devices: list[int] | None, cpu_slots: int | None = None) -> int | None:
     """How many inference tasks of one run work at once, where this process can know it: cpu,
-    CGAN_CPU_INFER_TASKS (cgan.settings.cpu_infer_tasks); ascend, the NPUs the run names (the
-    ascend_npu pool's size is Airflow's, not known here); None when unknown."""
+    `cpu_slots` (the deployment's CGAN_CPU_INFER_TASKS, passed in); ascend, the NPUs the run names
+    (the ascend_npu pool's size is Airflow's, not known here); None when unknown."""
     if target == "cpu":
-        from cgan import settings
-
-        return settings.cpu_infer_tasks()
+        return cpu_slots
     return len(devices) if devices else None
 
 
@@ -188,10 +186,10 @@ def auto_shard_count(num_grids: int, slots: int | None) -> int:
 
 def plan_shards(num_grids: int, target: str, devices: list[int] | None, grids_per_shard: int | None, *,
                 keep_raw_outputs: bool = False, parity_grids: int | None = None,
-                slots: int | None = None) -> list[dict]:
+                slots: int | None = None, cpu_slots: int | None = None) -> list[dict]:
     """Split grids 0..num_grids-1 into evenly sized shards, for either target: of at most
     grids_per_shard each when it is given, else automatically (auto_shard_count over `slots`, by
-    default inference_slots(target, devices)).
+    default inference_slots(target, devices, cpu_slots)).
 
     Each shard names its bins prefix (cgan.layout.workspace), the grids of the run's parity sample it
     holds (`parity`: the only raw outputs its inference task hands over, unless
@@ -204,7 +202,7 @@ def plan_shards(num_grids: int, target: str, devices: list[int] | None, grids_pe
     from cgan.quality.report import DEFAULT_PARITY_GRIDS, evenly_spaced, label_sample
 
     if grids_per_shard is None:
-        count = auto_shard_count(num_grids, slots if slots is not None else inference_slots(target, devices))
+        count = auto_shard_count(num_grids, slots if slots is not None else inference_slots(target, devices, cpu_slots))
     else:
         count = math.ceil(num_grids / grids_per_shard)
     count = min(count, MAX_SHARDS)
@@ -258,12 +256,13 @@ def event_checkpoint(events: list[dict]) -> dict | None:
 
 def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root: str,
               default_target: str = "cpu", checkpoint_roots: list[str] | None = None,
-              checkpoint_events: list[dict] | None = None) -> dict:
+              checkpoint_events: list[dict] | None = None, cpu_slots: int | None = None) -> dict:
     """Everything the tasks of one run need: checked params, seed, workspace, shards, publish prefix,
     and the checkpoint the run uses (every task reads it from here, never from the params).
     With `checkpoint_events` (a run triggered by CHECKPOINT_ASSET), the newest event's checkpoint
     replaces the params' (event_checkpoint). With `checkpoint_roots`, the checkpoint must lie
-    under one of them (check_checkpoint_root)."""
+    under one of them (check_checkpoint_root). `cpu_slots`: the cpu inference tasks that may run
+    at once (sizes an automatic plan; see inference_slots)."""
     conf = dict(conf)
     if conf.get("target") is None:
         conf["target"] = default_target
@@ -290,7 +289,7 @@ def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root:
         "target": params.target,
         "workspace": workspace_uri(artifact_root, run_key),
         "shards": plan_shards(params.num_grids, params.target, params.devices, params.grids_per_shard,
-                              keep_raw_outputs=params.keep_raw_outputs),
+                              keep_raw_outputs=params.keep_raw_outputs, cpu_slots=cpu_slots),
         "run_prefix": f"{RUNS_PREFIX}/{run_key}",  # in the publish bucket
         "logical_date": logical_date.isoformat(),
     }

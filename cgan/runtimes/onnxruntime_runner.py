@@ -15,15 +15,15 @@ def make_session(model_path: str | os.PathLike, threads: int = 1, *, split_decon
                  precision: str = "fp32", int8_cache: str | os.PathLike | None = None, on_build=None):
     """An ONNX Runtime CPU session; `split_deconv` loads the graph with its 128->64 style
     ConvTransposes as phase Convs (cgan.runtimes.ort_graph; same outputs, faster on x86-64).
-    None: CGAN_ORT_SPLIT_DECONV (auto = on x86-64). precision int8: the cached int8 model of
-    that graph (cgan.runtimes.ort_int8, built on first use in `int8_cache`)."""
+    None: where it is faster (x86-64; the CGAN_ORT_SPLIT_DECONV setting is the caller's).
+    precision int8: the cached int8 model of that graph (cgan.runtimes.ort_int8, built on first use in `int8_cache`)."""
     import onnxruntime as ort
 
-    from cgan import settings
+    from cgan.runtimes.ort_graph import split_pays_off
     from cgan.runtimes.ort_int8 import check_precision, int8_model
 
     if split_deconv is None:
-        split_deconv = settings.ort_split_deconv()
+        split_deconv = split_pays_off()
     check_precision(precision)
 
     if not isinstance(threads, int) or threads < 0:
@@ -77,12 +77,14 @@ def run_onnxruntime(
     precision: str = "fp32",
     int8_cache: str | os.PathLike | None = None,
     write_stems: Collection[str] | None = None,
+    split_deconv: bool | None = None,
 ) -> InferenceRun:
     """Every bin of input_dir through ONNX Runtime at `precision` (fp32 or int8, see make_session);
     `write_stems`: whose raw outputs are written (None: all; see run_folder)."""
     import onnxruntime as ort
 
-    session = make_session(model_path, threads, precision=precision, int8_cache=int8_cache)
+    session = make_session(model_path, threads, precision=precision, int8_cache=int8_cache,
+                           split_deconv=split_deconv)
     batch = model_batch(session)
     if batch % SAMPLES_PER_GRID:
         raise InferenceError(f"model batch {batch} is not a multiple of {SAMPLES_PER_GRID}")

@@ -37,6 +37,14 @@ FUSABLE_ACTIVATIONS = {"Relu", "Tanh", "Sigmoid"}
 MIN_OUTPUT_CHANNELS = 16  # NCHWc block size; fewer output channels: keep ConvTranspose
 
 
+def split_pays_off() -> bool:
+    """Whether the split graph is the faster one here: on x86-64, where ONNX Runtime's blocked
+    convolutions apply (settings' CGAN_ORT_SPLIT_DECONV=auto)."""
+    import platform
+
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
 def _attrs(node) -> dict:
     from onnx import helper
 

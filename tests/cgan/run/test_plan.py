@@ -173,10 +173,12 @@ def test_automatic_shards_are_balanced_over_the_inference_slots(grids, slots, si
 
 
 def test_automatic_shard_sizing_is_the_default_and_reads_the_slots(monkeypatch):
+    from cgan import settings
+
     monkeypatch.setenv("CGAN_CPU_INFER_TASKS", "2")
     assert validate({}).grids_per_shard is None
     plan = make_plan({"num_grids": 2500}, run_id="r", logical_date=datetime(2026, 1, 1, tzinfo=UTC),
-                     artifact_root="file:///x")
+                     artifact_root="file:///x", cpu_slots=settings.cpu_infer_tasks())
     assert [s["count"] for s in plan["shards"]] == [625] * 4
     # ascend: the NPUs the run names, else shards of at most 1000 (the pool's size is Airflow's)
     assert len(plan_shards(2500, "ascend", [0, 1, 2], None)) == 3

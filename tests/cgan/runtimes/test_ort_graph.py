@@ -160,8 +160,10 @@ def test_sessions_follow_the_setting(monkeypatch, upstream_onnx, value, rewrites
     calls = []
     real = ort_graph.split_conv_transposes
     monkeypatch.setattr(ort_graph, "split_conv_transposes", lambda m: calls.append(1) or real(m))
+    from cgan import settings
+
     monkeypatch.setenv("CGAN_ORT_SPLIT_DECONV", value)
-    make_session(upstream_onnx)
+    make_session(upstream_onnx, split_deconv=settings.ort_split_deconv())
     assert len(calls) == rewrites
 
 
