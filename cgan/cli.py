@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from cgan import settings
+from cgan.ascend.toolkit import DEFAULT_TOOLKIT_HOME
 from cgan.errors import CganError
 from cgan.paths import MODELS_DIR
 from cgan.quality.classifier import DEFAULT_CLASSIFIER
@@ -367,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, choices=[1, 3],
                    help="msame: expected output channels (default: 1 or 3, the same for every bin)")
     p.add_argument("--timeout", type=float, help="msame: stop it after this many seconds")
-    p.add_argument("--toolkit-home", default="/usr/local/Ascend/ascend-toolkit",
-                   help="msame: source its set_env.sh when present (default /usr/local/Ascend/ascend-toolkit)")
+    p.add_argument("--toolkit-home", default=str(DEFAULT_TOOLKIT_HOME),
+                   help=f"msame: source its set_env.sh when present (default {DEFAULT_TOOLKIT_HOME})")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_infer)
 
@@ -381,8 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="atc --precision_mode (default force_fp16, atc's own default; "
                         "must_keep_origin_dtype keeps fp32)")
     p.add_argument("--log-level", default="error", help="atc --log: debug, info, warning, error, null")
-    p.add_argument("--toolkit-home", default="/usr/local/Ascend/ascend-toolkit",
-                   help="folder holding the CANN set_env.sh (default /usr/local/Ascend/ascend-toolkit)")
+    p.add_argument("--toolkit-home", default=str(DEFAULT_TOOLKIT_HOME),
+                   help=f"folder holding the CANN set_env.sh (default {DEFAULT_TOOLKIT_HOME})")
     p.add_argument("--atc-from-path", action="store_true",
                    help="if set_env.sh is missing, use the atc on PATH with the current environment")
     p.add_argument("--cache", help="conversion cache: a folder or a store URI (file://, s3://); "

@@ -21,12 +21,26 @@
 | CGAN_INT8_CACHE | ~/.cache/cgan/int8 | folder of the int8 models built from the ONNX (cpu, int8) |
 | CGAN_CHECKPOINT_ROOTS | models | folders and s3://bucket[/prefix] a run's checkpoint may come from |
 | CGAN_ALERT_WEBHOOK_URL, CGAN_ALERT_EMAIL_TO | (none) | where failure and late-run alerts go |
-| CGAN_ALERT_SMTP_HOST, _PORT, CGAN_ALERT_EMAIL_FROM | localhost, 25, cgan-airflow@localhost | e-mail alerts |
+| CGAN_ALERT_SMTP_HOST, CGAN_ALERT_SMTP_PORT, CGAN_ALERT_EMAIL_FROM | localhost, 25, cgan-airflow@... | e-mail |
 | CGAN_LATE_AFTER_MINUTES | (none: off) | a run not finished this long after queued is late (compose: 240) |
-| CGAN_AIRFLOW_API_URL, _USER, _PASSWORD | http://127.0.0.1:8080 | `cgan register-checkpoint`: Airflow's REST API |
+| CGAN_AIRFLOW_API_URL, CGAN_AIRFLOW_USER, CGAN_AIRFLOW_PASSWORD | http://127.0.0.1:8080 | Airflow's REST API |
 | CGAN_GATE_MIN_LABEL_ACCURACY | 0.90 | quality gate: least label accuracy (cgan.quality.gate) |
 | CGAN_GATE_MIN_CLASS_ACCURACY | 0.75 | quality gate: least accuracy of the worst digit |
 | CGAN_GATE_MIN_DIVERSITY | 0.5 | quality gate: least feature diversity of the worst digit |
+| CGAN_NPU_TOOL | msame | the form's default NPU tool: msame or ais_bench |
+| CGAN_CPU_INFER_TASKS | the cores | cpu inference tasks one run runs at once (sizes automatic shards) |
+| CGAN_ORT_SPLIT_DECONV | auto | ORT loads phase-split ConvTransposes: auto (x86-64), on, off |
+| CGAN_S3_ENDPOINT_URL | (boto3's) | S3 endpoint where no Airflow connection gives the client (`cgan`, s3:// stores) |
+
+Read on each Ascend worker, about the host it runs on (cgan.ascend.lease, cgan.ascend.toolkit):
+
+| variable | default | meaning |
+|---|---|---|
+| CGAN_NPU_DEVICES | `npu-smi info` | the host's NPU device ids, comma-separated |
+| CGAN_NPU_HOST | the hostname | the name this host's NPUs are reported under (`npu:<id>@<host>`) |
+| CGAN_NPU_LOCK_DIR | <tmp>/cgan-npu-locks | folder of the NPU lease locks, shared by every process on the host |
+| CGAN_NPU_LEASE_WAIT_S | 600 | seconds a task waits for a free NPU |
+| CGAN_ASCEND_PYTHON | (none) | CANN's own Python interpreter for atc and msame (the Ascend image sets it) |
 
 CGAN_ARTIFACT_ROOT and CGAN_PUBLISH_BUCKET are checked when read: a bucket or prefix that is
 not a valid S3 name is refused with the variable's name, before any work (the bucket when the
@@ -120,7 +134,9 @@ def published_url_template() -> str:
 
 
 def ascend_toolkit() -> str:
-    return os.environ.get("CGAN_ASCEND_TOOLKIT") or "/usr/local/Ascend/ascend-toolkit"
+    from cgan.ascend.toolkit import DEFAULT_TOOLKIT_HOME
+
+    return os.environ.get("CGAN_ASCEND_TOOLKIT") or str(DEFAULT_TOOLKIT_HOME)
 
 
 def atc_from_path() -> bool:

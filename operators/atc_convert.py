@@ -15,9 +15,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from cgan.ascend.toolkit import DEFAULT_TOOLKIT_HOME
 from operators.base import CganBaseOperator
-
-DEFAULT_TOOLKIT_HOME = "/usr/local/Ascend/ascend-toolkit"
 
 
 class AtcConvertOperator(CganBaseOperator):
@@ -45,7 +44,7 @@ class AtcConvertOperator(CganBaseOperator):
     ui_color = "#fde7e9"
 
     def __init__(self, *, onnx_uri: str, soc_version: str, precision_mode: str = "force_fp16",
-                 cache_uri: str | None = None, toolkit_home: str = DEFAULT_TOOLKIT_HOME,
+                 cache_uri: str | None = None, toolkit_home: str = str(DEFAULT_TOOLKIT_HOME),
                  atc_from_path: bool = False, log_level: str = "error", atc_timeout_s: float | None = None,
                  queue: str = "ascend", **kwargs):
         kwargs.setdefault("multiple_outputs", True)  # downstream tasks take one key (the model URI)

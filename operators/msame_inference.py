@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cgan.ascend.toolkit import DEFAULT_TOOLKIT_HOME
 from operators.base import CganBaseOperator
 
 
@@ -61,7 +62,7 @@ class MsameInferenceOperator(CganBaseOperator):
 
     def __init__(self, *, shard: dict, om_uri: str, om_name: str = "cgan.om", msame_path: str = "msame", loop: int = 1,
                  device: int | None = None, channels: int | None = None, msame_timeout_s: float | None = None,
-                 toolkit_home: str = "/usr/local/Ascend/ascend-toolkit", queue: str = "ascend",
+                 toolkit_home: str = str(DEFAULT_TOOLKIT_HOME), queue: str = "ascend",
                  pool: str = "ascend_npu", npu_tool: str = "msame", bucket: str | None = None,
                  run_prefix: str | None = None, **kwargs):
         super().__init__(queue=queue, pool=pool, **kwargs)

@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 def report(endpoint: str, out: Path) -> int:
     import boto3
 
-    from cgan.layout.published import LATEST_KEY, relative_objects
-    from cgan.layout.workspace import GRIDS_PREFIX, PERF_KEY, QUALITY_KEY
+    from cgan.layout.published import LATEST_KEY, PERF_KEY, QUALITY_KEY, relative_objects
+    from cgan.layout.workspace import GRIDS_PREFIX
     from scripts.local_stack import local_keys
 
     keys = local_keys()
@@ -90,13 +90,14 @@ def report(endpoint: str, out: Path) -> int:
 
 def report_storage(artifact_root: str) -> int:
     """What the run left in the artifact store: its workspace is removed once it is published."""
-    from cgan.layout.workspace import RUNS_PREFIX
+    from cgan.layout.published import RUNS_PREFIX
+    from cgan.storage.keys import join
     from cgan.storage.store import open_store
 
     if artifact_root.startswith("file:"):
         store = open_store(artifact_root)
         objects, size = store.usage()
-        runs = store.usage(RUNS_PREFIX)
+        runs = store.usage(join(RUNS_PREFIX))
         print(f"Artifact store {artifact_root}: {size / 1e6:.1f} MB in {objects} objects (the model store; "
               f"{runs[0]} objects of unpublished runs' workspaces, kept for inspection)")
     return 0

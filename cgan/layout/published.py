@@ -34,6 +34,7 @@ GRIDS_DIR = "grids/"
 PERF_KEY = "perf/perf.json"
 QUALITY_KEY = "quality/quality.json"
 LATENCY_PLOT_KEY = "perf/latency.png"
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a 100,000-grid run has a ~15 MB manifest
 
 
 def check_run_name(name: str) -> str:

@@ -27,21 +27,18 @@ bucket) mirrors the workspace's PUBLISHED_SECTIONS.
 
 from __future__ import annotations
 
+from cgan.layout.published import RUNS_PREFIX, SECTIONS
 from cgan.layout.tensors import OUTPUT_SUFFIX, bin_name
 from cgan.storage.keys import join
 
-RUNS_PREFIX = "runs"
 BINS_PREFIX = "bins"
 OUTPUTS_PREFIX = "outputs"
 GRIDS_PREFIX = "grids"
 PERF_PREFIX = "perf"
 QUALITY_PREFIX = "quality"
 LOGS_PREFIX = "logs"
-PUBLISHED_SECTIONS = (GRIDS_PREFIX, PERF_PREFIX, QUALITY_PREFIX)
+PUBLISHED_SECTIONS = SECTIONS  # the workspace holds the published sections under the published keys
 
-PERF_KEY = f"{PERF_PREFIX}/perf.json"
-LATENCY_PLOT_KEY = f"{PERF_PREFIX}/latency.png"
-QUALITY_KEY = f"{QUALITY_PREFIX}/quality.json"
 ATC_LOG_KEY = f"{LOGS_PREFIX}/atc.log"
 SHARD_PERF_NAME = "perf.json"
 RENDER_NAME = "render.json"
@@ -53,7 +50,7 @@ MODELS_PREFIX = "models"  # beside runs/ under the artifact root, not in a run's
 
 def workspace_uri(artifact_root: str, run_key: str) -> str:
     """The store URI of one run's workspace under the artifact root."""
-    return f"{artifact_root.rstrip('/')}/{RUNS_PREFIX}/{run_key}"
+    return f"{artifact_root.rstrip('/')}/{RUNS_PREFIX}{run_key}"
 
 
 def grid_name(grid: int) -> str:
@@ -144,7 +141,7 @@ def check_not_published_area(artifact_root: str, publish_bucket: str) -> None:
     if artifact_root.startswith("s3://") and artifact_root[5:].strip("/") == publish_bucket:
         raise StoreError(
             f"the artifact root {artifact_root} is the root of the publish bucket, so run workspaces "
-            f"({RUNS_PREFIX}/<run>) would be the published runs: give CGAN_ARTIFACT_ROOT another "
+            f"({RUNS_PREFIX}<run>) would be the published runs: give CGAN_ARTIFACT_ROOT another "
             f"bucket or a prefix, e.g. s3://{publish_bucket}-artifacts or s3://{publish_bucket}/artifacts"
         )
 
@@ -159,5 +156,5 @@ def remove_workspace(root_store, run_key: str) -> tuple[int, int]:
 
 def expired_workspaces(root_store, *, now: float, retention_days: float, keep: str = "") -> dict[str, float]:
     """{run key: age in days} of workspaces untouched for more than retention_days (not `keep`)."""
-    ages = {name: (now - newest) / 86400 for name, newest in root_store.folder_ages(RUNS_PREFIX).items()}
+    ages = {name: (now - newest) / 86400 for name, newest in root_store.folder_ages(join(RUNS_PREFIX)).items()}
     return {name: age for name, age in sorted(ages.items()) if age > retention_days and name != keep}

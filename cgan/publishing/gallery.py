@@ -33,13 +33,19 @@ from typing import Any, TypeGuard
 
 from cgan.errors import CganError
 from cgan.layout import published as layout
-from cgan.layout.published import GRIDS_DIR, LATENCY_PLOT_KEY, PERF_KEY, QUALITY_KEY, RUNS_PREFIX
+from cgan.layout.published import (
+    GRIDS_DIR,
+    LATENCY_PLOT_KEY,
+    MAX_MANIFEST_BYTES,
+    PERF_KEY,
+    QUALITY_KEY,
+    RUNS_PREFIX,
+)
 from cgan.storage import s3
 from cgan.storage.keys import StoreError, check_bucket, check_key
 
 MAX_RUNS = 200  # runs returned by list_runs
 MAX_SCAN = 5000  # run prefixes looked at by list_runs
-MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a 100,000-grid run has a ~15 MB manifest
 MAX_JSON_BYTES = 4 * 1024 * 1024  # perf.json, quality.json
 MAX_PNG_BYTES = 32 * 1024 * 1024
 HEAD_WORKERS = 8

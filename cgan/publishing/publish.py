@@ -47,6 +47,7 @@ from cgan.errors import CganError
 from cgan.layout.published import (
     GRIDS_DIR,
     LATEST_KEY,
+    MAX_MANIFEST_BYTES,
     QUALITY_KEY,
     RUNS_PREFIX,
     SECTIONS,
@@ -64,7 +65,6 @@ from cgan.storage.keys import check_bucket, check_key, join
 LATEST_NAME = LATEST_KEY  # the name callers of this module know it by; the key lives in published_layout
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 PUBLISH_THREADS = 8
-MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 LATEST_TRIES = 5
 
 Log = Callable[[str], None]

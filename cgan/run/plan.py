@@ -277,7 +277,8 @@ def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root:
             if registered is None:
                 raise
             raise ParamError(f"{registered['source']}: {exc}") from None
-    from cgan.layout.workspace import RUNS_PREFIX, workspace_uri
+    from cgan.layout.published import run_prefix
+    from cgan.layout.workspace import workspace_uri
 
     seed = params.seed if params.seed is not None else derive_seed(logical_date)
     run_key = safe_run_id(run_id)
@@ -290,6 +291,6 @@ def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root:
         "workspace": workspace_uri(artifact_root, run_key),
         "shards": plan_shards(params.num_grids, params.target, params.devices, params.grids_per_shard,
                               keep_raw_outputs=params.keep_raw_outputs, cpu_slots=cpu_slots),
-        "run_prefix": f"{RUNS_PREFIX}/{run_key}",  # in the publish bucket
+        "run_prefix": run_prefix(run_key),  # in the publish bucket
         "logical_date": logical_date.isoformat(),
     }

@@ -28,11 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from cgan.errors import InferenceError
+from cgan.layout.published import LATENCY_PLOT_KEY, PERF_KEY, QUALITY_KEY
 from cgan.layout.workspace import (
     GRIDS_PREFIX,
-    LATENCY_PLOT_KEY,
-    PERF_KEY,
-    QUALITY_KEY,
     RENDER_NAME,
     STAGED_KEY,
     grid_name,
