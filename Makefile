@@ -36,6 +36,11 @@ demo: install
 test: lint install
 	$(BIN)/python -m pytest
 
+# The inner loop: lint and the domain library's fast unit tests (no Airflow, no S3 server).
+check: lint
+	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider tests/cgan tests/test_import_contracts.py \
+	  tests/test_lint_config.py
+
 # ruff (pycodestyle, pyflakes, isort, bugbear, pyupgrade, no Airflow in cgan/), the layer contracts
 # of DESIGN.md (import-linter) and mypy; see pyproject.toml.
 lint: install
@@ -50,7 +55,7 @@ lock:
 	$(BIN)/python scripts/locks.py split
 	$(BIN)/python scripts/locks.py wheels
 
-# Re-train the committed models (not part of CI; see README "Models").
+# Re-train the committed models (not part of CI; see docs/models.md).
 train: install
 	$(BIN)/python scripts/train_classifier.py --out-dir models
 	$(BIN)/python scripts/train_cgan.py --out models/cgan_generator.pth

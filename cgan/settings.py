@@ -7,7 +7,7 @@
 | CGAN_S3_CONN_ID | cgan_s3 | Airflow connection of the object store |
 | CGAN_DEFAULT_TARGET | cpu | target of nightly runs: cpu or ascend |
 | CGAN_SOC_VERSION | Ascend310P3 | default --soc_version of atc |
-| CGAN_DEVICES | 0 | default device ids (npu-smi's Device column), comma-separated |
+| CGAN_DEVICES | (none: any NPU) | the form's default devices (npu-smi's Device column), comma-separated |
 | CGAN_SCHEDULE | 0 2 * * * | cron of the nightly run |
 | CGAN_TIMEZONE | UTC | timezone of that cron |
 | CGAN_NUM_GRIDS | 100 | default grids per run |

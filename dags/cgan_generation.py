@@ -95,7 +95,7 @@ PARAMS = {
                                           "grids are rendered on the inference workers."),
     "precision": Param(settings.cpu_precision(), type="string", enum=list(PRECISIONS), title="CPU precision",
                        description="Target cpu: fp32, or int8 (ONNX Runtime static quantization, built once "
-                                   "per model; label accuracy within 0.005 of fp32, see README Performance). "
+                                   "per model; label accuracy within 0.005 of fp32, see docs/performance.md). "
                                    "Target ascend uses Precision mode."),
     # quality gate (cgan.quality.gate): empty = the deployment's default (CGAN_GATE_*)
     "gate_min_label_accuracy": Param(None, type=["null", "number"], section="Advanced",

@@ -219,7 +219,7 @@ class CeleryBenchStack(_BenchStack):
     dag-processor, triggerer and the default-queue Celery worker, each started with the
     environment and command its compose service has), SeaweedFS as the S3 server with the
     compose file's buckets (cgan, cgan-artifacts: the workspaces, airflow-logs: remote task
-    logs). The worker's concurrency: the README's rule, cores // threads per task (1)."""
+    logs). The worker's concurrency: the rule of docs/deployment.md, cores // threads per task (1)."""
 
     def __init__(self, root: Path, extra_env: dict[str, str] | None = None):
         from tests.distributed.topology import CeleryStack, S3Target, Worker, check_services

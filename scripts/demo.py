@@ -14,6 +14,7 @@ import argparse
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,8 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         print("Preparing Airflow (SQLite in var/airflow) ...", flush=True)
         prepare_airflow(env)
         conf = {"num_grids": args.num_grids, "seed": args.seed, "target": "cpu"}
-        print(f"Running cgan_generation once with {json.dumps(conf)} ...", flush=True)
-        airflow(env, "dags", "test", "cgan_generation", "-c", json.dumps(conf), quiet=False)
+        log = VAR / "demo-airflow.log"
+        print(f"Running cgan_generation once with {json.dumps(conf)} (Airflow's log: {log}) ...", flush=True)
+        start = time.monotonic()
+        airflow(env, "dags", "test", "cgan_generation", "-c", json.dumps(conf), log=log)
+        print(f"The DAG run succeeded in {time.monotonic() - start:.1f} s: plan, export, bins, inference, "
+              "postprocess, publish, quality gate, cleanup.")
         report(endpoint, args.out.resolve())
         return report_storage(env["CGAN_ARTIFACT_ROOT"])
     finally:
@@ -85,6 +90,7 @@ def report(endpoint: str, out: Path) -> int:
     print(f"Quality: {out / QUALITY_KEY} (label accuracy {summary.get('label_accuracy')}, "
           f"parity max abs error {summary.get('parity_max_abs_err')})")
     print(f"Perf: {out / PERF_KEY} ({summary.get('grids_per_s')} grids/s on the CPU)")
+    print("Gallery: `make up`, then http://127.0.0.1:8080/cgan-gallery/ (the Airflow UI's Browse menu)")
     return 0
 
 

@@ -64,7 +64,16 @@ def local_env(endpoint: str) -> dict[str, str]:
     return env
 
 
-def airflow(env: dict, *args: str, quiet: bool = True) -> None:
+def airflow(env: dict, *args: str, quiet: bool = True, log: Path | None = None) -> None:
+    """Run an airflow command; quiet: its output only on failure; log: its whole output into that file."""
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as fh:
+            proc = subprocess.run([AIRFLOW, *args], env=env, stdout=fh, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            sys.stderr.write(log.read_text()[-5000:])
+            raise SystemExit(f"`airflow {' '.join(args[:2])}` failed (exit {proc.returncode}); its whole log: {log}")
+        return
     proc = subprocess.run([AIRFLOW, *args], env=env, capture_output=quiet, text=True)
     if proc.returncode != 0:
         if quiet:

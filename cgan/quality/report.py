@@ -45,7 +45,7 @@ LABEL_SAMPLE_GRIDS = 200
 Z95 = 1.959964
 EXPECTED_LABELS = np.tile(np.arange(NUM_CLASSES), SAMPLES_PER_GRID // NUM_CLASSES)
 # Parity bounds per precision (|output - PyTorch fp32|, outputs in (-1, 1)). fp32: rounding only.
-# int8: measured max 0.18-0.30, mean 0.004-0.006 on the committed generator (README Performance).
+# int8: measured max 0.18-0.30, mean 0.004-0.006 on the committed generator (docs/performance.md).
 PARITY_LIMITS = {
     "fp32": {"max_abs": 1e-3, "mean_abs": 1e-4},
     "int8": {"max_abs": 0.5, "mean_abs": 0.01},

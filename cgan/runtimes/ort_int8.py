@@ -6,7 +6,7 @@ has int8 Conv kernels but no int8 ConvTranspose), in QDQ format with per-channel
 and uint8 activations, calibrated (MinMax) on seeded input batches of the recipe's layout.
 The output tail, from the last Conv/Gemm to the graph output (the generator's final
 overlap-add Conv and Tanh), stays in fp32: it is a few percent of the work and most of the
-pixel error. Measured choices and numbers: README, Performance.
+pixel error. Measured choices and numbers: docs/performance.md.
 
 Built once per (ONNX sha256, settings, ONNX Runtime version) and kept in a local cache folder
 as `cgan-int8-<key>.onnx` (written atomically; the key is also stored in the model and

@@ -9,7 +9,7 @@ What it proves:
   publishes with that checkpoint: the plan's XCom and the published manifest name it;
 - with CGAN_LATE_AFTER_MINUTES tiny, the Deadline Alert's callback runs in the triggerer and the
   late-run alert reaches the webhook and the SMTP server, naming the run, with no credential;
-- an event posted straight to the REST API (the README's curl) with a checkpoint outside
+- an event posted straight to the REST API (the curl of docs/assets.md) with a checkpoint outside
   CGAN_CHECKPOINT_ROOTS starts a run that `plan` refuses with a clear message, and the failure
   alert (FailureAlert) reaches the webhook and the e-mail: run, task, reason, log link;
 - the command's errors against the real api-server: a wrong password (401), an unknown asset.
@@ -209,7 +209,7 @@ def test_an_event_with_a_checkpoint_outside_the_roots_is_refused_by_plan(stack):
     http = stack["http"]
     assets = api(stack, "/api/v2/assets", name_pattern="cgan_checkpoint")["assets"]
     asset_id = [a["id"] for a in assets if a["name"] == "cgan_checkpoint"][0]
-    # the README's curl: POST /api/v2/assets/events with the checkpoint in the extra
+    # the curl of docs/assets.md: POST /api/v2/assets/events with the checkpoint in the extra
     posted = http.post("/api/v2/assets/events",
                        json={"asset_id": asset_id, "extra": {"checkpoint": "s3://someone-elses-bucket/g.pth"}})
     assert posted.status_code == 200, posted.text

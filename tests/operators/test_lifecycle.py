@@ -95,7 +95,7 @@ def test_many_runs_leave_the_artifact_store_bounded(tmp_path, upstream_checkpoin
             assert all(pattern[int(w.rsplit("run", 1)[1])] == "F" for w in workspaces)
             assert len(workspaces) <= RETENTION_DAYS // DAYS_BETWEEN_RUNS + 1
             assert result["left_bytes"] == store.usage()[1]
-        # the bound stated in the README: the model store plus the failed runs of the retention window
+        # the bound stated in docs/data-layout.md: the model store plus the failed runs of the retention window
         bound = model_bytes + (RETENTION_DAYS // DAYS_BETWEEN_RUNS + 1) * failed_bytes
         assert store.usage()[1] <= bound, history
         a_day_passes(root, DAYS_BETWEEN_RUNS)
