@@ -59,6 +59,8 @@ from cgan.paths import PROJECT_ROOT
 class ConfigError(CganError, ValueError):
     """A deployment setting (environment variable) has a value that cannot work."""
 
+    retryable = False
+
 
 def artifact_root() -> str:
     from cgan.storage.keys import StoreError
@@ -110,8 +112,9 @@ def devices() -> list[int] | None:
     try:
         return [int(d) for d in raw.split(",") if d.strip()]
     except ValueError:
-        raise ValueError(f"CGAN_DEVICES={raw!r} must be comma-separated device ids "
-                         "(the Device column of `npu-smi info`) such as 0,1") from None
+        raise ConfigError(f"CGAN_DEVICES={raw!r} must be comma-separated device ids "
+                          "(the Device column of `npu-smi info`) such as 0,1; fix it, or leave it "
+                          "empty for any NPU of each Ascend worker") from None
 
 
 def schedule() -> str:

@@ -39,11 +39,11 @@ from cgan.run.plan import (
     TARGETS,
 )
 from cgan.runtimes.ort_int8 import PRECISIONS
+from operators.ascend_inference import AscendInferenceOperator
 from operators.atc_convert import AtcConvertOperator
 from operators.cleanup import CleanupWorkspaceOperator
 from operators.export_onnx import ExportOnnxOperator
 from operators.input_bins import InputBinsOperator
-from operators.msame_inference import MsameInferenceOperator
 from operators.notify import FailureAlert, late_run_alert
 from operators.onnxruntime_inference import OnnxRuntimeInferenceOperator
 from operators.postprocess import PostprocessOperator
@@ -198,7 +198,7 @@ with DAG(
                              toolkit_home=settings.ascend_toolkit(), atc_from_path=settings.atc_from_path(),
                              aws_conn_id=settings.s3_conn_id(), execution_timeout=timedelta(hours=6))
     converted: Any = atc.output
-    msame = MsameInferenceOperator.partial(
+    msame = AscendInferenceOperator.partial(
         task_id="msame_infer", workspace=run["workspace"], om_uri=converted["om_uri"],
         om_name=converted["om_name"], queue="ascend", pool="ascend_npu", msame_path=settings.msame(),
         toolkit_home=settings.ascend_toolkit(), aws_conn_id=settings.s3_conn_id(), execution_timeout=timedelta(hours=1),

@@ -130,7 +130,7 @@ RUN mkdir -p /opt/cgan/plugins /opt/airflow/logs \
  && pip install --no-cache-dir --no-build-isolation --constraint /opt/cgan/requirements.lock \
       "apache-airflow==${AIRFLOW_VERSION}" -e /opt/cgan \
  && pip check \
- && python -c "import cgan.settings, operators.msame_inference, operators.atc_convert, airflow.providers.celery; \
+ && python -c "import cgan.settings, operators.ascend_inference, operators.atc_convert, airflow.providers.celery; \
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook" \
  && python -c "import shutil, sys; from cgan.ascend.toolkit import locate_toolkit; \
 py = shutil.which('python3', path=locate_toolkit().env['PATH']); \

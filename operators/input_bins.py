@@ -33,19 +33,21 @@ class InputBinsOperator(CganBaseOperator):
     def execute(self, context) -> dict:
         from cgan.layout.workspace import bins_pack_key
         from cgan.recipe.bins import write_bins_pack
+        from cgan.run.shard import Shard
 
         store = self.store
-        total = sum(s["count"] for s in self.shards)
+        shards = [Shard.from_xcom(s) for s in self.shards]
+        total = sum(s.count for s in shards)
         self.log.info("Writing %d input bins (seed %d) in %d shard(s) to %s", total, self.seed,
-                      len(self.shards), store.uri)
+                      len(shards), store.uri)
         done = 0
         with tempfile.TemporaryDirectory(prefix="cgan-bins-") as tmp:
-            for shard in self.shards:
-                local = Path(tmp) / shard["bins_prefix"]
-                store.delete_prefix(shard["bins_prefix"])
-                pack = write_bins_pack(local / "pack", shard["count"], int(self.seed), start=shard["start"])
-                store.put_file(pack, bins_pack_key(shard["shard"]))
+            for shard in shards:
+                local = Path(tmp) / shard.bins_prefix
+                store.delete_prefix(shard.bins_prefix)
+                pack = write_bins_pack(local / "pack", shard.count, int(self.seed), start=shard.start)
+                store.put_file(pack, bins_pack_key(shard.index))
                 shutil.rmtree(local)
-                done += shard["count"]
+                done += shard.count
                 self.log.info("bins %d/%d", done, total)
         return {"bins": done, "seed": int(self.seed)}

@@ -14,7 +14,6 @@ retry never mixes its outputs with an earlier try's. The other raw outputs never
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,47 +52,31 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
 
     def execute(self, context) -> dict:
         from cgan import settings
-        from cgan.layout.workspace import outputs_prefix
-        from cgan.recipe.perf import PERF_NAME, peak_rss_mb
-        from cgan.run.shard_inputs import fetch_shard_bins
-        from cgan.run.shard_render import ShardRenderer, hand_over, handed_stems, judged_stems
+        from cgan.run.inference import run_shard
+        from cgan.run.shard import Shard
         from cgan.runtimes.onnxruntime_runner import run_onnxruntime
         from operators.artifact_store import open_grid_stager
 
-        store, shard = self.store, self.shard
-        index, prefix = shard["shard"], outputs_prefix(shard["shard"])
+        shard = Shard.from_xcom(self.shard)
+        split_deconv = settings.ort_split_deconv()
         with tempfile.TemporaryDirectory(prefix="cgan-ort-") as tmp_dir:
             tmp = Path(tmp_dir)
             model = self.fetch(self.onnx_uri, tmp / "cgan.onnx")
-            bins = fetch_shard_bins(store, shard, tmp / "bins")
-            self.log.info("Shard %d: %d grid(s) through ONNX Runtime, %s thread(s), %s", index, len(bins),
-                          self.threads, self.precision)
-            store.delete_prefix(prefix)  # no render.json of an earlier try survives this one
-            stager = open_grid_stager(self.bucket, self.run_prefix, self.aws_conn_id)
-            if stager is not None:
-                self.log.info("Shard %d: grid PNGs staged in s3://%s/%s/ as they are rendered", index,
-                              stager.bucket, stager.root)
-            cpu0 = time.process_time()
-            with ShardRenderer(store, judge=judged_stems(shard), stager=stager) as renderer:
-                run = run_onnxruntime(model, tmp / "bins", tmp / "out", threads=int(self.threads),
-                                      progress=self._progress, precision=self.precision,
-                                      on_output=renderer.submit, write_stems=handed_stems(shard),
-                                      split_deconv=settings.ort_split_deconv())
-                tally = renderer.finish()
-            cpu_s = {"inference": round(time.process_time() - cpu0 - sum(renderer.cpu_s.values()), 3),
-                     **{part: round(secs, 3) for part, secs in renderer.cpu_s.items()}}
-            handed = hand_over(store, shard, run.output_dir, tally, [run.output_dir / PERF_NAME])
-        # the whole task process (start-up, DAG parse, downloads, hand-over too), for make bench
-        cpu_s["task_process"] = round(time.process_time(), 3)
-        perf, peak_mb = run.perf, peak_rss_mb()
-        self.log.info("Shard %d done: %.2f ms per call (p99 %.2f), %.1f grids/s; %d grid PNG(s) rendered "
-                      "during inference (%s), %d raw output(s) kept; peak memory %s MiB", index,
-                      perf.latency_ms["mean"], perf.latency_ms["p99"], perf.grids_per_s, tally["grids"],
-                      "staged in the publish bucket" if stager else "in the workspace", handed["raw_outputs"],
-                      peak_mb)
-        return {"shard": index, "outputs_prefix": prefix, "grids": perf.grids, "grids_per_s": perf.grids_per_s,
-                "raw_outputs_kept": handed["raw_outputs"], "cpu_s": cpu_s, "peak_rss_mb": peak_mb,
-                "staged_root": stager.root if stager else None}
+
+            def onnxruntime(bins: Path, out: Path, on_output):
+                return run_onnxruntime(model, bins, out, threads=int(self.threads), progress=self._progress,
+                                       precision=self.precision, on_output=on_output, write_stems=shard.handed_stems,
+                                       split_deconv=split_deconv), []
+
+            self.log.info("Shard %d through ONNX Runtime, %s thread(s), %s", shard.index, self.threads, self.precision)
+            result = run_shard(self.store, shard, tmp, onnxruntime, log=self.log.info,
+                               stager=open_grid_stager(self.bucket, self.run_prefix, self.aws_conn_id))
+        perf = result.perf
+        self.log.info("Shard %d done: %.2f ms per call (p99 %.2f), %.1f grids/s; %d grid PNG(s) rendered during "
+                      "inference, %d raw output(s) kept; CPU s %s; peak memory %s MiB", shard.index,
+                      perf.latency_ms["mean"], perf.latency_ms["p99"], perf.grids_per_s, result.tally["grids"],
+                      result.raw_outputs_kept, result.cpu_s, result.peak_rss_mb)
+        return {**result.as_xcom(), "cpu_s": result.cpu_s, "peak_rss_mb": result.peak_rss_mb}
 
     def _progress(self, done: int, total: int) -> None:
         from cgan.progress import is_tenth

@@ -31,6 +31,7 @@ class PostprocessOperator(CganBaseOperator):
     def execute(self, context) -> dict:
         from cgan.quality.gate import thresholds
         from cgan.run.postprocess import postprocess_run
+        from cgan.run.shard import Shard
         from cgan.settings import gate_thresholds
 
         run_params = self.run_params or {}
@@ -38,7 +39,8 @@ class PostprocessOperator(CganBaseOperator):
         with tempfile.TemporaryDirectory(prefix="cgan-post-ckpt-") as tmp:
             checkpoint = self.local_checkpoint(self.checkpoint, tmp)
             self.log.info("Postprocessing %d shard(s) in %s", len(self.shards), self.store.uri)
-            summary = postprocess_run(self.store, self.shards, checkpoint, log=self.log.info,
+            shards = [Shard.from_xcom(s) for s in self.shards]
+            summary = postprocess_run(self.store, shards, checkpoint, log=self.log.info,
                                       target=run_params.get("target", "cpu"),
                                       precision_mode=run_params.get("precision_mode", "force_fp16"), limits=limits)
         self.log.info(

@@ -123,9 +123,11 @@ def _peak_rss_mb(code: str) -> tuple[float, float]:
 TASK_CODE = {
     "export_onnx": "from cgan.recipe.export import export_onnx; export_onnx({ckpt!r}, {ws!r} + '/cgan.onnx')",
     "input_bins": ("from cgan.run.plan import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
-                   "from cgan.recipe.bins import write_bins\n"
+                   "from cgan.recipe.bins import write_bins, write_bins_pack\n"
+                   "from cgan.layout.workspace import bins_pack_key\n"
                    "for s in plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD):\n"
-                   "    write_bins({ws!r} + '/' + s['bins_prefix'], s['count'], 1, start=s['start'])"),
+                   "    write_bins({ws!r} + '/' + s.bins_prefix, s.count, 1, start=s.start)\n"
+                   "    write_bins_pack({ws!r} + '/' + bins_pack_key(s.index), s.count, 1, start=s.start)"),
     "onnxruntime_infer": ("from cgan.run.plan import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
                           "from cgan.runtimes.onnxruntime_runner import run_onnxruntime\n"
                           "from cgan.run.shard_render import ShardRenderer; from cgan.storage.store import open_store\n"
@@ -133,7 +135,7 @@ TASK_CODE = {
                           "import shutil, pathlib\n"
                           "s = plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD)[0]\n"
                           "renderer = ShardRenderer(open_store(pathlib.Path({ws!r} + '/rendered').as_uri()))\n"
-                          "r = run_onnxruntime({ws!r} + '/cgan.onnx', {ws!r} + '/' + s['bins_prefix'],\n"
+                          "r = run_onnxruntime({ws!r} + '/cgan.onnx', {ws!r} + '/' + s.bins_prefix,\n"
                           "                    {ws!r} + '/tmp-out', on_output=renderer.submit)\n"
                           "renderer.finish()\n"
                           "shutil.copytree(r.output_dir, {ws!r} + '/' + outputs_prefix(0), dirs_exist_ok=True)"),
@@ -145,10 +147,10 @@ TASK_CODE = {
                     "ws = pathlib.Path({ws!r})\n"
                     "shards = plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD, keep_raw_outputs=True)\n"
                     "for s in shards[1:]:\n"
-                    "    for g in range(s['start'], s['start'] + s['count']):\n"
-                    "        (ws / output_key(s['shard'], g)).parent.mkdir(parents=True, exist_ok=True)\n"
-                    "        shutil.copyfile(ws / output_key(0, g - s['start']), ws / output_key(s['shard'], g))\n"
-                    "    shutil.copyfile(ws / shard_perf_key(0), ws / shard_perf_key(s['shard']))\n"
+                    "    for g in s.grids:\n"
+                    "        (ws / output_key(s.index, g)).parent.mkdir(parents=True, exist_ok=True)\n"
+                    "        shutil.copyfile(ws / output_key(0, g - s.start), ws / output_key(s.index, g))\n"
+                    "    shutil.copyfile(ws / shard_perf_key(0), ws / shard_perf_key(s.index))\n"
                     "postprocess_run(open_store(ws.as_uri()), shards, {ckpt!r}, log=lambda m: None)"),
 }
 # VmHWM (the peak RSS of this process image): unlike ru_maxrss it is not inherited across exec

@@ -21,11 +21,19 @@ def make_workspace(root: Path, onnx: Path, checkpoint: Path, *, grids: int, per_
     shards = plan_shards(grids, "cpu", [0], per_shard)
     local = root.parent / (root.name + "-local")
     for shard in shards:
-        bins = local / shard["bins_prefix"]
-        write_bins(bins, shard["count"], seed, start=shard["start"])
-        upload_dir(store, bins, shard["bins_prefix"])
-        run = run_onnxruntime(onnx, bins, local / f"out{shard['shard']}")
-        upload_dir(store, run.output_dir, outputs_prefix(shard["shard"]))
+        bins = local / shard.bins_prefix
+        write_bins(bins, shard.count, seed, start=shard.start)
+        upload_pack(store, shard, bins)
+        run = run_onnxruntime(onnx, bins, local / f"out{shard.index}")
+        upload_dir(store, run.output_dir, outputs_prefix(shard.index))
     if postprocess:
         postprocess_run(store, shards, checkpoint, log=lambda m: None)
     return store, shards
+
+
+def upload_pack(store, shard, bins_dir: Path) -> None:
+    """The shard's input bins in the workspace as input_bins leaves them: one pack, back to back."""
+    from cgan.layout.workspace import bins_pack_key
+
+    files = sorted(Path(bins_dir).glob("*.bin"))
+    store.put_bytes(b"".join(f.read_bytes() for f in files), bins_pack_key(shard.index))

@@ -6,13 +6,21 @@ from cgan.errors import CganError, InferenceError
 class AscendError(CganError):
     """A bad argument or a missing toolchain piece, found before any tool ran."""
 
+    retryable = False
+
 
 class ToolchainNotFound(AscendError):
     """set_env.sh, atc, msame or npu-smi is not where it was looked for."""
 
 
 class AtcError(CganError):
-    """atc ran and did not produce an om (or lied about it). Carries what atc printed."""
+    """atc ran and did not produce an om (or lied about it). Carries what atc printed.
+
+    Not retryable: atc is deterministic (the same ONNX, flags and toolkit give the same E-code on
+    every try), unless atc was killed by a signal (exit_code < 0: a timeout, the OOM killer),
+    which a retry may not meet again."""
+
+    retryable = False
 
     def __init__(self, message: str, *, codes: list[str] | None = None,
                  error_lines: list[str] | None = None, exit_code: int | None = None):
@@ -20,6 +28,7 @@ class AtcError(CganError):
         self.codes = list(codes or [])
         self.error_lines = list(error_lines or [])
         self.exit_code = exit_code
+        self.retryable = exit_code is not None and exit_code < 0
 
 
 class MsameError(InferenceError):

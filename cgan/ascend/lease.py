@@ -27,6 +27,7 @@ from pathlib import Path
 from cgan.ascend.errors import AscendError, NoFreeNpu
 from cgan.ascend.npu_smi import read_npu_smi
 from cgan.ascend.shards import parse_devices
+from cgan.ascend.validate import check_device
 from cgan.checks import env_number
 
 ENV_DEVICES = "CGAN_NPU_DEVICES"
@@ -115,6 +116,8 @@ def lease_device(*, allowed: Sequence[int] | None = None, env: Mapping[str, str]
     `wait_for_s` (default CGAN_NPU_LEASE_WAIT_S, 600), logging each minute, then NoFreeNpu naming
     the host and the devices it saw (the task's retries apply); a restriction this host cannot
     meet is an AscendError (no retry)."""
+    if allowed is not None:
+        allowed = [check_device(d) for d in allowed]
     devices, source = inventory(env, npu_smi)
     host = host_name()
     candidates = [d for d in devices if allowed is None or d in set(allowed)]

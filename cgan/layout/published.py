@@ -38,9 +38,11 @@ MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a 100,000-grid run has a ~15 MB manifes
 
 
 def check_run_name(name: str) -> str:
-    """A run is named by the one key part under runs/; ValueError otherwise."""
+    """A run is named by the one key part under runs/; StoreError otherwise."""
     if not isinstance(name, str) or name in (".", "..") or not KEY_PART_RE.match(name) or len(name) > 255:
-        raise ValueError(f"{name!r} is not the name of a published run")
+        raise StoreError(f"{name!r} is not the name of a published run: a run name is one key part under "
+                         f"{RUNS_PREFIX} (1 to 255 letters, digits and ._=+@-, not '.' or '..'): "
+                         "pick the run from the gallery's list of runs")
     return name
 
 

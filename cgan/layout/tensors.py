@@ -5,6 +5,8 @@ Sample k = 10*i + j uses noise row i and digit j, so a 10x10 grid has one noise 
 row and digit j in column j. Output bin: raw float32 [100, C, 28, 28], C in {1, 3}.
 """
 
+from cgan.errors import InputBinError
+
 NOISE_DIM = 62
 NUM_CLASSES = 10
 INPUT_DIM = NOISE_DIM + NUM_CLASSES  # 72
@@ -26,12 +28,13 @@ def output_bin_bytes(channels: int) -> int:
 
 
 def channels_from_output_size(num_bytes: int) -> int:
-    """C of an output bin from its byte size; ValueError when it matches no C."""
+    """C of an output bin from its byte size; InputBinError when it matches no C."""
     for channels in SUPPORTED_CHANNELS:
         if num_bytes == output_bin_bytes(channels):
             return channels
     expected = ", ".join(f"{output_bin_bytes(c):,} (C={c})" for c in SUPPORTED_CHANNELS)
-    raise ValueError(f"{num_bytes:,} bytes is not an output bin size; expected {expected}")
+    raise InputBinError(f"{num_bytes:,} bytes is not an output bin size; expected {expected}: the runtime "
+                        "wrote a partial or foreign output, re-run the shard's inference")
 
 
 OUTPUT_SUFFIX = "_output_0.bin"  # msame's directory mode: <input stem>_output_0.bin

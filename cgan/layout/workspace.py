@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from cgan.layout.published import RUNS_PREFIX, SECTIONS
 from cgan.layout.tensors import OUTPUT_SUFFIX, bin_name
-from cgan.storage.keys import join
+from cgan.storage.keys import StoreError, join
 
 BINS_PREFIX = "bins"
 OUTPUTS_PREFIX = "outputs"
@@ -56,23 +56,20 @@ def workspace_uri(artifact_root: str, run_key: str) -> str:
 def grid_name(grid: int) -> str:
     """`grid_000042`: the stem shared by a grid's input bin, output bin and PNG."""
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 0:
-        raise ValueError(f"grid index must be a non-negative integer, got {grid!r}")
+        raise StoreError(f"grid index must be a non-negative integer, got {grid!r}: workspace keys are made "
+                         "from the run's plan; clear the run from its plan task")
     return bin_name(grid)[: -len(".bin")]
 
 
 def _shard(index: int) -> str:
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise ValueError(f"shard index must be a non-negative integer, got {index!r}")
+        raise StoreError(f"shard index must be a non-negative integer, got {index!r}: workspace keys are made "
+                         "from the run's plan; clear the run from its plan task")
     return f"shard_{index:04d}"
 
 
 def bins_prefix(shard: int) -> str:
     return f"{BINS_PREFIX}/{_shard(shard)}"
-
-
-def bin_key(shard: int, grid: int) -> str:
-    """One grid's input bin (the layout before bins packs: still read where no pack exists)."""
-    return f"{bins_prefix(shard)}/{grid_name(grid)}.bin"
 
 
 def bins_pack_key(shard: int) -> str:
@@ -114,18 +111,6 @@ def grid_png_key(grid: int) -> str:
 def published_shard_file_key(shard: int, name: str) -> str:
     """Where postprocess puts a shard's perf record or tool log: `perf/shard_NNNN.<name>`."""
     return f"{PERF_PREFIX}/{_shard(shard)}.{name}"
-
-
-def shard_grids(shard: dict) -> range:
-    return range(shard["start"], shard["start"] + shard["count"])
-
-
-def kept_raw_outputs(shard: dict) -> set[int] | None:
-    """Grids whose raw output bin an inference task hands over: the shard's parity sample, or
-    None (every grid) when the run keeps raw outputs or the shard names no parity sample."""
-    if shard.get("keep_raw_outputs") or "parity" not in shard:
-        return None
-    return set(shard["parity"])
 
 
 def model_prefix(key: str) -> str:

@@ -54,7 +54,9 @@ OBJECT_KEYS = "_object_keys"  # in a cached manifest (its object list dropped): 
 
 
 class GalleryError(CganError):
-    """The published runs cannot be read as asked."""
+    """The published runs cannot be read as asked (a published object is damaged or too large)."""
+
+    retryable = False
 
 
 class NotFound(GalleryError):
@@ -63,6 +65,8 @@ class NotFound(GalleryError):
 
 class StoreUnavailable(GalleryError):
     """The object store refused or failed a request."""
+
+    retryable = True
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,7 @@ def check_run_name(name: str) -> str:
     """A run is named by the one key part under runs/ (the publish task's safe run id)."""
     try:
         return layout.check_run_name(name)
-    except ValueError as exc:
+    except StoreError as exc:
         raise NotFound(str(exc)) from None
 
 

@@ -77,10 +77,14 @@ class PublishError(CganError):
 class PublishConfigError(PublishError):
     """The object store refused the credentials or has no such bucket: fix the configuration."""
 
+    retryable = False
 
-class StagedGridsError(PublishConfigError):
+
+class StagedGridsError(PublishError):
     """A grid staged by an inference task is missing, short, or staged elsewhere: a retry of
     publish cannot help, the shard's inference task must run again."""
+
+    retryable = False
 
 
 @dataclass

@@ -54,6 +54,15 @@ THRESHOLD_PARAMS = ("gate_min_label_accuracy", "gate_min_class_accuracy", "gate_
 class QualityGateFailed(CganError):
     """The run's quality report missed at least one threshold (the message names each)."""
 
+    retryable = False  # the same outputs get the same verdict on every try
+
+
+class ThresholdError(CganError, ValueError):
+    """A gate threshold is not a number in 0..1, or a precision has no parity tolerance (a ValueError too,
+    so callers that check a value's form catch it)."""
+
+    retryable = False
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -67,7 +76,7 @@ class Thresholds:
 
 def check_threshold(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1 or math.isnan(value):
-        raise ValueError(f"{name} must be a number in 0..1, got {value!r}")
+        raise ThresholdError(f"{name} must be a number in 0..1 (a fraction such as 0.9), got {value!r}")
     return float(value)
 
 
@@ -91,8 +100,9 @@ def parity_tolerance(target: str, precision_mode: str, cpu_precision: str | None
             return PARITY_LIMITS["int8"]["max_abs"]
         return FP32_TOLERANCE
     if precision_mode not in PARITY_TOLERANCE:
-        raise ValueError(f"no parity tolerance for precision_mode {precision_mode!r}; known: "
-                         f"{', '.join(PARITY_TOLERANCE)}")
+        raise ThresholdError(f"no parity tolerance for precision_mode {precision_mode!r}; known: "
+                             f"{', '.join(PARITY_TOLERANCE)}: run with one of these, or measure the mode's "
+                             "tolerance (docs/reliability.md) and add it to PARITY_TOLERANCE")
     return PARITY_TOLERANCE[precision_mode]
 
 

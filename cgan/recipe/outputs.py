@@ -65,7 +65,7 @@ def read_output_bin(path: str | os.PathLike) -> np.ndarray:
     size = path.stat().st_size
     try:
         channels = channels_from_output_size(size)
-    except ValueError as exc:
+    except InputBinError as exc:
         raise InputBinError(f"output bin {path}: {exc}") from None
     data = np.fromfile(path, dtype=BIN_DTYPE)
     return data.reshape(SAMPLES_PER_GRID, channels, IMAGE_SIZE, IMAGE_SIZE).astype(np.float32)

@@ -13,6 +13,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cgan.errors import InferenceError
 from cgan.layout.tensors import SAMPLES_PER_GRID
 from cgan.storage.files import atomic_write_bytes
 
@@ -106,11 +107,15 @@ def aggregate(records: list[dict]) -> dict:
     figure; shards that ran side by side on several devices are not added up.
     """
     if not records:
-        raise ValueError("no shard perf records to aggregate")
+        raise InferenceError("no shard perf records to aggregate: no shard handed over its perf.json; "
+                             "re-run the inference tasks")
     samples = [v for r in records for v in r.get("samples_ms", [])]
     calls = sum(r["calls"] for r in records)
     if len(samples) != calls:
-        raise ValueError("a shard perf record lacks its samples_ms; cannot pool latencies")
+        short = next(i for i, r in enumerate(records) if len(r.get("samples_ms", [])) != r["calls"])
+        raise InferenceError(f"shard perf record {short} (of {len(records)}, in shard order) lacks its samples_ms, "
+                             "so latencies cannot be pooled: its perf.json is from an older version or cut "
+                             "short; re-run that shard's inference task")
     batch = records[0]["batch"]
     summary = latency_summary(samples)
     grids_per_s = 1000.0 * (batch / SAMPLES_PER_GRID) / summary["mean"] if summary["mean"] > 0 else 0.0

@@ -19,6 +19,7 @@ from cgan.ascend.validate import check_soc_version
 from cgan.errors import CganError
 from cgan.paths import PROJECT_ROOT
 from cgan.recipe.bins import MAX_GRIDS, MAX_SEED
+from cgan.run.shard import Shard
 from cgan.runtimes.ort_int8 import PRECISIONS
 
 TARGETS = ("cpu", "ascend")
@@ -38,6 +39,8 @@ CHECKPOINT_ASSET = "cgan_checkpoint"
 
 class ParamError(CganError):
     """A run parameter is missing, of the wrong type, out of range or unsafe."""
+
+    retryable = False
 
 
 @dataclass
@@ -186,19 +189,17 @@ def auto_shard_count(num_grids: int, slots: int | None) -> int:
 
 def plan_shards(num_grids: int, target: str, devices: list[int] | None, grids_per_shard: int | None, *,
                 keep_raw_outputs: bool = False, parity_grids: int | None = None,
-                slots: int | None = None, cpu_slots: int | None = None) -> list[dict]:
+                slots: int | None = None, cpu_slots: int | None = None) -> list[Shard]:
     """Split grids 0..num_grids-1 into evenly sized shards, for either target: of at most
     grids_per_shard each when it is given, else automatically (auto_shard_count over `slots`, by
     default inference_slots(target, devices, cpu_slots)).
 
-    Each shard names its bins prefix (cgan.layout.workspace), the grids of the run's parity sample it
-    holds (`parity`: the only raw outputs its inference task hands over, unless
-    `keep_raw_outputs`), the grids of the run's label sample it holds (`judge`, judged by the
-    classifier on the inference worker) and that flag. An ascend shard carries no device: its
-    task leases a free NPU of its own host when it starts (cgan.ascend.lease), among `devices`
-    when the run names them (`devices`: None = any); how many NPUs work at once is the
-    ascend_npu pool's size."""
-    from cgan.layout.workspace import bins_prefix
+    Each shard (cgan.run.shard.Shard) names the grids of the run's parity sample it holds
+    (`parity`: the only raw outputs its inference task hands over, unless `keep_raw_outputs`),
+    the grids of the run's label sample it holds (`judge`, judged by the classifier on the
+    inference worker) and that flag. An ascend shard carries no device: its task leases a free
+    NPU of its own host when it starts (cgan.ascend.lease), among `devices` when the run names
+    them (None = any); how many NPUs work at once is the ascend_npu pool's size."""
     from cgan.quality.report import DEFAULT_PARITY_GRIDS, evenly_spaced, label_sample
 
     if grids_per_shard is None:
@@ -209,17 +210,17 @@ def plan_shards(num_grids: int, target: str, devices: list[int] | None, grids_pe
     parity = evenly_spaced(num_grids, DEFAULT_PARITY_GRIDS if parity_grids is None else parity_grids)
     judged = label_sample(num_grids)
     base, extra = divmod(num_grids, count)
-    shards, start = [], 0
+    shards: list[Shard] = []
+    start = 0
     for i in range(count):
         size = base + (1 if i < extra else 0)
-        shards.append({
-            "shard": i, "start": start, "count": size, "bins_prefix": bins_prefix(i),
-            "device": None,
-            "devices": list(devices) if target == "ascend" and devices else None,
-            "parity": [g for g in parity if start <= g < start + size],
-            "judge": [g for g in judged if start <= g < start + size],
-            "keep_raw_outputs": bool(keep_raw_outputs),
-        })
+        shards.append(Shard(
+            index=i, start=start, count=size,
+            parity=tuple(g for g in parity if start <= g < start + size),
+            judge=tuple(g for g in judged if start <= g < start + size),
+            keep_raw_outputs=bool(keep_raw_outputs),
+            devices=tuple(devices) if target == "ascend" and devices else None,
+        ))
         start += size
     return shards
 
@@ -289,8 +290,9 @@ def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root:
         "checkpoint_source": registered["source"] if registered else "params",
         "target": params.target,
         "workspace": workspace_uri(artifact_root, run_key),
-        "shards": plan_shards(params.num_grids, params.target, params.devices, params.grids_per_shard,
-                              keep_raw_outputs=params.keep_raw_outputs, cpu_slots=cpu_slots),
+        "shards": [s.as_xcom() for s in plan_shards(params.num_grids, params.target, params.devices,
+                                                    params.grids_per_shard, keep_raw_outputs=params.keep_raw_outputs,
+                                                    cpu_slots=cpu_slots)],
         "run_prefix": run_prefix(run_key),  # in the publish bucket
         "logical_date": logical_date.isoformat(),
     }

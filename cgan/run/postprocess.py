@@ -36,11 +36,9 @@ from cgan.layout.workspace import (
     grid_name,
     grid_png_key,
     output_key,
-    outputs_prefix,
     png_key,
     published_shard_file_key,
     render_key,
-    shard_grids,
     shard_perf_key,
 )
 from cgan.progress import is_tenth
@@ -50,6 +48,7 @@ from cgan.recipe.grids import grid_array, png_bytes
 from cgan.recipe.outputs import grid_stem, read_output_bin
 from cgan.recipe.perf import aggregate
 from cgan.recipe.perf_plot import latency_plot_png
+from cgan.run.shard import Shard
 from cgan.run.shard_inputs import fetch_input_bin
 from cgan.run.shard_render import check_render
 from cgan.run.staging import check_staged
@@ -60,21 +59,21 @@ Log = Callable[[str], None]
 POST_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 
-def parity_sample(shards: list[dict], parity_grids: int = DEFAULT_PARITY_GRIDS) -> set[int]:
+def parity_sample(shards: list[Shard], parity_grids: int = DEFAULT_PARITY_GRIDS) -> set[int]:
     """The grids checked for parity: those the plan named (cgan.run.plan.plan_shards), or
-    `parity_grids` spread evenly over the run for shards planned without them."""
-    if all("parity" in s for s in shards):
-        return {g for s in shards for g in s["parity"]}
-    return set(evenly_spaced(sum(s["count"] for s in shards), parity_grids))
+    `parity_grids` spread evenly over the run for shards made without them."""
+    if all(s.parity is not None for s in shards):
+        return {g for s in shards for g in s.parity or ()}
+    return set(evenly_spaced(sum(s.count for s in shards), parity_grids))
 
 
 def postprocess_run(
-    store, shards: list[dict], checkpoint: str | Path, *, parity_grids: int = DEFAULT_PARITY_GRIDS,
+    store, shards: list[Shard], checkpoint: str | Path, *, parity_grids: int = DEFAULT_PARITY_GRIDS,
     log: Log = print, target: str = "cpu", precision_mode: str = "force_fp16", limits: Thresholds | None = None,
 ) -> dict:
     """Quality + perf for every shard of a run (grids too, for shards without a tally), and the
     quality gate's verdict on it (cgan.quality.gate; in quality.json and the summary as `gate`)."""
-    total = sum(s["count"] for s in shards)
+    total = sum(s.count for s in shards)
     features, feature_labels, extractor = [], [], FeatureExtractor()
     parity_at = parity_sample(shards, parity_grids)
     quality = QualityAccumulator(checkpoint)
@@ -83,7 +82,7 @@ def postprocess_run(
     with tempfile.TemporaryDirectory(prefix="cgan-post-") as tmp_dir:
         tmp = Path(tmp_dir)
         for shard in shards:
-            index, prefix = shard["shard"], outputs_prefix(shard["shard"])
+            index, prefix = shard.index, shard.outputs_prefix
             keys = set(store.list(prefix))
             local = tmp / prefix
             tally = _render_tally(store, keys, shard, quality.classifier_sha256, grid_keys, log)
@@ -95,15 +94,15 @@ def postprocess_run(
                 where = "staged in the publish bucket" if "staged" in tally else "rendered"
                 log(f"grids {done}/{total} (shard {index} {where} during inference)")
             else:
-                missing = [output_key(index, g) for g in shard_grids(shard) if output_key(index, g) not in keys]
+                missing = [output_key(index, g) for g in shard.grids if output_key(index, g) not in keys]
                 if missing:
                     raise InferenceError(
-                        f"shard {index} is incomplete: {len(missing)} of {shard['count']} output bins missing "
+                        f"shard {index} is incomplete: {len(missing)} of {shard.count} output bins missing "
                         f"in {prefix}/ (first: {Path(missing[0]).name}) and no usable {RENDER_NAME}; re-run "
                         "its inference task"
                     )
                 done = _render_shard(store, shard, local, quality, done, total, log)
-            for g in sorted(parity_at.intersection(shard_grids(shard))):
+            for g in sorted(parity_at.intersection(shard.grids)):
                 key = output_key(index, g)
                 if key not in keys:
                     raise InferenceError(
@@ -144,9 +143,9 @@ def postprocess_run(
     }
 
 
-def _render_shard(store, shard: dict, local: Path, quality, done: int, total: int, log: Log) -> int:
+def _render_shard(store, shard: Shard, local: Path, quality, done: int, total: int, log: Log) -> int:
     """Grids and label checks of a shard that has no usable render.json; returns the new count."""
-    index = shard["shard"]
+    index = shard.index
 
     def grid_of(grid: int):
         """Fetch one output bin, put its PNG in the workspace, judge its digits."""
@@ -158,7 +157,7 @@ def _render_shard(store, shard: dict, local: Path, quality, done: int, total: in
         return hits
 
     with ThreadPoolExecutor(max_workers=POST_THREADS, thread_name_prefix="post") as pool:
-        for hits in pool.map(grid_of, shard_grids(shard)):
+        for hits in pool.map(grid_of, shard.grids):
             quality.record(hits)
             done += 1
             if is_tenth(done, total):
@@ -166,19 +165,19 @@ def _render_shard(store, shard: dict, local: Path, quality, done: int, total: in
     return done
 
 
-def _copy_perf(store, keys: set[str], shard: dict) -> None:
+def _copy_perf(store, keys: set[str], shard: Shard) -> None:
     """The shard's perf record and raw tool logs, to perf/shard_NNNN.<name>."""
     for key in sorted(keys):
         name = Path(key).name
         if not key.endswith(".bin") and name != RENDER_NAME:
-            store.put_bytes(store.get_bytes(key), published_shard_file_key(shard["shard"], name))
+            store.put_bytes(store.get_bytes(key), published_shard_file_key(shard.index, name))
 
 
-def _render_tally(store, keys: set[str], shard: dict, classifier_sha: str, grid_keys: set[str],
+def _render_tally(store, keys: set[str], shard: Shard, classifier_sha: str, grid_keys: set[str],
                   log: Log) -> dict | None:
     """The shard's render.json when it is whole and its PNGs are all there (in the workspace, or
     listed as staged in the publish bucket), else None."""
-    key = render_key(shard["shard"])
+    key = render_key(shard.index)
     if key not in keys:
         return None
     try:
@@ -187,12 +186,12 @@ def _render_tally(store, keys: set[str], shard: dict, classifier_sha: str, grid_
         tally = None
     why = check_render(tally, shard, classifier_sha)
     if why is None and isinstance(tally, dict) and "staged" in tally:  # PNGs in the publish bucket
-        why = check_staged(tally["staged"], [grid_name(g) for g in shard_grids(shard)])
+        why = check_staged(tally["staged"], [grid_name(g) for g in shard.grids])
     elif why is None:
-        missing = len({grid_png_key(g) for g in shard_grids(shard)} - grid_keys)
+        missing = len({grid_png_key(g) for g in shard.grids} - grid_keys)
         why = f"{missing} grid PNG(s) missing" if missing else None
     if why is not None:
-        log(f"shard {shard['shard']}: {key} not used ({why}); rendering its grids again")
+        log(f"shard {shard.index}: {key} not used ({why}); rendering its grids again")
         return None
     return tally
 

@@ -31,18 +31,12 @@ import numpy as np
 
 from cgan.errors import InferenceError
 from cgan.layout.tensors import NUM_CLASSES, SAMPLES_PER_GRID
-from cgan.layout.workspace import (  # noqa: F401  (RENDER_NAME: the tally's name, re-exported)
-    RENDER_NAME,
-    grid_name,
-    kept_raw_outputs,
-    png_key,
-    render_key,
-    shard_file_key,
-)
+from cgan.layout.workspace import grid_name, png_key, render_key, shard_file_key
 from cgan.quality.classifier import DEFAULT_CLASSIFIER
 from cgan.quality.report import QualityAccumulator
 from cgan.recipe.grids import grid_array, png_bytes
 from cgan.recipe.outputs import grid_stem, list_outputs, read_output_bin
+from cgan.run.shard import Shard
 
 RENDER_VERSION = 1
 MAX_PENDING = 8
@@ -137,18 +131,6 @@ class ShardRenderer:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def judged_stems(shard: dict) -> set[str] | None:
-    """Stems of the shard's grids in the run's label sample (None: judge every grid, as for a
-    shard planned without one)."""
-    return None if "judge" not in shard else {grid_name(g) for g in shard["judge"]}
-
-
-def handed_stems(shard: dict) -> set[str] | None:
-    """Stems of the grids whose raw output bin `hand_over` uploads (None: every grid)."""
-    keep = kept_raw_outputs(shard)
-    return None if keep is None else {grid_name(g) for g in keep}
-
-
 def render_outputs(store, outputs: list[Path], *, threads: int = RENDER_THREADS,
                    progress=None, judge: set[str] | None = None, stager=None) -> dict:
     """PNGs and the tally of output bins already written (msame's), rendered on `threads`."""
@@ -160,10 +142,10 @@ def render_outputs(store, outputs: list[Path], *, threads: int = RENDER_THREADS,
         return renderer.finish()
 
 
-def hand_over(store, shard: dict, run_dir: Path, tally: dict, files: Sequence[Path] = ()) -> dict:
+def hand_over(store, shard: Shard, run_dir: Path, tally: dict, files: Sequence[Path] = ()) -> dict:
     """Upload a finished shard's raw outputs of the parity sample (all with keep_raw_outputs),
     `files` (perf.json, the tool's log) and, last, render.json; returns what was uploaded."""
-    index, names = shard["shard"], handed_stems(shard)
+    index, names = shard.index, shard.handed_stems
     uploaded, size = 0, 0
     for path in list_outputs(run_dir):
         if names is None or grid_stem(path) in names:
@@ -180,16 +162,15 @@ def hand_over(store, shard: dict, run_dir: Path, tally: dict, files: Sequence[Pa
     return {"raw_outputs": uploaded, "bytes": size + len(body)}
 
 
-def check_render(tally: dict, shard: dict, classifier_sha256: str) -> str | None:
+def check_render(tally: dict, shard: Shard, classifier_sha256: str) -> str | None:
     """Why a shard's render.json cannot be used (None when it can)."""
     if not isinstance(tally, dict) or tally.get("version") != RENDER_VERSION:
         return "unknown render.json version"
     if tally.get("classifier_sha256") != classifier_sha256:
         return "rendered with another classifier"
-    if tally.get("grids") != shard["count"]:
-        return f"{tally.get('grids')} grids rendered, the shard has {shard['count']}"
-    first = grid_name(shard["start"])
-    last = grid_name(shard["start"] + shard["count"] - 1)
+    if tally.get("grids") != shard.count:
+        return f"{tally.get('grids')} grids rendered, the shard has {shard.count}"
+    first, last = grid_name(shard.grids[0]), grid_name(shard.grids[-1])
     if (tally.get("first"), tally.get("last")) != (first, last):
         return f"rendered {tally.get('first')}..{tally.get('last')}, the shard is {first}..{last}"
     for field in ("correct", "total"):
@@ -197,9 +178,9 @@ def check_render(tally: dict, shard: dict, classifier_sha256: str) -> str | None
         if not (isinstance(values, list) and len(values) == NUM_CLASSES
                 and all(isinstance(v, int) and v >= 0 for v in values)):
             return f"bad {field!r} counts"
-    judged = tally.get("judged", shard["count"])  # grids judged: at least the shard's label sample
-    need = len(shard["judge"]) if "judge" in shard else shard["count"]
-    if not isinstance(judged, int) or not need <= judged <= shard["count"]:
+    judged = tally.get("judged")  # grids judged: at least the shard's label sample
+    need = shard.count if shard.judge is None else len(shard.judge)
+    if not isinstance(judged, int) or not need <= judged <= shard.count:
         return f"{judged!r} grids judged, the shard's label sample has {need}"
     if sum(tally["total"]) != judged * SAMPLES_PER_GRID or any(
             c > t for c, t in zip(tally["correct"], tally["total"], strict=True)):

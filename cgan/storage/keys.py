@@ -11,7 +11,9 @@ KEY_PART_RE = re.compile(r"^[A-Za-z0-9._=+@-]+$")
 
 
 class StoreError(CganError):
-    """A bad store URI or key, or a failed store operation."""
+    """A bad store URI, key or name, a missing artifact, or a store refused for its configuration."""
+
+    retryable = False
 
 
 def check_key(key: str) -> str:

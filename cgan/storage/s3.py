@@ -6,8 +6,8 @@ amazon provider's S3Hook.get_conn()). No Airflow import here.
   CONFIGURATION credentials, rights, no such bucket, wrong region: a retry cannot help
   PRECONDITION  a conditional write lost (412 PreconditionFailed)
   RETRYABLE     everything else: store down, timeouts, 5xx, SlowDown, 409 ConditionalRequestConflict
-  Requests raise `S3Error` (retryable) or its subclasses S3ConfigError, S3Missing,
-  S3PreconditionFailed, each with "what failed (Code: Message)".
+  Requests raise `S3Error` (retryable) or its subclasses S3ConfigError (retryable = False, the
+  one kind a retry cannot help), S3Missing, S3PreconditionFailed, each with "what failed (Code: Message)".
 - One description of a store for messages (`endpoint`, `where`): the endpoint URL without any
   user info, the bucket and the key. Never a credential.
 - Writes send Content-MD5 and x-amz-checksum-sha256, so a server that supports either refuses
@@ -50,6 +50,7 @@ class S3ConfigError(S3Error):
     """Credentials, rights, bucket or region are wrong: fix the configuration, a retry cannot help."""
 
     kind = CONFIGURATION
+    retryable = False
 
 
 class S3Missing(S3Error):

@@ -1,4 +1,4 @@
-"""AtcConvertOperator and MsameInferenceOperator, executed directly on a file:// workspace with
+"""AtcConvertOperator and AscendInferenceOperator, executed directly on a file:// workspace with
 the stand-in atc and msame (tests/standins: no NPU; the "om" is the ONNX file)."""
 
 import json
@@ -9,11 +9,12 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from cgan.ascend.errors import AscendError, AtcError, MsameError
+from cgan.run.shard import Shard
 from cgan.storage.store import LocalStore
+from operators.ascend_inference import AscendInferenceOperator
 from operators.atc_convert import AtcConvertOperator
-from operators.msame_inference import MsameInferenceOperator
 
-SHARD = {"shard": 0, "bins_prefix": "bins/shard_0000", "device": 2}
+SHARD = {"shard": 0, "start": 0, "count": 3, "bins_prefix": "bins/shard_0000", "devices": [2]}  # as the plan makes it
 
 
 class Lines:
@@ -43,7 +44,7 @@ def eight_devices(clean_env, tmp_path):
 @pytest.fixture
 def task_log(monkeypatch):
     log = Lines()
-    for cls in (AtcConvertOperator, MsameInferenceOperator):
+    for cls in (AtcConvertOperator, AscendInferenceOperator):
         monkeypatch.setattr(cls, "log", property(lambda self: log))
     return log
 
@@ -51,8 +52,7 @@ def task_log(monkeypatch):
 @pytest.fixture
 def workspace(tmp_path, bins3):
     store = LocalStore(tmp_path / "ws")
-    for path in sorted(bins3.glob("*.bin")):
-        store.put_file(path, f"bins/shard_0000/{path.name}")
+    store.put_bytes(b"".join(p.read_bytes() for p in sorted(bins3.glob("*.bin"))), "bins/shard_0000/inputs.pack")
     store.put_bytes(b"0 x 72 100\n", "bins/shard_0000/CGAN_prep_bin.info")  # as InputBinsOperator leaves it
     return store
 
@@ -71,9 +71,9 @@ def atc_op(store, tmp_path, toolkit, **kwargs):
 
 def test_defaults_queue_and_pool():
     msame = dict(workspace="file:///w", shard=SHARD, om_uri="file:///c/model.om")
-    assert MsameInferenceOperator(task_id="m", **msame).pool == "ascend_npu"
-    assert MsameInferenceOperator(task_id="m", **msame).queue == "ascend"
-    assert MsameInferenceOperator(task_id="m", **msame, pool="p", queue="q").pool == "p"
+    assert AscendInferenceOperator(task_id="m", **msame).pool == "ascend_npu"
+    assert AscendInferenceOperator(task_id="m", **msame).queue == "ascend"
+    assert AscendInferenceOperator(task_id="m", **msame, pool="p", queue="q").pool == "p"
     atc = AtcConvertOperator(task_id="a", workspace="file:///w", onnx_uri="file:///m.onnx", soc_version="x")
     assert atc.queue == "ascend"
 
@@ -109,7 +109,7 @@ def test_the_om_keeps_the_name_atc_gave_it_and_msame_runs_it(tmp_path, fake_tool
     assert result["om_name"] == om_name
     hit = atc_op(workspace, tmp_path, fake_toolkit, onnx=onnx_uri).execute(context={})
     assert hit["cache_hit"] and hit["om_name"] == om_name and hit["om_uri"] == result["om_uri"]
-    op = MsameInferenceOperator(task_id="msame_infer", workspace=workspace.uri, shard=SHARD,
+    op = AscendInferenceOperator(task_id="msame_infer", workspace=workspace.uri, shard=SHARD,
                                 om_uri=result["om_uri"], om_name=om_name)
     assert op.execute(context={})["grids"] == 3
     assert [w for w in task_log.warnings if "[ERROR] finalize acl failed" in w]
@@ -121,7 +121,7 @@ def test_the_om_keeps_the_name_atc_gave_it_and_msame_runs_it(tmp_path, fake_tool
 def test_msame_refuses_an_om_name_that_is_not_a_file_name(workspace, name):
     from airflow.sdk.exceptions import AirflowFailException
 
-    op = MsameInferenceOperator(task_id="m", workspace=workspace.uri, shard=SHARD, om_uri="file:///c/model.om",
+    op = AscendInferenceOperator(task_id="m", workspace=workspace.uri, shard=SHARD, om_uri="file:///c/model.om",
                                 om_name=name)
     with pytest.raises(AirflowFailException, match="AscendError: om_name"):  # bad input: no retries
         op.execute(context={})
@@ -156,7 +156,7 @@ def msame_ws(workspace, om):
 
 def msame_op(om, **kwargs):
     """The operator with the om named as the atc task hands it over (a URI)."""
-    return MsameInferenceOperator(om_uri=om.as_uri(), **kwargs)
+    return AscendInferenceOperator(om_uri=om.as_uri(), **kwargs)
 
 
 def test_msame_inference_renders_on_the_worker_and_hands_over(tmp_path, standins_on_path, calls, workspace,
@@ -179,7 +179,7 @@ def test_msame_inference_renders_on_the_worker_and_hands_over(tmp_path, standins
     tally = json.loads(store.get_bytes("outputs/shard_0000/render.json"))
     from cgan.quality.report import QualityAccumulator
 
-    assert check_render(tally, shard, QualityAccumulator(None).classifier_sha256) is None
+    assert check_render(tally, Shard.from_xcom(shard), QualityAccumulator(None).classifier_sha256) is None
     import numpy as np
 
     kept = store.get_file("outputs/shard_0000/grid_000001_output_0.bin", tmp_path / "kept" / "grid_000001_output_0.bin")
@@ -214,13 +214,13 @@ def test_msame_failure_raises_and_leaves_no_outputs(tmp_path, standins_on_path, 
 
 
 @pytest.mark.parametrize("shard, message", [
-    ({"shard": 0, "bins_prefix": "bins/shard_0000", "devices": []}, "devices must be a non-empty list"),
-    ({"shard": 0, "bins_prefix": "bins/shard_0000", "devices": [0, 300]}, "0..255"),
-    ({"shard": 0, "bins_prefix": "bins/shard_0000", "device": 999}, "0..255"),
-    ({"shard": 0, "bins_prefix": "../etc", "device": 0}, "unsafe part"),
-    ({"shard": -1, "bins_prefix": "bins/shard_0000", "device": 0}, "0 or more"),
-    ({"bins_prefix": "bins/shard_0000"}, "must be a dict with"),
-    ("shard_0", "must be a dict with"),
+    (dict(SHARD, devices=[]), "devices must be a non-empty list"),
+    (dict(SHARD, devices=[0, 300]), "0..255"),
+    (dict(SHARD, device=999), "a dict of the plan's shard fields"),  # no per-shard device: the plan's devices
+    (dict(SHARD, bins_prefix="../etc"), "is not the plan's"),
+    (dict(SHARD, shard=-1), "0 or more"),
+    ({"bins_prefix": "bins/shard_0000"}, "a dict of the plan's shard fields"),
+    ("shard_0", "a dict of the plan's shard fields"),
 ])
 def test_bad_shards_are_refused_before_msame(tmp_path, standins_on_path, calls, workspace, standin_om,
                                              task_log, shard, message):
@@ -232,7 +232,7 @@ def test_bad_shards_are_refused_before_msame(tmp_path, standins_on_path, calls, 
 
 def test_shard_without_bins(tmp_path, standins_on_path, workspace, standin_om, task_log):
     store = msame_ws(workspace, standin_om)
-    shard = {"shard": 3, "bins_prefix": "bins/shard_0003", "device": 0}
+    shard = dict(SHARD, shard=3, bins_prefix="bins/shard_0003")
     with pytest.raises(AirflowFailException, match="no input bins under bins/shard_0003"):
         msame_op(standin_om, task_id="m", workspace=store.uri, shard=shard).execute(context={})
 
@@ -276,7 +276,7 @@ def test_ais_bench_backend_leases_any_npu_and_renders_while_inferring(tmp_path, 
     monkeypatch.setenv("CGAN_NPU_DEVICES", "0,1")
     monkeypatch.setenv("STANDIN_MSAME_DEVICES", "0,1")
     shard = {"shard": 0, "bins_prefix": "bins/shard_0000", "start": 0, "count": 3, "parity": [2],
-             "keep_raw_outputs": False, "device": None, "devices": None}  # as the plan makes it now
+             "keep_raw_outputs": False, "devices": None}  # as the plan makes it
     with lease_device(allowed=[0], log=lambda m: None):  # another task holds NPU 0
         result = msame_op(standin_om, task_id="msame_infer", workspace=workspace.uri, shard=shard,
                           npu_tool="ais_bench").execute(context={})

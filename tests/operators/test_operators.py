@@ -51,7 +51,7 @@ def init_params(cls) -> dict[str, inspect.Parameter]:
 
 def test_every_operator_is_found():
     names = {c.__name__ for c in OPERATORS}
-    assert {"ExportOnnxOperator", "InputBinsOperator", "AtcConvertOperator", "MsameInferenceOperator",
+    assert {"ExportOnnxOperator", "InputBinsOperator", "AtcConvertOperator", "AscendInferenceOperator",
             "OnnxRuntimeInferenceOperator", "PostprocessOperator", "PublishRunOperator",
             "CleanupWorkspaceOperator"} <= names
 
@@ -186,9 +186,9 @@ def test_bins_packed_per_shard_then_onnxruntime_hands_over_pngs_tally_perf_and_p
     for shard in shards:
         result = OnnxRuntimeInferenceOperator(task_id="onnxruntime_infer", workspace=store.uri, shard=shard,
                                               onnx_uri=upstream_onnx.as_uri()).execute({})
-        assert result["raw_outputs_kept"] == len(shard["parity"])
+        assert result["raw_outputs_kept"] == len(shard.parity)
         assert result["peak_rss_mb"] > 50  # this process's peak (VmHWM), for make bench
-    assert [g for s in shards for g in s["parity"]] == [0, 6, 11]
+    assert [g for s in shards for g in s.parity] == [0, 6, 11]
     assert [k for k in store.list("outputs") if k.endswith(".bin")] == [
         "outputs/shard_0000/grid_000000_output_0.bin", "outputs/shard_0001/grid_000006_output_0.bin",
         "outputs/shard_0001/grid_000011_output_0.bin"]

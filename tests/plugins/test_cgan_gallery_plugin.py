@@ -241,6 +241,13 @@ def test_objects_not_in_a_manifest_are_refused(client, token, path):
     assert not response.content.startswith(b"\x89PNG")
 
 
+@pytest.mark.parametrize("path", ["/runs/%2E%2E", "/runs/a%20b", "/runs/a%3Bb/img/grids/grid_000000.png"])
+def test_a_bad_run_name_is_not_found_and_says_what_a_run_name_is(client, token, path):
+    response = client.get(path, headers=bearer(token))
+    assert response.status_code == 404, (path, response.status_code)
+    assert "is not the name of a published run" in response.json()["detail"]
+
+
 def test_hostile_run_id_is_escaped(client, token, monkeypatch):
     monkeypatch.setenv("CGAN_PUBLISH_BUCKET", "gallery-hostile")
     for path in ("/", f"/runs/{HOSTILE}"):

@@ -78,3 +78,14 @@ def test_cpu_inference_tasks_default_to_the_cores_and_bad_values_are_refused(mon
         monkeypatch.setenv("CGAN_CPU_INFER_TASKS", bad)
         with pytest.raises(ConfigError, match="CGAN_CPU_INFER_TASKS"):
             settings.cpu_infer_tasks()
+
+
+def test_bad_devices_and_gate_thresholds_are_config_errors(monkeypatch):
+    monkeypatch.setenv("CGAN_DEVICES", "0,one")
+    with pytest.raises(ConfigError, match=r"CGAN_DEVICES='0,one' must be comma-separated device ids .* such as 0,1"):
+        settings.devices()
+    monkeypatch.setenv("CGAN_DEVICES", "0, 2")
+    assert settings.devices() == [0, 2]
+    monkeypatch.setenv("CGAN_GATE_MIN_DIVERSITY", "1.5")
+    with pytest.raises(ConfigError, match=r"CGAN_GATE_MIN_DIVERSITY='1.5' must be a number in 0..1"):
+        settings.gate_thresholds()

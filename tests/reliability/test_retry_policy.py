@@ -58,3 +58,113 @@ def test_which_s3_errors_are_configuration(code, status, config):
     assert is_config_error(exc) is config
     assert is_config_error(NoCredentialsError()) is True
     assert is_config_error(EndpointConnectionError(endpoint_url="http://x")) is False
+
+
+# Every CganError subclass of cgan/ and its retry decision (`retryable`, set where the class is
+# defined; operators.failures reads it). A new class fails test_every_error_class_has_a_retry_decision
+# until it is entered here: decide whether a retry of the task can fix it.
+RETRY_DECISIONS = {
+    "cgan.errors.CheckpointError": False,
+    "cgan.errors.InputBinError": False,
+    "cgan.errors.ExportError": False,
+    "cgan.errors.InferenceError": True,  # a runtime on a busy or resetting device may recover
+    "cgan.settings.ConfigError": False,
+    "cgan.storage.keys.StoreError": False,  # a bad URI, key or name, a missing artifact, a refused configuration
+    "cgan.storage.s3.S3Error": True,  # store down, 5xx, throttled
+    "cgan.storage.s3.S3ConfigError": False,  # credentials, rights, bucket, region (kind CONFIGURATION)
+    "cgan.storage.s3.S3Missing": True,  # the adapters decide what a missing object means (StoreError, PublishError)
+    "cgan.storage.s3.S3PreconditionFailed": True,  # another writer won: read again
+    "cgan.ascend.errors.AscendError": False,
+    "cgan.ascend.errors.ToolchainNotFound": False,
+    "cgan.ascend.errors.AtcError": False,  # but an instance killed by a signal (exit_code < 0) is retryable
+    "cgan.ascend.errors.MsameError": True,
+    "cgan.ascend.errors.NoFreeNpu": True,  # a retry may find a free NPU
+    "cgan.ascend.errors.AisBenchError": True,
+    "cgan.run.plan.ParamError": False,
+    "cgan.run.shard.ShardError": False,
+    "cgan.quality.gate.QualityGateFailed": False,  # the same outputs get the same verdict
+    "cgan.quality.gate.ThresholdError": False,
+    "cgan.publishing.publish.PublishError": True,
+    "cgan.publishing.publish.PublishConfigError": False,
+    "cgan.publishing.publish.StagedGridsError": False,  # the shard's inference task must run again
+    "cgan.publishing.gallery.GalleryError": False,  # a damaged published object
+    "cgan.publishing.gallery.NotFound": False,
+    "cgan.publishing.gallery.StoreUnavailable": True,
+    "cgan.integrations.airflow_api.AirflowApiError": True,  # the API may be reachable again
+}
+
+
+def all_error_classes() -> dict[str, type]:
+    import importlib
+    import pkgutil
+
+    import cgan
+    from cgan.errors import CganError
+
+    for info in pkgutil.walk_packages(cgan.__path__, "cgan."):
+        if not info.name.endswith(".__main__"):
+            importlib.import_module(info.name)
+    found, todo = {}, [CganError]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            name = f"{sub.__module__}.{sub.__qualname__}"
+            if sub.__module__.startswith("cgan.") and name not in found:
+                found[name] = sub
+                todo.append(sub)
+    return found
+
+
+def test_every_error_class_has_a_retry_decision():
+    found = all_error_classes()
+    undecided = sorted(set(found) - set(RETRY_DECISIONS))
+    assert not undecided, f"decide whether a retry can fix these (set retryable, list them here): {undecided}"
+    assert not sorted(set(RETRY_DECISIONS) - set(found)), "RETRY_DECISIONS names a class that does not exist"
+    for name, cls in found.items():
+        assert cls.retryable is RETRY_DECISIONS[name], name
+
+
+def test_the_base_error_is_retryable_and_only_library_errors_are_read():
+    from cgan.errors import CganError
+
+    class Other(Exception):
+        retryable = False
+
+    assert CganError.retryable is True and is_retryable(CganError("x")) is True
+    assert is_retryable(Other("not a library error")) is True  # Airflow's retries apply to it as they are
+
+
+@pytest.mark.parametrize("decision", [False, True])
+def test_a_new_error_class_fails_fast_or_keeps_retries_through_the_operator(decision):
+    from cgan.errors import CganError
+    from operators.base import CganBaseOperator
+
+    class NewError(CganError):
+        retryable = decision
+
+    class Step(CganBaseOperator):
+        """:param workspace: w\n:param aws_conn_id: c"""
+
+        def execute(self, context):
+            raise NewError("something went wrong: do this")
+
+    assert is_retryable(NewError("x")) is decision
+    with pytest.raises(NewError if decision else AirflowFailException) as err:
+        Step(task_id="s", workspace="file:///w").execute({})
+    if not decision:
+        assert str(err.value) == "NewError: something went wrong: do this"
+        assert isinstance(err.value.__cause__, NewError)
+
+
+def test_an_instance_can_decide_for_itself():
+    class Op:
+        @fail_fast_on_bad_input
+        def execute(self, context):
+            raise self.error
+
+    op = Op()
+    op.error = AtcError("atc was killed", exit_code=-9)
+    with pytest.raises(AtcError):
+        op.execute({})
+    op.error = AtcError("atc failed", exit_code=1)
+    with pytest.raises(AirflowFailException, match="AtcError: atc failed"):
+        op.execute({})

@@ -23,6 +23,7 @@ from cgan.run.postprocess import postprocess_run
 from cgan.runtimes.onnxruntime_runner import run_onnxruntime
 from cgan.storage.store import LocalStore, upload_dir
 from tests.airflow_stack import REPO
+from tests.workspaces import upload_pack
 
 GRIDS = 40
 SEED = 11
@@ -103,7 +104,7 @@ def test_inference_killed_mid_run_then_retried_is_byte_identical(tmp_path, upstr
     # the killed run's outputs in a workspace, as a killed task would leave them: postprocess refuses
     store = LocalStore(tmp_path / "ws")
     shards = plan_shards(GRIDS, "cpu", [0], GRIDS)
-    upload_dir(store, bins40, shards[0]["bins_prefix"])
+    upload_pack(store, shards[0], bins40)
     prefix = outputs_prefix(0)
     upload_dir(store, killed, prefix)
     store.put_file(stray, f"{prefix}/{stray.name}")
@@ -121,7 +122,7 @@ def test_operator_killed_mid_upload_then_retried_leaves_a_whole_shard(tmp_path, 
     the clean run's outputs of the parity sample, its perf record and tally."""
     store = LocalStore(tmp_path / "ws")
     shard = plan_shards(GRIDS, "cpu", [0], GRIDS)[0]
-    upload_dir(store, bins40, shard["bins_prefix"])
+    upload_pack(store, shard, bins40)
     prefix = outputs_prefix(0)
     code = ("import sys, json, time; from cgan.storage.store import LocalStore; put = LocalStore.put_file\n"
             "if sys.argv[3] == 'slow':  # a slow store, so the kill lands mid-upload on any machine\n"
@@ -131,7 +132,7 @@ def test_operator_killed_mid_upload_then_retried_leaves_a_whole_shard(tmp_path, 
             "onnx_uri=sys.argv[4]).execute({})")
     import json
 
-    cmd = [sys.executable, "-c", code, store.uri, json.dumps(shard)]
+    cmd = [sys.executable, "-c", code, store.uri, json.dumps(shard.as_xcom())]
     model = [upstream_onnx.as_uri()]
     kill_after_outputs(cmd + ["slow"] + model, store.root / "outputs", at_least=3)
     left = store.list(prefix)
@@ -142,7 +143,7 @@ def test_operator_killed_mid_upload_then_retried_leaves_a_whole_shard(tmp_path, 
     retry = subprocess.run(cmd + ["fast"] + model, cwd=REPO, capture_output=True, text=True, timeout=300,
                            env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert retry.returncode == 0, retry.stderr[-3000:]
-    kept = [p for i, p in enumerate(list_outputs(clean_run)) if i in shard["parity"]]
+    kept = [p for i, p in enumerate(list_outputs(clean_run)) if i in shard.parity]
     assert 0 < len(kept) < GRIDS
     assert store.list(prefix) == sorted(f"{prefix}/{p.name}" for p in kept) + [
         f"{prefix}/perf.json", f"{prefix}/render.json"]
@@ -167,8 +168,8 @@ def test_onnxruntime_retry_over_stale_outputs_does_not_mix(tmp_path, upstream_on
 
     store = LocalStore(tmp_path / "ws")
     shards = plan_shards(6, "cpu", [0], 6)
-    for path in sorted(bins40.glob("*.bin"))[:6]:
-        store.put_file(path, f"{shards[0]['bins_prefix']}/{path.name}")
+    write_bins(tmp_path / "bins6", 6, SEED)  # bins40's first six grids
+    upload_pack(store, shards[0], tmp_path / "bins6")
     prefix = outputs_prefix(0)
     first = list_outputs(clean_run)[1]
     plant_stale(store, prefix, first)
@@ -183,16 +184,16 @@ def test_onnxruntime_retry_over_stale_outputs_does_not_mix(tmp_path, upstream_on
 
 
 def test_msame_retry_over_stale_outputs_does_not_mix(tmp_path, standins_on_path, standin_om, bins3, upstream_onnx):
-    from operators.msame_inference import MsameInferenceOperator
+    from operators.ascend_inference import AscendInferenceOperator
 
     store = LocalStore(tmp_path / "ws")
-    for path in sorted(bins3.glob("*.bin")):
-        store.put_file(path, f"bins/shard_0000/{path.name}")
+    shard = plan_shards(3, "ascend", [0], 3)[0]
+    upload_pack(store, shard, bins3)
     reference = run_onnxruntime(upstream_onnx, bins3, tmp_path / "ref").output_dir
     good = list_outputs(reference)[0]
     plant_stale(store, "outputs/shard_0000", good)
-    MsameInferenceOperator(task_id="m", workspace=store.uri, om_uri=standin_om.as_uri(),
-                           shard={"shard": 0, "bins_prefix": "bins/shard_0000", "device": 0}).execute({})
+    AscendInferenceOperator(task_id="m", workspace=store.uri, om_uri=standin_om.as_uri(),
+                           shard=shard.as_xcom()).execute({})
     keys = store.list("outputs/shard_0000")
     assert keys == [f"outputs/shard_0000/grid_00000{i}{OUTPUT_SUFFIX}" for i in range(3)] + [
         "outputs/shard_0000/msame.log", "outputs/shard_0000/perf.json", "outputs/shard_0000/render.json"]

@@ -7,11 +7,10 @@ import time
 import pytest
 
 from cgan.layout.workspace import (
-    bin_key,
+    bins_pack_key,
     check_not_published_area,
     expired_workspaces,
     grid_png_key,
-    kept_raw_outputs,
     output_key,
     outputs_prefix,
     published_shard_file_key,
@@ -26,19 +25,13 @@ from tests.airflow_stack import REPO
 
 def test_keys():
     assert workspace_uri("file:///a/", "r1") == "file:///a/runs/r1"
-    assert bin_key(2, 42) == "bins/shard_0002/grid_000042.bin"
+    assert bins_pack_key(2) == "bins/shard_0002/inputs.pack"
     assert output_key(2, 42) == "outputs/shard_0002/grid_000042_output_0.bin"
     assert render_key(0) == "outputs/shard_0000/render.json" and outputs_prefix(12) == "outputs/shard_0012"
     assert grid_png_key(7) == "grids/grid_000007.png"
     assert published_shard_file_key(1, "msame.log") == "perf/shard_0001.msame.log"
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(StoreError, match="non-negative"):
         output_key(-1, 0)
-
-
-def test_kept_raw_outputs():
-    assert kept_raw_outputs({"parity": [1, 5], "keep_raw_outputs": False}) == {1, 5}
-    assert kept_raw_outputs({"parity": [1], "keep_raw_outputs": True}) is None  # all of them
-    assert kept_raw_outputs({"shard": 0}) is None  # a shard planned without a sample keeps all
 
 
 # The published layout (grids/, perf/, quality/ of a published run) is read by publish and the

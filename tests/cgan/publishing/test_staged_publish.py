@@ -17,7 +17,8 @@ from cgan.run.postprocess import postprocess_run
 from cgan.run.shard_render import ShardRenderer, hand_over
 from cgan.run.staging import GridStager
 from cgan.runtimes.onnxruntime_runner import run_onnxruntime
-from cgan.storage.store import open_store, upload_dir
+from cgan.storage.store import open_store
+from tests.workspaces import upload_pack
 
 PREFIX = "runs/r1"
 
@@ -29,9 +30,9 @@ def _keys(client, bucket, prefix=""):
 def run_shard(tmp_path, onnx, store, shard, client, bucket, prefix=PREFIX) -> GridStager:
     """One inference task try as the cpu operator makes it: PNGs staged as rendered, hand-over."""
     local = tmp_path / f"try-{time.monotonic_ns()}"
-    write_bins(local / "bins", shard["count"], 9, start=shard["start"])
-    if not store.list(shard["bins_prefix"]):
-        upload_dir(store, local / "bins", shard["bins_prefix"])
+    write_bins(local / "bins", shard.count, 9, start=shard.start)
+    if not store.list(shard.bins_prefix):
+        upload_pack(store, shard, local / "bins")
     stager = GridStager(client, bucket, prefix)
     with ShardRenderer(store, stager=stager) as renderer:
         run = run_onnxruntime(onnx, local / "bins", local / "out", on_output=renderer.submit)

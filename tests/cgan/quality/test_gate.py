@@ -8,6 +8,7 @@ import pytest
 from cgan.quality.gate import (
     FP16_TOLERANCE,
     FP32_TOLERANCE,
+    ThresholdError,
     Thresholds,
     evaluate,
     failures,
@@ -54,6 +55,8 @@ def test_thresholds_are_overridden_per_run_and_checked():
     for bad in (1.5, -0.1, "0.9", True):
         with pytest.raises(ParamError, match="gate_min_label_accuracy must be a number in 0..1"):
             validate({"gate_min_label_accuracy": bad})
+    with pytest.raises(ThresholdError, match=r"gate_min_diversity must be a number in 0..1 \(a fraction such as 0.9\)"):
+        thresholds(Thresholds(), {"gate_min_diversity": 2})  # postprocess, given the run's params
 
 
 def _workspace(tmp_path, checkpoint, grids=3):

@@ -53,20 +53,20 @@ def test_real_soc_names_pass(soc):
 def test_cpu_shards_cover_every_grid_once():
     shards = plan_shards(1001, "cpu", [0], 250)
     assert len(shards) == 5
-    covered = [g for s in shards for g in range(s["start"], s["start"] + s["count"])]
+    covered = [g for s in shards for g in range(s.start, s.start + s.count)]
     assert covered == list(range(1001))
-    assert shards[2]["bins_prefix"] == "bins/shard_0002" and shards[0]["device"] is None
+    assert shards[2].bins_prefix == "bins/shard_0002" and shards[0].devices is None
 
 
 def test_the_parity_sample_is_planned_once_and_split_over_the_shards():
     shards = plan_shards(1000, "cpu", [0], 300)
-    parity = [g for s in shards for g in s["parity"]]
+    parity = [g for s in shards for g in s.parity]
     assert len(parity) == 32 and parity == sorted(set(parity)) and parity[0] == 0 and parity[-1] == 999
     for s in shards:
-        assert all(s["start"] <= g < s["start"] + s["count"] for g in s["parity"])
-        assert s["keep_raw_outputs"] is False
-    assert [g for s in plan_shards(5, "cpu", [0], 2) for g in s["parity"]] == [0, 1, 2, 3, 4]
-    assert all(s["keep_raw_outputs"] for s in plan_shards(5, "cpu", [0], 2, keep_raw_outputs=True))
+        assert all(s.start <= g < s.start + s.count for g in s.parity)
+        assert s.keep_raw_outputs is False
+    assert [g for s in plan_shards(5, "cpu", [0], 2) for g in s.parity] == [0, 1, 2, 3, 4]
+    assert all(s.keep_raw_outputs for s in plan_shards(5, "cpu", [0], 2, keep_raw_outputs=True))
 
 
 def test_keep_raw_outputs_reaches_the_plan():
@@ -79,10 +79,10 @@ def test_keep_raw_outputs_reaches_the_plan():
 
 def test_ascend_shards_by_size_with_an_optional_device_restriction():
     shards = plan_shards(10, "ascend", [4, 5], 3)  # more shards than devices: each leases one when it runs
-    assert [s["count"] for s in shards] == [3, 3, 2, 2] and {s["device"] for s in shards} == {None}
-    assert all(s["devices"] == [4, 5] for s in shards)
-    assert all(s["devices"] is None for s in plan_shards(10, "ascend", None, 3))  # any NPU of the worker's host
-    assert plan_shards(10, "cpu", [4], 3)[0]["devices"] is None
+    assert [s.count for s in shards] == [3, 3, 2, 2] and all("device" not in s.as_xcom() for s in shards)
+    assert all(s.devices == (4, 5) for s in shards)
+    assert all(s.devices is None for s in plan_shards(10, "ascend", None, 3))  # any NPU of the worker's host
+    assert plan_shards(10, "cpu", [4], 3)[0].devices is None
     assert validate({}).devices is None and validate({"devices": None}).devices is None
 
 
@@ -94,7 +94,7 @@ def test_npu_tool_is_checked():
 
 def test_shard_count_is_capped_at_max_map_length():
     shards = plan_shards(100_000, "cpu", [0], 1)
-    assert len(shards) == MAX_SHARDS and sum(s["count"] for s in shards) == 100_000
+    assert len(shards) == MAX_SHARDS and sum(s.count for s in shards) == 100_000
 
 
 def test_seed_from_logical_date_and_plan():
@@ -118,11 +118,11 @@ def test_the_label_sample_is_planned_once_and_split_over_the_shards():
     from cgan.quality.report import LABEL_SAMPLE_GRIDS
 
     shards = plan_shards(10_000, "cpu", [0], 1000)
-    judged = [g for s in shards for g in s["judge"]]
+    judged = [g for s in shards for g in s.judge]
     assert len(judged) == LABEL_SAMPLE_GRIDS and judged == sorted(set(judged)) and judged[-1] == 9999
     for s in shards:
-        assert all(s["start"] <= g < s["start"] + s["count"] for g in s["judge"]) and s["judge"]
-    assert [g for s in plan_shards(5, "cpu", [0], 2) for g in s["judge"]] == [0, 1, 2, 3, 4]
+        assert all(s.start <= g < s.start + s.count for g in s.judge) and s.judge
+    assert [g for s in plan_shards(5, "cpu", [0], 2) for g in s.judge] == [0, 1, 2, 3, 4]
 
 
 def test_checkpoints_only_from_the_configured_roots(tmp_path, monkeypatch):
@@ -168,8 +168,8 @@ def test_checkpoints_only_from_the_configured_roots(tmp_path, monkeypatch):
 ])
 def test_automatic_shards_are_balanced_over_the_inference_slots(grids, slots, sizes):
     shards = plan_shards(grids, "cpu" if slots else "ascend", None, None, slots=slots)
-    assert [s["count"] for s in shards] == sizes
-    assert [g for s in shards for g in range(s["start"], s["start"] + s["count"])] == list(range(grids))
+    assert [s.count for s in shards] == sizes
+    assert [g for s in shards for g in range(s.start, s.start + s.count)] == list(range(grids))
 
 
 def test_automatic_shard_sizing_is_the_default_and_reads_the_slots(monkeypatch):

@@ -1,15 +1,15 @@
-"""A shard's input bins from the workspace: the per-shard pack input_bins writes, and the
-one-bin-per-grid layout of workspaces written before packs."""
+"""A shard's input bins from the workspace: the per-shard pack input_bins writes."""
 
 import pytest
 
 from cgan.errors import InputBinError
 from cgan.recipe.bins import split_bins_pack, write_bins, write_bins_pack
+from cgan.run.shard import Shard, ShardError
 from cgan.run.shard_inputs import fetch_input_bin, fetch_shard_bins
 from cgan.storage.keys import StoreError
-from cgan.storage.store import LocalStore, open_store, upload_dir
+from cgan.storage.store import LocalStore, open_store
 
-SHARD = {"shard": 1, "start": 5, "count": 4, "bins_prefix": "bins/shard_0001"}
+SHARD = Shard(index=1, start=5, count=4)
 
 
 @pytest.fixture
@@ -23,15 +23,9 @@ def _packed(store, tmp_path):
     store.put_file(write_bins_pack(tmp_path / "p", 4, 7, start=5), "bins/shard_0001/inputs.pack")
 
 
-def _per_grid(store, tmp_path):
-    write_bins(tmp_path / "old", 4, 7, start=5)
-    upload_dir(store, tmp_path / "old", "bins/shard_0001")
-
-
-@pytest.mark.parametrize("layout", [_packed, _per_grid], ids=["pack", "one bin per grid"])
-def test_a_shard_reads_back_as_the_same_bins_whatever_the_layout(tmp_path, expected, layout):
+def test_a_shard_reads_back_as_the_same_bins(tmp_path, expected):
     store = LocalStore(tmp_path / "ws")
-    layout(store, tmp_path)
+    _packed(store, tmp_path)
     got = fetch_shard_bins(store, SHARD, tmp_path / "work" / "bins")
     assert {p.name: p.read_bytes() for p in got} == expected
     assert [p.name for p in got] == sorted(expected)
@@ -59,8 +53,8 @@ def test_bad_packs_and_missing_bins_name_the_problem(tmp_path):
     store.put_bytes(b"\0" * 28_800 * 3, "bins/shard_0001/inputs.pack")  # one grid short
     with pytest.raises(InputBinError, match="86400 bytes, not the 4 x 28800 of grids 5..8: re-run input_bins"):
         fetch_shard_bins(store, SHARD, tmp_path / "b")
-    with pytest.raises(InputBinError, match="needs the shard's start and count"):
-        fetch_shard_bins(store, {"shard": 1, "bins_prefix": "bins/shard_0001"}, tmp_path / "c")
+    with pytest.raises(ShardError, match="a shard is a dict of the plan's shard fields"):
+        Shard.from_xcom({"shard": 1, "bins_prefix": "bins/shard_0001"})  # no start and count: not a plan's
     with pytest.raises(InputBinError, match="grid 9 is not in shard 1"):
         fetch_input_bin(store, SHARD, 9, tmp_path / "d.bin")
     with pytest.raises(StoreError, match="too short"):

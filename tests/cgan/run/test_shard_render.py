@@ -3,35 +3,38 @@ postprocess merging the tallies."""
 
 import json
 import threading
+from dataclasses import replace
 
 import pytest
 
 from cgan.errors import InferenceError
-from cgan.layout.workspace import outputs_prefix, render_key
+from cgan.layout.workspace import RENDER_NAME, outputs_prefix, render_key
 from cgan.recipe.bins import write_bins
 from cgan.recipe.grids import grid_array, png_bytes
 from cgan.recipe.outputs import read_output_bin
 from cgan.run.plan import plan_shards
 from cgan.run.postprocess import postprocess_run
-from cgan.run.shard_render import RENDER_NAME, ShardRenderer, check_render, hand_over, judged_stems, render_outputs
+from cgan.run.shard import Shard
+from cgan.run.shard_render import ShardRenderer, check_render, hand_over, render_outputs
 from cgan.runtimes.onnxruntime_runner import run_onnxruntime
 from cgan.storage.store import open_store, upload_dir
+from tests.workspaces import upload_pack
 
 
 def _run_shards(tmp_path, onnx, store, shards, render: bool):
     """As the inference tasks leave a workspace: rendered and handed over, or (render=False)
     every raw output uploaded and no tally."""
     for shard in shards:
-        local = tmp_path / shard["bins_prefix"]
-        write_bins(local, shard["count"], 9, start=shard["start"])
-        upload_dir(store, local, shard["bins_prefix"])
+        local = tmp_path / shard.bins_prefix
+        write_bins(local, shard.count, 9, start=shard.start)
+        upload_pack(store, shard, local)
         renderer = ShardRenderer(store) if render else None
-        run = run_onnxruntime(onnx, local, tmp_path / f"out{shard['shard']}",
+        run = run_onnxruntime(onnx, local, tmp_path / f"out{shard.index}",
                               on_output=renderer.submit if renderer else None)
         if renderer:
             hand_over(store, shard, run.output_dir, renderer.finish(), [run.output_dir / "perf.json"])
         else:
-            upload_dir(store, run.output_dir, outputs_prefix(shard["shard"]))
+            upload_dir(store, run.output_dir, outputs_prefix(shard.index))
 
 
 @pytest.fixture
@@ -95,7 +98,7 @@ def test_hand_over_refuses_a_missing_parity_output_and_writes_no_tally(tmp_path,
     write_bins(tmp_path / "bins", 2, 3)
     run = run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "out")
     run.outputs[1].unlink()
-    shard = {"shard": 0, "start": 0, "count": 2, "parity": [1], "keep_raw_outputs": False}
+    shard = Shard(index=0, start=0, count=2, parity=(1,))
     with pytest.raises(InferenceError, match="1 output"):
         hand_over(store, shard, run.output_dir, {"grids": 2})
     assert not store.exists(render_key(0))
@@ -183,7 +186,7 @@ def test_renderer_output_matches_the_grid_contract(tmp_path, upstream_onnx):
     for out in run.outputs:
         stem = out.name.replace("_output_0.bin", "")
         assert store.get_bytes(f"grids/{stem}.png") == png_bytes(grid_array(read_output_bin(out)))
-    assert check_render(tally, {"start": 0, "count": 2}, tally["classifier_sha256"]) is None
+    assert check_render(tally, Shard(index=0, start=0, count=2), tally["classifier_sha256"]) is None
 
 
 class FailingStore:
@@ -229,14 +232,14 @@ def test_at_most_max_pending_outputs_wait(tmp_path, upstream_onnx):
 def test_only_the_label_sample_is_judged_and_every_grid_rendered(tmp_path, upstream_onnx):
     write_bins(tmp_path / "bins", 3, 3)
     store = open_store((tmp_path / "ws").as_uri())
-    shard = {"shard": 0, "start": 0, "count": 3, "parity": [], "judge": [1], "keep_raw_outputs": False}
-    renderer = ShardRenderer(store, judge=judged_stems(shard))
+    shard = Shard(index=0, start=0, count=3, parity=(), judge=(1,))
+    renderer = ShardRenderer(store, judge=shard.judged_stems)
     run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "out", on_output=renderer.submit)
     tally = renderer.finish()
     assert tally["grids"] == 3 and tally["judged"] == 1 and sum(tally["total"]) == 100
     assert len(store.list("grids")) == 3
     assert renderer.cpu_s["render"] > 0 and renderer.cpu_s["judge"] > 0
     assert check_render(tally, shard, tally["classifier_sha256"]) is None
-    assert "label sample has 2" in check_render(tally, dict(shard, judge=[0, 1]), tally["classifier_sha256"])
-    assert check_render(tally, {k: v for k, v in shard.items() if k != "judge"},
-                        tally["classifier_sha256"]) is not None  # planned without a sample: all judged
+    assert "label sample has 2" in check_render(tally, replace(shard, judge=(0, 1)), tally["classifier_sha256"])
+    assert check_render(tally, replace(shard, judge=None),
+                        tally["classifier_sha256"]) is not None  # made without a sample: all judged

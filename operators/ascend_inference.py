@@ -1,0 +1,168 @@
+"""AscendInferenceOperator: one shard of input bins through msame or ais_bench on one leased NPU.
+
+Mapped over the run's shards (`.partial(...).expand(shard=...)`) as task `msame_infer`, on the
+`ascend` queue and the `ascend_npu` pool (one slot per NPU of the fleet). Downloads the om
+(`om_uri`, the atc task's XCom: the conversion cache's copy), leases a free NPU of this worker's
+own host (cgan.ascend.lease; the shard's `devices`, when the run names some, restrict the
+choice) and runs the shard through `npu_tool` on it (cgan.run.inference.run_shard): msame
+(output streamed into the task log, grids rendered once the NPU is free) or ais_bench's Python
+API in this process (grids rendered while the NPU computes the next call). Every failure, exit 0
+or not, raises the cgan error quoting the tool's own error lines.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from cgan.ascend.toolkit import DEFAULT_TOOLKIT_HOME
+from cgan.layout.workspace import shard_perf_key
+from operators.base import CganBaseOperator
+
+
+class AscendInferenceOperator(CganBaseOperator):
+    """Run msame or ais_bench over one `shard` of the plan on a leased NPU.
+
+    :param workspace: the run's workspace URI (see CganBaseOperator)
+    :param shard: the mapped argument, a shard of the plan (cgan.run.plan.plan_shards); its
+        `parity` and `keep_raw_outputs` say which raw outputs are handed over
+    :param om_uri: the om (the atc task's XCom `om_uri`)
+    :param om_name: the name atc gave the om (the atc task's XCom `om_name`): `cgan_linux_<arch>.om`
+        from newer atc, which msame's run checks against this host's architecture
+    :param device: an ACL device id (the Device column of `npu-smi info`, not the NPU column)
+        this task must lease, overriding the shard's `devices` restriction (None: the shard's)
+    :param msame_path: msame's path, or a name looked up on the worker's PATH
+    :param loop: msame --loop, 1..100 (msame ignores it for folder input: one call per bin)
+    :param channels: expected output channels (1 or 3); None accepts either, consistently
+    :param msame_timeout_s: seconds before msame is killed (None: the task's execution_timeout only)
+    :param npu_tool: msame (a process per shard) or ais_bench (its Python API in this task's
+        process: the worker's environment must already hold the CANN libraries)
+    :param toolkit_home: folder of the CANN set_env.sh, sourced for msame when present (msame
+        needs the ACL libraries); otherwise the worker's own environment is used
+    :param bucket: the publish bucket (CGAN_PUBLISH_BUCKET) to stage the grid PNGs in as they are
+        rendered; None: the PNGs go into the workspace (as for the `cgan` command line)
+    :param run_prefix: the run's prefix in that bucket, `runs/<run key>` (the plan's `run_prefix`)
+    :param aws_conn_id: Airflow connection for s3:// stores and the publish bucket
+    :param queue: Celery queue of the Ascend workers
+    :param pool: Airflow pool with one slot per NPU of the fleet
+    """
+
+    template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "shard", "om_uri", "om_name", "msame_path",
+                                      "loop",
+                                      "device", "toolkit_home", "npu_tool", "bucket", "run_prefix")
+    ui_color = "#fde7e9"
+
+    def __init__(self, *, shard: dict, om_uri: str, om_name: str = "cgan.om", msame_path: str = "msame", loop: int = 1,
+                 device: int | None = None, channels: int | None = None, msame_timeout_s: float | None = None,
+                 toolkit_home: str = str(DEFAULT_TOOLKIT_HOME), queue: str = "ascend",
+                 pool: str = "ascend_npu", npu_tool: str = "msame", bucket: str | None = None,
+                 run_prefix: str | None = None, **kwargs):
+        super().__init__(queue=queue, pool=pool, **kwargs)
+        self.bucket = bucket
+        self.run_prefix = run_prefix
+        self.npu_tool = npu_tool
+        self.shard = shard
+        self.om_uri = om_uri
+        self.om_name = om_name
+        self.msame_path = msame_path
+        self.loop = loop
+        self.device = device
+        self.channels = channels
+        self.msame_timeout_s = msame_timeout_s
+        self.toolkit_home = toolkit_home
+
+    def execute(self, context) -> dict:
+        from cgan.ascend.lease import lease_device
+        from cgan.ascend.validate import check_device
+        from cgan.run.inference import run_shard
+        from cgan.run.shard import Shard
+        from operators.artifact_store import open_grid_stager
+
+        shard = Shard.from_xcom(self.shard)
+        tool = check_npu_tool(self.npu_tool)
+        override = None if self.device in (None, "") else [check_device(_int(self.device, "device"))]
+        allowed = override or (list(shard.devices) if shard.devices else None)
+        with tempfile.TemporaryDirectory(prefix="cgan-npu-") as tmp_dir:
+            tmp = Path(tmp_dir)
+            om = self.fetch(self.om_uri, tmp / "model" / _om_name(self.om_name))
+            leases = []
+
+            def on_npu(bins: Path, out: Path, on_output):
+                with lease_device(allowed=allowed, log=self.log.info) as lease:
+                    leases.append(lease)
+                    self.log.info("Shard %d through %s on NPU %d of host %s", shard.index, tool, lease.device,
+                                  lease.host)
+                    run, files = (self._ais_bench(om, bins, out, lease, on_output) if tool == "ais_bench"
+                                  else self._msame(om, bins, out, lease))
+                run.perf.device = lease.label  # npu:<id>@<host>: the device and the host it belongs to
+                run.perf.write(run.output_dir)
+                return run, files
+
+            result = run_shard(self.store, shard, tmp, on_npu, render_while_running=tool == "ais_bench",
+                               stager=open_grid_stager(self.bucket, self.run_prefix, self.aws_conn_id),
+                               progress=self._progress, log=self.log.info)
+        perf, lease = result.perf, leases[0]
+        self.log.info("Shard %d done on %s with %s: %.3f ms per call (median %.3f, p99 %.3f), %.1f grids/s; "
+                      "%d grid PNG(s) rendered here, %d raw output(s) kept", shard.index, lease.label, tool,
+                      perf.latency_ms["mean"], perf.latency_ms["median"], perf.latency_ms["p99"],
+                      perf.grids_per_s, result.tally["grids"], result.raw_outputs_kept)
+        return {**result.as_xcom(), "perf_key": shard_perf_key(shard.index), "device": lease.device,
+                "host": lease.host, "npu_tool": tool}
+
+    def _msame(self, om: Path, bins: Path, out: Path, lease):
+        """msame over the bins (the lease's lock passed to it); its grids are rendered after the lease."""
+        from cgan.ascend.msame import run_msame
+        from cgan.ascend.toolkit import runtime_env
+
+        env, where = runtime_env(self.toolkit_home)
+        self.log.info("msame %s", where)
+        run = run_msame(om, bins, out, device=lease.device, loop=_int(self.loop, "loop"),
+                        msame=self.msame_path, channels=self.channels, env=env, on_line=self.log.info,
+                        timeout_s=self.msame_timeout_s, pass_fds=(lease.fd,))
+        for line in run.warnings:
+            self.log.warning("msame printed an [ERROR] line that is not a failure (kept in perf.json "
+                             "notes and msame.log): %s", line)
+        return run, [run.log_path]
+
+    def _ais_bench(self, om: Path, bins: Path, out: Path, lease, on_output):
+        """ais_bench's Python API in this process; each grid rendered while the NPU computes the next."""
+        from cgan.ascend.ais_bench import run_ais_bench
+
+        return run_ais_bench(om, bins, out, device=lease.device, progress=self._progress, on_output=on_output), []
+
+    def _progress(self, done: int, total: int) -> None:
+        from cgan.progress import is_tenth
+
+        if is_tenth(done, total):
+            self.log.info("grids %d/%d", done, total)
+
+
+def _int(value, name: str) -> int:
+    """Template-rendered values arrive as strings ("1"); bool is not an integer here."""
+    from cgan.ascend.errors import AscendError
+
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AscendError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def check_npu_tool(value) -> str:
+    from cgan.ascend.errors import AscendError
+    from cgan.run.plan import NPU_TOOLS
+
+    if value not in NPU_TOOLS:
+        raise AscendError(f"npu_tool must be one of {', '.join(NPU_TOOLS)}, got {value!r}")
+    return value
+
+
+def _om_name(name) -> str:
+    """The om's file name as atc gave it: one path part ending in .om (never a path)."""
+    from cgan.ascend.errors import AscendError
+    from cgan.storage.keys import KEY_PART_RE
+
+    if not isinstance(name, str) or not name.endswith(".om") or not KEY_PART_RE.match(name) or name == ".om":
+        raise AscendError(f"om_name must be the om's file name (e.g. cgan.om or cgan_linux_x86_64.om), got {name!r}")
+    return name
