@@ -36,9 +36,10 @@ demo: install
 test: lint install
 	$(BIN)/python -m pytest
 
-# The inner loop: lint and the domain library's fast unit tests (no Airflow, no S3 server).
+# The inner loop: lint and the domain library's fast unit tests (no Airflow, no S3 server), on
+# every core (pytest-xdist); the tests marked slow run in `make test`.
 check: lint
-	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider tests/cgan tests/test_import_contracts.py \
+	$(BIN)/python -m pytest -q -n auto -m "not slow" -p no:cacheprovider tests/cgan tests/test_import_contracts.py \
 	  tests/test_lint_config.py
 
 # ruff (pycodestyle, pyflakes, isort, bugbear, pyupgrade, no Airflow in cgan/), the layer contracts

@@ -13,6 +13,7 @@ def classifier():
     return DigitClassifier.load()
 
 
+@pytest.mark.slow
 def test_stated_holdout_accuracy_is_reproduced(classifier):
     """The committed classifier really scores what its metadata says on unseen real digits."""
     split = split_mnist()

@@ -35,6 +35,7 @@ def test_the_int8_model_is_built_once_per_content_and_reused(tmp_path, upstream_
     assert int8_model(copy, cache_dir=tmp_path, on_build=builds.append) == first and len(builds) == 1
 
 
+@pytest.mark.slow
 def test_other_settings_or_another_model_get_their_own_entry(tmp_path, upstream_onnx, committed_onnx):
     keys = []
     int8_model(upstream_onnx, cache_dir=tmp_path, on_build=keys.append)
@@ -44,6 +45,7 @@ def test_other_settings_or_another_model_get_their_own_entry(tmp_path, upstream_
     assert len(set(keys)) == 3 and len(list(tmp_path.glob("cgan-int8-*.onnx"))) == 3
 
 
+@pytest.mark.slow
 def test_a_damaged_cache_entry_is_rebuilt(tmp_path, upstream_onnx):
     path = int8_model(upstream_onnx, cache_dir=tmp_path)
     path.write_bytes(b"not a model")
@@ -94,6 +96,7 @@ def test_int8_outputs_stay_close_to_fp32(tmp_path, committed_onnx):
     assert 0 < err.mean() < 0.01 and err.max() < 0.5  # int8, not the fp32 graph under another name
 
 
+@pytest.mark.slow
 def test_int8_on_this_cpu_holds_the_parity_bound_over_a_run_sized_sample(tmp_path, committed_onnx):
     """The quality gate's int8 bound over 32 grids (the size of a run's parity sample). On an x86
     CPU without VNNI this fails without reduce_range (Zen 3: 0.62 > 0.5)."""
@@ -119,6 +122,7 @@ def test_without_the_split_the_recipe_graph_is_quantized(tmp_path, committed_onn
     assert 0 < err.mean() < 0.01 and err.max() < 0.5
 
 
+@pytest.mark.slow
 def test_a_run_records_its_precision(tmp_path, upstream_onnx, monkeypatch):
     monkeypatch.setenv("CGAN_INT8_CACHE", str(tmp_path / "cache"))
     write_bins(tmp_path / "bins", 2, seed=1)

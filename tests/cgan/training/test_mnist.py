@@ -1,8 +1,10 @@
 import numpy as np
+import pytest
 
 from cgan.training.mnist import HOLDOUT_PER_CLASS, split_mnist
 
 
+@pytest.mark.slow
 def test_split_is_disjoint_balanced_and_in_generator_range():
     split = split_mnist()
     assert len(split.holdout_labels) == 10 * HOLDOUT_PER_CLASS
