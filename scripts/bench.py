@@ -27,10 +27,10 @@ sys.path.insert(0, str(REPO))
 CHECKPOINT = REPO / "models" / "cgan_generator.pth"
 
 
-def generator_gflop_per_grid(channels: int = 1) -> float:
-    """Multiply-adds of the generator for 100 digits, x2 (BN, ReLU, tanh ignored)."""
-    macs = 72 * 1024 + 1024 * 6272 + 128 * 64 * 16 * 7 * 7 + 64 * channels * 16 * 14 * 14
-    return 2 * macs * 100 / 1e9
+def _gflop_per_grid() -> float:
+    from cgan.recipe.model import generator_gflop_per_grid
+
+    return generator_gflop_per_grid()
 
 
 def _median_ms(fn, reps: int, warmup: int = 3) -> float:
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     reps = 10 if args.quick else 30
     results: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
-                               "gflop_per_grid": generator_gflop_per_grid()}
+                               "gflop_per_grid": _gflop_per_grid()}
     print(f"generator work per grid (100 digits, C=1): {results['gflop_per_grid']:.3f} GFLOP", flush=True)
     sections = set(args.sections.split(","))
     if args.skip_dag:

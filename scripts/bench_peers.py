@@ -212,7 +212,7 @@ def run_peers(threads: int = 2, rounds: int = 8, calls: int = 10, grids: int = 3
     from cgan.recipe.export import export_onnx
 
     if gflop_per_grid is None:
-        from scripts.bench import generator_gflop_per_grid
+        from cgan.recipe.model import generator_gflop_per_grid
 
         gflop_per_grid = generator_gflop_per_grid()
     with tempfile.TemporaryDirectory(prefix="cgan-peers-") as tmp:

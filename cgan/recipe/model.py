@@ -124,3 +124,9 @@ def expected_generator_shapes(output_dim: int) -> dict[str, tuple[int, ...]]:
 
 
 __all__ = ["Discriminator", "Generator", "fold_batchnorm", "NOISE_DIM", "expected_generator_shapes"]
+
+
+def generator_gflop_per_grid(channels: int = 1) -> float:
+    """Multiply-adds of the generator for 100 digits, x2 (BN, ReLU, tanh ignored)."""
+    macs = 72 * 1024 + 1024 * 6272 + 128 * 64 * 16 * 7 * 7 + 64 * channels * 16 * 14 * 14
+    return 2 * macs * 100 / 1e9

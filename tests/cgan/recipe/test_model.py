@@ -70,3 +70,10 @@ def test_folded_batchnorm_computes_the_same_images(channels):
 def test_folding_needs_eval_mode():
     with pytest.raises(ValueError, match="eval mode"):
         fold_batchnorm(Generator(1).train())
+
+
+def test_generator_work_per_grid_matches_the_layer_shapes():
+    from cgan.recipe.model import generator_gflop_per_grid
+
+    assert generator_gflop_per_grid(1) == pytest.approx(2.6239, abs=1e-4)
+    assert generator_gflop_per_grid(3) > generator_gflop_per_grid(1)
