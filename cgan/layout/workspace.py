@@ -22,12 +22,12 @@ Layout under the artifact root (CGAN_ARTIFACT_ROOT, `file://` or `s3://`):
                                             (cgan.ascend.atc_cache), shared by every run
 
 The published layout (`grids/`, `perf/`, `quality/` under `runs/<run key>/` of the publish
-bucket) mirrors the workspace's PUBLISHED_SECTIONS.
+bucket) holds the workspace's sections under the same keys (cgan.layout.published.SECTIONS).
 """
 
 from __future__ import annotations
 
-from cgan.layout.published import RUNS_PREFIX, SECTIONS
+from cgan.layout.published import RUNS_PREFIX
 from cgan.layout.tensors import OUTPUT_SUFFIX, bin_name
 from cgan.storage.keys import StoreError, join
 
@@ -35,9 +35,7 @@ BINS_PREFIX = "bins"
 OUTPUTS_PREFIX = "outputs"
 GRIDS_PREFIX = "grids"
 PERF_PREFIX = "perf"
-QUALITY_PREFIX = "quality"
 LOGS_PREFIX = "logs"
-PUBLISHED_SECTIONS = SECTIONS  # the workspace holds the published sections under the published keys
 
 ATC_LOG_KEY = f"{LOGS_PREFIX}/atc.log"
 SHARD_PERF_NAME = "perf.json"

@@ -35,7 +35,7 @@ def test_keys():
 
 
 # The published layout (grids/, perf/, quality/ of a published run) is read by publish and the
-# gallery: they move to cgan.layout.workspace.PUBLISHED_SECTIONS with the S3 adapter (issue 11, item 2).
+# gallery: its keys live in cgan.layout.published.
 PUBLISHED_LAYOUT_READERS = {  # the published layout
     "cgan/publishing/publish.py", "cgan/publishing/gallery.py", "cgan/layout/published.py"}
 SPELLING = re.compile(r"shard_\{|shard_%0?4d|[\"'/](model|bins|outputs|grids|perf|quality|logs)/(?!s\b)")
