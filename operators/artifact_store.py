@@ -35,14 +35,14 @@ def fetch_checkpoint(checkpoint: str, local_dir, aws_conn_id: str = DEFAULT_CONN
     return resolve_local_checkpoint(checkpoint)
 
 
-def open_grid_stager(bucket: str | None, run_prefix: str | None, aws_conn_id: str = DEFAULT_CONN_ID):
-    """A cgan.run.staging.GridStager for one inference task try (its PNGs straight to the publish
-    bucket, through the connection's client), or None without a bucket (PNGs into the workspace)."""
+def open_pack_stager(bucket: str | None, run_prefix: str | None, aws_conn_id: str = DEFAULT_CONN_ID):
+    """A cgan.run.staging.BucketPacks for one inference task try (its packs straight to the publish
+    bucket, through the connection's client), or None without a bucket (packs into the workspace)."""
     if not bucket:
         return None
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from cgan.run.staging import GridStager
+    from cgan.run.staging import BucketPacks
     from cgan.storage import s3
     from cgan.storage.keys import StoreError
 
@@ -54,4 +54,4 @@ def open_grid_stager(bucket: str | None, run_prefix: str | None, aws_conn_id: st
     except s3.S3ConfigError as exc:
         raise StoreError(f"{exc} [connection {aws_conn_id!r}, bucket {bucket!r}: the publish bucket, where the "
                          "inference tasks stage the grids]") from exc
-    return GridStager(client, bucket, run_prefix)
+    return BucketPacks(client, bucket, run_prefix)

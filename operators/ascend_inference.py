@@ -77,7 +77,7 @@ class AscendInferenceOperator(CganBaseOperator):
         from cgan.ascend.validate import check_device
         from cgan.run.inference import run_shard
         from cgan.run.shard import Shard
-        from operators.artifact_store import open_grid_stager
+        from operators.artifact_store import open_pack_stager
 
         shard = Shard.from_xcom(self.shard)
         tool = check_npu_tool(self.npu_tool)
@@ -100,7 +100,7 @@ class AscendInferenceOperator(CganBaseOperator):
                 return run, files
 
             result = run_shard(self.store, shard, tmp, on_npu, render_while_running=tool == "ais_bench",
-                               stager=open_grid_stager(self.bucket, self.run_prefix, self.aws_conn_id),
+                               stager=open_pack_stager(self.bucket, self.run_prefix, self.aws_conn_id),
                                progress=self._progress, log=self.log.info)
         perf, lease = result.perf, leases[0]
         self.log.info("Shard %d done on %s with %s: %.3f ms per call (median %.3f, p99 %.3f), %.1f grids/s; "

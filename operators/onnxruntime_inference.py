@@ -55,7 +55,7 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
         from cgan.run.inference import run_shard
         from cgan.run.shard import Shard
         from cgan.runtimes.onnxruntime_runner import run_onnxruntime
-        from operators.artifact_store import open_grid_stager
+        from operators.artifact_store import open_pack_stager
 
         shard = Shard.from_xcom(self.shard)
         split_deconv = settings.ort_split_deconv()
@@ -70,7 +70,7 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
 
             self.log.info("Shard %d through ONNX Runtime, %s thread(s), %s", shard.index, self.threads, self.precision)
             result = run_shard(self.store, shard, tmp, onnxruntime, log=self.log.info,
-                               stager=open_grid_stager(self.bucket, self.run_prefix, self.aws_conn_id))
+                               stager=open_pack_stager(self.bucket, self.run_prefix, self.aws_conn_id))
         perf = result.perf
         self.log.info("Shard %d done: %.2f ms per call (p99 %.2f), %.1f grids/s; %d grid PNG(s) rendered during "
                       "inference, %d raw output(s) kept; CPU s %s; peak memory %s MiB", shard.index,

@@ -9,7 +9,8 @@ data comes from cgan.publishing.gallery; this file only shapes it for the templa
 
     /cgan-gallery/                         published runs (table) + trend of grids/s and label accuracy
     /cgan-gallery/runs/<name>              one run: grids, perf figures and latency plot, quality report
-    /cgan-gallery/runs/<name>/img/<key>    a PNG of that run (only keys its manifest lists)
+    /cgan-gallery/runs/<name>/grid/<n>     grid n of that run (one ranged GET into its pack)
+    /cgan-gallery/runs/<name>/img/<key>    a PNG object of that run (only keys its manifest lists)
 
 Authentication: Airflow does NOT authenticate mounted plugin apps, so every route here asks
 Airflow's own `get_user` (airflow.api_fastapi.core_api.security) for the caller:
@@ -40,7 +41,8 @@ from urllib.parse import quote, urlsplit
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
@@ -248,6 +250,10 @@ def _img_url(request: Request, name: str, rel: str) -> str:
     return f"{_run_url(request, name)}/img/{quote(rel, safe='/')}"
 
 
+def _grid_url(request: Request, name: str, grid: int) -> str:
+    return f"{_run_url(request, name)}/grid/{grid}"
+
+
 def _page(request: Request, template: str, title: str, **context: Any) -> str:
     """A page: templates/cgan_gallery/<template> in base.html, with the stylesheet inlined."""
     return templates.get_template(template).render(title=title, css=Markup(CSS), root=_root(request), **context)
@@ -285,11 +291,12 @@ def index(request: Request, kind: str = Query("all", pattern="^(all|nightly|manu
 @app.get("/runs/{name}", response_class=HTMLResponse)
 def run_page(request: Request, name: str, page: int = Query(1, ge=1, le=1_000_000), user=Depends(require_user)):
     from cgan.layout.published import LATENCY_PLOT_KEY
+    from cgan.layout.workspace import grid_name
     from cgan.publishing.gallery import load_run
 
     run = _store_call(load_run, name)
     img_url = partial(_img_url, request, run.summary.name)
-    pages = max(1, math.ceil(len(run.grids) / GRIDS_PER_PAGE))
+    pages = max(1, math.ceil(run.grids / GRIDS_PER_PAGE))
     page = min(page, pages)
     grid_pager = None
     if pages > 1:
@@ -297,8 +304,9 @@ def run_page(request: Request, name: str, page: int = Query(1, ge=1, le=1_000_00
             {"page": p, "label": label, "current": p == page}
             for p, label in ((1, "first"), (max(1, page - 1), "previous"), (min(pages, page + 1), "next"),
                              (pages, "last"))]}
-    grids = [{"url": img_url(rel), "label": rel.rsplit("/", 1)[-1].removesuffix(".png")}
-             for rel in run.grids[(page - 1) * GRIDS_PER_PAGE: page * GRIDS_PER_PAGE]]
+    grid_url = partial(_grid_url, request, run.summary.name)
+    grids = [{"url": grid_url(g), "label": grid_name(g)}
+             for g in range((page - 1) * GRIDS_PER_PAGE, min(run.grids, page * GRIDS_PER_PAGE))]
     perf = run.perf or {}
     devices = perf.get("devices")
     notes = perf.get("notes")
@@ -309,6 +317,16 @@ def run_page(request: Request, name: str, page: int = Query(1, ge=1, le=1_000_00
         perf_notes=notes if isinstance(notes, list) else [],
         latency_plot_url=img_url(LATENCY_PLOT_KEY) if run.has_latency_plot else None,
         quality=run.quality, per_class=_per_class(run.quality), details=_details(run.manifest)))
+
+
+@app.get("/runs/{name}/grid/{grid}")
+def grid_image(name: str, grid: int = PathParam(ge=0, le=99_999_999), user=Depends(require_user)):
+    """One grid's PNG: one ranged GET into its pack, checked against the pack's index."""
+    from cgan.publishing.gallery import open_grid
+
+    png = _store_call(open_grid, name, grid)
+    headers = {"Cache-Control": "private, max-age=300", "ETag": f'"{png.etag}"'}
+    return Response(png.data, media_type="image/png", headers=headers)
 
 
 @app.get("/runs/{name}/img/{rel:path}")

@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 def report(endpoint: str, out: Path) -> int:
     import boto3
 
+    from cgan.layout.packs import read_members
     from cgan.layout.published import LATEST_KEY, PERF_KEY, QUALITY_KEY, relative_objects
-    from cgan.layout.workspace import GRIDS_PREFIX
     from scripts.local_stack import local_keys
 
     keys = local_keys()
@@ -78,15 +78,25 @@ def report(endpoint: str, out: Path) -> int:
     manifest = json.loads(client.get_object(Bucket=BUCKET, Key=latest["manifest"])["Body"].read())
     prefix = latest["manifest"].rsplit("/", 1)[0]
     shutil.rmtree(out, ignore_errors=True)
-    for rel, (key, _) in relative_objects(manifest, prefix).items():  # grids/..., perf/..., quality/...
+    for rel, (key, _) in relative_objects(manifest, prefix).items():  # perf/..., quality/...
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         client.download_file(BUCKET, key, str(target))
+    grids = out / "grids"
+    grids.mkdir(parents=True)
+    for pack in manifest["packs"]:  # each a tar of PNGs: what `aws s3 cp` + `tar -x` give too
+        tar = out / "packs" / pack["key"].rsplit("/", 1)[1]
+        tar.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(BUCKET, pack["key"], str(tar))
+        for name, data in read_members(tar):
+            (grids / Path(name).name).write_bytes(data)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     summary = manifest.get("summary", {})
     print()
-    print(f"Published: s3://{BUCKET}/{prefix}/ ({len(manifest['objects'])} objects, manifest last)")
-    print(f"Grids (row = noise vector, column = digit 0..9): {out / GRIDS_PREFIX}/")
+    print(f"Published: s3://{BUCKET}/{prefix}/ ({manifest['grids']} grids in {len(manifest['packs'])} pack(s), "
+          f"{len(manifest['objects'])} report object(s), manifest last)")
+    print(f"Packs (tar of PNGs, WebDataset-style): {out / 'packs'}/")
+    print(f"Grids (row = noise vector, column = digit 0..9): {grids}/")
     print(f"Quality: {out / QUALITY_KEY} (label accuracy {summary.get('label_accuracy')}, "
           f"parity max abs error {summary.get('parity_max_abs_err')})")
     print(f"Perf: {out / PERF_KEY} ({summary.get('grids_per_s')} grids/s on the CPU)")

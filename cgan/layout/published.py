@@ -1,20 +1,15 @@
 """The published layout: the one home of every key name in the publish bucket.
 
-    latest.json                                     pointer: {"manifest": <key>, "logical_date", ...}
-    runs/<name>/manifest.json                       the run's manifest, switched last (one PUT)
-    runs/<name>/attempts/<attempt>/grids/*.png      the objects of one publish attempt
-    runs/<name>/attempts/<attempt>/perf/*
+    latest.json                                         pointer: {"manifest": <key>, "logical_date", ...}
+    runs/<name>/manifest.json                           the run's manifest (version 2), switched last (one PUT)
+    runs/<name>/attempts/<shard attempt>/packs/pack_NNNNNNNN.tar, .json   a shard try's grid packs + indexes
+    runs/<name>/attempts/<attempt>/perf/*               the reports of one publish attempt
     runs/<name>/attempts/<attempt>/quality/quality.json
 
-Every publish writes its objects under a fresh attempt prefix and then replaces the run's
-manifest in one PUT, so a reader always sees either the old manifest with the old attempt's
-objects or the new manifest with the new ones: a re-publish never takes a published run
-offline. The inference tasks stage their grid PNGs the same way, each try under an attempt of
-its own (`runs/<name>/attempts/<shard attempt>/grids/...`, cgan.run.staging), while the run is still
-computing; the manifest names them where they lie. So an object's key relative to the run is
-what follows `attempts/<attempt>/`, whichever attempt holds it. The manifest names the publish
-attempt in `root`; runs published before attempts existed keep their objects directly under
-`runs/<name>/` (no `root`), and readers accept both. No Airflow import here.
+A manifest names its reports in `objects` and its grids in `packs` (cgan.layout.packs), each
+under the attempt that wrote it; an object's name within the run is what follows
+`attempts/<attempt>/`. The protocol (attempts, the manifest last, what readers may rely on) is
+told in docs/data-layout.md. No Airflow import here.
 """
 
 from __future__ import annotations
@@ -29,12 +24,12 @@ RUNS_PREFIX = "runs/"
 MANIFEST_NAME = "manifest.json"
 LATEST_KEY = "latest.json"
 ATTEMPTS_DIR = "attempts"
-SECTIONS = ("grids", "perf", "quality")
-GRIDS_DIR = "grids/"
+MANIFEST_VERSION = 2  # 2: grids in packs (cgan.layout.packs), listed in `packs`
+SECTIONS = ("perf", "quality")  # the workspace sections a publish copies into its attempt
 PERF_KEY = "perf/perf.json"
 QUALITY_KEY = "quality/quality.json"
 LATENCY_PLOT_KEY = "perf/latency.png"
-MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a 100,000-grid run has a ~15 MB manifest
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # O(packs): a 10,000,000-grid run has a ~4 MB manifest
 
 
 def check_run_name(name: str) -> str:
@@ -79,29 +74,18 @@ def attempt_of(prefix: str, key: str) -> str | None:
 
 
 def objects_root(manifest: dict, prefix: str) -> str:
-    """The prefix the manifest's objects lie under: its `root` when that is an attempt of this
-    run, else the run prefix itself (runs published before attempts existed)."""
+    """The publish attempt the manifest's reports lie under (its `root`); StoreError when the
+    manifest names none under this run."""
     root = manifest.get("root")
-    if isinstance(root, str) and root.startswith(f"{prefix}/{ATTEMPTS_DIR}/"):
-        try:
-            return check_key(root)
-        except StoreError:
-            pass
-    return prefix
-
-
-def grid_key(root: str, stem: str) -> str:
-    """A grid PNG under an attempt root: `<root>/grids/grid_000042.png`."""
-    return join(root, f"{GRIDS_DIR}{check_key(stem)}.png")
+    if not isinstance(root, str) or not root.startswith(f"{prefix}/{ATTEMPTS_DIR}/"):
+        raise StoreError(f"the manifest of {prefix} names no attempt of the run as its root ({root!r})")
+    return check_key(root)
 
 
 def relative_objects(manifest: dict, prefix: str) -> dict[str, tuple[str, int]]:
-    """relative key (grids/grid_000000.png) -> (full key, size) of the manifest's well-formed
-    objects: those under any attempt of the run (relative key: what follows
-    `<prefix>/attempts/<id>/`), or, for a manifest without an attempt root (published before
-    attempts existed), those right under the run prefix. Anything else it lists is ignored, and
-    of two objects with one relative key the first listed counts."""
-    legacy = objects_root(manifest, prefix) == prefix
+    """relative key (perf/perf.json) -> (full key, size) of the manifest's well-formed `objects`
+    under any attempt of the run (relative key: what follows `<prefix>/attempts/<id>/`); anything
+    else it lists is ignored, and of two objects with one relative key the first listed counts."""
     found: dict[str, tuple[str, int]] = {}
     entries = manifest.get("objects")
     for entry in entries if isinstance(entries, list) else []:
@@ -110,31 +94,55 @@ def relative_objects(manifest: dict, prefix: str) -> dict[str, tuple[str, int]]:
         key, size = entry.get("key"), entry.get("size")
         if not isinstance(key, str) or not _is_size(size):
             continue
-        rel = _relative_key(prefix, key, legacy)
+        rel = _relative_key(prefix, key)
         if rel is not None and rel not in found:
             found[rel] = (key, size)
     return found
 
 
+def manifest_packs(manifest: dict, prefix: str) -> list[dict]:
+    """The manifest's packs, checked: each under an attempt of the run, with its index, and
+    together grids 0..N-1 in order (StoreError naming the first that is not)."""
+    packs = manifest.get("packs")
+    if not isinstance(packs, list):
+        raise StoreError(f"the manifest of {prefix} lists no packs (version {manifest.get('version')!r}; this "
+                         f"reader knows version {MANIFEST_VERSION}): re-publish the run")
+    expect = 0
+    for pack in packs:
+        index = pack.get("index") if isinstance(pack, dict) else None
+        ok = (isinstance(pack, dict) and isinstance(index, dict) and pack.get("first") == expect
+              and _is_size(pack.get("count")) and pack["count"] > 0 and _is_size(pack.get("size"))
+              and _is_size(index.get("size")) and isinstance(pack.get("sha256"), str)
+              and isinstance(index.get("sha256"), str)
+              and all(isinstance(k, str) and attempt_of(prefix, k) is not None for k in (pack.get("key"),
+                                                                                          index.get("key"))))
+        if not ok:
+            raise StoreError(f"the manifest of {prefix}: pack entry {pack!r:.120} is not the pack of grid {expect}")
+        expect += pack["count"]
+    return packs
+
+
 def manifest_keys(manifest: dict, prefix: str) -> set[str]:
-    """Every key the manifest names under the run's prefix (what a re-publish must not delete)."""
-    entries = manifest.get("objects")
+    """Every key the manifest names under the run's prefix, objects, packs and their indexes (what
+    a re-publish must not delete); whatever the manifest's version or shape."""
     keys = set()
-    for entry in entries if isinstance(entries, list) else []:
-        key = entry.get("key") if isinstance(entry, dict) else None
-        if isinstance(key, str) and key.startswith(f"{prefix}/"):
-            keys.add(key)
+    for field in ("objects", "packs"):
+        entries = manifest.get(field)
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, dict):
+                continue
+            index = entry.get("index")
+            for key in (entry.get("key"), index.get("key") if isinstance(index, dict) else None):
+                if isinstance(key, str) and key.startswith(f"{prefix}/"):
+                    keys.add(key)
     return keys
 
 
-def _relative_key(prefix: str, key: str, legacy: bool) -> str | None:
+def _relative_key(prefix: str, key: str) -> str | None:
     attempt = attempt_of(prefix, key)
-    if attempt is not None:
-        rel = key[len(f"{prefix}/{ATTEMPTS_DIR}/{attempt}/"):]
-    elif legacy and key.startswith(f"{prefix}/"):
-        rel = key[len(prefix) + 1:]
-    else:
+    if attempt is None:
         return None
+    rel = key[len(f"{prefix}/{ATTEMPTS_DIR}/{attempt}/"):]
     try:
         return check_key(rel)
     except StoreError:

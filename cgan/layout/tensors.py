@@ -40,6 +40,14 @@ def channels_from_output_size(num_bytes: int) -> int:
 OUTPUT_SUFFIX = "_output_0.bin"  # msame's directory mode: <input stem>_output_0.bin
 
 
+GRID_DIGITS = 8  # grid_00000042: one width for every run (up to 10^8 grids), so text order is grid order
+
+
+def grid_stem_of(grid_index: int) -> str:
+    """`grid_00000042`: the stem a grid's input bin, output bin and PNG share."""
+    return f"grid_{grid_index:0{GRID_DIGITS}d}"
+
+
 def bin_name(grid_index: int) -> str:
     """The input bin of grid `grid_index`."""
-    return f"grid_{grid_index:06d}.bin"
+    return f"{grid_stem_of(grid_index)}.bin"

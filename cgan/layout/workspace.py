@@ -3,16 +3,16 @@
 Layout under the artifact root (CGAN_ARTIFACT_ROOT, `file://` or `s3://`):
 
     runs/<run key>/                         one run's workspace, removed once the run is published
-        bins/shard_NNNN/grid_GGGGGG.bin     input bins (+ the recipe's CGAN_prep_bin.info)
+        bins/shard_NNNN/inputs.pack         a shard's input bins back to back
         outputs/shard_NNNN/                 what an inference task hands over: perf.json, the
                                             tool's log, render.json (written last) and only the
                                             raw outputs postprocess checks for parity (every one
-                                            with keep_raw_outputs): grid_GGGGGG_output_0.bin
-        grids/grid_GGGGGG.png               made by the inference tasks on their own workers when
-                                            they are given no publish bucket (else staged there,
-                                            cgan.run.staging), or by postprocess re-rendering a shard
-        staged.json                         postprocess: the shards whose grids publish names
-                                            where the inference tasks staged them
+                                            with keep_raw_outputs): grid_GGGGGGGG_output_0.bin
+        packs/pack_GGGGGGGG.tar, .json      grid packs (cgan.layout.packs) made by the inference
+                                            tasks when they are given no publish bucket (else
+                                            staged there, cgan.run.staging), or by postprocess
+                                            re-rendering a shard
+        staged.json                         postprocess: every shard's packs, for publish
         perf/perf.json, perf/latency.png, perf/shard_NNNN.<name>     made by postprocess
         quality/quality.json                                        made by postprocess
         logs/atc.log
@@ -21,8 +21,8 @@ Layout under the artifact root (CGAN_ARTIFACT_ROOT, `file://` or `s3://`):
     atc-cache/<key>/model.om, entry.json    the om, once per ONNX + atc flags + toolkit
                                             (cgan.ascend.atc_cache), shared by every run
 
-The published layout (`grids/`, `perf/`, `quality/` under `runs/<run key>/` of the publish
-bucket) holds the workspace's sections under the same keys (cgan.layout.published.SECTIONS).
+A publish copies the workspace's `perf/` and `quality/` (cgan.layout.published.SECTIONS) and any
+packs in it under the same keys into its attempt in the publish bucket.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from cgan.storage.keys import StoreError, join
 
 BINS_PREFIX = "bins"
 OUTPUTS_PREFIX = "outputs"
-GRIDS_PREFIX = "grids"
 PERF_PREFIX = "perf"
 LOGS_PREFIX = "logs"
 
@@ -41,6 +40,7 @@ ATC_LOG_KEY = f"{LOGS_PREFIX}/atc.log"
 SHARD_PERF_NAME = "perf.json"
 RENDER_NAME = "render.json"
 STAGED_KEY = "staged.json"
+STAGED_VERSION = 2  # of staged.json and of render.json's `packs` entry: 2, grids in packs
 BINS_PACK_NAME = "inputs.pack"  # not *.bin: a reader of one-bin-per-grid shards skips it
 
 MODELS_PREFIX = "models"  # beside runs/ under the artifact root, not in a run's workspace
@@ -52,7 +52,7 @@ def workspace_uri(artifact_root: str, run_key: str) -> str:
 
 
 def grid_name(grid: int) -> str:
-    """`grid_000042`: the stem shared by a grid's input bin, output bin and PNG."""
+    """`grid_00000042`: the stem shared by a grid's input bin, output bin and PNG."""
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 0:
         raise StoreError(f"grid index must be a non-negative integer, got {grid!r}: workspace keys are made "
                          "from the run's plan; clear the run from its plan task")
@@ -95,15 +95,6 @@ def render_key(shard: int) -> str:
 
 def shard_perf_key(shard: int) -> str:
     return shard_file_key(shard, SHARD_PERF_NAME)
-
-
-def png_key(stem: str) -> str:
-    """The grid PNG of an output's stem (`grid_000042` -> `grids/grid_000042.png`)."""
-    return f"{GRIDS_PREFIX}/{stem}.png"
-
-
-def grid_png_key(grid: int) -> str:
-    return png_key(grid_name(grid))
 
 
 def published_shard_file_key(shard: int, name: str) -> str:

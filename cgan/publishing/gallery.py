@@ -1,26 +1,29 @@
 """Reading published runs back for the gallery (the Airflow UI page in plugins/cgan_gallery.py).
 
-Works on a boto3 S3 client and a bucket laid out by `cgan.publishing.publish` (key names in
-cgan.layout.published): `runs/<name>/manifest.json` (switched last) plus the objects it lists
-under its `root` (the publish attempt's prefix; runs published before attempts existed have
-their objects right under `runs/<name>/`). Requests go through the S3 adapter cgan.storage.s3.
-No Airflow import here.
+Works on a boto3 S3 client and a bucket laid out by `cgan.publishing.publish` (layout v2:
+cgan.layout.published, packs: cgan.layout.packs). Requests go through the S3 adapter
+cgan.storage.s3. No Airflow import here.
 
 - `list_runs`: the published runs, newest first by logical date. A `runs/<name>/` prefix
   without a manifest is not published (or is being published) and is not listed. The listing
   is paginated and capped (`MAX_SCAN` prefixes looked at, `MAX_RUNS` runs returned).
-- `load_run`: one run's manifest (without its object list), perf.json and quality.json.
-- `open_png`: a PNG of a run, only when the run's manifest lists its key, so the gallery can
-  never be used to read other objects of the bucket (or another run's unpublished files).
+- `load_run`: one run's manifest (without its object and pack lists), perf.json, quality.json and
+  its grid count; grids are numbered 0..N-1, so a page of them is arithmetic.
+- `open_grid`: one grid's PNG, by one ranged GET into its pack, checked against the pack's
+  index (itself checked against the manifest's sha256, and cached).
+- `open_png`: a PNG object of a run (the latency plot), only when the manifest lists its key,
+  so the gallery can never be used to read other objects of the bucket.
 - `trend`: grids/s and label accuracy over the listed runs, oldest first.
 
-Memory stays bounded: a manifest lists every object of its run (about 150 bytes per grid), so
-parsed manifests are kept only as small summaries (LRU, revalidated by ETag) and as the
-key -> size maps of a few recently viewed runs; JSON larger than the limits below is refused.
+Memory stays bounded whatever the run's size: a manifest is O(packs) (a few MB at 10,000,000
+grids), parsed manifests are kept as small summaries (LRU, revalidated by ETag) and as the
+object and pack tables of a few recently viewed runs, and a few pack indexes.
 """
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import json
 import threading
 import time
@@ -33,8 +36,8 @@ from typing import Any, TypeGuard
 
 from cgan.errors import CganError
 from cgan.layout import published as layout
+from cgan.layout.packs import MAX_INDEX_BYTES, PackError, PackIndex, check_member
 from cgan.layout.published import (
-    GRIDS_DIR,
     LATENCY_PLOT_KEY,
     MAX_MANIFEST_BYTES,
     PERF_KEY,
@@ -51,6 +54,8 @@ MAX_PNG_BYTES = 32 * 1024 * 1024
 HEAD_WORKERS = 8
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 OBJECT_KEYS = "_object_keys"  # in a cached manifest (its object list dropped): keys outside its root
+PACKS = "_packs"  # in a cached manifest (its pack list dropped): the PackRefs, by first grid
+MAX_INDEXES = 64  # pack indexes cached (about 110 KB each)
 
 
 class GalleryError(CganError):
@@ -103,12 +108,27 @@ class RunList:
     more_prefixes: bool  # more prefixes than `max_scan`: some were not looked at
 
 
+@dataclass(frozen=True)
+class PackRef:
+    """One pack of a run, as its manifest lists it (cgan.layout.packs)."""
+
+    first: int
+    count: int
+    key: str
+    size: int
+    sha256: str
+    index_key: str
+    index_size: int
+    index_sha256: str
+
+
 @dataclass
 class RunDetail:
     summary: RunSummary
-    manifest: dict  # the manifest without its object list
-    grids: list[str]  # keys relative to the run's root, e.g. grids/grid_000000.png, sorted
-    images: list[str]  # every PNG the manifest lists (grids and plots), relative keys
+    manifest: dict  # the manifest without its object and pack lists
+    grids: int  # grids 0..grids-1, in `packs`
+    packs: int
+    images: list[str]  # every PNG object the manifest lists (the latency plot), relative keys
     perf: dict | None
     quality: dict | None
     total_bytes: int
@@ -176,18 +196,50 @@ class ManifestCache:
     (the image endpoint asks for a run's map once per image).
     """
 
-    def __init__(self, max_summaries: int = 4096, max_runs: int = 8, ttl_s: float = 30.0):
+    def __init__(self, max_summaries: int = 4096, max_runs: int = 8, ttl_s: float = 30.0,
+                 max_indexes: int = MAX_INDEXES):
         self.max_summaries = max_summaries
         self.max_runs = max_runs
         self.ttl_s = ttl_s
+        self.max_indexes = max_indexes
         self._summaries: OrderedDict[tuple, tuple[str, RunSummary]] = OrderedDict()
         self._runs: OrderedDict[tuple, tuple[str, float, dict, dict[str, int], RunSummary]] = OrderedDict()
+        self._indexes: OrderedDict[tuple, PackIndex] = OrderedDict()
         self._lock = threading.Lock()
 
     def clear(self) -> None:
         with self._lock:
             self._summaries.clear()
             self._runs.clear()
+            self._indexes.clear()
+
+    def index(self, client, bucket: str, pack: PackRef) -> PackIndex:
+        """The pack's index, read once and checked against the manifest's size and sha256."""
+        cid = (*self._id(client, bucket, pack.index_key), pack.index_sha256)
+        with self._lock:
+            hit = self._indexes.get(cid)
+            if hit is not None:
+                self._indexes.move_to_end(cid)
+                return hit
+        try:
+            data, _ = s3.get_bytes(client, bucket, pack.index_key, MAX_INDEX_BYTES)
+        except s3.S3Missing:
+            raise GalleryError(f"s3://{bucket}/{pack.index_key} is listed in the manifest but missing: the run is "
+                               "being re-published, try again shortly") from None
+        except s3.S3Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if len(data) != pack.index_size or hashlib.sha256(data).hexdigest() != pack.index_sha256:
+            raise GalleryError(f"s3://{bucket}/{pack.index_key} does not match the manifest's sha256: the run is "
+                               "being re-published, try again shortly")
+        try:
+            index = PackIndex.from_json(data, first=pack.first, count=pack.count)
+        except PackError as exc:
+            raise GalleryError(f"s3://{bucket}/{pack.index_key}: {exc}") from None
+        with self._lock:
+            self._indexes[cid] = index
+            while len(self._indexes) > self.max_indexes:
+                self._indexes.popitem(last=False)
+        return index
 
     @staticmethod
     def _id(client, bucket: str, key: str) -> tuple:
@@ -225,8 +277,9 @@ class ManifestCache:
             etag, manifest = _read_manifest(client, bucket, name)
             objects, keys = _run_objects(name, manifest)
             summary = _summarize(name, manifest)
-            meta = {k: v for k, v in manifest.items() if k != "objects"}
+            meta = {k: v for k, v in manifest.items() if k not in ("objects", "packs")}
             meta[OBJECT_KEYS] = keys
+            meta[PACKS] = _run_packs(name, manifest)
             del manifest
             self._remember_summary(cid, etag, summary)
         with self._lock:
@@ -299,12 +352,49 @@ def load_run(client, bucket: str, name: str, *, cache: ManifestCache = DEFAULT_C
             except GalleryError as exc:
                 problems.append(str(exc))
     images = sorted(k for k in objects if k.endswith(".png"))
+    packs: tuple[PackRef, ...] = meta[PACKS]
     return RunDetail(
-        summary=summary, manifest={k: v for k, v in meta.items() if k != OBJECT_KEYS},
-        grids=[k for k in images if k.startswith(GRIDS_DIR)], images=images,
-        perf=reports[PERF_KEY], quality=reports[QUALITY_KEY], total_bytes=sum(objects.values()),
-        problems=problems,
+        summary=summary, manifest={k: v for k, v in meta.items() if k not in (OBJECT_KEYS, PACKS)},
+        grids=sum(p.count for p in packs), packs=len(packs), images=images,
+        perf=reports[PERF_KEY], quality=reports[QUALITY_KEY],
+        total_bytes=sum(objects.values()) + sum(p.size + p.index_size for p in packs), problems=problems,
     )
+
+
+@dataclass(frozen=True)
+class GridImage:
+    """One grid's PNG, read from its pack and checked against the pack's index."""
+
+    grid: int
+    data: bytes
+    etag: str  # the member's sha256: the same grid of the same pack is the same image
+
+
+def open_grid(client, bucket: str, name: str, grid: int, *, cache: ManifestCache = DEFAULT_CACHE) -> GridImage:
+    """Grid `grid` of a published run: its pack's index (cached), then one ranged GET."""
+    check_bucket(bucket)
+    meta, _, _ = cache.run(client, bucket, check_run_name(name))
+    packs: tuple[PackRef, ...] = meta[PACKS]
+    at = bisect.bisect_right([p.first for p in packs], grid) - 1 if packs else -1
+    if isinstance(grid, bool) or not isinstance(grid, int) or at < 0 or grid >= packs[at].first + packs[at].count:
+        raise NotFound(f"run {name!r} has no grid {grid!r} (its grids are 0..{sum(p.count for p in packs) - 1})")
+    pack = packs[at]
+    index = cache.index(client, bucket, pack)
+    member = index.member(grid)
+    try:
+        data = s3.get_range(client, bucket, pack.key, member.offset, member.size)
+    except s3.S3Missing:
+        raise GalleryError(f"s3://{bucket}/{pack.key} is listed in the manifest but missing: the run is being "
+                           "re-published, try again shortly") from None
+    except s3.S3Error as exc:
+        raise StoreUnavailable(str(exc)) from exc
+    try:
+        check_member(index, grid, data)
+    except PackError as exc:
+        raise GalleryError(str(exc)) from None
+    if not data.startswith(PNG_SIGNATURE):
+        raise GalleryError(f"{member.name} of s3://{bucket}/{pack.key} is not a PNG")
+    return GridImage(grid, data, member.sha256)
 
 
 def open_png(client, bucket: str, name: str, rel_key: str, *, cache: ManifestCache = DEFAULT_CACHE) -> PngObject:
@@ -430,6 +520,16 @@ def _run_objects(name: str, manifest: dict) -> tuple[dict[str, int], dict[str, s
             {rel: key for rel, (key, _) in found.items() if key != f"{root}/{rel}"})
 
 
+def _run_packs(name: str, manifest: dict) -> tuple[PackRef, ...]:
+    """The manifest's packs as PackRefs; GalleryError when they are not the run's grids 0..N-1."""
+    try:
+        packs = layout.manifest_packs(manifest, layout.run_prefix(name))
+    except StoreError as exc:
+        raise GalleryError(str(exc)) from None
+    return tuple(PackRef(p["first"], p["count"], p["key"], p["size"], p["sha256"], p["index"]["key"],
+                         p["index"]["size"], p["index"]["sha256"]) for p in packs)
+
+
 def _object_key(meta: dict, name: str, rel: str) -> str:
     """The full key of one of a run's objects (meta: the cached manifest without its object list)."""
     return meta.get(OBJECT_KEYS, {}).get(rel) or f"{layout.objects_root(meta, layout.run_prefix(name))}/{rel}"
@@ -438,7 +538,7 @@ def _object_key(meta: dict, name: str, rel: str) -> str:
 def _summarize(name: str, manifest: dict) -> RunSummary:
     summary = _dict(manifest.get("summary"))
     params = _dict(manifest.get("params"))
-    objects = manifest.get("objects")
+    objects, packs = manifest.get("objects"), manifest.get("packs")
     grids = summary.get("grids")
     return RunSummary(
         name=name,
@@ -452,7 +552,7 @@ def _summarize(name: str, manifest: dict) -> RunSummary:
         parity_max_abs_err=_num(summary.get("parity_max_abs_err")),
         backend=_str(summary.get("backend")),
         target=_str(params.get("target")),
-        objects=len(objects) if isinstance(objects, list) else 0,
+        objects=(len(objects) if isinstance(objects, list) else 0) + 2 * (len(packs) if isinstance(packs, list) else 0),
         status="rejected" if manifest.get("status") == "rejected" else "accepted",
         gate_failures=tuple(str(f) for f in summary.get("gate_failures") or () if isinstance(f, str)),
     )

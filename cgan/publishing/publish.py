@@ -1,33 +1,12 @@
 """Publishing a finished run to object storage without an offline window.
 
-Layout (cgan.layout.published): the run's objects go under a fresh attempt prefix
-`runs/<run>/attempts/<attempt>/{grids,perf,quality}/...`, except the grid PNGs that the
-inference tasks already staged in the bucket under attempts of their own (cgan.run.staging): those
-are checked present with their sizes by listing each shard attempt (nothing is published when
-one is missing or short) and named where they lie, with the size and sha256 their render.json
-recorded; then `runs/<run>/manifest.json` (key,
-size and sha256 of every object, its `root`, the params, model hashes, tool versions) is
-replaced in one PUT; then `latest.json` at the bucket root is moved to it, unless the run
-failed the quality gate (cgan.quality.gate): such a run is published with `status: rejected` in its
-manifest, for inspection, and latest.json stays where it was. A run is published
-only when its manifest exists, and a manifest only ever names objects that are all there:
-
-- Every upload is verified by the server: Content-MD5 and x-amz-checksum-sha256 on single PUTs,
-  the SDK's per-part SHA-256 on multipart uploads (and their size is checked after).
-- A re-publish (a retry, a cleared run) never touches the objects the current manifest names:
-  readers keep reading the old run until the new manifest switches over. The replaced
-  attempt's objects stay until the run's next publish (a reader that read the old manifest
-  just before the switch can still fetch them); older attempts and the leftovers of failed
-  attempts (a failed or retried shard try's staged grids too) are deleted after the switch.
-  So a run's prefix holds at most two publish attempts, plus the shard attempts they name.
-- A run that never publishes leaves its staged grids without a manifest: the cleanup task of a
-  later run removes such run prefixes once their newest object is older than the workspace
-  retention (`remove_unpublished_runs`).
-- Where the server honours conditional writes (`cgan.storage.s3.probe`), the run's manifest is
-  replaced with If-Match on the ETag it had when the publish began (If-None-Match for the
-  first), and `latest.json` likewise, re-read and retried when another writer got there
-  first; a newer run in latest.json is never replaced by an older one. Where it does not, the
-  writes are unconditional (last writer wins) and the publish log says so.
+`publish_run` checks that every pack the inference tasks staged in the bucket is there with its
+size (one listing per shard attempt), copies what lies in the workspace (the reports, and packs
+of shards rendered there) to a fresh attempt of the run, then replaces the run's manifest in one
+PUT (conditional where the server honours it), then moves `latest.json` unless the quality gate
+rejected the run, then deletes what no manifest names. `remove_unpublished_runs` is the cleanup
+of runs that never got a manifest. The protocol and its guarantees are told in
+docs/data-layout.md and docs/reliability.md; key names are cgan.layout.published's.
 
 Wrong credentials or a missing bucket raise PublishConfigError (a retry cannot help); a store
 that is down or failing, or a lost race for the run's manifest, raises PublishError (a retry may).
@@ -44,16 +23,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cgan.errors import CganError
+from cgan.layout.packs import PACKS_DIR
 from cgan.layout.published import (
-    GRIDS_DIR,
     LATEST_KEY,
+    MANIFEST_VERSION,
     MAX_MANIFEST_BYTES,
     QUALITY_KEY,
     RUNS_PREFIX,
     SECTIONS,
     attempt_of,
     attempt_root,
-    grid_key,
     manifest_key_of,
     manifest_keys,
     new_attempt_id,
@@ -81,7 +60,7 @@ class PublishConfigError(PublishError):
 
 
 class StagedGridsError(PublishError):
-    """A grid staged by an inference task is missing, short, or staged elsewhere: a retry of
+    """A pack staged by an inference task is missing, short, or staged elsewhere: a retry of
     publish cannot help, the shard's inference task must run again."""
 
     retryable = False
@@ -97,6 +76,7 @@ class Published:
     root: str = ""  # the attempt prefix the objects lie under
     conditional: bool = False  # the manifest and latest.json were written with conditional writes
     status: str = "accepted"  # the quality gate's verdict (cgan.quality.gate); a rejected run leaves latest.json
+    packs: int = 0
 
     @property
     def uri(self) -> str:
@@ -107,21 +87,19 @@ def publish_run(
     workspace, client, bucket: str, run_prefix: str, *, metadata: dict, log: Log = print,
     tmp_dir: str | Path,
 ) -> Published:
-    """Copy grids/, perf/ and quality/ of the workspace store to a new attempt under
-    s3://bucket/run_prefix/, then switch the run's manifest to it, then latest.json."""
+    """Check the staged packs, copy the workspace's packs, perf/ and quality/ to a new attempt
+    under s3://bucket/run_prefix/, then switch the run's manifest to it, then latest.json."""
     check_bucket(bucket)
     check_key(run_prefix)
     _call(s3.check_bucket, client, bucket)
     keys = [k for section in SECTIONS for k in workspace.list(section)]
-    staged_shards = _staged_shards(workspace, bucket, run_prefix)
-    staged_rel = {f"{GRIDS_DIR}{stem}.png" for shard in staged_shards for stem in shard["grids"]}
-    keys = [k for k in keys if k not in staged_rel]  # a shard's staged grids win over stale workspace copies
-    if (not staged_rel and not any(k.startswith(GRIDS_DIR) for k in keys)) or QUALITY_KEY not in keys:
-        raise PublishError("the workspace has no grids or no quality report: postprocess did not finish")
-    staged = verify_staged(client, bucket, staged_shards)  # before anything is written
+    shards = _staged_shards(workspace, bucket, run_prefix)
+    if not shards or QUALITY_KEY not in keys:
+        raise PublishError("the workspace has no packs or no quality report: postprocess did not finish")
+    staged = verify_staged(client, bucket, [s for s in shards if s.get("bucket")])  # before anything is written
     if staged:
-        log(f"{len(staged)} grid(s) staged by {len(staged_shards)} inference task(s) are in the bucket with "
-            "their sizes; the manifest names them where they lie")
+        log(f"{len(staged)} pack(s) staged by the inference tasks are in the bucket with their sizes; the "
+            "manifest names them where they lie")
     caps = _call(s3.probe, client, bucket)
     log(f"object store {s3.endpoint(client)}: {caps.describe()}")
     manifest_key = manifest_key_of(run_prefix)
@@ -148,18 +126,25 @@ def publish_run(
             raise PublishError(f"s3://{bucket}/{target} has {stored.get('ContentLength')} bytes, expected {size}")
         return {"key": target, "size": size, "sha256": data_sha}
 
-    objects, total_bytes = [], 0
+    local_packs = [p for s in shards if not s.get("bucket") for p in s["packs"]]
+    pack_keys = [k for p in local_packs for k in (p["key"], p["index"]["key"])]
+    objects, total_bytes, copied = [], 0, {}
     # Uploads are I/O bound: a few in flight at once; results come back in key order.
     with ThreadPoolExecutor(max_workers=PUBLISH_THREADS, thread_name_prefix="publish") as pool:
-        for n, obj in enumerate(pool.map(upload, keys), 1):
-            objects.append(obj)
+        for n, obj in enumerate(pool.map(upload, keys + pack_keys), 1):
+            if obj["key"].startswith(f"{root}/{PACKS_DIR}/"):
+                copied[obj["key"][len(root) + 1:]] = obj
+            else:
+                objects.append(obj)
             total_bytes += obj["size"]
-            if is_tenth(n, len(keys)):
-                log(f"published {n}/{len(keys)} objects")
-    objects.extend(staged)
-    total_bytes += sum(o["size"] for o in staged)
+            if is_tenth(n, len(keys) + len(pack_keys)):
+                log(f"uploaded {n}/{len(keys) + len(pack_keys)} object(s) of the workspace")
+    packs = sorted(staged + [_copied_pack(p, copied, root) for p in local_packs], key=lambda p: p["first"])
+    _check_cover(packs)
+    total_bytes += sum(p["size"] + p["index"]["size"] for p in staged)
     status = gate_status(metadata)
-    manifest = dict(metadata, status=status, root=root, attempt=attempt, objects=objects, published_at=_now())
+    manifest = dict(metadata, version=MANIFEST_VERSION, status=status, root=root, attempt=attempt,
+                    grids=sum(p["count"] for p in packs), objects=objects, packs=packs, published_at=_now())
     body = json.dumps(manifest, indent=2).encode()
     if caps.conditional_writes:
         try:
@@ -176,54 +161,78 @@ def publish_run(
     if previous_keys is not None:
         log(f"re-published s3://{bucket}/{run_prefix}/: its manifest now names attempt {attempt}; the run "
             "stayed readable throughout")
-    _remove_older_attempts(client, bucket, run_prefix, attempt, {o["key"] for o in objects} | (previous_keys or set())
-                           | {manifest_key}, log)
+    _remove_older_attempts(client, bucket, run_prefix, attempt, manifest_keys(manifest, run_prefix)
+                           | (previous_keys or set()) | {manifest_key}, log)
     if status == "rejected":
         log(f"latest.json kept: the run failed the quality gate; it is published for inspection only, its "
             f"manifest says status rejected ({'; '.join(metadata['summary'].get('gate_failures') or [])})")
     else:
         _update_latest(client, bucket, manifest_key, metadata.get("logical_date"), caps.conditional_writes, log)
-    return Published(bucket, run_prefix, manifest_key, len(objects), total_bytes, root, caps.conditional_writes,
-                     status)
+    return Published(bucket, run_prefix, manifest_key, len(objects) + 2 * len(packs), total_bytes, root,
+                     caps.conditional_writes, status, len(packs))
 
 
 def _staged_shards(workspace, bucket: str, run_prefix: str) -> list[dict]:
-    """The shards whose grids postprocess accepted as staged (cgan.layout.workspace STAGED_KEY; none in a
-    workspace from before staging), each checked to lie in this bucket under this run."""
-    from cgan.layout.workspace import STAGED_KEY
+    """Every shard's packs as postprocess accepted them (cgan.layout.workspace STAGED_KEY); those
+    staged in a bucket each checked to lie in this bucket under this run."""
+    from cgan.layout.workspace import STAGED_KEY, STAGED_VERSION
 
     if not workspace.exists(STAGED_KEY):
         return []
     try:
-        shards = json.loads(workspace.get_bytes(STAGED_KEY))["shards"]
-    except (ValueError, KeyError, TypeError) as exc:
+        doc = json.loads(workspace.get_bytes(STAGED_KEY))
+        shards = doc["shards"]
+        if doc.get("version") != STAGED_VERSION or not all(isinstance(s.get("packs"), list) for s in shards):
+            raise ValueError(f"version {doc.get('version')!r}, expected {STAGED_VERSION}")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise PublishError(f"{STAGED_KEY} in the workspace is unreadable ({exc}): re-run postprocess") from exc
     for shard in shards:
+        if shard.get("bucket") is None:
+            continue
         if shard.get("bucket") != bucket or not str(shard.get("root", "")).startswith(f"{run_prefix}/attempts/"):
             raise StagedGridsError(
-                f"shard {shard.get('shard')} staged its grids in s3://{shard.get('bucket')}/{shard.get('root')}/, "
+                f"shard {shard.get('shard')} staged its packs in s3://{shard.get('bucket')}/{shard.get('root')}/, "
                 f"not under s3://{bucket}/{run_prefix}/attempts/: nothing was published. Clear the shard's "
-                "inference task and everything after it, so it stages its grids where this run publishes")
+                "inference task and everything after it, so it stages its packs where this run publishes")
     return shards
 
 
 def verify_staged(client, bucket: str, shards: list[dict]) -> list[dict]:
-    """Manifest entries (key, size, sha256) of the shards' staged grids, each checked present with
-    its size by listing its attempt's grids/ (StagedGridsError naming the shard otherwise)."""
-    objects = []
+    """The manifest entries of the shards' staged packs, each pack and index checked present with
+    its size by listing its attempt's packs/ (StagedGridsError naming the shard otherwise)."""
+    packs = []
     for shard in shards:
         root = shard["root"]
-        listed = {o["Key"]: o.get("Size") for o in _call(s3.list_objects, client, bucket, f"{root}/{GRIDS_DIR}")}
-        for stem, (size, sha) in sorted(shard["grids"].items()):
-            key = grid_key(root, stem)
-            if listed.get(key) != size:
-                found = "missing" if key not in listed else f"{listed[key]} bytes, its render.json says {size}"
-                raise StagedGridsError(
-                    f"shard {shard['shard']}: the staged grid s3://{bucket}/{key} is {found}; nothing was "
-                    f"published. Clear the shard's inference task (map index {shard['shard']}) and everything "
-                    "after it, so it stages its grids again")
-            objects.append({"key": key, "size": size, "sha256": sha})
-    return objects
+        listed = {o["Key"]: o.get("Size") for o in _call(s3.list_objects, client, bucket, f"{root}/{PACKS_DIR}/")}
+        for pack in shard["packs"]:
+            for key, size in ((pack["key"], pack["size"]), (pack["index"]["key"], pack["index"]["size"])):
+                if listed.get(key) != size:
+                    found = "missing" if key not in listed else f"{listed[key]} bytes, its render.json says {size}"
+                    raise StagedGridsError(
+                        f"shard {shard['shard']}: the staged s3://{bucket}/{key} is {found}; nothing was "
+                        f"published. Clear the shard's inference task (map index {shard['shard']}) and everything "
+                        "after it, so it stages its packs again")
+            packs.append(pack)
+    return packs
+
+
+def _copied_pack(pack: dict, copied: dict[str, dict], root: str) -> dict:
+    """A workspace pack's manifest entry once copied under the publish attempt `root`."""
+    tar, index = copied[pack["key"]], copied[pack["index"]["key"]]
+    if tar["sha256"] != pack["sha256"] or index["sha256"] != pack["index"]["sha256"]:
+        raise PublishError(f"{pack['key']} in the workspace does not match its render.json (sha256): re-run "
+                           "postprocess")
+    return {**pack, "key": tar["key"], "index": {**pack["index"], "key": index["key"]}}
+
+
+def _check_cover(packs: list[dict]) -> None:
+    """The packs hold grids 0..N-1, each once, in order (the readers' arithmetic relies on it)."""
+    expect = 0
+    for pack in packs:
+        if pack["first"] != expect:
+            raise PublishError(f"the run's packs do not hold grid {expect} (next pack starts at {pack['first']}): "
+                               "re-run postprocess")
+        expect += pack["count"]
 
 
 def gate_status(metadata: dict) -> str:

@@ -1,9 +1,9 @@
 """One shard through a runtime, as every inference task runs it (the protocol: docs/data-layout.md).
 
 `run_shard` clears the shard's outputs of an earlier try, fetches its input bins, has the
-runtime write the outputs while a ShardRenderer makes the grids (or renders them after a tool
-that writes every output at the end, such as msame, once the NPU is free), and hands over what
-postprocess needs, render.json last. The runtime is a function given by the task: ONNX Runtime
+runtime write the outputs while a ShardRenderer makes the grids and packs them (or renders them
+after a tool that writes every output at the end, such as msame, once the NPU is free), and
+hands over what postprocess needs, render.json last. The runtime is a function given by the task: ONNX Runtime
 on the CPU, msame or ais_bench on a leased NPU.
 """
 
@@ -19,6 +19,7 @@ from cgan.recipe.perf import PERF_NAME, PerfRecord, peak_rss_mb
 from cgan.run.shard import Shard
 from cgan.run.shard_inputs import fetch_shard_bins
 from cgan.run.shard_render import ShardRenderer, hand_over, render_outputs
+from cgan.run.staging import ShardPacker, WorkspacePacks
 from cgan.runtimes.folder_runner import InferenceRun, OnOutput, Progress
 
 # (input bins folder, output root, on_output or None) -> the run, and files to hand over beside it
@@ -45,23 +46,24 @@ class ShardResult:
 
 def run_shard(store, shard: Shard, work_dir: Path, runtime: Runtime, *, render_while_running: bool = True,
               stager=None, progress: Progress | None = None, log: Callable[[str], object] = print) -> ShardResult:
-    """The shard's grids made by `runtime`, rendered (staged in the publish bucket with a
-    `stager`, else into the workspace) and handed over to the workspace."""
+    """The shard's grids made by `runtime`, rendered into packs (staged in the publish bucket
+    with a `stager`, cgan.run.staging.BucketPacks, else into the workspace) and handed over."""
     store.delete_prefix(shard.outputs_prefix)  # no render.json of an earlier try survives this one
     bins = fetch_shard_bins(store, shard, work_dir / "bins")
-    log(f"shard {shard.index}: {len(bins)} grid(s); grid PNGs "
-        + (f"staged in s3://{stager.bucket}/{stager.root}/ as they are rendered" if stager else "into the workspace"))
+    sink = stager or WorkspacePacks(store)
+    packer = ShardPacker(sink, shard.start, shard.count, work_dir / "packs")
+    log(f"shard {shard.index}: {len(bins)} grid(s) in {len(packer.ranges)} pack(s), uploaded to {sink.where()} "
+        "as each fills")
     cpu0 = time.process_time()
     if render_while_running:
-        with ShardRenderer(store, judge=shard.judged_stems, stager=stager) as renderer:
+        with ShardRenderer(packer, judge=shard.judged_stems) as renderer:
             run, files = runtime(work_dir / "bins", work_dir / "out", renderer.submit)
             tally = renderer.finish()
-        parts = dict(renderer.cpu_s)
+        parts = {**renderer.cpu_s, **packer.cpu_s}
     else:
         run, files = runtime(work_dir / "bins", work_dir / "out", None)
         render0 = time.process_time()
-        tally = render_outputs(store, list_outputs(run.output_dir), progress=progress, judge=shard.judged_stems,
-                               stager=stager)
+        tally = render_outputs(packer, list_outputs(run.output_dir), progress=progress, judge=shard.judged_stems)
         parts = {"render": time.process_time() - render0}
     cpu_s = {"inference": round(time.process_time() - cpu0 - sum(parts.values()), 3),
              **{part: round(secs, 3) for part, secs in parts.items()}}

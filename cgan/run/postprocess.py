@@ -1,18 +1,13 @@
 """Postprocessing of a whole run in the artifact store: quality report and run-level perf.
 
-Each inference task has already rendered and judged its shard's grids on its own worker and
-handed over `render.json` (the tally), perf.json, its tool's log and only the raw outputs of the
-run's parity sample (cgan.run.shard_render.hand_over). Postprocess merges the tallies, checks parity
-with PyTorch on that sample, copies each shard's perf record and log to `perf/`, pools the perf
-records and writes the latency plot and `quality/quality.json` (keys: cgan.layout.workspace).
-
-A shard whose grids were staged in the publish bucket (cgan.run.staging) is accepted when its
-render.json's staged list covers every grid of the shard; the accepted shards' lists go to
-`staged.json` (STAGED_KEY) for publish, which checks them in the bucket and names them in the
-manifest. A shard without a usable tally is rendered here into the workspace from its raw
-outputs when they were all kept (keep_raw_outputs); otherwise it is refused, naming the
-inference task to re-run. One shard is on local disk at a time, so memory and disk do not grow
-with the number of grids.
+Each inference task has already rendered, packed and judged its shard's grids on its own worker
+and handed over render.json (cgan.run.shard_render). Postprocess merges the tallies, checks
+parity with PyTorch on the run's parity sample, copies each shard's perf record and log to
+`perf/`, pools the perf records, writes the latency plot and `quality/quality.json`, and lists
+every shard's packs in `staged.json` for publish (keys: cgan.layout.workspace). A shard without a
+usable render.json is rendered here into packs in the workspace from its raw outputs when they
+were all kept (keep_raw_outputs), else refused, naming the inference task to re-run. Work and
+memory grow with the shards and packs, not the grids.
 """
 
 from __future__ import annotations
@@ -30,13 +25,9 @@ import numpy as np
 from cgan.errors import InferenceError
 from cgan.layout.published import LATENCY_PLOT_KEY, PERF_KEY, QUALITY_KEY
 from cgan.layout.workspace import (
-    GRIDS_PREFIX,
     RENDER_NAME,
     STAGED_KEY,
-    grid_name,
-    grid_png_key,
     output_key,
-    png_key,
     published_shard_file_key,
     render_key,
     shard_perf_key,
@@ -51,7 +42,7 @@ from cgan.recipe.perf_plot import latency_plot_png
 from cgan.run.shard import Shard
 from cgan.run.shard_inputs import fetch_input_bin
 from cgan.run.shard_render import check_render
-from cgan.run.staging import check_staged
+from cgan.run.staging import STAGED_VERSION, ShardPacker, WorkspacePacks
 
 Log = Callable[[str], None]
 # Grids rendered at a time on the fallback path: PNG encoding, the classifier and store I/O
@@ -77,7 +68,6 @@ def postprocess_run(
     features, feature_labels, extractor = [], [], FeatureExtractor()
     parity_at = parity_sample(shards, parity_grids)
     quality = QualityAccumulator(checkpoint)
-    grid_keys = set(store.list(GRIDS_PREFIX))
     records, done, staged = [], 0, []
     with tempfile.TemporaryDirectory(prefix="cgan-post-") as tmp_dir:
         tmp = Path(tmp_dir)
@@ -85,14 +75,13 @@ def postprocess_run(
             index, prefix = shard.index, shard.outputs_prefix
             keys = set(store.list(prefix))
             local = tmp / prefix
-            tally = _render_tally(store, keys, shard, quality.classifier_sha256, grid_keys, log)
+            tally = _render_tally(store, keys, shard, quality.classifier_sha256, log)
             if tally is not None:  # grids and labels were made on the inference task's worker
                 quality.merge(tally["correct"], tally["total"], tally["grids"], tally.get("row_sq"))
                 done += tally["grids"]
-                if "staged" in tally:
-                    staged.append({"shard": index, **tally["staged"]})
-                where = "staged in the publish bucket" if "staged" in tally else "rendered"
-                log(f"grids {done}/{total} (shard {index} {where} during inference)")
+                packs = tally["packs"]
+                where = "staged in the publish bucket" if packs.get("bucket") else "in the workspace"
+                log(f"grids {done}/{total} (shard {index}: {len(packs['packs'])} pack(s) {where})")
             else:
                 missing = [output_key(index, g) for g in shard.grids if output_key(index, g) not in keys]
                 if missing:
@@ -101,7 +90,8 @@ def postprocess_run(
                         f"in {prefix}/ (first: {Path(missing[0]).name}) and no usable {RENDER_NAME}; re-run "
                         "its inference task"
                     )
-                done = _render_shard(store, shard, local, quality, done, total, log)
+                done, packs = _render_shard(store, shard, local, quality, done, total, log)
+            staged.append({"shard": index, **packs})
             for g in sorted(parity_at.intersection(shard.grids)):
                 key = output_key(index, g)
                 if key not in keys:
@@ -123,7 +113,7 @@ def postprocess_run(
         report.update(diversity(np.concatenate(features), np.concatenate(feature_labels), load_reference()))
     verdict = evaluate(report, limits or Thresholds(), target=target, precision_mode=precision_mode)
     report["gate"] = verdict
-    store.put_bytes(json.dumps({"version": 1, "shards": staged}).encode(), STAGED_KEY)  # [] replaces a stale one
+    store.put_bytes(json.dumps({"version": STAGED_VERSION, "shards": staged}).encode(), STAGED_KEY)
     store.put_bytes(json.dumps(report, indent=2).encode(), QUALITY_KEY)
     perf = aggregate(records)
     store.put_bytes(json.dumps(perf, indent=2).encode(), PERF_KEY)
@@ -143,26 +133,31 @@ def postprocess_run(
     }
 
 
-def _render_shard(store, shard: Shard, local: Path, quality, done: int, total: int, log: Log) -> int:
-    """Grids and label checks of a shard that has no usable render.json; returns the new count."""
+def _render_shard(store, shard: Shard, local: Path, quality, done: int, total: int, log: Log) -> tuple[int, dict]:
+    """Grids (into packs in the workspace) and label checks of a shard that has no usable
+    render.json; the new count and the shard's packs entry."""
     index = shard.index
+    packer = ShardPacker(WorkspacePacks(store), shard.start, shard.count, local / "packs")
 
     def grid_of(grid: int):
-        """Fetch one output bin, put its PNG in the workspace, judge its digits."""
+        """Fetch one output bin, pack its PNG, judge its digits."""
         key = output_key(index, grid)
         out = store.get_file(key, local / Path(key).name)
-        store.put_bytes(png_bytes(grid_array(_read(out))), png_key(grid_stem(out)))
+        packer.put(grid, png_bytes(grid_array(read_output_bin(out))))
         hits = quality.judge(out)
         out.unlink()
         return hits
 
-    with ThreadPoolExecutor(max_workers=POST_THREADS, thread_name_prefix="post") as pool:
-        for hits in pool.map(grid_of, shard.grids):
-            quality.record(hits)
-            done += 1
-            if is_tenth(done, total):
-                log(f"grids {done}/{total}")
-    return done
+    try:
+        with ThreadPoolExecutor(max_workers=POST_THREADS, thread_name_prefix="post") as pool:
+            for hits in pool.map(grid_of, shard.grids):
+                quality.record(hits)
+                done += 1
+                if is_tenth(done, total):
+                    log(f"grids {done}/{total}")
+        return done, packer.finish()
+    finally:
+        packer.close()
 
 
 def _copy_perf(store, keys: set[str], shard: Shard) -> None:
@@ -173,10 +168,9 @@ def _copy_perf(store, keys: set[str], shard: Shard) -> None:
             store.put_bytes(store.get_bytes(key), published_shard_file_key(shard.index, name))
 
 
-def _render_tally(store, keys: set[str], shard: Shard, classifier_sha: str, grid_keys: set[str],
-                  log: Log) -> dict | None:
-    """The shard's render.json when it is whole and its PNGs are all there (in the workspace, or
-    listed as staged in the publish bucket), else None."""
+def _render_tally(store, keys: set[str], shard: Shard, classifier_sha: str, log: Log) -> dict | None:
+    """The shard's render.json when it is whole and its packs cover the shard (in the workspace,
+    or staged in the publish bucket, where publish checks them), else None."""
     key = render_key(shard.index)
     if key not in keys:
         return None
@@ -185,18 +179,11 @@ def _render_tally(store, keys: set[str], shard: Shard, classifier_sha: str, grid
     except ValueError:
         tally = None
     why = check_render(tally, shard, classifier_sha)
-    if why is None and isinstance(tally, dict) and "staged" in tally:  # PNGs in the publish bucket
-        why = check_staged(tally["staged"], [grid_name(g) for g in shard.grids])
-    elif why is None:
-        missing = len({grid_png_key(g) for g in shard.grids} - grid_keys)
-        why = f"{missing} grid PNG(s) missing" if missing else None
+    if why is None and isinstance(tally, dict) and not tally["packs"].get("bucket"):  # packs in the workspace
+        missing = [p["key"] for p in tally["packs"]["packs"] if not store.exists(p["key"])]
+        why = f"{len(missing)} pack(s) missing (first: {missing[0]})" if missing else None
     if why is not None:
         log(f"shard {shard.index}: {key} not used ({why}); rendering its grids again")
         return None
     return tally
 
-
-def _read(path: Path):
-    from cgan.recipe.outputs import read_output_bin
-
-    return read_output_bin(path)

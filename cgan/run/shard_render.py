@@ -1,20 +1,12 @@
 """Grids and label checks of one shard, made on the inference task's own worker.
 
-The `cpu` inference task hands each output to a `ShardRenderer` as soon as it is written. One
-worker thread encodes the grid's PNG and has the classifier judge its 100 digits. With a
-`stager` (cgan.run.staging: the task was given the publish bucket) the PNG goes straight to the
-publish bucket under the try's own attempt, and render.json's `staged` entry records where and
-each PNG's size and sha256; without one it goes into the workspace (cgan.layout.workspace.png_key).
-So the core a 1-thread runtime leaves idle does the postprocessing while the next grid is
-computed. The `ascend` task, where msame writes every
-output at the end, renders them afterwards on several threads (`render_outputs`). At most
-`max_pending` outputs wait, so memory stays flat whatever the shard size. `finish()` returns the
-shard's tally, stored as `render.json` beside the shard's perf record; postprocess merges it
-instead of rendering the shard again.
-
-`hand_over` then uploads what postprocess needs from the shard, render.json last: the raw
-outputs of the run's parity sample only (every one with keep_raw_outputs), perf.json, the tool's
-log. The other raw outputs stay on the worker and are deleted with its temp folder.
+A `ShardRenderer` takes each output as the runtime writes it (ONNX Runtime), or every output
+after a tool that writes them at the end (msame: `render_outputs`, on several threads once the
+NPU is free). Its threads encode each grid's PNG, hand it to the shard's packer
+(cgan.run.staging.ShardPacker: packs uploaded while the next fills) and have the classifier judge
+the grids of the label sample. At most `max_pending` outputs wait, so memory stays flat whatever
+the shard size. `finish()` returns the shard's tally, and `hand_over` stores it as render.json,
+last, after the raw outputs of the run's parity sample, perf.json and the tool's log.
 """
 
 from __future__ import annotations
@@ -31,14 +23,15 @@ import numpy as np
 
 from cgan.errors import InferenceError
 from cgan.layout.tensors import NUM_CLASSES, SAMPLES_PER_GRID
-from cgan.layout.workspace import grid_name, png_key, render_key, shard_file_key
+from cgan.layout.workspace import grid_name, render_key, shard_file_key
 from cgan.quality.classifier import DEFAULT_CLASSIFIER
 from cgan.quality.report import QualityAccumulator
 from cgan.recipe.grids import grid_array, png_bytes
 from cgan.recipe.outputs import grid_stem, list_outputs, read_output_bin
 from cgan.run.shard import Shard
+from cgan.run.staging import check_packs
 
-RENDER_VERSION = 1
+RENDER_VERSION = 2  # 2: the grids are in packs (render.json `packs`)
 MAX_PENDING = 8
 # Threads that render outputs already on disk (the ascend task): PNG encoding and the classifier
 # release the GIL, so this scales with the worker's cores (at least 2, at most 8).
@@ -48,19 +41,20 @@ RENDER_THREADS = max(2, min(8, os.cpu_count() or 2))
 class ShardRenderer:
     """Renders and judges outputs on one background thread; errors surface in submit/finish."""
 
-    def __init__(self, store, classifier_path=DEFAULT_CLASSIFIER, *, max_pending: int = MAX_PENDING,
-                 threads: int = 1, judge: set[str] | None = None, stager=None):
-        self.store = store
-        self.stager = stager  # cgan.run.staging.GridStager: PNGs to the publish bucket (None: the workspace)
+    def __init__(self, packer, classifier_path=DEFAULT_CLASSIFIER, *, max_pending: int = MAX_PENDING,
+                 threads: int = 1, judge: set[str] | None = None):
+        self.packer = packer  # cgan.run.staging.ShardPacker: where the PNGs go
         self.judge = judge  # stems of the grids whose digits are judged (None: every grid)
         self.labels = QualityAccumulator(None, classifier_path)  # label counts; no parity here
-        self.stems: list[str] = []
+        self.grids = 0
+        self.first: int | None = None
+        self.last: int | None = None
         self._slots = threading.BoundedSemaphore(max(max_pending, threads))
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
         self._lock = threading.Lock()
         self._error: BaseException | None = None
         # CPU seconds of this renderer's threads per part (thread_time: this thread's CPU only).
-        self.cpu_s = {"render": 0.0, "upload": 0.0, "judge": 0.0}
+        self.cpu_s = {"render": 0.0, "judge": 0.0}
 
     def __enter__(self) -> ShardRenderer:
         return self
@@ -83,20 +77,20 @@ class ShardRenderer:
             if self._error is not None:
                 return
             stem = grid_stem(output)
+            grid = grid_number(stem)
             t0 = time.thread_time()
             png = png_bytes(grid_array(samples))
             t1 = time.thread_time()
-            if self.stager is not None:
-                self.stager.put(stem, png)
-            else:
-                self.store.put_bytes(png, png_key(stem))
+            self.packer.put(grid, png)  # its own CPU is counted by the packer
             t2 = time.thread_time()
             hits = self.labels.judge_samples(samples) if self.judge is None or stem in self.judge else None
             t3 = time.thread_time()
             with self._lock:
                 self.labels.record(hits)
-                self.stems.append(stem)
-                for part, secs in (("render", t1 - t0), ("upload", t2 - t1), ("judge", t3 - t2)):
+                self.grids += 1
+                self.first = grid if self.first is None else min(self.first, grid)
+                self.last = grid if self.last is None else max(self.last, grid)
+                for part, secs in (("render", t1 - t0), ("judge", t3 - t2)):
                     self.cpu_s[part] += secs
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             self._error = exc
@@ -111,13 +105,13 @@ class ShardRenderer:
         """Wait for every queued output; the shard's tally (the content of render.json)."""
         self._pool.shutdown(wait=True)
         self._raise_if_failed()
-        staged = {} if self.stager is None else {"staged": self.stager.record()}
+        packs = self.packer.finish()
         return {
-            **staged,
             "version": RENDER_VERSION,
-            "grids": len(self.stems),
-            "first": min(self.stems, default=None),
-            "last": max(self.stems, default=None),
+            "packs": packs,
+            "grids": self.grids,
+            "first": None if self.first is None else grid_name(self.first),
+            "last": None if self.last is None else grid_name(self.last),
             "judged": int(self.labels.total.sum()) // SAMPLES_PER_GRID,
             "row_sq": self.labels.row_sq,
             "correct": self.labels.correct.tolist(),
@@ -129,12 +123,21 @@ class ShardRenderer:
         """Stop without waiting for queued work (a no-op after finish)."""
         self._error = self._error or InferenceError("renderer closed")
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.packer.close()
 
 
-def render_outputs(store, outputs: list[Path], *, threads: int = RENDER_THREADS,
-                   progress=None, judge: set[str] | None = None, stager=None) -> dict:
-    """PNGs and the tally of output bins already written (msame's), rendered on `threads`."""
-    with ShardRenderer(store, threads=threads, judge=judge, stager=stager) as renderer:
+def grid_number(stem: str) -> int:
+    """42 of `grid_00000042` (an output's stem); InferenceError for another name."""
+    digits = stem[len("grid_"):]
+    if not stem.startswith("grid_") or not digits.isdigit():
+        raise InferenceError(f"{stem!r} is not the stem of a grid's output: the runtime wrote a foreign file")
+    return int(digits)
+
+
+def render_outputs(packer, outputs: list[Path], *, threads: int = RENDER_THREADS,
+                   progress=None, judge: set[str] | None = None) -> dict:
+    """PNGs (into `packer`) and the tally of output bins already written (msame's), on `threads`."""
+    with ShardRenderer(packer, threads=threads, judge=judge) as renderer:
         for n, path in enumerate(outputs, 1):
             renderer.submit(path, read_output_bin(path))
             if progress is not None:
@@ -162,8 +165,9 @@ def hand_over(store, shard: Shard, run_dir: Path, tally: dict, files: Sequence[P
     return {"raw_outputs": uploaded, "bytes": size + len(body)}
 
 
-def check_render(tally: dict, shard: Shard, classifier_sha256: str) -> str | None:
-    """Why a shard's render.json cannot be used (None when it can)."""
+def check_render(tally: dict, shard: Shard, classifier_sha256: str, run_prefix: str | None = None) -> str | None:
+    """Why a shard's render.json cannot be used (None when it can): its tally or its packs (which
+    must cover the shard, staged under an attempt of `run_prefix` when in the publish bucket)."""
     if not isinstance(tally, dict) or tally.get("version") != RENDER_VERSION:
         return "unknown render.json version"
     if tally.get("classifier_sha256") != classifier_sha256:
@@ -185,4 +189,4 @@ def check_render(tally: dict, shard: Shard, classifier_sha256: str) -> str | Non
     if sum(tally["total"]) != judged * SAMPLES_PER_GRID or any(
             c > t for c, t in zip(tally["correct"], tally["total"], strict=True)):
         return "counts do not add up"
-    return None
+    return check_packs(tally.get("packs"), shard.start, shard.count, run_prefix)

@@ -1,36 +1,33 @@
-"""Grid PNGs staged in the publish bucket by the inference tasks, while the run still computes.
+"""One shard try's grids as packs (cgan.layout.packs), built and uploaded while the run computes.
 
-Each inference task try that is given the publish bucket uploads every grid PNG, as it is
-rendered, under a fresh attempt of its own in the run's prefix (keys: cgan.layout.published,
-`grid_key` under `attempt_root`; attempt ids sort by time, so a shard's attempt is older than the
-publish attempt that later names it). Nothing marks the run published: readers only follow a
-manifest, and the manifest is still written last by publish (cgan.publishing.publish), after it has
-checked every staged object by listing each shard attempt (one ListObjectsV2 per 1,000 grids,
-not a HEAD per grid). The shard's render.json records the attempt root and the size and sha256
-of each PNG (`staged`); postprocess accepts the shard when that list is whole, then writes the
-run's list of accepted shards (cgan.layout.workspace STAGED_KEY) for publish.
-
-Uploads go through the one S3 adapter (cgan.storage.s3.put_bytes: Content-MD5 and SHA-256 checked by
-the server). The leftovers of a failed or retried try lie in an attempt that no manifest names:
-publish removes them with the run's older attempts (cgan.publishing.publish), and a run that never
-publishes is removed from the bucket by a later run's cleanup after the workspace retention
-(cgan.publishing.publish.remove_unpublished_runs). No Airflow import here.
+A `ShardPacker` takes each grid's PNG as it is rendered, writes it into its pack (a tar in the
+task's temp folder), and when a pack is whole hands it to one upload thread while the next pack
+fills, so neither the runtime nor the renderer waits for the store. Where the pack goes is its
+sink: `BucketPacks` stages it in the publish bucket under a fresh attempt of the try's own
+(`runs/<run>/attempts/<shard attempt>/packs/`: nothing there is published until a manifest
+names it), `WorkspacePacks` puts it into the run's workspace (the `cgan` command line, or
+postprocess re-rendering a shard). The protocol around it is told in docs/data-layout.md.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
-from cgan.layout.published import attempt_root, grid_key, new_attempt_id
+from cgan.errors import InferenceError
+from cgan.layout.packs import PACK_GRIDS, PackIndex, PackWriter, index_key, pack_key, pack_ranges
+from cgan.layout.published import attempt_root, new_attempt_id
+from cgan.layout.workspace import STAGED_VERSION
 from cgan.storage import s3
-from cgan.storage.keys import check_bucket, check_key
+from cgan.storage.keys import check_bucket, check_key, join
 
-STAGED_VERSION = 1
+MAX_PACKS_IN_FLIGHT = 2  # packs written but not yet uploaded: memory and disk stay flat
 
 
-class GridStager:
-    """Uploads one shard try's PNGs under a fresh attempt of the run; thread-safe."""
+class BucketPacks:
+    """Packs staged in the publish bucket under one fresh attempt of the run."""
 
     def __init__(self, client, bucket: str, run_prefix: str):
         self.client = client
@@ -38,39 +35,173 @@ class GridStager:
         self.run_prefix = check_key(run_prefix)
         self.attempt = new_attempt_id()
         self.root = attempt_root(run_prefix, self.attempt)
-        self._grids: dict[str, list] = {}
-        self._lock = threading.Lock()
 
-    def put(self, stem: str, png: bytes) -> None:
-        """One grid's PNG, verified by the server; remembered with its size and sha256."""
-        s3.put_bytes(self.client, self.bucket, grid_key(self.root, stem), png, content_type="image/png")
-        with self._lock:
-            self._grids[stem] = [len(png), hashlib.sha256(png).hexdigest()]
+    def where(self) -> str:
+        return f"s3://{self.bucket}/{self.root}/"
+
+    def put(self, path: Path, index: PackIndex) -> dict:
+        """Upload a pack (multipart past 8 MiB, each part's SHA-256 checked by the server), then its
+        index; the manifest entry of both."""
+        tar, idx = join(self.root, pack_key(index.first)), join(self.root, index_key(index.first))
+        s3.upload_file(self.client, self.bucket, tar, path, content_type="application/x-tar")
+        stored = s3.head(self.client, self.bucket, tar) or {}
+        if stored.get("ContentLength") != index.size:
+            raise InferenceError(f"s3://{self.bucket}/{tar} has {stored.get('ContentLength')} bytes after upload, "
+                                 f"expected {index.size}: the store lost part of it; the task's retry stages it again")
+        body = index.to_json()
+        s3.put_bytes(self.client, self.bucket, idx, body, content_type="application/json")
+        return pack_entry(tar, idx, index, body)
 
     def record(self) -> dict:
-        """The `staged` entry of the shard's render.json."""
+        return {"bucket": self.bucket, "root": self.root}
+
+
+class WorkspacePacks:
+    """Packs put into the run's workspace (keys cgan.layout.packs, relative to the workspace)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def where(self) -> str:
+        return "the workspace"
+
+    def put(self, path: Path, index: PackIndex) -> dict:
+        tar, idx = pack_key(index.first), index_key(index.first)
+        self.store.put_file(path, tar)
+        body = index.to_json()
+        self.store.put_bytes(body, idx)
+        return pack_entry(tar, idx, index, body)
+
+    def record(self) -> dict:
+        return {"bucket": None, "root": None}
+
+
+def pack_entry(tar_key: str, index_key_: str, index: PackIndex, index_body: bytes) -> dict:
+    """A pack as render.json, staged.json and the manifest list it."""
+    import hashlib
+
+    return {"key": tar_key, "size": index.size, "sha256": index.sha256, "first": index.first, "count": index.count,
+            "index": {"key": index_key_, "size": len(index_body), "sha256": hashlib.sha256(index_body).hexdigest()}}
+
+
+class ShardPacker:
+    """The packs of one shard try: PNGs in (any order), whole packs out to `sink` on one upload
+    thread, at most MAX_PACKS_IN_FLIGHT waiting. Thread-safe."""
+
+    def __init__(self, sink, start: int, count: int, work_dir: str | Path, *, pack_grids: int = PACK_GRIDS):
+        self.sink = sink
+        self.work_dir = Path(work_dir)
+        self.ranges = pack_ranges(start, count, pack_grids)
+        self._writers: dict[int, PackWriter] = {}
+        self._lock = threading.Lock()
+        self._uploads: list[Future] = []
+        self._slots = threading.BoundedSemaphore(MAX_PACKS_IN_FLIGHT)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack-upload")
+        self.cpu_s = {"pack": 0.0, "upload": 0.0}
+        self._mtime = int(time.time())
+
+    def _range_of(self, grid: int) -> range:
+        lo, hi = 0, len(self.ranges) - 1
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            r = self.ranges[mid]
+            if grid < r.start:
+                hi = mid - 1
+            elif grid >= r.stop:
+                lo = mid + 1
+            else:
+                return r
+        raise InferenceError(f"grid {grid} is not a grid of this shard")
+
+    def put(self, grid: int, png: bytes) -> None:
+        """One grid's PNG; a pack it completes is closed and queued for upload."""
+        self._raise_if_failed()
+        t0 = time.thread_time()
+        r = self._range_of(grid)
         with self._lock:
-            grids = dict(sorted(self._grids.items()))
-        return {"version": STAGED_VERSION, "bucket": self.bucket, "root": self.root, "grids": grids}
+            writer = self._writers.get(r.start)
+            if writer is None:
+                writer = self._writers[r.start] = PackWriter(self.work_dir / f"pack_{r.start}.tar", r.start, len(r),
+                                                             mtime=self._mtime)
+            whole = writer.add(grid, png)
+            index = writer.finish() if whole else None
+            self.cpu_s["pack"] += time.thread_time() - t0
+        if index is not None:
+            self._slots.acquire()
+            self._uploads.append(self._pool.submit(self._upload, writer.path, index))
+
+    def _upload(self, path: Path, index: PackIndex) -> dict:
+        try:
+            t0 = time.thread_time()
+            entry = self.sink.put(path, index)
+            with self._lock:
+                self.cpu_s["upload"] += time.thread_time() - t0
+            return entry
+        finally:
+            path.unlink(missing_ok=True)
+            self._slots.release()
+
+    def _raise_if_failed(self) -> None:
+        for future in self._uploads:
+            if future.done() and future.exception() is not None:
+                raise InferenceError(f"uploading a pack to {self.sink.where()} failed: {future.exception()}") \
+                    from future.exception()
+
+    def finish(self) -> dict:
+        """Wait for every upload; the `packs` entry of the shard's render.json."""
+        missing = [r for r in self.ranges if r.start not in self._writers or not self._writers[r.start].done]
+        if missing:
+            self.close()
+            raise InferenceError(f"{len(missing)} pack(s) of the shard are incomplete (first: grids "
+                                 f"{missing[0].start}..{missing[0].stop - 1})")
+        self._pool.shutdown(wait=True)
+        self._raise_if_failed()
+        entries = sorted((f.result() for f in self._uploads), key=lambda e: e["first"])
+        return {"version": STAGED_VERSION, **self.sink.record(), "packs": entries}
+
+    def close(self) -> None:
+        """Stop without uploading what is left (a no-op after finish)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for writer in self._writers.values():
+            if not writer.done:
+                writer.abort()
 
 
-def check_staged(staged, stems: list[str], run_prefix: str | None = None) -> str | None:
-    """Why a render.json's `staged` entry cannot be used for these grid stems (None when it can)."""
-    if not isinstance(staged, dict) or staged.get("version") != STAGED_VERSION:
-        return "unknown staged entry"
-    root, grids = staged.get("root"), staged.get("grids")
-    if not isinstance(root, str) or not isinstance(grids, dict):
-        return "staged entry without root or grids"
-    if run_prefix is not None and not root.startswith(f"{run_prefix}/attempts/"):
-        return f"grids staged under {root}, not under an attempt of {run_prefix}"
-    missing = [s for s in stems if s not in grids]
-    if missing:
-        return f"{len(missing)} grid(s) not staged (first: {missing[0]})"
-    if len(grids) != len(stems):
-        return f"{len(grids)} grids staged, the shard has {len(stems)}"
-    for stem in stems:
-        entry = grids[stem]
-        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int) and entry[0] > 0
-                and isinstance(entry[1], str) and len(entry[1]) == 64):
-            return f"bad staged entry for {stem}"
+def check_packs(packs, start: int, count: int, run_prefix: str | None = None) -> str | None:
+    """Why a render.json's `packs` entry does not cover grids start..start+count-1 (None when it does)."""
+    if not isinstance(packs, dict) or packs.get("version") != STAGED_VERSION:
+        return "unknown packs entry"
+    entries, root = packs.get("packs"), packs.get("root")
+    if not isinstance(entries, list) or not entries:
+        return "no packs listed"
+    if packs.get("bucket") is not None:
+        if not isinstance(root, str) or (run_prefix is not None and not root.startswith(f"{run_prefix}/attempts/")):
+            return f"packs staged under {root!r}, not under an attempt of {run_prefix}"
+    expect = start
+    for entry in entries:
+        if not isinstance(entry, dict) or not _entry_ok(entry):
+            return f"bad pack entry {entry!r:.80}"
+        if entry["first"] != expect:
+            return f"the packs do not cover grid {expect}"
+        if root and not (entry["key"].startswith(f"{root}/") and entry["index"]["key"].startswith(f"{root}/")):
+            return f"pack {entry['key']} is not under {root}"
+        expect += entry["count"]
+    if expect != start + count:
+        return f"the packs cover grids {start}..{expect - 1}, the shard is {start}..{start + count - 1}"
     return None
+
+
+def _entry_ok(entry: dict) -> bool:
+    index = entry.get("index")
+
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    return (isinstance(entry.get("key"), str) and whole(entry.get("size")) and whole(entry.get("first"))
+            and whole(entry.get("count")) and entry["count"] > 0 and _sha(entry.get("sha256"))
+            and isinstance(index, dict) and isinstance(index.get("key"), str) and whole(index.get("size"))
+            and _sha(index.get("sha256")))
+
+
+def _sha(value) -> bool:
+    return isinstance(value, str) and len(value) == 64

@@ -38,9 +38,9 @@ def test_modelzoo_checkpoint_end_to_end_gives_rgb_grids(tmp_path, modelzoo_check
     infer = json.loads(cgan("infer", "--model", tmp_path / "zoo.onnx", "--input", tmp_path / "bins",
                             "--output", tmp_path / "out", "--threads", 2, "--json").stdout)
     assert infer["perf"]["threads"] == 2 and infer["perf"]["grids"] == 2
-    assert Path(infer["output_dir"], "grid_000001_output_0.bin").stat().st_size == 940_800
+    assert Path(infer["output_dir"], "grid_00000001_output_0.bin").stat().st_size == 940_800
     cgan("grids", "--input", tmp_path / "out", "--out", tmp_path / "grids")
-    img = Image.open(tmp_path / "grids" / "grid_000000.png")
+    img = Image.open(tmp_path / "grids" / "grid_00000000.png")
     assert img.mode == "RGB" and img.size == (280, 280)
     report = json.loads(cgan("quality", "--checkpoint", modelzoo_checkpoint, "--inputs", tmp_path / "bins",
                              "--outputs", tmp_path / "out", "--out", tmp_path, "--json").stdout)
@@ -84,7 +84,7 @@ def test_clear_errors(tmp_path, args, message):
 
 def test_wrong_size_bin_through_the_cli(tmp_path, upstream_onnx):
     (tmp_path / "bins").mkdir()
-    np.zeros(100, "<f4").tofile(tmp_path / "bins" / "grid_000000.bin")
+    np.zeros(100, "<f4").tofile(tmp_path / "bins" / "grid_00000000.bin")
     proc = cgan("infer", "--model", upstream_onnx, "--input", tmp_path / "bins", "--output", tmp_path / "o",
                 check=False)
     assert proc.returncode == 2 and "400 bytes" in proc.stderr and "28,800 bytes" in proc.stderr

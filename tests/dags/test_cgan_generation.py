@@ -174,7 +174,7 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     client = local_s3["client"]
     env = bucket_env(airflow_home, local_s3, tmp_path, "dagtest",
                      CGAN_WORKSPACE_RETENTION_DAYS="0")  # the orphan below is older than that: cleanup removes it
-    orphan = "runs/failed-earlier/attempts/20260101T000000.000000Z-abcdef/grids/grid_000000.png"
+    orphan = "runs/failed-earlier/attempts/20260101T000000.000000Z-abcdef/grids/grid_00000000.png"
     client.put_object(Bucket="dagtest", Key=orphan, Body=b"staged by a run that never published")
     proc = dags_test(env, {"num_grids": 5, "grids_per_shard": 2, "seed": 3, "target": "cpu"})
     log = proc.stdout + proc.stderr

@@ -150,7 +150,7 @@ def test_atc_bad_soc_is_refused_before_any_download(tmp_path, fake_toolkit, call
 
 
 def msame_ws(workspace, om):
-    workspace.put_bytes(b"stale", "outputs/shard_0000/grid_999999_output_0.bin")
+    workspace.put_bytes(b"stale", "outputs/shard_0000/grid_00999999_output_0.bin")
     return workspace
 
 
@@ -174,7 +174,7 @@ def test_msame_inference_renders_on_the_worker_and_hands_over(tmp_path, standins
                       "grids": 3, "device": 2, "host": socket.gethostname(), "npu_tool": "msame",
                       "grids_per_s": result["grids_per_s"], "raw_outputs_kept": 1, "staged_root": None}
     keys = store.list("outputs/shard_0000")
-    assert keys == ["outputs/shard_0000/grid_000001_output_0.bin",  # the parity sample only; the stale bin is gone
+    assert keys == ["outputs/shard_0000/grid_00000001_output_0.bin",  # the parity sample only; the stale bin is gone
                     "outputs/shard_0000/msame.log", "outputs/shard_0000/perf.json", "outputs/shard_0000/render.json"]
     tally = json.loads(store.get_bytes("outputs/shard_0000/render.json"))
     from cgan.quality.report import QualityAccumulator
@@ -182,11 +182,11 @@ def test_msame_inference_renders_on_the_worker_and_hands_over(tmp_path, standins
     assert check_render(tally, Shard.from_xcom(shard), QualityAccumulator(None).classifier_sha256) is None
     import numpy as np
 
-    kept = store.get_file("outputs/shard_0000/grid_000001_output_0.bin", tmp_path / "kept" / "grid_000001_output_0.bin")
+    kept = store.get_file("outputs/shard_0000/grid_00000001_output_0.bin", tmp_path / "kept" / "grid_00000001_output_0.bin")
     reference = list_outputs(run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "ref").output_dir)
     assert np.allclose(read_output_bin(kept), read_output_bin(reference[1]), atol=1e-5)
-    assert store.get_bytes("grids/grid_000001.png") == png_bytes(grid_array(read_output_bin(kept)))
-    assert store.list("grids") == [f"grids/grid_00000{i}.png" for i in range(3)]  # rendered on the Ascend worker
+    assert store.get_bytes("grids/grid_00000001.png") == png_bytes(grid_array(read_output_bin(kept)))
+    assert store.list("grids") == [f"grids/grid_0000000{i}.png" for i in range(3)]  # rendered on the Ascend worker
     perf = json.loads(store.get_bytes("outputs/shard_0000/perf.json"))
     assert perf["backend"] == "msame" and perf["device"] == f"npu:2@{socket.gethostname()}"
     assert len(perf["samples_ms"]) == perf["calls"]
@@ -281,9 +281,9 @@ def test_ais_bench_backend_leases_any_npu_and_renders_while_inferring(tmp_path, 
         result = msame_op(standin_om, task_id="msame_infer", workspace=workspace.uri, shard=shard,
                           npu_tool="ais_bench").execute(context={})
     assert result["device"] == 1 and result["npu_tool"] == "ais_bench" and result["grids"] == 3
-    assert workspace.list("outputs/shard_0000") == ["outputs/shard_0000/grid_000002_output_0.bin",
+    assert workspace.list("outputs/shard_0000") == ["outputs/shard_0000/grid_00000002_output_0.bin",
                                                    "outputs/shard_0000/perf.json", "outputs/shard_0000/render.json"]
-    assert workspace.list("grids") == [f"grids/grid_00000{i}.png" for i in range(3)]
+    assert workspace.list("grids") == [f"grids/grid_0000000{i}.png" for i in range(3)]
     perf = json.loads(workspace.get_bytes("outputs/shard_0000/perf.json"))
     assert perf["backend"] == "ais_bench" and perf["device"] == f"npu:1@{socket.gethostname()}"
     assert any(line.startswith("leased NPU 1 on host") for line in task_log.lines)

@@ -182,7 +182,7 @@ def test_bins_packed_per_shard_then_onnxruntime_hands_over_pngs_tally_perf_and_p
     assert store.list("bins") == ["bins/shard_0000/inputs.pack", "bins/shard_0001/inputs.pack"]  # one object a shard
     write_bins(tmp_path / "expected", 12, 4)
     assert store.get_bytes("bins/shard_0001/inputs.pack") == b"".join(
-        (tmp_path / "expected" / f"grid_{g:06d}.bin").read_bytes() for g in range(6, 12))
+        (tmp_path / "expected" / f"grid_{g:08d}.bin").read_bytes() for g in range(6, 12))
     for shard in shards:
         result = OnnxRuntimeInferenceOperator(task_id="onnxruntime_infer", workspace=store.uri, shard=shard,
                                               onnx_uri=upstream_onnx.as_uri()).execute({})
@@ -190,8 +190,8 @@ def test_bins_packed_per_shard_then_onnxruntime_hands_over_pngs_tally_perf_and_p
         assert result["peak_rss_mb"] > 50  # this process's peak (VmHWM), for make bench
     assert [g for s in shards for g in s.parity] == [0, 6, 11]
     assert [k for k in store.list("outputs") if k.endswith(".bin")] == [
-        "outputs/shard_0000/grid_000000_output_0.bin", "outputs/shard_0001/grid_000006_output_0.bin",
-        "outputs/shard_0001/grid_000011_output_0.bin"]
+        "outputs/shard_0000/grid_00000000_output_0.bin", "outputs/shard_0001/grid_00000006_output_0.bin",
+        "outputs/shard_0001/grid_00000011_output_0.bin"]
     assert len(store.list("grids")) == 12
     assert {k.rsplit("/", 1)[1] for k in store.list("outputs")} >= {"perf.json", "render.json"}
     summary = postprocess_run(store, shards, upstream_checkpoint, log=lambda m: None)

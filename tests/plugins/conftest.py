@@ -56,8 +56,8 @@ def publish_fake_run(client, bucket: str, tmp_path: Path, name: str, *, run_id: 
     if grid_pngs is not None:
         grids = len(grid_pngs)
     for g in range(grids):
-        pngs[f"grids/grid_{g:06d}.png"] = grid_pngs[g] if grid_pngs else grid_png(g + 100 * len(name))
-        store.put_bytes(pngs[f"grids/grid_{g:06d}.png"], f"grids/grid_{g:06d}.png")
+        pngs[f"grids/grid_{g:08d}.png"] = grid_pngs[g] if grid_pngs else grid_png(g + 100 * len(name))
+        store.put_bytes(pngs[f"grids/grid_{g:08d}.png"], f"grids/grid_{g:08d}.png")
     perf = {"backend": "onnxruntime", "devices": ["cpu"], "batch": 100, "threads": 1, "shards": 1,
             "calls": grids, "grids": grids, "latency_ms": {"mean": latency_ms_mean, "median": latency_ms_mean - 1,
                                                            "p99": latency_ms_mean * 1.5, "min": 40.0, "max": 130.0},
@@ -111,7 +111,7 @@ def published(local_s3, tmp_path_factory):
                               label_accuracy=0.95),
     }
     png = grid_png(99)
-    client.put_object(Bucket="gallery", Key="runs/half-done/grids/grid_000000.png", Body=png)
+    client.put_object(Bucket="gallery", Key="runs/half-done/grids/grid_00000000.png", Body=png)
     client.put_object(Bucket="gallery", Key=f"runs/{NEW}/grids/not_in_manifest.png", Body=png)
     client.put_object(Bucket="gallery", Key="private/secret.png", Body=png)
     client.create_bucket(Bucket="gallery-hostile")

@@ -97,7 +97,7 @@ def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
-PAGES = ["/", f"/runs/{NEW}", f"/runs/{NEW}/img/grids/grid_000000.png"]
+PAGES = ["/", f"/runs/{NEW}", f"/runs/{NEW}/img/grids/grid_00000000.png"]
 
 
 def test_plugin_declares_app_and_nav_view(plugin):
@@ -193,7 +193,7 @@ def test_run_page_shows_grids_perf_and_quality(client, token):
     assert response.status_code == 200, response.text
     page = response.text
     for g in range(4):
-        assert f'<img class=grid src="/runs/{NEW}/img/grids/grid_{g:06d}.png"' in page
+        assert f'<img class=grid src="/runs/{NEW}/img/grids/grid_{g:08d}.png"' in page
     assert f'src="/runs/{NEW}/img/perf/latency.png"' in page
     assert "p99 120.00" in page and "images/s" in page and "1,500.0" in page
     assert "Label accuracy per digit" in page and "90.5 %" in page and "97.8 %" in page
@@ -210,14 +210,14 @@ def test_grid_pages(client, token, local_s3, tmp_path, plugin, monkeypatch):
     first = client.get("/runs/many", headers=bearer(token)).text
     second = client.get("/runs/many?page=2", headers=bearer(token)).text
     assert first.count("<img class=grid") == plugin.GRIDS_PER_PAGE and "page 1 of 2" in first
-    assert second.count("<img class=grid") == 2 and "grid_000049.png" in second
+    assert second.count("<img class=grid") == 2 and "grid_00000049.png" in second
 
 
 def test_image_endpoint_streams_the_published_png(client, token, published):
-    response = client.get(f"/runs/{NEW}/img/grids/grid_000001.png", headers=bearer(token))
+    response = client.get(f"/runs/{NEW}/img/grids/grid_00000001.png", headers=bearer(token))
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/png"
-    assert response.content == published["pngs"][NEW]["grids/grid_000001.png"]
+    assert response.content == published["pngs"][NEW]["grids/grid_00000001.png"]
     assert response.content.startswith(b"\x89PNG\r\n\x1a\n")
     assert response.headers["content-length"] == str(len(response.content))
     assert response.headers["cache-control"] == "private, max-age=300"
@@ -231,7 +231,7 @@ def test_image_endpoint_streams_the_published_png(client, token, published):
     f"/runs/{NEW}/img/..%2F..%2Fprivate%2Fsecret.png",
     f"/runs/{NEW}/img/quality/quality.json",
     f"/runs/{NEW}/img/manifest.json",
-    "/runs/half-done/img/grids/grid_000000.png",
+    "/runs/half-done/img/grids/grid_00000000.png",
     "/runs/half-done",
     "/runs/%2E%2E/img/private/secret.png",
 ])
@@ -241,7 +241,7 @@ def test_objects_not_in_a_manifest_are_refused(client, token, path):
     assert not response.content.startswith(b"\x89PNG")
 
 
-@pytest.mark.parametrize("path", ["/runs/%2E%2E", "/runs/a%20b", "/runs/a%3Bb/img/grids/grid_000000.png"])
+@pytest.mark.parametrize("path", ["/runs/%2E%2E", "/runs/a%20b", "/runs/a%3Bb/img/grids/grid_00000000.png"])
 def test_a_bad_run_name_is_not_found_and_says_what_a_run_name_is(client, token, path):
     response = client.get(path, headers=bearer(token))
     assert response.status_code == 404, (path, response.status_code)

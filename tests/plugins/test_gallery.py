@@ -48,7 +48,7 @@ def test_trend_is_oldest_first(published, cache):
 
 def test_load_run(published, cache):
     run = load_run(published["client"], "gallery", NEW, cache=cache)
-    assert run.grids == [f"grids/grid_{g:06d}.png" for g in range(4)]
+    assert run.grids == [f"grids/grid_{g:08d}.png" for g in range(4)]
     assert run.has_latency_plot and "perf/latency.png" in run.images
     assert run.perf["latency_ms"]["p99"] == 120.0 and run.perf["grids_per_s"] == 15.0
     assert run.quality["per_class_accuracy"]["0"] == 0.905 and run.quality["classifier_holdout_accuracy"] == 0.978
@@ -64,9 +64,9 @@ def test_unpublished_or_unknown_run_is_not_found(published, cache):
 
 def test_open_png_serves_only_keys_of_the_manifest(published, cache):
     client = published["client"]
-    png = open_png(client, "gallery", NEW, "grids/grid_000002.png", cache=cache)
+    png = open_png(client, "gallery", NEW, "grids/grid_00000002.png", cache=cache)
     data = png.read()
-    assert data.startswith(PNG_SIGNATURE) and data == published["pngs"][NEW]["grids/grid_000002.png"]
+    assert data.startswith(PNG_SIGNATURE) and data == published["pngs"][NEW]["grids/grid_00000002.png"]
     assert png.size == len(data)
     assert open_png(client, "gallery", OLD, "perf/latency.png", cache=cache).read() == \
         published["pngs"][OLD]["perf/latency.png"]
@@ -74,10 +74,10 @@ def test_open_png_serves_only_keys_of_the_manifest(published, cache):
         (NEW, "grids/not_in_manifest.png"),  # in the run's prefix, but not listed
         (NEW, "../../private/secret.png"),  # traversal
         (NEW, "grids/../../../private/secret.png"),
-        ("half-done", "grids/grid_000000.png"),  # not published
+        ("half-done", "grids/grid_00000000.png"),  # not published
         (NEW, "quality/quality.json"),  # listed, but not an image
         (NEW, "manifest.json"),
-        (OLD, "grids/grid_000003.png"),  # another run's grid
+        (OLD, "grids/grid_00000003.png"),  # another run's grid
         ("..", "private/secret.png"),
     ]
     for name, key in refused:
@@ -96,8 +96,8 @@ def test_republished_run_is_read_again(local_s3, tmp_path, cache):
                      logical_date="2026-01-01T00:00:00+00:00", grids_per_s=2.0, grids=5)
     assert list_runs(client, "gallery-republish", cache=cache).runs[0].grids_per_s == 2.0
     cache.ttl_s = 0  # the object map is trusted for ttl_s; after it, the manifest's ETag is checked
-    assert load_run(client, "gallery-republish", "r1", cache=cache).grids[-1] == "grids/grid_000004.png"
-    assert open_png(client, "gallery-republish", "r1", "grids/grid_000004.png", cache=cache).read()[:8] == PNG_SIGNATURE
+    assert load_run(client, "gallery-republish", "r1", cache=cache).grids[-1] == "grids/grid_00000004.png"
+    assert open_png(client, "gallery-republish", "r1", "grids/grid_00000004.png", cache=cache).read()[:8] == PNG_SIGNATURE
 
 
 def test_missing_bucket_is_reported(local_s3, cache):
@@ -122,19 +122,19 @@ def test_runs_published_before_attempts_and_hostile_roots(local_s3, tmp_path, ca
     client = local_s3["client"]
     client.create_bucket(Bucket="gallery-legacy")
     png = PNG_SIGNATURE + b"legacy"
-    client.put_object(Bucket="gallery-legacy", Key="runs/old/grids/grid_000000.png", Body=png)
-    client.put_object(Bucket="gallery-legacy", Key="private/grids/grid_000000.png", Body=png + b"secret")
-    objects = [{"key": "runs/old/grids/grid_000000.png", "size": len(png), "sha256": "x"}]
+    client.put_object(Bucket="gallery-legacy", Key="runs/old/grids/grid_00000000.png", Body=png)
+    client.put_object(Bucket="gallery-legacy", Key="private/grids/grid_00000000.png", Body=png + b"secret")
+    objects = [{"key": "runs/old/grids/grid_00000000.png", "size": len(png), "sha256": "x"}]
     client.put_object(Bucket="gallery-legacy", Key="runs/old/manifest.json",
                       Body=json.dumps({"run_id": "old", "objects": objects}).encode())
-    assert load_run(client, "gallery-legacy", "old", cache=cache).grids == ["grids/grid_000000.png"]
-    assert open_png(client, "gallery-legacy", "old", "grids/grid_000000.png", cache=cache).read() == png
+    assert load_run(client, "gallery-legacy", "old", cache=cache).grids == ["grids/grid_00000000.png"]
+    assert open_png(client, "gallery-legacy", "old", "grids/grid_00000000.png", cache=cache).read() == png
     hostile = {"run_id": "evil", "root": "private",
-               "objects": [{"key": "private/grids/grid_000000.png", "size": len(png) + 6, "sha256": "x"}]}
+               "objects": [{"key": "private/grids/grid_00000000.png", "size": len(png) + 6, "sha256": "x"}]}
     client.put_object(Bucket="gallery-legacy", Key="runs/evil/manifest.json", Body=json.dumps(hostile).encode())
     assert load_run(client, "gallery-legacy", "evil", cache=cache).grids == []
     with pytest.raises(NotFound):
-        open_png(client, "gallery-legacy", "evil", "grids/grid_000000.png", cache=cache)
+        open_png(client, "gallery-legacy", "evil", "grids/grid_00000000.png", cache=cache)
 
 
 def test_a_rejected_run_is_listed_as_rejected_with_what_it_missed(local_s3, tmp_path, cache):

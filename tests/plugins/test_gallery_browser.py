@@ -53,8 +53,8 @@ def ui_runs(local_s3, tmp_path_factory):
             grids_per_s=round(1000 / mean, 2), latency_ms_mean=round(mean, 2),
             label_accuracy=round(0.955 + 0.004 * n - 0.01 * (n == 3), 3),
             latency_plot=latency_plot_png([{"samples_ms": samples, "device": "cpu", "batch": 100}]))
-    client.put_object(Bucket=BUCKET, Key="runs/manual__being-published/grids/grid_000000.png",
-                      Body=runs[NEWEST]["grids/grid_000000.png"])
+    client.put_object(Bucket=BUCKET, Key="runs/manual__being-published/grids/grid_00000000.png",
+                      Body=runs[NEWEST]["grids/grid_00000000.png"])
     return runs
 
 
@@ -94,7 +94,7 @@ def test_api_server_mounts_the_gallery_behind_airflow_login(server, token, ui_ru
     import httpx
 
     url, auth = server["url"], {"Authorization": f"Bearer {token}"}
-    grid = f"{url}/cgan-gallery/runs/{NEWEST}/img/grids/grid_000000.png"
+    grid = f"{url}/cgan-gallery/runs/{NEWEST}/img/grids/grid_00000000.png"
     assert httpx.get(f"{url}/cgan-gallery/").status_code == 401
     assert httpx.get(grid).status_code == 401
     assert httpx.get(f"{url}/cgan-gallery/", cookies={"_token": "not-a-jwt"}).status_code == 401
@@ -105,8 +105,8 @@ def test_api_server_mounts_the_gallery_behind_airflow_login(server, token, ui_ru
     assert "being-published" not in page.text
     assert "frame-ancestors 'self'" in page.headers["content-security-policy"]
     png = httpx.get(grid, cookies={"_token": token})
-    assert png.status_code == 200 and png.content == ui_runs[NEWEST]["grids/grid_000000.png"]
-    assert httpx.get(f"{url}/cgan-gallery/runs/manual__being-published/img/grids/grid_000000.png",
+    assert png.status_code == 200 and png.content == ui_runs[NEWEST]["grids/grid_00000000.png"]
+    assert httpx.get(f"{url}/cgan-gallery/runs/manual__being-published/img/grids/grid_00000000.png",
                      headers=auth).status_code == 404
     plugins = httpx.get(f"{url}/api/v2/plugins", headers=auth).json()["plugins"]
     (ours,) = [p for p in plugins if p["name"] == "cgan_gallery"]

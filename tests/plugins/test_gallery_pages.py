@@ -54,7 +54,7 @@ def gallery(monkeypatch):
     run = RunDetail(
         summary=_summary("manual__hostile"),
         manifest={"params": {SCRIPT: ATTR, "nested": {ATTR: [SCRIPT]}}, "model": {"name": SCRIPT}},
-        grids=[f"grids/{ATTR}.png", "grids/grid_000000.png"], images=["perf/latency.png"],
+        grids=[f"grids/{ATTR}.png", "grids/grid_00000000.png"], images=["perf/latency.png"],
         perf={"backend": SCRIPT, "devices": [ATTR, "cpu"], "latency_ms": {"mean": 1.0}, "notes": [SCRIPT, ATTR]},
         quality={"label_accuracy": 0.9, "per_class_accuracy": {SCRIPT: 0.5, ATTR: 0.25}}, total_bytes=10,
         problems=[ATTR, SCRIPT])

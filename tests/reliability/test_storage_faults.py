@@ -134,7 +134,7 @@ def test_republish_keeps_the_run_readable_while_a_reader_reads(finished_workspac
     client.create_bucket(Bucket=BUCKET)
     meta = metadata("2026-11-26T02:00:00+00:00")
     first = publish_run(store, client, BUCKET, "runs/r", metadata=meta, tmp_dir=tmp_path / "a", log=lambda m: None)
-    strays = ["runs/r/grids/grid_000099.png", "runs/r/attempts/20000101T000000.000000Z-000000/grids/x.png"]
+    strays = ["runs/r/grids/grid_00000099.png", "runs/r/attempts/20000101T000000.000000Z-000000/grids/x.png"]
     for key in strays:
         client.put_object(Bucket=BUCKET, Key=key, Body=b"left by an earlier try")
     store.put_bytes(b'{"changed": true}', "perf/perf.json")  # the re-run's own perf record

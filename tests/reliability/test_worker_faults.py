@@ -81,7 +81,7 @@ def test_inference_killed_mid_run_then_retried_is_byte_identical(tmp_path, upstr
     partial = list_outputs(killed)
     assert 5 <= len(partial) < GRIDS and not (killed / "perf.json").exists()  # cut short, and it shows
     # the write that SIGKILL cut short: a temp file beside the outputs (planted, so it is always there)
-    stray = killed / f".grid_{len(partial):06d}{OUTPUT_SUFFIX}.x1y2z3.part"
+    stray = killed / f".grid_{len(partial):08d}{OUTPUT_SUFFIX}.x1y2z3.part"
     stray.write_bytes(b"\0" * 1000)
 
     retry = subprocess.run(infer_cmd(upstream_onnx, bins40, out), cwd=REPO, capture_output=True, text=True,
@@ -157,7 +157,7 @@ def plant_stale(store, prefix: str, good: Path) -> None:
     """What an earlier try could have left: a right-named output with wrong bytes, an output of a
     grid this shard does not have, a log."""
     store.put_bytes(b"\0" * good.stat().st_size, f"{prefix}/{good.name}")
-    store.put_bytes(b"\0" * good.stat().st_size, f"{prefix}/grid_000999{OUTPUT_SUFFIX}")
+    store.put_bytes(b"\0" * good.stat().st_size, f"{prefix}/grid_00000999{OUTPUT_SUFFIX}")
     store.put_bytes(b"old try", f"{prefix}/old-try.log")
     store.put_bytes(json.dumps({"version": 1, "grids": 999}).encode(), f"{prefix}/render.json")
 
@@ -175,11 +175,11 @@ def test_onnxruntime_retry_over_stale_outputs_does_not_mix(tmp_path, upstream_on
     plant_stale(store, prefix, first)
     OnnxRuntimeInferenceOperator(task_id="t", workspace=store.uri, shard=shards[0],
                                  onnx_uri=upstream_onnx.as_uri()).execute({})
-    assert store.list(prefix) == [f"{prefix}/grid_00000{i}{OUTPUT_SUFFIX}" for i in range(6)] + [
+    assert store.list(prefix) == [f"{prefix}/grid_0000000{i}{OUTPUT_SUFFIX}" for i in range(6)] + [
         f"{prefix}/perf.json", f"{prefix}/render.json"]
     assert store.get_bytes(f"{prefix}/{first.name}") == first.read_bytes()
     postprocess_run(store, shards, upstream_checkpoint, log=lambda m: None)
-    assert store.list("grids") == [f"grids/grid_00000{i}.png" for i in range(6)]
+    assert store.list("grids") == [f"grids/grid_0000000{i}.png" for i in range(6)]
     assert not [k for k in store.list("perf") if "old-try" in k]  # nothing stale reaches what is published
 
 
@@ -195,6 +195,6 @@ def test_msame_retry_over_stale_outputs_does_not_mix(tmp_path, standins_on_path,
     AscendInferenceOperator(task_id="m", workspace=store.uri, om_uri=standin_om.as_uri(),
                            shard=shard.as_xcom()).execute({})
     keys = store.list("outputs/shard_0000")
-    assert keys == [f"outputs/shard_0000/grid_00000{i}{OUTPUT_SUFFIX}" for i in range(3)] + [
+    assert keys == [f"outputs/shard_0000/grid_0000000{i}{OUTPUT_SUFFIX}" for i in range(3)] + [
         "outputs/shard_0000/msame.log", "outputs/shard_0000/perf.json", "outputs/shard_0000/render.json"]
     assert store.get_bytes(f"outputs/shard_0000/{good.name}") != b"\0" * good.stat().st_size

@@ -34,9 +34,9 @@ def test_folder_run_outputs_perf_and_log(tmp_path, standins_on_path, calls, stan
     run = run_msame(standin_om, bins3, tmp_path / "out", device=3, channels=1, on_line=lines.append)
     assert pattern.match(run.output_dir.name), run.output_dir.name
     assert run.output_dir.parent == tmp_path / "out"
-    assert [p.name for p in run.outputs] == [f"grid_00000{i}_output_0.bin" for i in range(3)]
+    assert [p.name for p in run.outputs] == [f"grid_0000000{i}_output_0.bin" for i in range(3)]
     np.testing.assert_allclose(read_output_bin(run.outputs[1]),
-                               reference(upstream_onnx, bins3 / "grid_000001.bin"), atol=1e-6)
+                               reference(upstream_onnx, bins3 / "grid_00000001.bin"), atol=1e-6)
     perf = json.loads((run.output_dir / "perf.json").read_text())
     assert perf["backend"] == "msame" and perf["device"] == "npu:3"
     assert perf["grids"] == 3 and perf["calls"] == 2 and perf["warmup_calls"] == 1
@@ -52,7 +52,7 @@ def test_folder_run_outputs_perf_and_log(tmp_path, standins_on_path, calls, stan
 
 
 def test_single_file_input_with_loops(tmp_path, standins_on_path, standin_om, bins3):
-    run = run_msame(standin_om, bins3 / "grid_000002.bin", tmp_path / "out", loop=4)
+    run = run_msame(standin_om, bins3 / "grid_00000002.bin", tmp_path / "out", loop=4)
     assert [p.name for p in run.outputs] == ["cgan_output_0.bin"]  # <om name>_output_0.bin
     assert run.perf.loops == 4 and run.perf.calls == 3 and run.perf.warmup_calls == 1
     assert run.outputs[0].stat().st_size == output_bin_bytes(1)
@@ -107,8 +107,8 @@ def test_output_parent_is_created(tmp_path, standins_on_path, standin_om, bins3)
 @pytest.mark.parametrize("mode, expected", [
     ("output_error", r"\[ERROR\] lines printed.*missing.*EE9999: .*\n.*\[ERROR\] aclrtMemcpy failed"),
     ("no_success", r"'Execute sample success' never printed"),
-    ("missing_output", r"output grid_000000_output_0.bin is missing"),
-    ("short_output", r"grid_000000_output_0.bin has 156,800 bytes, expected 313,600"),
+    ("missing_output", r"output grid_00000000_output_0.bin is missing"),
+    ("short_output", r"grid_00000000_output_0.bin has 156,800 bytes, expected 313,600"),
 ])
 def test_exit_zero_failures_are_caught(tmp_path, standins_on_path, standin_om, bins3, monkeypatch, mode, expected):
     monkeypatch.setenv("STANDIN_MSAME_MODE", mode)
@@ -120,7 +120,7 @@ def test_exit_zero_failures_are_caught(tmp_path, standins_on_path, standin_om, b
 
 def test_failed_execute_on_the_second_file_exits_1(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
     """msame's folder loop: `if (i != 1) continue; else return FAILED` -> exit 1 on index 1."""
-    monkeypatch.setenv("STANDIN_MSAME_FAIL_FILE", "grid_000001.bin")
+    monkeypatch.setenv("STANDIN_MSAME_FAIL_FILE", "grid_00000001.bin")
     with pytest.raises(MsameError, match="exit code 1") as info:
         run_msame(standin_om, bins3, tmp_path / "out")
     assert info.value.exit_code == 1
@@ -129,8 +129,8 @@ def test_failed_execute_on_the_second_file_exits_1(tmp_path, standins_on_path, s
 
 
 @pytest.mark.parametrize("fail, missing", [
-    ("grid_000002.bin", ["grid_000002"]),  # the last file: logged, skipped, exit 0
-    ("grid_000000.bin", ["grid_000000", "grid_000001"]),  # input not freed: the next fails too
+    ("grid_00000002.bin", ["grid_00000002"]),  # the last file: logged, skipped, exit 0
+    ("grid_00000000.bin", ["grid_00000000", "grid_00000001"]),  # input not freed: the next fails too
 ])
 def test_skipped_file_in_folder_mode_is_caught(tmp_path, standins_on_path, standin_om, bins3, monkeypatch,
                                                fail, missing):
@@ -145,7 +145,7 @@ def test_skipped_file_in_folder_mode_is_caught(tmp_path, standins_on_path, stand
 def test_every_file_failing_prints_nan_and_is_caught(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
     monkeypatch.setenv("STANDIN_MSAME_MODE", "exec_fail")
     (tmp_path / "one").mkdir()
-    (tmp_path / "one" / "grid_000000.bin").write_bytes((bins3 / "grid_000000.bin").read_bytes())
+    (tmp_path / "one" / "grid_00000000.bin").write_bytes((bins3 / "grid_00000000.bin").read_bytes())
     lines = []
     with pytest.raises(MsameError, match="no inference time printed") as info:
         run_msame(standin_om, tmp_path / "one", tmp_path / "out", on_line=lines.append)
@@ -176,7 +176,7 @@ def test_nonzero_exit_quotes_msame_and_acl(tmp_path, standins_on_path, standin_o
 def test_exec_failure_in_file_mode(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
     monkeypatch.setenv("STANDIN_MSAME_MODE", "exec_fail")
     with pytest.raises(MsameError, match="Sample process failed"):
-        run_msame(standin_om, bins3 / "grid_000000.bin", tmp_path / "out")
+        run_msame(standin_om, bins3 / "grid_00000000.bin", tmp_path / "out")
 
 
 def test_not_an_om_is_caught_when_loading(tmp_path, standins_on_path, bins3):
@@ -256,7 +256,7 @@ def test_error_lines_that_are_not_failures_are_warnings(tmp_path, standins_on_pa
     assert len(printed) == (1 if "UNLOAD" in str(env) else 2)  # the stand-in really printed them
     assert len(run.outputs) == 3
     np.testing.assert_allclose(read_output_bin(run.outputs[2]),
-                               reference(upstream_onnx, bins3 / "grid_000002.bin"), atol=1e-6)
+                               reference(upstream_onnx, bins3 / "grid_00000002.bin"), atol=1e-6)
     assert [w for w in run.warnings if w.startswith("[ERROR]")] == printed
     assert any(w.startswith("EE9999: ") for w in run.warnings)  # ACL's message kept with them
     perf = json.loads((run.output_dir / "perf.json").read_text())

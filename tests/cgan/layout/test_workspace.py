@@ -26,9 +26,9 @@ from tests.airflow_stack import REPO
 def test_keys():
     assert workspace_uri("file:///a/", "r1") == "file:///a/runs/r1"
     assert bins_pack_key(2) == "bins/shard_0002/inputs.pack"
-    assert output_key(2, 42) == "outputs/shard_0002/grid_000042_output_0.bin"
+    assert output_key(2, 42) == "outputs/shard_0002/grid_00000042_output_0.bin"
     assert render_key(0) == "outputs/shard_0000/render.json" and outputs_prefix(12) == "outputs/shard_0012"
-    assert grid_png_key(7) == "grids/grid_000007.png"
+    assert grid_png_key(7) == "grids/grid_00000007.png"
     assert published_shard_file_key(1, "msame.log") == "perf/shard_0001.msame.log"
     with pytest.raises(StoreError, match="non-negative"):
         output_key(-1, 0)
@@ -71,8 +71,8 @@ def _age_local(root, run: str, days: float):
 def test_expired_workspaces_and_removal_on_a_local_store(tmp_path):
     store = open_store(tmp_path.as_uri())
     for run in ("old", "young", "current"):
-        store.put_bytes(b"x" * 10, f"runs/{run}/bins/shard_0000/grid_000000.bin")
-        store.put_bytes(b"y" * 5, f"runs/{run}/grids/grid_000000.png")
+        store.put_bytes(b"x" * 10, f"runs/{run}/bins/shard_0000/grid_00000000.bin")
+        store.put_bytes(b"y" * 5, f"runs/{run}/grids/grid_00000000.png")
     store.put_bytes(b"m", "models/k/cgan.onnx")
     _age_local(tmp_path, "old", 8)
     _age_local(tmp_path, "current", 30)  # the running run's own workspace is never "expired"
@@ -87,17 +87,17 @@ def test_usage_folder_ages_and_removal_on_s3(local_s3):
     client = local_s3["client"]
     client.create_bucket(Bucket="ws-life")
     store = open_store("s3://ws-life/art", s3_client=client)
-    store.put_bytes(b"a" * 7, "runs/r1/grids/grid_000000.png")
-    store.put_bytes(b"b" * 3, "runs/r2/bins/shard_0000/grid_000000.bin")
+    store.put_bytes(b"a" * 7, "runs/r1/grids/grid_00000000.png")
+    store.put_bytes(b"b" * 3, "runs/r2/bins/shard_0000/grid_00000000.bin")
     store.put_bytes(b"c", "models/k/entry.json")
-    client.put_object(Bucket="ws-life", Key="runs/r1/grids/grid_000000.png", Body=b"published, not ours")
+    client.put_object(Bucket="ws-life", Key="runs/r1/grids/grid_00000000.png", Body=b"published, not ours")
     assert store.usage() == (3, 11) and store.usage("runs") == (2, 10)
     ages = store.folder_ages("runs")
     assert set(ages) == {"r1", "r2"} and all(abs(time.time() - t) < 120 for t in ages.values())
     assert expired_workspaces(store, now=time.time() + 8 * 86400, retention_days=7) == pytest.approx(
         {"r1": 8.0, "r2": 8.0}, abs=0.01)
     assert remove_workspace(store, "r1") == (1, 7)
-    assert store.list("runs") == ["runs/r2/bins/shard_0000/grid_000000.bin"]
+    assert store.list("runs") == ["runs/r2/bins/shard_0000/grid_00000000.bin"]
     # outside the store's prefix nothing is touched
-    body = client.get_object(Bucket="ws-life", Key="runs/r1/grids/grid_000000.png")["Body"].read()
+    body = client.get_object(Bucket="ws-life", Key="runs/r1/grids/grid_00000000.png")["Body"].read()
     assert body == b"published, not ours"

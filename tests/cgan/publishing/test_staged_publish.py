@@ -72,7 +72,7 @@ def test_staged_grids_are_in_the_bucket_before_publish_and_the_manifest_names_th
     store, shards, client, bucket, stagers = staged
     # before publish: every grid is in the bucket under its shard's own attempt; no manifest, no latest
     before = _keys(client, bucket)
-    assert [k.rsplit("/", 1)[1] for k in before] == [f"grid_00000{i}.png" for i in range(5)]
+    assert [k.rsplit("/", 1)[1] for k in before] == [f"grid_0000000{i}.png" for i in range(5)]
     assert {k.rsplit("/grids/", 1)[0] for k in before} == {s.root for s in stagers}
     assert store.list("grids") == []  # no PNG written to (or read back from) the workspace
     lines: list[str] = []
@@ -90,14 +90,14 @@ def test_staged_grids_are_in_the_bucket_before_publish_and_the_manifest_names_th
     assert json.loads(client.get_object(Bucket=bucket, Key=LATEST_NAME)["Body"].read())["manifest"] == \
         f"{PREFIX}/manifest.json"
     rel = relative_objects(manifest, PREFIX)
-    assert {f"grids/grid_00000{i}.png" for i in range(5)} | {"quality/quality.json", "perf/perf.json"} <= set(rel)
+    assert {f"grids/grid_0000000{i}.png" for i in range(5)} | {"quality/quality.json", "perf/perf.json"} <= set(rel)
     # the gallery reads the run: its grids (from the shard attempts), perf and quality (the publish attempt)
     cache = gallery.ManifestCache()
     detail = gallery.load_run(client, bucket, "r1", cache=cache)
-    assert detail.grids == [f"grids/grid_00000{i}.png" for i in range(5)] and not detail.problems
+    assert detail.grids == [f"grids/grid_0000000{i}.png" for i in range(5)] and not detail.problems
     assert detail.quality["grids"] == 5 and "_object_keys" not in detail.manifest
-    png = gallery.open_png(client, bucket, "r1", "grids/grid_000004.png", cache=cache)
-    assert png.key == rel["grids/grid_000004.png"][0] and png.body.read()[:4] == b"\x89PNG"
+    png = gallery.open_png(client, bucket, "r1", "grids/grid_00000004.png", cache=cache)
+    assert png.key == rel["grids/grid_00000004.png"][0] and png.body.read()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("damage", ["missing", "short"])
@@ -105,7 +105,7 @@ def test_a_missing_or_short_staged_grid_fails_publish_and_nothing_is_published(
         staged, upstream_checkpoint, tmp_path, damage):
     store, shards, client, bucket, stagers = staged
     postprocess_run(store, shards, upstream_checkpoint, log=lambda m: None)
-    key = f"{stagers[1].root}/grids/grid_000003.png"
+    key = f"{stagers[1].root}/grids/grid_00000003.png"
     if damage == "missing":
         client.delete_object(Bucket=bucket, Key=key)
     else:

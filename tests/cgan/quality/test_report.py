@@ -32,7 +32,7 @@ def test_untrained_generator_scores_low_with_tight_parity(tmp_path, upstream_che
 
 def test_parity_catches_a_corrupted_output(upstream_checkpoint, run):
     bins, out = run
-    target = out / "grid_000001_output_0.bin"
+    target = out / "grid_00000001_output_0.bin"
     data = np.fromfile(target, "<f4")
     data[123] += 0.25
     data.tofile(target)
@@ -48,7 +48,7 @@ def test_outputs_of_another_model_are_refused(modelzoo_checkpoint, run):
 
 def test_missing_input_bin_for_an_output(upstream_checkpoint, run):
     bins, out = run
-    (bins / "grid_000000.bin").unlink()
+    (bins / "grid_00000000.bin").unlink()
     with pytest.raises(InputBinError, match="no input bin"):
         quality_report(upstream_checkpoint, bins, out)
 
@@ -78,7 +78,7 @@ def test_an_accumulator_without_checkpoint_counts_labels_but_refuses_parity(tmp_
     acc.record(acc.judge_samples(np.zeros((100, 1, 28, 28), dtype=np.float32)))
     assert acc.grids == 1 and int(acc.total.sum()) == 100 and len(acc.classifier_sha256) == 64
     with pytest.raises(ValueError, match="parity checks need the checkpoint"):
-        acc.add_parity(tmp_path / "grid_000000_output_0.bin", tmp_path / "grid_000000.bin")
+        acc.add_parity(tmp_path / "grid_00000000_output_0.bin", tmp_path / "grid_00000000.bin")
 
 
 def test_fp32_parity_is_recorded_with_its_precision_and_limits(upstream_checkpoint, run):
@@ -86,7 +86,7 @@ def test_fp32_parity_is_recorded_with_its_precision_and_limits(upstream_checkpoi
     report = quality_report(upstream_checkpoint, bins, out)
     assert report["precision"] == "fp32" and report["parity_limits"] == PARITY_LIMITS["fp32"]
     assert 0 < report["parity_mean_abs_err"] <= report["parity_max_abs_err"] and report["parity_ok"] is True
-    target = out / "grid_000000_output_0.bin"
+    target = out / "grid_00000000_output_0.bin"
     data = np.fromfile(target, "<f4")
     data[:5000] += 0.01  # small for int8, far too much for fp32
     data.tofile(target)

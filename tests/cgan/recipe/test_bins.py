@@ -76,7 +76,7 @@ def test_dataset_info_file_in_gen_dataset_info_format(tmp_path):
 
 
 def test_wrong_size_bin_is_refused_with_the_contract(tmp_path):
-    bad = tmp_path / "grid_000000.bin"
+    bad = tmp_path / "grid_00000000.bin"
     bad.write_bytes(b"\0" * 1000)
     with pytest.raises(InputBinError, match=r"1,000 bytes.*28,800 bytes"):
         read_input_bin(bad)
@@ -96,7 +96,7 @@ def test_bad_seed(tmp_path, seed):
 
 def test_list_bins_skips_hidden_partial_files_and_needs_a_folder(tmp_path):
     write_bins(tmp_path, 2, seed=0)
-    (tmp_path / ".grid_000002.bin.x.part").write_bytes(b"partial")
+    (tmp_path / ".grid_00000002.bin.x.part").write_bytes(b"partial")
     assert [p.name for p in list_bins(tmp_path)] == [bin_name(0), bin_name(1)]
     with pytest.raises(InputBinError, match="does not exist"):
         list_bins(tmp_path / "missing")

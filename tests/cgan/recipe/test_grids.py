@@ -37,7 +37,7 @@ def _write_run(folder, channels, n=2):
     run = folder / "20261126_010203_000004"
     run.mkdir(parents=True)
     for g in range(n):
-        _labelled_samples(channels).astype("<f4").tofile(run / f"grid_{g:06d}_output_0.bin")
+        _labelled_samples(channels).astype("<f4").tofile(run / f"grid_{g:08d}_output_0.bin")
     return run
 
 
@@ -45,7 +45,7 @@ def _write_run(folder, channels, n=2):
 def test_write_grids_names_pngs_after_their_bins(tmp_path, channels, mode):
     _write_run(tmp_path / "out", channels)
     paths = write_grids(tmp_path / "out", tmp_path / "grids")
-    assert [p.name for p in paths] == ["grid_000000.png", "grid_000001.png"]
+    assert [p.name for p in paths] == ["grid_00000000.png", "grid_00000001.png"]
     img = Image.open(paths[0])
     assert img.size == (280, 280) and img.mode == mode
     assert np.array_equal(np.asarray(img), grid_array(_labelled_samples(channels)))
@@ -53,8 +53,8 @@ def test_write_grids_names_pngs_after_their_bins(tmp_path, channels, mode):
 
 def test_a_bad_output_bin_fails_before_any_grid_is_written(tmp_path):
     run = _write_run(tmp_path / "out", 1)
-    (run / "grid_000002_output_0.bin").write_bytes(b"\0" * 100)
-    with pytest.raises(InputBinError, match="grid_000002_output_0.bin"):
+    (run / "grid_00000002_output_0.bin").write_bytes(b"\0" * 100)
+    with pytest.raises(InputBinError, match="grid_00000002_output_0.bin"):
         write_grids(run, tmp_path / "grids")
     assert not (tmp_path / "grids").exists()
 

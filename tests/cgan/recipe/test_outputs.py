@@ -13,8 +13,8 @@ def _fake_output(folder, stem, channels=1):
 
 
 def test_names_follow_msame_directory_mode():
-    assert output_name("/x/grid_000007.bin") == "grid_000007_output_0.bin"
-    assert grid_stem("/y/grid_000007_output_0.bin") == "grid_000007"
+    assert output_name("/x/grid_00000007.bin") == "grid_00000007_output_0.bin"
+    assert grid_stem("/y/grid_00000007_output_0.bin") == "grid_00000007"
 
 
 def test_new_run_dirs_are_distinct(tmp_path):
@@ -24,15 +24,15 @@ def test_new_run_dirs_are_distinct(tmp_path):
 
 @pytest.mark.parametrize("stamp", ["20211113_073952", "2023610_9_5_6_123456"])
 def test_discovers_the_single_run_whatever_its_timestamp_format(tmp_path, stamp):
-    _fake_output(tmp_path / stamp, "grid_000000")
+    _fake_output(tmp_path / stamp, "grid_00000000")
     (tmp_path / "empty_dir").mkdir()
     assert find_run_dir(tmp_path) == tmp_path / stamp
     assert find_run_dir(tmp_path / stamp) == tmp_path / stamp
 
 
 def test_several_runs_are_ambiguous(tmp_path):
-    _fake_output(tmp_path / "20211113_073952", "grid_000000")
-    _fake_output(tmp_path / "2023610_9_5_6_123456", "grid_000000")
+    _fake_output(tmp_path / "20211113_073952", "grid_00000000")
+    _fake_output(tmp_path / "2023610_9_5_6_123456", "grid_00000000")
     with pytest.raises(InputBinError, match="several inference runs .* pass one of them"):
         find_run_dir(tmp_path)
 

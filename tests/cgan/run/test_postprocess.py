@@ -22,7 +22,7 @@ def test_postprocess_writes_grids_quality_and_pooled_perf(workspace, upstream_ch
     store, shards = workspace
     lines = []
     summary = postprocess_run(store, shards, upstream_checkpoint, log=lines.append)
-    assert store.list("grids") == [f"grids/grid_00000{i}.png" for i in range(3)]
+    assert store.list("grids") == [f"grids/grid_0000000{i}.png" for i in range(3)]
     quality = json.loads(store.get_bytes("quality/quality.json"))
     assert quality["grids"] == 3 and quality["parity_max_abs_err"] <= 1e-5 and quality["parity_grids_checked"] == 3
     assert quality["precision"] == summary["precision"] == "fp32" and quality["parity_ok"] is True
@@ -36,7 +36,7 @@ def test_postprocess_writes_grids_quality_and_pooled_perf(workspace, upstream_ch
 
 def test_incomplete_shard_is_refused(workspace, upstream_checkpoint):
     store, shards = workspace
-    store.path("outputs/shard_0001/grid_000002_output_0.bin").unlink()
+    store.path("outputs/shard_0001/grid_00000002_output_0.bin").unlink()
     with pytest.raises(InferenceError, match="shard 1 is incomplete: 1 of 1 output bins missing"):
         postprocess_run(store, shards, upstream_checkpoint)
 
@@ -81,7 +81,7 @@ def test_publish_manifest_last_and_idempotent(workspace, upstream_checkpoint, lo
     keys = {o["key"] for o in manifest["objects"]}
     root = manifest["root"]  # the objects of one publish attempt lie under runs/r1/attempts/<attempt>/
     assert root == f"runs/r1/attempts/{manifest['attempt']}" == published.root
-    assert {f"{root}/grids/grid_000000.png", f"{root}/quality/quality.json", f"{root}/perf/perf.json",
+    assert {f"{root}/grids/grid_00000000.png", f"{root}/quality/quality.json", f"{root}/perf/perf.json",
             f"{root}/perf/latency.png"} <= keys
     for obj in manifest["objects"]:
         body = client.get_object(Bucket="pub-test", Key=obj["key"])["Body"].read()
@@ -160,17 +160,17 @@ def test_a_body_corrupted_in_transit_is_refused_by_the_server_and_nothing_is_pub
     client.create_bucket(Bucket="pub-corrupt")
 
     def flip_last_byte(request, **kwargs):  # after signing and Content-MD5: a bad wire, say
-        if request.url.endswith("grid_000001.png"):
+        if request.url.endswith("grid_00000001.png"):
             body = request.body.read() if hasattr(request.body, "read") else request.body
             request.body = body[:-1] + bytes([body[-1] ^ 1])
 
     client.meta.events.register("before-send.s3.PutObject", flip_last_byte)
-    with pytest.raises(PublishError, match=r"grid_000001\.png failed.*(BadDigest|Content-Md5)"):
+    with pytest.raises(PublishError, match=r"grid_00000001\.png failed.*(BadDigest|Content-Md5)"):
         publish_run(store, client, "pub-corrupt", "runs/r1", metadata=_meta("2026-11-26T02:00:00"),
                     tmp_dir=tmp_path / "t", log=lambda m: None)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="pub-corrupt").get("Contents", [])]
     assert "runs/r1/manifest.json" not in keys and LATEST_NAME not in keys
-    assert not [k for k in keys if k.endswith("grid_000001.png")]
+    assert not [k for k in keys if k.endswith("grid_00000001.png")]
 
 
 def test_a_rejected_run_is_published_for_inspection_and_latest_json_stays(workspace, upstream_checkpoint,

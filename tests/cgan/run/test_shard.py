@@ -19,8 +19,8 @@ def test_a_planned_shard_crosses_xcom_and_comes_back_whole():
 def test_what_a_shard_hands_over_and_judges():
     shard = Shard(index=0, start=10, count=5, parity=(11, 14), judge=(12,))
     assert shard.grids == range(10, 15) and shard.outputs_prefix == "outputs/shard_0000"
-    assert shard.kept_raw_outputs == {11, 14} and shard.handed_stems == {"grid_000011", "grid_000014"}
-    assert shard.judged_stems == {"grid_000012"}
+    assert shard.kept_raw_outputs == {11, 14} and shard.handed_stems == {"grid_00000011", "grid_00000014"}
+    assert shard.judged_stems == {"grid_00000012"}
     assert Shard(0, 10, 5, parity=(11,), keep_raw_outputs=True).kept_raw_outputs is None  # all of them
     assert Shard(0, 10, 5).kept_raw_outputs is None and Shard(0, 10, 5).judged_stems is None  # no samples: all
 

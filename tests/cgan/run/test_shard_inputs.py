@@ -30,8 +30,8 @@ def test_a_shard_reads_back_as_the_same_bins(tmp_path, expected):
     assert {p.name: p.read_bytes() for p in got} == expected
     assert [p.name for p in got] == sorted(expected)
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["bins"]  # the pack copy is gone
-    one = fetch_input_bin(store, SHARD, 7, tmp_path / "one" / "grid_000007.bin")
-    assert one.read_bytes() == expected["grid_000007.bin"]
+    one = fetch_input_bin(store, SHARD, 7, tmp_path / "one" / "grid_00000007.bin")
+    assert one.read_bytes() == expected["grid_00000007.bin"]
 
 
 def test_pack_on_s3_is_one_object_read_whole_or_by_range(tmp_path, local_s3, expected):
@@ -41,7 +41,7 @@ def test_pack_on_s3_is_one_object_read_whole_or_by_range(tmp_path, local_s3, exp
     assert store.list("bins") == ["bins/shard_0001/inputs.pack"]
     got = fetch_shard_bins(store, SHARD, tmp_path / "bins")
     assert {p.name: p.read_bytes() for p in got} == expected
-    assert fetch_input_bin(store, SHARD, 8, tmp_path / "g8.bin").read_bytes() == expected["grid_000008.bin"]
+    assert fetch_input_bin(store, SHARD, 8, tmp_path / "g8.bin").read_bytes() == expected["grid_00000008.bin"]
     with pytest.raises(StoreError, match="too short"):
         store.get_range("bins/shard_0001/inputs.pack", 3 * 28_800 + 1, 28_800)
 

@@ -82,7 +82,7 @@ def test_rendered_shards_are_merged_not_rendered_again(two_workspaces, upstream_
     assert not any(RENDER_NAME in k for k in streamed.list("perf"))
     # only the parity sample's raw outputs left the workers
     assert [k for k in streamed.list("outputs") if k.endswith(".bin")] == [
-        "outputs/shard_0000/grid_000000_output_0.bin", "outputs/shard_0001/grid_000004_output_0.bin"]
+        "outputs/shard_0000/grid_00000000_output_0.bin", "outputs/shard_0001/grid_00000004_output_0.bin"]
 
 
 def test_keep_raw_outputs_hands_over_every_output(tmp_path, upstream_onnx):
@@ -90,7 +90,7 @@ def test_keep_raw_outputs_hands_over_every_output(tmp_path, upstream_onnx):
     shards = plan_shards(3, "cpu", [0], 3, parity_grids=1, keep_raw_outputs=True)
     _run_shards(tmp_path, upstream_onnx, store, shards, render=True)
     assert [k for k in store.list("outputs") if k.endswith(".bin")] == [
-        f"outputs/shard_0000/grid_00000{i}_output_0.bin" for i in range(3)]
+        f"outputs/shard_0000/grid_0000000{i}_output_0.bin" for i in range(3)]
 
 
 def test_hand_over_refuses_a_missing_parity_output_and_writes_no_tally(tmp_path, upstream_onnx):
@@ -125,7 +125,7 @@ def test_outputs_written_before_rendering_are_rendered_on_several_threads(tmp_pa
 @pytest.mark.parametrize("damage, reason", [
     (lambda t: t.update(classifier_sha256="0" * 64), "another classifier"),
     (lambda t: t.update(grids=2), "2 grids rendered, the shard has 3"),
-    (lambda t: t.update(first="grid_000001"), "rendered grid_000001..grid_000002"),
+    (lambda t: t.update(first="grid_00000001"), "rendered grid_00000001..grid_00000002"),
     (lambda t: t["correct"].__setitem__(0, 10**6), "counts do not add up"),
     (lambda t: t.update(total=[1] * 9), "bad 'total' counts"),
 ])
@@ -156,7 +156,7 @@ def test_a_render_json_that_does_not_fit_without_raw_outputs_refuses_the_shard(t
 
 def test_a_missing_png_without_raw_outputs_refuses_the_shard(two_workspaces, upstream_checkpoint):
     streamed, _, shards = two_workspaces
-    streamed.path("grids/grid_000004.png").unlink()
+    streamed.path("grids/grid_00000004.png").unlink()
     lines = []
     with pytest.raises(InferenceError, match="shard 1 is incomplete: 1 of 2 output bins missing .*re-run its "
                                              "inference task"):
@@ -168,11 +168,11 @@ def test_a_missing_png_with_raw_outputs_kept_is_rendered_again(tmp_path, upstrea
     store = open_store((tmp_path / "ws").as_uri())
     shards = plan_shards(3, "cpu", [0], 3, keep_raw_outputs=True)
     _run_shards(tmp_path, upstream_onnx, store, shards, render=True)
-    store.path("grids/grid_000002.png").unlink()
+    store.path("grids/grid_00000002.png").unlink()
     lines = []
     postprocess_run(store, shards, upstream_checkpoint, log=lines.append)
     assert any("1 grid PNG(s) missing" in line for line in lines)
-    assert "grids/grid_000002.png" in store.list("grids")
+    assert "grids/grid_00000002.png" in store.list("grids")
 
 
 def test_renderer_output_matches_the_grid_contract(tmp_path, upstream_onnx):
@@ -181,7 +181,7 @@ def test_renderer_output_matches_the_grid_contract(tmp_path, upstream_onnx):
     renderer = ShardRenderer(store)
     run = run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "out", on_output=renderer.submit)
     tally = renderer.finish()
-    assert tally["grids"] == 2 and (tally["first"], tally["last"]) == ("grid_000000", "grid_000001")
+    assert tally["grids"] == 2 and (tally["first"], tally["last"]) == ("grid_00000000", "grid_00000001")
     assert sum(tally["total"]) == 200 and tally["total"] == [20] * 10
     for out in run.outputs:
         stem = out.name.replace("_output_0.bin", "")
@@ -218,9 +218,9 @@ def test_at_most_max_pending_outputs_wait(tmp_path, upstream_onnx):
     store = BlockingStore()
     renderer = ShardRenderer(store, max_pending=2)
     samples = np.zeros((100, 1, 28, 28), dtype=np.float32)
-    renderer.submit(tmp_path / "grid_000000_output_0.bin", samples)
-    renderer.submit(tmp_path / "grid_000001_output_0.bin", samples)
-    third = threading.Thread(target=renderer.submit, args=(tmp_path / "grid_000002_output_0.bin", samples))
+    renderer.submit(tmp_path / "grid_00000000_output_0.bin", samples)
+    renderer.submit(tmp_path / "grid_00000001_output_0.bin", samples)
+    third = threading.Thread(target=renderer.submit, args=(tmp_path / "grid_00000002_output_0.bin", samples))
     third.start()
     third.join(0.5)
     assert third.is_alive()  # blocked: two are pending

@@ -24,7 +24,7 @@ def test_outputs_in_msame_layout_with_perf(tmp_path, upstream_onnx, bins):
                           progress=lambda d, t: ticks.append((d, t)))
     assert run.output_dir.parent == tmp_path / "out"
     assert [p.name for p in list_outputs(run.output_dir)] == [
-        "grid_000000_output_0.bin", "grid_000001_output_0.bin", "grid_000002_output_0.bin"]
+        "grid_00000000_output_0.bin", "grid_00000001_output_0.bin", "grid_00000002_output_0.bin"]
     assert all(p.stat().st_size == 313_600 for p in run.outputs)
     assert ticks[-1] == (3, 3)
     perf = json.loads((run.output_dir / "perf.json").read_text())
@@ -61,7 +61,7 @@ def test_each_run_gets_its_own_folder(tmp_path, upstream_onnx, bins):
 
 def test_wrong_size_input_fails_before_any_output(tmp_path, upstream_onnx):
     write_bins(tmp_path / "bins", 2, seed=0)
-    (tmp_path / "bins" / "grid_000001.bin").write_bytes(b"\0" * 28_796)
+    (tmp_path / "bins" / "grid_00000001.bin").write_bytes(b"\0" * 28_796)
     with pytest.raises(InputBinError, match="28,796 bytes"):
         run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -104,17 +104,17 @@ def test_only_the_named_raw_outputs_are_written_yet_every_output_is_handed_over(
     def on_output(path, samples):
         seen[path.name] = samples.copy()
 
-    run = run_onnxruntime(upstream_onnx, bins, tmp_path / "out", on_output=on_output, write_stems={"grid_000001"})
+    run = run_onnxruntime(upstream_onnx, bins, tmp_path / "out", on_output=on_output, write_stems={"grid_00000001"})
     assert [p.name for p in list_outputs(run.output_dir)] == [p.name for p in run.outputs] == [
-        "grid_000001_output_0.bin"]
-    assert sorted(seen) == [f"grid_00000{i}_output_0.bin" for i in range(3)]
-    np.testing.assert_array_equal(read_output_bin(run.outputs[0]), seen["grid_000001_output_0.bin"])
+        "grid_00000001_output_0.bin"]
+    assert sorted(seen) == [f"grid_0000000{i}_output_0.bin" for i in range(3)]
+    np.testing.assert_array_equal(read_output_bin(run.outputs[0]), seen["grid_00000001_output_0.bin"])
     assert run.perf.grids == 3  # every grid was computed
 
 
 def test_a_failing_output_consumer_fails_the_run_without_perf_json(tmp_path, upstream_onnx, bins):
     def on_output(path, samples):
-        if path.name.startswith("grid_000001"):
+        if path.name.startswith("grid_00000001"):
             raise OSError("no space left on device")
 
     with pytest.raises(OSError, match="no space left"):

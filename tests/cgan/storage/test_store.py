@@ -94,7 +94,7 @@ def test_s3_folder_transfers_are_concurrent_single_requests_in_order(tmp_path, l
     store = open_store("s3://store-many/ws", s3_client=client)
     up = tmp_path / "up"
     up.mkdir()
-    blobs = {f"grid_{i:06d}.bin": os.urandom(100 + 37 * i) for i in range(40)}
+    blobs = {f"grid_{i:08d}.bin": os.urandom(100 + 37 * i) for i in range(40)}
     blobs["big.bin"] = os.urandom(3 * (1 << 20) + 5)  # more than one 1 MiB chunk on the way down
     for name, data in blobs.items():
         (up / name).write_bytes(data)
