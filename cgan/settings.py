@@ -29,6 +29,7 @@
 | CGAN_GATE_MIN_DIVERSITY | 0.5 | quality gate: least feature diversity of the worst digit |
 | CGAN_NPU_TOOL | msame | the form's default NPU tool: msame or ais_bench |
 | CGAN_CPU_INFER_TASKS | the cores | cpu inference tasks one run runs at once (sizes automatic shards) |
+| CGAN_NPU_SLOTS | 1 | NPUs of all Ascend hosts together: the ascend_npu pool (compose) and automatic ascend shards |
 | CGAN_ORT_SPLIT_DECONV | auto | ORT loads phase-split ConvTransposes: auto (x86-64), on, off |
 | CGAN_S3_ENDPOINT_URL | (boto3's) | S3 endpoint where no Airflow connection gives the client (`cgan`, s3:// stores) |
 
@@ -198,6 +199,18 @@ def cpu_infer_tasks() -> int:
     the tasks never oversubscribe a LocalExecutor host. With Celery, set it to the sum over the
     default-queue workers of cores // threads, and each worker's concurrency to cores // threads."""
     return env_number("CGAN_CPU_INFER_TASKS", os.cpu_count() or 1, 1, 4096, "tasks", int, error=ConfigError)
+
+
+def npu_slots() -> int:
+    """NPUs of all Ascend hosts together (`CGAN_NPU_SLOTS`): the size docker compose gives the
+    ascend_npu pool, and the slots an automatic ascend plan balances its shards over."""
+    return env_number("CGAN_NPU_SLOTS", 1, 1, 4096, "NPUs", int, error=ConfigError)
+
+
+def max_active_tasks() -> int:
+    """Task instances one run may run at once: every inference slot of either target plus the
+    run's other tasks, and never fewer than Airflow's default of 16."""
+    return max(16, npu_slots() + 4, cpu_infer_tasks() + 4)
 
 
 def gate_thresholds():

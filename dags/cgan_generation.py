@@ -3,7 +3,7 @@
 Runs nightly (CGAN_SCHEDULE), when triggered from the form, and when a new checkpoint is registered
 (an event of the asset `cgan_checkpoint`: `cgan register-checkpoint`; the run uses its checkpoint).
 
-plan (checked params, the run's checkpoint) -> export_onnx -> input_bins -> choose_target
+plan (checked params, the run's checkpoint) -> export_onnx -> input_bins (mapped over shards) -> choose_target
     ascend: atc_convert -> msame_infer (mapped over shards, queue `ascend`, pool `ascend_npu`)
     cpu:    onnxruntime_infer (mapped over shards, default queue)
     (each inference task renders and judges its own grids on its worker)
@@ -33,7 +33,7 @@ from cgan.run.plan import (
     CHECKPOINT_ASSET,
     CHECKPOINT_RE,
     DEFAULT_CHECKPOINT,
-    MAX_AUTO_GRIDS_PER_SHARD,
+    MAX_GRIDS_PER_SHARD,
     NPU_TOOLS,
     PRECISION_MODES,
     TARGETS,
@@ -56,7 +56,7 @@ from operators.publish import PublishRunOperator
 PARAMS = {
     "num_grids": Param(settings.num_grids(), type="integer", exclusiveMinimum=0, exclusiveMaximum=MAX_GRIDS + 1,
                        title="Grids",
-                       description="How many 10x10 grids (100 digits each) to generate."),
+                       description=f"How many 10x10 grids (100 digits each) to generate: 1 to {MAX_GRIDS:,}."),
     "seed": Param(None, type=["null", "integer"], exclusiveMinimum=-1, exclusiveMaximum=MAX_SEED + 1, title="Seed",
                   description="Noise seed. Empty: derived from the run's logical date (YYYYMMDDHHMMSS), "
                               "so nightly runs differ and each can be reproduced."),
@@ -80,13 +80,13 @@ PARAMS = {
                             description="atc --precision_mode (atc's own default is force_fp16; "
                                         "must_keep_origin_dtype keeps fp32)."),
     "grids_per_shard": Param(None, type=["null", "integer"], exclusiveMinimum=0,
-                             exclusiveMaximum=MAX_GRIDS + 1,
+                             exclusiveMaximum=MAX_GRIDS_PER_SHARD + 1,
                              title="Grids per shard",
-                             section="Advanced", description="Shard size (both targets; on ascend each "
-                                                             "shard leases one NPU while it runs). Empty: "
-                                                             "automatic, shards of at most "
-                                                             f"{MAX_AUTO_GRIDS_PER_SHARD} grids balanced over "
-                                                             "the inference tasks that run at once."),
+                             section="Advanced", description=f"Shard size, 1 to {MAX_GRIDS_PER_SHARD:,} (both "
+                                                             "targets; on ascend each shard leases one NPU while "
+                                                             "it runs). Empty: automatic, sized for the target "
+                                                             "and balanced over the inference tasks that run at "
+                                                             "once."),
     "threads": Param(1, type="integer", exclusiveMinimum=-1, exclusiveMaximum=65, title="Threads per inference task",
                      section="Advanced", description="ONNX Runtime intra-op threads (0 = all cores)."),
     "keep_raw_outputs": Param(False, type="boolean", title="Keep raw outputs", section="Advanced",
@@ -150,6 +150,7 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    max_active_tasks=settings.max_active_tasks(),  # every inference slot busy at once, not Airflow's 16
     params=PARAMS,
     default_args=DEFAULT_ARGS,
     tags=["cgan", "ascend"],
@@ -169,7 +170,7 @@ with DAG(
                          logical_date=logical_date or dag_run.run_after,
                          artifact_root=settings.artifact_root(), default_target=settings.default_target(),
                          checkpoint_roots=settings.checkpoint_roots(), checkpoint_events=events,
-                         cpu_slots=settings.cpu_infer_tasks())
+                         cpu_slots=settings.cpu_infer_tasks(), npu_slots=settings.npu_slots())
 
     @task(retries=0, execution_timeout=timedelta(minutes=1))
     def shards(planned: list[dict]) -> list[dict]:
@@ -188,9 +189,9 @@ with DAG(
                                 checkpoint=run["checkpoint"], aws_conn_id=settings.s3_conn_id(),
                                 execution_timeout=timedelta(minutes=20))
     exported: Any = export.output
-    bins = InputBinsOperator(task_id="input_bins", workspace=run["workspace"], shards=run["shards"],
-                             seed=run["seed"], aws_conn_id=settings.s3_conn_id(),
-                             execution_timeout=timedelta(minutes=30))
+    bins = InputBinsOperator.partial(task_id="input_bins", workspace=run["workspace"], seed=run["seed"],
+                                     aws_conn_id=settings.s3_conn_id(),
+                                     execution_timeout=timedelta(minutes=10)).expand(shard=shard_list)
     branch = choose_target(run["target"])
     atc = AtcConvertOperator(task_id="atc_convert", workspace=run["workspace"], onnx_uri=exported["onnx_uri"],
                              soc_version="{{ params.soc_version }}",

@@ -1,10 +1,10 @@
-"""InputBinsOperator: the run's seeded input bins, shard by shard, into the workspace's
-`bins/shard_NNNN/` (cgan.layout.workspace) as one pack per shard (the bins back to back: one object,
-not one per grid; cgan.run.shard_inputs splits it on the worker), each shard's prefix emptied first."""
+"""InputBinsOperator: one shard's seeded input bins into the workspace's `bins/shard_NNNN/`
+(cgan.layout.workspace) as one pack (the bins back to back: one object, not one per grid;
+cgan.run.shard_inputs splits it on the worker), the shard's prefix emptied first. Mapped over the
+run's shards, so no task's time grows with the run's size."""
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,21 +13,21 @@ from operators.base import CganBaseOperator
 
 
 class InputBinsOperator(CganBaseOperator):
-    """Write one seeded input bin per grid, packed per shard (the recipe's CGAN_prep_bin.info, which
+    """Write one seeded input bin per grid of a shard, packed (the recipe's CGAN_prep_bin.info, which
     lists local paths, is for `cgan bins` on a host, not for the workspace).
 
     :param workspace: the run's workspace URI (see CganBaseOperator)
-    :param shards: the run's shard plan (cgan.run.plan.plan_shards): start, count, bins_prefix
+    :param shard: the mapped argument, a shard of the plan (cgan.run.plan.plan_shards)
     :param seed: the noise seed; grid g of seed s is the same bytes on every machine
     :param aws_conn_id: Airflow connection for an s3:// workspace
     """
 
-    template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "shards", "seed")
+    template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "shard", "seed")
     ui_color = "#e8f0fe"
 
-    def __init__(self, *, shards: list[dict], seed: int, **kwargs):
+    def __init__(self, *, shard: dict, seed: int, **kwargs):
         super().__init__(**kwargs)
-        self.shards = shards
+        self.shard = shard
         self.seed = seed
 
     def execute(self, context) -> dict:
@@ -36,18 +36,11 @@ class InputBinsOperator(CganBaseOperator):
         from cgan.run.shard import Shard
 
         store = self.store
-        shards = [Shard.from_xcom(s) for s in self.shards]
-        total = sum(s.count for s in shards)
-        self.log.info("Writing %d input bins (seed %d) in %d shard(s) to %s", total, self.seed,
-                      len(shards), store.uri)
-        done = 0
+        shard = Shard.from_xcom(self.shard)
+        self.log.info("Writing the %d input bins of shard %d (grids %d..%d, seed %d) to %s", shard.count, shard.index,
+                      shard.start, shard.start + shard.count - 1, self.seed, store.uri)
         with tempfile.TemporaryDirectory(prefix="cgan-bins-") as tmp:
-            for shard in shards:
-                local = Path(tmp) / shard.bins_prefix
-                store.delete_prefix(shard.bins_prefix)
-                pack = write_bins_pack(local / "pack", shard.count, int(self.seed), start=shard.start)
-                store.put_file(pack, bins_pack_key(shard.index))
-                shutil.rmtree(local)
-                done += shard.count
-                self.log.info("bins %d/%d", done, total)
-        return {"bins": done, "seed": int(self.seed)}
+            store.delete_prefix(shard.bins_prefix)
+            pack = write_bins_pack(Path(tmp) / "pack", shard.count, int(self.seed), start=shard.start)
+            store.put_file(pack, bins_pack_key(shard.index))
+        return {"shard": shard.index, "bins": shard.count, "seed": int(self.seed)}

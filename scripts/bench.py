@@ -122,30 +122,30 @@ def _peak_rss_mb(code: str) -> tuple[float, float]:
 
 TASK_CODE = {
     "export_onnx": "from cgan.recipe.export import export_onnx; export_onnx({ckpt!r}, {ws!r} + '/cgan.onnx')",
-    "input_bins": ("from cgan.run.plan import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
+    "input_bins": ("from cgan.run.plan import MAX_AUTO_GRIDS_PER_SHARD, plan_shards\n"
                    "from cgan.recipe.bins import write_bins, write_bins_pack\n"
                    "from cgan.layout.workspace import bins_pack_key\n"
-                   "for s in plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD):\n"
+                   "for s in plan_shards({n}, 'cpu', [0], MAX_AUTO_GRIDS_PER_SHARD):\n"
                    "    write_bins({ws!r} + '/' + s.bins_prefix, s.count, 1, start=s.start)\n"
                    "    write_bins_pack({ws!r} + '/' + bins_pack_key(s.index), s.count, 1, start=s.start)"),
-    "onnxruntime_infer": ("from cgan.run.plan import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
+    "onnxruntime_infer": ("from cgan.run.plan import MAX_AUTO_GRIDS_PER_SHARD, plan_shards\n"
                           "from cgan.runtimes.onnxruntime_runner import run_onnxruntime\n"
                           "from cgan.run.shard_render import ShardRenderer; from cgan.storage.store import open_store\n"
                           "from cgan.layout.workspace import outputs_prefix\n"
                           "import shutil, pathlib\n"
-                          "s = plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD)[0]\n"
+                          "s = plan_shards({n}, 'cpu', [0], MAX_AUTO_GRIDS_PER_SHARD)[0]\n"
                           "renderer = ShardRenderer(open_store(pathlib.Path({ws!r} + '/rendered').as_uri()))\n"
                           "r = run_onnxruntime({ws!r} + '/cgan.onnx', {ws!r} + '/' + s.bins_prefix,\n"
                           "                    {ws!r} + '/tmp-out', on_output=renderer.submit)\n"
                           "renderer.finish()\n"
                           "shutil.copytree(r.output_dir, {ws!r} + '/' + outputs_prefix(0), dirs_exist_ok=True)"),
-    "postprocess": ("from cgan.run.plan import DEFAULT_GRIDS_PER_SHARD, plan_shards\n"
+    "postprocess": ("from cgan.run.plan import MAX_AUTO_GRIDS_PER_SHARD, plan_shards\n"
                     "from cgan.storage.store import open_store\n"
                     "from cgan.run.postprocess import postprocess_run\n"
                     "from cgan.layout.workspace import output_key, shard_perf_key\n"
                     "import pathlib, shutil\n"
                     "ws = pathlib.Path({ws!r})\n"
-                    "shards = plan_shards({n}, 'cpu', [0], DEFAULT_GRIDS_PER_SHARD, keep_raw_outputs=True)\n"
+                    "shards = plan_shards({n}, 'cpu', [0], MAX_AUTO_GRIDS_PER_SHARD, keep_raw_outputs=True)\n"
                     "for s in shards[1:]:\n"
                     "    for g in s.grids:\n"
                     "        (ws / output_key(s.index, g)).parent.mkdir(parents=True, exist_ok=True)\n"
@@ -162,7 +162,7 @@ RSS_TAIL = ("\nimport json, re; hwm = re.search(r'VmHWM:\\s+(\\d+) kB', open('/p
 def task_memory(n: int) -> dict:
     """Each step of the DAG's cpu path in its own process on n grids: peak RSS and seconds.
 
-    Inference runs one shard (DEFAULT_GRIDS_PER_SHARD grids, as the DAG maps them) and renders its grids as the
+    Inference runs one shard (MAX_AUTO_GRIDS_PER_SHARD grids, as the DAG maps them) and renders its grids as the
     operator does; postprocess covers all n grids on its fallback path (keep_raw_outputs and no
     tally), rendering every grid itself (shard outputs beyond the first are copies of it, so the
     step sees n grids)."""

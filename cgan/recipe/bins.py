@@ -26,7 +26,7 @@ from cgan.layout.tensors import (
 from cgan.storage.files import atomic_write_bytes
 
 MAX_SEED = 2**63 - 1
-MAX_GRIDS = 100_000
+MAX_GRIDS = 10_000_000  # grids of one run (grid names have 8 digits: cgan.layout.tensors.GRID_DIGITS)
 INFO_NAME = "CGAN_prep_bin.info"
 
 

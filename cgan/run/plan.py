@@ -25,11 +25,15 @@ from cgan.runtimes.ort_int8 import PRECISIONS
 TARGETS = ("cpu", "ascend")
 NPU_TOOLS = ("msame", "ais_bench")  # ascend: what runs the om (cgan.ascend.msame, cgan.ascend.ais_bench)
 CHECKPOINT_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/)?[A-Za-z0-9._/+=@-]+$")
-# ~13 s of inference per shard at 1 thread: Airflow's ~1 s per task instance stays under 10%.
-DEFAULT_GRIDS_PER_SHARD = 1000
-MAX_AUTO_GRIDS_PER_SHARD = 1000  # automatic sizing: no shard larger (a retry redoes at most this much)
-MIN_AUTO_GRIDS_PER_SHARD = 100  # automatic sizing: no smaller shards just to fill the slots
-MAX_SHARDS = 1024  # Airflow's [core] max_map_length default
+MAX_GRIDS_PER_SHARD = 10_000  # no shard larger, automatic or typed: a retry redoes at most this much
+MAX_SHARDS = 1024  # Airflow's [core] max_map_length default: a plan never has more
+# Automatic sizing per target, (smallest, largest) shard before MAX_SHARDS forces larger ones:
+# cpu, ~13 s of inference per 1,000 grids at 1 thread, so Airflow's ~1 s per task instance stays
+# under 10%; ascend, 2.548 ms per grid on a 310P (the recipe), so 10,000 grids keep an NPU
+# busy up to 25 s per task (a large run), against a few seconds of task start, model load and
+# hand-over, while a small run still spreads over the NPUs (shards of 500 and up).
+AUTO_SHARD_SIZES = {"cpu": (100, 1000), "ascend": (500, MAX_GRIDS_PER_SHARD)}
+MAX_AUTO_GRIDS_PER_SHARD = AUTO_SHARD_SIZES["cpu"][1]  # the form's hint
 MAX_DEVICES = 64
 DEFAULT_CHECKPOINT = "models/cgan_generator.pth"
 # The Airflow asset a new checkpoint is registered on (`cgan register-checkpoint`, or the REST API):
@@ -120,7 +124,12 @@ def validate(conf: dict) -> RunParams:
             raise ParamError(f"devices must not repeat an id, got {p.devices!r}")
     validate_checkpoint(p.checkpoint)
     if p.grids_per_shard is not None:
-        _int("grids_per_shard", p.grids_per_shard, 1, MAX_GRIDS)
+        _int("grids_per_shard", p.grids_per_shard, 1, MAX_GRIDS_PER_SHARD)
+        least = math.ceil(p.num_grids / MAX_SHARDS)
+        if p.grids_per_shard < least:
+            raise ParamError(f"grids_per_shard {p.grids_per_shard} splits {p.num_grids:,} grids into more than "
+                             f"{MAX_SHARDS} shards (Airflow's max_map_length): give at least {least}, or leave it "
+                             "empty for automatic sizing")
     _int("threads", p.threads, 0, 64)
     _choice("npu_tool", p.npu_tool, NPU_TOOLS)
     if not isinstance(p.keep_raw_outputs, bool):
@@ -165,34 +174,38 @@ def resolve_local_checkpoint(checkpoint: str) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
-def inference_slots(target: str, devices: list[int] | None, cpu_slots: int | None = None) -> int | None:
-    """How many inference tasks of one run work at once, where this process can know it: cpu,
-    `cpu_slots` (the deployment's CGAN_CPU_INFER_TASKS, passed in); ascend, the NPUs the run names
-    (the ascend_npu pool's size is Airflow's, not known here); None when unknown."""
+def inference_slots(target: str, devices: list[int] | None, cpu_slots: int | None = None,
+                    npu_slots: int | None = None) -> int | None:
+    """How many inference tasks of one run work at once: cpu, `cpu_slots` (the deployment's
+    CGAN_CPU_INFER_TASKS, passed in); ascend, the NPUs the run names, else `npu_slots` (the
+    ascend_npu pool's size, CGAN_NPU_SLOTS, passed in); None when unknown."""
     if target == "cpu":
         return cpu_slots
-    return len(devices) if devices else None
+    return len(devices) if devices else npu_slots
 
 
-def auto_shard_count(num_grids: int, slots: int | None) -> int:
+def auto_shard_count(num_grids: int, slots: int | None, target: str = "cpu") -> int:
     """Shards of an automatic plan: a multiple of the slots (each slot gets the same share), as
-    few as keep every shard at most MAX_AUTO_GRIDS_PER_SHARD grids, and no more than leave each
-    at least MIN_AUTO_GRIDS_PER_SHARD (a small run does not fill every slot). Unknown slots:
-    shards of MAX_AUTO_GRIDS_PER_SHARD, as a typed size would. E.g. 2,500 grids on 2 slots: 4
-    shards of 625 (not 1000 + 1000 + 500, whose last round leaves a slot idle)."""
-    need = math.ceil(num_grids / MAX_AUTO_GRIDS_PER_SHARD)
-    if not slots or slots < 1:
-        return need
-    filled = slots * math.ceil(need / slots)
-    return max(need, min(filled, num_grids // MIN_AUTO_GRIDS_PER_SHARD))
+    few as keep every shard at most the target's largest automatic size, and no more than leave
+    each at least its smallest (a small run does not fill every slot), never over MAX_SHARDS
+    (then shards grow, up to MAX_GRIDS_PER_SHARD). Unknown slots: shards of the largest size.
+    E.g. cpu, 2,500 grids on 2 slots: 4 shards of 625 (not 1000 + 1000 + 500, whose last round
+    leaves a slot idle); ascend, 100,000 grids on 8 NPUs: 16 shards of 6,250."""
+    smallest, largest = AUTO_SHARD_SIZES[target]
+    need = math.ceil(num_grids / largest)
+    if slots and slots >= 1:
+        filled = slots * math.ceil(need / slots)
+        need = max(need, min(filled, num_grids // smallest))
+    return max(1, min(need, MAX_SHARDS))
 
 
 def plan_shards(num_grids: int, target: str, devices: list[int] | None, grids_per_shard: int | None, *,
                 keep_raw_outputs: bool = False, parity_grids: int | None = None,
-                slots: int | None = None, cpu_slots: int | None = None) -> list[Shard]:
+                slots: int | None = None, cpu_slots: int | None = None, npu_slots: int | None = None) -> list[Shard]:
     """Split grids 0..num_grids-1 into evenly sized shards, for either target: of at most
     grids_per_shard each when it is given, else automatically (auto_shard_count over `slots`, by
-    default inference_slots(target, devices, cpu_slots)).
+    default inference_slots(target, devices, cpu_slots, npu_slots)). Never more than MAX_SHARDS
+    shards, never a shard over MAX_GRIDS_PER_SHARD (ParamError: validate() refuses such a run first).
 
     Each shard (cgan.run.shard.Shard) names the grids of the run's parity sample it holds
     (`parity`: the only raw outputs its inference task hands over, unless `keep_raw_outputs`),
@@ -203,10 +216,13 @@ def plan_shards(num_grids: int, target: str, devices: list[int] | None, grids_pe
     from cgan.quality.report import DEFAULT_PARITY_GRIDS, evenly_spaced, label_sample
 
     if grids_per_shard is None:
-        count = auto_shard_count(num_grids, slots if slots is not None else inference_slots(target, devices, cpu_slots))
+        count = auto_shard_count(num_grids, slots if slots is not None
+                                 else inference_slots(target, devices, cpu_slots, npu_slots), target)
     else:
         count = math.ceil(num_grids / grids_per_shard)
-    count = min(count, MAX_SHARDS)
+    if count > MAX_SHARDS or math.ceil(num_grids / count) > MAX_GRIDS_PER_SHARD:
+        raise ParamError(f"{num_grids:,} grids cannot be split into at most {MAX_SHARDS} shards of at most "
+                         f"{MAX_GRIDS_PER_SHARD:,} grids: run fewer grids (at most {MAX_SHARDS * MAX_GRIDS_PER_SHARD:,})")
     parity = evenly_spaced(num_grids, DEFAULT_PARITY_GRIDS if parity_grids is None else parity_grids)
     judged = label_sample(num_grids)
     base, extra = divmod(num_grids, count)
@@ -257,13 +273,14 @@ def event_checkpoint(events: list[dict]) -> dict | None:
 
 def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root: str,
               default_target: str = "cpu", checkpoint_roots: list[str] | None = None,
-              checkpoint_events: list[dict] | None = None, cpu_slots: int | None = None) -> dict:
+              checkpoint_events: list[dict] | None = None, cpu_slots: int | None = None,
+              npu_slots: int | None = None) -> dict:
     """Everything the tasks of one run need: checked params, seed, workspace, shards, publish prefix,
     and the checkpoint the run uses (every task reads it from here, never from the params).
     With `checkpoint_events` (a run triggered by CHECKPOINT_ASSET), the newest event's checkpoint
     replaces the params' (event_checkpoint). With `checkpoint_roots`, the checkpoint must lie
-    under one of them (check_checkpoint_root). `cpu_slots`: the cpu inference tasks that may run
-    at once (sizes an automatic plan; see inference_slots)."""
+    under one of them (check_checkpoint_root). `cpu_slots`, `npu_slots`: the inference tasks that
+    may run at once on each target (size an automatic plan; see inference_slots)."""
     conf = dict(conf)
     if conf.get("target") is None:
         conf["target"] = default_target
@@ -292,7 +309,7 @@ def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root:
         "workspace": workspace_uri(artifact_root, run_key),
         "shards": [s.as_xcom() for s in plan_shards(params.num_grids, params.target, params.devices,
                                                     params.grids_per_shard, keep_raw_outputs=params.keep_raw_outputs,
-                                                    cpu_slots=cpu_slots)],
+                                                    cpu_slots=cpu_slots, npu_slots=npu_slots)],
         "run_prefix": run_prefix(run_key),  # in the publish bucket
         "logical_date": logical_date.isoformat(),
     }

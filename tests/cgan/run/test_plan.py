@@ -92,9 +92,38 @@ def test_npu_tool_is_checked():
         validate({"npu_tool": "trtexec"})
 
 
-def test_shard_count_is_capped_at_max_map_length():
-    shards = plan_shards(100_000, "cpu", [0], 1)
-    assert len(shards) == MAX_SHARDS and sum(s.count for s in shards) == 100_000
+def test_a_typed_shard_size_that_needs_more_shards_than_max_map_length_is_refused_not_clamped():
+    with pytest.raises(ParamError, match=r"more than 1024 shards .*give at least 98"):
+        validate({"num_grids": 100_000, "grids_per_shard": 1})
+    with pytest.raises(ParamError, match="cannot be split into at most 1024 shards"):
+        plan_shards(100_000, "cpu", [0], 1)
+    shards = plan_shards(100_000, "cpu", None, 98)
+    assert len(shards) == 1021 and sum(s.count for s in shards) == 100_000
+
+
+@pytest.mark.parametrize("grids", [1_000_000, 10_000_000])
+@pytest.mark.parametrize("target,slots", [("cpu", 2), ("cpu", None), ("ascend", 8), ("ascend", 64)])
+def test_runs_of_millions_of_grids_plan_bounded_shards(grids, target, slots):
+    """A plan for 1M and 10M grids: no shard over MAX_GRIDS_PER_SHARD, no more than MAX_SHARDS,
+    every grid once, and the XCom a task reads stays O(shards)."""
+    import json
+
+    from cgan.run.plan import MAX_GRIDS_PER_SHARD
+
+    plan = make_plan({"num_grids": grids, "target": target}, run_id="r", logical_date=datetime(2026, 1, 1, tzinfo=UTC),
+                     artifact_root="file:///x", cpu_slots=slots, npu_slots=slots)
+    shards = plan["shards"]
+    assert len(shards) <= MAX_SHARDS and max(s["count"] for s in shards) <= MAX_GRIDS_PER_SHARD
+    assert shards[0]["start"] == 0 and all(a["start"] + a["count"] == b["start"] for a, b in zip(shards, shards[1:]))
+    assert shards[-1]["start"] + shards[-1]["count"] == grids
+    if slots:
+        assert len(shards) % slots == 0 or len(shards) == MAX_SHARDS  # balanced over the slots
+    assert len(json.dumps(plan)) < 400 * len(shards) + 20_000  # parity + label samples are bounded too
+
+
+def test_more_grids_than_the_plan_can_hold_is_refused():
+    with pytest.raises(ParamError, match=r"num_grids must be an integer in 1\.\.10000000"):
+        validate({"num_grids": 10_000_001})
 
 
 def test_seed_from_logical_date_and_plan():
@@ -167,7 +196,7 @@ def test_checkpoints_only_from_the_configured_roots(tmp_path, monkeypatch):
     (2500, None, [834, 833, 833]),  # slots unknown: shards of at most 1000
 ])
 def test_automatic_shards_are_balanced_over_the_inference_slots(grids, slots, sizes):
-    shards = plan_shards(grids, "cpu" if slots else "ascend", None, None, slots=slots)
+    shards = plan_shards(grids, "cpu", None, None, slots=slots)
     assert [s.count for s in shards] == sizes
     assert [g for s in shards for g in range(s.start, s.start + s.count)] == list(range(grids))
 
@@ -180,13 +209,16 @@ def test_automatic_shard_sizing_is_the_default_and_reads_the_slots(monkeypatch):
     plan = make_plan({"num_grids": 2500}, run_id="r", logical_date=datetime(2026, 1, 1, tzinfo=UTC),
                      artifact_root="file:///x", cpu_slots=settings.cpu_infer_tasks())
     assert [s["count"] for s in plan["shards"]] == [625] * 4
-    # ascend: the NPUs the run names, else shards of at most 1000 (the pool's size is Airflow's)
+    # ascend: balanced over the NPUs the run names, else the pool's (npu_slots, CGAN_NPU_SLOTS), in
+    # shards of 500..10,000 grids: an NPU computes 10,000 grids in about 25 s
     assert len(plan_shards(2500, "ascend", [0, 1, 2], None)) == 3
-    assert len(plan_shards(4000, "ascend", [0, 1, 2], None)) == 6
-    assert len(plan_shards(2500, "ascend", None, None)) == 3
+    assert len(plan_shards(4000, "ascend", [0, 1, 2], None)) == 3
+    assert len(plan_shards(2500, "ascend", None, None)) == 1
+    assert [s.count for s in plan_shards(100_000, "ascend", None, None, npu_slots=8)] == [6250] * 16
+    assert len(plan_shards(100_000, "ascend", None, None)) == 10
     # a typed size is used as typed
     typed = make_plan({"num_grids": 2500, "grids_per_shard": 1000}, run_id="r",
                       logical_date=datetime(2026, 1, 1, tzinfo=UTC), artifact_root="file:///x")
     assert [s["count"] for s in typed["shards"]] == [834, 833, 833]
-    with pytest.raises(ParamError, match="grids_per_shard must be an integer in 1..100000"):
+    with pytest.raises(ParamError, match="grids_per_shard must be an integer in 1..10000"):
         validate({"grids_per_shard": 0})
