@@ -17,6 +17,7 @@
 | CGAN_MSAME | msame | msame's path, or a name looked up on the Ascend worker's PATH |
 | CGAN_RETRY_DELAY_S | 30 | first retry delay of the DAG's tasks (then exponential backoff) |
 | CGAN_WORKSPACE_RETENTION_DAYS | 7 | days a failed run's workspace is kept before a later run removes it |
+| CGAN_PUBLISHED_RETENTION_DAYS | (none: kept) | days a published run is kept (never the one latest.json names) |
 | CGAN_CPU_PRECISION | fp32 | default precision of the cpu target: fp32 or int8 (form, `cgan`) |
 | CGAN_INT8_CACHE | ~/.cache/cgan/int8 | folder of the int8 models built from the ONNX (cpu, int8) |
 | CGAN_CHECKPOINT_ROOTS | models | folders and s3://bucket[/prefix] a run's checkpoint may come from |
@@ -180,6 +181,14 @@ def ort_split_deconv() -> bool:
 def workspace_retention_days() -> float:
     """Days a run workspace left behind (a failed run's) is kept before a later run removes it."""
     return env_number("CGAN_WORKSPACE_RETENTION_DAYS", 7, 0, 3650, "days", float, error=ConfigError)
+
+
+def published_retention_days() -> float | None:
+    """Days a published run is kept before a later run's cleanup removes it
+    (`CGAN_PUBLISHED_RETENTION_DAYS`; empty: published runs are kept). Never the run latest.json names."""
+    if not os.environ.get("CGAN_PUBLISHED_RETENTION_DAYS", "").strip():
+        return None
+    return env_number("CGAN_PUBLISHED_RETENTION_DAYS", 0, 1, 36500, "days", float, error=ConfigError)
 
 
 def cpu_precision() -> str:

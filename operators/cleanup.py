@@ -6,9 +6,10 @@ deleted, then every other workspace untouched for more than `retention_days`
 (CGAN_WORKSPACE_RETENTION_DAYS, default 7): what failed runs left for inspection. The model store
 and the atc cache (`models/`, `atc-cache/`: one entry per content) are never touched. In the
 publish bucket, only run prefixes with no manifest (runs that failed after their inference tasks
-staged grids, cgan.run.staging) whose newest object is older than the same retention are removed
-(cgan.publishing.publish.remove_unpublished_runs); a published run is never touched. An artifact root whose
-`runs/` would be the published runs is refused.
+staged packs, cgan.run.staging) whose newest object is older than the same retention are removed
+(cgan.publishing.publish.remove_unpublished_runs), and, only when CGAN_PUBLISHED_RETENTION_DAYS is
+set, published runs older than it except the one latest.json names (remove_expired_runs). An
+artifact root whose `runs/` would be the published runs is refused.
 """
 
 from __future__ import annotations
@@ -63,20 +64,29 @@ class CleanupWorkspaceOperator(CganBaseOperator):
             n, b = remove_workspace(root, name)
             self.log.info("Removed workspace runs/%s, untouched for %.1f days (> %g): %d objects, %d bytes",
                           name, age, days, n, b)
-        unpublished = self._sweep_publish_bucket(run_key, days) if self.sweep_publish_bucket else {}
+        unpublished, expired_runs = self._sweep_publish_bucket(run_key, days) if self.sweep_publish_bucket else ({}, {})
         left_objects, left_bytes = root.usage()
         self.log.info("Artifact store %s now holds %d objects, %d bytes (models, atc cache, workspaces of "
                       "unpublished runs younger than %g days)", root_uri, left_objects, left_bytes, days)
         return {"removed_objects": objects, "removed_bytes": size, "expired_removed": sorted(expired),
-                "unpublished_removed": sorted(unpublished), "left_objects": left_objects, "left_bytes": left_bytes}
+                "unpublished_removed": sorted(unpublished), "published_removed": sorted(expired_runs),
+                "left_objects": left_objects, "left_bytes": left_bytes}
 
-    def _sweep_publish_bucket(self, run_key: str, days: float) -> dict[str, float]:
-        """Unpublished runs' staged grids older than the retention, out of the publish bucket."""
+    def _sweep_publish_bucket(self, run_key: str, days: float) -> tuple[dict[str, float], dict[str, float]]:
+        """Unpublished runs' staged packs older than the retention, out of the publish bucket; and
+        published runs older than CGAN_PUBLISHED_RETENTION_DAYS, when it is set."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
+        from cgan import settings
         from cgan.layout.published import RUNS_PREFIX
-        from cgan.publishing.publish import remove_unpublished_runs
+        from cgan.publishing.publish import remove_expired_runs, remove_unpublished_runs
 
         client = S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
-        return remove_unpublished_runs(client, self.publish_bucket, now=time.time(), retention_days=days,
-                                       keep=f"{RUNS_PREFIX}{run_key}", log=self.log.info)
+        keep = f"{RUNS_PREFIX}{run_key}"
+        unpublished = remove_unpublished_runs(client, self.publish_bucket, now=time.time(), retention_days=days,
+                                              keep=keep, log=self.log.info)
+        published_days = settings.published_retention_days()
+        if published_days is None:
+            return unpublished, {}
+        return unpublished, remove_expired_runs(client, self.publish_bucket, now=time.time(),
+                                                retention_days=published_days, keep=keep, log=self.log.info)

@@ -32,6 +32,7 @@ import hashlib
 import html
 import json
 import math
+import re
 import threading
 import time
 from functools import partial
@@ -41,7 +42,6 @@ from urllib.parse import quote, urlsplit
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
@@ -53,6 +53,7 @@ URL_ROUTE = "cgan-gallery"
 TITLE = "CGAN gallery"
 DAG_ID = "cgan_generation"  # the gallery shows what this DAG publishes: reading it needs DAG run access
 GRIDS_PER_PAGE = 48
+GRID_NUMBER = re.compile(r"[0-9]{1,9}")  # a grid in a URL: /runs/<name>/grid/<n>
 CLIENT_TTL_S = 300.0
 
 PLUGIN_DIR = Path(__file__).parent  # Airflow imports this file from its plugins folder
@@ -320,13 +321,29 @@ def run_page(request: Request, name: str, page: int = Query(1, ge=1, le=1_000_00
 
 
 @app.get("/runs/{name}/grid/{grid}")
-def grid_image(name: str, grid: int = PathParam(ge=0, le=99_999_999), user=Depends(require_user)):
-    """One grid's PNG: one ranged GET into its pack, checked against the pack's index."""
+def grid_image(request: Request, name: str, grid: str, user=Depends(require_user)):
+    """One grid's PNG: one ranged GET into its pack, checked against the pack's index. Its ETag is
+    the PNG's sha256 (from the index): a request that already has it gets a 304, read from nothing
+    but the cached index."""
+    from fastapi import HTTPException
+
     from cgan.publishing.gallery import open_grid
 
-    png = _store_call(open_grid, name, grid)
+    if not GRID_NUMBER.fullmatch(grid):
+        raise HTTPException(404, f"{grid!r} is not a grid number (0, 1, 2, ...) of run {name!r}")
+    png = _store_call(open_grid, name, int(grid), if_none_match=_etag_asked(request))
     headers = {"Cache-Control": "private, max-age=300", "ETag": f'"{png.etag}"'}
+    if png.not_modified:
+        return Response(status_code=304, headers=headers)
     return Response(png.data, media_type="image/png", headers=headers)
+
+
+def _etag_asked(request: Request) -> str | None:
+    """The one strong ETag of If-None-Match, unquoted (None for none, `*` or several)."""
+    value = request.headers.get("if-none-match", "").strip()
+    if len(value) > 2 and value[0] == value[-1] == '"' and '"' not in value[1:-1]:
+        return value[1:-1]
+    return None
 
 
 @app.get("/runs/{name}/img/{rel:path}")

@@ -39,7 +39,7 @@ from scripts.local_stack import AIRFLOW, BUCKET, local_env, local_keys  # noqa: 
 
 DAG_ID = "cgan_generation"
 CHECKPOINT = REPO / "models" / "cgan_generator.pth"
-PARTS = ("inference", "render", "judge", "upload")
+PARTS = ("inference", "render", "judge", "pack", "upload")
 POLL_S = 2.0  # the bench's own GET of the run; the UI's grid view polls about as often
 WARM_UP_GRIDS = 20
 COMPOSE_ARTIFACT_BUCKET = "cgan-artifacts"  # docker-compose.yaml's CGAN_ARTIFACT_ROOT

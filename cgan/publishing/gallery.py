@@ -10,10 +10,14 @@ cgan.storage.s3. No Airflow import here.
 - `load_run`: one run's manifest (without its object and pack lists), perf.json, quality.json and
   its grid count; grids are numbered 0..N-1, so a page of them is arithmetic.
 - `open_grid`: one grid's PNG, by one ranged GET into its pack, checked against the pack's
-  index (itself checked against the manifest's sha256, and cached).
+  index (itself checked against the manifest's size and sha256, and cached: a bounded LRU).
+  Grid n is found by bisecting the packs' first grids, never by a list of grids.
 - `open_png`: a PNG object of a run (the latency plot), only when the manifest lists its key,
   so the gallery can never be used to read other objects of the bucket.
 - `trend`: grids/s and label accuracy over the listed runs, oldest first.
+
+A manifest that lists no packs (version 1, one object per grid) is refused with a message that
+says so: such a run is not listed, and its page says to re-publish it.
 
 Memory stays bounded whatever the run's size: a manifest is O(packs) (a few MB at 10,000,000
 grids), parsed manifests are kept as small summaries (LRU, revalidated by ETag) and as the
@@ -54,7 +58,7 @@ MAX_PNG_BYTES = 32 * 1024 * 1024
 HEAD_WORKERS = 8
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 OBJECT_KEYS = "_object_keys"  # in a cached manifest (its object list dropped): keys outside its root
-PACKS = "_packs"  # in a cached manifest (its pack list dropped): the PackRefs, by first grid
+PACKS = "_packs"  # in a cached manifest (its pack list dropped): its RunPacks
 MAX_INDEXES = 64  # pack indexes cached (about 110 KB each)
 
 
@@ -66,6 +70,10 @@ class GalleryError(CganError):
 
 class NotFound(GalleryError):
     """No such published run, or an object its manifest does not list."""
+
+
+class Missing(GalleryError):
+    """An object the manifest lists is not in the bucket (the run is being re-published)."""
 
 
 class StoreUnavailable(GalleryError):
@@ -120,6 +128,21 @@ class PackRef:
     index_key: str
     index_size: int
     index_sha256: str
+
+
+@dataclass(frozen=True)
+class RunPacks:
+    """A run's packs in grid order; `firsts[i]` is the first grid of `refs[i]`."""
+
+    refs: tuple[PackRef, ...]
+    firsts: tuple[int, ...]
+    grids: int  # grids 0..grids-1
+
+    def locate(self, grid: int) -> PackRef | None:
+        """The pack holding `grid` (O(log packs)), None when the run has no such grid."""
+        if isinstance(grid, bool) or not isinstance(grid, int) or not 0 <= grid < self.grids:
+            return None
+        return self.refs[bisect.bisect_right(self.firsts, grid) - 1]
 
 
 @dataclass
@@ -214,32 +237,44 @@ class ManifestCache:
             self._indexes.clear()
 
     def index(self, client, bucket: str, pack: PackRef) -> PackIndex:
-        """The pack's index, read once and checked against the manifest's size and sha256."""
+        """The pack's index, read once and checked against the manifest's size and sha256 (and
+        its pack's size and sha256 against the manifest's); the `max_indexes` last used are kept."""
         cid = (*self._id(client, bucket, pack.index_key), pack.index_sha256)
         with self._lock:
             hit = self._indexes.get(cid)
             if hit is not None:
                 self._indexes.move_to_end(cid)
                 return hit
+        if pack.index_size > MAX_INDEX_BYTES:
+            raise GalleryError(f"s3://{bucket}/{pack.index_key} has {pack.index_size} bytes in the manifest, more "
+                               f"than the {MAX_INDEX_BYTES} a pack index may have")
         try:
             data, _ = s3.get_bytes(client, bucket, pack.index_key, MAX_INDEX_BYTES)
         except s3.S3Missing:
-            raise GalleryError(f"s3://{bucket}/{pack.index_key} is listed in the manifest but missing: the run is "
-                               "being re-published, try again shortly") from None
+            raise Missing(f"s3://{bucket}/{pack.index_key} is listed in the manifest but missing: the run is "
+                          "being re-published, try again shortly") from None
         except s3.S3Error as exc:
             raise StoreUnavailable(str(exc)) from exc
         if len(data) != pack.index_size or hashlib.sha256(data).hexdigest() != pack.index_sha256:
-            raise GalleryError(f"s3://{bucket}/{pack.index_key} does not match the manifest's sha256: the run is "
-                               "being re-published, try again shortly")
+            raise GalleryError(f"s3://{bucket}/{pack.index_key} does not match the manifest's size and sha256: it "
+                               "was replaced or damaged; the gallery does not serve its grids")
         try:
             index = PackIndex.from_json(data, first=pack.first, count=pack.count)
         except PackError as exc:
             raise GalleryError(f"s3://{bucket}/{pack.index_key}: {exc}") from None
+        if index.size != pack.size or index.sha256 != pack.sha256:
+            raise GalleryError(f"s3://{bucket}/{pack.index_key} is the index of another pack than the manifest's "
+                               f"{pack.key} (size {index.size} vs {pack.size}, or another sha256)")
         with self._lock:
             self._indexes[cid] = index
             while len(self._indexes) > self.max_indexes:
                 self._indexes.popitem(last=False)
         return index
+
+    def forget_run(self, client, bucket: str, name: str) -> None:
+        """Drop a run's cached tables: the next request reads its manifest again."""
+        with self._lock:
+            self._runs.pop(self._id(client, bucket, manifest_key(name)), None)
 
     @staticmethod
     def _id(client, bucket: str, key: str) -> tuple:
@@ -253,6 +288,7 @@ class ManifestCache:
                 self._summaries.move_to_end(cid)
                 return hit[1]
         etag, manifest = _read_manifest(client, bucket, name)
+        _run_packs(name, manifest)  # a manifest the run page would refuse is not listed either
         summary = _summarize(name, manifest)
         self._remember_summary(cid, etag, summary)
         return summary
@@ -275,11 +311,12 @@ class ManifestCache:
             meta, objects, summary = hit[2], hit[3], hit[4]
         else:
             etag, manifest = _read_manifest(client, bucket, name)
+            packs = _run_packs(name, manifest)
             objects, keys = _run_objects(name, manifest)
             summary = _summarize(name, manifest)
             meta = {k: v for k, v in manifest.items() if k not in ("objects", "packs")}
             meta[OBJECT_KEYS] = keys
-            meta[PACKS] = _run_packs(name, manifest)
+            meta[PACKS] = packs
             del manifest
             self._remember_summary(cid, etag, summary)
         with self._lock:
@@ -352,12 +389,12 @@ def load_run(client, bucket: str, name: str, *, cache: ManifestCache = DEFAULT_C
             except GalleryError as exc:
                 problems.append(str(exc))
     images = sorted(k for k in objects if k.endswith(".png"))
-    packs: tuple[PackRef, ...] = meta[PACKS]
+    packs: RunPacks = meta[PACKS]
     return RunDetail(
         summary=summary, manifest={k: v for k, v in meta.items() if k not in (OBJECT_KEYS, PACKS)},
-        grids=sum(p.count for p in packs), packs=len(packs), images=images,
+        grids=packs.grids, packs=len(packs.refs), images=images,
         perf=reports[PERF_KEY], quality=reports[QUALITY_KEY],
-        total_bytes=sum(objects.values()) + sum(p.size + p.index_size for p in packs), problems=problems,
+        total_bytes=sum(objects.values()) + sum(p.size + p.index_size for p in packs.refs), problems=problems,
     )
 
 
@@ -366,32 +403,49 @@ class GridImage:
     """One grid's PNG, read from its pack and checked against the pack's index."""
 
     grid: int
-    data: bytes
+    data: bytes  # empty when not_modified
     etag: str  # the member's sha256: the same grid of the same pack is the same image
+    not_modified: bool = False  # the caller's if_none_match is this image: nothing was read
 
 
-def open_grid(client, bucket: str, name: str, grid: int, *, cache: ManifestCache = DEFAULT_CACHE) -> GridImage:
-    """Grid `grid` of a published run: its pack's index (cached), then one ranged GET."""
+def open_grid(client, bucket: str, name: str, grid: int, *, cache: ManifestCache = DEFAULT_CACHE,
+              if_none_match: str | None = None) -> GridImage:
+    """Grid `grid` of a published run: its pack's index (cached), then one ranged GET, checked
+    against the index's size and sha256. With `if_none_match` equal to the grid's sha256 (its
+    ETag) nothing is read past the index. A pack or index gone from the bucket (a re-publish
+    replaced the run since its manifest was cached) reads the manifest again, once."""
     check_bucket(bucket)
-    meta, _, _ = cache.run(client, bucket, check_run_name(name))
-    packs: tuple[PackRef, ...] = meta[PACKS]
-    at = bisect.bisect_right([p.first for p in packs], grid) - 1 if packs else -1
-    if isinstance(grid, bool) or not isinstance(grid, int) or at < 0 or grid >= packs[at].first + packs[at].count:
-        raise NotFound(f"run {name!r} has no grid {grid!r} (its grids are 0..{sum(p.count for p in packs) - 1})")
-    pack = packs[at]
+    check_run_name(name)
+    try:
+        return _open_grid(client, bucket, name, grid, cache, if_none_match)
+    except Missing:
+        cache.forget_run(client, bucket, name)
+        return _open_grid(client, bucket, name, grid, cache, if_none_match)
+
+
+def _open_grid(client, bucket: str, name: str, grid: int, cache: ManifestCache,
+               if_none_match: str | None) -> GridImage:
+    meta, _, _ = cache.run(client, bucket, name)
+    packs: RunPacks = meta[PACKS]
+    pack = packs.locate(grid)
+    if pack is None:
+        has = f"its grids are numbered 0..{packs.grids - 1}" if packs.grids else "it has no grids"
+        raise NotFound(f"run {name!r} has no grid {grid!r}: {has}")
     index = cache.index(client, bucket, pack)
     member = index.member(grid)
+    if if_none_match is not None and member.sha256 == if_none_match:
+        return GridImage(grid, b"", member.sha256, not_modified=True)
     try:
         data = s3.get_range(client, bucket, pack.key, member.offset, member.size)
     except s3.S3Missing:
-        raise GalleryError(f"s3://{bucket}/{pack.key} is listed in the manifest but missing: the run is being "
-                           "re-published, try again shortly") from None
+        raise Missing(f"s3://{bucket}/{pack.key} is listed in the manifest but missing: the run is being "
+                      "re-published, try again shortly") from None
     except s3.S3Error as exc:
         raise StoreUnavailable(str(exc)) from exc
     try:
         check_member(index, grid, data)
     except PackError as exc:
-        raise GalleryError(str(exc)) from None
+        raise GalleryError(f"s3://{bucket}/{pack.key}: {exc}; the gallery does not serve it") from None
     if not data.startswith(PNG_SIGNATURE):
         raise GalleryError(f"{member.name} of s3://{bucket}/{pack.key} is not a PNG")
     return GridImage(grid, data, member.sha256)
@@ -512,22 +566,31 @@ def _read_manifest(client, bucket: str, name: str) -> tuple[str, dict]:
 
 def _run_objects(name: str, manifest: dict) -> tuple[dict[str, int], dict[str, str]]:
     """(relative key -> size, relative key -> full key) of the manifest's objects in runs/<name>/;
-    the second holds only the objects outside the manifest's root (grids staged by the inference
-    tasks under attempts of their own)."""
-    root = layout.objects_root(manifest, layout.run_prefix(name))
+    the second holds only the objects outside the manifest's root (under attempts of their own).
+    GalleryError when the manifest names no attempt of the run as its root."""
+    try:
+        root = layout.objects_root(manifest, layout.run_prefix(name))
+    except StoreError as exc:
+        raise GalleryError(f"{exc}: re-publish the run") from None
     found = layout.relative_objects(manifest, layout.run_prefix(name))
     return ({rel: size for rel, (_, size) in found.items()},
             {rel: key for rel, (key, _) in found.items() if key != f"{root}/{rel}"})
 
 
-def _run_packs(name: str, manifest: dict) -> tuple[PackRef, ...]:
-    """The manifest's packs as PackRefs; GalleryError when they are not the run's grids 0..N-1."""
+def _run_packs(name: str, manifest: dict) -> RunPacks:
+    """The manifest's packs; GalleryError when they are not the run's grids 0..N-1 (or a manifest
+    of version 1, which lists no packs)."""
     try:
         packs = layout.manifest_packs(manifest, layout.run_prefix(name))
     except StoreError as exc:
         raise GalleryError(str(exc)) from None
-    return tuple(PackRef(p["first"], p["count"], p["key"], p["size"], p["sha256"], p["index"]["key"],
+    refs = tuple(PackRef(p["first"], p["count"], p["key"], p["size"], p["sha256"], p["index"]["key"],
                          p["index"]["size"], p["index"]["sha256"]) for p in packs)
+    grids = refs[-1].first + refs[-1].count if refs else 0
+    if _is_int(manifest.get("grids")) and manifest["grids"] != grids:
+        raise GalleryError(f"the manifest of {layout.run_prefix(name)} says {manifest['grids']} grids, its packs "
+                           f"hold {grids}: re-publish the run")
+    return RunPacks(refs, tuple(p.first for p in refs), grids)
 
 
 def _object_key(meta: dict, name: str, rel: str) -> str:
@@ -539,7 +602,7 @@ def _summarize(name: str, manifest: dict) -> RunSummary:
     summary = _dict(manifest.get("summary"))
     params = _dict(manifest.get("params"))
     objects, packs = manifest.get("objects"), manifest.get("packs")
-    grids = summary.get("grids")
+    grids = manifest.get("grids") if _is_int(manifest.get("grids")) else summary.get("grids")
     return RunSummary(
         name=name,
         run_id=_str(manifest.get("run_id")) or name,

@@ -303,6 +303,43 @@ def remove_unpublished_runs(client, bucket: str, *, now: float, retention_days: 
     return removed
 
 
+def remove_expired_runs(client, bucket: str, *, now: float, retention_days: float, keep: str = "",
+                        log: Log = print) -> dict[str, float]:
+    """Delete the published runs whose manifest was written more than retention_days ago, except
+    the run latest.json names and `keep` (the current run's prefix); {run prefix: age in days} of
+    those removed. Each run's manifest goes first (readers stop following it at once), then its
+    objects. Nothing is removed when latest.json cannot be read for another reason than its
+    absence: the run it names must never be removed."""
+    try:
+        data, _ = s3.get_bytes(client, bucket, LATEST_KEY, MAX_MANIFEST_BYTES)
+        pinned = json.loads(data).get("manifest")
+    except s3.S3Missing:
+        pinned = None
+    except (s3.S3Error, ValueError, AttributeError) as exc:
+        raise PublishError(f"s3://{bucket}/{LATEST_KEY} cannot be read ({exc}): no published run was removed, "
+                           "the one it names must be kept") from exc
+    removed: dict[str, float] = {}
+    for name in _call(lambda: list(s3.list_folders(client, bucket, RUNS_PREFIX))):
+        prefix = f"{RUNS_PREFIX}{name}"
+        key = manifest_key_of(prefix)
+        if prefix == keep.rstrip("/") or key == pinned:
+            continue
+        found = _call(s3.head, client, bucket, key)
+        if found is None:  # not published: remove_unpublished_runs's
+            continue
+        age = (now - found["LastModified"].timestamp()) / 86400
+        if age <= retention_days:
+            continue
+        _call(s3.delete_keys, client, bucket, [key])
+        keys = _call(s3.list_keys, client, bucket, f"{prefix}/")
+        if keys:
+            _call(s3.delete_keys, client, bucket, keys)
+        removed[prefix] = age
+        log(f"removed the published run s3://{bucket}/{prefix}/: its manifest is {age:.1f} days old "
+            f"(> CGAN_PUBLISHED_RETENTION_DAYS={retention_days:g}); {len(keys) + 1} object(s)")
+    return removed
+
+
 def _error(exc: s3.S3Error) -> PublishError:
     return (PublishConfigError if isinstance(exc, s3.S3ConfigError) else PublishError)(str(exc))
 

@@ -221,8 +221,10 @@ def plan_shards(num_grids: int, target: str, devices: list[int] | None, grids_pe
     else:
         count = math.ceil(num_grids / grids_per_shard)
     if count > MAX_SHARDS or math.ceil(num_grids / count) > MAX_GRIDS_PER_SHARD:
+        most = MAX_SHARDS * MAX_GRIDS_PER_SHARD
         raise ParamError(f"{num_grids:,} grids cannot be split into at most {MAX_SHARDS} shards of at most "
-                         f"{MAX_GRIDS_PER_SHARD:,} grids: run fewer grids (at most {MAX_SHARDS * MAX_GRIDS_PER_SHARD:,})")
+                         f"{MAX_GRIDS_PER_SHARD:,} grids: give a larger grids_per_shard, or run fewer grids "
+                         f"(at most {most:,})")
     parity = evenly_spaced(num_grids, DEFAULT_PARITY_GRIDS if parity_grids is None else parity_grids)
     judged = label_sample(num_grids)
     base, extra = divmod(num_grids, count)
