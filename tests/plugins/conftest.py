@@ -1,4 +1,5 @@
-"""Published runs on the real local S3 server (SeaweedFS), made by cgan.publishing.publish.publish_run."""
+"""Published runs on the real local S3 server (SeaweedFS), made by cgan.publishing.publish.publish_run
+from a workspace holding grid packs (cgan.layout.packs): manifest version 2."""
 
 from __future__ import annotations
 
@@ -41,24 +42,68 @@ def generator_grid_pngs(seed: int, count: int) -> list[bytes]:
     return pngs
 
 
+def tiny_png(n: int) -> bytes:
+    """A small PNG, its pixels telling n apart (big runs: thousands of grids in seconds)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4), (n % 256, (n // 256) % 256, (n // 65536) % 256)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def write_workspace_packs(store, pngs: list[bytes], work_dir: Path, *, shards: int = 1,
+                          pack_grids: int | None = None) -> dict:
+    """The run's grids as packs in the workspace (cgan.layout.packs.PackWriter, keys packs/...) and
+    the staged.json that postprocess writes for them: shards split the grids evenly, each shard's
+    packs as cgan.layout.packs.pack_ranges cuts them. Returns staged.json."""
+    import hashlib
+
+    from cgan.layout.packs import PACK_GRIDS, PackWriter, index_key, pack_key, pack_ranges
+    from cgan.layout.workspace import STAGED_KEY, STAGED_VERSION
+
+    staged = []
+    for shard, grids in enumerate(pack_ranges(0, len(pngs), -(-len(pngs) // shards))):
+        entries = []
+        for r in pack_ranges(grids.start, len(grids), pack_grids or PACK_GRIDS):
+            writer = PackWriter(work_dir / f"pack_{r.start}.tar", r.start, len(r))
+            for g in reversed(r):  # any order: the pack is in grid order
+                writer.add(g, pngs[g])
+            index = writer.finish()
+            body = index.to_json()
+            store.put_file(writer.path, pack_key(r.start))
+            store.put_bytes(body, index_key(r.start))
+            entries.append({"key": pack_key(r.start), "size": index.size, "sha256": index.sha256,
+                            "first": r.start, "count": len(r),
+                            "index": {"key": index_key(r.start), "size": len(body),
+                                      "sha256": hashlib.sha256(body).hexdigest()}})
+        staged.append({"shard": shard, "bucket": None, "root": None, "packs": entries})
+    doc = {"version": STAGED_VERSION, "shards": staged}
+    store.put_bytes(json.dumps(doc).encode(), STAGED_KEY)
+    return doc
+
+
 def publish_fake_run(client, bucket: str, tmp_path: Path, name: str, *, run_id: str, logical_date: str,
                      grids: int = 3, grids_per_s: float = 10.0, label_accuracy: float = 0.9,
                      latency_ms_mean: float = 80.0, grid_pngs: list[bytes] | None = None,
-                     latency_plot: bytes | None = None, gate_failures: list[str] | None = None) -> dict:
-    """A run published exactly as the publish task does it (publish_run: objects, then manifest)."""
+                     latency_plot: bytes | None = None, gate_failures: list[str] | None = None,
+                     shards: int = 1, pack_grids: int | None = None) -> dict:
+    """A run published exactly as the publish task does it (publish_run over a workspace whose
+    postprocess left packs, staged.json, perf/ and quality/; manifest version 2). Returns
+    {"grids": [PNG of grid 0, 1, ...], "perf/latency.png": PNG, "manifest": the manifest}."""
     from PIL import Image
 
+    from cgan.layout.published import manifest_key
     from cgan.publishing.publish import build_metadata, publish_run
     from cgan.storage.store import open_store
 
     store = open_store((tmp_path / f"ws-{name}").as_uri())
-    pngs = {}
-    if grid_pngs is not None:
-        grids = len(grid_pngs)
-    for g in range(grids):
-        pngs[f"grids/grid_{g:08d}.png"] = grid_pngs[g] if grid_pngs else grid_png(g + 100 * len(name))
-        store.put_bytes(pngs[f"grids/grid_{g:08d}.png"], f"grids/grid_{g:08d}.png")
-    perf = {"backend": "onnxruntime", "devices": ["cpu"], "batch": 100, "threads": 1, "shards": 1,
+    if grid_pngs is None:
+        grid_pngs = [grid_png(g + 100 * len(name)) for g in range(grids)]
+    grids = len(grid_pngs)
+    write_workspace_packs(store, grid_pngs, tmp_path / f"packs-{name}", shards=shards, pack_grids=pack_grids)
+    perf = {"backend": "onnxruntime", "devices": ["cpu"], "batch": 100, "threads": 1, "shards": shards,
             "calls": grids, "grids": grids, "latency_ms": {"mean": latency_ms_mean, "median": latency_ms_mean - 1,
                                                            "p99": latency_ms_mean * 1.5, "min": 40.0, "max": 130.0},
             "grids_per_s": grids_per_s, "images_per_s": grids_per_s * 100,
@@ -75,7 +120,6 @@ def publish_fake_run(client, bucket: str, tmp_path: Path, name: str, *, run_id: 
     else:
         Image.new("RGB", (320, 120), (200, 220, 255)).save(plot)
     store.put_file(plot, "perf/latency.png")
-    pngs["perf/latency.png"] = plot.read_bytes()
     summary = {"grids": grids, "label_accuracy": label_accuracy, "parity_max_abs_err": 2e-6,
                "grids_per_s": grids_per_s, "latency_ms_mean": latency_ms_mean, "backend": "onnxruntime"}
     if gate_failures is not None:  # the quality gate's verdict, as postprocess records it
@@ -86,7 +130,8 @@ def publish_fake_run(client, bucket: str, tmp_path: Path, name: str, *, run_id: 
                               postprocess=summary)
     publish_run(store, client, bucket, f"runs/{name}", metadata=metadata, log=lambda _: None,
                 tmp_dir=tmp_path / f"tmp-{name}")
-    return pngs
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=manifest_key(name))["Body"].read())
+    return {"grids": grid_pngs, "perf/latency.png": plot.read_bytes(), "manifest": manifest}
 
 
 OLD = "scheduled__2026-05-01T02-00-00-00-00"
@@ -111,8 +156,12 @@ def published(local_s3, tmp_path_factory):
                               label_accuracy=0.95),
     }
     png = grid_png(99)
-    client.put_object(Bucket="gallery", Key="runs/half-done/grids/grid_00000000.png", Body=png)
-    client.put_object(Bucket="gallery", Key=f"runs/{NEW}/grids/not_in_manifest.png", Body=png)
+    half_done = "runs/half-done/attempts/20260501T000000.000000Z-000000/packs/pack_00000000"  # no manifest
+    client.put_object(Bucket="gallery", Key=f"{half_done}.tar", Body=png)
+    client.put_object(Bucket="gallery", Key=f"{half_done}.json", Body=b"{}")
+    root = pngs[NEW]["manifest"]["root"]  # in the published attempt, but listed by no manifest
+    client.put_object(Bucket="gallery", Key=f"{root}/perf/not_in_manifest.png", Body=png)
+    client.put_object(Bucket="gallery", Key=f"runs/{NEW}/not_in_manifest.png", Body=png)
     client.put_object(Bucket="gallery", Key="private/secret.png", Body=png)
     client.create_bucket(Bucket="gallery-hostile")
     publish_fake_run(client, "gallery-hostile", tmp, HOSTILE, run_id=HOSTILE_RUN_ID,
