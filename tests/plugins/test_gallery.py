@@ -1,23 +1,71 @@
-"""cgan/publishing/gallery.py against the real local S3 server: listing, one run, images, trend."""
+"""cgan/publishing/gallery.py against the real local S3 server: listing, one run, grids read from
+their packs by ranged GETs (counted on the wire), the latency plot, trend."""
+
+import hashlib
+import json
 
 import pytest
 
+from cgan.layout.packs import PackIndex
 from cgan.publishing.gallery import (
     PNG_SIGNATURE,
+    GalleryError,
     ManifestCache,
     NotFound,
     StoreUnavailable,
     list_runs,
     load_run,
+    open_grid,
     open_png,
     trend,
 )
-from tests.plugins.conftest import NEW, OLD, publish_fake_run
+from tests.plugins.conftest import NEW, OLD, publish_fake_run, tiny_png
 
 
 @pytest.fixture
 def cache():
     return ManifestCache()
+
+
+class Requests:
+    """The HTTP requests a boto3 client sends (botocore's before-send hook): (operation, Range)."""
+
+    def __init__(self, local_s3):
+        import boto3
+
+        self.client = boto3.client("s3", endpoint_url=local_s3["endpoint"], region_name="us-east-1",
+                                   aws_access_key_id=local_s3["access_key"],
+                                   aws_secret_access_key=local_s3["secret_key"])
+        self.sent: list[tuple[str, str | None]] = []
+        self.client.meta.events.register("before-send.s3", self._sent)
+
+    def _sent(self, request, event_name, **_):
+        rng = request.headers.get("Range")
+        self.sent.append((event_name.rsplit(".", 1)[-1], rng.decode() if isinstance(rng, bytes) else rng))
+
+    def take(self) -> list[tuple[str, str | None]]:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+@pytest.fixture
+def counted(local_s3):
+    return Requests(local_s3)
+
+
+def _index(client, bucket: str, pack: dict) -> PackIndex:
+    return PackIndex.from_json(client.get_object(Bucket=bucket, Key=pack["index"]["key"])["Body"].read())
+
+
+@pytest.fixture(scope="module")
+def big(local_s3, tmp_path_factory):
+    """Bucket `gallery-big`: run `big` of 2,500 grids in one shard, so in 3 packs (834 + 833 + 833)."""
+    client = local_s3["client"]
+    client.create_bucket(Bucket="gallery-big")
+    pngs = [tiny_png(g) for g in range(2500)]
+    published = publish_fake_run(client, "gallery-big", tmp_path_factory.mktemp("big"), "big", run_id="big",
+                                 logical_date="2026-02-01T00:00:00+00:00", grid_pngs=pngs)
+    return {"client": client, "bucket": "gallery-big", "name": "big", **published}
 
 
 def test_lists_published_runs_newest_first_and_skips_prefixes_without_manifest(published, cache):
@@ -30,7 +78,7 @@ def test_lists_published_runs_newest_first_and_skips_prefixes_without_manifest(p
     assert new.logical_date == "2026-05-02T02:00:00+00:00"
     assert (new.grids, new.grids_per_s, new.label_accuracy, new.latency_ms_mean) == (4, 15.0, 0.95, 80.0)
     assert new.parity_max_abs_err == 2e-6 and new.backend == "onnxruntime" and new.target == "cpu"
-    assert new.objects == 4 + 3  # grids + perf.json, latency.png, quality.json
+    assert new.objects == 3 + 2  # perf.json, latency.png, quality.json + one pack and its index
     assert new.published_at and new.manifest_key == f"runs/{NEW}/manifest.json"
 
 
@@ -48,36 +96,158 @@ def test_trend_is_oldest_first(published, cache):
 
 def test_load_run(published, cache):
     run = load_run(published["client"], "gallery", NEW, cache=cache)
-    assert run.grids == [f"grids/grid_{g:08d}.png" for g in range(4)]
-    assert run.has_latency_plot and "perf/latency.png" in run.images
+    assert (run.grids, run.packs) == (4, 1)
+    assert run.images == ["perf/latency.png"] and run.has_latency_plot
     assert run.perf["latency_ms"]["p99"] == 120.0 and run.perf["grids_per_s"] == 15.0
     assert run.quality["per_class_accuracy"]["0"] == 0.905 and run.quality["classifier_holdout_accuracy"] == 0.978
-    assert "objects" not in run.manifest and run.manifest["params"]["num_grids"] == 4
-    assert run.problems == [] and run.total_bytes > 0
+    assert "objects" not in run.manifest and "packs" not in run.manifest and run.manifest["params"]["num_grids"] == 4
+    manifest = published["pngs"][NEW]["manifest"]
+    assert manifest["version"] == 2 and manifest["grids"] == 4
+    assert run.total_bytes == sum(o["size"] for o in manifest["objects"]) + sum(
+        p["size"] + p["index"]["size"] for p in manifest["packs"])
+    assert run.problems == []
 
 
 def test_unpublished_or_unknown_run_is_not_found(published, cache):
     for name in ("half-done", "no-such-run", "..", "a/b", "<x>"):
         with pytest.raises(NotFound):
             load_run(published["client"], "gallery", name, cache=cache)
+        with pytest.raises(NotFound):
+            open_grid(published["client"], "gallery", name, 0, cache=cache)
 
 
-def test_open_png_serves_only_keys_of_the_manifest(published, cache):
+def test_open_grid_reads_each_grid_from_its_pack(published, cache):
     client = published["client"]
-    png = open_png(client, "gallery", NEW, "grids/grid_00000002.png", cache=cache)
+    (pack,) = published["pngs"][NEW]["manifest"]["packs"]
+    index = _index(client, "gallery", pack)
+    for g, png in enumerate(published["pngs"][NEW]["grids"]):
+        image = open_grid(client, "gallery", NEW, g, cache=cache)
+        assert image.data == png and image.data.startswith(PNG_SIGNATURE) and image.grid == g
+        assert hashlib.sha256(image.data).hexdigest() == index.member(g).sha256 == image.etag
+    assert open_grid(client, "gallery", OLD, 2, cache=cache).data == published["pngs"][OLD]["grids"][2]
+
+
+def test_a_grid_outside_the_run_is_not_found(published, cache):
+    for grid in (4, 5, 10**8, -1, True, "0", 1.0):
+        with pytest.raises(NotFound, match="has no grid"):
+            open_grid(published["client"], "gallery", NEW, grid, cache=cache)
+
+
+def test_one_ranged_get_per_grid_once_the_index_is_cached(big, counted, cache):
+    """The manifest once (HEAD + GET), each pack's index once, then exactly one ranged GET a grid."""
+    packs = big["manifest"]["packs"]
+    assert [(p["first"], p["count"]) for p in packs] == [(0, 834), (834, 833), (1667, 833)]
+    client = counted.client
+    assert open_grid(client, big["bucket"], "big", 0, cache=cache).data == big["grids"][0]
+    assert [op for op, _ in counted.take()] == ["HeadObject", "GetObject", "GetObject", "GetObject"]
+    for grid in (833, 834, 1666, 1667, 2499, 1, 2000):
+        image = open_grid(client, big["bucket"], "big", grid, cache=cache)
+        pack = next(p for p in packs if p["first"] <= grid < p["first"] + p["count"])
+        member = _index(big["client"], big["bucket"], pack).member(grid)
+        assert image.data == big["grids"][grid] and hashlib.sha256(image.data).hexdigest() == member.sha256
+    counted.take()
+    for grid in (0, 833, 834, 1667, 2499):
+        open_grid(client, big["bucket"], "big", grid, cache=cache)
+        pack = next(p for p in packs if p["first"] <= grid < p["first"] + p["count"])
+        member = _index(big["client"], big["bucket"], pack).member(grid)
+        assert counted.take() == [("GetObject", f"bytes={member.offset}-{member.offset + member.size - 1}")]
+    # An ETag the caller already has: nothing is read past the cached index.
+    image = open_grid(client, big["bucket"], "big", 7, cache=cache, if_none_match=big["manifest"] and
+                      hashlib.sha256(big["grids"][7]).hexdigest())
+    assert image.not_modified and image.data == b"" and counted.take() == []
+    with pytest.raises(NotFound, match=r"0\.\.2499"):
+        open_grid(client, big["bucket"], "big", 2500, cache=cache)
+    assert counted.take() == []
+
+
+def test_the_big_run_is_a_count_not_a_list(big, cache):
+    run = load_run(big["client"], big["bucket"], "big", cache=cache)
+    assert (run.grids, run.packs) == (2500, 3) and run.summary.grids == 2500 and run.summary.objects == 3 + 6
+
+
+def test_the_index_cache_is_bounded(big, counted):
+    cache = ManifestCache(max_indexes=2)
+    for grid in (0, 900, 2000):  # one grid of each pack
+        open_grid(counted.client, big["bucket"], "big", grid, cache=cache)
+    assert len(cache._indexes) == 2
+    counted.take()
+    open_grid(counted.client, big["bucket"], "big", 1, cache=cache)  # its index was dropped: read again
+    assert [(op, rng is not None) for op, rng in counted.take()] == [("GetObject", False), ("GetObject", True)]
+    open_grid(counted.client, big["bucket"], "big", 2001, cache=cache)  # still cached
+    assert [op for op, _ in counted.take()] == ["GetObject"]
+    assert len(cache._indexes) == 2
+
+
+@pytest.fixture
+def own_run(local_s3, tmp_path):
+    """A run of 6 grids in 2 packs of its own, to damage."""
+    client = local_s3["client"]
+    bucket = f"gallery-damage-{tmp_path.name.lower().replace('_', '-')}"[:63].rstrip("-")
+    client.create_bucket(Bucket=bucket)
+    published = publish_fake_run(client, bucket, tmp_path, "r", run_id="r", logical_date="2026-03-01T00:00:00+00:00",
+                                 grid_pngs=[tiny_png(g) for g in range(6)], pack_grids=3)
+    return {"client": client, "bucket": bucket, **published}
+
+
+def test_a_pack_replaced_by_other_bytes_of_the_same_size_is_refused(own_run, cache):
+    client, bucket = own_run["client"], own_run["bucket"]
+    first, second = own_run["manifest"]["packs"]
+    assert open_grid(client, bucket, "r", 4, cache=cache).data == own_run["grids"][4]
+    member = _index(client, bucket, second).member(4)
+    body = bytearray(client.get_object(Bucket=bucket, Key=second["key"])["Body"].read())
+    body[member.offset + member.size - 5] ^= 0xFF  # inside grid 4's PNG; the pack keeps its size
+    client.put_object(Bucket=bucket, Key=second["key"], Body=bytes(body))
+    with pytest.raises(GalleryError, match="does not match its index") as refused:
+        open_grid(client, bucket, "r", 4, cache=cache)
+    assert not isinstance(refused.value, NotFound) and second["key"] in str(refused.value)
+    assert open_grid(client, bucket, "r", 3, cache=cache).data == own_run["grids"][3]  # the rest is intact
+    assert open_grid(client, bucket, "r", 0, cache=cache).data == own_run["grids"][0]
+    assert first["key"] != second["key"]
+
+
+def test_an_index_that_does_not_match_the_manifest_is_refused(own_run, cache):
+    client, bucket = own_run["client"], own_run["bucket"]
+    first, _ = own_run["manifest"]["packs"]
+    body = client.get_object(Bucket=bucket, Key=first["index"]["key"])["Body"].read()
+    doc = json.loads(body)
+    doc["members"][0][3] = hashlib.sha256(b"other").hexdigest()  # same length: same size, other sha256
+    forged = json.dumps(doc, separators=(",", ":")).encode()
+    assert len(forged) == len(body) and forged != body
+    client.put_object(Bucket=bucket, Key=first["index"]["key"], Body=forged)
+    with pytest.raises(GalleryError, match="does not match the manifest's size and sha256"):
+        open_grid(client, bucket, "r", 0, cache=cache)
+    assert open_grid(client, bucket, "r", 5, cache=cache).data == own_run["grids"][5]
+
+
+def test_a_missing_pack_is_an_error_not_a_404(own_run, cache):
+    client, bucket = own_run["client"], own_run["bucket"]
+    _, second = own_run["manifest"]["packs"]
+    client.delete_object(Bucket=bucket, Key=second["key"])
+    with pytest.raises(GalleryError, match="listed in the manifest but missing") as refused:
+        open_grid(client, bucket, "r", 3, cache=cache)
+    assert not isinstance(refused.value, NotFound)
+
+
+def test_open_png_serves_only_pngs_the_manifest_lists(published, cache):
+    client = published["client"]
+    root = published["pngs"][NEW]["manifest"]["root"]
+    png = open_png(client, "gallery", NEW, "perf/latency.png", cache=cache)
     data = png.read()
-    assert data.startswith(PNG_SIGNATURE) and data == published["pngs"][NEW]["grids/grid_00000002.png"]
-    assert png.size == len(data)
+    assert data.startswith(PNG_SIGNATURE) and data == published["pngs"][NEW]["perf/latency.png"]
+    assert png.size == len(data) and png.key == f"{root}/perf/latency.png"
     assert open_png(client, "gallery", OLD, "perf/latency.png", cache=cache).read() == \
         published["pngs"][OLD]["perf/latency.png"]
     refused = [
-        (NEW, "grids/not_in_manifest.png"),  # in the run's prefix, but not listed
+        (NEW, "perf/not_in_manifest.png"),  # in the published attempt, but not listed
+        (NEW, "not_in_manifest.png"),
+        (NEW, "packs/pack_00000000.tar"),  # grids are served by number, from their pack
+        (NEW, "packs/pack_00000000.json"),
+        (NEW, "grids/grid_00000000.png"),  # the layout before packs
         (NEW, "../../private/secret.png"),  # traversal
-        (NEW, "grids/../../../private/secret.png"),
-        ("half-done", "grids/grid_00000000.png"),  # not published
+        (NEW, "perf/../../../private/secret.png"),
+        ("half-done", "perf/latency.png"),  # not published
         (NEW, "quality/quality.json"),  # listed, but not an image
         (NEW, "manifest.json"),
-        (OLD, "grids/grid_00000003.png"),  # another run's grid
         ("..", "private/secret.png"),
     ]
     for name, key in refused:
@@ -88,16 +258,20 @@ def test_open_png_serves_only_keys_of_the_manifest(published, cache):
 def test_republished_run_is_read_again(local_s3, tmp_path, cache):
     client = local_s3["client"]
     client.create_bucket(Bucket="gallery-republish")
-    publish_fake_run(client, "gallery-republish", tmp_path, "r1", run_id="r1", logical_date="2026-01-01T00:00:00+00:00",
-                     grids_per_s=1.0)
+    first = publish_fake_run(client, "gallery-republish", tmp_path, "r1", run_id="r1",
+                             logical_date="2026-01-01T00:00:00+00:00", grids_per_s=1.0)
     assert list_runs(client, "gallery-republish", cache=cache).runs[0].grids_per_s == 1.0
     assert load_run(client, "gallery-republish", "r1", cache=cache).summary.grids_per_s == 1.0
-    publish_fake_run(client, "gallery-republish", tmp_path / "again", "r1", run_id="r1",
-                     logical_date="2026-01-01T00:00:00+00:00", grids_per_s=2.0, grids=5)
+    assert open_grid(client, "gallery-republish", "r1", 2, cache=cache).data == first["grids"][2]
+    again = publish_fake_run(client, "gallery-republish", tmp_path / "again", "r1", run_id="r1",
+                             logical_date="2026-01-01T00:00:00+00:00", grids_per_s=2.0,
+                             grid_pngs=[tiny_png(g) for g in range(5)])
     assert list_runs(client, "gallery-republish", cache=cache).runs[0].grids_per_s == 2.0
-    cache.ttl_s = 0  # the object map is trusted for ttl_s; after it, the manifest's ETag is checked
-    assert load_run(client, "gallery-republish", "r1", cache=cache).grids[-1] == "grids/grid_00000004.png"
-    assert open_png(client, "gallery-republish", "r1", "grids/grid_00000004.png", cache=cache).read()[:8] == PNG_SIGNATURE
+    # Within its ttl the old manifest is still trusted, but its packs are gone: read again, once.
+    assert open_grid(client, "gallery-republish", "r1", 2, cache=cache).data == again["grids"][2]
+    cache.ttl_s = 0  # after the ttl the manifest's ETag is checked on every request
+    assert load_run(client, "gallery-republish", "r1", cache=cache).grids == 5
+    assert open_grid(client, "gallery-republish", "r1", 4, cache=cache).data == again["grids"][4]
 
 
 def test_missing_bucket_is_reported(local_s3, cache):
@@ -114,27 +288,67 @@ def test_unreadable_manifest_is_reported_not_listed(local_s3, cache):
     assert "not valid JSON" in listing.unreadable[0][1]
 
 
-def test_runs_published_before_attempts_and_hostile_roots(local_s3, tmp_path, cache):
-    """A manifest without `root` (runs published before attempts existed) has its objects right
-    under runs/<name>/; a `root` outside the run's attempts is not followed."""
-    import json
-
+def test_a_version_1_manifest_says_so_and_is_not_listed(local_s3, cache):
+    """Runs published before packs (one object per grid, no `packs`): a clear message everywhere."""
     client = local_s3["client"]
-    client.create_bucket(Bucket="gallery-legacy")
-    png = PNG_SIGNATURE + b"legacy"
-    client.put_object(Bucket="gallery-legacy", Key="runs/old/grids/grid_00000000.png", Body=png)
-    client.put_object(Bucket="gallery-legacy", Key="private/grids/grid_00000000.png", Body=png + b"secret")
-    objects = [{"key": "runs/old/grids/grid_00000000.png", "size": len(png), "sha256": "x"}]
-    client.put_object(Bucket="gallery-legacy", Key="runs/old/manifest.json",
-                      Body=json.dumps({"run_id": "old", "objects": objects}).encode())
-    assert load_run(client, "gallery-legacy", "old", cache=cache).grids == ["grids/grid_00000000.png"]
-    assert open_png(client, "gallery-legacy", "old", "grids/grid_00000000.png", cache=cache).read() == png
-    hostile = {"run_id": "evil", "root": "private",
-               "objects": [{"key": "private/grids/grid_00000000.png", "size": len(png) + 6, "sha256": "x"}]}
-    client.put_object(Bucket="gallery-legacy", Key="runs/evil/manifest.json", Body=json.dumps(hostile).encode())
-    assert load_run(client, "gallery-legacy", "evil", cache=cache).grids == []
-    with pytest.raises(NotFound):
-        open_png(client, "gallery-legacy", "evil", "grids/grid_00000000.png", cache=cache)
+    client.create_bucket(Bucket="gallery-v1")
+    root = "runs/old/attempts/20260101T000000.000000Z-abcdef"
+    png = PNG_SIGNATURE + b"v1"
+    client.put_object(Bucket="gallery-v1", Key=f"{root}/grids/grid_000000.png", Body=png)
+    client.put_object(Bucket="gallery-v1", Key=f"{root}/perf/latency.png", Body=png)
+    objects = [{"key": f"{root}/grids/grid_000000.png", "size": len(png), "sha256": "x"},
+               {"key": f"{root}/perf/latency.png", "size": len(png), "sha256": "x"}]
+    v1 = {"run_id": "old", "version": 1, "root": root, "objects": objects, "summary": {"grids": 1}}
+    client.put_object(Bucket="gallery-v1", Key="runs/old/manifest.json", Body=json.dumps(v1).encode())
+    client.put_object(Bucket="gallery-v1", Key="runs/older/manifest.json",  # before attempts: no root either
+                      Body=json.dumps({"run_id": "older", "objects": objects}).encode())
+    for name in ("old", "older"):
+        for call in (lambda n: load_run(client, "gallery-v1", n, cache=cache),
+                     lambda n: open_grid(client, "gallery-v1", n, 0, cache=cache),
+                     lambda n: open_png(client, "gallery-v1", n, "perf/latency.png", cache=cache)):
+            with pytest.raises(GalleryError, match="lists no packs .* re-publish the run") as refused:
+                call(name)
+            assert not isinstance(refused.value, (NotFound, StoreUnavailable))
+    listing = list_runs(client, "gallery-v1", cache=cache)
+    assert listing.runs == [] and sorted(n for n, _ in listing.unreadable) == ["old", "older"]
+    assert all("lists no packs" in why for _, why in listing.unreadable)
+
+
+def test_hostile_manifests_are_refused(local_s3, own_run, cache):
+    """Packs or a root outside the run's attempts, packs that do not cover 0..N-1, a grid count
+    that is not the packs': never followed, never a crash."""
+    client, bucket = own_run["client"], own_run["bucket"]
+    good = own_run["manifest"]
+    client.put_object(Bucket=bucket, Key="private/pack.tar", Body=b"secret")
+
+    def variant(name, **changes):
+        client.put_object(Bucket=bucket, Key=f"runs/{name}/manifest.json", Body=json.dumps({**good, **changes}).encode())
+        return name
+
+    outside = [{**good["packs"][0], "key": "private/pack.tar"}, good["packs"][1]]
+    cases = {
+        variant("outside", packs=outside): "is not the pack of grid 0",
+        variant("gap", packs=[good["packs"][1]]): "is not the pack of grid 0",
+        variant("overlap", packs=[good["packs"][0], good["packs"][0]]): "is not the pack of grid 3",
+        variant("count", grids=7): "says 7 grids, its packs hold 6",
+        variant("root", root="private"): "names no attempt of the run as its root",
+        variant("notalist", packs={"first": 0}): "lists no packs",
+    }
+    for name, why in cases.items():
+        with pytest.raises(GalleryError, match=why):
+            load_run(client, bucket, name, cache=cache)
+        with pytest.raises(GalleryError):
+            open_grid(client, bucket, name, 0, cache=cache)
+    # A pack entry of another run's attempt, its index taken with it: the run's prefix is checked.
+    other = [{**p, "key": p["key"].replace("runs/r/", "runs/x/"),
+              "index": {**p["index"], "key": p["index"]["key"].replace("runs/r/", "runs/x/")}} for p in good["packs"]]
+    with pytest.raises(GalleryError, match="is not the pack of grid 0"):
+        load_run(client, bucket, variant("borrowed", packs=other), cache=cache)
+    # The index of the other pack, under this one's entry (sizes and sha256 of that index).
+    swapped = [{**good["packs"][0], "index": good["packs"][1]["index"]}, good["packs"][1]]
+    variant("swapped", packs=swapped)
+    with pytest.raises(GalleryError, match="of grids 3..5, expected 0..2"):
+        open_grid(client, bucket, "swapped", 0, cache=cache)
 
 
 def test_a_rejected_run_is_listed_as_rejected_with_what_it_missed(local_s3, tmp_path, cache):
