@@ -16,6 +16,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 
 from cgan.errors import CganError
 from cgan.layout.tensors import grid_stem_of
@@ -114,18 +115,27 @@ class PackIndex:
             if doc.get("version") != PACK_INDEX_VERSION:
                 raise PackError(f"pack index version {doc.get('version')!r}, this reader knows {PACK_INDEX_VERSION}")
             start, size, sha = doc["first"], doc["size"], doc["sha256"]
-            members = tuple(Member(str(n), int(o), int(s), str(h)) for n, o, s, h in doc["members"])
+            members = tuple(Member(n, o, s, h) for n, o, s, h in doc["members"])
         except PackError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise PackError(f"not a pack index ({exc})") from None
+        if not (_is_whole(start) and _is_whole(size) and _is_sha256(sha) and members
+                and doc.get("count") == len(members) and doc.get("pack") == pack_name(start)):
+            raise PackError(f"not a pack index (first {start!r}, size {size!r}, count {doc.get('count')!r} of "
+                            f"{len(members)} member(s), pack {doc.get('pack')!r})")
         index = cls(start, members, size, sha)
         if (first is not None and start != first) or (count is not None and index.count != count):
             raise PackError(f"the index is of grids {start}..{start + index.count - 1}, "
                             f"expected {first}..{(first or 0) + (count or 0) - 1}")
+        end = 0  # where the previous member's data ends: each member's header block lies after it
         for i, m in enumerate(members):
-            if m.name != member_name(start + i) or m.offset % TAR_BLOCK or m.size < 1 or m.offset + m.size > size:
-                raise PackError(f"pack index member {i} ({m.name}) is not grid {start + i} at a block inside the pack")
+            if not (isinstance(m.name, str) and _is_whole(m.offset) and _is_whole(m.size) and _is_sha256(m.sha256)
+                    and m.name == member_name(start + i) and not m.offset % TAR_BLOCK and m.size >= 1
+                    and m.offset >= end + TAR_BLOCK and m.offset + m.size <= size):
+                raise PackError(f"pack index member {i} ({m.name!r:.40}) is not grid {start + i} at a block inside "
+                                "the pack")
+            end = m.offset + m.size
         return index
 
 
@@ -137,7 +147,7 @@ class PackWriter:
         self.path, self.first, self.count, self.mtime = Path(path), first, count, mtime
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = _HashingFile(open(self.path, "wb"))  # noqa: SIM115 - closed in finish/abort
-        self._tar = tarfile.open(fileobj=self._fh, mode="w", format=tarfile.USTAR_FORMAT)
+        self._tar = tarfile.open(fileobj=cast(IO[bytes], self._fh), mode="w", format=tarfile.USTAR_FORMAT)
         self._next = first
         self._waiting: dict[int, bytes] = {}
         self._members: list[Member] = []
@@ -194,6 +204,14 @@ class _HashingFile:
 
     def close(self) -> None:
         self.fh.close()
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_sha256(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def check_member(index: PackIndex, grid: int, data: bytes) -> bytes:

@@ -289,6 +289,7 @@ class ManifestCache:
                 return hit[1]
         etag, manifest = _read_manifest(client, bucket, name)
         _run_packs(name, manifest)  # a manifest the run page would refuse is not listed either
+        _run_objects(name, manifest)
         summary = _summarize(name, manifest)
         self._remember_summary(cid, etag, summary)
         return summary

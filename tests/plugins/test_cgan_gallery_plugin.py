@@ -7,7 +7,9 @@ from the `airflow_home` fixture holds the revoked-token table), tokens issued by
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import secrets
 import subprocess
 import sys
@@ -97,7 +99,7 @@ def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
-PAGES = ["/", f"/runs/{NEW}", f"/runs/{NEW}/img/grids/grid_00000000.png"]
+PAGES = ["/", f"/runs/{NEW}", f"/runs/{NEW}/grid/0", f"/runs/{NEW}/img/perf/latency.png"]
 
 
 def test_plugin_declares_app_and_nav_view(plugin):
@@ -111,7 +113,7 @@ def test_every_route_requires_login(plugin):
     from fastapi.routing import APIRoute
 
     routes = [r for r in plugin.app.routes if isinstance(r, APIRoute)]
-    assert {r.path for r in routes} == {"/", "/runs/{name}", "/runs/{name}/img/{rel:path}"}
+    assert {r.path for r in routes} == {"/", "/runs/{name}", "/runs/{name}/grid/{grid}", "/runs/{name}/img/{rel:path}"}
     for route in routes:
         assert plugin.require_user in [d.call for d in route.dependant.dependencies], route.path
 
@@ -192,48 +194,168 @@ def test_run_page_shows_grids_perf_and_quality(client, token):
     response = client.get(f"/runs/{NEW}", headers=bearer(token))
     assert response.status_code == 200, response.text
     page = response.text
+    assert page.count("<img class=grid") == 4 and "4 grid(s) in 1 pack(s)" in page
     for g in range(4):
-        assert f'<img class=grid src="/runs/{NEW}/img/grids/grid_{g:08d}.png"' in page
+        assert f'<a href="/runs/{NEW}/grid/{g}"><img class=grid src="/runs/{NEW}/grid/{g}" alt="grid_{g:08d}"' in page
     assert f'src="/runs/{NEW}/img/perf/latency.png"' in page
     assert "p99 120.00" in page and "images/s" in page and "1,500.0" in page
     assert "Label accuracy per digit" in page and "90.5 %" in page and "97.8 %" in page
     assert "num_grids" in page and "onnxruntime" in page
 
 
-def test_grid_pages(client, token, local_s3, tmp_path, plugin, monkeypatch):
-    from tests.plugins.conftest import publish_fake_run
+@pytest.fixture(scope="module")
+def big_run(local_s3, tmp_path_factory):
+    """Bucket gallery-many: run `many` of 2,500 grids (3 packs), and `huge`, a manifest of
+    10,000,000 grids (its packs never read by the run page)."""
+    from tests.plugins.conftest import publish_fake_run, tiny_png
 
-    local_s3["client"].create_bucket(Bucket="gallery-many")
-    publish_fake_run(local_s3["client"], "gallery-many", tmp_path, "many", run_id="many",
-                     logical_date="2026-01-01T00:00:00+00:00", grids=plugin.GRIDS_PER_PAGE + 2)
+    client = local_s3["client"]
+    client.create_bucket(Bucket="gallery-many")
+    published = publish_fake_run(client, "gallery-many", tmp_path_factory.mktemp("many"), "many", run_id="many",
+                                 logical_date="2026-01-01T00:00:00+00:00", grid_pngs=[tiny_png(g) for g in range(2500)])
+    manifest = published["manifest"]
+    root = manifest["root"].replace("runs/many/", "runs/huge/")
+    packs = [{**manifest["packs"][0], "key": f"{root}/packs/pack_{first:08d}.tar", "first": first, "count": 2_500_000,
+              "index": {**manifest["packs"][0]["index"], "key": f"{root}/packs/pack_{first:08d}.json"}}
+             for first in range(0, 10_000_000, 2_500_000)]
+    huge = {**manifest, "run_id": "huge", "root": root, "grids": 10_000_000, "packs": packs,
+            "objects": [{**o, "key": o["key"].replace("runs/many/", "runs/huge/")} for o in manifest["objects"]]}
+    client.put_object(Bucket="gallery-many", Key="runs/huge/manifest.json", Body=json.dumps(huge).encode())
+    return published
+
+
+def test_grid_pages_are_arithmetic(client, token, plugin, big_run, monkeypatch):
     monkeypatch.setenv("CGAN_PUBLISH_BUCKET", "gallery-many")
+    per = plugin.GRIDS_PER_PAGE
+    pages = -(-2500 // per)
     first = client.get("/runs/many", headers=bearer(token)).text
+    assert first.count("<img class=grid") == per and f"page 1 of {pages}" in first
+    assert "2,500 grid(s) in 3 pack(s)" in first and 'src="/runs/many/grid/0"' in first
+    assert 'href="/runs/many?page=2">next</a>' in first
     second = client.get("/runs/many?page=2", headers=bearer(token)).text
-    assert first.count("<img class=grid") == plugin.GRIDS_PER_PAGE and "page 1 of 2" in first
-    assert second.count("<img class=grid") == 2 and "grid_00000049.png" in second
+    assert second.count("<img class=grid") == per
+    assert [int(g) for g in re.findall(r'<img class=grid src="/runs/many/grid/(\d+)"', second)] == \
+        list(range(per, 2 * per))
+    last = client.get(f"/runs/many?page={pages}", headers=bearer(token)).text
+    shown = [int(g) for g in re.findall(r'<img class=grid src="/runs/many/grid/(\d+)"', last)]
+    assert shown == list(range((pages - 1) * per, 2500)) and f"page {pages} of {pages}" in last
+    assert client.get("/runs/many?page=999999", headers=bearer(token)).text == last  # past the end: the last page
+    for grid in (0, 833, 834, 1667, 2499):  # each side of each pack boundary
+        response = client.get(f"/runs/many/grid/{grid}", headers=bearer(token))
+        assert response.status_code == 200 and response.content == big_run["grids"][grid], grid
 
 
-def test_image_endpoint_streams_the_published_png(client, token, published):
-    response = client.get(f"/runs/{NEW}/img/grids/grid_00000001.png", headers=bearer(token))
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "image/png"
-    assert response.content == published["pngs"][NEW]["grids/grid_00000001.png"]
-    assert response.content.startswith(b"\x89PNG\r\n\x1a\n")
-    assert response.headers["content-length"] == str(len(response.content))
-    assert response.headers["cache-control"] == "private, max-age=300"
+def test_the_run_page_of_ten_million_grids_stays_small(client, token, big_run, monkeypatch):
+    """The run page never lists a run's grids: a manifest of 10,000,000 grids renders any page in
+    about the memory a 2,500-grid run's does."""
+    import tracemalloc
+
+    monkeypatch.setenv("CGAN_PUBLISH_BUCKET", "gallery-many")
+    for path in ("/runs/many", "/runs/huge"):  # manifests cached, templates compiled
+        assert client.get(path, headers=bearer(token)).status_code == 200
+    peaks = {}
+    for path in ("/runs/many?page=30", "/runs/huge?page=150000", "/runs/huge?page=208334"):
+        tracemalloc.start()
+        try:
+            response = client.get(path, headers=bearer(token))
+            peaks[path] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert response.status_code == 200, response.text
+    page = client.get("/runs/huge?page=208334", headers=bearer(token)).text
+    assert "10,000,000 grid(s) in 4 pack(s)" in page and "page 208334 of 208334" in page
+    assert re.findall(r'<img class=grid src="/runs/huge/grid/(\d+)"', page) == [str(g) for g in
+                                                                              range(9_999_984, 10_000_000)]
+    assert max(peaks.values()) < 2_000_000, peaks  # about 150 KB; a list of 10,000,000 grids is > 80 MB
+    assert peaks["/runs/huge?page=150000"] < peaks["/runs/many?page=30"] + 500_000, peaks
+
+
+def test_grid_endpoint_serves_the_grid_from_its_pack(client, token, published):
+    for g, png in enumerate(published["pngs"][NEW]["grids"]):
+        response = client.get(f"/runs/{NEW}/grid/{g}", headers=bearer(token))
+        assert response.status_code == 200 and response.content == png
+        assert response.headers["content-type"] == "image/png"
+        assert response.headers["content-length"] == str(len(png))
+        assert response.headers["cache-control"] == "private, max-age=300"
+        assert response.headers["etag"] == f'"{hashlib.sha256(png).hexdigest()}"'
+        assert "frame-ancestors 'self'" in response.headers["content-security-policy"]
+    etag = client.get(f"/runs/{NEW}/grid/1", headers=bearer(token)).headers["etag"]
+    again = client.get(f"/runs/{NEW}/grid/1", headers={**bearer(token), "If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    other = client.get(f"/runs/{NEW}/grid/2", headers={**bearer(token), "If-None-Match": etag})
+    assert other.status_code == 200 and other.content == published["pngs"][NEW]["grids"][2]
+    assert client.get(f"/runs/{NEW}/grid/1", headers={"If-None-Match": etag}).status_code == 401
+
+
+def test_image_endpoint_streams_the_latency_plot(client, token, published):
     plot = client.get(f"/runs/{OLD}/img/perf/latency.png", headers=bearer(token))
     assert plot.status_code == 200 and plot.content == published["pngs"][OLD]["perf/latency.png"]
+    assert plot.headers["content-type"] == "image/png"
+    assert plot.headers["content-length"] == str(len(plot.content))
+    assert plot.headers["cache-control"] == "private, max-age=300"
+
+
+def test_damaged_packs_and_old_manifests_are_a_clear_502(client, token, local_s3, tmp_path, monkeypatch):
+    from tests.plugins.conftest import publish_fake_run, tiny_png
+
+    s3 = local_s3["client"]
+    s3.create_bucket(Bucket="gallery-damaged")
+    run = publish_fake_run(s3, "gallery-damaged", tmp_path, "d", run_id="d", logical_date="2026-01-01T00:00:00+00:00",
+                           grid_pngs=[tiny_png(g) for g in range(4)], pack_grids=2)
+    monkeypatch.setenv("CGAN_PUBLISH_BUCKET", "gallery-damaged")
+    assert client.get("/runs/d/grid/3", headers=bearer(token)).content == run["grids"][3]
+    from cgan.layout.packs import PackIndex
+    from cgan.publishing.gallery import DEFAULT_CACHE
+
+    pack = run["manifest"]["packs"][1]
+    member = PackIndex.from_json(s3.get_object(Bucket="gallery-damaged", Key=pack["index"]["key"])["Body"].read()
+                                 ).member(3)
+    body = bytearray(s3.get_object(Bucket="gallery-damaged", Key=pack["key"])["Body"].read())
+    body[member.offset + 40] ^= 0xFF  # inside grid 3's PNG: same size, other bytes
+    s3.put_object(Bucket="gallery-damaged", Key=pack["key"], Body=bytes(body))
+    response = client.get("/runs/d/grid/3", headers={**bearer(token), **HTML})
+    assert response.status_code == 502 and response.headers["content-type"].startswith("text/html")
+    assert "grid_00000003.png of pack_00000002.tar does not match its index (sha256)" in response.text
+    assert not response.content.startswith(b"\x89PNG")
+    assert client.get("/runs/d/grid/0", headers=bearer(token)).content == run["grids"][0]
+    assert client.get("/runs/d/grid/2", headers=bearer(token)).content == run["grids"][2]
+    s3.put_object(Bucket="gallery-damaged", Key=pack["index"]["key"], Body=b" " * pack["index"]["size"])
+    DEFAULT_CACHE.clear()  # the index was cached by the requests above
+    response = client.get("/runs/d/grid/2", headers=bearer(token))
+    assert response.status_code == 502
+    assert "does not match the manifest's size and sha256" in response.json()["detail"]
+    v1 = {**run["manifest"], "version": 1}
+    del v1["packs"]
+    s3.put_object(Bucket="gallery-damaged", Key="runs/v1/manifest.json", Body=json.dumps(v1).encode())
+    response = client.get("/runs/v1", headers={**bearer(token), **HTML})
+    assert response.status_code == 502 and "lists no packs (version 1; this reader knows version 2)" in response.text
+    assert "re-publish the run" in response.text
+    index_page = client.get("/", headers=bearer(token)).text
+    assert "runs/v1/ is not listed: the manifest of runs/v1 lists no packs" in index_page
 
 
 @pytest.mark.parametrize("path", [
-    f"/runs/{NEW}/img/grids/not_in_manifest.png",
-    f"/runs/{NEW}/img/grids%2F..%2F..%2F..%2Fprivate%2Fsecret.png",
+    f"/runs/{NEW}/img/perf/not_in_manifest.png",
+    f"/runs/{NEW}/img/not_in_manifest.png",
+    f"/runs/{NEW}/img/packs/pack_00000000.tar",
+    f"/runs/{NEW}/img/grids/grid_00000000.png",
+    f"/runs/{NEW}/img/perf%2F..%2F..%2F..%2Fprivate%2Fsecret.png",
     f"/runs/{NEW}/img/..%2F..%2Fprivate%2Fsecret.png",
     f"/runs/{NEW}/img/quality/quality.json",
     f"/runs/{NEW}/img/manifest.json",
-    "/runs/half-done/img/grids/grid_00000000.png",
+    f"/runs/{NEW}/grid/4",  # the run has grids 0..3
+    f"/runs/{NEW}/grid/99999999",
+    f"/runs/{NEW}/grid/9999999999",
+    f"/runs/{NEW}/grid/-1",
+    f"/runs/{NEW}/grid/1.0",
+    f"/runs/{NEW}/grid/%EF%BC%91",  # a fullwidth digit one
+    f"/runs/{NEW}/grid/0x1",
+    f"/runs/{OLD}/grid/3",  # another run's grid count
+    "/runs/half-done/grid/0",
+    "/runs/half-done/img/perf/latency.png",
     "/runs/half-done",
     "/runs/%2E%2E/img/private/secret.png",
+    "/runs/%2E%2E/grid/0",
 ])
 def test_objects_not_in_a_manifest_are_refused(client, token, path):
     response = client.get(path, headers=bearer(token))
@@ -241,7 +363,8 @@ def test_objects_not_in_a_manifest_are_refused(client, token, path):
     assert not response.content.startswith(b"\x89PNG")
 
 
-@pytest.mark.parametrize("path", ["/runs/%2E%2E", "/runs/a%20b", "/runs/a%3Bb/img/grids/grid_00000000.png"])
+@pytest.mark.parametrize("path", ["/runs/%2E%2E", "/runs/a%20b", "/runs/a%3Bb/img/perf/latency.png",
+                                  "/runs/a%3Bb/grid/0"])
 def test_a_bad_run_name_is_not_found_and_says_what_a_run_name_is(client, token, path):
     response = client.get(path, headers=bearer(token))
     assert response.status_code == 404, (path, response.status_code)

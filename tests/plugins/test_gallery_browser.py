@@ -32,7 +32,7 @@ NEWEST = f"scheduled__{NIGHTS[-1]}T02-00-00-00-00"
 @pytest.fixture(scope="module")
 def ui_runs(local_s3, tmp_path_factory):
     """Six nightly runs with real digit grids (the committed generator) and real latency plots,
-    plus a half-published prefix; returns {run name: {relative key: PNG bytes}}."""
+    plus a half-published prefix; returns {run name: publish_fake_run's result (grids: PNG bytes)}."""
     import random
 
     from cgan.recipe.perf_plot import latency_plot_png
@@ -53,8 +53,8 @@ def ui_runs(local_s3, tmp_path_factory):
             grids_per_s=round(1000 / mean, 2), latency_ms_mean=round(mean, 2),
             label_accuracy=round(0.955 + 0.004 * n - 0.01 * (n == 3), 3),
             latency_plot=latency_plot_png([{"samples_ms": samples, "device": "cpu", "batch": 100}]))
-    client.put_object(Bucket=BUCKET, Key="runs/manual__being-published/grids/grid_00000000.png",
-                      Body=runs[NEWEST]["grids/grid_00000000.png"])
+    client.put_object(Bucket=BUCKET, Key="runs/manual__being-published/attempts/20260507T000000.000000Z-000000/"
+                      "packs/pack_00000000.tar", Body=runs[NEWEST]["grids"][0])
     return runs
 
 
@@ -94,7 +94,7 @@ def test_api_server_mounts_the_gallery_behind_airflow_login(server, token, ui_ru
     import httpx
 
     url, auth = server["url"], {"Authorization": f"Bearer {token}"}
-    grid = f"{url}/cgan-gallery/runs/{NEWEST}/img/grids/grid_00000000.png"
+    grid = f"{url}/cgan-gallery/runs/{NEWEST}/grid/0"
     assert httpx.get(f"{url}/cgan-gallery/").status_code == 401
     assert httpx.get(grid).status_code == 401
     assert httpx.get(f"{url}/cgan-gallery/", cookies={"_token": "not-a-jwt"}).status_code == 401
@@ -105,9 +105,13 @@ def test_api_server_mounts_the_gallery_behind_airflow_login(server, token, ui_ru
     assert "being-published" not in page.text
     assert "frame-ancestors 'self'" in page.headers["content-security-policy"]
     png = httpx.get(grid, cookies={"_token": token})
-    assert png.status_code == 200 and png.content == ui_runs[NEWEST]["grids/grid_00000000.png"]
-    assert httpx.get(f"{url}/cgan-gallery/runs/manual__being-published/img/grids/grid_00000000.png",
-                     headers=auth).status_code == 404
+    assert png.status_code == 200 and png.content == ui_runs[NEWEST]["grids"][0]
+    assert png.headers["etag"] and httpx.get(grid, cookies={"_token": token},
+                                             headers={"If-None-Match": png.headers["etag"]}).status_code == 304
+    plot = httpx.get(f"{url}/cgan-gallery/runs/{NEWEST}/img/perf/latency.png", headers=auth)
+    assert plot.status_code == 200 and plot.content == ui_runs[NEWEST]["perf/latency.png"]
+    assert httpx.get(f"{url}/cgan-gallery/runs/{NEWEST}/grid/4", headers=auth).status_code == 404
+    assert httpx.get(f"{url}/cgan-gallery/runs/manual__being-published/grid/0", headers=auth).status_code == 404
     plugins = httpx.get(f"{url}/api/v2/plugins", headers=auth).json()["plugins"]
     (ours,) = [p for p in plugins if p["name"] == "cgan_gallery"]
     assert ours["fastapi_apps"][0]["url_prefix"] == "/cgan-gallery"

@@ -29,6 +29,7 @@ ATTR = '"><img src=x onerror=alert(1)>'
 SCRIPT_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 ATTR_ESCAPED = "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"
 HOSTILE_NAME = f"manual__{ATTR}"  # a prefix under runs/ can be named anything: the index links to it
+QUOTED_NAME = "manual__a+b=c@d"  # a run name the publish task may write, its URL quoted
 HTML = {"Accept": "text/html"}
 
 
@@ -54,19 +55,23 @@ def gallery(monkeypatch):
     run = RunDetail(
         summary=_summary("manual__hostile"),
         manifest={"params": {SCRIPT: ATTR, "nested": {ATTR: [SCRIPT]}}, "model": {"name": SCRIPT}},
-        grids=[f"grids/{ATTR}.png", "grids/grid_00000000.png"], images=["perf/latency.png"],
+        grids=2, packs=1, images=["perf/latency.png"],
         perf={"backend": SCRIPT, "devices": [ATTR, "cpu"], "latency_ms": {"mean": 1.0}, "notes": [SCRIPT, ATTR]},
         quality={"label_accuracy": 0.9, "per_class_accuracy": {SCRIPT: 0.5, ATTR: 0.25}}, total_bytes=10,
         problems=[ATTR, SCRIPT])
+    quoted = RunDetail(summary=_summary(QUOTED_NAME), manifest={}, grids=3, packs=1, images=[], perf=None,
+                       quality=None, total_bytes=1)
     listing = RunList(runs=[run.summary, _summary(HOSTILE_NAME, run_id=ATTR, status="accepted")],
                       unpublished=[SCRIPT], unreadable=[(ATTR, SCRIPT)], scanned=3, more_runs=True,
                       more_prefixes=False)
 
-    def store_call(fn, *args):
+    def store_call(fn, *args, **kwargs):
         if fn.__name__ == "list_runs":
             return listing
         if fn.__name__ == "load_run" and args == ("manual__hostile",):
             return run
+        if fn.__name__ == "load_run" and args == (QUOTED_NAME,):
+            return quoted
         raise HTTPException(404, f"no such run {args[0]!r}: {SCRIPT}")
 
     def login(request: Request):  # a request may ask to be refused, to get the error pages
@@ -104,7 +109,8 @@ def _assert_nothing_injected(page: str) -> None:
             assert attrs.get("class") in ("grid", "plot") and (attrs.get("src") or "").startswith("/runs/"), attrs
 
 
-PAGES = [("/", {}), ("/?kind=manual", {}), ("/runs/manual__hostile", {}), ("/runs/nope", HTML),
+PAGES = [("/", {}), ("/?kind=manual", {}), ("/runs/manual__hostile", {}), (f"/runs/{quote(QUOTED_NAME, safe='')}", {}),
+         ("/runs/nope", HTML),
          ("/", {"x-refuse": "401", **HTML}), ("/", {"x-refuse": "403", **HTML})]
 
 
@@ -134,9 +140,12 @@ def test_every_hostile_field_of_a_run_page_is_escaped(gallery):
     assert f"<title>manual__{SCRIPT_ESCAPED}{ATTR_ESCAPED}: CGAN gallery</title>" in page
     assert f"<p class=warn>{ATTR_ESCAPED}</p>" in page and f"<p class=warn>{SCRIPT_ESCAPED}</p>" in page
     assert f"does not name it. {ATTR_ESCAPED}; {SCRIPT_ESCAPED}</p>" in page
-    grid = f"/runs/manual__hostile/img/{quote(f'grids/{ATTR}.png', safe='/')}"
-    assert f'<a href="{grid}"><img class=grid src="{grid}" alt="{ATTR_ESCAPED}"' in page
-    assert f"<figcaption>{ATTR_ESCAPED}</figcaption>" in page
+    assert "2 grid(s) in 1 pack(s)" in page
+    for g in range(2):
+        grid = f"/runs/manual__hostile/grid/{g}"
+        assert f'<a href="{grid}"><img class=grid src="{grid}" alt="grid_{g:08d}"' in page
+        assert f"<figcaption>grid_{g:08d}</figcaption>" in page
+    assert 'src="/runs/manual__hostile/img/perf/latency.png"' in page
     assert f"<th>backend</th><td>{SCRIPT_ESCAPED}</td>" in page
     assert f"<th>devices</th><td>{ATTR_ESCAPED}, cpu</td>" in page
     assert f"<li>{SCRIPT_ESCAPED}</li>" in page and f"<li>{ATTR_ESCAPED}</li>" in page
@@ -144,6 +153,15 @@ def test_every_hostile_field_of_a_run_page_is_escaped(gallery):
     assert f"<th>{SCRIPT_ESCAPED}</th><td><code>{ATTR_ESCAPED}</code></td>" in page  # params
     assert "<code>{&quot;\\&quot;&gt;&lt;img src=x onerror=alert(1)&gt;&quot;: " in page  # nested: as JSON
     assert f"<th>name</th><td><code>{SCRIPT_ESCAPED}</code></td>" in page  # model
+
+
+def test_grid_urls_quote_the_run_name(gallery):
+    page = gallery.get(f"/runs/{quote(QUOTED_NAME, safe='')}").text
+    for g in range(3):
+        grid = f"/runs/{quote(QUOTED_NAME, safe='')}/grid/{g}"
+        assert "%2B" in grid and "%40" in grid
+        assert f'<a href="{grid}"><img class=grid src="{grid}" alt="grid_{g:08d}"' in page
+    assert page.count("<img class=grid") == 3 and "No perf.json in this run." in page
 
 
 def test_error_pages_escape_the_detail_and_the_sign_in_link(gallery):
