@@ -440,6 +440,25 @@ def summarize(result: dict, pure: dict, stack_cpu_s: float) -> dict:
     }
 
 
+def published_figures(endpoint: str) -> dict:
+    """What the newest published run (latest.json's) holds in the publish bucket: objects and
+    bytes under its prefix, manifest bytes, packs."""
+    import boto3
+
+    keys = local_keys()
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+    latest = json.loads(client.get_object(Bucket=BUCKET, Key="latest.json")["Body"].read())
+    body = client.get_object(Bucket=BUCKET, Key=latest["manifest"])["Body"].read()
+    manifest = json.loads(body)
+    prefix = latest["manifest"].rsplit("/", 1)[0] + "/"
+    listed = [o for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+              for o in page.get("Contents", [])]
+    return {"objects": len(listed), "bytes": sum(o["Size"] for o in listed), "manifest_bytes": len(body),
+            "packs": len(manifest.get("packs") or []), "grids": manifest.get("grids")}
+
+
 def _spread(values: list[float]) -> dict | None:
     return {"min": min(values), "max": max(values)} if values else None
 
@@ -479,10 +498,12 @@ def bench_scheduler(n: int, conf: dict | None = None, extra_env: dict[str, str] 
                        "timeline": timeline(w["task_instances"], _iso(w["run"]["start_date"]))}
             print(f"warm-up run of {WARM_UP_GRIDS} grids: {warm_up['wall_s']} s", flush=True)
         result = stack.run({"num_grids": n, "seed": 1, "target": "cpu", **(conf or {})})
+        result["published"] = published_figures(stack.s3.endpoint)
     finally:
         stack.stop()
     stack_cpu = _children_cpu_s() - cpu0
     out = summarize(result, pure, stack_cpu)
+    out["published"] = result.get("published")
     out["pure"] = pure
     out["warm_up"] = warm_up
     out["topology"] = ("docker-compose's (CeleryExecutor, Postgres, Redis, a Celery worker)" if celery
@@ -510,6 +531,13 @@ def print_table(d: dict) -> None:
         print(f"  {task:<20} {row['instances']:>9} {row['task_seconds']:>8.1f} {row['max_s']:>7.1f} "
               f"{row.get('queued_s', 0.0):>9.1f}{span}")
     cpu = d["cpu_ms_per_grid"]
+    outside = sum(cpu.get(k, 0.0) for k in ("render", "pack", "upload"))
+    print(f"  host CPU per grid outside inference, measured in the inference tasks (render + pack + upload): "
+          f"{outside:.2f} ms (target <= 1.2; the label checks of the run's 200-grid sample: judge)")
+    if d.get("published"):
+        pub = d["published"]
+        print(f"  published: {pub['objects']} objects ({pub['packs']} packs + indexes, reports), "
+              f"{pub['bytes'] / 1e6:.1f} MB, manifest {pub['manifest_bytes']:,} bytes")
     print("  CPU ms per grid: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
           + f"  (total {sum(cpu.values()):.2f}; the run's CPU {d.get('run_cpu_s')} s, the stack's "
           f"from start to stop {d['stack_cpu_s']} s)")
