@@ -110,7 +110,8 @@ def manifest_packs(manifest: dict, prefix: str) -> list[dict]:
     expect = 0
     for pack in packs:
         index = pack.get("index") if isinstance(pack, dict) else None
-        ok = (isinstance(pack, dict) and isinstance(index, dict) and pack.get("first") == expect
+        ok = (isinstance(pack, dict) and isinstance(index, dict) and _is_size(pack.get("first"))
+              and pack["first"] == expect
               and _is_size(pack.get("count")) and pack["count"] > 0 and _is_size(pack.get("size"))
               and _is_size(index.get("size")) and isinstance(pack.get("sha256"), str)
               and isinstance(index.get("sha256"), str)

@@ -220,8 +220,9 @@ def _copied_pack(pack: dict, copied: dict[str, dict], root: str) -> dict:
     """A workspace pack's manifest entry once copied under the publish attempt `root`."""
     tar, index = copied[pack["key"]], copied[pack["index"]["key"]]
     if tar["sha256"] != pack["sha256"] or index["sha256"] != pack["index"]["sha256"]:
-        raise PublishError(f"{pack['key']} in the workspace does not match its render.json (sha256): re-run "
-                           "postprocess")
+        raise StagedGridsError(f"{pack['key']} in the workspace does not match the sha256 its shard recorded: "
+                               f"nothing was published. Clear the inference task of the shard holding grid "
+                               f"{pack['first']} and everything after it, so it makes its packs again")
     return {**pack, "key": tar["key"], "index": {**pack["index"], "key": index["key"]}}
 
 

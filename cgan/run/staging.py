@@ -4,8 +4,8 @@ A `ShardPacker` takes each grid's PNG as it is rendered, writes it into its pack
 task's temp folder), and when a pack is whole hands it to one upload thread while the next pack
 fills, so neither the runtime nor the renderer waits for the store. Where the pack goes is its
 sink: `BucketPacks` stages it in the publish bucket under a fresh attempt of the try's own
-(`runs/<run>/attempts/<shard attempt>/packs/`: nothing there is published until a manifest
-names it), `WorkspacePacks` puts it into the run's workspace (the `cgan` command line, or
+(cgan.layout.published.attempt_root, keys of cgan.layout.packs: nothing there is published
+until a manifest names it), `WorkspacePacks` puts it into the run's workspace (the `cgan` command line, or
 postprocess re-rendering a shard). The protocol around it is told in docs/data-layout.md.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from cgan.errors import InferenceError
@@ -43,7 +44,7 @@ class BucketPacks:
         """Upload a pack (multipart past 8 MiB, each part's SHA-256 checked by the server), then its
         index; the manifest entry of both."""
         tar, idx = join(self.root, pack_key(index.first)), join(self.root, index_key(index.first))
-        s3.upload_file(self.client, self.bucket, tar, path, content_type="application/x-tar")
+        s3.upload_file(self.client, self.bucket, tar, path, content_type="application/x-tar", threads=False)
         stored = s3.head(self.client, self.bucket, tar) or {}
         if stored.get("ContentLength") != index.size:
             raise InferenceError(f"s3://{self.bucket}/{tar} has {stored.get('ContentLength')} bytes after upload, "
@@ -128,7 +129,22 @@ class ShardPacker:
             self.cpu_s["pack"] += time.thread_time() - t0
         if index is not None:
             self._slots.acquire()
-            self._uploads.append(self._pool.submit(self._upload, writer.path, index))
+            try:
+                future = self._pool.submit(self._upload, writer.path, index)
+            except BaseException:  # closed meanwhile (close): nothing will upload it
+                self._dropped(writer.path)
+                raise
+            future.add_done_callback(partial(self._if_cancelled, writer.path))
+            self._uploads.append(future)
+
+    def _if_cancelled(self, path: Path, future: Future) -> None:
+        if future.cancelled():  # by close: _upload never ran to free them
+            self._dropped(path)
+
+    def _dropped(self, path: Path) -> None:
+        """A whole pack that will not be uploaded: its file and its slot go."""
+        path.unlink(missing_ok=True)
+        self._slots.release()
 
     def _upload(self, path: Path, index: PackIndex) -> dict:
         try:
@@ -177,14 +193,19 @@ def check_packs(packs, start: int, count: int, run_prefix: str | None = None) ->
     if packs.get("bucket") is not None:
         if not isinstance(root, str) or (run_prefix is not None and not root.startswith(f"{run_prefix}/attempts/")):
             return f"packs staged under {root!r}, not under an attempt of {run_prefix}"
+    elif root is not None:
+        return f"packs in the workspace with a root ({root!r:.80})"
     expect = start
     for entry in entries:
         if not isinstance(entry, dict) or not _entry_ok(entry):
             return f"bad pack entry {entry!r:.80}"
         if entry["first"] != expect:
             return f"the packs do not cover grid {expect}"
-        if root and not (entry["key"].startswith(f"{root}/") and entry["index"]["key"].startswith(f"{root}/")):
-            return f"pack {entry['key']} is not under {root}"
+        keys = (pack_key(expect), index_key(expect))  # where the sink put them (BucketPacks, WorkspacePacks)
+        if root is not None:
+            keys = (join(root, keys[0]), join(root, keys[1]))
+        if (entry["key"], entry["index"]["key"]) != keys:
+            return f"pack {entry['key']!r:.120} of grid {expect} is not {keys[0]}"
         expect += entry["count"]
     if expect != start + count:
         return f"the packs cover grids {start}..{expect - 1}, the shard is {start}..{start + count - 1}"

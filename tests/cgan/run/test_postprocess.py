@@ -6,6 +6,8 @@ import json
 import pytest
 
 from cgan.errors import InferenceError
+from cgan.layout.packs import PackIndex, read_members
+from cgan.layout.workspace import STAGED_KEY
 from cgan.publishing.publish import LATEST_NAME, PublishError, build_metadata, publish_run
 from cgan.run.postprocess import postprocess_run
 from tests.workspaces import make_workspace
@@ -22,7 +24,18 @@ def test_postprocess_writes_grids_quality_and_pooled_perf(workspace, upstream_ch
     store, shards = workspace
     lines = []
     summary = postprocess_run(store, shards, upstream_checkpoint, log=lines.append)
-    assert store.list("grids") == [f"grids/grid_0000000{i}.png" for i in range(3)]
+    assert store.list("packs") == PACKS and store.list("grids") == []  # one pack per shard, no PNG objects
+    assert [name for key in PACKS[1::2] for name, _ in read_members(store.path(key))] == [
+        f"grid_0000000{i}.png" for i in range(3)]
+    staged = json.loads(store.get_bytes(STAGED_KEY))
+    assert staged["version"] == 2 and [(s["shard"], s["bucket"], s["root"]) for s in staged["shards"]] == [
+        (0, None, None), (1, None, None)]
+    for shard, first, count in zip(staged["shards"], (0, 2), (2, 1), strict=True):
+        (pack,) = shard["packs"]
+        raw = store.get_bytes(pack["key"])
+        assert (pack["first"], pack["count"], pack["size"]) == (first, count, len(raw))
+        assert hashlib.sha256(raw).hexdigest() == pack["sha256"] == PackIndex.from_json(
+            store.get_bytes(pack["index"]["key"]), first=first, count=count).sha256
     quality = json.loads(store.get_bytes("quality/quality.json"))
     assert quality["grids"] == 3 and quality["parity_max_abs_err"] <= 1e-5 and quality["parity_grids_checked"] == 3
     assert quality["precision"] == summary["precision"] == "fp32" and quality["parity_ok"] is True
@@ -39,6 +52,10 @@ def test_incomplete_shard_is_refused(workspace, upstream_checkpoint):
     store.path("outputs/shard_0001/grid_00000002_output_0.bin").unlink()
     with pytest.raises(InferenceError, match="shard 1 is incomplete: 1 of 1 output bins missing"):
         postprocess_run(store, shards, upstream_checkpoint)
+
+
+PACKS = ["packs/pack_00000000.json", "packs/pack_00000000.tar", "packs/pack_00000002.json",
+         "packs/pack_00000002.tar"]
 
 
 def _meta(logical_date):
@@ -78,14 +95,23 @@ def test_publish_manifest_last_and_idempotent(workspace, upstream_checkpoint, lo
     published = publish_run(store, client, "pub-test", "runs/r1", metadata=_meta("2026-11-26T02:00:00"),
                             tmp_dir=tmp_path / "t1", log=lambda m: None)
     manifest = json.loads(client.get_object(Bucket="pub-test", Key="runs/r1/manifest.json")["Body"].read())
-    keys = {o["key"] for o in manifest["objects"]}
     root = manifest["root"]  # the objects of one publish attempt lie under runs/r1/attempts/<attempt>/
     assert root == f"runs/r1/attempts/{manifest['attempt']}" == published.root
-    assert {f"{root}/grids/grid_00000000.png", f"{root}/quality/quality.json", f"{root}/perf/perf.json",
-            f"{root}/perf/latency.png"} <= keys
-    for obj in manifest["objects"]:
+    assert manifest["version"] == 2 and manifest["grids"] == 3
+    reports = {o["key"] for o in manifest["objects"]}
+    assert {f"{root}/quality/quality.json", f"{root}/perf/perf.json", f"{root}/perf/latency.png"} <= reports
+    assert not [k for k in reports if "/packs/" in k or "/grids/" in k]  # grids are in `packs`, not objects
+    # the workspace's packs, copied into the publish attempt, cover grids 0..2
+    assert [(p["key"], p["index"]["key"], p["first"], p["count"]) for p in manifest["packs"]] == [
+        (f"{root}/packs/pack_00000000.tar", f"{root}/packs/pack_00000000.json", 0, 2),
+        (f"{root}/packs/pack_00000002.tar", f"{root}/packs/pack_00000002.json", 2, 1)]
+    assert published.packs == 2 and published.objects == len(manifest["objects"]) + 4
+    entries = manifest["objects"] + manifest["packs"] + [p["index"] for p in manifest["packs"]]
+    for obj in entries:
         body = client.get_object(Bucket="pub-test", Key=obj["key"])["Body"].read()
         assert len(body) == obj["size"] and hashlib.sha256(body).hexdigest() == obj["sha256"]
+    keys = {o["key"] for o in entries}
+    assert published.bytes == sum(o["size"] for o in entries)
     assert manifest["params"] == {"num_grids": 3} and manifest["model"]["onnx_sha256"] == "ab"
     assert manifest["tools"]["onnxruntime"] != "not installed"
     latest = json.loads(client.get_object(Bucket="pub-test", Key=LATEST_NAME)["Body"].read())
@@ -99,7 +125,11 @@ def test_publish_manifest_last_and_idempotent(workspace, upstream_checkpoint, lo
         return sorted(o["Key"] for o in client.list_objects_v2(Bucket="pub-test")["Contents"])
 
     def relative(m):
-        return sorted((o["key"][len(m["root"]):], o["sha256"]) for o in m["objects"])
+        named = m["objects"] + m["packs"] + [p["index"] for p in m["packs"]]
+        return sorted((o["key"][len(m["root"]):], o["sha256"]) for o in named)
+
+    def named(m):
+        return {o["key"] for o in m["objects"]} | {k for p in m["packs"] for k in (p["key"], p["index"]["key"])}
 
     before = listing()
     second = publish_run(store, client, "pub-test", "runs/r1", metadata=_meta("2026-11-26T02:00:00"),
@@ -107,7 +137,8 @@ def test_publish_manifest_last_and_idempotent(workspace, upstream_checkpoint, lo
     manifest2 = json.loads(client.get_object(Bucket="pub-test", Key="runs/r1/manifest.json")["Body"].read())
     assert second.root != root and relative(manifest2) == relative(manifest)  # the same objects, a new attempt
     # the replaced attempt stays for readers that read the old manifest; nothing else is added
-    assert listing() == sorted(set(before) | {o["key"] for o in manifest2["objects"]})
+    assert listing() == sorted(set(before) | named(manifest2))
+    assert named(manifest) <= set(listing())  # the replaced manifest's packs are still there to read
     publish_run(store, client, "pub-test", "runs/r1", metadata=_meta("2026-11-26T02:00:00"),
                 tmp_dir=tmp_path / "t2b", log=lambda m: None)
     assert not [k for k in listing() if k.startswith(root + "/")]  # the next publish removes the first attempt
@@ -160,17 +191,17 @@ def test_a_body_corrupted_in_transit_is_refused_by_the_server_and_nothing_is_pub
     client.create_bucket(Bucket="pub-corrupt")
 
     def flip_last_byte(request, **kwargs):  # after signing and Content-MD5: a bad wire, say
-        if request.url.endswith("grid_00000001.png"):
+        if request.url.endswith("pack_00000002.tar"):
             body = request.body.read() if hasattr(request.body, "read") else request.body
             request.body = body[:-1] + bytes([body[-1] ^ 1])
 
     client.meta.events.register("before-send.s3.PutObject", flip_last_byte)
-    with pytest.raises(PublishError, match=r"grid_00000001\.png failed.*(BadDigest|Content-Md5)"):
+    with pytest.raises(PublishError, match=r"pack_00000002\.tar failed.*(BadDigest|Content-Md5)"):
         publish_run(store, client, "pub-corrupt", "runs/r1", metadata=_meta("2026-11-26T02:00:00"),
                     tmp_dir=tmp_path / "t", log=lambda m: None)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="pub-corrupt").get("Contents", [])]
     assert "runs/r1/manifest.json" not in keys and LATEST_NAME not in keys
-    assert not [k for k in keys if k.endswith("grid_00000001.png")]
+    assert not [k for k in keys if k.endswith("pack_00000002.tar")]
 
 
 def test_a_rejected_run_is_published_for_inspection_and_latest_json_stays(workspace, upstream_checkpoint,
@@ -190,6 +221,7 @@ def test_a_rejected_run_is_published_for_inspection_and_latest_json_stays(worksp
                             log=lines.append)
     manifest = json.loads(client.get_object(Bucket="pub-gate", Key="runs/bad/manifest.json")["Body"].read())
     assert published.status == manifest["status"] == "rejected" and manifest["objects"]
+    assert [p["first"] for p in manifest["packs"]] == [0, 2] and manifest["grids"] == 3
     assert manifest["summary"]["gate_failures"][0].startswith("label_accuracy")
     latest = json.loads(client.get_object(Bucket="pub-gate", Key=LATEST_NAME)["Body"].read())
     assert latest["manifest"] == "runs/ok/manifest.json"  # the newer run was rejected: latest stays

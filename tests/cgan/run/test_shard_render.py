@@ -1,5 +1,5 @@
-"""Grids rendered on the inference worker (cgan.run.shard_render), the shard's hand-over, and
-postprocess merging the tallies."""
+"""Grids rendered on the inference worker (cgan.run.shard_render) into the shard's packs, the
+shard's hand-over, run_shard around them, and postprocess merging the tallies."""
 
 import json
 import threading
@@ -8,27 +8,40 @@ from dataclasses import replace
 import pytest
 
 from cgan.errors import InferenceError
-from cgan.layout.workspace import RENDER_NAME, outputs_prefix, render_key
+from cgan.layout.packs import read_members
+from cgan.layout.workspace import RENDER_NAME, STAGED_KEY, outputs_prefix, render_key
 from cgan.recipe.bins import write_bins
 from cgan.recipe.grids import grid_array, png_bytes
 from cgan.recipe.outputs import read_output_bin
+from cgan.run.inference import run_shard
 from cgan.run.plan import plan_shards
 from cgan.run.postprocess import postprocess_run
 from cgan.run.shard import Shard
 from cgan.run.shard_render import ShardRenderer, check_render, hand_over, render_outputs
+from cgan.run.staging import ShardPacker, WorkspacePacks
 from cgan.runtimes.onnxruntime_runner import run_onnxruntime
 from cgan.storage.store import open_store, upload_dir
 from tests.workspaces import upload_pack
 
 
+def _packer(store, tmp_path, start: int, count: int) -> ShardPacker:
+    """A shard try's packer into the workspace, as run_shard makes it without a publish bucket."""
+    return ShardPacker(WorkspacePacks(store), start, count, tmp_path / f"packs-{start}")
+
+
+def _grids(store) -> list[tuple[str, bytes]]:
+    """(member name, PNG) of every pack in the workspace, in key (= grid) order."""
+    return [m for key in store.list("packs") if key.endswith(".tar") for m in read_members(store.path(key))]
+
+
 def _run_shards(tmp_path, onnx, store, shards, render: bool):
-    """As the inference tasks leave a workspace: rendered and handed over, or (render=False)
-    every raw output uploaded and no tally."""
+    """As the inference tasks leave a workspace: rendered into packs and handed over, or
+    (render=False) every raw output uploaded and no tally."""
     for shard in shards:
         local = tmp_path / shard.bins_prefix
         write_bins(local, shard.count, 9, start=shard.start)
         upload_pack(store, shard, local)
-        renderer = ShardRenderer(store) if render else None
+        renderer = ShardRenderer(_packer(store, tmp_path, shard.start, shard.count)) if render else None
         run = run_onnxruntime(onnx, local, tmp_path / f"out{shard.index}",
                               on_output=renderer.submit if renderer else None)
         if renderer:
@@ -51,30 +64,51 @@ def two_workspaces(tmp_path, upstream_onnx, request):
 
 
 class CountingStore:
-    """Passes through to a real store, counting grid PNG writes."""
+    """Passes through to a real store, recording pack writes."""
 
     def __init__(self, store):
-        self.store, self.png_puts = store, 0
+        self.store, self.pack_puts = store, []
 
     def put_bytes(self, data, key):
-        self.png_puts += key.startswith("grids/")
+        self.pack_puts += [key] if key.startswith("packs/") else []
         return self.store.put_bytes(data, key)
+
+    def put_file(self, local, key):
+        self.pack_puts += [key] if key.startswith("packs/") else []
+        return self.store.put_file(local, key)
 
     def __getattr__(self, name):
         return getattr(self.store, name)
 
 
+PACKS = ["packs/pack_00000000.json", "packs/pack_00000000.tar", "packs/pack_00000003.json",
+         "packs/pack_00000003.tar"]
+
+
+def _shape(staged: dict) -> list:
+    """staged.json without the pack bytes' hashes (a pack's tar headers carry its try's time)."""
+    return [(s["shard"], s["bucket"], s["root"], [(p["key"], p["first"], p["count"], p["index"]["key"])
+                                                 for p in s["packs"]]) for s in staged["shards"]]
+
+
 def test_rendered_shards_are_merged_not_rendered_again(two_workspaces, upstream_checkpoint):
     streamed, plain, shards = two_workspaces
-    assert len(streamed.list("grids")) == 5 and plain.list("grids") == []  # made during inference
+    assert streamed.list("packs") == PACKS and plain.list("packs") == []  # made during inference
     counting, lines = CountingStore(streamed), []
     postprocess_run(counting, shards, upstream_checkpoint, log=lines.append)
     postprocess_run(plain, shards, upstream_checkpoint, log=lambda m: None)
-    assert counting.png_puts == 0
-    assert any("rendered during inference" in line for line in lines)
-    assert streamed.list("grids") == plain.list("grids")
-    for key in plain.list("grids"):  # byte-identical PNGs either way
-        assert streamed.get_bytes(key) == plain.get_bytes(key)
+    assert counting.pack_puts == []
+    assert "grids 3/5 (shard 0: 1 pack(s) in the workspace)" in lines
+    assert "grids 5/5 (shard 1: 1 pack(s) in the workspace)" in lines
+    assert streamed.list("packs") == plain.list("packs") == PACKS
+    assert _grids(streamed) == _grids(plain)  # byte-identical PNGs either way, in grid order
+    assert [name for name, _ in _grids(plain)] == [f"grid_0000000{i}.png" for i in range(5)]
+    staged = json.loads(streamed.get_bytes(STAGED_KEY))
+    assert staged["version"] == 2 and _shape(staged) == _shape(json.loads(plain.get_bytes(STAGED_KEY)))
+    assert _shape(staged) == [(0, None, None, [(PACKS[1], 0, 3, PACKS[0])]),
+                              (1, None, None, [(PACKS[3], 3, 2, PACKS[2])])]
+    for shard in staged["shards"]:  # what the inference tasks' render.json said, byte for byte
+        assert shard["packs"] == json.loads(streamed.get_bytes(render_key(shard["shard"])))["packs"]["packs"]
     q_streamed = json.loads(streamed.get_bytes("quality/quality.json"))
     q_plain = json.loads(plain.get_bytes("quality/quality.json"))
     assert q_streamed == q_plain  # same counts, same parity samples
@@ -109,16 +143,23 @@ def test_outputs_written_before_rendering_are_rendered_on_several_threads(tmp_pa
     write_bins(tmp_path / "bins", 4, 3)
     run = run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "out")
     streamed = open_store((tmp_path / "streamed").as_uri())
-    renderer = ShardRenderer(streamed)
+    renderer = ShardRenderer(_packer(streamed, tmp_path / "s", 0, 4))
     for out in run.outputs:
         renderer.submit(out, read_output_bin(out))
     after = open_store((tmp_path / "after").as_uri())
     progress = []
-    tally = render_outputs(after, run.outputs, threads=3, progress=lambda n, t: progress.append(n))
-    assert tally == renderer.finish() and progress == [1, 2, 3, 4]
-    assert after.list("grids") == streamed.list("grids")
-    for key in after.list("grids"):
-        assert after.get_bytes(key) == streamed.get_bytes(key)
+    tally = render_outputs(_packer(after, tmp_path / "a", 0, 4), run.outputs, threads=3,
+                           progress=lambda n, t: progress.append(n))
+    streamed_tally = renderer.finish()
+    assert progress == [1, 2, 3, 4]
+    assert {k: v for k, v in tally.items() if k != "packs"} == {k: v for k, v in streamed_tally.items()
+                                                                if k != "packs"}
+    assert [(p["key"], p["size"]) for p in tally["packs"]["packs"]] == [
+        (p["key"], p["size"]) for p in streamed_tally["packs"]["packs"]] == [("packs/pack_00000000.tar",
+                                                                             after.path("packs/pack_00000000.tar")
+                                                                             .stat().st_size)]
+    assert after.list("packs") == streamed.list("packs")
+    assert _grids(after) == _grids(streamed) and len(_grids(after)) == 4
 
 
 @pytest.mark.parametrize("two_workspaces", [True], indirect=True, ids=["keep_raw_outputs"])
@@ -128,6 +169,10 @@ def test_outputs_written_before_rendering_are_rendered_on_several_threads(tmp_pa
     (lambda t: t.update(first="grid_00000001"), "rendered grid_00000001..grid_00000002"),
     (lambda t: t["correct"].__setitem__(0, 10**6), "counts do not add up"),
     (lambda t: t.update(total=[1] * 9), "bad 'total' counts"),
+    (lambda t: t.update(version=1, packs=None, staged=None), "unknown render.json version"),
+    (lambda t: t["packs"]["packs"][0].update(count=2), "the packs cover grids 0..1, the shard is 0..2"),
+    (lambda t: t["packs"].update(packs=[]), "no packs listed"),
+    (lambda t: t["packs"]["packs"][0].update(key="quality/quality.json"), "of grid 0 is not packs/pack_00000000.tar"),
 ])
 def test_a_render_json_that_does_not_fit_is_ignored_and_the_shard_rendered(
         two_workspaces, upstream_checkpoint, damage, reason):
@@ -138,10 +183,11 @@ def test_a_render_json_that_does_not_fit_is_ignored_and_the_shard_rendered(
     streamed.put_bytes(json.dumps(tally).encode(), key)
     counting, lines = CountingStore(streamed), []
     postprocess_run(counting, shards, upstream_checkpoint, log=lines.append)
-    assert counting.png_puts == 3  # shard 0 rendered again, shard 1 merged
+    assert sorted(counting.pack_puts) == PACKS[:2]  # shard 0 rendered again, shard 1 merged
     assert any(reason in line and "rendering its grids again" in line for line in lines)
     postprocess_run(plain, shards, upstream_checkpoint, log=lambda m: None)
     assert streamed.get_bytes("quality/quality.json") == plain.get_bytes("quality/quality.json")
+    assert _grids(streamed) == _grids(plain)
 
 
 def test_a_render_json_that_does_not_fit_without_raw_outputs_refuses_the_shard(two_workspaces,
@@ -154,68 +200,101 @@ def test_a_render_json_that_does_not_fit_without_raw_outputs_refuses_the_shard(t
     assert not streamed.exists("quality/quality.json")
 
 
-def test_a_missing_png_without_raw_outputs_refuses_the_shard(two_workspaces, upstream_checkpoint):
+def test_a_missing_pack_without_raw_outputs_refuses_the_shard(two_workspaces, upstream_checkpoint):
     streamed, _, shards = two_workspaces
-    streamed.path("grids/grid_00000004.png").unlink()
+    streamed.path("packs/pack_00000003.tar").unlink()
     lines = []
     with pytest.raises(InferenceError, match="shard 1 is incomplete: 1 of 2 output bins missing .*re-run its "
                                              "inference task"):
         postprocess_run(streamed, shards, upstream_checkpoint, log=lines.append)
-    assert any("1 grid PNG(s) missing" in line for line in lines)
+    assert any("1 pack(s) missing (first: packs/pack_00000003.tar)" in line for line in lines)
+    assert not streamed.exists(STAGED_KEY) and not streamed.exists("quality/quality.json")
 
 
-def test_a_missing_png_with_raw_outputs_kept_is_rendered_again(tmp_path, upstream_onnx, upstream_checkpoint):
+def test_a_missing_pack_with_raw_outputs_kept_is_rendered_again(tmp_path, upstream_onnx, upstream_checkpoint):
     store = open_store((tmp_path / "ws").as_uri())
     shards = plan_shards(3, "cpu", [0], 3, keep_raw_outputs=True)
     _run_shards(tmp_path, upstream_onnx, store, shards, render=True)
-    store.path("grids/grid_00000002.png").unlink()
+    made = _grids(store)
+    store.path("packs/pack_00000000.tar").unlink()
     lines = []
     postprocess_run(store, shards, upstream_checkpoint, log=lines.append)
-    assert any("1 grid PNG(s) missing" in line for line in lines)
-    assert "grids/grid_00000002.png" in store.list("grids")
+    assert any("1 pack(s) missing (first: packs/pack_00000000.tar)" in line for line in lines)
+    assert store.list("packs") == ["packs/pack_00000000.json", "packs/pack_00000000.tar"]
+    assert _grids(store) == made and len(made) == 3
+    (entry,) = json.loads(store.get_bytes(STAGED_KEY))["shards"]
+    raw = store.get_bytes("packs/pack_00000000.tar")
+    assert entry["packs"][0]["size"] == len(raw) and entry["bucket"] is None  # the new pack, not the lost one
 
 
 def test_renderer_output_matches_the_grid_contract(tmp_path, upstream_onnx):
     store = open_store((tmp_path / "ws").as_uri())
     write_bins(tmp_path / "bins", 2, 3)
-    renderer = ShardRenderer(store)
+    renderer = ShardRenderer(_packer(store, tmp_path, 0, 2))
     run = run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "out", on_output=renderer.submit)
     tally = renderer.finish()
+    assert tally["version"] == 2 and "staged" not in tally
     assert tally["grids"] == 2 and (tally["first"], tally["last"]) == ("grid_00000000", "grid_00000001")
     assert sum(tally["total"]) == 200 and tally["total"] == [20] * 10
-    for out in run.outputs:
-        stem = out.name.replace("_output_0.bin", "")
-        assert store.get_bytes(f"grids/{stem}.png") == png_bytes(grid_array(read_output_bin(out)))
+    assert _grids(store) == [(out.name.replace("_output_0.bin", ".png"), png_bytes(grid_array(read_output_bin(out))))
+                             for out in run.outputs]
+    assert tally["packs"]["packs"][0]["key"] == "packs/pack_00000000.tar" and tally["packs"]["bucket"] is None
     assert check_render(tally, Shard(index=0, start=0, count=2), tally["classifier_sha256"]) is None
+    assert check_render(dict(tally, grids=3, last="grid_00000002"), Shard(index=0, start=0, count=3, judge=(0, 1)),
+                        tally["classifier_sha256"]) == "the packs cover grids 0..1, the shard is 0..2"
 
 
-class FailingStore:
-    def put_bytes(self, data, key):
+class FailingSink:
+    def where(self):
+        return "the failing sink"
+
+    def put(self, path, index):
         raise OSError("disk full")
 
 
-def test_a_failed_render_fails_the_shard(tmp_path, upstream_onnx):
+def test_a_failed_pack_upload_fails_the_shard(tmp_path, upstream_onnx):
     write_bins(tmp_path / "bins", 3, 3)
-    renderer = ShardRenderer(FailingStore())
-    with pytest.raises(InferenceError, match="rendering grids failed: disk full"):
+    renderer = ShardRenderer(ShardPacker(FailingSink(), 0, 3, tmp_path / "packs"))
+    with pytest.raises(InferenceError, match="uploading a pack to the failing sink failed: disk full"):
         run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "out", on_output=renderer.submit)
         renderer.finish()
+    renderer.close()
 
 
-class BlockingStore:
+def test_a_failed_render_fails_the_shard(tmp_path, upstream_onnx):
+    """An output the shard's packer does not take (a foreign grid) fails the render."""
+    write_bins(tmp_path / "bins", 3, 3)
+    store = open_store((tmp_path / "ws").as_uri())
+    renderer = ShardRenderer(_packer(store, tmp_path, 1, 3))
+    with pytest.raises(InferenceError, match="rendering grids failed: grid 0 is not a grid of this shard"):
+        run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "out", on_output=renderer.submit)
+        renderer.finish()
+    renderer.close()
+    assert store.list("packs") == []
+
+
+class BlockingPacker:
+    """A packer whose puts wait for `release` (a store that is slow to take the grids)."""
+
     def __init__(self):
         self.release = threading.Event()
-        self.keys = []
+        self.grids = []
 
-    def put_bytes(self, data, key):
+    def put(self, grid, png):
         self.release.wait(10)
-        self.keys.append(key)
+        self.grids.append(grid)
+
+    def finish(self):
+        return {}
+
+    def close(self):
+        pass
 
 
 def test_at_most_max_pending_outputs_wait(tmp_path, upstream_onnx):
     import numpy as np
 
-    store = BlockingStore()
+    store = BlockingPacker()
     renderer = ShardRenderer(store, max_pending=2)
     samples = np.zeros((100, 1, 28, 28), dtype=np.float32)
     renderer.submit(tmp_path / "grid_00000000_output_0.bin", samples)
@@ -226,20 +305,44 @@ def test_at_most_max_pending_outputs_wait(tmp_path, upstream_onnx):
     assert third.is_alive()  # blocked: two are pending
     store.release.set()
     third.join(10)
-    assert renderer.finish()["grids"] == 3 and len(store.keys) == 3
+    assert renderer.finish()["grids"] == 3 and sorted(store.grids) == [0, 1, 2]
 
 
 def test_only_the_label_sample_is_judged_and_every_grid_rendered(tmp_path, upstream_onnx):
     write_bins(tmp_path / "bins", 3, 3)
     store = open_store((tmp_path / "ws").as_uri())
     shard = Shard(index=0, start=0, count=3, parity=(), judge=(1,))
-    renderer = ShardRenderer(store, judge=shard.judged_stems)
+    packer = _packer(store, tmp_path, 0, 3)
+    renderer = ShardRenderer(packer, judge=shard.judged_stems)
     run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "out", on_output=renderer.submit)
     tally = renderer.finish()
     assert tally["grids"] == 3 and tally["judged"] == 1 and sum(tally["total"]) == 100
-    assert len(store.list("grids")) == 3
-    assert renderer.cpu_s["render"] > 0 and renderer.cpu_s["judge"] > 0
+    assert len(_grids(store)) == 3
+    assert renderer.cpu_s["render"] > 0 and renderer.cpu_s["judge"] > 0 and packer.cpu_s["pack"] > 0
     assert check_render(tally, shard, tally["classifier_sha256"]) is None
     assert "label sample has 2" in check_render(tally, replace(shard, judge=(0, 1)), tally["classifier_sha256"])
     assert check_render(tally, replace(shard, judge=None),
                         tally["classifier_sha256"]) is not None  # made without a sample: all judged
+
+
+@pytest.mark.parametrize("while_running", [True, False], ids=["rendered-while-running", "rendered-after"])
+def test_run_shard_packs_into_the_workspace_without_a_publish_bucket(tmp_path, upstream_onnx, while_running):
+    """cgan.run.inference.run_shard, as an inference task runs it (no stager: the workspace's packs)."""
+    store = open_store((tmp_path / "ws").as_uri())
+    (shard,) = plan_shards(3, "cpu", [0], 3, parity_grids=1)
+    write_bins(tmp_path / "bins0", shard.count, 9, start=shard.start)
+    upload_pack(store, shard, tmp_path / "bins0")
+    store.put_bytes(b"stale", render_key(0))  # an earlier try's: cleared before this one writes
+
+    def runtime(bins, out, on_output):
+        return run_onnxruntime(upstream_onnx, bins, out, on_output=on_output), []
+
+    result = run_shard(store, shard, tmp_path / "work", runtime, render_while_running=while_running,
+                       log=lambda m: None)
+    assert result.staged_root is None and result.as_xcom()["staged_root"] is None
+    tally = json.loads(store.get_bytes(render_key(0)))
+    assert tally == result.tally and check_render(tally, shard, tally["classifier_sha256"]) is None
+    assert store.list("packs") == PACKS[:2] and len(_grids(store)) == 3
+    assert [k.rsplit("/", 1)[1] for k in store.list(shard.outputs_prefix) if k.endswith(".bin")] == [
+        "grid_00000000_output_0.bin"]  # the parity sample only
+    assert result.cpu_s["render"] > 0 and (not while_running or {"judge", "pack", "upload"} <= set(result.cpu_s))
