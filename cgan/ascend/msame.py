@@ -305,3 +305,79 @@ def run_msame(
     return MsameRun(output_dir=final, outputs=[final / p.name for p in outputs], perf=perf,
                     log_path=final / LOG_NAME, argv=argv, notes=[how, *env_notes],
                     warnings=MsameErrors.lines_of(errors.warnings))
+
+
+# Grids per msame process when a shard is run in batches: about 2.5 s of a 310P NPU, against the
+# few hundred ms msame takes to start and load the om, and small enough that the first batch's
+# grids are rendered while the NPU computes the rest.
+BATCH_GRIDS = 1000
+
+
+def run_msame_batches(
+    model: str | os.PathLike,
+    input_dir: str | os.PathLike,
+    output_root: str | os.PathLike,
+    *,
+    on_output,
+    batch_grids: int = BATCH_GRIDS,
+    **kwargs,
+) -> MsameRun:
+    """msame over a folder of bins in batches of `batch_grids`, one msame process after another
+    (run_msame, every check of each), handing each finished batch's outputs to
+    `on_output(path, samples)` on a thread of its own while msame computes the next: the NPU
+    does not wait for the grids to be rendered. One MsameRun for the folder: every output moved
+    into one result folder, the batches' logs one after another in msame.log, one perf record."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cgan.recipe.outputs import read_output_bin
+
+    if batch_grids < 1:
+        raise AscendError(f"batch_grids must be 1 or more, got {batch_grids!r}")
+    bins, folder_mode = _inputs(check_path(input_dir, "input"))
+    if not folder_mode:
+        raise AscendError(f"run_msame_batches needs a folder of bins, got the file {input_dir}")
+    output_root = check_path(output_root, "output folder")
+    final = output_root / f"batches-{uuid.uuid4().hex[:12]}"
+    links = output_root / f".batch-inputs-{uuid.uuid4().hex[:12]}"
+    final.mkdir(parents=True)
+    runs: list[MsameRun] = []
+
+    def hand_off(run: MsameRun) -> None:
+        for path in run.outputs:
+            moved = final / path.name
+            os.replace(path, moved)
+            on_output(moved, read_output_bin(moved))
+
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="msame-hand-off") as pool:
+            pending = None
+            for i in range(0, len(bins), batch_grids):
+                folder = links / f"batch_{i // batch_grids:05d}"
+                folder.mkdir(parents=True)
+                for path in bins[i:i + batch_grids]:
+                    (folder / path.name).symlink_to(path.resolve())
+                run = run_msame(model, folder, output_root / "batch-runs", **kwargs)
+                runs.append(run)
+                if pending is not None:
+                    pending.result()  # the previous batch's grids: any error surfaces here
+                pending = pool.submit(hand_off, run)
+            if pending is not None:
+                pending.result()
+    finally:
+        shutil.rmtree(links, ignore_errors=True)
+    (final / LOG_NAME).write_text("".join(f"# cgan: msame batch {n} of {len(runs)} ({len(r.outputs)} bins)\n"
+                                          + r.log_path.read_text() for n, r in enumerate(runs, 1)))
+    first = runs[0].perf
+    samples = [ms for r in runs for ms in r.perf.samples_ms]
+    notes = list(dict.fromkeys(note for r in runs for note in r.perf.notes))
+    notes.append(f"{len(runs)} msame process(es) of at most {batch_grids} bins, each batch's grids rendered "
+                 "while msame computed the next")
+    perf = make_record(backend=first.backend, device=first.device, batch=first.batch, latencies_ms=samples,
+                       grids=sum(r.perf.grids for r in runs), warmup_calls=sum(r.perf.warmup_calls for r in runs),
+                       threads=first.threads, wall_s=sum(r.perf.wall_s for r in runs), loops=first.loops,
+                       notes=notes, tool=first.tool)
+    perf.write(final)
+    shutil.rmtree(output_root / "batch-runs", ignore_errors=True)
+    return MsameRun(output_dir=final, outputs=[final / p.name for r in runs for p in r.outputs], perf=perf,
+                    log_path=final / LOG_NAME, argv=runs[-1].argv, notes=runs[0].notes,
+                    warnings=[w for r in runs for w in r.warnings])

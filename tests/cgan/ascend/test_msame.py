@@ -369,3 +369,54 @@ def test_an_om_built_for_another_architecture_is_refused(tmp_path, standins_on_p
     here = tmp_path / f"cgan_{host_target()}.om"
     here.write_bytes(standin_om.read_bytes())
     assert len(run_msame(here, bins3, tmp_path / "out").outputs) == 3
+
+
+def test_batches_hand_each_batch_over_while_msame_computes_the_next(tmp_path, standins_on_path, calls, standin_om,
+                                                                    monkeypatch):
+    """run_msame_batches: one msame process per batch, each batch's outputs handed over (in grid
+    order, on a thread of its own) while the next batch runs; one result folder, log and perf."""
+    import threading
+    import time
+
+    from cgan.ascend.msame import run_msame_batches
+    from cgan.recipe.bins import write_bins
+
+    monkeypatch.setenv("STANDIN_MSAME_DELAY_S", "0.3")  # each execute takes 0.3 s
+    write_bins(tmp_path / "bins", 5, seed=7)
+    single = run_msame(standin_om, tmp_path / "bins", tmp_path / "single", channels=1)
+    seen: list[tuple[str, float, str]] = []
+
+    def on_output(path, samples):
+        seen.append((path.name, time.monotonic(), threading.current_thread().name))
+        assert samples.shape == (100, 1, 28, 28)
+
+    started = time.monotonic()
+    run = run_msame_batches(standin_om, tmp_path / "bins", tmp_path / "out", on_output=on_output, batch_grids=2,
+                            channels=1)
+    msame_calls = calls("msame")[1:]  # after the single run's
+    assert len(msame_calls) == 3  # batches of 2, 2, 1
+    assert [name for name, _, _ in seen] == [f"grid_0000000{i}_output_0.bin" for i in range(5)]
+    assert all(thread.startswith("msame-hand-off") for _, _, thread in seen)
+    # the first batch was handed over before the last batch's msame ended (it was computing then)
+    assert seen[0][1] - started < time.monotonic() - started - 0.3
+    assert [p.name for p in run.outputs] == [p.name for p in single.outputs]
+    assert all(p.parent == run.output_dir and p.read_bytes() == q.read_bytes()
+               for p, q in zip(run.outputs, single.outputs, strict=True))
+    perf = json.loads((run.output_dir / "perf.json").read_text())
+    # batches of 2, 2, 1: each process of 2 calls excludes its first as warm-up
+    assert perf["grids"] == 5 and perf["calls"] == 3 and perf["warmup_calls"] == 2
+    assert any("3 msame process(es) of at most 2 bins" in n for n in perf["notes"])
+    log = (run.output_dir / "msame.log").read_text()
+    assert log.count("# cgan: msame batch") == 3 and log.count("Execute sample success") == 3
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [run.output_dir.name]  # nothing else left
+
+
+def test_a_failing_batch_fails_the_run(tmp_path, standins_on_path, standin_om, monkeypatch):
+    from cgan.ascend.msame import run_msame_batches
+    from cgan.recipe.bins import write_bins
+
+    write_bins(tmp_path / "bins", 4, seed=7)
+    monkeypatch.setenv("STANDIN_MSAME_FAIL_FILE", "grid_00000003.bin")  # the second batch's second file
+    with pytest.raises(MsameError):
+        run_msame_batches(standin_om, tmp_path / "bins", tmp_path / "out", on_output=lambda p, s: None,
+                          batch_grids=2, channels=1)
