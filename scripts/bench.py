@@ -268,7 +268,7 @@ def chart(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-DEFAULT_SECTIONS = ("speed", "memory", "scheduler", "celery", "peers")  # `dag` on request
+DEFAULT_SECTIONS = ("speed", "memory", "scheduler", "celery", "peers", "npu")  # `dag` on request
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-dag", action="store_true")
     parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
                         help="comma list of speed, memory, scheduler, celery (docker-compose's topology, where "
-                             "PostgreSQL and Redis answer), dag, peers (default: all but dag)")
+                             "PostgreSQL and Redis answer), dag, peers, npu (simulated NPUs; default: all but dag)")
     parser.add_argument("--grids", type=int, default=None,
                         help="grids of the scheduler run (default 10,000; 200 with --quick)")
     args = parser.parse_args(argv)
@@ -315,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
 
         results["peers"] = run_peers(threads=2, rounds=3 if args.quick else 8, grids=20 if args.quick else 30,
                                      gflop_per_grid=results["gflop_per_grid"])
+    if "npu" in sections:  # the ascend inference task on simulated NPUs (scripts/bench_npu.py)
+        from scripts.bench_npu import bench_npu
+
+        results["npu"] = bench_npu(npus=2, grids=1000 if args.quick else 4000)
     if sections & {"scheduler", "celery"}:  # the DAG as users run it (scripts/bench_scheduler.py)
         run_scheduler_sections(results, sections, args.grids or (200 if args.quick else 10_000))
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
@@ -349,6 +353,10 @@ def print_table(results: dict) -> None:
     for section in ("scheduler", "celery"):
         if section in results:
             bench_scheduler.print_table(results[section])
+    if "npu" in results:
+        from scripts import bench_npu
+
+        bench_npu.print_table(results["npu"])
     print("\nfp32 GEMM ceiling (2048^3), GFLOP/s:")
     for t, c in results["ceiling"].items():
         print(f"  {t} thread(s): ONNX Runtime {c['onnxruntime_gflops']:.0f}, numpy {c['numpy_gflops']:.0f}"

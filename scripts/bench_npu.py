@@ -1,0 +1,143 @@
+"""Simulated NPUs: how busy the ascend inference task keeps its NPU, K NPUs at once.
+
+    .venv/bin/python scripts/bench_npu.py --npus 2 --grids 4000      # or via scripts/bench.py --sections npu
+
+Each simulated NPU is one process running what the ascend inference task runs (cgan.run.inference
+.run_shard: the shard's bins, the tool, the grids rendered and judged, packed, staged in the
+publish bucket of a local S3 server, the hand-over), with the TIMED msame stand-in
+(tests/standins/msame, STANDIN_MSAME_TIMED_MS=2.548: each call sleeps the recipe's 2.548 ms per
+grid on a 310P instead of computing, so the host CPU is left to the task). A stand-in: no NPU
+runs, and its grids are copies of one (the parity check would fail). Two ways side by side:
+`batched` (run_msame_batches: one msame per 1,000 bins, each batch's grids rendered while the
+next computes: what the DAG runs) and `after` (one msame over the shard, then the rendering: the
+layout before packs). Busy share = the NPU's compute time (grids x 2.548 ms) over the task's
+wall time from the shard's start to its hand-over (Airflow's task start-up not included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+NPU_MS_PER_GRID = 2.548  # the recipe's msame figure on an Ascend 310 (docs/performance.md)
+STANDIN_MSAME = REPO / "tests" / "standins" / "msame"
+
+
+def worker(args: dict) -> dict:
+    """One simulated NPU's inference task (run in its own process)."""
+    import boto3
+
+    from cgan.ascend.msame import run_msame, run_msame_batches
+    from cgan.layout.workspace import bins_pack_key
+    from cgan.recipe.bins import write_bins_pack
+    from cgan.run.inference import run_shard
+    from cgan.run.plan import plan_shards
+    from cgan.run.staging import BucketPacks
+    from cgan.storage.store import open_store
+
+    tmp = Path(args["tmp"])
+    shard = plan_shards(args["grids"], "ascend", None, args["grids"])[0]
+    store = open_store((tmp / "ws").as_uri())
+    store.put_file(write_bins_pack(tmp / "pack", shard.count, args["seed"], start=0), bins_pack_key(0))
+    client = boto3.client("s3", endpoint_url=args["endpoint"], region_name="us-east-1")
+    # the stand-in runs on `python3` of the PATH: this interpreter's, which has ONNX Runtime
+    env = {**os.environ, "STANDIN_MSAME_TIMED_MS": str(NPU_MS_PER_GRID),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    common = {"msame": str(STANDIN_MSAME), "channels": 1, "npu_smi": None, "device": args["device"], "env": env}
+
+    def batched(bins, out, on_output):
+        run = run_msame_batches(args["om"], bins, out, on_output=on_output, **common)
+        return run, [run.log_path]
+
+    def after(bins, out, on_output):
+        run = run_msame(args["om"], bins, out, **common)
+        return run, [run.log_path]
+
+    t0 = time.perf_counter()
+    result = run_shard(store, shard, tmp / "work", batched if args["mode"] == "batched" else after,
+                       render_while_running=args["mode"] == "batched",
+                       stager=BucketPacks(client, "cgan", f"runs/bench-npu-{args['device']}"), log=lambda _m: None)
+    wall = time.perf_counter() - t0
+    npu_s = shard.count * NPU_MS_PER_GRID / 1000
+    host = {k: v for k, v in result.cpu_s.items() if k in ("render", "pack", "upload", "judge")}
+    return {"device": args["device"], "mode": args["mode"], "grids": shard.count, "wall_s": round(wall, 2),
+            "npu_s": round(npu_s, 2), "busy": round(npu_s / wall, 3),
+            "host_cpu_ms_per_grid": {k: round(1000 * v / shard.count, 3) for k, v in host.items()}}
+
+
+def bench_npu(npus: int = 2, grids: int = 4000) -> dict:
+    """K simulated NPUs at once, each one task of `grids` grids, in each mode."""
+    from cgan.recipe.export import export_onnx
+    from scripts import local_s3
+    from scripts.local_stack import local_keys
+
+    os.environ.update(local_keys())
+    root = Path(tempfile.mkdtemp(prefix="cgan-bench-npu-"))
+    server = local_s3.start(root / "s3", None)
+    try:
+        local_s3.ensure_bucket(server.endpoint, "cgan")
+        om = root / "cgan.om"  # the stand-in atc's "om": the ONNX itself
+        shutil.copyfile(export_onnx(str(REPO / "models" / "cgan_generator.pth"), str(root / "m.onnx")).onnx_path, om)
+        out: dict = {"npus": npus, "grids_per_npu": grids, "npu_ms_per_grid": NPU_MS_PER_GRID,
+                     "cores": os.cpu_count()}
+        for mode in ("batched", "after"):
+            procs = []
+            for device in range(npus):
+                job = {"tmp": str(root / f"{mode}-{device}"), "grids": grids, "seed": device, "device": device,
+                       "endpoint": server.endpoint, "om": str(om), "mode": mode}
+                procs.append(subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(job)],
+                                              stdout=subprocess.PIPE, text=True, cwd=REPO))
+            rows = []
+            for proc in procs:
+                stdout, _ = proc.communicate(timeout=1800)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"a simulated NPU task failed (exit {proc.returncode})")
+                rows.append(json.loads(stdout.strip().splitlines()[-1]))
+            out[mode] = rows
+        return out
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def print_table(d: dict) -> None:
+    print(f"\nSimulated NPUs (timed msame stand-in, {d['npu_ms_per_grid']} ms per grid, computes nothing): "
+          f"{d['npus']} at once, {d['grids_per_npu']:,} grids each, {d['cores']} cores")
+    for mode, what in (("batched", "msame in batches, grids rendered while the next batch computes (now)"),
+                       ("after", "one msame per shard, grids rendered after it (before)")):
+        rows = d.get(mode) or []
+        busy = ", ".join(f"npu {r['device']} {100 * r['busy']:.0f}%" for r in rows)
+        host = rows[0]["host_cpu_ms_per_grid"] if rows else {}
+        print(f"  {mode:<8} NPU busy share of its task's wall time: {busy}  (target >= 90%)  — {what}")
+        print(f"           task wall {', '.join(str(r['wall_s']) for r in rows)} s for "
+              f"{rows[0]['npu_s'] if rows else '?'} s of NPU work; host CPU ms per grid "
+              + ", ".join(f"{k} {v}" for k, v in host.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--npus", type=int, default=2)
+    parser.add_argument("--grids", type=int, default=4000, help="grids per simulated NPU")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    result = bench_npu(args.npus, args.grids)
+    print_table(result)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
