@@ -4,9 +4,10 @@ Mapped over the run's shards (`.partial(...).expand(shard=...)`) as task `msame_
 `ascend` queue and the `ascend_npu` pool (one slot per NPU of the fleet). Downloads the om
 (`om_uri`, the atc task's XCom: the conversion cache's copy), leases a free NPU of this worker's
 own host (cgan.ascend.lease; the shard's `devices`, when the run names some, restrict the
-choice) and runs the shard through `npu_tool` on it (cgan.run.inference.run_shard): msame
-(output streamed into the task log, grids rendered once the NPU is free) or ais_bench's Python
-API in this process (grids rendered while the NPU computes the next call). Every failure, exit 0
+choice) and runs the shard through `npu_tool` on it (cgan.run.inference.run_shard): msame in
+batches of 1,000 bins (output streamed into the task log; each batch's grids rendered and
+packed while msame computes the next) or ais_bench's Python API in this process (grids rendered
+while the NPU computes the next call). Every failure, exit 0
 or not, raises the cgan error quoting the tool's own error lines.
 """
 
@@ -94,12 +95,12 @@ class AscendInferenceOperator(CganBaseOperator):
                     self.log.info("Shard %d through %s on NPU %d of host %s", shard.index, tool, lease.device,
                                   lease.host)
                     run, files = (self._ais_bench(om, bins, out, lease, on_output) if tool == "ais_bench"
-                                  else self._msame(om, bins, out, lease))
+                                  else self._msame(om, bins, out, lease, on_output))
                 run.perf.device = lease.label  # npu:<id>@<host>: the device and the host it belongs to
                 run.perf.write(run.output_dir)
                 return run, files
 
-            result = run_shard(self.store, shard, tmp, on_npu, render_while_running=tool == "ais_bench",
+            result = run_shard(self.store, shard, tmp, on_npu,
                                stager=open_pack_stager(self.bucket, self.run_prefix, self.aws_conn_id),
                                progress=self._progress, log=self.log.info)
         perf, lease = result.perf, leases[0]
@@ -110,16 +111,17 @@ class AscendInferenceOperator(CganBaseOperator):
         return {**result.as_xcom(), "perf_key": shard_perf_key(shard.index), "device": lease.device,
                 "host": lease.host, "npu_tool": tool}
 
-    def _msame(self, om: Path, bins: Path, out: Path, lease):
-        """msame over the bins (the lease's lock passed to it); its grids are rendered after the lease."""
-        from cgan.ascend.msame import run_msame
+    def _msame(self, om: Path, bins: Path, out: Path, lease, on_output):
+        """msame over the bins in batches (the lease's lock passed to each process); each batch's
+        grids are rendered while msame computes the next (cgan.ascend.msame.run_msame_batches)."""
+        from cgan.ascend.msame import run_msame_batches
         from cgan.ascend.toolkit import runtime_env
 
         env, where = runtime_env(self.toolkit_home)
         self.log.info("msame %s", where)
-        run = run_msame(om, bins, out, device=lease.device, loop=_int(self.loop, "loop"),
-                        msame=self.msame_path, channels=self.channels, env=env, on_line=self.log.info,
-                        timeout_s=self.msame_timeout_s, pass_fds=(lease.fd,))
+        run = run_msame_batches(om, bins, out, on_output=on_output, device=lease.device, loop=_int(self.loop, "loop"),
+                                msame=self.msame_path, channels=self.channels, env=env, on_line=self.log.info,
+                                timeout_s=self.msame_timeout_s, pass_fds=(lease.fd,))
         for line in run.warnings:
             self.log.warning("msame printed an [ERROR] line that is not a failure (kept in perf.json "
                              "notes and msame.log): %s", line)
