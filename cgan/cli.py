@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bins", help="seeded input bins (one per grid) + dataset info file")
     p.add_argument("--out", type=Path, required=True, help="folder for the bins")
-    p.add_argument("--num-grids", type=_positive_int, required=True, help="how many grids (1..100000)")
+    p.add_argument("--num-grids", type=_positive_int, required=True, help="how many grids (1..10000000)")
     p.add_argument("--seed", type=_non_negative_int, required=True, help="noise seed")
     p.add_argument("--start", type=_non_negative_int, default=0, help="first grid index (shards)")
     p.add_argument("--json", action="store_true")

@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
 def report(endpoint: str, out: Path) -> int:
     import boto3
 
-    from cgan.layout.packs import read_members
-    from cgan.layout.published import LATEST_KEY, PERF_KEY, QUALITY_KEY, relative_objects
+    from cgan.layout.packs import grid_of_member, member_name, read_members
+    from cgan.layout.published import LATEST_KEY, PERF_KEY, QUALITY_KEY, manifest_packs, relative_objects
+    from cgan.storage.files import sha256_file
     from scripts.local_stack import local_keys
 
     keys = local_keys()
@@ -84,12 +85,17 @@ def report(endpoint: str, out: Path) -> int:
         client.download_file(BUCKET, key, str(target))
     grids = out / "grids"
     grids.mkdir(parents=True)
-    for pack in manifest["packs"]:  # each a tar of PNGs: what `aws s3 cp` + `tar -x` give too
+    for pack in manifest_packs(manifest, prefix):  # each a tar of PNGs: what `aws s3 cp` + `tar -x` give too
         tar = out / "packs" / pack["key"].rsplit("/", 1)[1]
         tar.parent.mkdir(parents=True, exist_ok=True)
         client.download_file(BUCKET, pack["key"], str(tar))
+        if tar.stat().st_size != pack["size"] or sha256_file(tar) != pack["sha256"]:
+            raise SystemExit(f"s3://{BUCKET}/{pack['key']} does not match the manifest (size, sha256)")
         for name, data in read_members(tar):
-            (grids / Path(name).name).write_bytes(data)
+            grid = grid_of_member(name)
+            if grid is None or not pack["first"] <= grid < pack["first"] + pack["count"]:
+                raise SystemExit(f"{tar.name} holds {name!r}, not a grid of the pack")
+            (grids / member_name(grid)).write_bytes(data)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     summary = manifest.get("summary", {})
     print()

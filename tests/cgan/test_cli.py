@@ -69,7 +69,7 @@ def test_pytorch_backend_needs_a_checkpoint(tmp_path):
     [
         (["export", "--checkpoint", "/nonexistent/G.pth", "--out", "x.onnx"], "not found"),
         (["bins", "--out", "b", "--num-grids", "0", "--seed", "1"], "must be 1 or more"),
-        (["bins", "--out", "b", "--num-grids", "200000", "--seed", "1"], "1..100000"),
+        (["bins", "--out", "b", "--num-grids", "10000001", "--seed", "1"], "1..10000000"),  # MAX_GRIDS + 1
         (["bins", "--out", "b", "--num-grids", "two", "--seed", "1"], "'two' is not an integer"),
         (["grids", "--input", "missing", "--out", "g"], "does not exist; run `cgan infer` first"),
         (["quality", "--inputs", "b"], "give both --inputs and --outputs"),

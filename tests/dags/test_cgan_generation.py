@@ -12,6 +12,14 @@ import sys
 import pytest
 
 from tests.airflow_stack import REPO, airflow_env, bucket_env, dags_test, s3_connection
+from tests.published_packs import (
+    aws_cli,
+    aws_s3_cp,
+    check_v2_manifest,
+    extract_with_tar,
+    published_grids,
+    webdataset_samples,
+)
 
 PARSE = r"""
 import json, sys
@@ -24,12 +32,16 @@ if dag is not None:
     out["timetable"] = repr(dag.timetable)
     out["catchup"] = dag.catchup
     out["max_active_runs"] = dag.max_active_runs
+    out["max_active_tasks"] = dag.max_active_tasks
     out["params"] = dag.params.dump()
     out["schema"] = {k: dict(dag.params.get_param(k).schema, description=dag.params.get_param(k).description)
                      for k in dag.params}
     out["tasks"] = {t.task_id: {"queue": t.queue, "pool": t.pool, "timeout": str(t.execution_timeout),
                                 "retries": t.retries, "max_active_tis_per_dagrun": t.max_active_tis_per_dagrun,
-                                "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule)} for t in dag.tasks}
+                                "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
+                                "expands": {k: getattr(getattr(v, "operator", None), "task_id", repr(v))
+                                            for k, v in t.expand_input.value.items()} if t.is_mapped else None}
+                    for t in dag.tasks}
     out["downstream"] = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     bad = []
     for conf in json.loads(sys.argv[2]):
@@ -89,23 +101,28 @@ def task_states(env: dict[str, str]) -> dict[str, list[str]]:
 
 
 BAD_CONFS = [
-    {"num_grids": 0}, {"num_grids": 100001}, {"num_grids": "ten"}, {"target": "gpu"},
+    {"num_grids": 0}, {"num_grids": 10_000_001}, {"num_grids": "ten"}, {"target": "gpu"},
     {"soc_version": "Ascend310; reboot"}, {"devices": []}, {"devices": [0, 0]}, {"devices": ["0"]},
     {"checkpoint": "models/x.pth && curl x"}, {"precision_mode": "fast"}, {"seed": -1},
     {"precision": "fp16"}, {"npu_tool": "trtexec"},
-    {"num_grids": -5}, {"num_grids": 200000}, {"grids_per_shard": 0}, {"threads": 65},
+    {"num_grids": -5}, {"num_grids": 20_000_000}, {"grids_per_shard": 0}, {"grids_per_shard": 10_001},
+    {"threads": 65},
 ]
+GOOD_CONFS = [{"num_grids": 10_000_000, "grids_per_shard": 10_000}]  # the largest run and shard the form takes
 
 
-@pytest.fixture(scope="module")
-def parsed(tmp_path_factory):
-    env = airflow_env(tmp_path_factory.mktemp("parse_home"))
-    confs = [{}] + BAD_CONFS
+def parse_dag(env: dict[str, str], confs: list[dict]) -> dict:
+    """The DAG as the dag processor parses it under `env`, and each conf's validation error (or None)."""
     proc = subprocess.run([sys.executable, "-c", PARSE, str(REPO / "dags"), json.dumps(confs)],
                           env=env, capture_output=True, text=True, timeout=300)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert line, proc.stderr[-3000:]
     return json.loads(line[0][len("RESULT"):])
+
+
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory):
+    return parse_dag(airflow_env(tmp_path_factory.mktemp("parse_home")), [{}] + BAD_CONFS + GOOD_CONFS)
 
 
 def test_dag_folder_parses_without_errors(parsed):
@@ -122,8 +139,11 @@ def test_schedule_and_run_limits(parsed):
 
 def test_defaults_validate_and_bad_input_is_refused(parsed):
     assert parsed["validation"][0] is None  # all defaults validate
-    for conf, error in zip(BAD_CONFS, parsed["validation"][1:], strict=True):
+    bad, good = parsed["validation"][1:len(BAD_CONFS) + 1], parsed["validation"][len(BAD_CONFS) + 1:]
+    for conf, error in zip(BAD_CONFS, bad, strict=True):
         assert error is not None, f"{conf} was accepted"
+    for conf, error in zip(GOOD_CONFS, good, strict=True):
+        assert error is None, f"{conf} was refused: {error}"
     assert parsed["params"]["target"] == "cpu" and parsed["params"]["seed"] is None
     assert parsed["params"]["checkpoint"] == "models/cgan_generator.pth"
     assert parsed["params"]["keep_raw_outputs"] is False
@@ -134,7 +154,7 @@ def test_defaults_validate_and_bad_input_is_refused(parsed):
 
 def test_no_number_field_gives_the_form_bounds_it_would_clamp_to(parsed):
     """Airflow 3.3's form hands schema minimum/maximum to its number input, which clamps a typed
-    value on blur (0 -> 1, 200000 -> 100000) and runs that; the bounds are exclusive* instead,
+    value on blur (0 -> 1, 20000000 -> 10000000) and runs that; the bounds are exclusive* instead,
     which the form's validation checks (the out-of-range values in BAD_CONFS are refused)."""
     for name, schema in parsed["schema"].items():
         assert "minimum" not in schema and "maximum" not in schema, name
@@ -161,6 +181,31 @@ def test_cpu_inference_tasks_never_outnumber_the_cores(parsed):
     assert parsed["params"]["threads"] == 1  # 1 thread per task x cores tasks = the cores
 
 
+def test_input_bins_and_inference_are_mapped_over_the_shards(parsed):
+    """input_bins writes one shard's bins per task (no task's time grows with the run), like the
+    inference tasks; plan, export and the run-wide tasks are not mapped."""
+    tasks = parsed["tasks"]
+    for task_id in ("input_bins", "onnxruntime_infer", "msame_infer"):
+        assert tasks[task_id]["expands"] == {"shard": "shards"}, (task_id, tasks[task_id])
+    for task_id in ("plan", "export_onnx", "choose_target", "atc_convert", "postprocess", "publish", "cleanup"):
+        assert tasks[task_id]["expands"] is None, task_id
+    assert "input_bins" in parsed["downstream"]["shards"]
+
+
+def test_max_active_tasks_follows_the_inference_slots(parsed, tmp_path):
+    """Airflow's default of 16 task instances a run would starve a fleet of 64 NPUs (or a worker
+    of 100 cpu inference tasks): the DAG's max_active_tasks leaves every inference slot busy
+    (CGAN_NPU_SLOTS, CGAN_CPU_INFER_TASKS), and the run's other tasks room beside them."""
+    assert parsed["max_active_tasks"] >= max(16, os.cpu_count() or 1)
+    npus = parse_dag(airflow_env(tmp_path / "npu", CGAN_NPU_SLOTS="64", CGAN_CPU_INFER_TASKS="2"), [])
+    assert npus["errors"] == {} and npus["max_active_tasks"] > 64
+    cpus = parse_dag(airflow_env(tmp_path / "cpu", CGAN_NPU_SLOTS="1", CGAN_CPU_INFER_TASKS="100"), [])
+    assert cpus["max_active_tasks"] > 100
+    assert cpus["tasks"]["onnxruntime_infer"]["max_active_tis_per_dagrun"] == 100
+    small = parse_dag(airflow_env(tmp_path / "small", CGAN_NPU_SLOTS="1", CGAN_CPU_INFER_TASKS="1"), [])
+    assert small["max_active_tasks"] == 16  # never fewer than Airflow's default
+
+
 def test_dag_file_does_not_import_torch_at_parse_time(tmp_path):
     code = ("import sys, runpy; runpy.run_path(sys.argv[1]); "
             "print('HEAVY=' + ','.join(m for m in ('torch', 'onnx', 'onnxruntime', 'onnxsim') if m in sys.modules))")
@@ -174,21 +219,43 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     client = local_s3["client"]
     env = bucket_env(airflow_home, local_s3, tmp_path, "dagtest",
                      CGAN_WORKSPACE_RETENTION_DAYS="0")  # the orphan below is older than that: cleanup removes it
-    orphan = "runs/failed-earlier/attempts/20260101T000000.000000Z-abcdef/grids/grid_00000000.png"
+    orphan = "runs/failed-earlier/attempts/20260101T000000.000000Z-abcdef/packs/pack_00000000.tar"
     client.put_object(Bucket="dagtest", Key=orphan, Body=b"staged by a run that never published")
     proc = dags_test(env, {"num_grids": 5, "grids_per_shard": 2, "seed": 3, "target": "cpu"})
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
     latest = json.loads(client.get_object(Bucket="dagtest", Key="latest.json")["Body"].read())
     manifest = json.loads(client.get_object(Bucket="dagtest", Key=latest["manifest"])["Body"].read())
-    keys = [o["key"] for o in manifest["objects"]]
-    assert sum("/grids/grid_" in k for k in keys) == 5
-    # staged by the inference tasks under attempts of their own, not uploaded by publish
-    assert not [k for k in keys if "/grids/" in k and k.startswith(manifest["root"] + "/")], keys
+    # layout v2: the 5 grids in packs (one per shard of 2, 2, 1), each read with `tar` and checked
+    # against the manifest and its index
+    packs = check_v2_manifest(manifest, 5)
+    assert [(p["first"], p["count"]) for p in packs] == [(0, 2), (2, 2), (4, 1)]
+    assert sorted(published_grids(client, "dagtest", manifest, tmp_path / "read")) == [0, 1, 2, 3, 4]
+    pack_keys = [k for p in packs for k in (p["key"], p["index"]["key"])]
+    # staged by the inference tasks under attempts of their own (one per shard), not uploaded by publish
+    run_prefix = latest["manifest"].rsplit("/", 1)[0]
+    assert all(k.startswith(f"{run_prefix}/attempts/") and not k.startswith(manifest["root"] + "/")
+               for k in pack_keys), pack_keys
+    assert len({k.split("/attempts/")[1].split("/")[0] for k in pack_keys}) == 3
+    keys = [o["key"] for o in manifest["objects"]]  # the reports, under the publish attempt
     assert any(k.endswith("/quality/quality.json") for k in keys) and any(k.endswith("/perf/latency.png") for k in keys)
+    assert all(k.startswith(manifest["root"] + "/") for k in keys) and not [k for k in keys if "/packs/" in k]
     for obj in manifest["objects"]:
         body = client.get_object(Bucket="dagtest", Key=obj["key"])["Body"].read()
         assert hashlib.sha256(body).hexdigest() == obj["sha256"]
+    # the webdataset library reads a pack as it is: one sample a grid, in grid order
+    samples = webdataset_samples(next((tmp_path / "read" / "packs").glob("pack_00000002.tar")))
+    assert list(samples) == ["grid_00000002", "grid_00000003"]
+    assert all(png.startswith(b"\x89PNG") for png in samples.values())
+    cli = aws_cli()  # and the AWS CLI downloads one from the bucket, the bytes the manifest names
+    if cli is not None:
+        got = aws_s3_cp(local_s3, "dagtest", packs[2]["key"], tmp_path / "aws" / "pack.tar")
+        assert got.returncode == 0, got.stderr[-2000:]
+        body = (tmp_path / "aws" / "pack.tar").read_bytes()
+        assert len(body) == packs[2]["size"] and hashlib.sha256(body).hexdigest() == packs[2]["sha256"]
+        index = json.loads(client.get_object(Bucket="dagtest", Key=packs[2]["index"]["key"])["Body"].read())
+        assert extract_with_tar(tmp_path / "aws" / "pack.tar", tmp_path / "aws" / "x", index).keys() == {
+            "grid_00000004.png"}
     assert manifest["params"]["seed"] == 3 and manifest["params"]["target"] == "cpu"
     assert manifest["model"]["onnx_sha256"] and manifest["tools"]["apache-airflow"].startswith("3.3")
     assert manifest["summary"]["grids"] == 5
@@ -205,7 +272,7 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     assert [p.name for p in (root / "models").glob("*/*")] == ["cgan.onnx", "entry.json"] or sorted(
         p.name for p in (root / "models").glob("*/*")) == ["cgan.onnx", "entry.json"]
     assert "Removed the published run's workspace" in log
-    assert "removed s3://dagtest/runs/failed-earlier/: no manifest" in log  # an unpublished run's staged grids
+    assert "removed s3://dagtest/runs/failed-earlier/: no manifest" in log  # an unpublished run's staged packs
     assert not client.list_objects_v2(Bucket="dagtest", Prefix="runs/failed-earlier/").get("Contents")
     events = asset_events(env, "s3://dagtest/runs")  # the publish task's Asset event, for other DAGs
     assert len(events) == 1 and events[0]["extra"]["manifest"] == latest["manifest"], events
@@ -307,7 +374,7 @@ def test_ascend_run_with_standins_converts_once_and_publishes(airflow_home, loca
     host = manifest["summary"]["devices"][0].split("@")[1]
     assert set(manifest["summary"]["devices"]) <= {f"npu:0@{host}", f"npu:1@{host}"}
     keys = [o["key"] for o in manifest["objects"]]
-    assert sum("/grids/" in k for k in keys) == 3
+    assert [(p["first"], p["count"]) for p in check_v2_manifest(manifest, 3)] == [(0, 2), (2, 1)]  # 1 pack a shard
     perf_key = next(k for k in keys if k.endswith("perf/perf.json"))
     perf = json.loads(client.get_object(Bucket="ascendtest", Key=perf_key)["Body"].read())
     assert perf["backend"] == "ais_bench" and perf["shards"] == 2
@@ -317,9 +384,10 @@ def test_ascend_run_with_standins_converts_once_and_publishes(airflow_home, loca
                                                                         if m != latest["manifest"]))["Body"].read())
     assert any(o["key"].endswith("shard_0001.msame.log") for o in first["objects"])
 
-    def grids(m):
-        return {o["key"].rsplit("/", 1)[1]: o["sha256"] for o in m["objects"] if "/grids/" in o["key"]}
-    assert grids(first) == grids(manifest)  # msame and ais_bench: the same grids, byte for byte
+    # msame and ais_bench: the same grids, byte for byte (each PNG read out of its pack with `tar`)
+    msame_grids = published_grids(client, "ascendtest", first, tmp_path / "msame", grids=3)
+    assert sorted(msame_grids) == [0, 1, 2]
+    assert msame_grids == published_grids(client, "ascendtest", manifest, tmp_path / "ais_bench", grids=3)
     states = task_states(env)  # the cpu branch exists and was skipped; the ascend one ran
     assert set(states["onnxruntime_infer"]) == {"skipped"}, states
     assert states["atc_convert"] == ["success"] and states["msame_infer"] == ["success", "success"], states

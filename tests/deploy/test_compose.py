@@ -657,7 +657,7 @@ NPU_HOST_VALUES = {
     "AIRFLOW_DB_PASSWORD": "npu-role-password",
     **{k: OVERRIDES[k] for k in ("REDIS_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
                                  "AIRFLOW__API__SECRET_KEY", "CGAN_S3_SECRET_KEY", "CGAN_S3_ACCESS_KEY",
-                                 "CGAN_DEFAULT_TARGET", "CGAN_NPU_COUNT")},
+                                 "CGAN_DEFAULT_TARGET", "CGAN_NPU_SLOTS", "CGAN_NPU_COUNT")},
 }
 # What differs from docker-compose.yaml's airflow-worker-ascend: the main host's addresses and the role.
 NPU_HOST_DIFFERENT = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC",

@@ -52,6 +52,7 @@ from tests.distributed.test_celery_topology import (  # noqa: F401 (services_or_
     wait_for_run,
 )
 from tests.distributed.topology import CeleryStack, S3Target, Worker, require_services
+from tests.published_packs import published_grids
 from tests.standins.fixtures import STANDINS, fake_toolkit_home
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("services_or_skip")]
@@ -193,8 +194,9 @@ def test_two_ascend_hosts_lease_their_own_npus(local_s3, tmp_path):
                     if (u["host"], u["device"]) == (v["host"], v["device"]):
                         assert u["end"] <= v["start"] or v["end"] <= u["start"], (u, v)
 
-            # byte-identical to a one-host run of the same seed
-            grids = {o["key"].rsplit("/", 1)[1]: o["sha256"] for o in manifest["objects"] if "/grids/" in o["key"]}
+            # byte-identical to a one-host run of the same seed (each PNG read out of its pack with `tar`)
+            grids = {f"grid_{g:08d}.png": sha for g, sha in published_grids(
+                s3, buckets["pub"], manifest, tmp_path / "read", grids=CONF["num_grids"]).items()}
             assert grids == one_host_grids(tmp_path / "one-host", CONF["seed"], CONF["num_grids"])
             print(f"fleet: killed {killer.killed}; uses per host "
                   f"{ {n: sum(u['host'] == n for u in uses) for n in nodes.values()} }")

@@ -74,6 +74,7 @@ from tests.distributed.topology import (
     services_required,
     tail,
 )
+from tests.published_packs import published_grids
 from tests.standins.fixtures import TOOLKIT_VERSION, fake_toolkit_home
 
 pytestmark = pytest.mark.slow
@@ -81,7 +82,7 @@ pytestmark = pytest.mark.slow
 DAG_ID = "cgan_generation"
 CONF = {"target": "ascend", "num_grids": 3, "devices": [0, 1], "seed": 1, "grids_per_shard": 2}
 ASCEND_TASKS = {"atc_convert", "msame_infer"}
-RAN = {("plan", -1), ("shards", -1), ("export_onnx", -1), ("input_bins", -1), ("choose_target", -1),
+RAN = {("plan", -1), ("shards", -1), ("export_onnx", -1), ("input_bins", 0), ("input_bins", 1), ("choose_target", -1),
        ("atc_convert", -1), ("msame_infer", 0), ("msame_infer", 1), ("postprocess", -1), ("publish", -1),
        ("cleanup", -1), ("quality_gate", -1)}
 RUN_DEADLINE_S = 12 * 60
@@ -349,8 +350,9 @@ def test_ascend_run_on_celery_workers_routes_npu_tasks_and_publishes(services_or
             for obj in manifest["objects"]:
                 body = s3.get_object(Bucket=publish_bucket, Key=obj["key"])["Body"].read()
                 assert hashlib.sha256(body).hexdigest() == obj["sha256"], obj["key"]
+            # layout v2: the 3 grids in packs, each pack read with `tar`, its PNGs checked against its index
+            assert sorted(published_grids(s3, publish_bucket, manifest, tmp_path / "read", grids=3)) == [0, 1, 2]
             keys = [o["key"] for o in manifest["objects"]]
-            assert sum("/grids/grid_" in k for k in keys) == 3
             assert manifest["params"]["target"] == "ascend" and manifest["params"]["seed"] == 1
             assert manifest["model"]["om_sha256"] and manifest["tools"]["cann_toolkit"].startswith(TOOLKIT_VERSION)
             perf_key = next(k for k in keys if k.endswith("perf/perf.json"))

@@ -149,6 +149,19 @@ def test_atc_bad_soc_is_refused_before_any_download(tmp_path, fake_toolkit, call
     assert calls("atc") == []
 
 
+def workspace_pngs(store, tmp_path) -> dict[str, bytes]:
+    """The grid PNGs of the workspace's packs (no publish bucket: the packs go into the workspace),
+    member name -> bytes, in pack then member order, each checked against its pack's index."""
+    from cgan.layout.packs import PackIndex, check_member, grid_of_member, read_members
+
+    pngs = {}
+    for key in [k for k in store.list("packs") if k.endswith(".tar")]:
+        index = PackIndex.from_json(store.get_bytes(key.removesuffix(".tar") + ".json"))
+        for name, data in read_members(store.get_file(key, tmp_path / "got" / key)):
+            pngs[name] = check_member(index, grid_of_member(name), data)
+    return pngs
+
+
 def msame_ws(workspace, om):
     workspace.put_bytes(b"stale", "outputs/shard_0000/grid_00999999_output_0.bin")
     return workspace
@@ -182,11 +195,14 @@ def test_msame_inference_renders_on_the_worker_and_hands_over(tmp_path, standins
     assert check_render(tally, Shard.from_xcom(shard), QualityAccumulator(None).classifier_sha256) is None
     import numpy as np
 
-    kept = store.get_file("outputs/shard_0000/grid_00000001_output_0.bin", tmp_path / "kept" / "grid_00000001_output_0.bin")
+    kept = store.get_file("outputs/shard_0000/grid_00000001_output_0.bin",
+                          tmp_path / "kept" / "grid_00000001_output_0.bin")
     reference = list_outputs(run_onnxruntime(upstream_onnx, tmp_path / "bins", tmp_path / "ref").output_dir)
     assert np.allclose(read_output_bin(kept), read_output_bin(reference[1]), atol=1e-5)
-    assert store.get_bytes("grids/grid_00000001.png") == png_bytes(grid_array(read_output_bin(kept)))
-    assert store.list("grids") == [f"grids/grid_0000000{i}.png" for i in range(3)]  # rendered on the Ascend worker
+    pngs = workspace_pngs(store, tmp_path)  # rendered and packed on the Ascend worker
+    assert list(pngs) == [f"grid_0000000{i}.png" for i in range(3)]
+    assert store.list("packs") == ["packs/pack_00000000.json", "packs/pack_00000000.tar"]
+    assert pngs["grid_00000001.png"] == png_bytes(grid_array(read_output_bin(kept)))
     perf = json.loads(store.get_bytes("outputs/shard_0000/perf.json"))
     assert perf["backend"] == "msame" and perf["device"] == f"npu:2@{socket.gethostname()}"
     assert len(perf["samples_ms"]) == perf["calls"]
@@ -283,7 +299,7 @@ def test_ais_bench_backend_leases_any_npu_and_renders_while_inferring(tmp_path, 
     assert result["device"] == 1 and result["npu_tool"] == "ais_bench" and result["grids"] == 3
     assert workspace.list("outputs/shard_0000") == ["outputs/shard_0000/grid_00000002_output_0.bin",
                                                    "outputs/shard_0000/perf.json", "outputs/shard_0000/render.json"]
-    assert workspace.list("grids") == [f"grids/grid_0000000{i}.png" for i in range(3)]
+    assert list(workspace_pngs(workspace, tmp_path)) == [f"grid_0000000{i}.png" for i in range(3)]
     perf = json.loads(workspace.get_bytes("outputs/shard_0000/perf.json"))
     assert perf["backend"] == "ais_bench" and perf["device"] == f"npu:1@{socket.gethostname()}"
     assert any(line.startswith("leased NPU 1 on host") for line in task_log.lines)

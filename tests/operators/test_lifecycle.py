@@ -47,7 +47,8 @@ def one_run(root: Path, n: int, checkpoint: Path, *, fail: bool) -> dict:
                      logical_date=datetime(2026, 1, 1, tzinfo=UTC), artifact_root=root.as_uri())
     ws = plan["workspace"]
     export = ExportOnnxOperator(task_id="export_onnx", workspace=ws, checkpoint=str(checkpoint)).execute({})
-    InputBinsOperator(task_id="input_bins", workspace=ws, shards=plan["shards"], seed=plan["seed"]).execute({})
+    for shard in plan["shards"]:  # mapped over the shards, as the DAG runs it
+        InputBinsOperator(task_id="input_bins", workspace=ws, shard=shard, seed=plan["seed"]).execute({})
     onnx_uri = export["onnx_uri"] + (".missing" if fail else "")
     try:
         for shard in plan["shards"]:

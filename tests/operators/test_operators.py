@@ -169,16 +169,20 @@ def test_export_is_stored_once_per_content_and_reused(tmp_path, upstream_checkpo
 
 def test_bins_packed_per_shard_then_onnxruntime_hands_over_pngs_tally_perf_and_parity_outputs(
         tmp_path, upstream_onnx, upstream_checkpoint, task_log):
+    from cgan.layout.packs import read_members
     from cgan.recipe.bins import write_bins
     from cgan.run.plan import plan_shards
     from cgan.run.postprocess import postprocess_run
+    from cgan.run.staging import check_packs
     from operators.input_bins import InputBinsOperator
     from operators.onnxruntime_inference import OnnxRuntimeInferenceOperator
 
     store = LocalStore(tmp_path / "ws")
     shards = plan_shards(12, "cpu", [0], 6, parity_grids=3)
-    assert InputBinsOperator(task_id="input_bins", workspace=store.uri, shards=shards, seed=4).execute({}) == {
-        "bins": 12, "seed": 4}
+    store.put_bytes(b"stale", "bins/shard_0001/grid_00000099.bin")  # a shard's prefix is emptied first
+    for shard in shards:  # mapped over the shards, as the DAG runs it
+        assert InputBinsOperator(task_id="input_bins", workspace=store.uri, shard=shard.as_xcom(),
+                                 seed=4).execute({}) == {"shard": shard.index, "bins": 6, "seed": 4}
     assert store.list("bins") == ["bins/shard_0000/inputs.pack", "bins/shard_0001/inputs.pack"]  # one object a shard
     write_bins(tmp_path / "expected", 12, 4)
     assert store.get_bytes("bins/shard_0001/inputs.pack") == b"".join(
@@ -192,7 +196,14 @@ def test_bins_packed_per_shard_then_onnxruntime_hands_over_pngs_tally_perf_and_p
     assert [k for k in store.list("outputs") if k.endswith(".bin")] == [
         "outputs/shard_0000/grid_00000000_output_0.bin", "outputs/shard_0001/grid_00000006_output_0.bin",
         "outputs/shard_0001/grid_00000011_output_0.bin"]
-    assert len(store.list("grids")) == 12
+    # the grids rendered on the workers, as packs in the workspace (no bucket): one per shard, in grid order
+    assert store.list("packs") == ["packs/pack_00000000.json", "packs/pack_00000000.tar",
+                                   "packs/pack_00000006.json", "packs/pack_00000006.tar"]
+    members = [name for first in (0, 6) for name, _ in
+               read_members(store.get_file(f"packs/pack_{first:08d}.tar", tmp_path / "got" / f"{first}.tar"))]
+    assert members == [f"grid_{g:08d}.png" for g in range(12)]
+    tally = json.loads(store.get_bytes("outputs/shard_0001/render.json"))
+    assert check_packs(tally["packs"], 6, 6) is None and tally["packs"]["bucket"] is None
     assert {k.rsplit("/", 1)[1] for k in store.list("outputs")} >= {"perf.json", "render.json"}
     summary = postprocess_run(store, shards, upstream_checkpoint, log=lambda m: None)
     quality = json.loads(store.get_bytes("quality/quality.json"))

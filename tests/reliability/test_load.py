@@ -81,15 +81,17 @@ def test_large_run_publishes_completely(airflow_home, local_s3, tmp_path):
     assert proc.returncode == 0, log[-6000:]
     latest = json.loads(get(client, "rel-large", "latest.json"))
     manifest = check_manifest_complete(client, "rel-large", latest["manifest"])
+    assert manifest["grids"] == 2000  # every PNG checked against its pack's index by check_manifest_complete
+    assert [(p["first"], p["count"]) for p in manifest["packs"]] == [(0, 500), (500, 500), (1000, 500), (1500, 500)]
     keys = [o["key"] for o in manifest["objects"]]
-    assert sum("/grids/grid_" in k for k in keys) == 2000
     assert sum(k.endswith(".perf.json") and "/perf/shard_" in k for k in keys) == 4
     assert manifest["summary"]["grids"] == 2000 and manifest["params"]["num_grids"] == 2000
     perf = json.loads(get(client, "rel-large", [k for k in keys if k.endswith("perf/perf.json")][0]))
     assert perf["grids"] == 2000 and perf["shards"] == 4
     own = [k for k in keys if k.startswith(manifest["root"] + "/")]  # uploaded by publish: perf/, quality/
-    assert "grids 2000/2000" in log and f"published {len(own)}/{len(own)} objects" in log
-    assert "2000 grid(s) staged by 4 inference task(s) are in the bucket" in log  # the rest were staged
+    assert own == keys and not [p for p in manifest["packs"] if p["key"].startswith(manifest["root"] + "/")]
+    assert "grids 2000/2000" in log and f"uploaded {len(own)}/{len(own)} object(s) of the workspace" in log
+    assert "4 pack(s) staged by the inference tasks are in the bucket" in log  # the packs were staged
     assert local_s3["secret_key"] not in log
     print(f"large run: 2000 grids in {wall:.0f} s")  # shown with -s; the budget is a few minutes
     assert wall < 600

@@ -82,6 +82,7 @@ RETRY_DECISIONS = {
     "cgan.ascend.errors.AisBenchError": True,
     "cgan.run.plan.ParamError": False,
     "cgan.run.shard.ShardError": False,
+    "cgan.layout.packs.PackError": False,  # a damaged, foreign or partial pack or index: the same bytes again
     "cgan.quality.gate.QualityGateFailed": False,  # the same outputs get the same verdict
     "cgan.quality.gate.ThresholdError": False,
     "cgan.publishing.publish.PublishError": True,
@@ -89,6 +90,7 @@ RETRY_DECISIONS = {
     "cgan.publishing.publish.StagedGridsError": False,  # the shard's inference task must run again
     "cgan.publishing.gallery.GalleryError": False,  # a damaged published object
     "cgan.publishing.gallery.NotFound": False,
+    "cgan.publishing.gallery.Missing": False,  # a pack the manifest names is gone: the gallery reads the manifest again
     "cgan.publishing.gallery.StoreUnavailable": True,
     "cgan.integrations.airflow_api.AirflowApiError": True,  # the API may be reachable again
 }

@@ -32,14 +32,14 @@ def test_store_killed_mid_publish_publishes_nothing_and_a_retry_publishes_all(fi
     publish_run(store, client, BUCKET, "runs/r0", metadata=metadata("2026-11-25T02:00:00+00:00", "r0"),
                 tmp_dir=tmp_path / "t0", log=lambda m: None)
     latest_before = get(client, BUCKET, LATEST_NAME)
-    total = len(store.list("grids") + store.list("perf") + store.list("quality"))
-    assert total >= 8  # small run: the log callback is called once per object
+    total = len(store.list("packs") + store.list("perf") + store.list("quality"))  # packs: tar + index each
+    assert 8 <= total < 20  # small run: the log callback is called once per object
 
     lines = []
 
     def log_and_kill(message: str) -> None:
         lines.append(message)
-        if message.startswith("published 3/"):
+        if message.startswith("uploaded 3/"):
             own_s3.kill()  # SIGKILL, mid-publish, after 3 objects were uploaded
 
     with pytest.raises(PublishError) as err:
@@ -50,7 +50,7 @@ def test_store_killed_mid_publish_publishes_nothing_and_a_retry_publishes_all(fi
     # uploads run a few at a time, so the ones already in flight may still land: the publish
     # stopped part-way, after at least the 3 objects seen before the kill
     done = int(lines[-1].split()[1].split("/")[0])
-    assert lines[-1].endswith(f"/{total} objects") and 3 <= done < total
+    assert lines[-1].endswith(f"/{total} object(s) of the workspace") and 3 <= done < total
 
     own_s3.start()  # the same data dir and port
     client = own_s3.client()
@@ -60,21 +60,23 @@ def test_store_killed_mid_publish_publishes_nothing_and_a_retry_publishes_all(fi
 
     landed = [k for k in keys if k.startswith("runs/r1/")]
     assert len(landed) <= done + PUBLISH_THREADS  # ... even if some objects (those in flight) landed
-    assert get(client, BUCKET, LATEST_NAME) == latest_before  # latest.json still names r0
+    assert read_when_serving(client, BUCKET, LATEST_NAME) == latest_before  # latest.json still names r0
     check_manifest_complete(client, BUCKET, "runs/r0/manifest.json")  # the older run is untouched
 
     published = publish_run(store, client, BUCKET, "runs/r1",
                             metadata=metadata("2026-11-26T02:00:00+00:00", "r1"), tmp_dir=tmp_path / "t2",
                             log=lambda m: None)
     manifest = check_manifest_complete(client, BUCKET, "runs/r1/manifest.json")
-    assert len(manifest["objects"]) == total == published.objects
+    assert len(manifest["objects"]) + 2 * len(manifest["packs"]) == total == published.objects
+    assert manifest["grids"] == 6 and published.packs == len(manifest["packs"]) == 2
     assert json.loads(get(client, BUCKET, LATEST_NAME))["manifest"] == "runs/r1/manifest.json"
 
 
 def verify_published(client, bucket: str, manifest_key: str) -> dict:
-    """What a reader does: the manifest, then every object it lists, each checked by sha256."""
+    """What a reader does: the manifest, then every object it lists and every pack and pack index,
+    each checked by sha256."""
     manifest = json.loads(get(client, bucket, manifest_key))
-    for obj in manifest["objects"]:
+    for obj in manifest["objects"] + manifest["packs"] + [p["index"] for p in manifest["packs"]]:
         body = get(client, bucket, obj["key"])
         assert hashlib.sha256(body).hexdigest() == obj["sha256"], obj["key"]
     return manifest
@@ -98,8 +100,9 @@ def read_when_serving(client, bucket: str, key: str, timeout: float = 60) -> byt
 
 
 class Reader(threading.Thread):
-    """Reads the published run over and over (latest.json -> manifest -> every object by sha256,
-    and the gallery's run page and a grid) until stopped; every failure is kept."""
+    """Reads the published run over and over (latest.json -> manifest -> every object and pack by
+    sha256, and the gallery's run page and its last grid, out of its pack) until stopped; every
+    failure is kept."""
 
     def __init__(self, client, bucket: str, name: str):
         super().__init__(daemon=True)
@@ -107,7 +110,7 @@ class Reader(threading.Thread):
         self.stop, self.reads, self.failures, self.roots = threading.Event(), 0, [], set()
 
     def run(self) -> None:
-        from cgan.publishing.gallery import ManifestCache, load_run, open_png
+        from cgan.publishing.gallery import ManifestCache, load_run, open_grid
 
         cache = ManifestCache(ttl_s=0)
         while not self.stop.is_set():
@@ -115,8 +118,9 @@ class Reader(threading.Thread):
                 manifest = verify_published(self.client, self.bucket, json.loads(get(self.client, self.bucket,
                                                                                        LATEST_NAME))["manifest"])
                 run = load_run(self.client, self.bucket, self.name, cache=cache)
-                assert run.problems == [] and open_png(self.client, self.bucket, self.name, run.grids[-1],
-                                                       cache=cache).read()
+                assert run.problems == [] and run.grids == 6
+                assert open_grid(self.client, self.bucket, self.name, run.grids - 1, cache=cache).data.startswith(
+                    b"\x89PNG")
                 self.roots.add(manifest["root"])
                 self.reads += 1
             except Exception as exc:  # noqa: BLE001 - every failure is a finding
@@ -134,7 +138,7 @@ def test_republish_keeps_the_run_readable_while_a_reader_reads(finished_workspac
     client.create_bucket(Bucket=BUCKET)
     meta = metadata("2026-11-26T02:00:00+00:00")
     first = publish_run(store, client, BUCKET, "runs/r", metadata=meta, tmp_dir=tmp_path / "a", log=lambda m: None)
-    strays = ["runs/r/grids/grid_00000099.png", "runs/r/attempts/20000101T000000.000000Z-000000/grids/x.png"]
+    strays = ["runs/r/packs/pack_00000099.tar", "runs/r/attempts/20000101T000000.000000Z-000000/packs/x.tar"]
     for key in strays:
         client.put_object(Bucket=BUCKET, Key=key, Body=b"left by an earlier try")
     store.put_bytes(b'{"changed": true}', "perf/perf.json")  # the re-run's own perf record
@@ -144,7 +148,7 @@ def test_republish_keeps_the_run_readable_while_a_reader_reads(finished_workspac
 
     def log(message: str) -> None:
         seen.append(message)
-        if message.startswith("published "):  # mid re-publish: the old run verifies, object by object
+        if message.startswith("uploaded "):  # mid re-publish: the old run verifies, object by object
             mid.append(verify_published(client, BUCKET, "runs/r/manifest.json")["root"])
 
     reader.start()
@@ -182,7 +186,7 @@ def test_store_killed_mid_republish_leaves_the_published_run_whole(finished_work
     store.put_bytes(b'{"changed": true}', "perf/perf.json")
 
     def log_and_kill(message: str) -> None:
-        if message.startswith("published 3/"):
+        if message.startswith("uploaded 3/"):
             own_s3.kill()
 
     with pytest.raises(PublishError):
@@ -239,7 +243,7 @@ def test_a_publish_of_the_same_run_that_switched_first_wins(finished_workspace, 
     winner = []
 
     def log(message: str) -> None:
-        if message.startswith("published 1/") and not winner:
+        if message.startswith("uploaded 1/") and not winner:
             winner.append(publish_run(store, client, "rel-same-run", "runs/r", metadata=metadata(None),
                                       tmp_dir=tmp_path / "winner", log=lambda m: None))
 
@@ -392,7 +396,7 @@ def test_multipart_uploads_carry_a_sha256_per_part(finished_workspace, local_s3,
     """Objects at or above the multipart threshold go up in parts, each with its SHA-256 for the
     server to verify; the manifest's sha256 is of the whole file, and it matches what is stored."""
     store, _ = finished_workspace
-    monkeypatch.setattr("cgan.publishing.publish.MULTIPART_THRESHOLD", 16 * 1024)  # latency.png, grids go multipart
+    monkeypatch.setattr("cgan.publishing.publish.MULTIPART_THRESHOLD", 16 * 1024)  # latency.png, packs go multipart
     client = local_s3["client"]
     client.create_bucket(Bucket="rel-multipart")
     parts = []
@@ -400,10 +404,10 @@ def test_multipart_uploads_carry_a_sha256_per_part(finished_workspace, local_s3,
     published = publish_run(store, client, "rel-multipart", "runs/r", metadata=metadata(None), tmp_dir=tmp_path,
                             log=lambda m: None)
     manifest = check_manifest_complete(client, "rel-multipart", "runs/r/manifest.json")
-    big = [o for o in manifest["objects"] if o["size"] >= 16 * 1024]
-    assert big and len(parts) >= len(big)
+    big = [o for o in manifest["objects"] + manifest["packs"] if o["size"] >= 16 * 1024]
+    assert big and len(parts) >= len(big) and [p for p in big if p["key"].endswith(".tar")]
     assert all(p["headers"].get("x-amz-checksum-sha256") or p["headers"].get("x-amz-trailer") for p in parts), \
         [p["headers"] for p in parts]
     head = client.head_object(Bucket="rel-multipart", Key=big[0]["key"], ChecksumMode="ENABLED")
     assert head.get("ChecksumSHA256"), head  # the server kept the SHA-256 it was given
-    assert published.objects == len(manifest["objects"])
+    assert published.objects == len(manifest["objects"]) + 2 * len(manifest["packs"])

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from cgan.errors import InferenceError, InputBinError
+from cgan.layout.packs import PackIndex, check_member, grid_of_member, read_members
 from cgan.layout.tensors import OUTPUT_SUFFIX
-from cgan.layout.workspace import outputs_prefix
+from cgan.layout.workspace import STAGED_KEY, outputs_prefix
 from cgan.recipe.bins import write_bins
 from cgan.recipe.outputs import find_run_dir, list_outputs
 from cgan.run.plan import plan_shards
@@ -111,7 +112,7 @@ def test_inference_killed_mid_run_then_retried_is_byte_identical(tmp_path, upstr
     with pytest.raises(InferenceError, match=rf"shard 0 is incomplete: {GRIDS - len(partial)} of {GRIDS} output "
                                              r"bins missing .*re-run its inference task"):
         postprocess_run(store, shards, upstream_checkpoint)
-    assert store.list("grids") == []
+    assert store.list("packs") == [] and not store.exists(STAGED_KEY)  # nothing rendered, nothing to publish
 
 
 @pytest.mark.slow
@@ -173,13 +174,20 @@ def test_onnxruntime_retry_over_stale_outputs_does_not_mix(tmp_path, upstream_on
     prefix = outputs_prefix(0)
     first = list_outputs(clean_run)[1]
     plant_stale(store, prefix, first)
+    store.put_bytes(b"\0" * 4096, "packs/pack_00000000.tar")  # an earlier try's pack, cut short
+    store.put_bytes(b'{"version": 1}', "packs/pack_00000000.json")
     OnnxRuntimeInferenceOperator(task_id="t", workspace=store.uri, shard=shards[0],
                                  onnx_uri=upstream_onnx.as_uri()).execute({})
     assert store.list(prefix) == [f"{prefix}/grid_0000000{i}{OUTPUT_SUFFIX}" for i in range(6)] + [
         f"{prefix}/perf.json", f"{prefix}/render.json"]
     assert store.get_bytes(f"{prefix}/{first.name}") == first.read_bytes()
     postprocess_run(store, shards, upstream_checkpoint, log=lambda m: None)
-    assert store.list("grids") == [f"grids/grid_0000000{i}.png" for i in range(6)]
+    assert store.list("packs") == ["packs/pack_00000000.json", "packs/pack_00000000.tar"]
+    index = PackIndex.from_json(store.get_bytes("packs/pack_00000000.json"), first=0, count=6)
+    pack = store.get_file("packs/pack_00000000.tar", tmp_path / "got" / "pack.tar")
+    assert pack.stat().st_size == index.size  # this try's pack, whole, not the stale one
+    members = [(name, check_member(index, grid_of_member(name), data)) for name, data in read_members(pack)]
+    assert [name for name, _ in members] == [f"grid_0000000{i}.png" for i in range(6)]
     assert not [k for k in store.list("perf") if "old-try" in k]  # nothing stale reaches what is published
 
 

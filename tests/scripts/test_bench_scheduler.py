@@ -16,8 +16,10 @@ def test_summary_sums_mapped_tasks_skips_skipped_ones_and_splits_cpu_per_grid():
         "task_instances": [_ti("plan", 0, 1), _ti("msame_infer", 3, 3, state="skipped"),
                            _ti("onnxruntime_infer", 2, 22, map_index=0), _ti("onnxruntime_infer", 3, 33, map_index=1),
                            _ti("publish", 40, 48)],
-        "inference": [{"cpu_s": {"inference": 10.0, "render": 1.0, "judge": 0.5, "upload": 0.5}, "peak_rss_mb": 410.5},
-                      {"cpu_s": {"inference": 12.0, "render": 1.0, "judge": 0.5, "upload": 0.5}, "peak_rss_mb": 402.0}],
+        "inference": [{"cpu_s": {"inference": 10.0, "render": 1.0, "judge": 0.5, "pack": 0.25, "upload": 0.5},
+                       "peak_rss_mb": 410.5},  # the renderer's parts and the packer's (cgan.run.staging)
+                      {"cpu_s": {"inference": 12.0, "render": 1.0, "judge": 0.5, "pack": 0.25, "upload": 0.5},
+                       "peak_rss_mb": 402.0}],
         "observed_s": 52.0,
     }
     d = summarize(result, {"grids": 1000, "seconds": 25.0, "grids_per_s": 40.0}, stack_cpu_s=40.0)
@@ -26,8 +28,8 @@ def test_summary_sums_mapped_tasks_skips_skipped_ones_and_splits_cpu_per_grid():
     assert d["inference_task_peak_rss_mb"] == {"min": 402.0, "max": 410.5}
     infer = d["tasks"]["onnxruntime_infer"]
     assert infer == {"instances": 2, "task_seconds": 50.0, "max_s": 30.0, "queued_s": 0.0, "span_s": 31.0}
-    assert d["cpu_ms_per_grid"] == pytest.approx({"inference": 22.0, "render": 2.0, "judge": 1.0, "upload": 1.0,
-                                                  "overhead": 14.0})
+    assert d["cpu_ms_per_grid"] == pytest.approx({"inference": 22.0, "render": 2.0, "judge": 1.0, "pack": 0.5,
+                                                  "upload": 1.0, "overhead": 13.5})
 
 
 def test_overhead_is_the_runs_cpu_by_component_and_the_timeline_and_publish_time_are_read_back():
