@@ -420,3 +420,28 @@ def test_a_failing_batch_fails_the_run(tmp_path, standins_on_path, standin_om, m
     with pytest.raises(MsameError):
         run_msame_batches(standin_om, tmp_path / "bins", tmp_path / "out", on_output=lambda p, s: None,
                           batch_grids=2, channels=1)
+
+
+def test_the_timed_standin_sleeps_per_call_and_computes_its_one_output_once(tmp_path, standins_on_path, calls,
+                                                                            standin_om, bins3, monkeypatch):
+    """STANDIN_MSAME_TIMED_MS (make bench's simulated NPU): each call takes about that long; every
+    output is the first input's; the first process keeps that output beside the om, and a later
+    process writes what is kept (it loads no ONNX Runtime)."""
+    import time
+
+    monkeypatch.setenv("STANDIN_MSAME_TIMED_MS", "40")
+    started = time.monotonic()
+    first = run_msame(standin_om, bins3, tmp_path / "first", channels=1)
+    assert time.monotonic() - started >= 2 * 0.040  # the 2nd and 3rd calls slept (the 1st computed)
+    data = [p.read_bytes() for p in first.outputs]
+    assert data[0] == data[1] == data[2]
+    np.testing.assert_allclose(read_output_bin(first.outputs[0]),
+                               read_output_bin(run_msame(standin_om, bins3 / "grid_00000000.bin",
+                                                         tmp_path / "plain").outputs[0]), atol=1e-6)
+    cache = json.loads((standin_om.parent / f"{standin_om.name}.standin-timed.json").read_text())
+    assert cache["in_bytes"] == (bins3 / "grid_00000000.bin").stat().st_size
+    kept = standin_om.parent / f"{standin_om.name}.standin-timed.bin"
+    assert kept.read_bytes() == data[0]
+    kept.write_bytes(bytes(len(data[0])))  # a later process writes what is kept, computing nothing
+    again = run_msame(standin_om, bins3, tmp_path / "again", channels=1)
+    assert [p.read_bytes() for p in again.outputs] == [bytes(len(data[0]))] * 3
