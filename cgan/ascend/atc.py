@@ -46,8 +46,8 @@ DEFAULT_LOG_LEVEL = "error"
 SUCCESS_TEXT = "ATC run success"
 FAILED_TEXT = "ATC run failed"
 ECODE_RE = re.compile(r"\b(E[0-9A-Z]\d{4})\b")
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
-TENSOR_NAME_RE = re.compile(r"^[A-Za-z0-9_./-]+$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}\Z")
+TENSOR_NAME_RE = re.compile(r"^[A-Za-z0-9_./-]+\Z")
 MAX_QUOTED_LINES = 40
 CAUSE_STARTS = ("Possible Cause", "Solution", "TraceBack")
 

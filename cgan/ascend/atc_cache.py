@@ -40,7 +40,7 @@ CACHE_FORMAT = "cgan-atc-cache-v2"  # v2: the target OS/architecture is part of 
 DEFAULT_PREFIX = "atc-cache"
 OM_NAME = "model.om"
 ENTRY_NAME = "entry.json"
-SUFFIX_RE = re.compile(r"^(?:_[a-z]+_[A-Za-z0-9_]+)?$")  # "" or "_linux_x86_64"
+SUFFIX_RE = re.compile(r"^(?:_[a-z]+_[A-Za-z0-9_]+)?\Z")  # "" or "_linux_x86_64"
 
 
 def cache_key(onnx_sha256: str, flags: list[str], toolkit_version: str, target: str) -> str:

@@ -8,7 +8,7 @@ import platform
 import re
 
 ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
-OM_TARGET_RE = re.compile(r"_(linux)_(x86_64|aarch64)\.om$")
+OM_TARGET_RE = re.compile(r"_(linux)_(x86_64|aarch64)\.om\Z")
 
 
 def host_target() -> str:

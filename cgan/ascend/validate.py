@@ -16,10 +16,10 @@ from cgan.ascend.errors import AscendError
 
 # Ascend + 3-digit chip + optional variant (310P3, 910B1, 910ProB, 910B4-1, 910B2C), or the A3
 # form <ChipName>_<NPUName> (Ascend910_9391). Matches `Ascend` + npu-smi's Name column.
-SOC_VERSION_RE = re.compile(r"^Ascend\d{3}[A-Za-z0-9]{0,12}(?:-\d{1,2})?(?:_\d{4}[A-Za-z0-9]{0,4})?$")
-SAFE_PATH_RE = re.compile(r"^[A-Za-z0-9_./+=@%-]+$")
+SOC_VERSION_RE = re.compile(r"^Ascend\d{3}[A-Za-z0-9]{0,12}(?:-\d{1,2})?(?:_\d{4}[A-Za-z0-9]{0,4})?\Z")
+SAFE_PATH_RE = re.compile(r"^[A-Za-z0-9_./+=@%-]+\Z")
 # GE util.cc CheckInputPathValid / CheckOutputPathValid on the realpath, else E10001
-ATC_PATH_RE = re.compile(r"^[\u4e00-\u9fa5A-Za-z0-9./_-]+$")
+ATC_PATH_RE = re.compile(r"^[\u4e00-\u9fa5A-Za-z0-9./_-]+\Z")
 MAX_DEVICE = 255
 MAX_LOOP = 100
 

@@ -103,7 +103,7 @@ def publish_run(
     caps = _call(s3.probe, client, bucket)
     log(f"object store {s3.endpoint(client)}: {caps.describe()}")
     manifest_key = manifest_key_of(run_prefix)
-    previous_etag, previous_keys = _current_manifest(client, bucket, run_prefix, log)
+    previous_etag, previous_keys = _current_manifest(client, bucket, run_prefix, log, run_id=metadata.get("run_id"))
     attempt = new_attempt_id()
     root = attempt_root(run_prefix, attempt)
 
@@ -245,9 +245,11 @@ def gate_status(metadata: dict) -> str:
     return status
 
 
-def _current_manifest(client, bucket: str, run_prefix: str, log: Log) -> tuple[str | None, set[str] | None]:
+def _current_manifest(client, bucket: str, run_prefix: str, log: Log,
+                      run_id: str | None = None) -> tuple[str | None, set[str] | None]:
     """(ETag, object keys) of the run's manifest as it is now; (None, None) when there is none.
-    An unreadable manifest names no objects (no reader can use it either)."""
+    An unreadable manifest names no objects (no reader can use it either). A manifest of another
+    run id than `run_id` is refused (PublishConfigError): a re-publish never replaces another run."""
     key = manifest_key_of(run_prefix)
     try:
         data, etag = s3.get_bytes(client, bucket, key, MAX_MANIFEST_BYTES)
@@ -262,6 +264,11 @@ def _current_manifest(client, bucket: str, run_prefix: str, log: Log) -> tuple[s
     except ValueError as exc:
         log(f"s3://{bucket}/{key} is not a manifest ({exc}): it is replaced")
         return etag, set()
+    if run_id is not None and manifest.get("run_id") not in (None, run_id):
+        raise PublishConfigError(
+            f"s3://{bucket}/{key} is the manifest of run {manifest.get('run_id')!r}, not of this run {run_id!r}: "
+            "nothing was written and that run is untouched. Two run ids share one key only when one was "
+            "published before run keys became injective; give this run another run id")
     return etag, manifest_keys(manifest, run_prefix)
 
 

@@ -7,6 +7,7 @@ anything that could escape a path or reach a tool's command line with a clear me
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -24,7 +25,7 @@ from cgan.runtimes.ort_int8 import PRECISIONS
 
 TARGETS = ("cpu", "ascend")
 NPU_TOOLS = ("msame", "ais_bench")  # ascend: what runs the om (cgan.ascend.msame, cgan.ascend.ais_bench)
-CHECKPOINT_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/)?[A-Za-z0-9._/+=@-]+$")
+CHECKPOINT_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/)?[A-Za-z0-9._/+=@-]+\Z")
 MAX_GRIDS_PER_SHARD = 10_000  # no shard larger, automatic or typed: a retry redoes at most this much
 MAX_SHARDS = 1024  # Airflow's [core] max_map_length default: a plan never has more
 # Automatic sizing per target, (smallest, largest) shard before MAX_SHARDS forces larger ones:
@@ -243,12 +244,21 @@ def plan_shards(num_grids: int, target: str, devices: list[int] | None, grids_pe
     return shards
 
 
+RUN_KEY_RE = re.compile(r"[A-Za-z0-9_=@][A-Za-z0-9._=@-]{0,199}")  # a run id that is its own key
+RUN_KEY_HASH_HEX = 20  # 80 bits of sha256: no second run id can be made to land on a given key
+
+
 def safe_run_id(run_id: str) -> str:
-    """A run id usable as one key part: ':' and other characters become '-'."""
-    cleaned = re.sub(r"[^A-Za-z0-9._=@-]", "-", run_id).strip("-.")
-    if not cleaned:
-        raise ParamError(f"run id {run_id!r} has no usable characters")
-    return cleaned[:200]
+    """The run's key part (workspace and publish prefix), injective: a run id that is already a
+    safe key part (RUN_KEY_RE) is its own key; any other gets a readable form ('-' for other
+    characters, at most 160 of them) + '+' + the first 20 hex digits of its sha256. No key of the
+    first kind has a '+', so no run id can take another's key (docs/reliability.md)."""
+    if not isinstance(run_id, str) or not run_id:
+        raise ParamError(f"run id {run_id!r} is empty: give the run an id (Airflow always does)")
+    if RUN_KEY_RE.fullmatch(run_id):
+        return run_id
+    readable = re.sub(r"[^A-Za-z0-9._=@-]", "-", run_id).strip("-.")[:160].rstrip("-.") or "run"
+    return f"{readable}+{hashlib.sha256(run_id.encode('utf-8', 'surrogatepass')).hexdigest()[:RUN_KEY_HASH_HEX]}"
 
 
 def event_checkpoint(events: list[dict]) -> dict | None:

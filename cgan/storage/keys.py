@@ -6,8 +6,8 @@ import re
 
 from cgan.errors import CganError
 
-BUCKET_RE = re.compile(r"^(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-KEY_PART_RE = re.compile(r"^[A-Za-z0-9._=+@-]+$")
+BUCKET_RE = re.compile(r"^(?!\d+\.\d+\.\d+\.\d+\Z)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+KEY_PART_RE = re.compile(r"^[A-Za-z0-9._=+@-]+\Z")
 
 
 class StoreError(CganError):

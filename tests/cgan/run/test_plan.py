@@ -133,15 +133,55 @@ def test_seed_from_logical_date_and_plan():
     plan = make_plan({"num_grids": 3, "seed": None}, run_id="scheduled__2026-11-26T02:00:00+00:00",
                      logical_date=when, artifact_root="file:///tmp/a/")
     assert plan["seed"] == 20261126020000 and plan["params"]["seed"] == 20261126020000
-    assert plan["workspace"] == "file:///tmp/a/runs/scheduled__2026-11-26T02-00-00-00-00"
-    assert plan["run_prefix"] == "runs/scheduled__2026-11-26T02-00-00-00-00"
+    key = safe_run_id("scheduled__2026-11-26T02:00:00+00:00")
+    assert key.startswith("scheduled__2026-11-26T02-00-00-00-00+")
+    assert plan["workspace"] == f"file:///tmp/a/runs/{key}"
+    assert plan["run_prefix"] == f"runs/{key}"
     assert make_plan({"seed": 7}, run_id="r", logical_date=when, artifact_root="file:///x")["seed"] == 7
 
 
 def test_safe_run_id():
-    assert safe_run_id("manual__2026-11-26T06:30:00.123+00:00") == "manual__2026-11-26T06-30-00.123-00-00"
-    with pytest.raises(ParamError):
-        safe_run_id("::")
+    assert safe_run_id("nightly-1") == "nightly-1"  # a safe key part is its own key
+    key = safe_run_id("manual__2026-11-26T06:30:00.123+00:00")
+    assert key.startswith("manual__2026-11-26T06-30-00.123-00-00+") and len(key.rsplit("+", 1)[1]) == 20
+    assert safe_run_id("::").startswith("run+")
+    with pytest.raises(ParamError, match="empty"):
+        safe_run_id("")
+
+
+NIGHTLY = "scheduled__2026-11-25T02:00:00+00:00"
+
+
+@pytest.mark.parametrize("chosen", [
+    f"-{NIGHTLY}",  # the key it used to share with the nightly: leading '-' stripped
+    f".{NIGHTLY}",
+    "scheduled__2026-11-25T02-00-00-00-00",  # the nightly's old key, typed as a run id
+    None,  # the nightly's key itself, typed as a run id (filled in below)
+    "manual__2026-11-25T10-00-00-00-00",  # next to Airflow's own manual__...T10:00:00+00:00
+    "manual__2026-11-25T10:00:00+00:00",
+    f"{NIGHTLY}\n",  # a trailing newline
+    "x" * 200 + "a", "x" * 200 + "b",  # cut at the same length
+])
+def test_no_chosen_run_id_takes_another_runs_key(chosen):
+    """Airflow lets anyone who may trigger the DAG choose the run id: none may land on the key of
+    another run id (the nightly's, Airflow's own manual ids, each other)."""
+    chosen = chosen if chosen is not None else safe_run_id(NIGHTLY)
+    ids = {NIGHTLY, "manual__2026-11-25T10:00:00+00:00", "x" * 200 + "a", "x" * 200 + "b", chosen}
+    keys = {safe_run_id(i) for i in ids}
+    assert len(keys) == len(ids)
+    from cgan.storage.keys import check_key
+
+    assert all(check_key(k) == k for k in keys)
+
+
+def test_run_keys_are_injective_over_hostile_ids():
+    import random
+
+    rng = random.Random(7)
+    alphabet = "aZ09._=@-+:/~ \n\x00é"
+    ids = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8))) for _ in range(20_000)}
+    keys = {safe_run_id(i) for i in ids}
+    assert len(keys) == len(ids)
 
 
 def test_the_label_sample_is_planned_once_and_split_over_the_shards():

@@ -8,7 +8,7 @@ import pytest
 from cgan.errors import InferenceError
 from cgan.layout.packs import PackIndex, read_members
 from cgan.layout.workspace import STAGED_KEY
-from cgan.publishing.publish import LATEST_NAME, PublishError, build_metadata, publish_run
+from cgan.publishing.publish import LATEST_NAME, PublishConfigError, PublishError, build_metadata, publish_run
 from cgan.run.postprocess import postprocess_run
 from tests.workspaces import make_workspace
 
@@ -161,6 +161,26 @@ def test_publish_manifest_last_and_idempotent(workspace, upstream_checkpoint, lo
     publish_run(store, client, "pub-test", "runs/r1", metadata=_meta("2026-11-26T02:00:00"),
                 tmp_dir=tmp_path / "t5", log=lambda m: None)
     assert json.loads(latest_body())["manifest"] == "runs/r2/manifest.json"
+
+
+def test_a_publish_never_replaces_the_manifest_of_another_run(workspace, upstream_checkpoint, local_s3, tmp_path):
+    """A run prefix whose manifest names another run id (a key two run ids shared before keys were
+    injective) is refused before anything is written: that run stays as it was."""
+    store, shards = workspace
+    postprocess_run(store, shards, upstream_checkpoint)
+    client = local_s3["client"]
+    client.create_bucket(Bucket="pub-other")
+    publish_run(store, client, "pub-other", "runs/x", metadata=_meta("2026-11-26T02:00:00"),
+                tmp_dir=tmp_path / "a", log=lambda m: None)
+
+    def listing():
+        return {o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket="pub-other")["Contents"]}
+
+    before = listing()
+    other = dict(_meta("2026-11-27T02:00:00"), run_id="-r")
+    with pytest.raises(PublishConfigError, match="manifest of run 'r', not of this run '-r'"):
+        publish_run(store, client, "pub-other", "runs/x", metadata=other, tmp_dir=tmp_path / "b", log=lambda m: None)
+    assert listing() == before
 
 
 def test_publish_without_postprocess_publishes_nothing(workspace, local_s3, tmp_path):
