@@ -180,7 +180,7 @@ def ort_split_deconv() -> bool:
 
 def workspace_retention_days() -> float:
     """Days a run workspace left behind (a failed run's) is kept before a later run removes it."""
-    return env_number("CGAN_WORKSPACE_RETENTION_DAYS", 7, 0, 3650, "days", float, error=ConfigError)
+    return env_number("CGAN_WORKSPACE_RETENTION_DAYS", 7, 1, 3650, "days", float, error=ConfigError)
 
 
 def published_retention_days() -> float | None:

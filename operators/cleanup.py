@@ -51,7 +51,10 @@ class CleanupWorkspaceOperator(CganBaseOperator):
         from cgan.storage.keys import StoreError
 
         root_uri = (self.artifact_root or settings.artifact_root()).rstrip("/")
-        days = float(settings.workspace_retention_days() if self.retention_days in (None, "") else self.retention_days)
+        from cgan.publishing.publish import check_retention
+
+        days = check_retention(float(settings.workspace_retention_days() if self.retention_days in (None, "")
+                                     else self.retention_days), "retention_days (CGAN_WORKSPACE_RETENTION_DAYS)")
         check_not_published_area(root_uri, self.publish_bucket)
         run_key = self.workspace.rstrip("/").rsplit("/", 1)[-1]
         if workspace_uri(root_uri, run_key) != self.workspace.rstrip("/"):
@@ -80,13 +83,15 @@ class CleanupWorkspaceOperator(CganBaseOperator):
         from cgan import settings
         from cgan.layout.published import RUNS_PREFIX
         from cgan.publishing.publish import remove_expired_runs, remove_unpublished_runs
+        from cgan.storage import s3
 
         client = S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
         keep = f"{RUNS_PREFIX}{run_key}"
-        unpublished = remove_unpublished_runs(client, self.publish_bucket, now=time.time(), retention_days=days,
+        now = s3.server_time(client, self.publish_bucket)  # ages on the clock of the LastModified times
+        unpublished = remove_unpublished_runs(client, self.publish_bucket, now=now, retention_days=days,
                                               keep=keep, log=self.log.info)
         published_days = settings.published_retention_days()
         if published_days is None:
             return unpublished, {}
-        return unpublished, remove_expired_runs(client, self.publish_bucket, now=time.time(),
+        return unpublished, remove_expired_runs(client, self.publish_bucket, now=now,
                                                 retention_days=published_days, keep=keep, log=self.log.info)

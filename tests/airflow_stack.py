@@ -46,7 +46,8 @@ def bucket_env(home: Path, local_s3: dict, tmp_path: Path, bucket: str, **extra:
     """airflow_env of a DAG run publishing to a new `bucket` of the session's S3 server, its
     artifact root under tmp_path/artifacts, the `cgan_s3` connection to that server."""
     local_s3["client"].create_bucket(Bucket=bucket)
-    conn = s3_connection(local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"])
+    conn = extra.pop("AIRFLOW_CONN_CGAN_S3", None) or s3_connection(
+        local_s3["endpoint"], local_s3["access_key"], local_s3["secret_key"])
     return airflow_env(home, CGAN_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(), CGAN_PUBLISH_BUCKET=bucket,
                        AIRFLOW_CONN_CGAN_S3=conn, **extra)
 

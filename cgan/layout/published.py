@@ -14,6 +14,7 @@ told in docs/data-layout.md. No Airflow import here.
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import UTC, datetime
 from typing import TypeGuard
@@ -58,6 +59,21 @@ def new_attempt_id(now: datetime | None = None) -> str:
     """Sortable by time (microseconds, UTC), unique by a random tail: 20261126T020000.123456Z-1a2b3c."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     return f"{now:%Y%m%dT%H%M%S.%fZ}-{secrets.token_hex(3)}"
+
+
+ATTEMPT_RE = re.compile(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}")  # what new_attempt_id makes
+# What cgan writes under an attempt: packs and their indexes, perf files, the quality report
+ATTEMPT_OBJECT_RE = re.compile(r"packs/pack_\d{8}\.(?:tar|json)|perf/[A-Za-z0-9._=@-]+|quality/quality\.json")
+
+
+def is_own_key(prefix: str, key: str) -> bool:
+    """Whether `key` is one cgan writes under the run prefix's attempts (by pattern): what a sweep
+    may delete. The manifest is not (it is never swept), nor is anything else under the prefix."""
+    head = f"{prefix}/{ATTEMPTS_DIR}/"
+    if not key.startswith(head):
+        return False
+    attempt, _, rest = key[len(head):].partition("/")
+    return bool(ATTEMPT_RE.fullmatch(attempt) and ATTEMPT_OBJECT_RE.fullmatch(rest))
 
 
 def attempt_root(prefix: str, attempt: str) -> str:

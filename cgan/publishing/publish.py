@@ -33,6 +33,7 @@ from cgan.layout.published import (
     SECTIONS,
     attempt_of,
     attempt_root,
+    is_own_key,
     manifest_key_of,
     manifest_keys,
     new_attempt_id,
@@ -286,38 +287,85 @@ def _remove_older_attempts(client, bucket: str, run_prefix: str, attempt: str, k
             f"(first: {stale[0]})")
 
 
+MIN_RETENTION_DAYS = 1.0  # a shorter one could sweep what a run still in progress staged
+
+
+def check_retention(days: float, what: str) -> float:
+    """A retention in days of at least MIN_RETENTION_DAYS; PublishConfigError naming `what` otherwise."""
+    if isinstance(days, bool) or not isinstance(days, int | float) or not days >= MIN_RETENTION_DAYS:
+        raise PublishConfigError(f"{what}={days!r}: a retention must be at least {MIN_RETENTION_DAYS:g} day (a "
+                                 "shorter one could remove what a run still in progress staged); nothing was removed")
+    return float(days)
+
+
+def _sweepable(client, bucket: str, prefix: str, log: Log) -> tuple[list[dict], list[str]] | None:
+    """The objects cgan wrote under an unpublished run prefix (by pattern) and the other keys
+    found there; None when the run turns out to be published. Its manifest must be missing twice,
+    to a HEAD and in the prefix's listing: one spurious 404 is not an absent manifest."""
+    key = manifest_key_of(prefix)
+    if _call(s3.head, client, bucket, key) is not None:
+        return None
+    found = _call(s3.list_objects, client, bucket, f"{prefix}/")
+    if any(o["Key"] == key for o in found):
+        log(f"s3://{bucket}/{key} answered 404 but is listed: the run is published, kept")
+        return None
+    own = [o for o in found if is_own_key(prefix, o["Key"])]
+    return own, [o["Key"] for o in found if not is_own_key(prefix, o["Key"])]
+
+
+def _delete_run_objects(client, bucket: str, prefix: str, objects: list[dict]) -> None:
+    """Delete a run's own objects so that a sweep cut off at any point leaves a prefix the next
+    sweep removes the same way: packs, then their indexes and the reports, in batches; the
+    manifest is looked for again before each batch (a publish that began meanwhile stops it)."""
+    order = sorted(objects, key=lambda o: (not o["Key"].endswith(".tar"), o["Key"]))
+    for i in range(0, len(order), 1000):
+        if i and _call(s3.head, client, bucket, manifest_key_of(prefix)) is not None:
+            raise PublishError(f"s3://{bucket}/{prefix}/ was published while it was being swept: the sweep stopped")
+        _call(s3.delete_keys, client, bucket, [o["Key"] for o in order[i:i + 1000]])
+
+
 def remove_unpublished_runs(client, bucket: str, *, now: float, retention_days: float, keep: str = "",
                             log: Log = print) -> dict[str, float]:
-    """Delete the run prefixes of the publish bucket that have no manifest (runs that failed after
-    their inference tasks staged grids) and whose newest object is older than retention_days;
-    {run prefix: age in days} of those removed. Runs are found by a delimiter listing of runs/,
-    then one HEAD per run for its manifest; only an unpublished run's own objects are listed.
-    `keep` (the current run's prefix) is never removed."""
+    """Delete what cgan staged under the run prefixes of the publish bucket that have no manifest
+    (runs that failed after their inference tasks staged packs) and whose newest object is older
+    than retention_days (>= MIN_RETENTION_DAYS, by the store's clock: give `now` from
+    s3.server_time); {run prefix: age in days} of those removed. Only keys cgan writes
+    (cgan.layout.published.is_own_key) are deleted: anything else under a prefix is left and
+    named. `keep` (the current run's prefix) is never touched."""
+    check_retention(retention_days, "the workspace retention (CGAN_WORKSPACE_RETENTION_DAYS)")
     removed: dict[str, float] = {}
     for name in _call(lambda: list(s3.list_folders(client, bucket, RUNS_PREFIX))):
         prefix = f"{RUNS_PREFIX}{name}"
-        if prefix == keep.rstrip("/") or _call(s3.head, client, bucket, manifest_key_of(prefix)) is not None:
+        if prefix == keep.rstrip("/"):
             continue
-        found = _call(s3.list_objects, client, bucket, f"{prefix}/")
-        if not found:
+        sweep = _sweepable(client, bucket, prefix, log)
+        if sweep is None:
             continue
-        age = (now - max(o["LastModified"].timestamp() for o in found)) / 86400
+        own, foreign = sweep
+        if foreign:
+            log(f"s3://{bucket}/{prefix}/ holds {len(foreign)} key(s) cgan did not write (first: {foreign[0]}): "
+                "they are left as they are")
+        if not own:
+            continue
+        age = (now - max(o["LastModified"].timestamp() for o in own)) / 86400
         if age > retention_days:
-            _call(s3.delete_keys, client, bucket, [o["Key"] for o in found])
+            _delete_run_objects(client, bucket, prefix, own)
             removed[prefix] = age
             log(f"removed s3://{bucket}/{prefix}/: no manifest (the run never published), newest object "
-                f"{age:.1f} days old (> {retention_days:g}): {len(found)} object(s), "
-                f"{sum(o.get('Size', 0) for o in found)} bytes")
+                f"{age:.1f} days old (> {retention_days:g}): {len(own)} object(s), "
+                f"{sum(o.get('Size', 0) for o in own)} bytes")
     return removed
 
 
 def remove_expired_runs(client, bucket: str, *, now: float, retention_days: float, keep: str = "",
                         log: Log = print) -> dict[str, float]:
-    """Delete the published runs whose manifest was written more than retention_days ago, except
-    the run latest.json names and `keep` (the current run's prefix); {run prefix: age in days} of
-    those removed. Each run's manifest goes first (readers stop following it at once), then its
-    objects. Nothing is removed when latest.json cannot be read for another reason than its
+    """Delete the published runs whose manifest was written more than retention_days ago (by the
+    store's clock), except the run latest.json names and `keep` (the current run's prefix);
+    {run prefix: age in days} of those removed. Each run's manifest goes first (readers stop
+    following it at once), then the objects cgan wrote under it (is_own_key; anything else is
+    left). Nothing is removed when latest.json cannot be read for another reason than its
     absence: the run it names must never be removed."""
+    check_retention(retention_days, "the published retention (CGAN_PUBLISHED_RETENTION_DAYS)")
     try:
         data, _ = s3.get_bytes(client, bucket, LATEST_KEY, MAX_MANIFEST_BYTES)
         pinned = json.loads(data).get("manifest")
@@ -339,12 +387,11 @@ def remove_expired_runs(client, bucket: str, *, now: float, retention_days: floa
         if age <= retention_days:
             continue
         _call(s3.delete_keys, client, bucket, [key])
-        keys = _call(s3.list_keys, client, bucket, f"{prefix}/")
-        if keys:
-            _call(s3.delete_keys, client, bucket, keys)
+        objects = [o for o in _call(s3.list_objects, client, bucket, f"{prefix}/") if is_own_key(prefix, o["Key"])]
+        _delete_run_objects(client, bucket, prefix, objects)
         removed[prefix] = age
         log(f"removed the published run s3://{bucket}/{prefix}/: its manifest is {age:.1f} days old "
-            f"(> CGAN_PUBLISHED_RETENTION_DAYS={retention_days:g}); {len(keys) + 1} object(s)")
+            f"(> CGAN_PUBLISHED_RETENTION_DAYS={retention_days:g}); {len(objects) + 1} object(s)")
     return removed
 
 

@@ -282,6 +282,21 @@ def download_file(client, bucket: str, key: str, path, chunk: int = 1 << 20) -> 
         body.close()
 
 
+def server_time(client, bucket: str) -> float:
+    """The store's clock (the Date header of a HeadBucket answer), as a POSIX timestamp: the
+    clock its LastModified times are on, whatever the worker's clock says."""
+    from email.utils import parsedate_to_datetime
+
+    try:
+        answer = client.head_bucket(Bucket=bucket)
+    except Exception as exc:
+        raise wrap(exc, f"cannot check s3://{bucket}/") from exc
+    date = (answer.get("ResponseMetadata", {}).get("HTTPHeaders") or {}).get("date")
+    if not date:
+        raise S3Error(f"s3://{bucket}/ answered without a Date header: the store's clock is unknown")
+    return parsedate_to_datetime(date).timestamp()
+
+
 def list_keys(client, bucket: str, prefix: str) -> list[str]:
     """Every key under prefix (give it with its trailing slash to list a folder)."""
     return [obj["Key"] for obj in list_objects(client, bucket, prefix)]

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from tests.airflow_stack import REPO, airflow_env, bucket_env, dags_test, s3_connection
+from tests.faultproxy import FaultProxy
 from tests.published_packs import (
     aws_cli,
     aws_s3_cp,
@@ -217,11 +218,17 @@ def test_dag_file_does_not_import_torch_at_parse_time(tmp_path):
 @pytest.mark.slow
 def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     client = local_s3["client"]
-    env = bucket_env(airflow_home, local_s3, tmp_path, "dagtest",
-                     CGAN_WORKSPACE_RETENTION_DAYS="0")  # the orphan below is older than that: cleanup removes it
-    orphan = "runs/failed-earlier/attempts/20260101T000000.000000Z-abcdef/packs/pack_00000000.tar"
-    client.put_object(Bucket="dagtest", Key=orphan, Body=b"staged by a run that never published")
-    proc = dags_test(env, {"num_grids": 5, "grids_per_shard": 2, "seed": 3, "target": "cpu"})
+    # the store's clock runs 2 days ahead (a proxy moves its Date header): the orphan below is
+    # older than the 1-day retention to cleanup, which ages objects by the store's clock
+    with FaultProxy(local_s3["endpoint"], date_offset_s=2 * 86400) as proxy:
+        env = bucket_env(airflow_home, local_s3, tmp_path, "dagtest", CGAN_WORKSPACE_RETENTION_DAYS="1",
+                         AIRFLOW_CONN_CGAN_S3=s3_connection(proxy.endpoint, local_s3["access_key"],
+                                                            local_s3["secret_key"]))
+        orphan = "runs/failed-earlier/attempts/20260101T000000.000000Z-abcdef/packs/pack_00000000.tar"
+        client.put_object(Bucket="dagtest", Key=orphan, Body=b"staged by a run that never published")
+        foreign = "runs/failed-earlier/notes.txt"  # not written by cgan: the sweep leaves it
+        client.put_object(Bucket="dagtest", Key=foreign, Body=b"another team's file")
+        proc = dags_test(env, {"num_grids": 5, "grids_per_shard": 2, "seed": 3, "target": "cpu"})
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
     latest = json.loads(client.get_object(Bucket="dagtest", Key="latest.json")["Body"].read())
@@ -273,7 +280,8 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
         p.name for p in (root / "models").glob("*/*")) == ["cgan.onnx", "entry.json"]
     assert "Removed the published run's workspace" in log
     assert "removed s3://dagtest/runs/failed-earlier/: no manifest" in log  # an unpublished run's staged packs
-    assert not client.list_objects_v2(Bucket="dagtest", Prefix="runs/failed-earlier/").get("Contents")
+    assert [o["Key"] for o in client.list_objects_v2(Bucket="dagtest", Prefix="runs/failed-earlier/")["Contents"]] == [
+        foreign]
     events = asset_events(env, "s3://dagtest/runs")  # the publish task's Asset event, for other DAGs
     assert len(events) == 1 and events[0]["extra"]["manifest"] == latest["manifest"], events
     assert events[0]["extra"]["grids"] == 5 and events[0]["extra"]["gate"] == "accepted"

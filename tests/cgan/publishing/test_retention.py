@@ -19,9 +19,12 @@ def _bucket(client) -> str:
     return bucket
 
 
+ATTEMPT = "20261101T020000.000000Z-a1b2c3"
+
+
 def _run(client, bucket: str, name: str, objects: int = 3) -> None:
     for i in range(objects):
-        s3.put_bytes(client, bucket, f"runs/{name}/attempts/a/packs/pack_{i:08d}.tar", b"x" * 10)
+        s3.put_bytes(client, bucket, f"runs/{name}/attempts/{ATTEMPT}/packs/pack_{i:08d}.tar", b"x" * 10)
     s3.put_bytes(client, bucket, f"runs/{name}/manifest.json", b"{}")
 
 
@@ -34,7 +37,7 @@ def test_old_published_runs_are_removed_but_not_the_latest_nor_the_current_nor_u
     bucket = _bucket(client)
     for name in ("old", "pinned", "current"):
         _run(client, bucket, name)
-    s3.put_bytes(client, bucket, "runs/staged/attempts/a/packs/pack_00000000.tar", b"x")  # no manifest
+    s3.put_bytes(client, bucket, f"runs/staged/attempts/{ATTEMPT}/packs/pack_00000000.tar", b"x")  # no manifest
     s3.put_bytes(client, bucket, "latest.json", json.dumps({"manifest": "runs/pinned/manifest.json"}).encode())
     logs: list[str] = []
     removed = remove_expired_runs(client, bucket, now=time.time() + 10 * 86400, retention_days=7,
@@ -43,7 +46,7 @@ def test_old_published_runs_are_removed_but_not_the_latest_nor_the_current_nor_u
     left = _keys(client, bucket)
     assert not any(k.startswith("runs/old/") for k in left)
     assert {"runs/pinned/manifest.json", "runs/current/manifest.json", "latest.json",
-            "runs/staged/attempts/a/packs/pack_00000000.tar"} <= left
+            f"runs/staged/attempts/{ATTEMPT}/packs/pack_00000000.tar"} <= left
     assert "CGAN_PUBLISHED_RETENTION_DAYS=7" in logs[0] and "4 object(s)" in logs[0]
 
 
