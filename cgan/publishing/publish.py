@@ -152,9 +152,12 @@ def publish_run(
             s3.put_bytes(client, bucket, manifest_key, body, content_type="application/json",
                          if_match=previous_etag, if_none_match=previous_etag is None)
         except s3.S3PreconditionFailed as exc:
-            raise PublishError(f"s3://{bucket}/{manifest_key} changed while this publish ran (another publish of "
-                               f"the same run?); the published run is the other one, untouched. A retry publishes "
-                               f"this one ({exc})") from exc
+            if not _is_ours(client, bucket, manifest_key, body):
+                raise PublishError(f"s3://{bucket}/{manifest_key} changed while this publish ran (another publish "
+                                   f"of the same run?); the published run is the other one, untouched. A retry "
+                                   f"publishes this one ({exc})") from exc
+            log(f"s3://{bucket}/{manifest_key}: the write was refused as a repeat, and the manifest there is this "
+                "publish's own (the answer to the first write was lost and the client sent it again): published")
         except s3.S3Error as exc:
             raise _error(exc) from exc
     else:
@@ -271,6 +274,16 @@ def _current_manifest(client, bucket: str, run_prefix: str, log: Log,
             "nothing was written and that run is untouched. Two run ids share one key only when one was "
             "published before run keys became injective; give this run another run id")
     return etag, manifest_keys(manifest, run_prefix)
+
+
+def _is_ours(client, bucket: str, key: str, body: bytes) -> bool:
+    """Whether the object at key is exactly `body`: a conditional write refused (412) after its
+    first send was applied and only the answer lost, botocore having sent it again."""
+    try:
+        data, _ = s3.get_bytes(client, bucket, key, MAX_MANIFEST_BYTES)
+    except s3.S3Error:
+        return False
+    return data == body
 
 
 def _remove_older_attempts(client, bucket: str, run_prefix: str, attempt: str, keep: set[str], log: Log) -> None:
@@ -438,6 +451,8 @@ def _update_latest(client, bucket: str, manifest_key: str, logical_date: str | N
                 s3.put_bytes(client, bucket, LATEST_KEY, body, content_type="application/json")
             return
         except s3.S3PreconditionFailed:
+            if _is_ours(client, bucket, LATEST_KEY, body):  # applied, its answer lost, refused when sent again
+                return
             log("latest.json changed while it was being updated: read again")
         except s3.S3Error as exc:
             cause = exc.__cause__

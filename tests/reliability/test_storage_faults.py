@@ -255,6 +255,46 @@ def test_a_publish_of_the_same_run_that_switched_first_wins(finished_workspace, 
     assert manifest["root"] == winner[0].root
 
 
+@pytest.mark.parametrize("republish", [False, True], ids=["first-publish", "re-publish"])
+def test_a_lost_answer_to_the_applied_manifest_write_is_a_publish_not_a_lost_race(finished_workspace, local_s3,
+                                                                                  tmp_path, republish):
+    """The manifest PUT is applied, its answer lost on the way back (a proxy closes the connection);
+    botocore sends it again and gets 412 (If-None-Match / If-Match no longer hold). Before: "another
+    publish of the same run", latest.json, cleanup and the asset event skipped. Now: the manifest
+    there is this publish's own, so the run is published and latest.json moves; the same for a
+    lost answer to latest.json's write."""
+    import boto3
+
+    from tests.faultproxy import FaultProxy
+
+    store, _ = finished_workspace
+    bucket = "rel-lost-" + ("re" if republish else "first")
+    local_s3["client"].create_bucket(Bucket=bucket)
+    if republish:
+        publish_run(store, local_s3["client"], bucket, "runs/r", metadata=metadata("2026-11-25T02:00:00"),
+                    tmp_dir=tmp_path / "first", log=lambda m: None)
+    with FaultProxy(local_s3["endpoint"]) as proxy:
+        proxy.add("PUT", rf"^/{bucket}/runs/r/manifest\.json$", "drop")
+        proxy.add("PUT", rf"^/{bucket}/latest\.json$", "drop")
+        client = boto3.client("s3", endpoint_url=proxy.endpoint, region_name="us-east-1",
+                              aws_access_key_id=local_s3["access_key"], aws_secret_access_key=local_s3["secret_key"])
+        lines: list[str] = []
+        published = publish_run(store, client, bucket, "runs/r", metadata=metadata("2026-11-26T02:00:00"),
+                                tmp_dir=tmp_path / "t", log=lines.append)
+        puts = [(m, p, a) for m, p, a in proxy.seen if m == "PUT" and p.endswith(("manifest.json", "latest.json"))]
+    assert [a for _, p, a in puts if p.endswith("manifest.json")][:2] == ["drop", "pass"]  # sent twice
+    assert [a for _, p, a in puts if p.endswith("latest.json")][:2] == ["drop", "pass"]
+    assert any("the manifest there is this publish's own" in m for m in lines)
+    manifest = verify_published_whole(local_s3["client"], bucket)
+    assert manifest["root"] == published.root
+    assert json.loads(get(local_s3["client"], bucket, LATEST_NAME))["manifest"] == "runs/r/manifest.json"
+
+
+def verify_published_whole(client, bucket: str) -> dict:
+    check_manifest_complete(client, bucket, "runs/r/manifest.json")
+    return json.loads(get(client, bucket, "runs/r/manifest.json"))
+
+
 def test_without_conditional_writes_publish_falls_back_and_says_so(finished_workspace, local_s3, tmp_path):
     """A server that ignores If-Match / If-None-Match (SeaweedFS before 2025-08): the probe sees it,
     publish writes unconditionally (last writer wins) and the log says which path was taken."""
