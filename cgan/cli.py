@@ -272,7 +272,7 @@ def _check_checkpoint_here(checkpoint: str) -> str:
 
     bucket, key = checkpoint[5:].split("/", 1)
     # as `cgan`'s other S3 access (cgan.storage.store): AWS_* credentials, CGAN_S3_ENDPOINT_URL for MinIO/SeaweedFS
-    client = boto3.session.Session().client("s3", endpoint_url=os.environ.get("CGAN_S3_ENDPOINT_URL") or None)
+    client = boto3.session.Session().client("s3", endpoint_url=settings.s3_endpoint_url())
     try:
         found = s3.head(client, bucket, key)
     except s3.S3Error as exc:
@@ -296,6 +296,18 @@ def cmd_register_checkpoint(args) -> int:
     _emit(result, args.json,
           f"registered {checkpoint}: event {result['event_id']} of asset {args.asset} (id {result['asset_id']}) "
           f"at {api.url}; cgan_generation runs with it once the scheduler sees the event")
+    return 0
+
+
+def cmd_set_latest(args) -> int:
+    import boto3
+
+    from cgan.publishing.publish import point_latest
+
+    bucket = args.bucket or settings.publish_bucket()
+    client = boto3.session.Session().client("s3", endpoint_url=settings.s3_endpoint_url())
+    pointer = point_latest(client, bucket, args.run, log=_say)
+    _emit(pointer, args.json, f"latest.json of s3://{bucket}/ names {pointer['manifest']}")
     return 0
 
 
@@ -426,6 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not read the checkpoint here (e.g. a path that only the workers see)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_register_checkpoint)
+
+    p = sub.add_parser("set-latest", help="point latest.json at a published run (e.g. away from a wrong date)")
+    p.add_argument("run", help="the run's name under runs/ in the publish bucket (as the gallery lists it)")
+    p.add_argument("--bucket", help="publish bucket (default CGAN_PUBLISH_BUCKET); endpoint CGAN_S3_ENDPOINT_URL, "
+                                    "credentials as boto3 finds them")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_set_latest)
     return parser
 
 

@@ -84,6 +84,11 @@ def _redact(text: str, uri: str) -> str:
     return text.replace(netloc.rsplit("@", 1)[0], "***") if "@" in netloc else text
 
 
+def s3_endpoint_url() -> str | None:
+    """The S3 endpoint where no Airflow connection gives the client (CGAN_S3_ENDPOINT_URL; None: boto3's)."""
+    return os.environ.get("CGAN_S3_ENDPOINT_URL") or None
+
+
 def publish_bucket() -> str:
     from cgan.storage.keys import StoreError, check_bucket
 

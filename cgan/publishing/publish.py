@@ -462,6 +462,54 @@ def _update_latest(client, bucket: str, manifest_key: str, logical_date: str | N
                        "itself is published, a retry of the task moves the pointer")
 
 
+def point_latest(client, bucket: str, run_name: str, *, log: Log = print) -> dict:
+    """Point latest.json at the published run `run_name`, whatever it named before (e.g. away from
+    a run that was given a wrong logical date); the new pointer carries that run's logical date,
+    so later runs move it on as usual. The run must be published and not rejected by the gate.
+    Written over the exact latest.json read (If-Match) where the store honours it."""
+    from cgan.layout.published import manifest_key
+
+    key = manifest_key(run_name)
+    try:
+        data, _ = s3.get_bytes(client, bucket, key, MAX_MANIFEST_BYTES)
+    except s3.S3Missing:
+        raise PublishConfigError(f"s3://{bucket}/{key} does not exist: {run_name!r} is not a published run "
+                                 "(pick one from the gallery's list of runs)") from None
+    except s3.S3Error as exc:
+        raise _error(exc) from exc
+    try:
+        manifest = json.loads(data)
+        status, logical_date = manifest.get("status"), manifest.get("logical_date")
+    except (ValueError, AttributeError) as exc:
+        raise PublishConfigError(f"s3://{bucket}/{key} is not a manifest ({exc}): latest.json not moved") from exc
+    if status == "rejected":
+        raise PublishConfigError(f"run {run_name!r} failed the quality gate (status rejected): latest.json names "
+                                 "accepted runs only, it was not moved")
+    caps = _call(s3.probe, client, bucket)
+    try:
+        _, etag = s3.get_bytes(client, bucket, LATEST_KEY, MAX_MANIFEST_BYTES)
+    except s3.S3Missing:
+        etag = None
+    except s3.S3Error as exc:
+        raise _error(exc) from exc
+    pointer = {"manifest": key, "logical_date": logical_date, "updated_at": _now(), "set_by": "cgan set-latest"}
+    body = json.dumps(pointer, indent=2).encode()
+    try:
+        if caps.conditional_writes:
+            s3.put_bytes(client, bucket, LATEST_KEY, body, content_type="application/json",
+                         if_match=etag, if_none_match=etag is None)
+        else:
+            s3.put_bytes(client, bucket, LATEST_KEY, body, content_type="application/json")
+    except s3.S3PreconditionFailed as exc:
+        if not _is_ours(client, bucket, LATEST_KEY, body):
+            raise PublishError(f"s3://{bucket}/{LATEST_KEY} changed while it was being moved (a publish finished "
+                               "meanwhile?): run the command again") from exc
+    except s3.S3Error as exc:
+        raise _error(exc) from exc
+    log(f"s3://{bucket}/{LATEST_KEY} now names {key} (logical date {logical_date})")
+    return pointer
+
+
 def _sha256_file(path: Path) -> str:
     from cgan.storage.files import sha256_file
 

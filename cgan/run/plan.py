@@ -11,7 +11,7 @@ import hashlib
 import math
 import re
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cgan.ascend.atc import PRECISION_MODES
@@ -283,16 +283,35 @@ def event_checkpoint(events: list[dict]) -> dict | None:
     return {"checkpoint": checkpoint, "source": where, "events": len(events)}
 
 
+FUTURE_SKEW = timedelta(hours=1)  # clocks of the trigger and the worker may differ this much
+
+
+def check_logical_date(logical_date: datetime, now: datetime | None = None) -> datetime:
+    """A run's logical date, not in the future: latest.json follows the newest logical date, so a
+    run dated 2099 would stay "latest" for every later night. ParamError otherwise."""
+    if not isinstance(logical_date, datetime):
+        raise ParamError(f"logical date {logical_date!r} is not a date and time")
+    when = logical_date if logical_date.tzinfo else logical_date.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    if when > now + FUTURE_SKEW:
+        raise ParamError(f"logical date {when.isoformat()} is in the future (now {now.isoformat(timespec='seconds')}):"
+                         " latest.json follows the newest logical date, so this run would stay the latest over every "
+                         "later night. Trigger it without a logical date, or with one not after now")
+    return logical_date
+
+
 def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root: str,
               default_target: str = "cpu", checkpoint_roots: list[str] | None = None,
               checkpoint_events: list[dict] | None = None, cpu_slots: int | None = None,
-              npu_slots: int | None = None) -> dict:
+              npu_slots: int | None = None, now: datetime | None = None) -> dict:
     """Everything the tasks of one run need: checked params, seed, workspace, shards, publish prefix,
     and the checkpoint the run uses (every task reads it from here, never from the params).
     With `checkpoint_events` (a run triggered by CHECKPOINT_ASSET), the newest event's checkpoint
     replaces the params' (event_checkpoint). With `checkpoint_roots`, the checkpoint must lie
     under one of them (check_checkpoint_root). `cpu_slots`, `npu_slots`: the inference tasks that
-    may run at once on each target (size an automatic plan; see inference_slots)."""
+    may run at once on each target (size an automatic plan; see inference_slots). A logical date
+    after `now` (default the clock) + FUTURE_SKEW is refused (check_logical_date)."""
+    check_logical_date(logical_date, now)
     conf = dict(conf)
     if conf.get("target") is None:
         conf["target"] = default_target

@@ -22,7 +22,7 @@ def cgan(*args, check=True):
     return proc
 
 
-@pytest.mark.parametrize("command", ["export", "bins", "infer", "grids", "quality"])
+@pytest.mark.parametrize("command", ["export", "bins", "infer", "grids", "quality", "set-latest"])
 def test_every_subcommand_has_help(command):
     proc = cgan(command, "--help")
     assert proc.stdout.startswith("usage: cgan " + command)
@@ -111,3 +111,39 @@ def test_int8_is_only_for_onnxruntime(tmp_path):
     proc = cgan("infer", "--backend", "pytorch", "--checkpoint", "x.pth", "--precision", "int8",
                 "--input", tmp_path, "--output", tmp_path / "o", check=False)
     assert proc.returncode == 2 and "--precision int8 needs --backend onnxruntime" in proc.stderr
+
+
+def test_set_latest_repoints_latest_json_and_refuses_what_it_cannot_point_at(local_s3):
+    """`cgan set-latest <run>`: the documented way to move latest.json (e.g. away from a run that
+    got a wrong logical date before plan refused future ones); a later night moves it on."""
+    import secrets
+
+    from cgan.storage import s3
+
+    client = local_s3["client"]
+    bucket = "setlatest-" + secrets.token_hex(3)
+    client.create_bucket(Bucket=bucket)
+    for name, date, status in (("good", "2026-11-25T02:00:00+00:00", "accepted"),
+                               ("future", "2099-01-01T00:00:00+00:00", "accepted"),
+                               ("bad", "2026-11-24T02:00:00+00:00", "rejected")):
+        s3.put_bytes(client, bucket, f"runs/{name}/manifest.json",
+                     json.dumps({"run_id": name, "logical_date": date, "status": status}).encode())
+    s3.put_bytes(client, bucket, "latest.json", json.dumps({"manifest": "runs/future/manifest.json",
+                                                            "logical_date": "2099-01-01T00:00:00+00:00"}).encode())
+    env = dict(os.environ, CGAN_S3_ENDPOINT_URL=local_s3["endpoint"], AWS_ACCESS_KEY_ID=local_s3["access_key"],
+               AWS_SECRET_ACCESS_KEY=local_s3["secret_key"], AWS_DEFAULT_REGION="us-east-1")
+
+    def run(*args):
+        return subprocess.run([*CGAN, "set-latest", *args, "--bucket", bucket], capture_output=True, text=True,
+                              timeout=120, env=env)
+
+    done = run("good")
+    assert done.returncode == 0, done.stderr
+    latest = json.loads(client.get_object(Bucket=bucket, Key="latest.json")["Body"].read())
+    assert latest["manifest"] == "runs/good/manifest.json" and latest["logical_date"].startswith("2026-11-25")
+    for name, message in (("bad", "failed the quality gate"), ("nothing", "is not a published run"),
+                          ("../x", "is not the name of a published run")):
+        refused = run(name)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+    assert json.loads(client.get_object(Bucket=bucket, Key="latest.json")["Body"].read()) == latest
+    assert local_s3["secret_key"] not in done.stdout + done.stderr

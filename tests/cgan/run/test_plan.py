@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -263,3 +263,14 @@ def test_automatic_shard_sizing_is_the_default_and_reads_the_slots(monkeypatch):
     assert [s["count"] for s in typed["shards"]] == [834, 833, 833]
     with pytest.raises(ParamError, match="grids_per_shard must be an integer in 1..10000"):
         validate({"grids_per_shard": 0})
+
+
+def test_a_logical_date_in_the_future_is_refused():
+    """latest.json follows the newest logical date: a run dated 2099 would freeze it."""
+    now = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+    with pytest.raises(ParamError, match="logical date 2099-01-01T00:00:00\\+00:00 is in the future"):
+        make_plan({}, run_id="r", logical_date=datetime(2099, 1, 1, tzinfo=UTC), artifact_root="file:///x", now=now)
+    with pytest.raises(ParamError, match="in the future"):  # a naive date is read as UTC
+        make_plan({}, run_id="r", logical_date=datetime(2026, 11, 26, 3, 1), artifact_root="file:///x", now=now)
+    for fine in (now, now - timedelta(days=400), now + timedelta(minutes=59)):  # clocks may differ a little
+        assert make_plan({}, run_id="r", logical_date=fine, artifact_root="file:///x", now=now)["logical_date"]
