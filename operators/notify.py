@@ -1,6 +1,7 @@
 """FailureAlert: an Airflow notifier that sends a failed task's alert (cgan.integrations.alerts) to the
-webhook and/or e-mail of the settings (CGAN_ALERT_*). A delivery that fails is logged, never
-raised: an alert must not change the task's outcome."""
+webhook and/or e-mail of the settings (CGAN_ALERT_*). A delivery that fails (any exception, a
+malformed URL included) is logged redacted, never raised, and the other channel is still tried:
+an alert must not change the task's outcome."""
 
 from __future__ import annotations
 
@@ -19,7 +20,11 @@ class FailureAlert(BaseNotifier):
         from cgan import settings
         from cgan.integrations import alerts
 
-        targets = settings.alert_targets()
+        try:
+            targets = settings.alert_targets()
+        except Exception as exc:  # noqa: BLE001 - a bad alert setting must not change the task's outcome
+            log.warning("failure alert not sent: %s", alerts.redact(str(exc)))
+            return
         if not targets["webhook"] and not targets["email_to"]:
             return
         ti = context["ti"]
@@ -29,13 +34,13 @@ class FailureAlert(BaseNotifier):
         if targets["webhook"]:
             try:
                 alerts.send_webhook(targets["webhook"], alert)
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure of one channel: log it, send the other
                 log.warning("failure alert to the webhook not delivered: %s", alerts.redact(str(exc)))
         if targets["email_to"]:
             try:
                 alerts.send_email(alert, host=targets["smtp_host"], port=targets["smtp_port"],
                                   sender=targets["email_from"], to=targets["email_to"])
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure of one channel: log it, send the other
                 log.warning("failure alert e-mail not delivered: %s", alerts.redact(str(exc)))
 
 
@@ -70,11 +75,11 @@ async def late_run_alert(context: dict | None = None, late_after_minutes: float 
     if targets["webhook"]:
         try:
             await asyncio.to_thread(alerts.send_webhook, targets["webhook"], alert)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of one channel: log it, send the other
             log.warning("late-run alert to the webhook not delivered: %s", alerts.redact(str(exc)))
     if targets["email_to"]:
         try:
             await asyncio.to_thread(alerts.send_email, alert, host=targets["smtp_host"], port=targets["smtp_port"],
                                     sender=targets["email_from"], to=targets["email_to"])
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of one channel: log it, send the other
             log.warning("late-run alert e-mail not delivered: %s", alerts.redact(str(exc)))

@@ -3,8 +3,9 @@ and/or e-mail. No Airflow import here: operators/notify.py is the Airflow notifi
 
 Settings (cgan.settings): CGAN_ALERT_WEBHOOK_URL (JSON POST), CGAN_ALERT_EMAIL_TO (comma-separated),
 CGAN_ALERT_SMTP_HOST / CGAN_ALERT_SMTP_PORT (default 25) / CGAN_ALERT_EMAIL_FROM. A message never
-carries a credential: user:password@ in URLs and the values of secret-looking environment
-variables (…SECRET…, …PASSWORD…, …TOKEN…, …_KEY) are replaced by ***.
+carries a credential: URL user info and every credential the environment holds (secret_values:
+secret-looking variables, the password and secret fields inside Airflow connections, the token
+path of the webhook URL) are replaced by ***.
 """
 
 from __future__ import annotations
@@ -17,9 +18,54 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from email.message import EmailMessage
 
-SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|_KEY$|^AIRFLOW_CONN_", re.I)
-URL_USERINFO = re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+@")
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|_KEY$|^AIRFLOW_CONN_|WEBHOOK_URL|BROKER_URL|RESULT_BACKEND|"
+                         r"SQL_ALCHEMY_CONN", re.I)
+URL_USERINFO = re.compile(r"(?<=://)[^/\s@]+@")  # user:password@, :password@ (redis), token@
+SECRET_FIELD = re.compile(r"secret|password|token|key|credential", re.I)
+MIN_SECRET = 4  # shorter values are not searched for (they would mask ordinary text)
 MAX_REASON = 2000
+
+
+def secret_values(environ: dict[str, str]) -> set[str]:
+    """Every credential the environment holds, in the forms a message can carry it: the values of
+    secret-looking variables; inside an Airflow connection (AIRFLOW_CONN_*: JSON or URI) its
+    password and every secret-looking field of its extra; the password of a URL's user info; the
+    path and query of a webhook URL (e.g. Slack's /services/T…/B…/<token>)."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    found: set[str] = set()
+
+    def fields(value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(v, str) and SECRET_FIELD.search(str(k)):
+                    found.add(str(v))
+                fields(v)
+        elif isinstance(value, list):
+            for v in value:
+                fields(v)
+
+    for name, value in environ.items():
+        if not value or not SECRET_NAME.search(name):
+            continue
+        found.add(value)
+        try:
+            fields(json.loads(value))
+        except ValueError:
+            pass
+        if "://" in value:
+            try:
+                parts = urlsplit(value.strip())
+            except ValueError:
+                continue
+            if parts.password:
+                found.update({parts.password, unquote(parts.password)})
+            if parts.username and not parts.password and "WEBHOOK" in name.upper():
+                found.add(parts.username)
+            found.update(v for k, v in parse_qsl(parts.query) if SECRET_FIELD.search(k))
+            if "WEBHOOK" in name.upper():
+                found.update(p for p in (parts.path, parts.query, parts.path.rsplit("/", 1)[-1]) if p)
+    return {v for v in found if len(v) >= MIN_SECRET}
 
 
 @dataclass(frozen=True)
@@ -32,22 +78,26 @@ class Alert:
 
     @property
     def subject(self) -> str:
-        if not self.task_id:
-            return f"[cgan] {self.dag_id} run {self.run_id} is late: not finished by its deadline"
-        return f"[cgan] {self.dag_id} run {self.run_id} failed at {self.task_id}"
+        """One line (a run id may end in a newline; an e-mail header may not hold one)."""
+        run, task = _one_line(self.run_id), _one_line(self.task_id)
+        if not task:
+            return f"[cgan] {_one_line(self.dag_id)} run {run} is late: not finished by its deadline"
+        return f"[cgan] {_one_line(self.dag_id)} run {run} failed at {task}"
 
     def text(self) -> str:
         return f"{self.subject}\n\nreason: {self.reason}\nlog: {self.log_url}\n"
 
 
 def redact(text: str, environ: dict[str, str] | None = None) -> str:
-    """text without credentials: URL userinfo and the values of secret-looking variables."""
+    """text without credentials: URL user info and every value of secret_values (longest first)."""
     env = os.environ if environ is None else environ
-    text = URL_USERINFO.sub("***@", text)
-    for name, value in env.items():
-        if value and len(value) >= 4 and SECRET_NAME.search(name):
-            text = text.replace(value, "***")
-    return text
+    for value in sorted(secret_values(dict(env)), key=len, reverse=True):
+        text = text.replace(value, "***")
+    return URL_USERINFO.sub("***@", text)
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
 
 
 def make_alert(*, dag_id: str, run_id: str, task_id: str, reason: str, log_url: str) -> Alert:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -611,7 +612,6 @@ def test_hadolint_finds_problems(tmp_path):
 
 
 def _hadolint() -> str:
-    import shutil
     import sys
 
     found = shutil.which("hadolint", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
@@ -712,3 +712,30 @@ def test_npu_host_refuses_empty_settings(compose_bin, tmp_path):
     env = write_env(tmp_path / "npu-host.env", template=NPU_HOST_ENV)  # as shipped
     proc = run_compose(compose_bin, env, "config", "--quiet", files=(NPU_HOST,))
     assert proc.returncode != 0 and "is missing a value" in proc.stderr
+
+
+def test_the_build_context_holds_no_secret_even_beside_the_code(tmp_path):
+    """The build context `docker build .` sends, computed with Docker's .dockerignore rules
+    (tests/deploy/dockerignore.py) over a copy of the checkout with every env file a deployment
+    creates beside it (docker/npu-host.env from its example, .env, stray ones under allowed
+    folders): none is sent, and everything the Dockerfiles need is."""
+    from tests.deploy.dockerignore import build_context, excluded, patterns
+
+    secrets_made = ["docker/npu-host.env", ".env", "docker/.env", "dags/.env", "cgan/local.env",
+                    "docker/.env.production", "plugins/tls.key", "docker/cert.pem"]
+    rules = patterns((REPO / ".dockerignore").read_text())
+    assert [p for p in secrets_made if not excluded(p, rules)] == []
+    # Docker's own matching, checked on what it is known to do
+    assert excluded("tests/x.py", rules) and not excluded("cgan/run/plan.py", rules)
+    assert excluded("cgan/__pycache__/a.pyc", rules) and not excluded("docker/ascend-entrypoint.sh", rules)
+    assert not excluded("docker/npu-host.env.example", rules)
+    root = tmp_path / "checkout"
+    shutil.copytree(REPO, root, ignore=shutil.ignore_patterns(".git", ".venv", "var", "__pycache__", "bench"))
+    for path in secrets_made:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text("AIRFLOW__API_AUTH__JWT_SECRET=not-for-images\n")
+    sent = build_context(root)
+    assert not [p for p in sent if "not-for-images" in (root / p).read_text(errors="ignore")]
+    assert {"pyproject.toml", "requirements.lock", "docker/ascend-entrypoint.sh", "dags/cgan_generation.py",
+            "cgan/run/plan.py", "models/cgan_generator.pth"} <= set(sent)
+    assert not [p for p in sent if p.startswith(("tests/", ".venv/", "var/", "logs/"))]

@@ -183,6 +183,26 @@ def test_traversal_passing_the_form_is_refused_by_plan(dag_env, airflow_home, tm
 
 
 @pytest.mark.slow
+def test_a_logical_date_in_the_future_is_refused_by_plan(dag_env, airflow_home, local_s3, tmp_path):
+    """`airflow dags test` (and a deployment with allow_trigger_in_future) runs a run dated 2099
+    at once; before, it published and froze latest.json (every later night compared older)."""
+    import subprocess
+
+    from tests.airflow_stack import AIRFLOW
+
+    env = dag_env()
+    proc = subprocess.run([AIRFLOW, "dags", "test", "cgan_generation", "2099-01-01T00:00:00+00:00", "-c",
+                           json.dumps({"num_grids": 1})], env=env, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    tasks = latest_run_tasks(airflow_home)
+    assert tasks["plan"] == [("failed", 1)], tasks
+    assert "logical date 2099-01-01T00:00:00+00:00 is in the future" in log, log[-3000:]
+    assert get(local_s3["client"], dag_env.bucket, "latest.json") == SENTINEL
+    assert not (tmp_path / "artifacts").exists()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("variable, value, needle", [
     ("CGAN_PUBLISH_BUCKET", "Bad_Bucket", "not a valid S3 bucket name"),
     ("CGAN_PUBLISH_BUCKET", "../cgan", "not a valid S3 bucket name"),

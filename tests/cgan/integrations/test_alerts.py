@@ -53,3 +53,43 @@ def test_late_run_alert_names_the_run_and_its_deadline(monkeypatch):
     reason = received[0]["reason"]
     assert "not finished by its deadline 2026-11-30T06:00:00+00:00 (240 min after it was queued)" in reason
     assert received[0]["log_url"].endswith("/dags/cgan_generation/runs/scheduled__2026-11-30T02%3A00%3A00%2B00%3A00")
+
+
+# The deployment's real secret layout (docker-compose.yaml, docker/compose.npu-host.yaml)
+COMPOSE_ENV = {
+    "AIRFLOW_CONN_CGAN_S3": '{"conn_type": "aws", "login": "cgan-access", "password": "s3-secret-in-conn-json", '
+                            '"extra": {"endpoint_url": "http://minio:9000", "region_name": "us-east-1", '
+                            '"aws_session_token": "session-token-xyz", "config_kwargs": {"s3": {"addressing_style": '
+                            '"path"}}}}',
+    "AIRFLOW__CELERY__BROKER_URL": "redis://:redis-pass-123@redis:6379/0",
+    "AIRFLOW__CELERY__RESULT_BACKEND": "db+postgresql+psycopg://airflow:pg-pass-456@postgres/airflow",
+    "CGAN_ALERT_WEBHOOK_URL": "https://hooks.example.test/services/T000/B000/webhook-token-789",
+}
+CREDENTIALS = ["s3-secret-in-conn-json", "session-token-xyz", "redis-pass-123", "pg-pass-456",
+               "webhook-token-789", "/services/T000/B000/webhook-token-789"]
+
+
+@pytest.mark.parametrize("leak", [
+    "botocore: SignatureDoesNotMatch for secret s3-secret-in-conn-json",
+    "token session-token-xyz expired",
+    "Error 111 connecting to redis://:redis-pass-123@redis:6379/0",  # URL user info with an empty user
+    "Error connecting to redis: password redis-pass-123 refused",
+    "psycopg: password authentication failed (pg-pass-456)",
+    "<urlopen error https://hooks.example.test/services/T000/B000/webhook-token-789 unreachable>",
+    "POST /services/T000/B000/webhook-token-789 -> 404",
+])
+def test_no_credential_of_the_deployments_layout_reaches_an_alert(leak):
+    """Before: the S3 secret inside the connection's JSON, redis://:password@ and the webhook's
+    token path went out as they were."""
+    text = alerts.redact(leak, COMPOSE_ENV)
+    assert not [c for c in CREDENTIALS if c in text], text
+    assert "***" in text
+
+
+def test_a_run_id_ending_in_a_newline_still_gets_its_email_subject():
+    alert = alerts.make_alert(dag_id="cgan_generation", run_id="manual-1\n", task_id="publish", reason="x",
+                              log_url="")
+    assert alert.subject == "[cgan] cgan_generation run manual-1 failed at publish"
+    from email.message import EmailMessage
+
+    EmailMessage()["Subject"] = alert.subject  # a header with a newline raises here
