@@ -216,7 +216,7 @@ with DAG(
                                aws_conn_id=settings.s3_conn_id(), execution_timeout=timedelta(hours=1),
                                trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     publish = PublishRunOperator(task_id="publish", workspace=run["workspace"], bucket=settings.publish_bucket(),
-                                 run_prefix=run["run_prefix"], params_used=run["params"],
+                                 run_prefix=run["run_prefix"], params_used=run["params"], shards=run["shards"],
                                  logical_date=run["logical_date"], aws_conn_id=settings.s3_conn_id(),
                                  outlets=[PUBLISHED_RUN],
                                  execution_timeout=timedelta(hours=1))

@@ -37,6 +37,7 @@ class PublishRunOperator(CganBaseOperator):
     :param bucket: the publish bucket (CGAN_PUBLISH_BUCKET)
     :param run_prefix: the run's prefix in that bucket, `runs/<run key>`
     :param params_used: the run's checked params, recorded in the manifest
+    :param shards: the plan's shards (XCom form): what is published must be exactly their grids and reports
     :param logical_date: the run's logical date (ISO); decides whether latest.json moves
     :param export_task_id: task whose XCom describes the exported model (manifest `model`)
     :param convert_task_id: task whose XCom describes the om (None or skipped: no om)
@@ -45,11 +46,11 @@ class PublishRunOperator(CganBaseOperator):
     """
 
     template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "bucket", "run_prefix", "params_used",
-                                      "logical_date")
+                                      "logical_date", "shards")
     operator_extra_links = (PublishedRunLink(),)
     ui_color = "#fce8e6"
 
-    def __init__(self, *, bucket: str, run_prefix: str, params_used: dict,
+    def __init__(self, *, bucket: str, run_prefix: str, params_used: dict, shards: list[dict] | None = None,
                  logical_date: str | None = None, export_task_id: str = "export_onnx",
                  convert_task_id: str | None = "atc_convert", postprocess_task_id: str = "postprocess",
                  **kwargs):
@@ -57,10 +58,19 @@ class PublishRunOperator(CganBaseOperator):
         self.bucket = bucket
         self.run_prefix = run_prefix
         self.params_used = params_used
+        self.shards = shards
         self.logical_date = logical_date
         self.export_task_id = export_task_id
         self.convert_task_id = convert_task_id
         self.postprocess_task_id = postprocess_task_id
+
+    def _planned(self) -> dict[int, tuple[int, int]] | None:
+        """{shard index: (first grid, grids)} of the plan; None when no plan was given."""
+        if self.shards is None:
+            return None
+        from cgan.run.shard import Shard
+
+        return {s.index: (s.start, s.count) for s in map(Shard.from_xcom, self.shards)}
 
     def execute(self, context) -> dict:
         from cgan.publishing.publish import PublishError
@@ -89,7 +99,7 @@ class PublishRunOperator(CganBaseOperator):
         self.log.info("Publishing %s to s3://%s/%s/ (connection %s)", store.uri, self.bucket,
                       self.run_prefix, self.aws_conn_id)
         with tempfile.TemporaryDirectory(prefix="cgan-publish-") as tmp:
-            published = publish_run(store, client, self.bucket, self.run_prefix,
+            published = publish_run(store, client, self.bucket, self.run_prefix, planned=self._planned(),
                                     metadata=metadata, log=self.log.info, tmp_dir=tmp)
         endpoint = (client.meta.endpoint_url or "").rstrip("/")
         url = published_url_template().format(endpoint=endpoint, bucket=self.bucket, prefix=self.run_prefix,

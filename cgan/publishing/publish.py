@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,9 +26,11 @@ from pathlib import Path
 from cgan.errors import CganError
 from cgan.layout.packs import PACKS_DIR
 from cgan.layout.published import (
+    LATENCY_PLOT_KEY,
     LATEST_KEY,
     MANIFEST_VERSION,
     MAX_MANIFEST_BYTES,
+    PERF_KEY,
     QUALITY_KEY,
     RUNS_PREFIX,
     SECTIONS,
@@ -86,10 +89,12 @@ class Published:
 
 def publish_run(
     workspace, client, bucket: str, run_prefix: str, *, metadata: dict, log: Log = print,
-    tmp_dir: str | Path,
+    tmp_dir: str | Path, planned: dict[int, tuple[int, int]] | None = None,
 ) -> Published:
     """Check the staged packs, copy the workspace's packs, perf/ and quality/ to a new attempt
-    under s3://bucket/run_prefix/, then switch the run's manifest to it, then latest.json."""
+    under s3://bucket/run_prefix/, then switch the run's manifest to it, then latest.json.
+    `planned` ({shard index: (first grid, grids)} of the run's plan): what is published must be
+    exactly that plan's shards and reports (check_against_plan), nothing an earlier plan left."""
     check_bucket(bucket)
     check_key(run_prefix)
     _call(s3.check_bucket, client, bucket)
@@ -97,6 +102,8 @@ def publish_run(
     shards = _staged_shards(workspace, bucket, run_prefix)
     if not shards or QUALITY_KEY not in keys:
         raise PublishError("the workspace has no packs or no quality report: postprocess did not finish")
+    if planned is not None:
+        check_against_plan(planned, shards, keys)
     staged = verify_staged(client, bucket, [s for s in shards if s.get("bucket")])  # before anything is written
     if staged:
         log(f"{len(staged)} pack(s) staged by the inference tasks are in the bucket with their sizes; the "
@@ -174,6 +181,37 @@ def publish_run(
         _update_latest(client, bucket, manifest_key, metadata.get("logical_date"), caps.conditional_writes, log)
     return Published(bucket, run_prefix, manifest_key, len(objects) + 2 * len(packs), total_bytes, root,
                      caps.conditional_writes, status, len(packs))
+
+
+SHARD_FILE_RE = re.compile(r"perf/shard_(\d{4,})\.[A-Za-z0-9._=@-]+")  # cgan.layout.workspace.published_shard_file_key
+REPORT_KEYS = frozenset({PERF_KEY, LATENCY_PLOT_KEY, QUALITY_KEY})
+
+
+def check_against_plan(planned: dict[int, tuple[int, int]], shards: list[dict], keys: list[str]) -> None:
+    """The shards postprocess staged and the report keys of the workspace are exactly the plan's:
+    each planned shard once, its packs holding its grids (first..first+count-1) and nothing else,
+    the run's reports and each planned shard's perf files; StagedGridsError (no retry) naming the
+    first difference otherwise."""
+    fix = "nothing was published. Clear postprocess (and publish) so it runs again on this run's plan"
+    got = {s.get("shard"): s for s in shards}
+    if len(got) != len(shards) or set(got) != set(planned):
+        extra, missing = sorted(set(got) - set(planned), key=str), sorted(set(planned) - set(got))
+        raise StagedGridsError(f"the staged shards are not the plan's ({len(planned)} shard(s); extra {extra}, "
+                               f"missing {missing}): {fix}")
+    for index, (first, count) in planned.items():
+        packs = got[index]["packs"]
+        span = (packs[0]["first"], sum(p["count"] for p in packs)) if packs else (None, 0)
+        if span != (first, count):
+            raise StagedGridsError(f"shard {index}'s packs hold {span[1]} grid(s) from {span[0]}, the plan gives it "
+                                   f"{count} from {first}: {fix}")
+    extra = [k for k in keys if k not in REPORT_KEYS
+             and not ((m := SHARD_FILE_RE.fullmatch(k)) and int(m.group(1)) in planned)]
+    missing = sorted(REPORT_KEYS - set(keys)) + [
+        f"perf/shard_{i:04d}.*" for i in sorted(planned)
+        if not any((m := SHARD_FILE_RE.fullmatch(k)) and int(m.group(1)) == i for k in keys)]
+    if extra or missing:
+        raise StagedGridsError(f"the workspace's reports are not this plan's (extra: {extra[:3]}, missing: "
+                               f"{missing[:3]}): {fix}")
 
 
 def _staged_shards(workspace, bucket: str, run_prefix: str) -> list[dict]:

@@ -25,6 +25,7 @@ import numpy as np
 from cgan.errors import InferenceError
 from cgan.layout.published import LATENCY_PLOT_KEY, PERF_KEY, QUALITY_KEY
 from cgan.layout.workspace import (
+    PERF_PREFIX,
     RENDER_NAME,
     STAGED_KEY,
     output_key,
@@ -69,6 +70,7 @@ def postprocess_run(
     parity_at = parity_sample(shards, parity_grids)
     quality = QualityAccumulator(checkpoint)
     records, done, staged = [], 0, []
+    store.delete_prefix(PERF_PREFIX)  # perf/ is made from this plan's shards alone: none of an earlier plan's
     with tempfile.TemporaryDirectory(prefix="cgan-post-") as tmp_dir:
         tmp = Path(tmp_dir)
         for shard in shards:

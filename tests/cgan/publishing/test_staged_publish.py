@@ -274,3 +274,39 @@ def test_a_failed_runs_staged_packs_are_removed_after_the_retention(staged, upst
     assert list(remove_unpublished_runs(client, bucket, now=later, retention_days=7, log=lines.append)) == [
         "runs/r2"]
     assert _keys(client, bucket, "runs/r3/") == r3
+
+
+def _planned(shards):
+    return {s.index: (s.start, s.count) for s in shards}
+
+
+def test_publish_refuses_what_the_plan_did_not_make(staged, upstream_checkpoint, tmp_path):
+    """Publish derives what it expects from the plan (the shards and their reports) and refuses
+    anything extra or missing. Before: it published every key under the workspace's perf/ and
+    quality/, so an earlier plan of the same run (automatic sharding follows the cores of the
+    worker that ran plan) left files in the published run."""
+    from cgan.layout.workspace import published_shard_file_key
+    from cgan.publishing.publish import StagedGridsError
+
+    store, shards, client, bucket, _ = staged
+    stale = published_shard_file_key(7, "perf.json")  # an earlier plan's shard 7
+    store.put_bytes(b"{}", stale)
+    postprocess_run(store, shards, upstream_checkpoint, log=lambda m: None)
+    assert not store.exists(stale)  # postprocess makes perf/ from this plan alone
+    store.put_bytes(b"{}", stale)  # ... and anything written there after it is refused by publish
+
+    def publish(planned):
+        return publish_run(store, client, bucket, PREFIX, metadata=_meta(), log=lambda m: None, planned=planned,
+                           tmp_dir=tmp_path / f"p{time.monotonic_ns()}")
+
+    with pytest.raises(StagedGridsError, match=r"reports are not this plan's \(extra: \['perf/shard_0007.perf.json'\]"):
+        publish(_planned(shards))
+    store.path(stale).unlink()
+    bigger = {**_planned(shards), 2: (5, 1)}  # a plan with one more shard than was staged
+    with pytest.raises(StagedGridsError, match=r"not the plan's \(3 shard\(s\); extra \[\], missing \[2\]\)"):
+        publish(bigger)
+    shifted = {0: (0, 2), 1: (2, 3)}  # the same shards, other grids
+    with pytest.raises(StagedGridsError, match="shard 0's packs hold 3 grid"):
+        publish(shifted)
+    assert not _keys(client, bucket, f"{PREFIX}/manifest.json")  # nothing published by any of these
+    assert publish(_planned(shards)).packs == 2
