@@ -244,3 +244,52 @@ def test_register_errors_against_the_real_api_server(stack):
     assert unknown.returncode == 2
     assert "HTTP 200 but no asset named 'no_such_asset'" in out and stack["url"] in out
     assert not any(c in out for c in credentials(stack))
+
+
+def _trigger(stack, run_id: str, logical_date: str | None) -> None:
+    posted = stack["http"].post(f"/api/v2/dags/{DAG_ID}/dagRuns",
+                                json={"dag_run_id": run_id, "logical_date": logical_date, "conf": {"num_grids": 3}})
+    assert posted.status_code == 200, posted.text
+
+
+def _finished(stack, run_id: str) -> dict:
+    from urllib.parse import quote
+
+    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}"
+    return _wait(lambda: (lambda r: r if r["state"] in ("success", "failed") else None)(api(stack, path)), 600,
+                 f"run {run_id} finished", stack["root"])
+
+
+def test_chosen_run_ids_and_a_future_logical_date_through_the_rest_api(stack):
+    """What anyone who may trigger the DAG can type (the form's Run ID, POST dagRuns): a run id
+    that used to share Airflow's own manual id's key gets a key of its own, so neither run's
+    published results replace the other's; a run dated 2099 is never started by the scheduler
+    (and plan refuses it where it is), so it can never freeze latest.json."""
+    from cgan.run.plan import safe_run_id
+
+    client = stack["s3"]["client"]
+    ids = ["manual__2026-11-25T10:00:00+00:00", "manual__2026-11-25T10-00-00-00-00"]  # one key before
+    for run_id in ids:
+        _trigger(stack, run_id, None)
+    for run_id in ids:
+        assert _finished(stack, run_id)["state"] == "success"
+    keys = [safe_run_id(i) for i in ids]
+    assert len(set(keys)) == 2
+    for run_id, key in zip(ids, keys, strict=True):
+        manifest = json.loads(client.get_object(Bucket=BUCKET, Key=f"runs/{key}/manifest.json")["Body"].read())
+        assert manifest["run_id"] == run_id and manifest["grids"] == 3
+    latest = client.get_object(Bucket=BUCKET, Key="latest.json")["Body"].read()
+
+    # Airflow itself holds a run dated in the future queued ([scheduler] allow_trigger_in_future
+    # is off): it never starts, so it cannot publish; where it does start (that option on, or
+    # `airflow dags test`), plan refuses it (tests/reliability/test_dag_faults.py)
+    _trigger(stack, "from-the-future", "2099-01-01T00:00:00Z")
+    _wait(lambda: "Logical date is in future" in (stack["root"] / "scheduler.log").read_text(errors="replace"), 120,
+          "the scheduler holding the future run", stack["root"])
+    time.sleep(10)  # time enough for a plan task to have run, were it let
+    assert api(stack, f"/api/v2/dags/{DAG_ID}/dagRuns/from-the-future")["state"] in ("queued", "running")
+    tis = api(stack, f"/api/v2/dags/{DAG_ID}/dagRuns/from-the-future/taskInstances")["task_instances"]
+    assert not [t for t in tis if t["state"] in ("running", "success", "failed")], tis
+    stopped = stack["http"].patch(f"/api/v2/dags/{DAG_ID}/dagRuns/from-the-future", json={"state": "failed"})
+    assert stopped.status_code == 200, stopped.text  # stopped, so it cannot hold the stack's slots
+    assert client.get_object(Bucket=BUCKET, Key="latest.json")["Body"].read() == latest
