@@ -154,15 +154,28 @@ def test_default_worker_does_not_serve_ascend(ascend_config):
     assert worker["environment"]["DUMB_INIT_SETSID"] == "0"
 
 
+WORKERS = {"airflow-worker", "airflow-worker-ascend"}
+
+
 def test_every_airflow_service_shares_jwt_secret_fernet_key_and_execution_api(ascend_config):
+    """One JWT secret and Fernet key for the services that sign, check or decrypt; none for the
+    Celery workers, which do neither (their tasks talk to the Execution API with the scheduler's
+    token): a worker cannot forge an admin login or decrypt the connection table. Every service
+    shares the [api] secret_key (the workers' log servers check the api-server with it)."""
     services = ascend_config["services"]
     airflow = AIRFLOW_SERVICES | {"airflow-worker-ascend"}
     # every service that runs Airflow is in the list checked here
     assert {name for name, s in services.items() if "AIRFLOW__CORE__EXECUTOR" in s.get("environment", {})} == airflow
     for name in airflow:
         env = services[name]["environment"]
-        assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == OVERRIDES["AIRFLOW__API_AUTH__JWT_SECRET"], name
-        assert env["AIRFLOW__CORE__FERNET_KEY"] == OVERRIDES["FERNET_KEY"], name
+        if name in WORKERS:
+            assert "AIRFLOW__API_AUTH__JWT_SECRET" not in env and "AIRFLOW__CORE__FERNET_KEY" not in env, name
+            assert OVERRIDES["AIRFLOW__API_AUTH__JWT_SECRET"] not in json.dumps(services[name]), name
+            assert OVERRIDES["FERNET_KEY"] not in json.dumps(services[name]), name
+        else:
+            assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == OVERRIDES["AIRFLOW__API_AUTH__JWT_SECRET"], name
+            assert env["AIRFLOW__CORE__FERNET_KEY"] == OVERRIDES["FERNET_KEY"], name
+        assert env["AIRFLOW__API__SECRET_KEY"] == OVERRIDES["AIRFLOW__API__SECRET_KEY"], name
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == EXECUTION_API, name
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
         assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false", name
@@ -655,7 +668,7 @@ NPU_HOST_VALUES = {
     "AIRFLOW_POSTGRES_HOST": "10.0.0.10", "AIRFLOW_REDIS_HOST": "10.0.0.10",
     "CGAN_S3_ENDPOINT": "http://10.0.0.10:9000", "AIRFLOW_EXECUTION_API_SERVER_URL": "http://10.0.0.10:8080/execution/",
     "AIRFLOW_DB_PASSWORD": "npu-role-password",
-    **{k: OVERRIDES[k] for k in ("REDIS_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
+    **{k: OVERRIDES[k] for k in ("REDIS_PASSWORD",
                                  "AIRFLOW__API__SECRET_KEY", "CGAN_S3_SECRET_KEY", "CGAN_S3_ACCESS_KEY",
                                  "CGAN_DEFAULT_TARGET", "CGAN_NPU_SLOTS", "CGAN_NPU_COUNT")},
 }
@@ -703,9 +716,10 @@ def test_npu_host_env_holds_no_main_host_secret():
         if line and not line.startswith("#") and "=" in line:
             name, value = line.split("=", 1)
             values[name] = value
-    for name in ("AIRFLOW_DB_PASSWORD", "REDIS_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
-                 "AIRFLOW__API__SECRET_KEY", "CGAN_S3_SECRET_KEY"):
+    for name in ("AIRFLOW_DB_PASSWORD", "REDIS_PASSWORD", "AIRFLOW__API__SECRET_KEY", "CGAN_S3_SECRET_KEY"):
         assert values[name] == "", name
+    for name in ("FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET"):  # a worker needs neither
+        assert name not in values and f"${{{name}" not in NPU_HOST.read_text(), name
 
 
 def test_npu_host_refuses_empty_settings(compose_bin, tmp_path):

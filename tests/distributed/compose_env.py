@@ -144,7 +144,7 @@ def npu_host_service(dep: TestDeployment, workdir: Path, role: str, password: st
     (compose environment, environment after the swaps (the role kept), command, healthcheck)."""
     workdir.mkdir(parents=True, exist_ok=True)
     values = {k: v for k, v in dep.env_file_values().items()
-              if k in ("FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
+              if k in ("AIRFLOW__API__SECRET_KEY",
                        "CGAN_S3_ACCESS_KEY", "CGAN_S3_SECRET_KEY", "REDIS_PASSWORD", "CGAN_NPU_COUNT")}
     values |= {"AIRFLOW_POSTGRES_HOST": "main-host.invalid", "AIRFLOW_REDIS_HOST": "main-host.invalid",
                "CGAN_S3_ENDPOINT": dep.s3_endpoint, "AIRFLOW_EXECUTION_API_SERVER_URL": f"{dep.api_url}/execution/",

@@ -76,3 +76,28 @@ def test_npu_worker_role_reads_and_writes_rows_but_cannot_change_the_schema(scra
             npu.execute(ddl)
     npu.close()
     owner.close()
+
+
+def test_npu_worker_role_has_no_rights_on_users_roles_connections_or_variables(scratch):
+    """Before: the role could UPDATE ab_user / ab_user_role (make itself an admin) and read the
+    connection table. Tables made by the owner before the file runs, as Airflow's migrations do."""
+    import psycopg
+
+    admin_url, names, admin = scratch
+    owner = connect(admin_url, names["db"], names["owner"])
+    guarded = ("ab_user", "ab_user_role", "ab_role", "connection", "variable")
+    for table in guarded + ("celery_taskmeta",):
+        owner.execute(f"CREATE TABLE {table} (id serial PRIMARY KEY, v text)")
+        owner.execute(f"INSERT INTO {table} (v) VALUES ('secret')")
+    password = secrets.token_hex(8)
+    apply_role(admin_url, names["db"], names["owner"], names["npu"], password)
+    npu = connect(admin_url, names["db"], names["npu"], password)
+    for table in guarded:
+        for sql in (f"SELECT v FROM {table}", f"UPDATE {table} SET v = 'mine'", f"INSERT INTO {table} (v) VALUES ('x')"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                npu.execute(sql)
+    npu.execute("UPDATE celery_taskmeta SET v = 'result'")  # the Celery result backend stays writable
+    assert npu.execute("SELECT v FROM celery_taskmeta").fetchall() == [("result",)]
+    npu.close()
+    owner.close()
+
