@@ -355,6 +355,8 @@ def list_runs(client, bucket: str, *, limit: int = MAX_RUNS, max_scan: int = MAX
             return name, cache.summary(client, bucket, name, etag), None
         except GalleryError as exc:
             return name, None, exc
+        except Exception as exc:  # noqa: BLE001 - one malformed manifest must not take the index down
+            return name, None, GalleryError(f"its manifest cannot be summarised ({type(exc).__name__}: {exc})"[:300])
 
     failures: list[StoreUnavailable] = []
     with ThreadPoolExecutor(max_workers=HEAD_WORKERS, thread_name_prefix="cgan-gallery") as pool:
@@ -618,7 +620,7 @@ def _summarize(name: str, manifest: dict) -> RunSummary:
         target=_str(params.get("target")),
         objects=(len(objects) if isinstance(objects, list) else 0) + 2 * (len(packs) if isinstance(packs, list) else 0),
         status="rejected" if manifest.get("status") == "rejected" else "accepted",
-        gate_failures=tuple(str(f) for f in summary.get("gate_failures") or () if isinstance(f, str)),
+        gate_failures=tuple(f for f in _list(summary.get("gate_failures")) if isinstance(f, str)),
     )
 
 
@@ -637,6 +639,10 @@ def _dict(value: object) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -644,7 +650,10 @@ def _is_int(value: object) -> TypeGuard[int]:
 def _num(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
 
 
 def _str(value) -> str | None:

@@ -195,23 +195,23 @@ def check_against_plan(planned: dict[int, tuple[int, int]], shards: list[dict], 
     fix = "nothing was published. Clear postprocess (and publish) so it runs again on this run's plan"
     got = {s.get("shard"): s for s in shards}
     if len(got) != len(shards) or set(got) != set(planned):
-        extra, missing = sorted(set(got) - set(planned), key=str), sorted(set(planned) - set(got))
-        raise StagedGridsError(f"the staged shards are not the plan's ({len(planned)} shard(s); extra {extra}, "
-                               f"missing {missing}): {fix}")
+        extra, missing = sorted(map(str, set(got) - set(planned))), sorted(set(planned) - set(got))
+        raise StagedGridsError(f"the staged shards are not the plan's ({len(planned)} shard(s); extra "
+                               f"[{', '.join(extra)}], missing {missing}): {fix}")
     for index, (first, count) in planned.items():
         packs = got[index]["packs"]
         span = (packs[0]["first"], sum(p["count"] for p in packs)) if packs else (None, 0)
         if span != (first, count):
             raise StagedGridsError(f"shard {index}'s packs hold {span[1]} grid(s) from {span[0]}, the plan gives it "
                                    f"{count} from {first}: {fix}")
-    extra = [k for k in keys if k not in REPORT_KEYS
+    extra_keys = [k for k in keys if k not in REPORT_KEYS
              and not ((m := SHARD_FILE_RE.fullmatch(k)) and int(m.group(1)) in planned)]
-    missing = sorted(REPORT_KEYS - set(keys)) + [
+    missing_keys = sorted(REPORT_KEYS - set(keys)) + [
         f"perf/shard_{i:04d}.*" for i in sorted(planned)
         if not any((m := SHARD_FILE_RE.fullmatch(k)) and int(m.group(1)) == i for k in keys)]
-    if extra or missing:
-        raise StagedGridsError(f"the workspace's reports are not this plan's (extra: {extra[:3]}, missing: "
-                               f"{missing[:3]}): {fix}")
+    if extra_keys or missing_keys:
+        raise StagedGridsError(f"the workspace's reports are not this plan's (extra: {extra_keys[:3]}, missing: "
+                               f"{missing_keys[:3]}): {fix}")
 
 
 def _staged_shards(workspace, bucket: str, run_prefix: str) -> list[dict]:

@@ -17,6 +17,28 @@ from cgan.errors import CheckpointError
 CHANNEL_KEY = "deconv.3.weight"
 OPTIONAL_SUFFIX = "num_batches_tracked"  # absent in checkpoints saved by torch < 0.4.1
 MAX_LISTED = 8
+# The generator is ~4 MB (C=3 fp32 ~ 17 MB); a file or its unpacked tensors over this are refused
+# before torch.load: a small deflated zip can unpack to gigabytes (an OOM kill spends every retry).
+MAX_CHECKPOINT_BYTES = 256 * 1024 * 1024
+
+
+def _check_size(path: Path) -> None:
+    """The file, and for torch.save's zip format the sum of its members unpacked, within
+    MAX_CHECKPOINT_BYTES; CheckpointError naming the size otherwise."""
+    import zipfile
+
+    size = path.stat().st_size
+    unpacked = size
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                unpacked = sum(info.file_size for info in archive.infolist())
+        except (zipfile.BadZipFile, OSError):
+            return  # torch.load says what is wrong with it
+    if max(size, unpacked) > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"{path} is {size:,} bytes, {unpacked:,} unpacked: over {MAX_CHECKPOINT_BYTES:,}, far more than a "
+            "CGAN generator (a few MB), so it was not loaded. Pass the generator's state_dict only")
 
 
 def _listing(items) -> str:
@@ -35,6 +57,7 @@ def _read(path: Path) -> dict:
         )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file")
+    _check_size(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -100,6 +123,10 @@ def load_state_dict(path: str | os.PathLike) -> tuple[dict, int]:
             f"{path} is not a CGAN generator checkpoint ({'; '.join(parts)}). Expected the "
             "upstream generator's state_dict (fc.0..fc.4, deconv.0..deconv.3)"
         )
+    not_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not_finite:
+        raise CheckpointError(f"{path}: weights that are NaN or infinite in {_listing(not_finite)}: the training "
+                              "that saved it diverged; pass an earlier checkpoint")
     fixed = {}
     for key, value in state.items():
         fixed[key] = value.float() if value.is_floating_point() else value

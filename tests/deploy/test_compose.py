@@ -689,8 +689,9 @@ def test_npu_host_worker_is_the_main_files_ascend_worker(npu_host_worker, ascend
     env, main_env = npu_host_worker["environment"], main["environment"]
     assert set(env) == set(main_env)
     assert {k for k in env if env[k] != main_env[k]} == NPU_HOST_DIFFERENT
-    for key in ("command", "user", "group_add", "init", "healthcheck", "stop_grace_period", "deploy", "devices",
-                "image", "restart"):
+    assert main["security_opt"] == ["no-new-privileges:true"]  # the root Ascend worker cannot gain more
+    for key in ("command", "user", "group_add", "security_opt", "init", "healthcheck", "stop_grace_period", "deploy",
+                "devices", "image", "restart"):
         assert npu_host_worker[key] == main[key], key
     assert [v["target"] for v in npu_host_worker["volumes"]] == [v["target"] for v in main["volumes"]]
 

@@ -93,7 +93,8 @@ def test_npu_worker_role_has_no_rights_on_users_roles_connections_or_variables(s
     apply_role(admin_url, names["db"], names["owner"], names["npu"], password)
     npu = connect(admin_url, names["db"], names["npu"], password)
     for table in guarded:
-        for sql in (f"SELECT v FROM {table}", f"UPDATE {table} SET v = 'mine'", f"INSERT INTO {table} (v) VALUES ('x')"):
+        for sql in (f"SELECT v FROM {table}", f"UPDATE {table} SET v = 'mine'",
+                    f"INSERT INTO {table} (v) VALUES ('x')"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 npu.execute(sql)
     npu.execute("UPDATE celery_taskmeta SET v = 'result'")  # the Celery result backend stays writable

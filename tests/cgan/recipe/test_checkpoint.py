@@ -141,3 +141,29 @@ def test_code_executing_pickle_is_refused_and_never_runs(tmp_path, monkeypatch, 
 def test_fixture_builder_is_a_real_generator(tmp_path):
     path = build_checkpoint(tmp_path / "x.pth", 1, seed=3)
     assert load_generator(path).output_dim == 1
+
+
+def test_a_checkpoint_that_unpacks_to_gigabytes_is_refused_before_loading(tmp_path, monkeypatch):
+    """A small deflated zip (torch.save's format) whose members unpack past the cap: refused from
+    the zip's directory, torch.load never called (before: 1.3 GB of memory for a 25 MB file)."""
+    import zipfile
+
+    from cgan.recipe import checkpoint
+
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data/0", bytes(checkpoint.MAX_CHECKPOINT_BYTES + 1))
+    assert bomb.stat().st_size < 2 * 1024 * 1024
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called"))
+    with pytest.raises(CheckpointError, match="unpacked: over 268,435,456"):
+        load_state_dict(bomb)
+
+
+def test_nan_weights_are_named(tmp_path):
+    model = Generator()
+    state = model.state_dict()
+    state["fc.0.weight"][0, 0] = float("nan")
+    path = tmp_path / "nan.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"NaN or infinite in fc\.0\.weight"):
+        load_state_dict(path)
