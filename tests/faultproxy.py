@@ -4,6 +4,7 @@
         client = boto3.client("s3", endpoint_url=proxy.endpoint, ...)
         proxy.add("HEAD", r"/cgan/runs/r/manifest\\.json$", "404")   # one bare 404, then pass
         proxy.add("PUT", r"/manifest\\.json$", "drop")               # applied, its answer lost
+        proxy.add("GET", r"/runs/", "skew", times=10)                 # 403 RequestTimeTooSkewed
 
 Each request is forwarded as it came (headers, body, so the SigV4 signature made for the proxy's
 host:port still verifies upstream) unless a rule matches its method and path (the query string
@@ -13,10 +14,17 @@ included, `?` and all). A rule lets `after` matching requests pass (default none
 - `404`: a bare 404 with an empty body (a gateway or a node restarting), not forwarded;
 - `500`: a bare 500, not forwarded;
 - `drop`: forwarded and applied by the server, then the connection is closed without an answer
-  (a response lost on the way back: botocore retries the request).
+  (a response lost on the way back: botocore retries the request);
+- `skew`: a 403 RequestTimeTooSkewed, not forwarded: the answer S3 gives a request signed more than
+  15 minutes off its clock, with AWS's error body (`<Error><Code>RequestTimeTooSkewed</Code>
+  <Message>…</Message><RequestTime>` the request's X-Amz-Date `</RequestTime><ServerTime>`
+  ISO 8601 `</ServerTime><MaxAllowedSkewMilliseconds>900000</MaxAllowedSkewMilliseconds>…`). A HEAD
+  gets a bare 403, as S3 and SeaweedFS send it (a HEAD answer has no body to name the code).
+  ServerTime and the answer's Date are the proxy's clock moved by `date_offset_s`: give the proxy
+  e.g. date_offset_s=1200 for a store whose clock is 20 minutes ahead of the worker's.
 
-`date_offset_s` moves the Date header of every answer: the store's clock running ahead of (or
-behind) the worker's, e.g. to make what was just written look days old to a sweep.
+`date_offset_s` moves the Date header of every answer (forwarded or `skew`): the store's clock
+running ahead of (or behind) the worker's, e.g. to make what was just written look days old to a sweep.
 `proxy.seen` lists (method, path, action or "pass") of every request, for assertions.
 """
 
@@ -25,11 +33,12 @@ from __future__ import annotations
 import http.client
 import re
 import threading
+import time
 from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-ACTIONS = ("404", "500", "drop")
+ACTIONS = ("404", "500", "drop", "skew")
 
 
 class FaultProxy:
@@ -90,6 +99,9 @@ class FaultProxy:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                if action == "skew":
+                    self._skewed()
+                    return
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() != "expect"}
@@ -108,10 +120,33 @@ class FaultProxy:
                         v = formatdate(parsedate_to_datetime(v).timestamp() + proxy.date_offset_s, usegmt=True)
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                # a HEAD's answer has no body but the object's length: the server's own header
+                length = answer.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
+                self.send_header("Content-Length", length)
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
+
+            def _skewed(self):
+                """S3's answer to a request signed too far off its clock (AWS's wording and fields)."""
+                now = time.time() + proxy.date_offset_s
+                query = parse_qs(urlsplit(self.path).query)
+                signed = self.headers.get("X-Amz-Date") or query.get("X-Amz-Date", [""])[0]  # or presigned
+                body = b""
+                if self.command != "HEAD":
+                    body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>RequestTimeTooSkewed</Code>'
+                            "<Message>The difference between the request time and the current time is too large."
+                            f"</Message><RequestTime>{signed}</RequestTime><ServerTime>"
+                            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))}</ServerTime>"
+                            "<MaxAllowedSkewMilliseconds>900000</MaxAllowedSkewMilliseconds>"
+                            "<RequestId>FAULTPROXY</RequestId><HostId>faultproxy</HostId></Error>").encode()
+                self.send_response_only(403, "Forbidden")
+                self.send_header("Date", formatdate(now, usegmt=True))
+                if body:
+                    self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 

@@ -3,11 +3,15 @@ amazon provider's S3Hook.get_conn()). No Airflow import here.
 
 - One classification of failures (`classify`):
   MISSING       NoSuchKey, NotFound, a bare 404 (HEAD answers without a body)
+  CLOCK_SKEW    403 RequestTimeTooSkewed, or a bare 403 (a HEAD's) whose Date is 15 minutes or more
+                off this worker's clock: the worker signs with a wrong clock; sync it (NTP)
   CONFIGURATION credentials, rights, no such bucket, wrong region: a retry cannot help
   PRECONDITION  a conditional write lost (412 PreconditionFailed)
   RETRYABLE     everything else: store down, timeouts, 5xx, SlowDown, 409 ConditionalRequestConflict
   Requests raise `S3Error` (retryable) or its subclasses S3ConfigError (retryable = False, the
-  one kind a retry cannot help), S3Missing, S3PreconditionFailed, each with "what failed (Code: Message)".
+  one kind a retry cannot help), S3ClockSkew (the two clocks and the fix in the message; retryable:
+  the retry may run on another worker, or after NTP set this one right), S3Missing,
+  S3PreconditionFailed, each with "what failed (Code: Message)".
 - One description of a store for messages (`endpoint`, `where`): the endpoint URL without any
   user info, the bucket and the key. Never a credential.
 - Writes send Content-MD5 and x-amz-checksum-sha256, so a server that supports either refuses
@@ -22,14 +26,21 @@ import base64
 import hashlib
 import os
 import re
+import socket
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import formatdate, parsedate_to_datetime
 
 from cgan.errors import CganError
 
 MISSING, CONFIGURATION, PRECONDITION, RETRYABLE = "missing", "configuration", "precondition", "retryable"
+CLOCK_SKEW = "clock_skew"
+MAX_SKEW_S = 900  # S3 (AWS, MinIO, SeaweedFS) refuses a request signed more than 15 minutes off its clock
+local_clock = time.time  # the worker's clock, the one botocore signs with
 
 MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 # A bare 404 is not configuration: only HeadBucket's 404 means "no such bucket" (see check_bucket).
@@ -53,6 +64,14 @@ class S3ConfigError(S3Error):
     retryable = False
 
 
+class S3ClockSkew(S3Error):
+    """The worker's clock is 15 minutes or more off the store's, so the store refuses every request
+    it signs (403): sync the worker's clock. Retryable, unlike wrong credentials: the task's retry
+    may run on another worker, or on this one once NTP has set its clock right."""
+
+    kind = CLOCK_SKEW
+
+
 class S3Missing(S3Error):
     """No such object."""
 
@@ -65,7 +84,8 @@ class S3PreconditionFailed(S3Error):
     kind = PRECONDITION
 
 
-_ERRORS = {RETRYABLE: S3Error, CONFIGURATION: S3ConfigError, MISSING: S3Missing, PRECONDITION: S3PreconditionFailed}
+_ERRORS = {RETRYABLE: S3Error, CONFIGURATION: S3ConfigError, MISSING: S3Missing, PRECONDITION: S3PreconditionFailed,
+           CLOCK_SKEW: S3ClockSkew}
 
 
 def error_code(exc: BaseException) -> str:
@@ -78,8 +98,73 @@ def http_status(exc: BaseException) -> int | None:
     return (response or {}).get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(response, dict) else None
 
 
+def _timestamp(text: object) -> float | None:
+    """A time as S3 writes it (20250901T162148Z, 2025-09-03T16:21:50Z, .000Z, an HTTP date); None if not one."""
+    text = str(text or "").strip()
+    for fmt in ("%Y%m%dT%H%M%SZ", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            pass
+    try:
+        return parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def clock_offset(exc: BaseException) -> tuple[float, str] | None:
+    """(seconds the store's clock is ahead of this worker's, negative when behind; what shows it)
+    from an S3 error answer: AWS's ServerTime against the request's signing time (RequestTime, in
+    a RequestTimeTooSkewed body), else the answer's Date header against the worker's clock now.
+    None when the answer has neither."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    error = response.get("Error") or {}
+    server, signed = _timestamp(error.get("ServerTime")), _timestamp(error.get("RequestTime"))
+    if server is not None and signed is not None:
+        return server - signed, (f"the store's clock said {error['ServerTime']} when the request signed at "
+                                 f"{error['RequestTime']} by this worker's clock arrived")
+    date = ((response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}).get("date")
+    server = _timestamp(date)
+    if server is None:
+        return None
+    now = local_clock()
+    return server - now, f"the store's Date header: {date}; this worker's clock: {formatdate(now, usegmt=True)}"
+
+
+def _duration(seconds: float) -> str:
+    s = round(abs(seconds))
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s" if s % 60 else f"{s // 60} min"
+    if s < 2 * 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s / 86400:.1f} days"
+
+
+def clock_skew_advice(exc: BaseException) -> str:
+    """What a clock-skew refusal means and the fix: the two clocks, their difference, this host."""
+    limit_ms = (getattr(exc, "response", None) or {}).get("Error", {}).get("MaxAllowedSkewMilliseconds")
+    limit = int(limit_ms) / 1000 if str(limit_ms or "").isdigit() else MAX_SKEW_S
+    found = clock_offset(exc)
+    if found is None:
+        off = "is off the store's"
+    else:
+        offset, shown = found
+        off = f"is {_duration(offset)} {'behind' if offset > 0 else 'ahead of'} the store's ({shown})"
+    return (f"clock skew: this worker's clock (host {socket.gethostname()}) {off}, and the store refuses a "
+            f"request signed more than {_duration(limit)} off its own clock. Sync the worker's clock with NTP "
+            "(chrony: `chronyc tracking` shows the offset, `chronyc makestep` corrects it at once; or "
+            "`timedatectl set-ntp true`); a retry succeeds once it is right, or on a worker whose clock is")
+
+
+def _too_skewed(exc: BaseException) -> bool:
+    found = clock_offset(exc)
+    return found is not None and abs(found[0]) >= MAX_SKEW_S - 5  # the Date has whole seconds
+
+
 def classify(exc: BaseException) -> str:
-    """MISSING, CONFIGURATION, PRECONDITION or RETRYABLE (the module docstring says which is which)."""
+    """MISSING, CLOCK_SKEW, CONFIGURATION, PRECONDITION or RETRYABLE (the module docstring says which is which)."""
     from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 
     if isinstance(exc, S3Error):
@@ -89,6 +174,8 @@ def classify(exc: BaseException) -> str:
     if not isinstance(exc, ClientError):
         return RETRYABLE
     code, status = error_code(exc), http_status(exc)
+    if code == "RequestTimeTooSkewed" or (status == 403 and code in ("", "403") and _too_skewed(exc)):
+        return CLOCK_SKEW  # a HEAD's 403 has no body to name the code: its Date shows the clocks apart
     if code in CONFIG_CODES or status in (301, 403):
         return CONFIGURATION
     if code in MISSING_CODES or status == 404:
@@ -134,7 +221,10 @@ def wrap(exc: BaseException, what: str) -> S3Error:
     """The classified S3Error for exc, saying what failed and why."""
     if isinstance(exc, S3Error):
         return exc
-    return _ERRORS[classify(exc)](f"{what} ({describe_error(exc)})")
+    kind = classify(exc)
+    if kind == CLOCK_SKEW:
+        return S3ClockSkew(f"{what} ({describe_error(exc)}): {clock_skew_advice(exc)}")
+    return _ERRORS[kind](f"{what} ({describe_error(exc)})")
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -150,6 +240,8 @@ def check_bucket(client, bucket: str) -> None:
             raise S3ConfigError(f"{what} ({describe_error(exc)}): no such bucket: create the bucket, or point "
                                 "CGAN_PUBLISH_BUCKET at one that exists (and the connection's endpoint at "
                                 "the right store)") from exc
+        if kind == CLOCK_SKEW:
+            raise S3ClockSkew(f"{what} ({describe_error(exc)}): {clock_skew_advice(exc)}") from exc
         if kind == CONFIGURATION:
             raise S3ConfigError(f"{what} ({describe_error(exc)}): access refused: the connection's credentials "
                                 "(login = access key id, password = secret key) are wrong or have no rights on "
@@ -285,8 +377,6 @@ def download_file(client, bucket: str, key: str, path, chunk: int = 1 << 20) -> 
 def server_time(client, bucket: str) -> float:
     """The store's clock (the Date header of a HeadBucket answer), as a POSIX timestamp: the
     clock its LastModified times are on, whatever the worker's clock says."""
-    from email.utils import parsedate_to_datetime
-
     try:
         answer = client.head_bucket(Bucket=bucket)
     except Exception as exc:

@@ -501,7 +501,7 @@ class CeleryStack:
         self._run_cli(["db", "migrate"])
         self.admin_user = init["_AIRFLOW_WWW_USER_USERNAME"]
         self._run_cli(["users", "create", "--role", "Admin", "--username", self.admin_user,
-                       "--password", init["_AIRFLOW_WWW_USER_PASSWORD"], "--email", "admin@example.invalid",
+                       f"--password={init['_AIRFLOW_WWW_USER_PASSWORD']}", "--email", "admin@example.invalid",
                        "--firstname", "Admin", "--lastname", "User"])
         self._run_cli(["pools", "set", "ascend_npu", "1", "NPU slots (one per NPU)"])
 

@@ -73,6 +73,7 @@ RETRY_DECISIONS = {
     "cgan.storage.s3.S3Error": True,  # store down, 5xx, throttled
     "cgan.storage.s3.S3ConfigError": False,  # credentials, rights, bucket, region (kind CONFIGURATION)
     "cgan.storage.s3.S3Missing": True,  # the adapters decide what a missing object means (StoreError, PublishError)
+    "cgan.storage.s3.S3ClockSkew": True,  # a worker 15+ min off the store's clock: another worker, or NTP, fixes it
     "cgan.storage.s3.S3PreconditionFailed": True,  # another writer won: read again
     "cgan.ascend.errors.AscendError": False,
     "cgan.ascend.errors.ToolchainNotFound": False,
