@@ -57,5 +57,28 @@ class CganBaseOperator(BaseOperator):
         return self.open_store(folder).get_file(name, Path(local))
 
     def local_checkpoint(self, checkpoint: str, local_dir: str | Path) -> Path:
-        """The run's checkpoint on local disk (s3:// downloaded, a path resolved)."""
-        return fetch_checkpoint(checkpoint, local_dir, self.aws_conn_id)
+        """The run's checkpoint on local disk (s3:// downloaded, a path resolved), checked against
+        the checkpoint roots (CGAN_CHECKPOINT_ROOTS) here, where it is read, not only in `plan`:
+        the file or a folder on its path replaced by a symlink out of the roots since `plan` ran
+        (or a checkpoint XCom edited since) is refused (ParamError: no retry). A local path comes
+        back resolved, symlinks followed, so the task reads the file that was checked, not what a
+        link names by the time it opens it."""
+        from cgan import settings
+        from cgan.run.plan import ParamError, check_checkpoint_root
+
+        roots = settings.checkpoint_roots()
+        if checkpoint.startswith("s3://"):
+            check_checkpoint_root(checkpoint, roots)
+            return fetch_checkpoint(checkpoint, local_dir, self.aws_conn_id)
+        path = Path(fetch_checkpoint(checkpoint, local_dir, self.aws_conn_id)).resolve()
+        try:
+            check_checkpoint_root(str(path), roots)
+        except ParamError:
+            raise ParamError(
+                f"checkpoint {checkpoint!r} leads to {path} (symbolic links followed), outside the checkpoint "
+                f"roots ({', '.join(roots)}), so {self.task_id} did not read it. `plan` accepted it against "
+                "CGAN_CHECKPOINT_ROOTS, so the file or a folder on its path was replaced by a symbolic link since, "
+                "or this worker's CGAN_CHECKPOINT_ROOTS differ from plan's: put the checkpoint file itself (not "
+                "a link out of the roots) under one of them and clear the task, or have the deployment add its "
+                "folder to CGAN_CHECKPOINT_ROOTS on every worker") from None
+        return path

@@ -397,6 +397,34 @@ def test_application_key_is_limited_to_the_project_buckets(default_config):
     assert env["AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER"].split("/")[2] in buckets
 
 
+def test_no_holder_of_the_application_key_can_delete_task_logs(default_config):
+    """Every Airflow service, each worker and extra NPU host included, holds the application key.
+    On airflow-logs it may only read and write objects: Airflow's S3 task-log handler (the amazon
+    provider's S3RemoteLogIO) checks for, reads and PUTs a log whole and deletes only local copies,
+    so no holder of the key can delete a task log. The two run buckets keep Delete (cleanup, publish)."""
+    import inspect
+
+    from airflow.providers.amazon.aws.log import s3_task_handler
+
+    policy = minio_policy(default_config)
+
+    def actions_on(resource: str) -> set[str]:
+        return {a for st in policy["Statement"] if resource in st["Resource"] for a in st["Action"]}
+
+    assert actions_on("arn:aws:s3:::airflow-logs/*") == {"s3:GetObject", "s3:PutObject"}
+    on_logs = actions_on("arn:aws:s3:::airflow-logs/*") | actions_on("arn:aws:s3:::airflow-logs")
+    assert not [a for a in on_logs if "Delete" in a], on_logs
+    for bucket in ("cgan", "cgan-artifacts"):
+        assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= actions_on(f"arn:aws:s3:::{bucket}/*"), bucket
+    script = unescape(default_config["services"]["minio-init"]["command"][0])
+    body = script.split("<<'POLICY'\n", 1)[1].split("\nPOLICY", 1)[0]
+    assert len(body) <= 2048  # MinIO's limit on a policy document
+    # what the remote log handler of the installed provider calls: no delete of a remote object
+    handler = inspect.getsource(s3_task_handler)
+    assert "put_object(" in handler and "read_key(" in handler and "check_for_key(" in handler
+    assert not re.findall(r"delete_objects?\(|\.delete\(|DeleteObject", handler)
+
+
 def test_redis_requires_its_password(default_config):
     redis = default_config["services"]["redis"]
     assert redis["environment"]["REDIS_PASSWORD"] == OVERRIDES["REDIS_PASSWORD"]
@@ -690,8 +718,11 @@ def test_npu_host_worker_is_the_main_files_ascend_worker(npu_host_worker, ascend
     assert set(env) == set(main_env)
     assert {k for k in env if env[k] != main_env[k]} == NPU_HOST_DIFFERENT
     assert main["security_opt"] == ["no-new-privileges:true"]  # the root Ascend worker cannot gain more
-    for key in ("command", "user", "group_add", "security_opt", "init", "healthcheck", "stop_grace_period", "deploy",
-                "devices", "image", "restart"):
+    # and holds only DAC_OVERRIDE (root opening the HwHiAiUser-owned NPU devices), not Docker's
+    # default set (CHOWN, SETUID, SETGID, FOWNER, KILL, NET_RAW, MKNOD, SYS_CHROOT, ...)
+    assert main["cap_drop"] == ["ALL"] and main["cap_add"] == ["DAC_OVERRIDE"]
+    for key in ("command", "user", "group_add", "security_opt", "cap_drop", "cap_add", "init", "healthcheck",
+                "stop_grace_period", "deploy", "devices", "image", "restart"):
         assert npu_host_worker[key] == main[key], key
     assert [v["target"] for v in npu_host_worker["volumes"]] == [v["target"] for v in main["volumes"]]
 

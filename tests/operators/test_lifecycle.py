@@ -76,6 +76,7 @@ def test_many_runs_leave_the_artifact_store_bounded(tmp_path, upstream_checkpoin
     root = tmp_path / "artifacts"
     monkeypatch.setenv("CGAN_ARTIFACT_ROOT", root.as_uri())
     monkeypatch.setenv("CGAN_WORKSPACE_RETENTION_DAYS", str(RETENTION_DAYS))
+    monkeypatch.setenv("CGAN_CHECKPOINT_ROOTS", f"models,{upstream_checkpoint.parent}")  # export re-checks them
     store = LocalStore(root)
     pattern = "SFSFFSSFSS"  # S: published, F: failed after writing its bins
     failed_bytes, model_bytes = 0, None

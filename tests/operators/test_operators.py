@@ -142,6 +142,7 @@ def test_export_is_stored_once_per_content_and_reused(tmp_path, upstream_checkpo
 
     root = tmp_path / "root"
     monkeypatch.setenv("CGAN_ARTIFACT_ROOT", root.as_uri())
+    monkeypatch.setenv("CGAN_CHECKPOINT_ROOTS", f"models,{upstream_checkpoint.parent}")  # re-checked where read
     calls = []
     import cgan.recipe.export
 
@@ -165,6 +166,58 @@ def test_export_is_stored_once_per_content_and_reused(tmp_path, upstream_checkpo
     again = export("r4")
     assert len(calls) == 3 and again["export_reused"] is False and again["onnx_sha256"] == first["onnx_sha256"]
     assert any("Model store hit" in line for line in task_log.lines)
+
+
+@pytest.mark.parametrize("swapped", ["file", "folder"])
+def test_a_checkpoint_swapped_for_a_link_out_of_the_roots_after_plan_is_refused_where_it_is_read(
+        tmp_path, upstream_checkpoint, task_log, monkeypatch, swapped):
+    """`plan` checks the checkpoint against CGAN_CHECKPOINT_ROOTS, but the export task reads it
+    later: the file (or a folder on its path) replaced by a symlink out of the roots in between is
+    refused where it is read, naming the path, where it leads, the roots and the fix; nothing is
+    read or exported. A link that stays inside the roots is read through its target."""
+    import shutil
+
+    from cgan import settings
+    from cgan.run.plan import check_checkpoint_root
+    from operators.export_onnx import ExportOnnxOperator
+
+    allowed = tmp_path / "ckpts"
+    (allowed / "team").mkdir(parents=True)
+    checkpoint = allowed / "team" / "g.pth"
+    shutil.copy(upstream_checkpoint, checkpoint)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(upstream_checkpoint, outside / "g.pth")  # a loadable generator: only the roots can stop it
+    monkeypatch.setenv("CGAN_CHECKPOINT_ROOTS", f"models,{allowed}")
+    root = tmp_path / "root"
+    monkeypatch.setenv("CGAN_ARTIFACT_ROOT", root.as_uri())
+    assert check_checkpoint_root(str(checkpoint), settings.checkpoint_roots())  # what plan checked: accepted
+
+    if swapped == "file":  # after plan: the file itself becomes a link out of the roots
+        checkpoint.unlink()
+        checkpoint.symlink_to(outside / "g.pth")
+    else:  # a folder on its path does
+        shutil.rmtree(allowed / "team")
+        (allowed / "team").symlink_to(outside, target_is_directory=True)
+    op = ExportOnnxOperator(task_id="export_onnx", workspace=(root / "runs" / "r").as_uri(),
+                            checkpoint=str(checkpoint))
+    with pytest.raises(AirflowFailException, match="outside the checkpoint roots") as refused:
+        op.execute({})
+    message = str(refused.value)
+    assert str(checkpoint) in message and str((outside / "g.pth").resolve()) in message
+    assert f"models, {allowed}" in message and "CGAN_CHECKPOINT_ROOTS" in message and "symbolic link" in message
+    assert not (root / "models").exists()  # nothing read, nothing exported
+
+    # a link that stays inside the roots (e.g. latest.pth -> v2.pth) is fine, read through its target
+    shutil.copy(upstream_checkpoint, allowed / "v2.pth")
+    (allowed / "latest.pth").symlink_to(allowed / "v2.pth")
+    base = CganBaseOperator(task_id="t", workspace="file:///w")
+    assert base.local_checkpoint(str(allowed / "latest.pth"), tmp_path) == (allowed / "v2.pth").resolve()
+    # an s3:// checkpoint outside the roots (an XCom edited since plan) is refused before any download
+    from cgan.run.plan import ParamError
+
+    with pytest.raises(ParamError, match="outside the checkpoint roots"):
+        base.local_checkpoint("s3://other-team/g.pth", tmp_path)
 
 
 def test_bins_packed_per_shard_then_onnxruntime_hands_over_pngs_tally_perf_and_parity_outputs(
