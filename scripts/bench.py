@@ -128,17 +128,19 @@ TASK_CODE = {
                    "for s in plan_shards({n}, 'cpu', [0], MAX_AUTO_GRIDS_PER_SHARD):\n"
                    "    write_bins({ws!r} + '/' + s.bins_prefix, s.count, 1, start=s.start)\n"
                    "    write_bins_pack({ws!r} + '/' + bins_pack_key(s.index), s.count, 1, start=s.start)"),
+    # one shard as the inference task runs it (cgan.run.inference.run_shard: grids rendered and packed
+    # while ONNX Runtime computes), every raw output handed over for postprocess's worst case below
     "onnxruntime_infer": ("from cgan.run.plan import MAX_AUTO_GRIDS_PER_SHARD, plan_shards\n"
+                          "from cgan.run.inference import run_shard\n"
                           "from cgan.runtimes.onnxruntime_runner import run_onnxruntime\n"
-                          "from cgan.run.shard_render import ShardRenderer; from cgan.storage.store import open_store\n"
-                          "from cgan.layout.workspace import outputs_prefix\n"
-                          "import shutil, pathlib\n"
-                          "s = plan_shards({n}, 'cpu', [0], MAX_AUTO_GRIDS_PER_SHARD)[0]\n"
-                          "renderer = ShardRenderer(open_store(pathlib.Path({ws!r} + '/rendered').as_uri()))\n"
-                          "r = run_onnxruntime({ws!r} + '/cgan.onnx', {ws!r} + '/' + s.bins_prefix,\n"
-                          "                    {ws!r} + '/tmp-out', on_output=renderer.submit)\n"
-                          "renderer.finish()\n"
-                          "shutil.copytree(r.output_dir, {ws!r} + '/' + outputs_prefix(0), dirs_exist_ok=True)"),
+                          "from cgan.storage.store import open_store\n"
+                          "import pathlib, tempfile\n"
+                          "s = plan_shards({n}, 'cpu', [0], MAX_AUTO_GRIDS_PER_SHARD, keep_raw_outputs=True)[0]\n"
+                          "def ort(bins, out, on_output):\n"
+                          "    return run_onnxruntime({ws!r} + '/cgan.onnx', bins, out, on_output=on_output), []\n"
+                          "with tempfile.TemporaryDirectory() as tmp:\n"
+                          "    run_shard(open_store(pathlib.Path({ws!r}).as_uri()), s, pathlib.Path(tmp), ort,\n"
+                          "              log=lambda m: None)"),
     "postprocess": ("from cgan.run.plan import MAX_AUTO_GRIDS_PER_SHARD, plan_shards\n"
                     "from cgan.storage.store import open_store\n"
                     "from cgan.run.postprocess import postprocess_run\n"

@@ -76,3 +76,15 @@ def test_the_int8_profile_lists_the_nodes_onnx_runtime_runs(tmp_path, upstream_o
     rows = node_profile(int8_model(upstream_onnx, cache_dir=tmp_path), calls=3)
     assert [r["ms"] for r in rows] == sorted((r["ms"] for r in rows), reverse=True)
     assert {"QGemm", "QLinearConv"} <= {r["op"] for r in rows} and all(r["ms"] >= 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_the_memory_section_runs_every_task_of_the_cpu_path():
+    """`make bench`'s memory section runs each task's code as the DAG runs it today (it broke
+    silently when the inference tasks began to write packs)."""
+    from scripts.bench import TASK_CODE, task_memory
+
+    measured = task_memory(100)
+    assert set(measured) == set(TASK_CODE)
+    for task, row in measured.items():
+        assert 20 < row["peak_rss_mb"] < 2048, (task, row)
