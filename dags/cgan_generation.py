@@ -158,19 +158,25 @@ with DAG(
     deadline=DEADLINE,
 ) as dag:
 
-    @task(multiple_outputs=True, retries=0, execution_timeout=timedelta(minutes=2))
+    # the plan is logged as a few readable lines, not as Airflow's dump of the returned dict
+    @task(multiple_outputs=True, retries=0, execution_timeout=timedelta(minutes=2), show_return_value_in_logs=False)
     def plan(params=None, run_id=None, logical_date=None, dag_run=None, triggering_asset_events=None) -> dict:
         """Check every parameter and lay out the run: seed, workspace, shards, and the checkpoint
         (a run started by a checkpoint asset event uses the event's)."""
-        from cgan.run.plan import make_plan
+        import logging
+
+        from cgan.run.plan import describe_plan, make_plan
 
         events = [{"extra": dict(e.extra or {}), "timestamp": e.timestamp.isoformat()}
                   for e in (triggering_asset_events or {}).get(CHECKPOINT, [])]
-        return make_plan({k: params[k] for k in PARAMS}, run_id=run_id,
-                         logical_date=logical_date or dag_run.run_after,
-                         artifact_root=settings.artifact_root(), default_target=settings.default_target(),
-                         checkpoint_roots=settings.checkpoint_roots(), checkpoint_events=events,
-                         cpu_slots=settings.cpu_infer_tasks(), npu_slots=settings.npu_slots())
+        planned = make_plan({k: params[k] for k in PARAMS}, run_id=run_id,
+                            logical_date=logical_date or dag_run.run_after,
+                            artifact_root=settings.artifact_root(), default_target=settings.default_target(),
+                            checkpoint_roots=settings.checkpoint_roots(), checkpoint_events=events,
+                            cpu_slots=settings.cpu_infer_tasks(), npu_slots=settings.npu_slots())
+        for line in describe_plan(planned, seed_given=params["seed"] is not None):
+            logging.getLogger("airflow.task").info("plan: %s", line)
+        return planned
 
     @task(retries=0, execution_timeout=timedelta(minutes=1))
     def shards(planned: list[dict]) -> list[dict]:
@@ -228,8 +234,12 @@ with DAG(
     def quality_gate(summary: dict) -> str:
         """Fail the run when postprocess's verdict is rejected, naming each metric, value and threshold
         (the run is published for inspection by then, marked rejected, and latest.json did not move)."""
+        import logging
+
         from cgan.quality.gate import QualityGateFailed
 
+        for line in summary.get("gate_checks") or ():
+            logging.getLogger("airflow.task").info("quality gate: %s", line)
         if summary.get("gate") == "rejected":
             raise QualityGateFailed("quality gate: the run is rejected: " + "; ".join(summary["gate_failures"]))
         return summary.get("gate", "accepted")

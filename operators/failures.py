@@ -2,9 +2,9 @@
 
 The one place that turns the library's retry semantics into Airflow's: each error class says
 whether a retry may fix it (`CganError.retryable`, set where the class is defined), and a
-CganError that a retry cannot fix becomes AirflowFailException (no retry, message in the task
-log); everything else (a flaky store, a killed worker, msame on a busy device, any exception
-that is not a CganError) keeps the task's retries.
+CganError that a retry cannot fix becomes AirflowFailException (no retry; its message logged as
+one line, without the library's traceback); everything else (a flaky store, a killed worker,
+msame on a busy device, any exception that is not a CganError) keeps the task's retries.
 
 So a missing checkpoint, an invalid parameter, a malformed bin, a bad setting, wrong
 credentials or a missing bucket fail at once, and so does atc's verdict on a model (atc is
@@ -34,6 +34,11 @@ def fail_fast_on_bad_input(execute):
                 raise
             from airflow.sdk.exceptions import AirflowFailException
 
-            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+            # our own refusal: one clear line first, then Airflow's failure record without the
+            # library's frames (the message names the problem and the fix; Airflow 3.3 logs every
+            # failure with its traceback, so its own frames still follow)
+            message = f"{type(exc).__name__}: {exc}"
+            self.log.error("%s", message)
+            raise AirflowFailException(message) from None
 
     return wrapper

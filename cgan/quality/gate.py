@@ -177,3 +177,13 @@ def failures(verdict: dict) -> list[str]:
     return [f"{c['metric']} = {c['value']} (needs {c['op']} {c['threshold']})"
             + (f": {c['why']}" if c.get("why") else "") for c in verdict["checks"] if not c["passed"]]
 
+
+
+def check_lines(verdict: dict) -> list[str]:
+    """One line per check, passed or not: metric, value, threshold (for the task log)."""
+    lines = []
+    for c in verdict["checks"]:
+        value = "not measured" if c["value"] is None else f"{c['value']:.4g}"
+        lines.append(f"{'passed' if c['passed'] else 'FAILED'}: {c['metric']} = {value} "
+                     f"(needs {c['op']} {c['threshold']})" + (f": {c['why']}" if c.get("why") else ""))
+    return lines

@@ -344,3 +344,27 @@ def make_plan(conf: dict, *, run_id: str, logical_date: datetime, artifact_root:
         "run_prefix": run_prefix(run_key),  # in the publish bucket
         "logical_date": logical_date.isoformat(),
     }
+
+
+def describe_plan(plan: dict, *, seed_given: bool) -> list[str]:
+    """A plan as a few lines for the task log (what runs, where it goes), not its raw dict."""
+    params, shards = plan["params"], plan["shards"]
+    grids = sum(s["count"] for s in shards)
+    sizes = sorted({s["count"] for s in shards})
+    size = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes[0]:,} to {sizes[-1]:,}"
+    how = "as set" if params.get("grids_per_shard") else "automatic"
+    if plan["target"] == "ascend":
+        runs_on = (f"target ascend: {params['npu_tool']} on the Ascend workers, soc {params['soc_version']}, "
+                   f"precision mode {params['precision_mode']}")
+        if params.get("devices"):
+            runs_on += f", devices {', '.join(map(str, params['devices']))} only"
+    else:
+        runs_on = f"target cpu: ONNX Runtime {params['precision']}, {params['threads']} thread(s) per task"
+    return [
+        f"{grids:,} grid(s), seed {plan['seed']} ({'as given' if seed_given else 'from the logical date'})",
+        runs_on,
+        f"{len(shards):,} shard(s) of {size} grids ({how})",
+        f"checkpoint {plan['checkpoint']}" + ("" if plan.get("checkpoint_source", "params") == "params"
+                                              else f" (from {plan['checkpoint_source']})"),
+        f"workspace {plan['workspace']}; published under {plan['run_prefix']}/",
+    ]

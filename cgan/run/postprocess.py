@@ -34,7 +34,15 @@ from cgan.layout.workspace import (
     shard_perf_key,
 )
 from cgan.progress import is_tenth
-from cgan.quality.gate import FeatureExtractor, Thresholds, diversity, evaluate, failures, load_reference
+from cgan.quality.gate import (
+    FeatureExtractor,
+    Thresholds,
+    check_lines,
+    diversity,
+    evaluate,
+    failures,
+    load_reference,
+)
 from cgan.quality.report import DEFAULT_PARITY_GRIDS, EXPECTED_LABELS, QualityAccumulator, evenly_spaced
 from cgan.recipe.grids import grid_array, png_bytes
 from cgan.recipe.outputs import grid_stem, read_output_bin
@@ -131,6 +139,7 @@ def postprocess_run(
         "devices": perf["devices"],  # e.g. npu:0@host-a: where the shards ran (the manifest's summary)
         "gate": verdict["status"],
         "gate_failures": failures(verdict),
+        "gate_checks": check_lines(verdict),  # every check, passed or not, for the quality_gate log
         "feature_diversity": report.get("feature_diversity"),
     }
 

@@ -137,7 +137,7 @@ def test_atc_failure_raises_the_cgan_error(tmp_path, fake_toolkit, workspace, on
     monkeypatch.setenv("STANDIN_ATC_MODE", "ecode")
     with pytest.raises(AirflowFailException, match="EZ3003") as err:  # deterministic: no retries
         atc_op(workspace, tmp_path, fake_toolkit, onnx=onnx_uri).execute(context={})
-    assert isinstance(err.value.__cause__, AtcError)
+    assert isinstance(err.value.__context__, AtcError)  # kept, not printed
     assert not list((tmp_path / "cache").rglob("*.om"))
     assert any(line.startswith("EZ3003") for line in task_log.lines)
 
@@ -145,7 +145,7 @@ def test_atc_failure_raises_the_cgan_error(tmp_path, fake_toolkit, workspace, on
 def test_atc_bad_soc_is_refused_before_any_download(tmp_path, fake_toolkit, calls, workspace, onnx_uri, task_log):
     with pytest.raises(AirflowFailException, match="not an Ascend SoC name") as err:  # no retry for bad input
         atc_op(workspace, tmp_path, fake_toolkit, onnx=onnx_uri, soc_version="Ascend310'; reboot").execute(context={})
-    assert isinstance(err.value.__cause__, AscendError)
+    assert isinstance(err.value.__context__, AscendError)
     assert calls("atc") == []
 
 

@@ -110,3 +110,17 @@ def test_an_int8_cpu_run_is_held_to_the_int8_parity_bound_not_fp32s():
     assert parity_tolerance("cpu", "force_fp16") == FP32_TOLERANCE
     assert parity_tolerance("cpu", "force_fp16", "fp32") == FP32_TOLERANCE
     assert parity_tolerance("cpu", "force_fp16", "int8") == PARITY_LIMITS["int8"]["max_abs"]
+
+
+def test_check_lines_give_every_check_with_its_value_and_threshold():
+    from cgan.quality.gate import check_lines
+
+    verdict = {"checks": [
+        {"metric": "label_accuracy", "value": 0.987654, "op": ">=", "threshold": 0.9, "passed": True},
+        {"metric": "feature_diversity", "value": None, "op": ">=", "threshold": 0.5, "passed": False,
+         "why": "not measured (no parity sample)"},
+    ]}
+    assert check_lines(verdict) == [
+        "passed: label_accuracy = 0.9877 (needs >= 0.9)",
+        "FAILED: feature_diversity = not measured (needs >= 0.5): not measured (no parity sample)",
+    ]

@@ -274,3 +274,20 @@ def test_a_logical_date_in_the_future_is_refused():
         make_plan({}, run_id="r", logical_date=datetime(2026, 11, 26, 3, 1), artifact_root="file:///x", now=now)
     for fine in (now, now - timedelta(days=400), now + timedelta(minutes=59)):  # clocks may differ a little
         assert make_plan({}, run_id="r", logical_date=fine, artifact_root="file:///x", now=now)["logical_date"]
+
+
+def test_a_plan_is_described_in_a_few_readable_lines():
+    from datetime import datetime
+
+    from cgan.run.plan import describe_plan, make_plan
+
+    planned = make_plan({"num_grids": 2500, "target": "ascend", "devices": [0, 1]}, run_id="manual__x",
+                        logical_date=datetime(2026, 12, 1, tzinfo=UTC), artifact_root="file:///tmp/a",
+                        npu_slots=2, now=datetime(2026, 12, 1, tzinfo=UTC))
+    lines = describe_plan(planned, seed_given=False)
+    assert lines[0] == f"2,500 grid(s), seed {planned['seed']} (from the logical date)"
+    assert lines[1].startswith("target ascend: msame on the Ascend workers, soc Ascend310P3")
+    assert lines[1].endswith("devices 0, 1 only")
+    assert "shard(s) of" in lines[2] and "(automatic)" in lines[2]
+    assert lines[-1] == "workspace file:///tmp/a/runs/manual__x; published under runs/manual__x/"
+    assert len(lines) <= 6 and all(len(line) < 160 for line in lines)
