@@ -19,7 +19,8 @@
 #                     commit, 2023-06-10); the build checks that it got exactly that commit
 #
 # Python: the project has a venv of its own (/opt/cgan-venv, not seeing the base image's
-# packages) holding torch CPU and requirements.lock; CANN's Python (the base image's, with the
+# packages) holding requirements.lock (hash-checked wheels: docker/requirements.hashes.lock) and
+# torch CPU, installed as in docker/airflow.Dockerfile; CANN's Python (the base image's, with the
 # numpy/protobuf the toolkit pins) stays as it is and is what atc and msame get
 # (CGAN_ASCEND_PYTHON, cgan/ascend/toolkit.py); the build checks both.
 #
@@ -82,8 +83,13 @@ RUN "${PYTHON}" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) an
  && "${CGAN_ASCEND_PYTHON}" -c 'import sys; sys.exit(0 if sys.prefix == sys.base_prefix else "CANN Python is a venv")' \
  && "${PYTHON}" -m venv /opt/cgan-venv
 
-# torch CPU first and alone, as in docker/airflow.Dockerfile.
-RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" \
+# The runtime lock, every wheel checked against its sha256, no source package, no dependency the
+# lock does not name; then torch CPU without its dependencies (the lock pinned them), as in
+# docker/airflow.Dockerfile.
+RUN --mount=type=bind,source=docker/requirements.hashes.lock,target=/tmp/requirements.hashes.lock \
+    pip install --no-cache-dir --require-hashes --only-binary=:all: --no-deps -r /tmp/requirements.hashes.lock
+
+RUN pip install --no-cache-dir --no-deps --only-binary=:all: "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" \
  && python -c "import sys, torch; sys.exit('torch is a CUDA build' if torch.version.cuda else 0)"
 
 # msame: a binary from the build context (MSAME_BINARY), or built from Ascend/tools at the pinned
@@ -123,11 +129,12 @@ RUN --mount=type=bind,source=.,target=/tmp/cgan-context \
 
 # The project (dags/, plugins/, operators/, cgan/, models/: .dockerignore lets nothing else in),
 # installed in editable mode so that the code finds models/ next to it, with the runtime lock as
-# constraints (as docker/airflow.Dockerfile), then pip check, an import smoke test, and the check
-# that the environment the wrapper builds for atc/msame runs CANN's Python, not the venv's.
+# constraints and no index (as docker/airflow.Dockerfile: everything it needs is installed), then
+# pip check, an import smoke test, and the check that the environment the wrapper builds for
+# atc/msame runs CANN's Python, not the venv's.
 COPY . /opt/cgan
 RUN mkdir -p /opt/cgan/plugins /opt/airflow/logs \
- && pip install --no-cache-dir --no-build-isolation --constraint /opt/cgan/requirements.lock \
+ && pip install --no-cache-dir --no-index --no-build-isolation --constraint /opt/cgan/requirements.lock \
       "apache-airflow==${AIRFLOW_VERSION}" -e /opt/cgan \
  && pip check \
  && python -c "import cgan.settings, operators.ascend_inference, operators.atc_convert, airflow.providers.celery; \
