@@ -182,12 +182,15 @@ def test_every_airflow_service_shares_jwt_secret_fernet_key_and_execution_api(as
         # a worker's slot is free within 1 s of its task's end, not up to 5 s (docs/perf/scheduler.md)
         assert env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1", name
         assert env["AIRFLOW__API__SECRET_KEY"] == OVERRIDES["AIRFLOW__API__SECRET_KEY"], name
-        # psycopg (v3), the driver in requirements.lock, everywhere: no psycopg2, no derived asyncpg
+        # psycopg (v3), the driver in requirements.lock, everywhere: no psycopg2, no derived asyncpg;
+        # the Celery workers have no database at all (test_no_celery_worker_holds_a_database_url...)
         db = f"postgresql+psycopg://airflow:{OVERRIDES['POSTGRES_PASSWORD']}@postgres/airflow"
-        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == db, name
-        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] == db, name
-        assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + db, name
-        assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{OVERRIDES['REDIS_PASSWORD']}@redis:6379/0", name
+        if name not in WORKERS:
+            assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == db, name
+            assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] == db, name
+        # Celery's results in Redis, beside the broker, for every component (not the metadata DB)
+        redis = f"redis://:{OVERRIDES['REDIS_PASSWORD']}@redis:6379/0"
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == redis == env["AIRFLOW__CELERY__RESULT_BACKEND"], name
 
 
 def test_database_drivers_are_in_the_runtime_lock(ascend_config):
@@ -201,7 +204,7 @@ def test_database_drivers_are_in_the_runtime_lock(ascend_config):
         env = service.get("environment") or {}
         for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC",
                     "AIRFLOW__CELERY__RESULT_BACKEND"):
-            if key in env:
+            if key in env and (key != "AIRFLOW__CELERY__RESULT_BACKEND" or env[key].startswith("db+")):
                 driver = make_url(env[key].removeprefix("db+")).get_driver_name()
                 assert drivers[driver] in lock, f"{name} {key}: driver {driver} is not in requirements.lock"
 
@@ -316,7 +319,8 @@ def test_built_services_name_existing_dockerfiles(ascend_config):
 SECRET_HOLDERS = {
     "MINIO_ROOT_PASSWORD": {"minio", "minio-init"},
     "AIRFLOW_ADMIN_PASSWORD": {"airflow-init"},
-    "POSTGRES_PASSWORD": {"postgres"} | AIRFLOW_SERVICES | {"airflow-worker-ascend", "airflow-cli", "flower"},
+    # not the Celery workers: they have no database URL (test_no_celery_worker_holds_a_database_url...)
+    "POSTGRES_PASSWORD": {"postgres"} | (AIRFLOW_SERVICES - WORKERS) | {"airflow-cli", "flower"},
     "REDIS_PASSWORD": {"redis"} | AIRFLOW_SERVICES | {"airflow-worker-ascend", "airflow-cli", "flower"},
     "CGAN_S3_SECRET_KEY": {"minio-init"} | AIRFLOW_SERVICES | {"airflow-worker-ascend", "airflow-cli", "flower"},
 }
@@ -340,6 +344,36 @@ def test_each_secret_reaches_only_the_services_that_need_it(all_profiles_config,
     # the task processes of the Ascend worker (root by default) cannot read the MinIO root account
     assert secret not in ("MINIO_ROOT_PASSWORD", "AIRFLOW_ADMIN_PASSWORD") \
         or "airflow-worker-ascend" not in holders
+
+
+def _runs_celery_worker(service: dict) -> bool:
+    return re.match(r"(airflow )?celery worker\b", " ".join(service.get("command") or [])) is not None
+
+
+# Names under which Airflow or Celery would find a database, or the keys that sign and decrypt.
+DB_OR_SIGNING_KEY = re.compile(r"DATABASE|SQL_ALCHEMY|FERNET|JWT|^PG|POSTGRES", re.I)
+
+
+def test_no_celery_worker_holds_a_database_url_or_credentials(all_profiles_config, npu_host_worker):
+    """Before: every Celery worker (the root Ascend worker included) held the Postgres superuser's
+    URL twice, as SQL_ALCHEMY_CONN and as the db+postgresql result backend (enough to UPDATE
+    ab_user), and an extra NPU host a role that could write every other row. A worker needs no
+    database in Airflow 3 (its tasks go through the Execution API; tests/distributed runs them all
+    with this environment): no worker service, nor the NPU host's, holds a database URL under any
+    name, the Postgres password, the Fernet key or the JWT secret; its Celery results go to Redis."""
+    workers = {name: s for name, s in all_profiles_config["services"].items() if _runs_celery_worker(s)}
+    assert set(workers) == WORKERS  # every worker service of the file is checked here
+    workers["npu-host"] = npu_host_worker
+    for name, service in workers.items():
+        env, text = service["environment"], json.dumps(service)
+        assert [k for k in env if DB_OR_SIGNING_KEY.search(k)] == [], name
+        for secret in ("POSTGRES_PASSWORD", "FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET"):
+            assert OVERRIDES[secret] not in text, (name, secret)
+        assert not re.search(r"postgres(ql)?(\+\w+)?://|db\+|sqlite|mysql", text), name
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("redis://"), name
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == env["AIRFLOW__CELERY__BROKER_URL"], name
+    # the official image's entry point does not wait for a database the worker does not have
+    assert workers["airflow-worker"]["environment"]["CONNECTION_CHECK_MAX_COUNT"] == "0"
 
 
 def test_published_ports_listen_on_localhost_unless_an_address_is_set(compose_bin, all_profiles_config, tmp_path):
@@ -693,16 +727,14 @@ def test_ascend_entrypoint_runs_airflow_commands(tmp_path):
 NPU_HOST = REPO / "docker" / "compose.npu-host.yaml"
 NPU_HOST_ENV = REPO / "docker" / "npu-host.env.example"
 NPU_HOST_VALUES = {
-    "AIRFLOW_POSTGRES_HOST": "10.0.0.10", "AIRFLOW_REDIS_HOST": "10.0.0.10",
+    "AIRFLOW_REDIS_HOST": "10.0.0.10",
     "CGAN_S3_ENDPOINT": "http://10.0.0.10:9000", "AIRFLOW_EXECUTION_API_SERVER_URL": "http://10.0.0.10:8080/execution/",
-    "AIRFLOW_DB_PASSWORD": "npu-role-password",
     **{k: OVERRIDES[k] for k in ("REDIS_PASSWORD",
                                  "AIRFLOW__API__SECRET_KEY", "CGAN_S3_SECRET_KEY", "CGAN_S3_ACCESS_KEY",
                                  "CGAN_DEFAULT_TARGET", "CGAN_NPU_SLOTS", "CGAN_NPU_COUNT")},
 }
-# What differs from docker-compose.yaml's airflow-worker-ascend: the main host's addresses and the role.
-NPU_HOST_DIFFERENT = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC",
-                      "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CELERY__BROKER_URL",
+# What differs from docker-compose.yaml's airflow-worker-ascend: the main host's addresses.
+NPU_HOST_DIFFERENT = {"AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CELERY__BROKER_URL",
                       "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW_CONN_CGAN_S3"}
 
 
@@ -727,13 +759,13 @@ def test_npu_host_worker_is_the_main_files_ascend_worker(npu_host_worker, ascend
     assert [v["target"] for v in npu_host_worker["volumes"]] == [v["target"] for v in main["volumes"]]
 
 
-def test_npu_host_uses_a_non_superuser_role_and_the_main_hosts_addresses(npu_host_worker):
+def test_npu_host_uses_the_main_hosts_addresses_and_no_database(npu_host_worker):
     env = npu_host_worker["environment"]
-    db = "postgresql+psycopg://cgan_npu:npu-role-password@10.0.0.10/airflow"
-    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == db == env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"]
-    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + db
-    assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{OVERRIDES['REDIS_PASSWORD']}@10.0.0.10:6379/0"
+    redis = f"redis://:{OVERRIDES['REDIS_PASSWORD']}@10.0.0.10:6379/0"
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == redis == env["AIRFLOW__CELERY__RESULT_BACKEND"]
+    assert not [k for k in env if k.startswith("AIRFLOW__DATABASE__")]
     assert json.loads(env["AIRFLOW_CONN_CGAN_S3"])["extra"]["endpoint_url"] == "http://10.0.0.10:9000"
+    # the role file no NPU host needs any more stays least-privilege, for a deployment that keeps one on the DB
     sql = (REPO / "docker" / "npu-worker-role.sql").read_text()
     assert "NOSUPERUSER" in sql and "CREATEDB" not in sql.replace("NOCREATEDB", "")
     assert "GRANT ALL" not in sql.upper()
@@ -741,14 +773,15 @@ def test_npu_host_uses_a_non_superuser_role_and_the_main_hosts_addresses(npu_hos
 
 def test_npu_host_env_holds_no_main_host_secret():
     text = NPU_HOST.read_text() + NPU_HOST_ENV.read_text()
-    for name in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "POSTGRES_PASSWORD"):
+    for name in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "POSTGRES_PASSWORD",
+                 "AIRFLOW_POSTGRES_HOST", "AIRFLOW_DB_USER", "AIRFLOW_DB_PASSWORD"):  # no database login at all
         assert name not in text, name
     values = {}
     for line in NPU_HOST_ENV.read_text().splitlines():
         if line and not line.startswith("#") and "=" in line:
             name, value = line.split("=", 1)
             values[name] = value
-    for name in ("AIRFLOW_DB_PASSWORD", "REDIS_PASSWORD", "AIRFLOW__API__SECRET_KEY", "CGAN_S3_SECRET_KEY"):
+    for name in ("REDIS_PASSWORD", "AIRFLOW__API__SECRET_KEY", "CGAN_S3_SECRET_KEY"):
         assert values[name] == "", name
     for name in ("FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET"):  # a worker needs neither
         assert name not in values and f"${{{name}" not in NPU_HOST.read_text(), name

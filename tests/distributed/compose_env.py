@@ -7,11 +7,16 @@ that service's `environment`. What cannot be expressed through .env is swapped, 
 SWAPPED with its reason, and checked: the driver / scheme of every swapped URL stays the compose
 file's. Keys that the compose file does not set may be added (TEST_ONLY_PREFIXES and the image's
 ENV, IMAGE_ENV), never the other way round.
+
+The Celery workers (WORKER_COMPONENTS, and an extra NPU host's worker) must hold no way into the
+metadata database and neither the Fernet key nor the JWT secret (worker_holds): checked on the
+compose file's environment and again after the swaps, so that the proof runs them without.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +35,13 @@ COMPONENTS = {
     "worker-default": "airflow-worker",
     "worker-ascend": "airflow-worker-ascend",
 }
-DB_KEYS = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC",
-           "AIRFLOW__CELERY__RESULT_BACKEND")
+WORKER_COMPONENTS = {"worker-default", "worker-ascend"}
+DB_KEYS = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC")
+REDIS_KEYS = ("AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND")
 SWAPPED = {
     **{key: "the test's scratch database (role, host, port, database); the driver is the compose file's"
        for key in DB_KEYS},
-    "AIRFLOW__CELERY__BROKER_URL": "the test's Redis database (no password there); the scheme is the compose file's",
+    **{key: "the test's Redis database (no password there); the scheme is the compose file's" for key in REDIS_KEYS},
     "CGAN_ARTIFACT_ROOT": "a bucket of this test run in the test's S3 server",
     "CGAN_PUBLISH_BUCKET": "a bucket of this test run in the test's S3 server",
     "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": "a bucket of this test run in the test's S3 server",
@@ -88,21 +94,18 @@ class TestDeployment:
                 f"AIRFLOW_EXECUTION_API_SERVER_URL={self.api_url}/execution/")
 
 
-def _swap_db(value: str, database_url: str, keep_role: bool = False) -> str:
+def _swap_db(value: str, database_url: str) -> str:
     from sqlalchemy.engine import make_url
 
-    prefix = "db+" if value.startswith("db+") else ""
-    compose_url = make_url(value.removeprefix("db+"))
-    swapped = make_url(database_url).set(drivername=compose_url.drivername)
-    if keep_role:  # the compose file's role and password (an NPU host's least-privilege role)
-        swapped = swapped.set(username=compose_url.username, password=compose_url.password)
-    return prefix + swapped.render_as_string(hide_password=False)
+    assert not value.startswith("db+"), value
+    compose_url = make_url(value)
+    return make_url(database_url).set(drivername=compose_url.drivername).render_as_string(hide_password=False)
 
 
-def _swap(key: str, value: str, dep: TestDeployment, keep_role: bool = False) -> str:
+def _swap(key: str, value: str, dep: TestDeployment) -> str:
     if key in DB_KEYS:
-        return _swap_db(value, dep.database_url, keep_role)
-    if key == "AIRFLOW__CELERY__BROKER_URL":
+        return _swap_db(value, dep.database_url)
+    if key in REDIS_KEYS:
         scheme = value.split("://", 1)[0]
         assert dep.redis_url.startswith(scheme + "://"), (value, dep.redis_url)
         return dep.redis_url
@@ -136,23 +139,50 @@ def compose_services(dep: TestDeployment, workdir: Path) -> ComposeServices:
         env[component] = {k: _swap(k, v, dep) if k in SWAPPED else v for k, v in raw.items()}
         leftovers = [k for k, v in env[component].items() for s in UNUSED_SECRETS.values() if s in v]
         assert not leftovers, f"{service_name}: {leftovers} still hold a compose-only secret after the swaps"
+        if component in WORKER_COMPONENTS:
+            for which in (raw, env[component]):
+                held = worker_holds(which, dep)
+                assert not held, f"{service_name} (a Celery worker) holds {held}"
     return ComposeServices(compose_env, commands, healthchecks, env)
 
 
-def npu_host_service(dep: TestDeployment, workdir: Path, role: str, password: str) -> tuple[dict, dict, list, list]:
-    """docker/compose.npu-host.yaml's worker for this test deployment, logging in as `role`:
-    (compose environment, environment after the swaps (the role kept), command, healthcheck)."""
+# Where Airflow or Celery would find a database, and the keys that sign tokens or decrypt.
+_DB_OR_SIGNING_KEY = re.compile(r"DATABASE|SQL_ALCHEMY|FERNET|JWT|POSTGRES", re.I)
+
+
+def worker_holds(env: dict[str, str], dep: TestDeployment) -> list[str]:
+    """What a Celery worker's environment must not hold, named: a database setting under any
+    name, a database URL or this deployment's database, the Fernet key, the JWT secret."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(dep.database_url).database
+    held = [k for k in env if _DB_OR_SIGNING_KEY.search(k)]
+    held += [f"{k} (a database URL)" for k, v in env.items()
+             if re.search(r"postgres(ql)?(\+\w+)?://|db\+|mysql", v) or (database and database in v)]
+    held += [f"{k} (the {what})" for k, v in env.items()
+             for what, secret in (("Fernet key", dep.fernet_key), ("JWT secret", dep.jwt_secret)) if secret in v]
+    if env.get("AIRFLOW__CELERY__RESULT_BACKEND", "redis://").split("://")[0] not in ("redis", "rediss"):
+        held.append("AIRFLOW__CELERY__RESULT_BACKEND (not Redis)")
+    return held
+
+
+def npu_host_service(dep: TestDeployment, workdir: Path) -> tuple[dict, dict, list, list]:
+    """docker/compose.npu-host.yaml's worker for this test deployment: (compose environment,
+    environment after the swaps, command, healthcheck). Its env file holds only what the file
+    asks for: no database address or login exists there to fill in."""
     workdir.mkdir(parents=True, exist_ok=True)
     values = {k: v for k, v in dep.env_file_values().items()
               if k in ("AIRFLOW__API__SECRET_KEY",
                        "CGAN_S3_ACCESS_KEY", "CGAN_S3_SECRET_KEY", "REDIS_PASSWORD", "CGAN_NPU_COUNT")}
-    values |= {"AIRFLOW_POSTGRES_HOST": "main-host.invalid", "AIRFLOW_REDIS_HOST": "main-host.invalid",
-               "CGAN_S3_ENDPOINT": dep.s3_endpoint, "AIRFLOW_EXECUTION_API_SERVER_URL": f"{dep.api_url}/execution/",
-               "AIRFLOW_DB_USER": role, "AIRFLOW_DB_PASSWORD": password}
+    values |= {"AIRFLOW_REDIS_HOST": "main-host.invalid",
+               "CGAN_S3_ENDPOINT": dep.s3_endpoint, "AIRFLOW_EXECUTION_API_SERVER_URL": f"{dep.api_url}/execution/"}
     env_file = write_env(workdir / "npu-host.env", values, template=NPU_HOST_ENV)
     service = resolved(compose_binary(), env_file, files=(NPU_HOST_COMPOSE,))["services"]["airflow-worker-ascend"]
     raw = {k: "" if v is None else str(v) for k, v in service["environment"].items()}
-    env = {k: _swap(k, v, dep, keep_role=True) if k in SWAPPED else v for k, v in raw.items()}
+    env = {k: _swap(k, v, dep) if k in SWAPPED else v for k, v in raw.items()}
+    for which in (raw, env):
+        held = worker_holds(which, dep)
+        assert not held, f"docker/compose.npu-host.yaml's worker holds {held}"
     return raw, env, service["command"], service["healthcheck"]["test"]
 
 

@@ -6,8 +6,8 @@ dag-processor, triggerer, SeaweedFS; every component with its docker-compose.yam
 with two Ascend workers standing for two hosts:
 
 - host A: the compose file's `airflow-worker-ascend`, CGAN_NPU_DEVICES=0,1;
-- host B: docker/compose.npu-host.yaml's worker (an extra NPU host, logged in as the
-  least-privilege role), CGAN_NPU_DEVICES=0,1,2.
+- host B: docker/compose.npu-host.yaml's worker (an extra NPU host, with no database setting,
+  Fernet key or JWT secret), CGAN_NPU_DEVICES=0,1,2.
 
 Both run `-c 3` (CGAN_NPU_COUNT), more than host A's NPUs, so leases really contend; the
 `ascend_npu` pool has 5 slots (the fleet's NPUs). Each host has its own lock folder and its own
@@ -37,12 +37,9 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.distributed.npu_role import apply_role
 from tests.distributed.test_celery_topology import (  # noqa: F401 (services_or_skip: a fixture)
     DAG_ID,
-    drop_role,
     make_cann_python,
     report,
     services_or_skip,
@@ -144,61 +141,56 @@ def test_two_ascend_hosts_lease_their_own_npus(local_s3, tmp_path):
                       secret_key=local_s3["secret_key"], artifact_root=f"s3://{buckets['art']}/artifacts",
                       publish_bucket=buckets["pub"], log_folder=f"s3://{buckets['logs']}/logs")
     workers = [Worker("default", f"cgan-default-{token}"), Worker("ascend", nodes["a"], extra_env=envs["a"])]
-    role, password = f"cgan_npu_{token}", secrets.token_hex(12)
-    try:
-        with CeleryStack(services, tmp_path / "stack", s3=target, toolkit=str(toolkit), workers=workers,
-                         npu_count=3) as stack:
-            stack._run_cli(["pools", "set", "ascend_npu", str(sum(map(len, HOSTS.values()))), "one slot per NPU"])
-            apply_role(services.postgres, stack.db.name, make_url(services.postgres).username, role, password)
-            stack.start_npu_host_worker(role, password, nodes["b"], **envs["b"])
-            wait_for_dag(stack)
-            stack.api.json("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
-            killer = Killer(private["a"] / "locks")
-            killer.start()
-            run_id = stack.api.json("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", ok=(200,),
-                                    json={"logical_date": None, "conf": CONF})["dag_run_id"]
-            state = wait_for_run(stack, run_id)
-            killer.stop.set()
-            tis = task_instances(stack, run_id)
-            assert state == "success", f"run {run_id} {state}\n{report(stack, tis)}"
-            npu_tis = {t["map_index"]: t for t in tis if t["task_id"] == "msame_infer"}
-            assert sorted(npu_tis) == list(range(SHARDS)) and all(t["state"] == "success" for t in npu_tis.values())
-            assert {t["hostname"] for t in npu_tis.values()} <= set(nodes.values()), ti_table(tis)
+    with CeleryStack(services, tmp_path / "stack", s3=target, toolkit=str(toolkit), workers=workers,
+                     npu_count=3) as stack:
+        stack._run_cli(["pools", "set", "ascend_npu", str(sum(map(len, HOSTS.values()))), "one slot per NPU"])
+        stack.start_npu_host_worker(nodes["b"], **envs["b"])
+        wait_for_dag(stack)
+        stack.api.json("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
+        killer = Killer(private["a"] / "locks")
+        killer.start()
+        run_id = stack.api.json("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", ok=(200,),
+                                json={"logical_date": None, "conf": CONF})["dag_run_id"]
+        state = wait_for_run(stack, run_id)
+        killer.stop.set()
+        tis = task_instances(stack, run_id)
+        assert state == "success", f"run {run_id} {state}\n{report(stack, tis)}"
+        npu_tis = {t["map_index"]: t for t in tis if t["task_id"] == "msame_infer"}
+        assert sorted(npu_tis) == list(range(SHARDS)) and all(t["state"] == "success" for t in npu_tis.values())
+        assert {t["hostname"] for t in npu_tis.values()} <= set(nodes.values()), ti_table(tis)
 
-            # a SIGKILLed NPU task: it held a lease on host A; its retry ran; every lock is free now
-            assert killer.killed is not None, "no NPU task was seen holding a lease on host A"
-            assert max(t["try_number"] for t in npu_tis.values()) >= 2, ti_table(tis)
-            time.sleep(3)
-            for h in HOSTS:
-                assert held_locks(private[h] / "locks") == {}, h
+        # a SIGKILLed NPU task: it held a lease on host A; its retry ran; every lock is free now
+        assert killer.killed is not None, "no NPU task was seen holding a lease on host A"
+        assert max(t["try_number"] for t in npu_tis.values()) >= 2, ti_table(tis)
+        time.sleep(3)
+        for h in HOSTS:
+            assert held_locks(private[h] / "locks") == {}, h
 
-            # every shard ran on a device of its own host (the worker that ran it)
-            latest = json.loads(s3.get_object(Bucket=buckets["pub"], Key="latest.json")["Body"].read())
-            manifest = json.loads(s3.get_object(Bucket=buckets["pub"], Key=latest["manifest"])["Body"].read())
-            objects = {o["key"] for o in manifest["objects"]}
-            host_of = {n: h for h, n in nodes.items()}
-            for index, ti in npu_tis.items():
-                key = next(k for k in objects if k.endswith(f"perf/shard_{index:04d}.perf.json"))
-                device_label = json.loads(s3.get_object(Bucket=buckets["pub"], Key=key)["Body"].read())["device"]
-                device, host = device_label.removeprefix("npu:").split("@")
-                assert host == ti["hostname"] and int(device) in HOSTS[host_of[host]], (index, device_label)
-            assert set(manifest["summary"]["devices"]) <= {f"npu:{d}@{nodes[h]}" for h in HOSTS for d in HOSTS[h]}
+        # every shard ran on a device of its own host (the worker that ran it)
+        latest = json.loads(s3.get_object(Bucket=buckets["pub"], Key="latest.json")["Body"].read())
+        manifest = json.loads(s3.get_object(Bucket=buckets["pub"], Key=latest["manifest"])["Body"].read())
+        objects = {o["key"] for o in manifest["objects"]}
+        host_of = {n: h for h, n in nodes.items()}
+        for index, ti in npu_tis.items():
+            key = next(k for k in objects if k.endswith(f"perf/shard_{index:04d}.perf.json"))
+            device_label = json.loads(s3.get_object(Bucket=buckets["pub"], Key=key)["Body"].read())["device"]
+            device, host = device_label.removeprefix("npu:").split("@")
+            assert host == ti["hostname"] and int(device) in HOSTS[host_of[host]], (index, device_label)
+        assert set(manifest["summary"]["devices"]) <= {f"npu:{d}@{nodes[h]}" for h in HOSTS for d in HOSTS[h]}
 
-            # no device used twice at once (the stand-ins' own record of every use)
-            uses = [json.loads(line) for line in usage.read_text().splitlines()]
-            assert len(uses) >= SHARDS and {u["host"] for u in uses} == set(nodes.values()), uses
-            for u in uses:
-                assert u["device"] in HOSTS[host_of[u["host"]]], u
-            for i, u in enumerate(uses):
-                for v in uses[i + 1:]:
-                    if (u["host"], u["device"]) == (v["host"], v["device"]):
-                        assert u["end"] <= v["start"] or v["end"] <= u["start"], (u, v)
+        # no device used twice at once (the stand-ins' own record of every use)
+        uses = [json.loads(line) for line in usage.read_text().splitlines()]
+        assert len(uses) >= SHARDS and {u["host"] for u in uses} == set(nodes.values()), uses
+        for u in uses:
+            assert u["device"] in HOSTS[host_of[u["host"]]], u
+        for i, u in enumerate(uses):
+            for v in uses[i + 1:]:
+                if (u["host"], u["device"]) == (v["host"], v["device"]):
+                    assert u["end"] <= v["start"] or v["end"] <= u["start"], (u, v)
 
-            # byte-identical to a one-host run of the same seed (each PNG read out of its pack with `tar`)
-            grids = {f"grid_{g:08d}.png": sha for g, sha in published_grids(
-                s3, buckets["pub"], manifest, tmp_path / "read", grids=CONF["num_grids"]).items()}
-            assert grids == one_host_grids(tmp_path / "one-host", CONF["seed"], CONF["num_grids"])
-            print(f"fleet: killed {killer.killed}; uses per host "
-                  f"{ {n: sum(u['host'] == n for u in uses) for n in nodes.values()} }")
-    finally:
-        drop_role(services.postgres, role)
+        # byte-identical to a one-host run of the same seed (each PNG read out of its pack with `tar`)
+        grids = {f"grid_{g:08d}.png": sha for g, sha in published_grids(
+            s3, buckets["pub"], manifest, tmp_path / "read", grids=CONF["num_grids"]).items()}
+        assert grids == one_host_grids(tmp_path / "one-host", CONF["seed"], CONF["num_grids"])
+        print(f"fleet: killed {killer.killed}; uses per host "
+              f"{ {n: sum(u['host'] == n for u in uses) for n in nodes.values()} }")

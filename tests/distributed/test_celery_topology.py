@@ -1,7 +1,7 @@
 """A distributed run proven on this machine: the production topology without containers.
 
 Started for real, each as its own process group with its own AIRFLOW_HOME and TMPDIR:
-PostgreSQL (a fresh database: metadata DB and Celery result backend), Redis (Celery broker),
+PostgreSQL (a fresh database: the metadata DB), Redis (Celery broker and result backend),
 `airflow api-server`, `airflow scheduler` (CeleryExecutor), `airflow dag-processor`,
 `airflow triggerer`, and two Celery workers, `airflow celery worker` (default queue) and
 `airflow celery worker -q ascend -c 1`, plus SeaweedFS as S3 for the per-run artifact store
@@ -11,7 +11,10 @@ One source of truth: every component is started with the environment and command
 docker-compose.yaml gives its service, read with Compose's own parser (compose_env.py), with
 only the test's credentials and addresses swapped in (psycopg driver, FAB auth manager, shared
 Fernet key / JWT secret / [api] secret_key, the cgan_s3 connection, remote logging: all the
-compose file's). The workers' compose healthchecks are run against the live workers. The run
+compose file's). The Celery workers, an extra NPU host's too, run with no database setting at
+all and neither the Fernet key nor the JWT secret, as the compose files give them: every task of
+the run, Celery results (to Redis), live logs and healthchecks work without. The workers'
+compose healthchecks are run against the live workers. The run
 is triggered through the REST API with target=ascend, 3 grids in shards of 2, devices
 [0, 1] (the NPUs a shard may lease), seed 1. Only the ascend worker has the Ascend tools: the atc/msame stand-ins of
 tests/standins (a fake CANN toolkit whose set_env.sh puts atc on PATH, CGAN_MSAME, the
@@ -58,11 +61,16 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from tests.deploy.compose import ComposeUnavailable, compose_binary
-from tests.distributed.compose_env import COMPONENTS, SWAPPED, UNUSED_SECRETS, differences
-from tests.distributed.npu_role import apply_role, psql_missing
+from tests.distributed.compose_env import (
+    COMPONENTS,
+    SWAPPED,
+    UNUSED_SECRETS,
+    WORKER_COMPONENTS,
+    differences,
+    worker_holds,
+)
 from tests.distributed.topology import (
     REPO,
     CeleryStack,
@@ -99,7 +107,7 @@ def make_cann_python(folder: Path, calls: Path) -> Path:
     return python
 
 
-# What a Celery worker does with the database: store a task's state in the result backend.
+# What a Celery worker does with its result backend (Redis): store a task's state.
 STORE_RESULT = """
 from airflow.providers.celery.executors.celery_executor import app
 app.backend.store_result("cgan-npu-role-check", None, "SUCCESS")
@@ -115,6 +123,26 @@ def live_log(port: str, relative: str, secret_key: str):
     token = JWTGenerator(secret_key=secret_key, algorithm="HS512", private_key=None, issuer=None,
                          valid_for=30, audience="task-instance-logs").generate({"filename": relative})
     return httpx.get(f"http://127.0.0.1:{port}/log/{relative}", headers={"Authorization": token}, timeout=30)
+
+
+def database_tables(stack: CeleryStack) -> set[str]:
+    """The tables of the stack's scratch (metadata) database."""
+    import psycopg
+
+    from tests.distributed.topology import _libpq_url
+
+    with psycopg.connect(_libpq_url(stack.db.url("postgresql")), connect_timeout=5) as conn:
+        rows = conn.execute("select tablename from pg_tables where schemaname = 'public'").fetchall()
+    return {r[0] for r in rows}
+
+
+def sqlite_tables(path: Path) -> list[str]:
+    import sqlite3
+
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as conn:
+        return [r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")]
 
 
 def read_calls(path: Path) -> list[dict]:
@@ -184,7 +212,6 @@ def wait_for_run(stack: CeleryStack, run_id: str) -> str:
 def services_or_skip():
     """Skip before the S3 server starts when a service is missing and not required."""
     _, problem = check_services()
-    problem = problem or psql_missing()
     try:
         compose_binary()
     except ComposeUnavailable as exc:
@@ -219,161 +246,161 @@ def test_ascend_run_on_celery_workers_routes_npu_tasks_and_publishes(services_or
                       publish_bucket=publish_bucket, log_folder=f"s3://{log_bucket}/logs")
     workers = [Worker("default", default_node), Worker("ascend", ascend_node, extra_env=ascend_env)]
 
-    npu_role, npu_password = f"cgan_npu_{token}", secrets.token_hex(12)
-    try:
-        with CeleryStack(services, tmp_path / "stack", s3=target, toolkit=str(toolkit), workers=workers) as stack:
+    with CeleryStack(services, tmp_path / "stack", s3=target, toolkit=str(toolkit), workers=workers) as stack:
 
-            startup_s = time.monotonic() - started
-            # one source of truth: each component runs with its compose service's environment
-            started_envs = {c.name: c.env for c in stack.components}
-            assert set(started_envs) == set(COMPONENTS) - {"cli"}
-            for name, env in started_envs.items():
-                assert differences(stack.compose.compose_env[name], env) == {}, name
-                for key in SWAPPED.keys() & stack.compose.compose_env[name].keys():
-                    assert env[key] == stack.compose.env[name][key], (name, key)
-                assert not any(v in json.dumps(env) for v in UNUSED_SECRETS.values()), name
-            ascend_compose = stack.compose.compose_env["worker-ascend"]
-            assert ascend_compose["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg://")
-            assert ascend_compose["AIRFLOW__CORE__AUTH_MANAGER"].endswith("FabAuthManager")
-            # the compose file's worker healthchecks pass against the live workers
-            for queue in ("default", "ascend"):
-                check = stack.healthcheck(queue)
-                assert check.returncode == 0 and "pong" in check.stdout, (queue, check.stdout, check.stderr)
-            # the default worker really could not run an Ascend task
-            default_env = stack.worker_components["default"].env
-            assert shutil.which("atc", path=default_env["PATH"]) is None
-            assert shutil.which("msame", path=default_env["PATH"]) is None
-            assert not any(k.startswith(("CGAN_ASCEND", "CGAN_MSAME", "STANDIN_", "ASCEND_")) for k in default_env)
+        startup_s = time.monotonic() - started
+        # one source of truth: each component runs with its compose service's environment
+        started_envs = {c.name: c.env for c in stack.components}
+        assert set(started_envs) == set(COMPONENTS) - {"cli"}
+        for name, env in started_envs.items():
+            assert differences(stack.compose.compose_env[name], env) == {}, name
+            for key in SWAPPED.keys() & stack.compose.compose_env[name].keys():
+                assert env[key] == stack.compose.env[name][key], (name, key)
+            assert not any(v in json.dumps(env) for v in UNUSED_SECRETS.values()), name
+        ascend_compose = stack.compose.compose_env["worker-ascend"]
+        assert stack.compose.compose_env["scheduler"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith(
+            "postgresql+psycopg://")
+        assert ascend_compose["AIRFLOW__CORE__AUTH_MANAGER"].endswith("FabAuthManager")
+        # the Celery workers were started without any database setting (so Airflow's default: a
+        # sqlite file in their own AIRFLOW_HOME), without the Fernet key and the JWT secret, and
+        # with Celery's result backend on Redis, as docker-compose.yaml gives them
+        for name in WORKER_COMPONENTS:
+            assert worker_holds(started_envs[name], stack.deployment) == [], name
+            assert started_envs[name]["AIRFLOW__CELERY__RESULT_BACKEND"] == stack.services.redis, name
+        # the compose file's worker healthchecks pass against the live workers
+        for queue in ("default", "ascend"):
+            check = stack.healthcheck(queue)
+            assert check.returncode == 0 and "pong" in check.stdout, (queue, check.stdout, check.stderr)
+        # the default worker really could not run an Ascend task
+        default_env = stack.worker_components["default"].env
+        assert shutil.which("atc", path=default_env["PATH"]) is None
+        assert shutil.which("msame", path=default_env["PATH"]) is None
+        assert not any(k.startswith(("CGAN_ASCEND", "CGAN_MSAME", "STANDIN_", "ASCEND_")) for k in default_env)
 
-            api = stack.api
-            wait_for_dag(stack)
-            api.json("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
-            run = api.json("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", ok=(200,),
-                           json={"logical_date": None, "conf": CONF})
-            run_id = run["dag_run_id"]
-            assert run["conf"] == CONF
-            state = wait_for_run(stack, run_id)
-            tis = task_instances(stack, run_id)
-            run_s = time.monotonic() - started - startup_s
-            assert state == "success", f"run {run_id} {state}\n{report(stack, tis)}"
+        api = stack.api
+        wait_for_dag(stack)
+        api.json("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
+        run = api.json("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", ok=(200,),
+                       json={"logical_date": None, "conf": CONF})
+        run_id = run["dag_run_id"]
+        assert run["conf"] == CONF
+        state = wait_for_run(stack, run_id)
+        tis = task_instances(stack, run_id)
+        run_s = time.monotonic() - started - startup_s
+        assert state == "success", f"run {run_id} {state}\n{report(stack, tis)}"
 
-            by_key = {(t["task_id"], t["map_index"]): t for t in tis}
-            ran = {k for k, t in by_key.items() if t["state"] == "success"}
-            assert ran == RAN, ti_table(tis)
-            assert by_key[("onnxruntime_infer", -1)]["state"] == "skipped", ti_table(tis)
+        by_key = {(t["task_id"], t["map_index"]): t for t in tis}
+        ran = {k for k, t in by_key.items() if t["state"] == "success"}
+        assert ran == RAN, ti_table(tis)
+        assert by_key[("onnxruntime_infer", -1)]["state"] == "skipped", ti_table(tis)
 
-            # 1 + 4: hostname (per-worker node name) and queue, from the REST API
-            node_of = {"ascend": ascend_node, "default": default_node}
-            for key in ran:
-                ti = by_key[key]
-                queue = "ascend" if ti["task_id"] in ASCEND_TASKS else "default"
-                assert ti["queue"] == queue, ti_table(tis)
-                assert ti["hostname"] == node_of[queue], ti_table(tis)
-            assert by_key[("msame_infer", 0)]["pool"] == "ascend_npu"
+        # workers without a database: the Celery results of every workload are in Redis, none went
+        # to the metadata DB (Celery's DB backend would have made celery_taskmeta), and no worker
+        # made or read a schema in the sqlite file Airflow falls back to
+        assert len(stack.redis.client.keys("celery-task-meta-*")) >= len(ran)
+        assert not {"celery_taskmeta", "celery_tasksetmeta"} & database_tables(stack)
+        for comp in stack.worker_components.values():
+            assert sqlite_tables(comp.home / "airflow.db") == [], comp.name
 
-            # 2: each worker's own records: the workload UUIDs it executed, the task logs it wrote
-            worker_log = {q: c.text() for q, c in stack.worker_components.items()}
-            for key in ran:
-                ti = by_key[key]
-                queue = "ascend" if ti["task_id"] in ASCEND_TASKS else "default"
-                other = "default" if queue == "ascend" else "ascend"
-                assert ti["id"] in worker_log[queue], f"{key} ({ti['id']}) not in the {queue} worker's log"
-                assert ti["id"] not in worker_log[other], f"{key} ({ti['id']}) in the {other} worker's log"
-            for queue in ("default", "ascend"):
-                written = set()
-                for log in stack.task_log_files(queue):
-                    parts = {p.split("=", 1)[0]: p.split("=", 1)[1] for p in log.parts if "=" in p}
-                    assert parts["run_id"] == run_id
-                    written.add((parts["task_id"], int(parts.get("map_index", -1))))
-                expected = {k for k in ran if (k[0] in ASCEND_TASKS) == (queue == "ascend")}
-                assert written == expected, f"task logs under the {queue} worker's AIRFLOW_HOME: {sorted(written)}"
+        # 1 + 4: hostname (per-worker node name) and queue, from the REST API
+        node_of = {"ascend": ascend_node, "default": default_node}
+        for key in ran:
+            ti = by_key[key]
+            queue = "ascend" if ti["task_id"] in ASCEND_TASKS else "default"
+            assert ti["queue"] == queue, ti_table(tis)
+            assert ti["hostname"] == node_of[queue], ti_table(tis)
+        assert by_key[("msame_infer", 0)]["pool"] == "ascend_npu"
 
-            # 3: the stand-ins ran on the ascend worker only (their call logs and working folders)
-            ascend_tmp = stack.worker_components["ascend"].env["TMPDIR"]
-            atc, msame = read_calls(atc_calls), read_calls(msame_calls)
-            assert len(atc) == 1 and len(msame) == 2, (atc, msame)
-            assert {c["argv"][c["argv"].index("--device") + 1] for c in msame} <= {"0", "1"}  # leased among devices
-            assert all(c["cwd"].startswith(ascend_tmp) for c in atc + msame), (ascend_tmp, atc, msame)
-            assert all(c["ascend_opp_path"] for c in msame)  # set_env.sh's environment reached msame
-            # atc and msame started through CANN's Python (CGAN_ASCEND_PYTHON), not the venv's
-            used = python_calls.read_text().split() if python_calls.exists() else []
-            assert sum(Path(u).name == "atc" for u in used) == 1, used
-            assert sum(Path(u).name == "msame" for u in used) == 2, used
+        # 2: each worker's own records: the workload UUIDs it executed, the task logs it wrote
+        worker_log = {q: c.text() for q, c in stack.worker_components.items()}
+        for key in ran:
+            ti = by_key[key]
+            queue = "ascend" if ti["task_id"] in ASCEND_TASKS else "default"
+            other = "default" if queue == "ascend" else "ascend"
+            assert ti["id"] in worker_log[queue], f"{key} ({ti['id']}) not in the {queue} worker's log"
+            assert ti["id"] not in worker_log[other], f"{key} ({ti['id']}) in the {other} worker's log"
+        for queue in ("default", "ascend"):
+            written = set()
+            for log in stack.task_log_files(queue):
+                parts = {p.split("=", 1)[0]: p.split("=", 1)[1] for p in log.parts if "=" in p}
+                assert parts["run_id"] == run_id
+                written.add((parts["task_id"], int(parts.get("map_index", -1))))
+            expected = {k for k in ran if (k[0] in ASCEND_TASKS) == (queue == "ascend")}
+            assert written == expected, f"task logs under the {queue} worker's AIRFLOW_HOME: {sorted(written)}"
 
-            # remote task logs reached the log bucket through the cgan_s3 connection (uploaded when
-            # the task process ends, which may be just after the run is marked successful)
-            deadline = time.monotonic() + 90
-            while True:
-                logs = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=log_bucket)
-                        for o in page.get("Contents", [])]
-                missing = sorted({task for task, _ in ran if not any(f"/task_id={task}/" in k for k in logs)})
-                if not missing or time.monotonic() > deadline:
-                    break
-                time.sleep(3)
-            assert not missing, f"no remote log of {missing} in {log_bucket}: {logs}"
+        # 3: the stand-ins ran on the ascend worker only (their call logs and working folders)
+        ascend_tmp = stack.worker_components["ascend"].env["TMPDIR"]
+        atc, msame = read_calls(atc_calls), read_calls(msame_calls)
+        assert len(atc) == 1 and len(msame) == 2, (atc, msame)
+        assert {c["argv"][c["argv"].index("--device") + 1] for c in msame} <= {"0", "1"}  # leased among devices
+        assert all(c["cwd"].startswith(ascend_tmp) for c in atc + msame), (ascend_tmp, atc, msame)
+        assert all(c["ascend_opp_path"] for c in msame)  # set_env.sh's environment reached msame
+        # atc and msame started through CANN's Python (CGAN_ASCEND_PYTHON), not the venv's
+        used = python_calls.read_text().split() if python_calls.exists() else []
+        assert sum(Path(u).name == "atc" for u in used) == 1, used
+        assert sum(Path(u).name == "msame" for u in used) == 2, used
 
-            # live logs: the ascend worker's log server accepts what the api-server signs with the
-            # shared [api] secret_key (the compose file's AIRFLOW__API__SECRET_KEY), and 403s any other key
-            log_file = next(f for f in stack.task_log_files("ascend") if "task_id=atc_convert" in str(f))
-            relative = str(log_file.relative_to(stack.worker_components["ascend"].home / "logs"))
-            port = stack.worker_components["ascend"].env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"]
-            assert stack.worker_components["ascend"].env["AIRFLOW__API__SECRET_KEY"] == stack.deployment.api_secret_key
-            for key, status in ((stack.deployment.api_secret_key, 200), (secrets.token_urlsafe(32), 403)):
-                got = live_log(port, relative, key)
-                assert got.status_code == status, (status, got.status_code, got.text[:300])
-            assert live_log(port, relative, stack.deployment.api_secret_key).content == log_file.read_bytes()
+        # remote task logs reached the log bucket through the cgan_s3 connection (uploaded when
+        # the task process ends, which may be just after the run is marked successful)
+        deadline = time.monotonic() + 90
+        while True:
+            logs = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=log_bucket)
+                    for o in page.get("Contents", [])]
+            missing = sorted({task for task, _ in ran if not any(f"/task_id={task}/" in k for k in logs)})
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(3)
+        assert not missing, f"no remote log of {missing} in {log_bucket}: {logs}"
 
-            # an extra NPU host's worker: docker/compose.npu-host.yaml's environment and command, logged
-            # in as the non-superuser role of docker/npu-worker-role.sql. It starts, answers its
-            # healthcheck, and writes Celery results (the worker's own use of the database) as that role.
-            apply_role(services.postgres, stack.db.name, make_url(services.postgres).username, npu_role, npu_password)
-            node = f"cgan-npuhost-{token}"
-            npu_worker, npu_check = stack.start_npu_host_worker(npu_role, npu_password, node)
-            assert make_url(npu_worker.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).username == npu_role
-            check = run_healthcheck(npu_check, npu_worker.env, node)
-            assert check.returncode == 0 and "pong" in check.stdout, (check.stdout, check.stderr)
-            stored = subprocess.run([sys.executable, "-c", STORE_RESULT], env=npu_worker.env, cwd=str(REPO),
-                                    capture_output=True, text=True, timeout=300)
-            assert stored.returncode == 0 and stored.stdout.strip().endswith("SUCCESS"), stored.stderr[-2000:]
+        # live logs: the ascend worker's log server accepts what the api-server signs with the
+        # shared [api] secret_key (the compose file's AIRFLOW__API__SECRET_KEY), and 403s any other key
+        log_file = next(f for f in stack.task_log_files("ascend") if "task_id=atc_convert" in str(f))
+        relative = str(log_file.relative_to(stack.worker_components["ascend"].home / "logs"))
+        port = stack.worker_components["ascend"].env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"]
+        assert stack.worker_components["ascend"].env["AIRFLOW__API__SECRET_KEY"] == stack.deployment.api_secret_key
+        for key, status in ((stack.deployment.api_secret_key, 200), (secrets.token_urlsafe(32), 403)):
+            got = live_log(port, relative, key)
+            assert got.status_code == status, (status, got.status_code, got.text[:300])
+        assert live_log(port, relative, stack.deployment.api_secret_key).content == log_file.read_bytes()
 
-            # artifacts crossed workers through S3: the ONNX by content (default worker), the om in the
-            # atc cache (ascend worker); the run's workspace was removed once the run was published
-            stored = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=artifact_bucket)
-                      for o in page.get("Contents", [])]
-            for part, name in (("/models/", "/cgan.onnx"), ("/atc-cache/", "/model.om")):
-                assert any(part in k and k.endswith(name) for k in stored), f"{part}*{name} missing: {stored}"
-            assert not [k for k in stored if "/runs/" in k], stored
+        # an extra NPU host's worker: docker/compose.npu-host.yaml's environment and command, with no
+        # database setting, Fernet key or JWT secret. It starts, answers its healthcheck, and writes
+        # Celery results (its one use of a backend) to Redis.
+        node = f"cgan-npuhost-{token}"
+        npu_worker, npu_check = stack.start_npu_host_worker(node)
+        assert worker_holds(npu_worker.env, stack.deployment) == []
+        check = run_healthcheck(npu_check, npu_worker.env, node)
+        assert check.returncode == 0 and "pong" in check.stdout, (check.stdout, check.stderr)
+        stored = subprocess.run([sys.executable, "-c", STORE_RESULT], env=npu_worker.env, cwd=str(REPO),
+                                capture_output=True, text=True, timeout=300)
+        assert stored.returncode == 0 and stored.stdout.strip().endswith("SUCCESS"), stored.stderr[-2000:]
 
-            # published: latest.json -> manifest -> every object, byte for byte
-            latest = json.loads(s3.get_object(Bucket=publish_bucket, Key="latest.json")["Body"].read())
-            manifest = json.loads(s3.get_object(Bucket=publish_bucket, Key=latest["manifest"])["Body"].read())
-            for obj in manifest["objects"]:
-                body = s3.get_object(Bucket=publish_bucket, Key=obj["key"])["Body"].read()
-                assert hashlib.sha256(body).hexdigest() == obj["sha256"], obj["key"]
-            # layout v2: the 3 grids in packs, each pack read with `tar`, its PNGs checked against its index
-            assert sorted(published_grids(s3, publish_bucket, manifest, tmp_path / "read", grids=3)) == [0, 1, 2]
-            keys = [o["key"] for o in manifest["objects"]]
-            assert manifest["params"]["target"] == "ascend" and manifest["params"]["seed"] == 1
-            assert manifest["model"]["om_sha256"] and manifest["tools"]["cann_toolkit"].startswith(TOOLKIT_VERSION)
-            perf_key = next(k for k in keys if k.endswith("perf/perf.json"))
-            perf = json.loads(s3.get_object(Bucket=publish_bucket, Key=perf_key)["Body"].read())
-            assert perf["backend"] == "msame" and set(perf["devices"]) <= {f"npu:{d}@{ascend_node}" for d in (0, 1)}
+        # artifacts crossed workers through S3: the ONNX by content (default worker), the om in the
+        # atc cache (ascend worker); the run's workspace was removed once the run was published
+        stored = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=artifact_bucket)
+                  for o in page.get("Contents", [])]
+        for part, name in (("/models/", "/cgan.onnx"), ("/atc-cache/", "/model.om")):
+            assert any(part in k and k.endswith(name) for k in stored), f"{part}*{name} missing: {stored}"
+        assert not [k for k in stored if "/runs/" in k], stored
 
-        # everything was stopped and cleaned up
-        assert stack.cleanup_notes == [], stack.cleanup_notes
-        assert not any(c.running() for c in stack.components)
-        assert not stack.db.exists()
-        print(f"distributed run: stack up in {startup_s:.0f} s, run {run_id} in {run_s:.0f} s, "
-              f"total {time.monotonic() - started:.0f} s")
-    finally:
-        drop_role(services.postgres, npu_role)
+        # published: latest.json -> manifest -> every object, byte for byte
+        latest = json.loads(s3.get_object(Bucket=publish_bucket, Key="latest.json")["Body"].read())
+        manifest = json.loads(s3.get_object(Bucket=publish_bucket, Key=latest["manifest"])["Body"].read())
+        for obj in manifest["objects"]:
+            body = s3.get_object(Bucket=publish_bucket, Key=obj["key"])["Body"].read()
+            assert hashlib.sha256(body).hexdigest() == obj["sha256"], obj["key"]
+        # layout v2: the 3 grids in packs, each pack read with `tar`, its PNGs checked against its index
+        assert sorted(published_grids(s3, publish_bucket, manifest, tmp_path / "read", grids=3)) == [0, 1, 2]
+        keys = [o["key"] for o in manifest["objects"]]
+        assert manifest["params"]["target"] == "ascend" and manifest["params"]["seed"] == 1
+        assert manifest["model"]["om_sha256"] and manifest["tools"]["cann_toolkit"].startswith(TOOLKIT_VERSION)
+        perf_key = next(k for k in keys if k.endswith("perf/perf.json"))
+        perf = json.loads(s3.get_object(Bucket=publish_bucket, Key=perf_key)["Body"].read())
+        assert perf["backend"] == "msame" and set(perf["devices"]) <= {f"npu:{d}@{ascend_node}" for d in (0, 1)}
 
-
-def drop_role(admin_url: str, role: str) -> None:
-    """The NPU role outlives the stack's database by nothing: dropped after it."""
-    import psycopg
-
-    from tests.distributed.topology import _libpq_url
-
-    with psycopg.connect(_libpq_url(admin_url), autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+    # everything was stopped and cleaned up
+    assert stack.cleanup_notes == [], stack.cleanup_notes
+    assert not any(c.running() for c in stack.components)
+    assert not stack.db.exists()
+    print(f"distributed run: stack up in {startup_s:.0f} s, run {run_id} in {run_s:.0f} s, "
+          f"total {time.monotonic() - started:.0f} s")

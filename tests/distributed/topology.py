@@ -1,14 +1,16 @@
 """Airflow's production topology on one machine, without containers (tests only).
 
-A fresh Postgres database (metadata DB and Celery result backend), a Redis database (Celery
-broker), then the services of docker-compose.yaml: `airflow api-server`, `scheduler`,
+A fresh Postgres database (metadata DB), a Redis database (Celery broker and result backend),
+then the services of docker-compose.yaml: `airflow api-server`, `scheduler`,
 `dag-processor`, `triggerer` and the two Celery workers (`airflow-worker`, default queue, and
 `airflow-worker-ascend`), each a process group of its own with its own AIRFLOW_HOME, TMPDIR and
 log file, each started with the environment that the compose file gives its service
 (tests/distributed/compose_env.py: credentials and addresses swapped for the test's, nothing
 else). The components share only what separate machines of a real deployment share: the
-database, the broker, the Fernet key, the JWT secret, the [api] secret_key, the execution API
-URL, the auth manager's (FAB) users and the S3 connection.
+broker and result backend, the [api] secret_key, the execution API URL and the S3 connection;
+all but the Celery workers also the database (the auth manager's (FAB) users in it), the Fernet
+key and the JWT secret. A worker is started without any database setting (Airflow falls back to
+an empty sqlite file in its own AIRFLOW_HOME) and without either key.
 
 Where the services live (override for another machine):
 
@@ -571,13 +573,12 @@ class CeleryStack:
         return run_healthcheck(self.compose.healthchecks[worker.component], self.worker_components[queue].env,
                                worker.node)
 
-    def start_npu_host_worker(self, role: str, password: str, node: str, **extra: str) -> tuple[Component, list]:
-        """A worker as an extra NPU host runs it: docker/compose.npu-host.yaml's environment and
-        command, logging in to the database as `role`. Returns it (ready) and its healthcheck."""
+    def start_npu_host_worker(self, node: str, **extra: str) -> tuple[Component, list]:
+        """A worker as an extra NPU host runs it: docker/compose.npu-host.yaml's environment (no
+        database, no Fernet key, no JWT secret) and command. Returns it (ready) and its healthcheck."""
         from tests.distributed.compose_env import npu_host_service
 
-        raw, compose_env, command, test = npu_host_service(self.deployment, self.root / "compose-npu-host",
-                                                           role, password)
+        raw, compose_env, command, test = npu_host_service(self.deployment, self.root / "compose-npu-host")
         name = "worker-npu-host"
         env = airflow_env(self.root / "homes" / name)
         env.update(compose_env)

@@ -62,7 +62,9 @@ COMPOSE_ENV = {
                             '"aws_session_token": "session-token-xyz", "config_kwargs": {"s3": {"addressing_style": '
                             '"path"}}}}',
     "AIRFLOW__CELERY__BROKER_URL": "redis://:redis-pass-123@redis:6379/0",
-    "AIRFLOW__CELERY__RESULT_BACKEND": "db+postgresql+psycopg://airflow:pg-pass-456@postgres/airflow",
+    "AIRFLOW__CELERY__RESULT_BACKEND": "redis://:redis-pass-123@redis:6379/0",  # on Redis, as compose has it
+    # held by the scheduler and the DAG processor (which run DAG-level callbacks), not by workers
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg://airflow:pg-pass-456@postgres/airflow",
     "CGAN_ALERT_WEBHOOK_URL": "https://hooks.example.test/services/T000/B000/webhook-token-789",
 }
 CREDENTIALS = ["s3-secret-in-conn-json", "session-token-xyz", "redis-pass-123", "pg-pass-456",
