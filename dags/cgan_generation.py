@@ -1,7 +1,9 @@
 """cgan_generation: nightly and on-demand CGAN batch generation, published to object storage.
 
-Runs nightly (CGAN_SCHEDULE), when triggered from the form, and when a new checkpoint is registered
-(an event of the asset `cgan_checkpoint`: `cgan register-checkpoint`; the run uses its checkpoint).
+Schedule: nightly (the cron CGAN_SCHEDULE, default 02:00 in CGAN_TIMEZONE, UTC) OR when a new
+checkpoint is registered (an event of the asset `cgan_checkpoint`: `cgan register-checkpoint`;
+the run uses its checkpoint), and whenever triggered from the form. Airflow's header reads
+"Schedule: cgan_checkpoint" for this asset-or-time schedule; "Next Run" is the nightly one.
 
 plan (checked params, the run's checkpoint) -> export_onnx -> input_bins (mapped over shards) -> choose_target
     ascend: atc_convert -> msame_infer (mapped over shards, queue `ascend`, pool `ascend_npu`)
@@ -114,6 +116,19 @@ PARAMS = {
 # schedule on it and read run_id, bucket, manifest, grids, label_accuracy, grids_per_s from the event.
 # Named by its URI, so a deployment that changes its bucket gets a new asset (Airflow marks an asset
 # whose name moved to another URI inactive, and a task with an inactive outlet fails).
+def OUTPUT(task_id: str, key: str | None = None) -> Any:
+    """A template that renders (natively: render_template_as_native_obj) to an upstream task's
+    XCom, or one key of it; unlike an XComArg it draws no edge in the graph. Typed Any: it stands
+    for the value an operator argument receives once rendered."""
+    pulled = f"ti.xcom_pull(task_ids='{task_id}')"
+    return "{{ " + (f"{pulled}['{key}']" if key else pulled) + " }}"
+
+
+def PLAN(field: str) -> Any:
+    """A field of the plan task's XCom (cgan.run.plan.make_plan) as a template (OUTPUT)."""
+    return OUTPUT("plan", field)
+
+
 PUBLISHED_RUN = Asset(f"s3://{settings.publish_bucket()}/runs")
 
 # A new checkpoint registered (`cgan register-checkpoint`, or POST /api/v2/assets/events with extra
@@ -143,7 +158,10 @@ DEFAULT_ARGS = {
 
 with DAG(
     dag_id="cgan_generation",
-    description="CGAN digit grids: export, atc/msame or ONNX Runtime, grids, quality, publish",
+    # Airflow shows an asset-or-time schedule as the asset's name alone ("cgan_checkpoint"): the
+    # description, shown in the DAG list and header, says what the schedule is
+    description=f"Runs nightly (cron '{settings.schedule()}', {settings.timezone()}) and when a checkpoint is "
+                "registered: CGAN digit grids made, checked and published",
     # nightly (CGAN_SCHEDULE) OR when a checkpoint is registered
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(settings.schedule(), timezone=settings.timezone()),
                                  assets=CHECKPOINT),
@@ -155,6 +173,9 @@ with DAG(
     default_args=DEFAULT_ARGS,
     tags=["cgan", "ascend"],
     doc_md=__doc__,
+    # templates render to Python objects: the plan's shard list and params reach the operators
+    # as a list and a dict through PLAN(...), not one XComArg edge per field
+    render_template_as_native_obj=True,
     deadline=DEADLINE,
 ) as dag:
 
@@ -180,53 +201,55 @@ with DAG(
 
     @task(retries=0, execution_timeout=timedelta(minutes=1))
     def shards(planned: list[dict]) -> list[dict]:
-        """The shard list on its own, for the mapped inference tasks to expand over."""
+        """The plan's shard list as a task's return value, for the mapped tasks to expand over."""
         return planned
 
     @task.branch(retries=0, execution_timeout=timedelta(minutes=1))
     def choose_target(target: str) -> str:
         return "atc_convert" if target == "ascend" else "onnxruntime_infer"
 
-    # XComArgs, resolved when the tasks run; Airflow's typing accepts neither run["key"] nor an
-    # XComArg for an operator's str/list argument without its in-repo mypy plugin (apache/airflow#39514).
+    # The graph shows the data flow (plan -> export -> bins -> target -> inference -> postprocess ->
+    # publish): a task reads the plan's fields through templates (PLAN), which draw no edge; the
+    # XComArg left is the shard list that the mapped tasks expand over. Airflow's typing accepts
+    # neither run["key"] nor an XComArg for an operator's list argument without its in-repo mypy
+    # plugin (apache/airflow#39514).
     run: Any = plan()
-    shard_list = shards(run["shards"])
-    export = ExportOnnxOperator(task_id="export_onnx", workspace=run["workspace"],
-                                checkpoint=run["checkpoint"], aws_conn_id=settings.s3_conn_id(),
+    shard_list = shards(PLAN("shards"))  # Airflow maps over a task's return value, not a key of it
+    export = ExportOnnxOperator(task_id="export_onnx", workspace=PLAN("workspace"),
+                                checkpoint=PLAN("checkpoint"), aws_conn_id=settings.s3_conn_id(),
                                 execution_timeout=timedelta(minutes=20))
-    exported: Any = export.output
-    bins = InputBinsOperator.partial(task_id="input_bins", workspace=run["workspace"], seed=run["seed"],
+    bins = InputBinsOperator.partial(task_id="input_bins", workspace=PLAN("workspace"), seed=PLAN("seed"),
                                      aws_conn_id=settings.s3_conn_id(),
                                      execution_timeout=timedelta(minutes=10)).expand(shard=shard_list)
-    branch = choose_target(run["target"])
-    atc = AtcConvertOperator(task_id="atc_convert", workspace=run["workspace"], onnx_uri=exported["onnx_uri"],
+    branch = choose_target(PLAN("target"))
+    atc = AtcConvertOperator(task_id="atc_convert", workspace=PLAN("workspace"),
+                             onnx_uri=OUTPUT("export_onnx", "onnx_uri"),
                              soc_version="{{ params.soc_version }}",
                              precision_mode="{{ params.precision_mode }}",
                              toolkit_home=settings.ascend_toolkit(), atc_from_path=settings.atc_from_path(),
                              aws_conn_id=settings.s3_conn_id(), execution_timeout=timedelta(hours=6))
-    converted: Any = atc.output
     msame = AscendInferenceOperator.partial(
-        task_id="msame_infer", workspace=run["workspace"], om_uri=converted["om_uri"],
-        om_name=converted["om_name"], queue="ascend", pool="ascend_npu", msame_path=settings.msame(),
+        task_id="msame_infer", workspace=PLAN("workspace"), om_uri=OUTPUT("atc_convert", "om_uri"),
+        om_name=OUTPUT("atc_convert", "om_name"), queue="ascend", pool="ascend_npu", msame_path=settings.msame(),
         toolkit_home=settings.ascend_toolkit(), aws_conn_id=settings.s3_conn_id(), execution_timeout=timedelta(hours=1),
-        npu_tool="{{ params.npu_tool }}", bucket=settings.publish_bucket(), run_prefix=run["run_prefix"],
+        npu_tool="{{ params.npu_tool }}", bucket=settings.publish_bucket(), run_prefix=PLAN("run_prefix"),
     ).expand(shard=shard_list)
     onnxruntime = OnnxRuntimeInferenceOperator.partial(
-        task_id="onnxruntime_infer", workspace=run["workspace"], onnx_uri=exported["onnx_uri"],
+        task_id="onnxruntime_infer", workspace=PLAN("workspace"), onnx_uri=OUTPUT("export_onnx", "onnx_uri"),
         threads="{{ params.threads }}", precision="{{ params.precision }}", aws_conn_id=settings.s3_conn_id(),
-        execution_timeout=timedelta(hours=1), bucket=settings.publish_bucket(), run_prefix=run["run_prefix"],
+        execution_timeout=timedelta(hours=1), bucket=settings.publish_bucket(), run_prefix=PLAN("run_prefix"),
         max_active_tis_per_dagrun=settings.cpu_infer_tasks(),  # tasks x threads <= cores (CGAN_CPU_INFER_TASKS)
     ).expand(shard=shard_list)
-    post = PostprocessOperator(task_id="postprocess", workspace=run["workspace"], shards=run["shards"],
-                               checkpoint=run["checkpoint"], run_params=run["params"],
+    post = PostprocessOperator(task_id="postprocess", workspace=PLAN("workspace"), shards=PLAN("shards"),
+                               checkpoint=PLAN("checkpoint"), run_params=PLAN("params"),
                                aws_conn_id=settings.s3_conn_id(), execution_timeout=timedelta(hours=1),
                                trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    publish = PublishRunOperator(task_id="publish", workspace=run["workspace"], bucket=settings.publish_bucket(),
-                                 run_prefix=run["run_prefix"], params_used=run["params"], shards=run["shards"],
-                                 logical_date=run["logical_date"], aws_conn_id=settings.s3_conn_id(),
+    publish = PublishRunOperator(task_id="publish", workspace=PLAN("workspace"), bucket=settings.publish_bucket(),
+                                 run_prefix=PLAN("run_prefix"), params_used=PLAN("params"), shards=PLAN("shards"),
+                                 logical_date=PLAN("logical_date"), aws_conn_id=settings.s3_conn_id(),
                                  outlets=[PUBLISHED_RUN],
                                  execution_timeout=timedelta(hours=1))
-    cleanup = CleanupWorkspaceOperator(task_id="cleanup", workspace=run["workspace"],
+    cleanup = CleanupWorkspaceOperator(task_id="cleanup", workspace=PLAN("workspace"),
                                        publish_bucket=settings.publish_bucket(), aws_conn_id=settings.s3_conn_id(),
                                        execution_timeout=timedelta(minutes=30))
 
@@ -244,9 +267,9 @@ with DAG(
             raise QualityGateFailed("quality gate: the run is rejected: " + "; ".join(summary["gate_failures"]))
         return summary.get("gate", "accepted")
 
-    summary: Any = post.output
-    gate = quality_gate(summary)
+    gate = quality_gate(OUTPUT("postprocess"))
 
+    run >> [shard_list, export]
     export >> bins >> branch >> [atc, onnxruntime]  # export first: a bad checkpoint fails before any bins
     atc >> msame
     [msame, onnxruntime] >> post >> publish >> [gate, cleanup]
