@@ -84,14 +84,17 @@ class PublishRunOperator(CganBaseOperator):
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         from cgan.publishing.publish import build_metadata, publish_run
+        from cgan.recipe.perf import peak_rss_mb
         from cgan.settings import published_url_template
 
         ti = context["ti"]
         pull = lambda task_id: ti.xcom_pull(task_ids=task_id) if task_id else None  # noqa: E731
+        post = pull(self.postprocess_task_id)
+        if isinstance(post, dict):  # the run's summary, without the postprocess task process's memory
+            post = {k: v for k, v in post.items() if k != "peak_rss_mb"}
         metadata = build_metadata(
             run_id=ti.run_id, logical_date=self.logical_date, params=self.params_used,
-            export=pull(self.export_task_id), convert=pull(self.convert_task_id),
-            postprocess=pull(self.postprocess_task_id),
+            export=pull(self.export_task_id), convert=pull(self.convert_task_id), postprocess=post,
         )
         hook = S3Hook(aws_conn_id=self.aws_conn_id)
         client = hook.get_conn()
@@ -114,4 +117,4 @@ class PublishRunOperator(CganBaseOperator):
         self.log.info("Published %d objects (%d bytes); manifest s3://%s/%s", published.objects,
                       published.bytes, self.bucket, published.manifest_key)
         return {"uri": published.uri, "manifest": published.manifest_key, "objects": published.objects,
-                "status": published.status}
+                "status": published.status, "peak_rss_mb": peak_rss_mb()}  # this process's VmHWM, for make bench

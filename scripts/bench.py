@@ -270,7 +270,7 @@ def chart(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-DEFAULT_SECTIONS = ("speed", "memory", "scheduler", "celery", "peers", "npu")  # `dag` on request
+DEFAULT_SECTIONS = ("speed", "memory", "scheduler", "celery", "peers", "npu", "fleet")  # `dag` on request
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-dag", action="store_true")
     parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
                         help="comma list of speed, memory, scheduler, celery (docker-compose's topology, where "
-                             "PostgreSQL and Redis answer), dag, peers, npu (simulated NPUs; default: all but dag)")
+                             "PostgreSQL and Redis answer), dag, peers, npu (simulated NPUs), fleet (K simulated NPUs "
+                             "under the real scheduler, ascend target; default: all but dag)")
     parser.add_argument("--grids", type=int, default=None,
                         help="grids of the scheduler run (default 10,000; 200 with --quick)")
     args = parser.parse_args(argv)
@@ -321,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         from scripts.bench_npu import bench_npu
 
         results["npu"] = bench_npu(npus=2, grids=1000 if args.quick else 4000)
+    if "fleet" in sections:  # the ascend target on 8 simulated NPUs under the real scheduler (scripts/bench_fleet.py)
+        from scripts.bench_fleet import bench_fleet
+
+        results["fleet"] = (bench_fleet(npus=4, grids=3000, compare=1000) if args.quick
+                            else bench_fleet(npus=8, grids=100_000, compare=10_000))
     if sections & {"scheduler", "celery"}:  # the DAG as users run it (scripts/bench_scheduler.py)
         run_scheduler_sections(results, sections, args.grids or (200 if args.quick else 10_000))
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
@@ -359,6 +365,10 @@ def print_table(results: dict) -> None:
         from scripts import bench_npu
 
         bench_npu.print_table(results["npu"])
+    if "fleet" in results:
+        from scripts import bench_fleet
+
+        bench_fleet.print_table(results["fleet"])
     print("\nfp32 GEMM ceiling (2048^3), GFLOP/s:")
     for t, c in results["ceiling"].items():
         print(f"  {t} thread(s): ONNX Runtime {c['onnxruntime_gflops']:.0f}, numpy {c['numpy_gflops']:.0f}"

@@ -122,8 +122,10 @@ class Stack(_BenchStack):
     # the scheduler's process tree holds the LocalExecutor's workers and every task process
     children_as = {"scheduler": "tasks (executor, supervisors, task processes)"}
 
-    def __init__(self, root: Path, extra_env: dict[str, str] | None = None, artifact_bucket: str | None = None):
+    def __init__(self, root: Path, extra_env: dict[str, str] | None = None, artifact_bucket: str | None = None,
+                 pool_slots: int = 1):
         self.root = root
+        self.pool_slots = pool_slots  # the ascend_npu pool: one slot per (simulated) NPU
         self.artifact_bucket = artifact_bucket  # workspaces in this bucket of the S3 server (as compose's)
         os.environ.update(local_keys())  # the local server's documented local-only keys
         self.s3 = local_s3.start(root / "s3", None)
@@ -160,7 +162,7 @@ class Stack(_BenchStack):
         })
         env.update(extra_env or {})
         self.env = env
-        for cmd in (["db", "migrate"], ["pools", "set", "ascend_npu", "1", "NPU slots"]):
+        for cmd in (["db", "migrate"], ["pools", "set", "ascend_npu", str(self.pool_slots), "NPU slots"]):
             subprocess.run([AIRFLOW, *cmd], env=env, check=True, capture_output=True, timeout=600)
         for component in (["api-server", "--port", str(self.port)], ["scheduler"], ["dag-processor"]):
             log = open(root / f"{component[0]}.log", "ab")  # noqa: SIM115 - closed with the process

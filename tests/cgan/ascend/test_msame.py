@@ -445,3 +445,34 @@ def test_the_timed_standin_sleeps_per_call_and_computes_its_one_output_once(tmp_
     kept.write_bytes(bytes(len(data[0])))  # a later process writes what is kept, computing nothing
     again = run_msame(standin_om, bins3, tmp_path / "again", channels=1)
     assert [p.read_bytes() for p in again.outputs] == [bytes(len(data[0]))] * 3
+
+
+def test_the_timed_standin_computes_the_listed_grids_for_real_and_copies_the_others(
+        tmp_path, standins_on_path, upstream_onnx, bins3, monkeypatch):
+    """STANDIN_MSAME_TIMED_REAL (make bench's fleet section): the grids it lists (a run's parity and
+    label samples) get their true outputs, every other grid the one kept output; a process that
+    has that output kept computes only the listed grids (ONNX Runtime loaded for them alone)."""
+    import shutil
+
+    om = tmp_path / "om" / "cgan.om"  # its own om: the timed stand-in keeps its output beside it
+    om.parent.mkdir()
+    shutil.copyfile(upstream_onnx, om)
+    listed = tmp_path / "real.json"
+    listed.write_text(json.dumps([2]))
+    monkeypatch.setenv("STANDIN_MSAME_TIMED_MS", "5")
+    monkeypatch.setenv("STANDIN_MSAME_TIMED_REAL", str(listed))
+    first = run_msame(om, bins3, tmp_path / "first", channels=1)
+    outs = [read_output_bin(p) for p in first.outputs]
+    truth = [reference(upstream_onnx, bins3 / f"grid_0000000{g}.bin") for g in range(3)]
+    np.testing.assert_allclose(outs[0], truth[0], atol=1e-6)  # the first call computes (the kept one)
+    assert first.outputs[1].read_bytes() == first.outputs[0].read_bytes()  # grid 1: a copy
+    np.testing.assert_allclose(outs[2], truth[2], atol=1e-6)  # grid 2: listed, computed for real
+    assert first.outputs[2].read_bytes() != first.outputs[0].read_bytes()
+
+    kept = om.parent / f"{om.name}.standin-timed.bin"
+    kept.write_bytes(bytes(kept.stat().st_size))  # a later process: copies of what is kept, grid 2 real
+    again = run_msame(om, bins3, tmp_path / "again", channels=1)
+    assert [p.read_bytes() for p in again.outputs[:2]] == [kept.read_bytes()] * 2
+    np.testing.assert_allclose(read_output_bin(again.outputs[2]), truth[2], atol=1e-6)
+    single = run_msame(om, bins3 / "grid_00000002.bin", tmp_path / "single", channels=1)  # file input too
+    np.testing.assert_allclose(read_output_bin(single.outputs[0]), truth[2], atol=1e-6)
