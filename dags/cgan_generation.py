@@ -60,8 +60,9 @@ PARAMS = {
                        title="Grids",
                        description=f"How many 10x10 grids (100 digits each) to generate: 1 to {MAX_GRIDS:,}."),
     "seed": Param(None, type=["null", "integer"], exclusiveMinimum=-1, exclusiveMaximum=MAX_SEED + 1, title="Seed",
-                  description="Noise seed. Empty: derived from the run's logical date (YYYYMMDDHHMMSS), "
-                              "so nightly runs differ and each can be reproduced."),
+                  description=f"Noise seed, a whole number 0 to {MAX_SEED:,}. Empty: derived from the "
+                              "run's logical date (YYYYMMDDHHMMSS), so nightly runs differ and each can be "
+                              "reproduced."),
     "target": Param(settings.default_target(), type="string", enum=list(TARGETS), title="Target",
                     description="ascend: atc + msame on the NPU workers (queue `ascend`); "
                                 "cpu: ONNX Runtime on any worker."),
@@ -90,7 +91,7 @@ PARAMS = {
                                                              "and balanced over the inference tasks that run at "
                                                              "once."),
     "threads": Param(1, type="integer", exclusiveMinimum=-1, exclusiveMaximum=65, title="Threads per inference task",
-                     section="Advanced", description="ONNX Runtime intra-op threads (0 = all cores)."),
+                     section="Advanced", description="ONNX Runtime intra-op threads, 0 to 64 (0 = all cores)."),
     "keep_raw_outputs": Param(False, type="boolean", title="Keep raw outputs", section="Advanced",
                               description="Keep every raw output bin (the recipe's output folder) in the run's "
                                           "workspace. Off: only the parity sample's are handed over; the "
@@ -102,14 +103,17 @@ PARAMS = {
     # quality gate (cgan.quality.gate): empty = the deployment's default (CGAN_GATE_*)
     "gate_min_label_accuracy": Param(None, type=["null", "number"], section="Advanced",
                                      title="Gate: least label accuracy",
-                                     description=f"Empty: {settings.gate_thresholds().min_label_accuracy}."),
+                                     description="A fraction, 0 to 1. Empty: the deployment's "
+                                                 f"{settings.gate_thresholds().min_label_accuracy}."),
     "gate_min_class_accuracy": Param(None, type=["null", "number"], section="Advanced",
                                      title="Gate: least accuracy of the worst digit",
-                                     description=f"Empty: {settings.gate_thresholds().min_class_accuracy}."),
+                                     description="A fraction, 0 to 1. Empty: the deployment's "
+                                                 f"{settings.gate_thresholds().min_class_accuracy}."),
     "gate_min_diversity": Param(None, type=["null", "number"], section="Advanced",
                                 title="Gate: least feature diversity of the worst digit",
-                                description=f"Empty: {settings.gate_thresholds().min_diversity} (0 = collapsed "
-                                            "to one style per digit, 1 = as varied as real digits)."),
+                                description="A fraction, 0 to 1 (0 = collapsed to one style per digit, 1 = as "
+                                            "varied as real digits). Empty: the deployment's "
+                                            f"{settings.gate_thresholds().min_diversity}."),
 }
 
 # Updated by every publish (accepted or rejected: its extra's `gate` says which); other DAGs can

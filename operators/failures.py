@@ -15,6 +15,7 @@ that is down or answers 5xx keeps the retries.
 from __future__ import annotations
 
 import functools
+import logging
 
 from cgan.errors import CganError
 
@@ -38,7 +39,7 @@ def fail_fast_on_bad_input(execute):
             # library's frames (the message names the problem and the fix; Airflow 3.3 logs every
             # failure with its traceback, so its own frames still follow)
             message = f"{type(exc).__name__}: {exc}"
-            self.log.error("%s", message)
+            (getattr(self, "log", None) or logging.getLogger(__name__)).error("%s", message)
             raise AirflowFailException(message) from None
 
     return wrapper

@@ -40,7 +40,7 @@ def test_retry_policy(exc, retryable):
     with pytest.raises(type(exc) if retryable else AirflowFailException) as err:
         Op().execute({})
     if not retryable:
-        assert str(err.value).startswith(f"{type(exc).__name__}: ") and err.value.__cause__ is exc
+        assert str(err.value).startswith(f"{type(exc).__name__}: ") and err.value.__context__ is exc  # not printed
 
 
 @pytest.mark.parametrize("code, status, config", [
@@ -155,7 +155,7 @@ def test_a_new_error_class_fails_fast_or_keeps_retries_through_the_operator(deci
         Step(task_id="s", workspace="file:///w").execute({})
     if not decision:
         assert str(err.value) == "NewError: something went wrong: do this"
-        assert isinstance(err.value.__cause__, NewError)
+        assert isinstance(err.value.__context__, NewError)
 
 
 def test_an_instance_can_decide_for_itself():

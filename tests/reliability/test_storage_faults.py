@@ -376,13 +376,13 @@ def test_wrong_secret_names_connection_and_bucket_never_the_secret(finished_work
     with pytest.raises(AirflowFailException) as err:  # a retry cannot fix credentials: no retries
         execute()
     text = str(err.value)
-    assert isinstance(err.value.__cause__, PublishConfigError)
+    assert isinstance(err.value.__context__, PublishConfigError)  # kept, its traceback not printed
     assert "cgan_s3_rel" in text and "rel-creds" in text and "credentials" in text and "403" in text
     assert local_s3["endpoint"] in text
     for secret in (wrong, local_s3["secret_key"]):
         assert secret not in text
         assert secret not in all_logs.text
-        assert secret not in repr(err.value.__cause__) and secret not in repr(err.value.__cause__.__cause__)
+        assert secret not in repr(err.value.__context__) and secret not in repr(err.value.__context__.__cause__)
     assert all_logs.text  # the logs were really captured (botocore's request dumps included)
     assert client.list_objects_v2(Bucket="rel-creds")["KeyCount"] == 0
 
