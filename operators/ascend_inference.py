@@ -5,8 +5,8 @@ Mapped over the run's shards (`.partial(...).expand(shard=...)`) as task `msame_
 (`om_uri`, the atc task's XCom: the conversion cache's copy), leases a free NPU of this worker's
 own host (cgan.ascend.lease; the shard's `devices`, when the run names some, restrict the
 choice) and runs the shard through `npu_tool` on it (cgan.run.inference.run_shard): msame in
-batches of 1,000 bins (output streamed into the task log; each batch's grids rendered and
-packed while msame computes the next) or ais_bench's Python API in this process (grids rendered
+batches of 1,000 bins (output streamed into the task log; each grid rendered and packed as
+soon as msame has written it, while msame computes the next) or ais_bench's Python API in this process (grids rendered
 while the NPU computes the next call). Every failure, exit 0
 or not, raises the cgan error quoting the tool's own error lines.
 """
@@ -112,15 +112,17 @@ class AscendInferenceOperator(CganBaseOperator):
                 "host": lease.host, "npu_tool": tool}
 
     def _msame(self, om: Path, bins: Path, out: Path, lease, on_output):
-        """msame over the bins in batches (the lease's lock passed to each process); each batch's
-        grids are rendered while msame computes the next (cgan.ascend.msame.run_msame_batches)."""
+        """msame over the bins in batches (the lease's lock passed to each process); each grid is
+        rendered as soon as msame has written it (cgan.ascend.msame.run_msame_batches)."""
         from cgan.ascend.msame import run_msame_batches
+        from cgan.ascend.msame_log import TaskLogLines
         from cgan.ascend.toolkit import runtime_env
 
         env, where = runtime_env(self.toolkit_home)
         self.log.info("msame %s", where)
         run = run_msame_batches(om, bins, out, on_output=on_output, device=lease.device, loop=_int(self.loop, "loop"),
-                                msame=self.msame_path, channels=self.channels, env=env, on_line=self.log.info,
+                                msame=self.msame_path, channels=self.channels, env=env,
+                                on_line=TaskLogLines(self.log.info),  # per-file lines summed up; all in msame.log
                                 timeout_s=self.msame_timeout_s, pass_fds=(lease.fd,))
         for line in run.warnings:
             self.log.warning("msame printed an [ERROR] line that is not a failure (kept in perf.json "

@@ -311,6 +311,7 @@ def run_msame(
 # few hundred ms msame takes to start and load the om, and small enough that the first batch's
 # grids are rendered while the NPU computes the rest.
 BATCH_GRIDS = 1000
+POLL_S = 0.05  # how often the hand-off thread looks for outputs msame has written
 
 
 def run_msame_batches(
@@ -320,14 +321,21 @@ def run_msame_batches(
     *,
     on_output,
     batch_grids: int = BATCH_GRIDS,
+    poll_s: float = POLL_S,
     **kwargs,
 ) -> MsameRun:
     """msame over a folder of bins in batches of `batch_grids`, one msame process after another
-    (run_msame, every check of each), handing each finished batch's outputs to
-    `on_output(path, samples)` on a thread of its own while msame computes the next: the NPU
-    does not wait for the grids to be rendered. One MsameRun for the folder: every output moved
-    into one result folder, the batches' logs one after another in msame.log, one perf record."""
-    from concurrent.futures import ThreadPoolExecutor
+    (run_msame, every check of each), each output handed to `on_output(path, samples)` as soon as
+    msame has written it whole, on a thread of its own, while msame computes the next: the NPU
+    waits neither for the grids to be rendered nor for a batch to end. One MsameRun for the
+    folder: every output moved into one result folder at the end, the batches' logs one after
+    another in msame.log, one perf record.
+
+    An output counts as written when its size is an output bin's (the run's `channels`, else
+    any supported C): msame writes each output with one fwrite and closes it, so a file being
+    written is shorter (its whole 4 KiB blocks first, the rest at fclose). A run that fails its
+    checks fails the whole call; outputs already handed over belong to that failed try."""
+    import threading
 
     from cgan.recipe.outputs import read_output_bin
 
@@ -339,45 +347,91 @@ def run_msame_batches(
     output_root = check_path(output_root, "output folder")
     final = output_root / f"batches-{uuid.uuid4().hex[:12]}"
     links = output_root / f".batch-inputs-{uuid.uuid4().hex[:12]}"
+    staging = output_root / "batch-runs"
     final.mkdir(parents=True)
+    staging.mkdir(exist_ok=True)
+    channels = kwargs.get("channels")
+    whole = {output_bin_bytes(channels)} if channels else {output_bin_bytes(c) for c in SUPPORTED_CHANNELS}
     runs: list[MsameRun] = []
+    finished: list[MsameRun] = []  # runs whose outputs the hand-off thread has still to check
+    lock, stop, failed = threading.Lock(), threading.Event(), []
+    handed: set[str] = set()
 
-    def hand_off(run: MsameRun) -> None:
-        for path in run.outputs:
-            moved = final / path.name
-            os.replace(path, moved)
-            on_output(moved, read_output_bin(moved))
+    def hand(path: Path) -> None:
+        handed.add(path.name)
+        on_output(final / path.name, read_output_bin(path))
 
+    def written_so_far() -> list[Path]:
+        """Outputs msame has written whole in the live run's staging folder (.msame-<id>/...)."""
+        ready = []
+        for live in staging.glob(".msame-*"):
+            for folder, _dirs, files in os.walk(live):
+                for name in files:
+                    if name.endswith(OUTPUT_SUFFIX) and name not in handed:
+                        path = Path(folder) / name
+                        try:
+                            if path.stat().st_size in whole:
+                                ready.append(path)
+                        except FileNotFoundError:  # moved by run_msame as it ended: handed from its run
+                            pass
+        return sorted(ready, key=lambda p: p.name)
+
+    def hand_off() -> None:
+        try:
+            while True:
+                stopping = stop.wait(poll_s)
+                with lock:
+                    done, finished[:] = list(finished), []
+                for run in done:  # an ended run: every output it listed, in order
+                    for path in run.outputs:
+                        if path.name not in handed:
+                            hand(path)
+                if stopping:
+                    return
+                for path in written_so_far():
+                    try:
+                        hand(path)
+                    except FileNotFoundError:  # moved as msame ended: handed from its run next time
+                        handed.discard(path.name)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=hand_off, name="msame-hand-off", daemon=True)
+    worker.start()
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="msame-hand-off") as pool:
-            pending = None
-            for i in range(0, len(bins), batch_grids):
-                folder = links / f"batch_{i // batch_grids:05d}"
-                folder.mkdir(parents=True)
-                for path in bins[i:i + batch_grids]:
-                    (folder / path.name).symlink_to(path.resolve())
-                run = run_msame(model, folder, output_root / "batch-runs", **kwargs)
-                runs.append(run)
-                if pending is not None:
-                    pending.result()  # the previous batch's grids: any error surfaces here
-                pending = pool.submit(hand_off, run)
-            if pending is not None:
-                pending.result()
+        for i in range(0, len(bins), batch_grids):
+            if failed:
+                break
+            folder = links / f"batch_{i // batch_grids:05d}"
+            folder.mkdir(parents=True)
+            for path in bins[i:i + batch_grids]:
+                (folder / path.name).symlink_to(path.resolve())
+            run = run_msame(model, folder, staging, **kwargs)
+            runs.append(run)
+            with lock:
+                finished.append(run)
     finally:
+        stop.set()
+        worker.join()
         shutil.rmtree(links, ignore_errors=True)
+    if failed:
+        raise failed[0]
+    for run in runs:
+        for path in run.outputs:
+            os.replace(path, final / path.name)
     (final / LOG_NAME).write_text("".join(f"# cgan: msame batch {n} of {len(runs)} ({len(r.outputs)} bins)\n"
                                           + r.log_path.read_text() for n, r in enumerate(runs, 1)))
     first = runs[0].perf
     samples = [ms for r in runs for ms in r.perf.samples_ms]
     notes = list(dict.fromkeys(note for r in runs for note in r.perf.notes))
-    notes.append(f"{len(runs)} msame process(es) of at most {batch_grids} bins, each batch's grids rendered "
-                 "while msame computed the next")
+    notes.append(f"{len(runs)} msame process(es) of at most {batch_grids} bins, each grid rendered as soon as "
+                 "msame had written it")
     perf = make_record(backend=first.backend, device=first.device, batch=first.batch, latencies_ms=samples,
                        grids=sum(r.perf.grids for r in runs), warmup_calls=sum(r.perf.warmup_calls for r in runs),
                        threads=first.threads, wall_s=sum(r.perf.wall_s for r in runs), loops=first.loops,
                        notes=notes, tool=first.tool)
     perf.write(final)
-    shutil.rmtree(output_root / "batch-runs", ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
     return MsameRun(output_dir=final, outputs=[final / p.name for r in runs for p in r.outputs], perf=perf,
                     log_path=final / LOG_NAME, argv=runs[-1].argv, notes=runs[0].notes,
                     warnings=[w for r in runs for w in r.warnings])

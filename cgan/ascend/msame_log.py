@@ -130,3 +130,27 @@ def printed_output_dir(lines: list[str], output_root: Path) -> Path | None:
         if path.is_absolute() and path.parent == output_root and path.name not in ("", ".", ".."):
             found = path
     return found
+
+
+# msame's lines for each input file (folder mode), besides its timing line: the task log sums
+# them up instead of printing each (msame.log keeps them all)
+PER_FILE_RE = re.compile(r"^\s*\[INFO\]\s+(start to process file|get max dynamic batch size success|"
+                         r"model execute success|output data success|destroy model input success)")
+
+
+class TaskLogLines:
+    """msame's output for a person reading the task log: every line but the ones it prints for
+    each input file, which become one progress line every `every` files. Called with each line."""
+
+    def __init__(self, log, every: int = 1000):
+        self.log, self.every, self.files, self.ms = log, every, 0, 0.0
+
+    def __call__(self, line: str) -> None:
+        call = CALL_RE.match(line)
+        if call:
+            self.files += 1
+            self.ms += float(call.group(1))
+            if self.files % self.every == 0:
+                self.log(f"msame: {self.files} file(s) computed, {self.ms / self.files:.3f} ms per call on average")
+        elif not PER_FILE_RE.match(line):
+            self.log(line)

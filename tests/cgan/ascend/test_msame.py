@@ -373,8 +373,8 @@ def test_an_om_built_for_another_architecture_is_refused(tmp_path, standins_on_p
 
 def test_batches_hand_each_batch_over_while_msame_computes_the_next(tmp_path, standins_on_path, calls, standin_om,
                                                                     monkeypatch):
-    """run_msame_batches: one msame process per batch, each batch's outputs handed over (in grid
-    order, on a thread of its own) while the next batch runs; one result folder, log and perf."""
+    """run_msame_batches: one msame process per batch, the outputs handed over (in grid order, on
+    a thread of its own) while msame runs; one result folder, log and perf."""
     import threading
     import time
 
@@ -409,6 +409,28 @@ def test_batches_hand_each_batch_over_while_msame_computes_the_next(tmp_path, st
     log = (run.output_dir / "msame.log").read_text()
     assert log.count("# cgan: msame batch") == 3 and log.count("Execute sample success") == 3
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [run.output_dir.name]  # nothing else left
+
+
+def test_outputs_are_handed_over_while_their_own_batch_still_runs(tmp_path, standins_on_path, standin_om,
+                                                                  monkeypatch):
+    """Within one msame process the NPU does not wait for a batch to end: each output is handed
+    over once msame has written it whole, while msame computes the next grids of the same batch."""
+    import time
+
+    from cgan.ascend.msame import run_msame_batches
+    from cgan.recipe.bins import write_bins
+
+    monkeypatch.setenv("STANDIN_MSAME_DELAY_S", "0.4")  # each execute takes 0.4 s
+    write_bins(tmp_path / "bins", 4, seed=3)
+    seen: list[tuple[str, float]] = []
+    run = run_msame_batches(standin_om, tmp_path / "bins", tmp_path / "out", batch_grids=4, channels=1,
+                            on_output=lambda path, samples: seen.append((path.name, time.monotonic())))
+    ended = time.monotonic()
+    assert [name for name, _ in seen] == [f"grid_0000000{i}_output_0.bin" for i in range(4)]
+    # one batch of 4 executes of 0.4 s: the first grid was handed over while 2 or more were still to compute
+    assert ended - seen[0][1] > 0.7, (ended, seen)
+    assert [p.name for p in run.outputs] == [name for name, _ in seen]
+    assert all(p.parent == run.output_dir and p.stat().st_size == 313_600 for p in run.outputs)
 
 
 def test_a_failing_batch_fails_the_run(tmp_path, standins_on_path, standin_om, monkeypatch):

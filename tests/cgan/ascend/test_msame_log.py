@@ -71,3 +71,23 @@ def test_classify_errors_tells_verdicts_from_warnings():
     failed = classify_errors([line for line in lines if "Execute sample success" not in line])
     assert "[ERROR] destroy stream failed" in failed.lines_of(failed.verdicts)
     assert "[ERROR] unload model failed, modelId is 1" not in failed.lines_of(failed.verdicts)
+
+
+def test_the_task_log_gets_a_progress_line_for_msames_per_file_lines():
+    """msame prints about five lines per input file; the task log gets every other line as it
+    comes and one progress line per `every` files (msame.log keeps them all)."""
+    from cgan.ascend.msame_log import TaskLogLines
+
+    logged: list[str] = []
+    sink = TaskLogLines(logged.append, every=2)
+    for i in range(3):
+        for line in (f"[INFO] start to process file:../in/grid_0000000{i}.bin", "[INFO] model execute success",
+                     "Inference time: 2.5ms", "[INFO] get max dynamic batch size success",
+                     "[INFO] output data success", "[INFO] destroy model input success"):
+            sink(line)
+    for line in ("Inference average time : 2.50 ms", "[ERROR] unload model failed, modelId is 1",
+                 "Execute sample success"):
+        sink(line)
+    assert logged == ["msame: 2 file(s) computed, 2.500 ms per call on average",
+                      "Inference average time : 2.50 ms", "[ERROR] unload model failed, modelId is 1",
+                      "Execute sample success"]
