@@ -12,9 +12,14 @@ cgan.storage.s3. No Airflow import here.
 - `open_grid`: one grid's PNG, by one ranged GET into its pack, checked against the pack's
   index (itself checked against the manifest's size and sha256, and cached: a bounded LRU).
   Grid n is found by bisecting the packs' first grids, never by a list of grids.
+- `locate_grid`: where grid n lives (its pack's key, the tar member, offset, size, sha256) and
+  the run's seed, from the pack's index alone (no PNG read): the grid page.
 - `open_png`: a PNG object of a run (the latency plot), only when the manifest lists its key,
   so the gallery can never be used to read other objects of the bucket.
-- `trend`: grids/s and label accuracy over the listed runs, oldest first.
+- `trend`: grids/s and label accuracy over the listed runs, oldest first, rejected runs marked.
+- `param_rows`, `gate_checks`: the run's params as a person reads them (a null shown as the
+  default the run used, where the run recorded it) and the quality gate's checks with their
+  thresholds.
 
 A manifest that lists no packs (version 1, one object per grid) is refused with a message that
 says so: such a run is not listed, and its page says to re-publish it.
@@ -171,6 +176,7 @@ class TrendPoint:
     label_accuracy: float | None
     when: datetime | None = None  # the x of the point: its logical date (else publish time)
     kind: str = "manual"  # nightly (a scheduled run) or manual (triggered, or by an asset event)
+    status: str = "accepted"  # the quality gate's verdict: accepted or rejected
 
 
 @dataclass
@@ -454,6 +460,49 @@ def _open_grid(client, bucket: str, name: str, grid: int, cache: ManifestCache,
     return GridImage(grid, data, member.sha256)
 
 
+@dataclass(frozen=True)
+class GridPlace:
+    """Where one grid of a published run lives, as its pack's index says (the grid page)."""
+
+    summary: RunSummary
+    grid: int
+    grids: int  # the run's grids are 0..grids-1
+    seed: int | None  # the run's params.seed: grid g's inputs are drawn from PCG64 seeded with [seed, g]
+    pack_key: str  # the tar in the bucket
+    pack_first: int
+    pack_count: int
+    member: str  # grid_NNNNNNNN.png: the tar member
+    offset: int  # of the member's data in the tar
+    size: int
+    sha256: str
+
+
+def locate_grid(client, bucket: str, name: str, grid: int, *, cache: ManifestCache = DEFAULT_CACHE) -> GridPlace:
+    """Where grid `grid` of a published run lives: its pack, the member, its bytes in the tar
+    (from the pack's index, cached; the PNG itself is not read), and the run's seed."""
+    check_bucket(bucket)
+    check_run_name(name)
+    try:
+        return _locate_grid(client, bucket, name, grid, cache)
+    except Missing:
+        cache.forget_run(client, bucket, name)
+        return _locate_grid(client, bucket, name, grid, cache)
+
+
+def _locate_grid(client, bucket: str, name: str, grid: int, cache: ManifestCache) -> GridPlace:
+    meta, _, summary = cache.run(client, bucket, name)
+    packs: RunPacks = meta[PACKS]
+    pack = packs.locate(grid)
+    if pack is None:
+        has = f"its grids are numbered 0..{packs.grids - 1}" if packs.grids else "it has no grids"
+        raise NotFound(f"run {name!r} has no grid {grid!r}: {has}")
+    member = cache.index(client, bucket, pack).member(grid)  # the index names it grid_NNNNNNNN.png (checked)
+    seed = _dict(meta.get("params")).get("seed")
+    return GridPlace(summary=summary, grid=grid, grids=packs.grids, seed=seed if _is_int(seed) else None,
+                     pack_key=pack.key, pack_first=pack.first, pack_count=pack.count, member=member.name,
+                     offset=member.offset, size=member.size, sha256=member.sha256)
+
+
 def open_png(client, bucket: str, name: str, rel_key: str, *, cache: ManifestCache = DEFAULT_CACHE) -> PngObject:
     """A PNG of a published run, streamed; only a key its manifest lists is served."""
     check_bucket(bucket)
@@ -489,7 +538,104 @@ def trend(runs: list[RunSummary], kind: str = "all") -> list[TrendPoint]:
         raise ValueError(f"kind must be all, nightly or manual, got {kind!r}")
     ordered = sorted(runs, key=lambda r: (_sort_time(r), r.name))
     return [TrendPoint(r.name, r.run_id, r.logical_date, r.grids_per_s, r.label_accuracy, _sort_time(r),
-                       run_kind(r.run_id)) for r in ordered if kind in ("all", run_kind(r.run_id))]
+                       run_kind(r.run_id), r.status) for r in ordered if kind in ("all", run_kind(r.run_id))]
+
+
+# -- what a run's records mean to a person ---------------------------------------------------
+
+@dataclass(frozen=True)
+class ParamRow:
+    """One of the run's params as the run page shows it."""
+
+    name: str
+    value: str  # as shown: a null is "default (0.90)" where the run recorded the value it used
+    note: str = ""  # "default" when the value given is the plan's default; else what the value means
+    given: bool = True  # False for a null: `value` says what the run used in its place
+
+
+def param_rows(params: dict, *, defaults: dict | None = None, quality: dict | None = None,
+               perf: dict | None = None, derived_seed: int | None = None,
+               unused: dict[str, str] | None = None) -> list[ParamRow]:
+    """The manifest's params as a person reads them. A null (the form left empty) is shown as
+    what the run used where the run recorded it: the gate thresholds from the quality report's
+    verdict (quality.json `gate.thresholds`), the shard count from perf.json, the devices the
+    shards ran on; `false`/`true` as no/yes. `defaults`: the plan's defaults (a value equal to
+    its default is noted so); `derived_seed`: the seed the plan derives from the logical date
+    (a seed equal to it was not typed); `unused`: params the run's target does not use, with
+    the note to show (e.g. "not used on cpu")."""
+    defaults, unused = defaults or {}, unused or {}
+    gate = _dict(_dict(quality).get("gate"))
+    limits = _dict(gate.get("thresholds"))
+    perf = _dict(perf)
+    rows = []
+    for key, value in params.items():
+        name, note = str(key), ""
+        if value is None:
+            used: object = None
+            if name.startswith("gate_"):
+                used = limits.get(name.removeprefix("gate_"))
+                shown = f"default ({_plain(used)})" if _num(used) is not None else "default"
+            elif name == "grids_per_shard":
+                used = perf.get("shards")
+                shown = f"automatic ({used:,} shard{'s' if used != 1 else ''})" if _is_int(used) else "automatic"
+            elif name == "devices":
+                used = perf.get("devices")
+                ran = ", ".join(str(d) for d in used) if isinstance(used, list) and used else None
+                shown = f"any (ran on {ran})" if ran else "any"
+            else:
+                shown = "default"
+        else:
+            shown = _plain(value)
+            if name == "seed" and derived_seed is not None and value == derived_seed:
+                note = "derived from the logical date"
+            elif name in defaults and _same(defaults[name], value):
+                note = "default"
+        if name in unused:
+            note = unused[name]
+        rows.append(ParamRow(name, shown, note, given=value is not None))
+    return rows
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One check of the quality gate's verdict (quality.json `gate.checks`, cgan.quality.gate)."""
+
+    metric: str
+    value: float | None
+    op: str  # ">=" or "<="
+    threshold: float | None
+    passed: bool
+    why: str = ""
+
+
+def gate_checks(quality: dict | None) -> list[GateCheck]:
+    """The quality gate's checks recorded in the quality report, each with value and threshold
+    (none for a report made before the gate recorded them)."""
+    checks = []
+    for check in _list(_dict(_dict(quality).get("gate")).get("checks")):
+        if not isinstance(check, dict) or not isinstance(check.get("metric"), str):
+            continue
+        op = check["op"] if check.get("op") in (">=", "<=") else "?"
+        checks.append(GateCheck(check["metric"], _num(check.get("value")), op, _num(check.get("threshold")),
+                                check.get("passed") is True, _str(check.get("why")) or ""))
+    return checks
+
+
+def _plain(value: object) -> str:
+    """A param's value as text: no/yes for false/true, lists comma-joined, numbers as written."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):  # a threshold: 0.9 -> 0.90
+        return f"{value:.2f}" if round(value, 2) == value else repr(value)
+    if isinstance(value, list):
+        return ", ".join(_plain(v) for v in value) if value else "(none)"
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def _same(default: object, value: object) -> bool:
+    return type(default) is type(value) and default == value
 
 
 # -- reading the store ------------------------------------------------------------------------

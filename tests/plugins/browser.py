@@ -110,7 +110,13 @@ class Cdp:
     def wait_for(self, expression: str, timeout: float = 60, what: str = ""):
         deadline = time.monotonic() + timeout
         while True:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError as exc:  # the page navigated while it was asked: ask the next one
+                if not any(m in str(exc) for m in ("navigated or closed", "Execution context was destroyed",
+                                                   "Cannot find context")):
+                    raise
+                value = None
             if value:
                 return value
             if time.monotonic() > deadline:

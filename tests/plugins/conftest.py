@@ -25,6 +25,14 @@ def grid_png(seed: int) -> bytes:
     return png_bytes(grid_array(samples))
 
 
+def run_params(grids: int, seed: int = 7, **given) -> dict:
+    """The params the plan records in the manifest (cgan.run.plan.RunParams, the seed filled in):
+    what the form left empty is null, as in a real run."""
+    from cgan.run.plan import RunParams
+
+    return dict(RunParams(num_grids=grids).as_dict(), seed=seed, **given)
+
+
 def generator_grid_pngs(seed: int, count: int) -> list[bytes]:
     """Real digit grids: the committed generator on the seeded input bins (PyTorch, CPU)."""
     import torch
@@ -88,10 +96,14 @@ def publish_fake_run(client, bucket: str, tmp_path: Path, name: str, *, run_id: 
                      grids: int = 3, grids_per_s: float = 10.0, label_accuracy: float = 0.9,
                      latency_ms_mean: float = 80.0, grid_pngs: list[bytes] | None = None,
                      latency_plot: bytes | None = None, gate_failures: list[str] | None = None,
-                     shards: int = 1, pack_grids: int | None = None) -> dict:
+                     shards: int = 1, pack_grids: int | None = None, params: dict | None = None,
+                     gate=None) -> dict:
     """A run published exactly as the publish task does it (publish_run over a workspace whose
-    postprocess left packs, staged.json, perf/ and quality/; manifest version 2). Returns
-    {"grids": [PNG of grid 0, 1, ...], "perf/latency.png": PNG, "manifest": the manifest}."""
+    postprocess left packs, staged.json, perf/ and quality/; manifest version 2). `params`: the
+    manifest's params (default num_grids, seed 7, target cpu); `gate`: cgan.quality.gate.Thresholds
+    to judge the run by as postprocess does (the verdict in quality.json, the summary's gate and
+    gate_failures from it). Returns {"grids": [PNG of grid 0, 1, ...], "perf/latency.png": PNG,
+    "manifest": the manifest}."""
     from PIL import Image
 
     from cgan.layout.published import manifest_key
@@ -112,6 +124,12 @@ def publish_fake_run(client, bucket: str, tmp_path: Path, name: str, *, run_id: 
     quality = {"label_accuracy": label_accuracy, "per_class_accuracy": per_class, "parity_max_abs_err": 2e-6,
                "classifier_holdout_accuracy": 0.978, "grids": grids, "digits_judged": grids * 100,
                "parity_grids_checked": grids}
+    if gate is not None:
+        from cgan.quality.gate import evaluate, failures
+
+        quality["feature_diversity"] = 0.8
+        quality["gate"] = evaluate(quality, gate, target="cpu", precision_mode="force_fp16")
+        gate_failures = failures(quality["gate"])
     store.put_bytes(json.dumps(perf).encode(), "perf/perf.json")
     store.put_bytes(json.dumps(quality).encode(), "quality/quality.json")
     plot = tmp_path / f"latency-{name}.png"
@@ -125,7 +143,7 @@ def publish_fake_run(client, bucket: str, tmp_path: Path, name: str, *, run_id: 
     if gate_failures is not None:  # the quality gate's verdict, as postprocess records it
         summary.update(gate="rejected" if gate_failures else "accepted", gate_failures=gate_failures)
     metadata = build_metadata(run_id=run_id, logical_date=logical_date,
-                              params={"num_grids": grids, "seed": 7, "target": "cpu"},
+                              params=params or {"num_grids": grids, "seed": 7, "target": "cpu"},
                               export={"onnx_sha256": "ab" * 32, "checkpoint_sha256": "cd" * 32}, convert=None,
                               postprocess=summary)
     publish_run(store, client, bucket, f"runs/{name}", metadata=metadata, log=lambda _: None,
@@ -145,6 +163,8 @@ def published(local_s3, tmp_path_factory):
     """Bucket `gallery` with two published nightly runs, a half-published prefix (no manifest),
     objects beside the runs that no manifest lists, and (in `gallery-hostile`) a run whose
     run id is HTML."""
+    from cgan.quality.gate import Thresholds
+
     client = local_s3["client"]
     tmp = tmp_path_factory.mktemp("published")
     client.create_bucket(Bucket="gallery")
@@ -153,7 +173,7 @@ def published(local_s3, tmp_path_factory):
                               logical_date="2026-05-01T02:00:00+00:00", grids_per_s=12.5, label_accuracy=0.91),
         NEW: publish_fake_run(client, "gallery", tmp, NEW, run_id="scheduled__2026-05-02T02:00:00+00:00",
                               logical_date="2026-05-02T02:00:00+00:00", grids=4, grids_per_s=15.0,
-                              label_accuracy=0.95),
+                              label_accuracy=0.95, params=run_params(4, seed=20260502020000), gate=Thresholds()),
     }
     png = grid_png(99)
     half_done = "runs/half-done/attempts/20260501T000000.000000Z-000000/packs/pack_00000000"  # no manifest
@@ -167,6 +187,14 @@ def published(local_s3, tmp_path_factory):
     publish_fake_run(client, "gallery-hostile", tmp, HOSTILE, run_id=HOSTILE_RUN_ID,
                      logical_date="2026-05-03T02:00:00+00:00", grids=1)
     return {"client": client, "bucket": "gallery", "pngs": pngs}
+
+
+def without_own_script(page: str) -> str:
+    """The page less the gallery's one script (static/cgan_gallery/airflow-links.js, inlined in its
+    head once), which the caller then checks holds no script at all."""
+    own = f"<script>{(REPO / 'plugins' / 'static' / 'cgan_gallery' / 'airflow-links.js').read_text()}</script>"
+    assert page.count(own) == 1 and page.index(own) < page.index("</head>")
+    return page.replace(own, "")
 
 
 def load_plugin_module():

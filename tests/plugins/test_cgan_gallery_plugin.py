@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from tests.airflow_stack import s3_connection
-from tests.plugins.conftest import HOSTILE, HOSTILE_RUN_ID, NEW, OLD, REPO, load_plugin_module
+from tests.plugins.conftest import HOSTILE, HOSTILE_RUN_ID, NEW, OLD, REPO, load_plugin_module, without_own_script
 
 pytestmark = pytest.mark.slow  # needs a migrated Airflow DB (airflow_home fixture)
 
@@ -99,21 +99,42 @@ def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
-PAGES = ["/", f"/runs/{NEW}", f"/runs/{NEW}/grid/0", f"/runs/{NEW}/img/perf/latency.png"]
+PAGES = ["/", f"/runs/{NEW}", f"/runs/{NEW}/grids/0", f"/runs/{NEW}/grid/0", f"/runs/{NEW}/img/perf/latency.png",
+         "/dags/cgan_generation/runs/scheduled__2026-05-02T02:00:00+00:00"]
 
 
-def test_plugin_declares_app_and_nav_view(plugin):
+def test_plugin_declares_app_nav_view_and_dag_run_tab(plugin):
     spec = plugin.CganGalleryPlugin
     assert spec.fastapi_apps == [{"app": plugin.app, "url_prefix": "/cgan-gallery", "name": "CGAN gallery"}]
-    (view,) = spec.external_views
-    assert view["href"] == "/cgan-gallery/" and view["url_route"] == "cgan-gallery" and view["destination"] == "nav"
+    nav, tab = spec.external_views
+    assert nav["href"] == "/cgan-gallery/" and nav["url_route"] == "cgan-gallery" and nav["destination"] == "nav"
+    # Airflow 3.3's UI puts the URL-encoded DAG id and run id into a dag_run view's href
+    assert tab == {"name": "Gallery", "href": "/cgan-gallery/dags/{DAG_ID}/runs/{RUN_ID}", "destination": "dag_run",
+                   "url_route": "cgan-gallery-run"}
+
+
+def test_the_views_are_what_airflow_serves_to_its_ui(plugin):
+    """Airflow's own checks: destinations its API accepts, url_routes unique across views."""
+    from airflow.api_fastapi.core_api.datamodels.plugins import ExternalViewResponse
+
+    views = [ExternalViewResponse.model_validate(v) for v in plugin.CganGalleryPlugin.external_views]
+    assert [v.destination for v in views] == ["nav", "dag_run"]
+    assert len({v.url_route for v in views}) == 2
+
+
+def test_the_task_ids_linked_to_are_the_dags(plugin):
+    """The run page links to these tasks' logs: each is a task of dags/cgan_generation.py."""
+    source = (REPO / "dags" / "cgan_generation.py").read_text()
+    for task_id, _, _ in plugin.AIRFLOW_TASKS:
+        assert f'task_id="{task_id}"' in source or re.search(rf"^    def {task_id}\(", source, re.M), task_id
 
 
 def test_every_route_requires_login(plugin):
     from fastapi.routing import APIRoute
 
     routes = [r for r in plugin.app.routes if isinstance(r, APIRoute)]
-    assert {r.path for r in routes} == {"/", "/runs/{name}", "/runs/{name}/grid/{grid}", "/runs/{name}/img/{rel:path}"}
+    assert {r.path for r in routes} == {"/", "/runs/{name}", "/runs/{name}/grids/{grid}", "/runs/{name}/grid/{grid}",
+                                        "/runs/{name}/img/{rel:path}", "/dags/{dag_id}/runs/{run_id:path}"}
     for route in routes:
         assert plugin.require_user in [d.call for d in route.dependant.dependencies], route.path
 
@@ -176,10 +197,11 @@ def test_index_lists_published_runs_with_trend(client, token):
     assert table.index("scheduled__2026-05-02T02:00:00+00:00") < table.index("scheduled__2026-05-01T02:00:00+00:00")
     assert f'href="/runs/{NEW}"' in page and f'href="/runs/{OLD}"' in page
     assert "half-done" not in page and "1 prefix(es) without a manifest" in page
-    assert "<svg" in page and page.count("<circle") == 4  # 2 runs x (grids/s, label accuracy)
+    assert "<svg" in page and page.count("class=point") == 4  # 2 runs x (grids/s, label accuracy)
+    assert "rejected by the quality gate" in page  # the legend
     for shown in ("15.00", "12.50", "95.0 %", "91.0 %", "80.00", "2.00e-06"):
         assert shown in page
-    assert "<script" not in page
+    assert "<script" not in without_own_script(page)
 
 
 def test_the_ui_cookie_is_accepted(client, token):
@@ -195,12 +217,111 @@ def test_run_page_shows_grids_perf_and_quality(client, token):
     assert response.status_code == 200, response.text
     page = response.text
     assert page.count("<img class=grid") == 4 and "4 grid(s) in 1 pack(s)" in page
-    for g in range(4):
-        assert f'<a href="/runs/{NEW}/grid/{g}"><img class=grid src="/runs/{NEW}/grid/{g}" alt="grid_{g:08d}"' in page
+    for g in range(4):  # a grid links to its zoomed page
+        assert f'<a href="/runs/{NEW}/grids/{g}"><img class=grid src="/runs/{NEW}/grid/{g}" alt="grid_{g:08d}"' in page
     assert f'src="/runs/{NEW}/img/perf/latency.png"' in page
     assert "p99 120.00" in page and "images/s" in page and "1,500.0" in page
     assert "Label accuracy per digit" in page and "90.5 %" in page and "97.8 %" in page
     assert "num_grids" in page and "onnxruntime" in page
+
+
+def _param(page: str, name: str) -> str:
+    """The text of a row of the Parameters table."""
+    row = re.search(rf"<tr><th>{name}</th><td>(.*?)</td></tr>", page[page.index("<h2>Parameters</h2>"):])
+    assert row, name
+    return re.sub(r"<[^>]+>", "", row.group(1))
+
+
+def test_run_page_shows_defaults_as_defaults_and_the_thresholds_passed(client, token):
+    page = client.get(f"/runs/{NEW}", headers=bearer(token)).text
+    # nulls: the value the run used, from its quality report and perf record
+    assert _param(page, "gate_min_label_accuracy") == "default (0.90)"
+    assert _param(page, "gate_min_class_accuracy") == "default (0.75)"
+    assert _param(page, "gate_min_diversity") == "default (0.50)"
+    assert _param(page, "grids_per_shard") == "automatic (1 shard)"
+    assert _param(page, "devices") == "any (ran on cpu)"
+    assert _param(page, "keep_raw_outputs") == "no (default)"  # false as no
+    assert _param(page, "num_grids") == "4"
+    assert _param(page, "threads") == "1 (default)"
+    assert _param(page, "seed") == "20260502020000 (derived from the logical date)"
+    assert "null" not in page[page.index("<h2>Parameters</h2>"):page.index("<h2>Model</h2>")]
+    # an accepted run shows the thresholds it passed
+    assert '<p class=ok>Accepted by the quality gate: label_accuracy 0.95 ≥ 0.9;' in page
+    gate = page[page.index("<h2>Quality gate: accepted</h2>"):]
+    assert "<td>label_accuracy</td><td class=n>0.95</td><td class=n>≥ 0.9</td><td>passed</td>" in gate
+    assert "parity_max_abs_err (cpu, fp32)</td><td class=n>2e-06</td><td class=n>≤ 0.0001</td>" in gate
+    assert "class=failed" not in gate
+
+
+def test_run_page_links_back_to_the_dag_run_and_its_task_logs(client, token):
+    page = client.get(f"/runs/{NEW}", headers=bearer(token)).text
+    run = "/dags/cgan_generation/runs/scheduled__2026-05-02T02%3A00%3A00%2B00%3A00"
+    assert f'In Airflow: <a href="{run}" data-airflow>DAG run</a>' in page  # data-airflow: see airflow-links.js
+    for task in ("plan", "export_onnx", "postprocess", "quality_gate", "publish"):
+        assert f'href="{run}/tasks/{task}"' in page, task
+    for mapped in ("input_bins", "onnxruntime_infer"):  # mapped: the list of its map indexes
+        assert f'href="{run}/tasks/{mapped}/mapped"' in page, mapped
+    assert "msame_infer" not in page and "atc_convert" not in page  # a cpu run
+    assert f'<a href="{run}/plugin/cgan-gallery-run" data-airflow>this page as its Gallery tab</a>' in page
+
+
+def test_every_zoom_has_its_label_sizes_in_the_stylesheet(plugin):
+    css = (REPO / "plugins" / "static" / "cgan_gallery" / "gallery.css").read_text()
+    for zoom in plugin.ZOOMS:
+        cell = plugin.DIGIT_PX * zoom
+        assert f".z{zoom} .cols span{{width:{cell}px}}" in css and f".z{zoom} .rows span{{height:{cell}px;" in css
+
+
+def test_grid_page_zooms_one_grid_and_says_where_it_lives(client, token, published):
+    manifest = published["pngs"][NEW]["manifest"]
+    (pack,) = manifest["packs"]
+    index = json.loads(published["client"].get_object(Bucket="gallery", Key=pack["index"]["key"])["Body"].read())
+    name, offset, size, sha256 = index["members"][2]
+    response = client.get(f"/runs/{NEW}/grids/2", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    page = response.text
+    assert f'<img class=zoomed src="/runs/{NEW}/grid/2" width="560" height="560"' in page  # 2x, pixel-exact
+    assert "<h1>Grid 2 <span class=muted>(the run's grids are 0..3)</span></h1>" in page
+    assert re.search(r"<div class=cols>" + "".join(f"<span>{d}</span>" for d in range(10)) + "</div>", page)
+    assert "<code>20260502020000</code>: the grid's noise is drawn from PCG64 seeded with " \
+           "<code>[20260502020000, 2]</code>" in page
+    assert f"<code>s3://gallery/{pack['key']}</code> (grids 0..3)" in page
+    assert name == "grid_00000002.png"
+    assert f"<code>{name}</code>, {size:,} bytes at offset {offset:,} of the tar" in page
+    assert f"aws s3 cp s3://gallery/{pack['key']} - | tar -xO grid_00000002.png &gt; grid_00000002.png" in page
+    assert f"--range bytes={offset}-{offset + size - 1} grid_00000002.png" in page and sha256 in page
+    got = published["client"].get_object(Bucket="gallery", Key=pack["key"], Range=f"bytes={offset}-{offset + size - 1}")
+    assert got["Body"].read() == published["pngs"][NEW]["grids"][2]  # the command's range is the grid
+    for label, grid in (("first", 0), ("previous", 1), ("next", 3), ("last", 3)):
+        assert f'<a href="/runs/{NEW}/grids/{grid}" rel="{label}">{label}</a>' in page
+    assert f'<a href="/runs/{NEW}/grids/2?zoom=3">3x</a>' in page and f'<a href="/runs/{NEW}">Run ' in page
+    assert 'width="840" height="840"' in client.get(f"/runs/{NEW}/grids/2?zoom=3", headers=bearer(token)).text
+    first = client.get(f"/runs/{NEW}/grids/0", headers=bearer(token)).text
+    assert '<span class=muted>first</span><span class=muted>previous</span>' in first
+    for bad in ("/grids/4", "/grids/x", "/grids/-1", "/grids/2?zoom=4", "/grids/2?zoom=1"):
+        response = client.get(f"/runs/{NEW}{bad}", headers=bearer(token))
+        assert response.status_code in (404, 422), (bad, response.status_code)
+
+
+def test_the_dag_run_tab_shows_the_run_of_that_run_id(client, token, local_s3, tmp_path, monkeypatch):
+    from cgan.run.plan import safe_run_id
+    from tests.plugins.conftest import publish_fake_run
+
+    run_id = "manual__2026-05-03T10:00:00+00:00"
+    local_s3["client"].create_bucket(Bucket="gallery-tab")
+    publish_fake_run(local_s3["client"], "gallery-tab", tmp_path, safe_run_id(run_id), run_id=run_id,
+                     logical_date="2026-05-03T10:00:00+00:00")
+    monkeypatch.setenv("CGAN_PUBLISH_BUCKET", "gallery-tab")
+    # the UI's href with {DAG_ID} and {RUN_ID} filled in by encodeURIComponent
+    response = client.get("/dags/cgan_generation/runs/manual__2026-05-03T10%3A00%3A00%2B00%3A00",
+                          headers={**bearer(token), **HTML})
+    assert response.status_code == 200, response.text
+    assert f"<h1>Run {run_id}</h1>" in response.text
+    assert f'src="/runs/{safe_run_id(run_id).replace("+", "%2B")}/grid/0"' in response.text
+    other = client.get("/dags/other_dag/runs/x", headers={**bearer(token), **HTML})
+    assert other.status_code == 404 and "publishes nothing to it" in other.text
+    running = client.get("/dags/cgan_generation/runs/manual__still-running", headers={**bearer(token), **HTML})
+    assert running.status_code == 404 and "is not published (yet)" in running.text
 
 
 @pytest.fixture(scope="module")
@@ -375,7 +496,7 @@ def test_hostile_run_id_is_escaped(client, token, monkeypatch):
     monkeypatch.setenv("CGAN_PUBLISH_BUCKET", "gallery-hostile")
     for path in ("/", f"/runs/{HOSTILE}"):
         page = client.get(path, headers=bearer(token)).text
-        assert HOSTILE_RUN_ID not in page and "<script" not in page
+        assert HOSTILE_RUN_ID not in page and "<script" not in without_own_script(page)
         assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&lt;b&gt;" in page
 
 

@@ -396,8 +396,128 @@ def test_trend_is_on_a_time_axis_and_tells_nightly_from_manual(local_s3, tmp_pat
     assert [p.name for p in trend(runs, "nightly")] == ["n1", "n2"]
     assert [p.name for p in trend(runs, "manual")] == ["m1"]
     svg = load_plugin_module().trend_svg(points)
-    first_panel = re.findall(r'<circle cx="([\d.]+)"[^>]*fill="([^"]+)"[^>]*data-kind="(\w+)"', svg)[:3]
+    first_panel = re.findall(r'<circle class=point cx="([\d.]+)"[^>]*fill="([^"]+)"[^>]*data-kind="(\w+)"', svg)[:3]
     xs = [float(x) for x, _, _ in first_panel]
     assert abs((xs[1] - xs[0]) / (xs[2] - xs[0]) - 0.1) < 0.01  # 1 day of 10: placed by time, not by index
     assert [(fill == "#fff", kind) for _, fill, kind in first_panel] == [(False, "nightly"), (True, "manual"),
                                                                        (False, "nightly")]
+
+
+def test_locate_grid_says_where_a_grid_lives_from_the_index_alone(big, counted, cache):
+    from cgan.publishing.gallery import locate_grid
+
+    pack = big["manifest"]["packs"][1]  # grids 834..1666
+    place = locate_grid(counted.client, big["bucket"], "big", 1000, cache=cache)
+    index = _index(big["client"], big["bucket"], pack)
+    member = index.member(1000)
+    assert (place.pack_key, place.pack_first, place.pack_count, place.grids) == (pack["key"], 834, 833, 2500)
+    assert (place.member, place.offset, place.size, place.sha256) == ("grid_00001000.png", member.offset,
+                                                                       member.size, member.sha256)
+    assert place.seed == 7 and place.summary.run_id == "big"
+    assert [op for op, _ in counted.take()] == ["HeadObject", "GetObject", "GetObject"]  # manifest, index: no PNG
+    locate_grid(counted.client, big["bucket"], "big", 1001, cache=cache)
+    assert counted.take() == []  # both cached
+    with pytest.raises(NotFound, match=r"has no grid 2500: its grids are numbered 0\.\.2499"):
+        locate_grid(counted.client, big["bucket"], "big", 2500, cache=cache)
+
+
+def test_param_rows_show_nulls_as_what_the_run_used():
+    from cgan.publishing.gallery import ParamRow, param_rows
+
+    params = {"num_grids": 100, "seed": 20260101020000, "gate_min_label_accuracy": None,
+              "gate_min_class_accuracy": 0.8, "gate_min_diversity": None, "grids_per_shard": None, "devices": None,
+              "keep_raw_outputs": False, "precision_mode": "force_fp16", "other": None, "list": [1, 2], "on": True}
+    quality = {"gate": {"thresholds": {"min_label_accuracy": 0.9, "min_class_accuracy": 0.8, "min_diversity": 0.5}}}
+    rows = param_rows(params, defaults={"num_grids": 100, "keep_raw_outputs": False, "gate_min_class_accuracy": None,
+                                        "precision_mode": "force_fp16", "on": 1},
+                      quality=quality, perf={"shards": 3, "devices": ["npu:0@a", "npu:1@a"]},
+                      derived_seed=20260101020000)
+    null = {"given": False}
+    assert rows == [
+        ParamRow("num_grids", "100", "default"), ParamRow("seed", "20260101020000", "derived from the logical date"),
+        ParamRow("gate_min_label_accuracy", "default (0.90)", **null), ParamRow("gate_min_class_accuracy", "0.80"),
+        ParamRow("gate_min_diversity", "default (0.50)", **null),
+        ParamRow("grids_per_shard", "automatic (3 shards)", **null),
+        ParamRow("devices", "any (ran on npu:0@a, npu:1@a)", **null), ParamRow("keep_raw_outputs", "no", "default"),
+        ParamRow("precision_mode", "force_fp16", "default"), ParamRow("other", "default", **null),
+        ParamRow("list", "1, 2"), ParamRow("on", "yes"),  # True is not the default 1
+    ]
+    # a run that recorded nothing more: the nulls still read as defaults, never as "null"
+    assert [r.value for r in param_rows({"gate_min_diversity": None, "grids_per_shard": None, "devices": None})] == [
+        "default", "automatic", "any"]
+    assert param_rows({"gate_min_diversity": None}, quality={"gate": {"thresholds": {"min_diversity": "x"}}}) == [
+        ParamRow("gate_min_diversity", "default", given=False)]
+
+
+def test_gate_checks_read_the_verdict_and_skip_what_is_no_check():
+    from cgan.publishing.gallery import GateCheck, gate_checks
+    from cgan.quality.gate import Thresholds, evaluate
+
+    report = {"label_accuracy": 0.95, "per_class_accuracy": {"3": 0.7, "4": 0.99}, "parity_max_abs_err": 2e-6,
+              "feature_diversity": 0.8}
+    checks = gate_checks({"gate": evaluate(report, Thresholds(), target="cpu", precision_mode="force_fp16")})
+    assert checks == [GateCheck("label_accuracy", 0.95, ">=", 0.9, True),
+                      GateCheck("class_accuracy (digit 3, the worst)", 0.7, ">=", 0.75, False),
+                      GateCheck("parity_max_abs_err (cpu, fp32)", 2e-6, "<=", 1e-4, True),
+                      GateCheck("feature_diversity (worst digit)", 0.8, ">=", 0.5, True)]
+    assert gate_checks(None) == gate_checks({}) == gate_checks({"gate": "x"}) == []
+    assert gate_checks({"gate": {"checks": [1, {"metric": 2}, {"metric": "m", "value": True, "op": "<"}]}}) == [
+        GateCheck("m", None, "?", None, False)]
+
+
+def _svg_texts(svg: str, cls: str) -> list[str]:
+    import re
+
+    return re.findall(rf'<text class={cls} [^>]*>([^<]*)</text>', svg)
+
+
+def _point(name: str, day: int, grids_per_s: float, accuracy: float, status: str = "accepted"):
+    from datetime import UTC, datetime
+
+    from cgan.publishing.gallery import TrendPoint
+
+    return TrendPoint(name, f"scheduled__2026-01-{day:02d}", f"2026-01-{day:02d}T02:00:00+00:00", grids_per_s,
+                      accuracy, datetime(2026, 1, day, 2, tzinfo=UTC), "nightly", status)
+
+
+def test_nice_ticks_are_round():
+    from tests.plugins.conftest import load_plugin_module
+
+    nice_ticks = load_plugin_module().nice_ticks
+    assert nice_ticks(0, 16.8) == ([0, 5, 10, 15, 20], 0)
+    assert nice_ticks(0, 1.1) == ([0, 0.5, 1, 1.5], 1)
+    assert nice_ticks(95.5, 99.5) == ([95, 96, 97, 98, 99, 100], 0)
+    assert nice_ticks(96.5, 98.5) == ([96.5, 97, 97.5, 98, 98.5], 1)
+    assert nice_ticks(0, 1234) == ([0, 500, 1000, 1500], 0)
+    assert nice_ticks(5, 5) == ([5, 5.25, 5.5, 5.75, 6], 2)  # an empty range still has an axis
+
+
+def test_trend_of_one_run_is_a_number_on_round_ticks():
+    from tests.plugins.conftest import load_plugin_module
+
+    svg = str(load_plugin_module().trend_svg([_point("a", 1, 14.65, 0.975)]))
+    assert _svg_texts(svg, "tick") == ["0", "5", "10", "15", "20", "95%", "96%", "97%", "98%", "99%", "100%"]
+    assert _svg_texts(svg, "value") == ["14.65", "97.5%"]  # the point says its value
+    assert svg.count("class=point") == 2 and "<polyline" not in svg
+
+
+def test_trend_of_two_runs_marks_the_rejected_one():
+    from tests.plugins.conftest import load_plugin_module
+
+    svg = str(load_plugin_module().trend_svg([_point("a", 1, 14.2, 0.96), _point("b", 2, 3.1, 0.42, "rejected")]))
+    assert _svg_texts(svg, "tick") == ["0", "5", "10", "15", "20", "20%", "40%", "60%", "80%", "100%"]
+    assert _svg_texts(svg, "value") == ["14.20", "3.10", "96.0%", "42.0%"]
+    assert svg.count('<circle class=point') == 2 and svg.count('data-status="rejected"') == 2  # one per panel
+    assert svg.count('<path class=point d="M') == 2 and 'stroke="#dc2626"' in svg
+    assert ">rejected by the quality gate</text>" in svg and ">manual run</text>" in svg  # the legend
+    many = str(load_plugin_module().trend_svg([_point(str(d), d, 10 + d, 0.95) for d in range(1, 7)]))
+    assert _svg_texts(many, "value") == ["16.00", "95.0%"]  # more runs: the newest is labelled
+
+
+def test_trend_of_values_no_axis_can_show_leaves_them_out():
+    from tests.plugins.conftest import load_plugin_module
+
+    svg = str(load_plugin_module().trend_svg([_point("a", 1, float("inf"), 1e300), _point("b", 2, -3.0, float("nan")),
+                                              _point("c", 3, 1e308, 0.9)]))
+    assert svg.count("class=point") == 2  # b's grids/s and c's accuracy; no inf, nan or 1e308 on an axis
+    assert "nan" not in svg and "inf" not in svg
