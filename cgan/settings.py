@@ -11,7 +11,7 @@
 | CGAN_SCHEDULE | 0 2 * * * | cron of the nightly run |
 | CGAN_TIMEZONE | UTC | timezone of that cron |
 | CGAN_NUM_GRIDS | 100 | default grids per run |
-| CGAN_PUBLISHED_URL | /cgan-gallery/runs/{name} | the task's "Published run" link (the run's gallery page) |
+| CGAN_PUBLISHED_URL | /dags/{dag_id}/runs/{run_id}/plugin/cgan-gallery-run | "Published run" link (Gallery tab) |
 | CGAN_ASCEND_TOOLKIT | /usr/local/Ascend/ascend-toolkit | CANN toolkit home (its set_env.sh is sourced) |
 | CGAN_ATC_FROM_PATH | false | use the atc found on PATH instead of the toolkit's set_env.sh |
 | CGAN_MSAME | msame | msame's path, or a name looked up on the Ascend worker's PATH |
@@ -137,10 +137,10 @@ def num_grids() -> int:
 
 
 def published_url_template() -> str:
-    """The "Published run" link: the run's gallery page on the Airflow UI by default (the bucket
-    is private, so a direct object URL answers 403). Placeholders: {name} (the run's gallery
-    name), {endpoint}, {bucket}, {prefix}."""
-    return os.environ.get("CGAN_PUBLISHED_URL") or "/cgan-gallery/runs/{name}"
+    """The "Published run" link: the DAG run's Gallery tab inside the Airflow UI by default (the
+    bucket is private, so a direct object URL answers 403). Placeholders: {dag_id}, {run_id}
+    (URL-encoded), {name} (the run's gallery name), {endpoint}, {bucket}, {prefix}."""
+    return os.environ.get("CGAN_PUBLISHED_URL") or "/dags/{dag_id}/runs/{run_id}/plugin/cgan-gallery-run"
 
 
 def ascend_toolkit() -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
@@ -106,7 +107,8 @@ class PublishRunOperator(CganBaseOperator):
                                     metadata=metadata, log=self.log.info, tmp_dir=tmp)
         endpoint = (client.meta.endpoint_url or "").rstrip("/")
         url = published_url_template().format(endpoint=endpoint, bucket=self.bucket, prefix=self.run_prefix,
-                                              name=self.run_prefix.rsplit("/", 1)[-1])
+                                              name=self.run_prefix.rsplit("/", 1)[-1], dag_id=quote(ti.dag_id, safe=""),
+                                              run_id=quote(ti.run_id, safe=""))
         ti.xcom_push(key=URL_XCOM_KEY, value=url)
         summary = metadata.get("summary") or {}
         extra = {"run_id": ti.run_id, "bucket": self.bucket, "manifest": published.manifest_key,
@@ -114,7 +116,11 @@ class PublishRunOperator(CganBaseOperator):
                  "grids_per_s": summary.get("grids_per_s"), "gate": published.status}
         for outlet in self.outlets:  # the published-run Asset: other DAGs schedule on it (its extra says which run)
             context["outlet_events"][outlet].extra = extra
-        self.log.info("Published %d objects (%d bytes); manifest s3://%s/%s", published.objects,
-                      published.bytes, self.bucket, published.manifest_key)
+        reports = published.objects - 2 * published.packs
+        self.log.info("Published %s: %s grid(s) in %d pack(s) (each with its index) and %d report object(s), "
+                      "%d objects and %d bytes in all besides the manifest s3://%s/%s; quality gate: %s",
+                      published.uri, summary.get("grids"), published.packs, reports, published.objects,
+                      published.bytes, self.bucket, published.manifest_key, published.status)
+        self.log.info("The run in the gallery: %s", url)  # the last line: where a person looks next
         return {"uri": published.uri, "manifest": published.manifest_key, "objects": published.objects,
                 "status": published.status, "peak_rss_mb": peak_rss_mb()}  # this process's VmHWM, for make bench

@@ -250,6 +250,9 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     assert "plan: 5 grid(s), seed 3 (as given)" in log and "plan: 3 shard(s) of 1 to 2 grids (as set)" in log
     assert "'shards': [" not in log
     assert "quality gate: passed: label_accuracy = " in log
+    # publish: one count of what it published, then where the run is (the DAG run's Gallery tab)
+    assert "5 grid(s) in 3 pack(s) (each with its index) and" in log
+    assert "The run in the gallery: /dags/cgan_generation/runs/manual__" in log and "/plugin/cgan-gallery-run" in log
     latest = json.loads(client.get_object(Bucket="dagtest", Key="latest.json")["Body"].read())
     manifest = json.loads(client.get_object(Bucket="dagtest", Key=latest["manifest"])["Body"].read())
     # layout v2: the 5 grids in packs (one per shard of 2, 2, 1), each read with `tar` and checked

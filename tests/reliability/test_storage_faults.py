@@ -333,6 +333,7 @@ def test_corrupt_latest_json_is_replaced_not_fatal(finished_workspace, local_s3,
 
 
 class FakeTI:
+    dag_id = "cgan_generation"
     run_id = "manual__2026-11-26T02:00:00+00:00"
 
     def __init__(self):
@@ -429,7 +430,10 @@ def test_publish_success_through_the_operator_keeps_secrets_out_of_xcom(finished
     check_manifest_complete(local_s3["client"], "rel-op-ok", "runs/op/manifest.json")
     shown = json.dumps(result) + json.dumps(ti.pushed) + all_logs.text
     shown += get(local_s3["client"], "rel-op-ok", "runs/op/manifest.json").decode()
-    assert local_s3["secret_key"] not in shown and ti.pushed["published_url"] == "/cgan-gallery/runs/op"
+    assert local_s3["secret_key"] not in shown
+    # the "Published run" link: the DAG run's Gallery tab inside Airflow, the run id URL-encoded
+    assert ti.pushed["published_url"] == ("/dags/cgan_generation/runs/manual__2026-11-26T02%3A00%3A00%2B00%3A00"
+                                          "/plugin/cgan-gallery-run")
 
 
 def test_multipart_uploads_carry_a_sha256_per_part(finished_workspace, local_s3, tmp_path, monkeypatch):
