@@ -432,14 +432,20 @@ def open_grid(client, bucket: str, name: str, grid: int, *, cache: ManifestCache
         return _open_grid(client, bucket, name, grid, cache, if_none_match)
 
 
-def _open_grid(client, bucket: str, name: str, grid: int, cache: ManifestCache,
-               if_none_match: str | None) -> GridImage:
-    meta, _, _ = cache.run(client, bucket, name)
-    packs: RunPacks = meta[PACKS]
+def _pack_of(packs: RunPacks, name: str, grid: int):
+    """The pack that holds `grid`; NotFound naming the run's grid numbers when none does."""
     pack = packs.locate(grid)
     if pack is None:
         has = f"its grids are numbered 0..{packs.grids - 1}" if packs.grids else "it has no grids"
         raise NotFound(f"run {name!r} has no grid {grid!r}: {has}")
+    return pack
+
+
+def _open_grid(client, bucket: str, name: str, grid: int, cache: ManifestCache,
+               if_none_match: str | None) -> GridImage:
+    meta, _, _ = cache.run(client, bucket, name)
+    packs: RunPacks = meta[PACKS]
+    pack = _pack_of(packs, name, grid)
     index = cache.index(client, bucket, pack)
     member = index.member(grid)
     if if_none_match is not None and member.sha256 == if_none_match:
@@ -492,10 +498,7 @@ def locate_grid(client, bucket: str, name: str, grid: int, *, cache: ManifestCac
 def _locate_grid(client, bucket: str, name: str, grid: int, cache: ManifestCache) -> GridPlace:
     meta, _, summary = cache.run(client, bucket, name)
     packs: RunPacks = meta[PACKS]
-    pack = packs.locate(grid)
-    if pack is None:
-        has = f"its grids are numbered 0..{packs.grids - 1}" if packs.grids else "it has no grids"
-        raise NotFound(f"run {name!r} has no grid {grid!r}: {has}")
+    pack = _pack_of(packs, name, grid)
     member = cache.index(client, bucket, pack).member(grid)  # the index names it grid_NNNNNNNN.png (checked)
     seed = _dict(meta.get("params")).get("seed")
     return GridPlace(summary=summary, grid=grid, grids=packs.grids, seed=seed if _is_int(seed) else None,
