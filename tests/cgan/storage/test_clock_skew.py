@@ -46,14 +46,17 @@ def assert_names_clock_skew(error: BaseException, behind: bool = True) -> None:
     assert not s3.is_config_error(error)
 
 
-@pytest.mark.parametrize("exc,behind", [
-    (skewed("RequestTimeTooSkewed", **aws_fields(AHEAD_S)), True),  # AWS: RequestTime and ServerTime
-    (skewed("RequestTimeTooSkewed", **aws_fields(-AHEAD_S)), False),  # the worker's clock ahead
-    (skewed("RequestTimeTooSkewed", date_offset_s=AHEAD_S, Resource="/b/k"), True),  # SeaweedFS: the Date alone
-    (skewed("403", "HeadObject", date_offset_s=AHEAD_S), True),  # a HEAD: no body, the Date shows it
-    (skewed("403", "HeadBucket", date_offset_s=-AHEAD_S), False),
+# Each answer is made when its test runs, not when pytest collects the module: a Date header set
+# 20 minutes ahead at collection is only 13 minutes ahead in a suite that reaches it 7 minutes later.
+@pytest.mark.parametrize("make,behind", [
+    (lambda: skewed("RequestTimeTooSkewed", **aws_fields(AHEAD_S)), True),  # AWS: RequestTime and ServerTime
+    (lambda: skewed("RequestTimeTooSkewed", **aws_fields(-AHEAD_S)), False),  # the worker's clock ahead
+    (lambda: skewed("RequestTimeTooSkewed", date_offset_s=AHEAD_S, Resource="/b/k"), True),  # SeaweedFS: the Date
+    (lambda: skewed("403", "HeadObject", date_offset_s=AHEAD_S), True),  # a HEAD: no body, the Date shows it
+    (lambda: skewed("403", "HeadBucket", date_offset_s=-AHEAD_S), False),
 ], ids=["aws-body", "aws-body-worker-ahead", "seaweedfs-body", "bare-403-head", "bare-403-worker-ahead"])
-def test_request_time_too_skewed_is_clock_skew_not_credentials(exc, behind):
+def test_request_time_too_skewed_is_clock_skew_not_credentials(make, behind):
+    exc = make()
     error = s3.wrap(exc, "cannot read s3://b/k")
     assert str(error).startswith("cannot read s3://b/k (")
     assert_names_clock_skew(error, behind)
@@ -64,12 +67,13 @@ def test_request_time_too_skewed_is_clock_skew_not_credentials(exc, behind):
         assert exc.response["ResponseMetadata"]["HTTPHeaders"]["date"] in str(error)
 
 
-@pytest.mark.parametrize("exc", [
-    skewed("403", "HeadObject"),  # no Date header: nothing says the clocks differ
-    skewed("403", "HeadObject", date_offset_s=2),  # the clocks agree: the 403 is the credentials' or rights'
-    skewed("403", "HeadObject", date_offset_s=10 * 60),  # 10 minutes off is within S3's 15
-])
-def test_a_bare_403_with_clocks_that_agree_is_still_configuration(exc):
+@pytest.mark.parametrize("make", [
+    lambda: skewed("403", "HeadObject"),  # no Date header: nothing says the clocks differ
+    lambda: skewed("403", "HeadObject", date_offset_s=2),  # the clocks agree: the 403 is the credentials' or rights'
+    lambda: skewed("403", "HeadObject", date_offset_s=10 * 60),  # 10 minutes off is within S3's 15
+], ids=["no-date", "clocks-agree", "10-min-off"])
+def test_a_bare_403_with_clocks_that_agree_is_still_configuration(make):
+    exc = make()
     assert s3.classify(exc) == s3.CONFIGURATION
     assert isinstance(s3.wrap(exc, "x"), s3.S3ConfigError)
 
