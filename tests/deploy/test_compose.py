@@ -745,6 +745,16 @@ def npu_host_worker(compose_bin, tmp_path_factory) -> dict:
     return resolved(compose_bin, env, files=(NPU_HOST,))["services"]["airflow-worker-ascend"]
 
 
+def test_no_run_is_pinned_to_one_npu_by_default(npu_host_worker, ascend_config, compose_bin, tmp_path):
+    """Before: compose and both .env examples set CGAN_DEVICES=0, so every shard waited for NPU 0
+    (npu0.lock) and a Duo card's second chip or a 4-card host's other NPUs sat idle. Now the
+    form's default restriction is empty everywhere: a shard leases any free NPU of its host."""
+    assert ascend_config["services"]["airflow-worker-ascend"]["environment"]["CGAN_DEVICES"] == ""
+    assert npu_host_worker["environment"]["CGAN_DEVICES"] == ""
+    assert resolved(compose_bin, write_env(tmp_path / ".env", FILLED))["services"]["airflow-scheduler"][
+        "environment"]["CGAN_DEVICES"] == ""  # .env.example as shipped, its secrets filled in
+
+
 def test_npu_host_worker_is_the_main_files_ascend_worker(npu_host_worker, ascend_config):
     main = ascend_config["services"]["airflow-worker-ascend"]
     env, main_env = npu_host_worker["environment"], main["environment"]
