@@ -14,7 +14,7 @@ file. The data comes from cgan.publishing.gallery; this file only shapes it for 
 
     /cgan-gallery/                         published runs (table) + trend of grids/s and label accuracy
     /cgan-gallery/runs/<name>              one run: grids, perf figures and latency plot, quality report
-    /cgan-gallery/runs/<name>/grids/<n>    grid n of that run zoomed 2x or 3x, with where it lives
+    /cgan-gallery/runs/<name>/zoom/<n>     grid n of that run zoomed 2x or 3x, with where it lives
     /cgan-gallery/runs/<name>/grid/<n>     grid n's PNG (one ranged GET into its pack)
     /cgan-gallery/runs/<name>/img/<key>    a PNG object of that run (only keys its manifest lists)
     /cgan-gallery/dags/<dag>/runs/<run id> the run page of an Airflow run id (the DAG run's Gallery tab)
@@ -287,7 +287,7 @@ def _grid_url(request: Request, name: str, grid: int) -> str:
 
 def _grid_page_url(request: Request, name: str, grid: int, zoom: int = ZOOMS[0]) -> str:
     """Grid `grid`'s page (zoomed, with where it lives)."""
-    return f"{_run_url(request, name)}/grids/{grid}" + (f"?zoom={zoom}" if zoom != ZOOMS[0] else "")
+    return f"{_run_url(request, name)}/zoom/{grid}" + (f"?zoom={zoom}" if zoom != ZOOMS[0] else "")
 
 
 def airflow_run_url(run_id: str, task_id: str | None = None, mapped: bool = False) -> str:
@@ -413,7 +413,7 @@ def _run_page(request: Request, run, page: int) -> HTMLResponse:
         params=_params(run), details=_details(run.manifest), airflow=_airflow_links(run)))
 
 
-@app.get("/runs/{name}/grids/{grid}", response_class=HTMLResponse)
+@app.get("/runs/{name}/zoom/{grid}", response_class=HTMLResponse)
 def grid_page(request: Request, name: str, grid: str, zoom: int = Query(ZOOMS[0]), user=Depends(require_user)):
     """One grid zoomed (whole-pixel magnification, drawn pixelated), its digit columns and noise
     rows labelled, the run's seed, and where it lives: its pack's key, the tar member, and the

@@ -99,7 +99,7 @@ def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
-PAGES = ["/", f"/runs/{NEW}", f"/runs/{NEW}/grids/0", f"/runs/{NEW}/grid/0", f"/runs/{NEW}/img/perf/latency.png",
+PAGES = ["/", f"/runs/{NEW}", f"/runs/{NEW}/zoom/0", f"/runs/{NEW}/grid/0", f"/runs/{NEW}/img/perf/latency.png",
          "/dags/cgan_generation/runs/scheduled__2026-05-02T02:00:00+00:00"]
 
 
@@ -133,7 +133,7 @@ def test_every_route_requires_login(plugin):
     from fastapi.routing import APIRoute
 
     routes = [r for r in plugin.app.routes if isinstance(r, APIRoute)]
-    assert {r.path for r in routes} == {"/", "/runs/{name}", "/runs/{name}/grids/{grid}", "/runs/{name}/grid/{grid}",
+    assert {r.path for r in routes} == {"/", "/runs/{name}", "/runs/{name}/zoom/{grid}", "/runs/{name}/grid/{grid}",
                                         "/runs/{name}/img/{rel:path}", "/dags/{dag_id}/runs/{run_id:path}"}
     for route in routes:
         assert plugin.require_user in [d.call for d in route.dependant.dependencies], route.path
@@ -218,7 +218,7 @@ def test_run_page_shows_grids_perf_and_quality(client, token):
     page = response.text
     assert page.count("<img class=grid") == 4 and "4 grid(s) in 1 pack(s)" in page
     for g in range(4):  # a grid links to its zoomed page
-        assert f'<a href="/runs/{NEW}/grids/{g}"><img class=grid src="/runs/{NEW}/grid/{g}" alt="grid_{g:08d}"' in page
+        assert f'<a href="/runs/{NEW}/zoom/{g}"><img class=grid src="/runs/{NEW}/grid/{g}" alt="grid_{g:08d}"' in page
     assert f'src="/runs/{NEW}/img/perf/latency.png"' in page
     assert "p99 120.00" in page and "images/s" in page and "1,500.0" in page
     assert "Label accuracy per digit" in page and "90.5 %" in page and "97.8 %" in page
@@ -277,7 +277,7 @@ def test_grid_page_zooms_one_grid_and_says_where_it_lives(client, token, publish
     (pack,) = manifest["packs"]
     index = json.loads(published["client"].get_object(Bucket="gallery", Key=pack["index"]["key"])["Body"].read())
     name, offset, size, sha256 = index["members"][2]
-    response = client.get(f"/runs/{NEW}/grids/2", headers=bearer(token))
+    response = client.get(f"/runs/{NEW}/zoom/2", headers=bearer(token))
     assert response.status_code == 200, response.text
     page = response.text
     assert f'<img class=zoomed src="/runs/{NEW}/grid/2" width="560" height="560"' in page  # 2x, pixel-exact
@@ -293,12 +293,12 @@ def test_grid_page_zooms_one_grid_and_says_where_it_lives(client, token, publish
     got = published["client"].get_object(Bucket="gallery", Key=pack["key"], Range=f"bytes={offset}-{offset + size - 1}")
     assert got["Body"].read() == published["pngs"][NEW]["grids"][2]  # the command's range is the grid
     for label, grid in (("first", 0), ("previous", 1), ("next", 3), ("last", 3)):
-        assert f'<a href="/runs/{NEW}/grids/{grid}" rel="{label}">{label}</a>' in page
-    assert f'<a href="/runs/{NEW}/grids/2?zoom=3">3x</a>' in page and f'<a href="/runs/{NEW}">Run ' in page
-    assert 'width="840" height="840"' in client.get(f"/runs/{NEW}/grids/2?zoom=3", headers=bearer(token)).text
-    first = client.get(f"/runs/{NEW}/grids/0", headers=bearer(token)).text
+        assert f'<a href="/runs/{NEW}/zoom/{grid}" rel="{label}">{label}</a>' in page
+    assert f'<a href="/runs/{NEW}/zoom/2?zoom=3">3x</a>' in page and f'<a href="/runs/{NEW}">Run ' in page
+    assert 'width="840" height="840"' in client.get(f"/runs/{NEW}/zoom/2?zoom=3", headers=bearer(token)).text
+    first = client.get(f"/runs/{NEW}/zoom/0", headers=bearer(token)).text
     assert '<span class=muted>first</span><span class=muted>previous</span>' in first
-    for bad in ("/grids/4", "/grids/x", "/grids/-1", "/grids/2?zoom=4", "/grids/2?zoom=1"):
+    for bad in ("/zoom/4", "/zoom/x", "/zoom/-1", "/zoom/2?zoom=4", "/zoom/2?zoom=1"):
         response = client.get(f"/runs/{NEW}{bad}", headers=bearer(token))
         assert response.status_code in (404, 422), (bad, response.status_code)
 

@@ -315,7 +315,7 @@ def test_gallery_in_chromium_after_airflow_login(server, ui_runs, dag_run, tmp_p
 
         # -- a grid's page: the run page's grid links to it; 2x, pixel-exact, labelled, where it lives
         page.evaluate("document.querySelector('a > img.grid').parentElement.click()")
-        page.wait_for(f"location.pathname === '/cgan-gallery/runs/{newest}/grids/0' && "
+        page.wait_for(f"location.pathname === '/cgan-gallery/runs/{newest}/zoom/0' && "
                       "document.querySelector('img.zoomed') && document.querySelector('img.zoomed').complete &&"
                       " document.querySelector('img.zoomed').naturalWidth > 0", what="the grid page")
         image = _box(page, "img.zoomed")
@@ -338,7 +338,7 @@ def test_gallery_in_chromium_after_airflow_login(server, ui_runs, dag_run, tmp_p
         time.sleep(0.3)
         _check_screenshot(page.screenshot(ARTIFACTS / "gallery-grid-where.png"))
         page.evaluate("document.querySelector('a[rel=next]').click()")
-        page.wait_for(f"location.pathname === '/cgan-gallery/runs/{newest}/grids/1'", what="the next grid")
+        page.wait_for(f"location.pathname === '/cgan-gallery/runs/{newest}/zoom/1'", what="the next grid")
         page.evaluate("[...document.querySelectorAll('.pager a')].find(a => a.textContent === '3x').click()")
         page.wait_for("location.search === '?zoom=3' && document.querySelector('img.zoomed') &&"
                       " document.querySelector('img.zoomed').complete", what="3x")

@@ -122,7 +122,7 @@ def _assert_nothing_injected(page: str) -> None:
 
 
 PAGES = [("/", {}), ("/?kind=manual", {}), ("/runs/manual__hostile", {}), (f"/runs/{quote(QUOTED_NAME, safe='')}", {}),
-         ("/runs/manual__hostile/grids/1", {}), ("/runs/nope", HTML),
+         ("/runs/manual__hostile/zoom/1", {}), ("/runs/nope", HTML),
          (f"/dags/cgan_generation/runs/{quote(SCRIPT + ATTR, safe='')}", HTML),
          (f"/dags/{quote(ATTR, safe='')}/runs/x", HTML),
          ("/", {"x-refuse": "401", **HTML}), ("/", {"x-refuse": "403", **HTML})]
@@ -158,7 +158,7 @@ def test_every_hostile_field_of_a_run_page_is_escaped(gallery):
     assert "2 grid(s) in 1 pack(s)" in page
     for g in range(2):
         grid = f"/runs/manual__hostile/grid/{g}"
-        assert f'<a href="/runs/manual__hostile/grids/{g}"><img class=grid src="{grid}" alt="grid_{g:08d}"' in page
+        assert f'<a href="/runs/manual__hostile/zoom/{g}"><img class=grid src="{grid}" alt="grid_{g:08d}"' in page
         assert f"<figcaption>grid_{g:08d}</figcaption>" in page
     assert 'src="/runs/manual__hostile/img/perf/latency.png"' in page
     assert f"<th>backend</th><td>{SCRIPT_ESCAPED}</td>" in page
@@ -180,7 +180,7 @@ def test_every_hostile_field_of_a_run_page_is_escaped(gallery):
 
 
 def test_every_hostile_field_of_a_grid_page_is_escaped(gallery):
-    page = gallery.get("/runs/manual__hostile/grids/1").text
+    page = gallery.get("/runs/manual__hostile/zoom/1").text
     assert f"<title>grid_00000001 of manual__{SCRIPT_ESCAPED}{ATTR_ESCAPED}: CGAN gallery</title>" in page
     assert f"<code>s3://bucket{ATTR_ESCAPED}/runs/{ATTR_ESCAPED}/{SCRIPT_ESCAPED}.tar</code>" in page
     assert f"tar -xO {SCRIPT_ESCAPED}.png &gt; {SCRIPT_ESCAPED}.png</code>" in page
@@ -199,7 +199,7 @@ def test_grid_urls_quote_the_run_name(gallery):
     for g in range(3):
         grid = f"/runs/{quote(QUOTED_NAME, safe='')}/grid/{g}"
         assert "%2B" in grid and "%40" in grid
-        assert f'<a href="{grid.replace("/grid/", "/grids/")}"><img class=grid src="{grid}" alt="grid_{g:08d}"' in page
+        assert f'<a href="{grid.replace("/grid/", "/zoom/")}"><img class=grid src="{grid}" alt="grid_{g:08d}"' in page
     assert page.count("<img class=grid") == 3 and "No perf.json in this run." in page
 
 
