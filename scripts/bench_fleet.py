@@ -43,12 +43,11 @@ sys.path.insert(0, str(REPO))
 
 from scripts.bench_npu import NPU_MS_PER_GRID  # noqa: E402
 from scripts.bench_scheduler import (  # noqa: E402
-    DAG_ID,
-    POLL_S,
     Stack,
     _children_cpu_s,
     _iso,
-    component_cpu_s,
+    local_client,
+    run_once,
     run_wall_s,
     timeline,
 )
@@ -220,41 +219,12 @@ def fleet_env(root: Path, npus: int) -> dict[str, str]:
 
 
 def trigger_and_wait(stack, conf: dict, timeout: float) -> dict:
-    """Trigger one run through the REST API and wait for it; its record, task instances, the CPU
-    of each component during it, and the XComs of postprocess and publish (when they succeeded).
-    Unlike bench_scheduler.run_once, a failed run is returned (state failed), not raised."""
-    cpu0 = component_cpu_s(stack.components, stack.children_as)
-    run = stack.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
-    run_id = run["dag_run_id"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = stack.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
-        if run["state"] in ("success", "failed"):
-            break
-        time.sleep(POLL_S)
-    cpu1 = component_cpu_s(stack.components, stack.children_as)
-    tis = stack.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
-                    params={"limit": 100})["task_instances"]
-    xcoms = {}
-    for ti in tis:
-        if ti["task_id"] in ("postprocess", "publish") and ti["state"] == "success":
-            entry = stack.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}"
-                                     "/xcomEntries/return_value", params={"map_index": -1})
-            value = entry["value"]
-            xcoms[ti["task_id"]] = json.loads(value) if isinstance(value, str) else value
-    return {"run": run, "task_instances": tis, "xcoms": xcoms,
-            "component_cpu_s": {k: round(cpu1[k] - cpu0.get(k, 0.0), 1) for k in cpu1}}
-
-
-def _s3_client(endpoint: str):
-    import boto3
-
-    from scripts.local_stack import local_keys
-
-    keys = local_keys()
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+    """bench_scheduler.run_once for the fleet: the XComs of postprocess and publish (when they
+    succeeded), and a failed run returned (state failed), not raised."""
+    result = run_once(stack.api, stack.components, conf, timeout, stack.children_as,
+                      xcom_tasks=("postprocess", "publish"), check=False)
+    result["xcoms"] = {task: values[0] for task, values in result["xcoms"].items() if values}
+    return result
 
 
 def run_published(endpoint: str, run_id: str) -> dict:
@@ -267,7 +237,7 @@ def run_published(endpoint: str, run_id: str) -> dict:
     from cgan.run.plan import safe_run_id
     from scripts.local_stack import BUCKET
 
-    client = _s3_client(endpoint)
+    client = local_client(endpoint)
     name = safe_run_id(run_id)
     prefix = run_prefix(name) + "/"
     pages = client.get_paginator("list_objects_v2")

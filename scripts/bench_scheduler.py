@@ -300,10 +300,12 @@ def service_roots() -> dict[str, int]:
 
 
 def run_once(api, components: dict[str, int], conf: dict, timeout: float = 3600,
-             children_as: dict[str, str] | None = None) -> dict:
-    """Trigger one run, wait for it; its REST record, task instances and inference XComs.
-    `api(method, path, **kwargs)`: the REST answer's JSON; `components`, `children_as`: whose
-    CPU is measured (component_cpu_s)."""
+             children_as: dict[str, str] | None = None, *, xcom_tasks: tuple[str, ...] = ("onnxruntime_infer",),
+             check: bool = True) -> dict:
+    """Trigger one run, wait for it; its REST record, task instances and the XComs of `xcom_tasks`'
+    successful instances (`xcoms`, by task; `inference`: onnxruntime_infer's). `api(method, path,
+    **kwargs)`: the REST answer's JSON; `components`, `children_as`: whose CPU is measured
+    (component_cpu_s). `check`: raise when the run failed (else return it, state failed)."""
     cpu0 = component_cpu_s(components, children_as)
     t0 = time.perf_counter()
     run = api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
@@ -319,18 +321,18 @@ def run_once(api, components: dict[str, int], conf: dict, timeout: float = 3600,
     run_cpu = {name: round(cpu1[name] - cpu0.get(name, 0.0), 1) for name in cpu1}
     tis = api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
               params={"limit": 100})["task_instances"]
-    if run["state"] != "success":
+    if check and run["state"] != "success":
         raise RuntimeError(f"run {run_id} ended {run['state']}: "
                            + ", ".join(f"{t['task_id']}[{t['map_index']}]={t['state']}" for t in tis))
-    xcoms = []
+    xcoms: dict[str, list] = {task: [] for task in xcom_tasks}
     for ti in tis:
-        if ti["task_id"] == "onnxruntime_infer" and ti["state"] == "success":
-            entry = api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/onnxruntime_infer"
+        if ti["task_id"] in xcoms and ti["state"] == "success":
+            entry = api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}"
                                f"/xcomEntries/return_value", params={"map_index": ti["map_index"]})
             value = entry["value"]
-            xcoms.append(json.loads(value) if isinstance(value, str) else value)
-    return {"run": run, "task_instances": tis, "inference": xcoms, "observed_s": observed,
-            "component_cpu_s": run_cpu}
+            xcoms[ti["task_id"]].append(json.loads(value) if isinstance(value, str) else value)
+    return {"run": run, "task_instances": tis, "inference": xcoms.get("onnxruntime_infer", []), "xcoms": xcoms,
+            "observed_s": observed, "component_cpu_s": run_cpu}
 
 
 def _free_port() -> int:
@@ -442,15 +444,20 @@ def summarize(result: dict, pure: dict, stack_cpu_s: float) -> dict:
     }
 
 
-def published_figures(endpoint: str) -> dict:
-    """What the newest published run (latest.json's) holds in the publish bucket: objects and
-    bytes under its prefix, manifest bytes, packs."""
+def local_client(endpoint: str):
+    """A boto3 S3 client of the bench's S3 server, with the local server's keys."""
     import boto3
 
     keys = local_keys()
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+
+
+def published_figures(endpoint: str) -> dict:
+    """What the newest published run (latest.json's) holds in the publish bucket: objects and
+    bytes under its prefix, manifest bytes, packs."""
+    client = local_client(endpoint)
     latest = json.loads(client.get_object(Bucket=BUCKET, Key="latest.json")["Body"].read())
     body = client.get_object(Bucket=BUCKET, Key=latest["manifest"])["Body"].read()
     manifest = json.loads(body)
