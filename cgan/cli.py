@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from cgan import settings
-from cgan.ascend.toolkit import DEFAULT_TOOLKIT_HOME
+from cgan.ascend.toolkit import CANN_HOMES, TOOLKIT_VAR
 from cgan.errors import CganError
 from cgan.paths import MODELS_DIR
 from cgan.quality.classifier import DEFAULT_CLASSIFIER
@@ -380,8 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, choices=[1, 3],
                    help="msame: expected output channels (default: 1 or 3, the same for every bin)")
     p.add_argument("--timeout", type=float, help="msame: stop it after this many seconds")
-    p.add_argument("--toolkit-home", default=str(DEFAULT_TOOLKIT_HOME),
-                   help=f"msame: source its set_env.sh when present (default {DEFAULT_TOOLKIT_HOME})")
+    p.add_argument("--toolkit-home", default=None,
+                   help=f"msame: source this folder's set_env.sh (default: {TOOLKIT_VAR}, else the first "
+                        f"of {', '.join(map(str, CANN_HOMES))} holding one)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_infer)
 
@@ -394,8 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="atc --precision_mode (default force_fp16, atc's own default; "
                         "must_keep_origin_dtype keeps fp32)")
     p.add_argument("--log-level", default="error", help="atc --log: debug, info, warning, error, null")
-    p.add_argument("--toolkit-home", default=str(DEFAULT_TOOLKIT_HOME),
-                   help=f"folder holding the CANN set_env.sh (default {DEFAULT_TOOLKIT_HOME})")
+    p.add_argument("--toolkit-home", default=None,
+                   help=f"folder holding the CANN set_env.sh (default: {TOOLKIT_VAR}, else the first of "
+                        f"{', '.join(map(str, CANN_HOMES))} holding one)")
     p.add_argument("--atc-from-path", action="store_true",
                    help="if set_env.sh is missing, use the atc on PATH with the current environment")
     p.add_argument("--cache", help="conversion cache: a folder or a store URI (file://, s3://); "

@@ -12,7 +12,7 @@
 | CGAN_TIMEZONE | UTC | timezone of that cron |
 | CGAN_NUM_GRIDS | 100 | default grids per run |
 | CGAN_PUBLISHED_URL | /dags/{dag_id}/runs/{run_id}/plugin/cgan-gallery-run | "Published run" link (Gallery tab) |
-| CGAN_ASCEND_TOOLKIT | /usr/local/Ascend/ascend-toolkit | CANN toolkit home (its set_env.sh is sourced) |
+| CGAN_ASCEND_TOOLKIT | (none: found) | CANN toolkit home (set_env.sh's folder); unset: found on the worker |
 | CGAN_ATC_FROM_PATH | false | use the atc found on PATH instead of the toolkit's set_env.sh |
 | CGAN_MSAME | msame | msame's path, or a name looked up on the Ascend worker's PATH |
 | CGAN_RETRY_DELAY_S | 30 | first retry delay of the DAG's tasks (then exponential backoff) |
@@ -34,11 +34,14 @@
 | CGAN_ORT_SPLIT_DECONV | auto | ORT loads phase-split ConvTransposes: auto (x86-64), on, off |
 | CGAN_S3_ENDPOINT_URL | (boto3's) | S3 endpoint where no Airflow connection gives the client (`cgan`, s3:// stores) |
 
-Read on each Ascend worker, about the host it runs on (cgan.ascend.lease, cgan.ascend.toolkit):
+Read on each Ascend worker, about the host it runs on (cgan.ascend.inventory, cgan.ascend.lease,
+cgan.ascend.msame, cgan.ascend.toolkit):
 
 | variable | default | meaning |
 |---|---|---|
-| CGAN_NPU_DEVICES | `npu-smi info` | the host's NPU device ids, comma-separated |
+| CGAN_NPU_DEVICES | (all) | ACL ids this worker may use (alone: its inventory), comma-separated |
+| CGAN_NPU_DEV_DIR | /dev | where the `davinci<N>` device nodes are looked for |
+| CGAN_NPU_PRECHECK | 1 | 0: msame's device is not checked against the inventory before msame runs (`cgan infer`) |
 | CGAN_NPU_HOST | the hostname | the name this host's NPUs are reported under (`npu:<id>@<host>`) |
 | CGAN_NPU_LOCK_DIR | <tmp>/cgan-npu-locks | folder of the NPU lease locks, shared by every process on the host |
 | CGAN_NPU_LEASE_WAIT_S | 600 | seconds a task waits for a free NPU |
@@ -143,10 +146,10 @@ def published_url_template() -> str:
     return os.environ.get("CGAN_PUBLISHED_URL") or "/dags/{dag_id}/runs/{run_id}/plugin/cgan-gallery-run"
 
 
-def ascend_toolkit() -> str:
-    from cgan.ascend.toolkit import DEFAULT_TOOLKIT_HOME
-
-    return os.environ.get("CGAN_ASCEND_TOOLKIT") or str(DEFAULT_TOOLKIT_HOME)
+def ascend_toolkit() -> str | None:
+    """CGAN_ASCEND_TOOLKIT, or None: the Ascend worker finds the toolkit itself
+    (cgan.ascend.toolkit.find_toolkit_home), in whichever CANN layout its host has."""
+    return (os.environ.get("CGAN_ASCEND_TOOLKIT") or "").strip() or None
 
 
 def atc_from_path() -> bool:

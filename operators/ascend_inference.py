@@ -17,7 +17,6 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from cgan.ascend.toolkit import DEFAULT_TOOLKIT_HOME
 from cgan.layout.workspace import shard_perf_key
 from operators.base import CganBaseOperator
 
@@ -30,7 +29,9 @@ class AscendInferenceOperator(CganBaseOperator):
         `parity` and `keep_raw_outputs` say which raw outputs are handed over
     :param om_uri: the om (the atc task's XCom `om_uri`)
     :param om_name: the name atc gave the om (the atc task's XCom `om_name`): `cgan_linux_<arch>.om`
-        from newer atc, which msame's run checks against this host's architecture
+        from newer atc, checked against this host's architecture before the NPU is leased
+    :param soc_version: the chip the om was built for (the atc task's XCom `soc_version`): only an
+        NPU npu-smi names as that chip is leased; a host with none refuses (OmNotForThisHost)
     :param device: an ACL device id (the Device column of `npu-smi info`, not the NPU column)
         this task must lease, overriding the shard's `devices` restriction (None: the shard's)
     :param msame_path: msame's path, or a name looked up on the worker's PATH
@@ -39,8 +40,10 @@ class AscendInferenceOperator(CganBaseOperator):
     :param msame_timeout_s: seconds before msame is killed (None: the task's execution_timeout only)
     :param npu_tool: msame (a process per shard) or ais_bench (its Python API in this task's
         process: the worker's environment must already hold the CANN libraries)
-    :param toolkit_home: folder of the CANN set_env.sh, sourced for msame when present (msame
-        needs the ACL libraries); otherwise the worker's own environment is used
+    :param toolkit_home: folder of the CANN set_env.sh, sourced for msame (msame needs the ACL
+        libraries); None (default): the worker's CGAN_ASCEND_TOOLKIT, else the first of
+        /usr/local/Ascend/cann and /usr/local/Ascend/ascend-toolkit holding one; with none, the
+        worker's own environment is used
     :param bucket: the publish bucket (CGAN_PUBLISH_BUCKET) to stage the grid PNGs in as they are
         rendered; None: the PNGs go into the workspace (as for the `cgan` command line)
     :param run_prefix: the run's prefix in that bucket, `runs/<run key>` (the plan's `run_prefix`)
@@ -49,14 +52,15 @@ class AscendInferenceOperator(CganBaseOperator):
     :param pool: Airflow pool with one slot per NPU of the fleet
     """
 
-    template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "shard", "om_uri", "om_name", "msame_path",
-                                      "loop",
-                                      "device", "toolkit_home", "npu_tool", "bucket", "run_prefix")
+    template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "shard", "om_uri", "om_name", "soc_version",
+                                      "msame_path", "loop", "device", "toolkit_home", "npu_tool", "bucket",
+                                      "run_prefix")
     ui_color = "#fde7e9"
 
-    def __init__(self, *, shard: dict, om_uri: str, om_name: str = "cgan.om", msame_path: str = "msame", loop: int = 1,
+    def __init__(self, *, shard: dict, om_uri: str, om_name: str = "cgan.om", soc_version: str | None = None,
+                 msame_path: str = "msame", loop: int = 1,
                  device: int | None = None, channels: int | None = None, msame_timeout_s: float | None = None,
-                 toolkit_home: str = str(DEFAULT_TOOLKIT_HOME), queue: str = "ascend",
+                 toolkit_home: str | None = None, queue: str = "ascend",
                  pool: str = "ascend_npu", npu_tool: str = "msame", bucket: str | None = None,
                  run_prefix: str | None = None, **kwargs):
         super().__init__(queue=queue, pool=pool, **kwargs)
@@ -66,6 +70,7 @@ class AscendInferenceOperator(CganBaseOperator):
         self.shard = shard
         self.om_uri = om_uri
         self.om_name = om_name
+        self.soc_version = soc_version
         self.msame_path = msame_path
         self.loop = loop
         self.device = device
@@ -75,22 +80,26 @@ class AscendInferenceOperator(CganBaseOperator):
 
     def execute(self, context) -> dict:
         from cgan.ascend.lease import lease_device
-        from cgan.ascend.validate import check_device
+        from cgan.ascend.target import check_om_target
+        from cgan.ascend.validate import check_device, check_soc_version
         from cgan.run.inference import run_shard
         from cgan.run.shard import Shard
         from operators.artifact_store import open_pack_stager
 
         shard = Shard.from_xcom(self.shard)
         tool = check_npu_tool(self.npu_tool)
+        om_name = _om_name(self.om_name)
+        soc = check_soc_version(self.soc_version) if self.soc_version not in (None, "") else None
+        check_om_target(om_name)  # before the om is fetched or an NPU leased
         override = None if self.device in (None, "") else [check_device(_int(self.device, "device"))]
         allowed = override or (list(shard.devices) if shard.devices else None)
         with tempfile.TemporaryDirectory(prefix="cgan-npu-") as tmp_dir:
             tmp = Path(tmp_dir)
-            om = self.fetch(self.om_uri, tmp / "model" / _om_name(self.om_name))
+            om = self.fetch(self.om_uri, tmp / "model" / om_name)
             leases = []
 
             def on_npu(bins: Path, out: Path, on_output):
-                with lease_device(allowed=allowed, log=self.log.info) as lease:
+                with lease_device(allowed=allowed, soc_version=soc, log=self.log.info) as lease:
                     leases.append(lease)
                     self.log.info("Shard %d through %s on NPU %d of host %s", shard.index, tool, lease.device,
                                   lease.host)
@@ -123,7 +132,8 @@ class AscendInferenceOperator(CganBaseOperator):
         run = run_msame_batches(om, bins, out, on_output=on_output, device=lease.device, loop=_int(self.loop, "loop"),
                                 msame=self.msame_path, channels=self.channels, env=env,
                                 on_line=TaskLogLines(self.log.info),  # per-file lines summed up; all in msame.log
-                                timeout_s=self.msame_timeout_s, pass_fds=(lease.fd,))
+                                timeout_s=self.msame_timeout_s, pass_fds=(lease.fd,),
+                                npu_smi=None)  # the lease checked the device against the same inventory
         for line in run.warnings:
             self.log.warning("msame printed an [ERROR] line that is not a failure (kept in perf.json "
                              "notes and msame.log): %s", line)

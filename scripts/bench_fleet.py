@@ -53,7 +53,7 @@ from scripts.bench_scheduler import (  # noqa: E402
 )
 
 SOC_VERSION = "Ascend310P3"
-MAX_STANDIN_NPUS = 8  # the stand-in npu-smi's largest sample (atlas300_310_x8.txt: devices 0..7)
+MAX_STANDIN_NPUS = 8  # the stand-in npu-smi's largest 310P3 sample (duo_x4.txt: devices 0..7)
 MEMORY_TOLERANCE = 1.10  # T4: peak memory within 10% of the smaller run's
 MANIFEST_LIMIT_BYTES = 1_000_000
 PLUGIN_FILE = REPO / "plugins" / "cgan_gallery.py"
@@ -210,7 +210,7 @@ def fleet_env(root: Path, npus: int) -> dict[str, str]:
         "CGAN_NPU_LOCK_DIR": str(root / "npu-locks"),
         "STANDIN_NPU_STATE_DIR": str(root / "npu-state"),  # the stand-ins refuse a device used twice at once
         "STANDIN_NPU_USAGE_LOG": str(root / "npu-usage.jsonl"),
-        "STANDIN_NPU_SMI_SAMPLE": "atlas300_310_x8.txt",  # npu-smi lists devices 0..7 (msame checks the device)
+        "STANDIN_NPU_SMI_SAMPLE": "duo_x4.txt",  # npu-smi lists 310P3 devices 0..7 (the lease checks the chip)
         "STANDIN_MSAME_TIMED_MS": str(NPU_MS_PER_GRID),
         "STANDIN_MSAME_TIMED_REAL": str(root / "real-grids.json"),  # rewritten before each run
         "CGAN_NPU_SLOTS": str(npus),  # automatic ascend shards balanced over K; the DAG's max_active_tasks

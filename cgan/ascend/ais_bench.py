@@ -11,6 +11,18 @@ every local runtime shares (cgan.runtimes.folder_runner): outputs are written an
 perf.json's latencies are ais_bench's own per-execute times (exec_time_list, host time around the
 synchronous execute, as msame's), warm-up calls excluded; the host's wall time around each
 call is the fallback, said in the notes, when a release reports no list.
+
+Output dtypes: an om converted without `--output_type=FP32` gives float16 arrays; they are
+converted to float32 (exact: every float16 is a float32), so such an om is accepted here, its
+values carrying float16 rounding (about 5e-4 near 1, under one pixel level of a grid).
+
+ACL once per process: aclruntime's TensorContext is a process-wide singleton that calls aclInit
+once; a session's finalize() calls aclFinalize, after which no session of the same process can
+open a device (backend/base DeviceManager, TensorContext; acl.h: aclInit only once per process).
+So a run never calls finalize(): it drops its session (whose destructor unloads the model) and
+ACL stays up for the next run in the process, finalized when the process exits. An Airflow task
+runs in a process of its own; `cgan infer` is one run per process. If something else finalized
+ACL in this process, opening the device fails with AisBenchError naming that constraint.
 """
 
 from __future__ import annotations
@@ -78,14 +90,15 @@ def run_ais_bench(
         raise AscendError(f"om model {om} not found")
     factory = session_factory or load_session_class()
     try:
-        session = factory(device, str(om), loop=1)
-    except RuntimeError as exc:  # aclruntime: bad device id, model load failure
-        raise AisBenchError(f"ais_bench could not open NPU {device} with {om.name}: {exc}") from None
+        live = {"session": factory(device, str(om), loop=1)}
+    except RuntimeError as exc:  # aclruntime: bad device id, model load failure, ACL finalized
+        hint = f": {ACL_FINALIZED}" if _acl_finalized(exc) else ""
+        raise AisBenchError(f"ais_bench could not open NPU {device} with {om.name}: {exc}{hint}") from None
     calls: list[int] = []
 
     def execute(x: np.ndarray) -> np.ndarray:
         try:
-            outputs = session.infer([np.ascontiguousarray(x, dtype=np.float32)])
+            outputs = live["session"].infer([np.ascontiguousarray(x, dtype=np.float32)])
         except RuntimeError as exc:  # aclruntime: input size mismatch, execute failure
             raise AisBenchError(f"ais_bench execute on NPU {device} failed: {exc}") from None
         calls.append(1)
@@ -96,11 +109,11 @@ def run_ais_bench(
                          backend="ais_bench", device=f"npu:{device}", threads=None, warmup=warmup,
                          progress=progress, on_output=on_output,
                          tool={"ais_bench": _version(), "model": str(om)})
-        times = exec_times(session)
+        times = exec_times(live["session"])
     finally:
-        finalize = getattr(session, "finalize", None)
-        if callable(finalize):
-            finalize()
+        # no finalize(): it would end ACL for this process (aclruntime cannot initialise it again);
+        # the last reference goes, the session's destructor unloads the model, ACL stays up
+        live.clear()
     measured = len(calls) - warmup
     perf = run.perf
     if times is not None and len(times) == len(calls):
@@ -116,6 +129,18 @@ def run_ais_bench(
     assert perf.calls == measured
     perf.write(run.output_dir)
     return InferenceRun(output_dir=run.output_dir, outputs=run.outputs, perf=perf)
+
+
+ACL_FINALIZED = ("ACL was finalized earlier in this process (an ais_bench session's finalize() calls "
+                 "aclFinalize), and aclruntime initialises ACL only once per process: run each ais_bench "
+                 "run in a process of its own (an Airflow task does; `cgan infer` is one run per process) "
+                 "and do not call finalize() between runs")
+
+
+def _acl_finalized(exc: BaseException) -> bool:
+    """aclruntime's error for a device opened after aclFinalize: ACL_ERROR_UNINITIALIZE (100001)."""
+    text = str(exc)
+    return "100001" in text or "not initialized" in text.lower()
 
 
 def _version() -> str:

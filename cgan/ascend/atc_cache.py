@@ -14,6 +14,11 @@ An entry counts only when entry.json exists, names this host's target (and its o
 no other) and the om matches its size and sha256, so a crash between the two writes, a damaged
 om or an om for another architecture is a miss (and is overwritten), never a bad hit. A hit
 restores the om under the name atc gave it (`cgan.om` or `cgan_linux_x86_64.om`).
+
+A toolkit whose version could not be read (Toolkit.version "unknown": no version file in either
+CANN layout, no version from `atc --version`) is never cached: atc runs, no entry is looked up or
+stored (an upgrade could not invalidate it), the Conversion's cache_key is "" and its notes (and
+the streamed log) say so.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 from cgan.ascend.atc import AtcOptions, LineSink, find_om, onnx_input_shape, run_atc
 from cgan.ascend.errors import AscendError
 from cgan.ascend.target import host_target, om_target
-from cgan.ascend.toolkit import Toolkit
+from cgan.ascend.toolkit import UNKNOWN_VERSION, Toolkit
 from cgan.ascend.validate import check_path
 from cgan.storage.entry import fetch_entry, put_entry
 from cgan.storage.files import sha256_file
@@ -107,8 +112,14 @@ def convert(
     target = host_target()
     key = cache_key(onnx_sha, flags, toolkit.version, target)
     notes = list(toolkit.notes)
-    if toolkit.version == "unknown":
-        notes.append("toolkit version unknown: a toolkit upgrade will not invalidate cached oms")
+    if toolkit.version == UNKNOWN_VERSION and cache is not None:
+        cache, key = None, ""
+        refused = ("conversion cache not used: the toolkit version is unknown (no version file under the "
+                   "toolkit home, none from `atc --version`), so a toolkit upgrade could not invalidate "
+                   "a cached om; atc runs and its om is not stored")
+        notes.append(refused)
+        if on_line:
+            on_line(refused)
     if cache is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / f".{name}.cache.part"

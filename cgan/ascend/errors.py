@@ -47,3 +47,8 @@ class NoFreeNpu(CganError):
 
 class AisBenchError(InferenceError):
     """ais_bench (aclruntime) could not open the device or load the om, or an execute failed."""
+
+
+class OmNotForThisHost(AscendError):
+    """The om was built for another chip than this host's NPUs (npu-smi's Name): no retry, the fix
+    is one om per chip and a queue per kind of host."""

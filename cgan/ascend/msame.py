@@ -20,10 +20,20 @@ perf.json and msame.log inside, once the run passed every check:
   `<input stem>_output_0.bin` per bin, file input `<om name>_output_0.bin`,
 - timings printed (every variant, see cgan.ascend.msame_log).
 
-`--device` is the ACL device id: the Device column of `npu-smi info`, not its NPU column. When
-npu-smi is on the PATH the device is checked against the Device ids it lists before msame runs.
+`--device` is the ACL device id: this process's NPUs counted from 0 (cgan.ascend.inventory: on a
+bare host npu-smi's Device column, not its NPU column; inside a container and after
+ASCEND_RT_VISIBLE_DEVICES, renumbered). Before msame runs the device is checked against that
+inventory, the one the lease uses (CGAN_NPU_PRECHECK=0 skips it).
 CANN's stdout logging (ASCEND_SLOG_PRINT_TO_STDOUT / ASCEND_LOG_PRINT_TO_STDOUT) is switched
 off for msame's process; its logs stay in the plog folder.
+
+msame is C++: its stdout into a pipe is fully buffered (4 KB blocks), so a killed or crashed
+msame would take its last lines with it and the task log would get them in bursts. It runs under
+`stdbuf -oL -eL` when stdbuf is on the PATH of msame's environment (a note and a warning when it
+is not), and every failure quotes the last lines msame printed. A null ACL message (msame's `cout
+<< aclGetRecentErrMsg()` with NULL silences its later cout lines: cgan.ascend.msame_log) is named
+as such. Outputs of half the float32 size whose values read as float16 are the outputs of an om
+converted without `--output_type=FP32`: refused, naming the cause and the fix.
 """
 
 from __future__ import annotations
@@ -33,14 +43,23 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cgan.ascend.errors import AscendError, MsameError
-from cgan.ascend.msame_log import MsameErrors, classify_errors, parse_timings, printed_output_dir, printed_success
-from cgan.ascend.npu_smi import check_device_listed, read_npu_smi
+from cgan.ascend.inventory import read_inventory
+from cgan.ascend.msame_log import (
+    MsameErrors,
+    classify_errors,
+    null_acl_explained,
+    null_acl_message,
+    parse_timings,
+    printed_output_dir,
+    printed_success,
+)
 from cgan.ascend.proc import LineSink, run_streaming
-from cgan.ascend.target import host_target, om_target
+from cgan.ascend.target import check_om_target
 from cgan.ascend.validate import check_device, check_executable, check_loop, check_path
 from cgan.layout.tensors import INPUT_BIN_BYTES, OUTPUT_SUFFIX, SAMPLES_PER_GRID, SUPPORTED_CHANNELS, output_bin_bytes
 from cgan.recipe.bins import list_bins
@@ -50,8 +69,13 @@ from cgan.runtimes.folder_runner import InferenceRun
 
 LOG_NAME = "msame.log"
 MAX_QUOTED_LINES = 20
+TAIL_LINES = 15  # msame's last lines, quoted by every failure
+STDBUF_ARGS = ("-oL", "-eL")
+NO_STDBUF = ("stdbuf not found on msame's PATH: msame's stdout is block-buffered into the pipe (4 KB bursts "
+             "in the task log, and a killed or crashed msame loses its last lines); install coreutils' stdbuf")
 STAGED_INPUT = "../in"  # relative to msame's CWD: no ".bin" in it, whatever output_root is
 CANN_STDOUT_LOG_VARS = ("ASCEND_SLOG_PRINT_TO_STDOUT", "ASCEND_LOG_PRINT_TO_STDOUT")
+PRECHECK_VAR = "CGAN_NPU_PRECHECK"
 log = logging.getLogger(__name__)
 
 
@@ -105,13 +129,28 @@ def _check_outputs(run_dir: Path, names: list[str], channels: int | None) -> tup
         size = path.stat().st_size
         if size not in sizes:
             want = " or ".join(f"{s:,}" for s in sizes)
-            problems.append(f"output {name} has {size:,} bytes, expected {want}")
+            problems.append(f"output {name} has {size:,} bytes, expected {want}" + _fp16_cause(path, size, sizes))
             continue
         seen.add(size)
         found.append(path)
     if len(seen) > 1:
         problems.append("outputs have different sizes (mixed channel counts)")
     return found, problems
+
+
+def _fp16_cause(path: Path, size: int, sizes: list[int]) -> str:
+    """': the om's outputs are float16 ...' when the file is half a float32 output and its values,
+    read as float16, are a generator's (finite, within tanh's [-1, 1]); '' otherwise (a short write)."""
+    if 2 * size not in sizes:
+        return ""
+    import numpy as np
+
+    values = np.fromfile(path, dtype="<f2")
+    if not values.size or not np.isfinite(values).all() or float(np.abs(values).max()) > 1.0:
+        return ""
+    return (f": the om's outputs are float16 ({size:,} bytes, half of the {2 * size:,} float32 bytes): it was "
+            "converted without --output_type=FP32 (an fp16 precision mode keeps the last layer's float16); "
+            "reconvert it with atc --output_type=FP32 (cgan convert passes it)")
 
 
 def _discover(lines: list[str], out_root: Path) -> tuple[Path | None, str]:
@@ -127,7 +166,15 @@ def _discover(lines: list[str], out_root: Path) -> tuple[Path | None, str]:
 def _perf(lines: list[str], *, device: int, loop: int, folder_mode: bool, grids: int,
           wall_s: float, tool: dict[str, str], errors: MsameErrors) -> PerfRecord:
     t = parse_timings(lines)
-    notes = [f"msame printed an [ERROR] line that is not a failure ({reason}): "
+    notes = []
+    null_at = null_acl_message(lines)
+    if null_at is not None:
+        notes.append(f"not a failure: {null_acl_explained(lines, null_at)}")
+        if len(t.calls_ms) < (grids if folder_mode else loop):
+            t.calls_ms = []  # per-call lines silenced: the printed average (printf) stands for them
+            notes.append("per-call 'Inference time' lines missing after the null ACL message: latency from "
+                         "msame's printed average")
+    notes += [f"msame printed an [ERROR] line that is not a failure ({reason}): "
              + " / ".join(entry.split("\n")) for entry, reason in zip(errors.warnings, errors.reasons, strict=True)]
     if errors.warnings:
         tool["msame_error_lines_not_failures"] = str(len(errors.warnings))
@@ -164,8 +211,10 @@ def _quote(lines: list[str]) -> str:
     return quoted
 
 
-def _error(message: str, lines: list[str], exit_code: int | None) -> MsameError:
-    """The failure, quoting msame's verdict lines with ACL's message before each (its cause)."""
+def _error(message: str, lines: list[str], exit_code: int | None, *, buffered: bool = False) -> MsameError:
+    """The failure, quoting msame's verdict lines with ACL's message before each (its cause), what
+    a null ACL message silenced, and msame's last lines (a timeout's or a crash's explanation).
+    `buffered`: msame ran without stdbuf, so a kill or a crash may have lost its last lines."""
     errors = classify_errors(lines)
     verdicts = MsameErrors.lines_of(errors.verdicts)
     text = message
@@ -173,7 +222,35 @@ def _error(message: str, lines: list[str], exit_code: int | None) -> MsameError:
         text += f"\nmsame said:\n{_quote(verdicts)}"
     if errors.warnings:
         text += f"\nalso printed (not failures by themselves):\n{_quote(MsameErrors.lines_of(errors.warnings))}"
+    null_at = null_acl_message(lines)
+    if null_at is not None:
+        text += f"\n{null_acl_explained(lines, null_at)}"
+    tail = lines[-TAIL_LINES:]
+    if tail:
+        text += f"\nmsame's last {len(tail)} of {len(lines)} line(s):\n{_quote(tail)}"
+    else:
+        text += "\nmsame printed nothing"
+    if buffered:
+        text += f"\n({NO_STDBUF})"
     return MsameError(text, error_lines=verdicts, exit_code=exit_code)
+
+
+def stdbuf_prefix(env: dict[str, str]) -> tuple[list[str], str | None]:
+    """`stdbuf -oL -eL` from the PATH of msame's environment, so msame's stdout is line-buffered
+    into the pipe; ([], a note) when there is none."""
+    stdbuf = shutil.which("stdbuf", path=env.get("PATH"))
+    if stdbuf is None:
+        return [], NO_STDBUF
+    return [stdbuf, *STDBUF_ARGS], None
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 def msame_env(env: dict[str, str] | None) -> tuple[dict[str, str], list[str]]:
@@ -186,15 +263,20 @@ def msame_env(env: dict[str, str] | None) -> tuple[dict[str, str], list[str]]:
     return child, notes
 
 
-def check_device_present(device: int, npu_smi: str | None, path: str | None) -> str | None:
-    """Refuse a device npu-smi does not list (AscendError); a note saying what was checked."""
+def check_device_present(device: int, npu_smi: str | None, env: Mapping[str, str]) -> str | None:
+    """Refuse a device this process does not have (AscendError naming the ones it has, as the
+    lease sees them: cgan.ascend.inventory); a note saying what was checked. Skipped with
+    npu_smi=None (the lease checked it) or CGAN_NPU_PRECHECK=0."""
     if not npu_smi:
         return None
-    chips = read_npu_smi(npu_smi, path=path)
-    if not chips:
-        return "npu-smi absent or unreadable: device id not checked before msame"
-    check_device_listed(device, chips)
-    return f"device {device} is listed by npu-smi info (Device column)"
+    if env.get(PRECHECK_VAR, "").strip().lower() in ("0", "false", "no", "off"):
+        return f"device {device} not checked before msame ({PRECHECK_VAR}={env[PRECHECK_VAR]})"
+    try:
+        inv = read_inventory(env, npu_smi)
+    except AscendError:
+        return "no NPU inventory (no device node, npu-smi or CGAN_NPU_DEVICES): device id not checked before msame"
+    inv.get(device)
+    return f"device {device} is ACL device {inv.get(device).describe()} ({inv.source})"
 
 
 def _move_into_place(run_dir: Path, output_root: Path) -> Path:
@@ -228,8 +310,8 @@ def run_msame(
 ) -> MsameRun:
     """Run msame once and check everything; MsameError (quoting msame's errors) on failure.
 
-    `device` is the ACL device id (npu-smi's Device column), checked against `npu_smi info`
-    when that program is on the PATH (None: not checked). `pass_fds`: the device lease's lock
+    `device` is the ACL device id, checked against this process's NPU inventory (npu-smi
+    looked up as `npu_smi`; None: not checked, as when a lease already did). `pass_fds`: the device lease's lock
     (cgan.ascend.lease), so the NPU stays leased while msame runs even if its task is killed."""
     check_device(device)
     check_loop(loop)
@@ -241,16 +323,17 @@ def run_msame(
     output_root = check_path(output_root, "output folder")
     if not model.is_file() or ".om" not in model.name:
         raise AscendError(f"om model {model} not found (msame needs a file whose name holds '.om')")
-    built_for, here = om_target(model.name), host_target()
-    if built_for not in (None, here):
-        raise AscendError(f"om {model.name} was built by atc for {built_for} and cannot run on this "
-                          f"{here} host: convert it on (or with --host_env_cpu for) this architecture")
+    check_om_target(model.name)
     bins, folder_mode = _inputs(input_path)
     child_env, env_notes = msame_env(env)
     found = shutil.which(program, path=child_env.get("PATH")) if "/" not in program else program
     if not found or not os.access(found, os.X_OK):
         raise AscendError(f"msame not found ({program}): build it from Ascend/tools and pass its path")
-    device_note = check_device_present(device, npu_smi, child_env.get("PATH"))
+    device_note = check_device_present(device, npu_smi, child_env)
+    line_buffer, stdbuf_note = stdbuf_prefix(child_env)
+    if stdbuf_note:
+        log.warning("%s", stdbuf_note)
+        env_notes.append(stdbuf_note)
     output_root.mkdir(parents=True, exist_ok=True)
     stage = output_root / f".msame-{uuid.uuid4().hex[:12]}"
     cwd, out = stage / "cwd", stage / "out"
@@ -260,16 +343,20 @@ def run_msame(
         if folder_mode:
             _stage_inputs(bins, stage / "in")
         msame_input = STAGED_INPUT if folder_mode else str(input_path)
-        argv = [found, "--model", str(model), "--input", msame_input, "--output", str(out),
+        argv = [*line_buffer, found, "--model", str(model), "--input", msame_input, "--output", str(out),
                 "--outfmt", "BIN", "--loop", str(loop), "--device", str(device)]
         start = time.perf_counter()
         result = run_streaming(argv, cwd=cwd, env=child_env, on_line=on_line, timeout_s=timeout_s,
                                pass_fds=pass_fds)
         lines = result.lines
         if result.timed_out:
-            raise _error(f"msame did not finish within {timeout_s} s and was stopped", lines, None)
+            raise _error(f"msame did not finish within {timeout_s} s and was stopped", lines, None,
+                         buffered=not line_buffer)
         problems = []
-        if result.exit_code != 0:
+        if result.exit_code < 0:
+            problems.append(f"killed by signal {_signal_name(-result.exit_code)} (a crash: msame ended without "
+                            "its teardown)")
+        elif result.exit_code != 0:
             problems.append(f"exit code {result.exit_code}")
         errors = classify_errors(lines)
         if errors.verdicts:
@@ -286,12 +373,16 @@ def run_msame(
         if not parse_timings(lines).found:
             problems.append("no inference time printed")
         if problems:
-            raise _error(f"msame on device {device} failed: {'; '.join(problems)}", lines, result.exit_code)
+            raise _error(f"msame on device {device} failed: {'; '.join(problems)}", lines, result.exit_code,
+                         buffered=not line_buffer and result.exit_code < 0)
         assert run_dir is not None  # a missing output folder is one of the problems above
         tool = {"msame": found, "model": str(model), "output_folder": f"{run_dir.name} ({how})"}
         perf = _perf(lines, device=device, loop=loop, folder_mode=folder_mode, grids=len(outputs),
                      wall_s=time.perf_counter() - start, tool=tool, errors=errors)
         perf.notes += env_notes + ([device_note] if device_note else [])
+        null_at = null_acl_message(lines)
+        if null_at is not None:
+            log.warning("msame run passed its checks; %s", null_acl_explained(lines, null_at))
         for entry, reason in zip(errors.warnings, errors.reasons, strict=True):
             log.warning("msame printed an [ERROR] line that is not a failure (%s): %s", reason,
                         " / ".join(entry.split("\n")))

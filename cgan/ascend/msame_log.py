@@ -18,6 +18,16 @@ Not every `[ERROR]` line is a verdict (msame at 9d6da90, src/sample_process.cpp,
   (ASCEND_SLOG_PRINT_TO_STDOUT=1), not msame's.
 msame prints ACL's own message (aclGetRecentErrMsg: `EE1001: ...` and indented Solution /
 TraceBack lines) untagged just before its `[ERROR]` line; `classify_errors` keeps it with it.
+
+A null ACL message (9d6da90, src/*.cpp, inc/utils.h): msame prints it with
+`cout << aclGetRecentErrMsg() << endl`; when ACL has no message the pointer is NULL, and
+`cout << (const char*)nullptr` sets cout's badbit (libstdc++), so every later cout line of the
+run prints nothing: the output-folder line, each `Inference time: Xms` (cout in both input
+modes), later ACL messages. INFO_LOG/WARN_LOG/ERROR_LOG are fprintf(stdout) and the averages
+printf, so `[INFO]`/`[ERROR]` lines, `Inference average time` and `Execute sample success`
+still come. `null_acl_message` finds the first `[ERROR]`/`[WARN]` line that msame prints right
+after ACL's message but that came without one (msame builds before 2022-03, commit 9d26828 of
+the mirror, print no ACL message at all, which looks the same).
 """
 
 from __future__ import annotations
@@ -35,6 +45,24 @@ ERROR_TAG = "[ERROR]"
 CANN_LOG_RE = re.compile(r"\[(?:ERROR|WARNING|WARN|INFO|DEBUG|EVENT|TRACE)\]\s+[A-Z][A-Z0-9_]*\(\d+,[^)]*\):")
 NOT_VERDICTS = ("unload model failed", "delete acl.json failed")  # printed after the outputs exist
 MAX_CAUSE_LINES = 12
+# msame's [ERROR]/[WARN] texts printed right after `cout << aclGetRecentErrMsg() << endl` (9d6da90:
+# sample_process.cpp, model_process.cpp, utils.cpp); their look-alikes without it are left out
+# ("load model from file failed" alone, "can't create data buffer, create input failed")
+ACL_MESSAGE_BEFORE = (
+    "acl init failed", "acl open device ", "acl create context failed", "acl create stream failed",
+    "acl get run mode failed", "destroy stream failed", "destroy context failed", "reset device failed",
+    "finalize acl failed", "load model from file failed, model file is", "get model description failed",
+    "get input dynamic gear count failed", "get input index by name failed", "aclmdlSetDatasetTensorDesc failed",
+    "get DynamicHW failed", "aclmdlSetDynamicHWSize failed", "get DynamicBatch failed",
+    "aclmdlSetDynamicBatchSize failed", "aclmdlGetCurOutputDims failed", "aclmdlSetInputDynamicDims failed",
+    "malloc device buffer failed", "add input dataset buffer failed", "memory set failed", "can't malloc buffer",
+    "can't create data buffer, create output failed", "can't add data buffer", "aclrtMallocHost failed",
+    "aclrtMemcpy failed", "aclrtFreeHost failed", "execute model failed, modelId is", "unload model failed",
+    "memcpy failed. device buffer size", "exception_cb MallocHost failed", "exception_cb aclMemcpy failed",
+)
+ACL_TAGGED_RE = re.compile(r"^\s*\[(ERROR|WARN)\]\s+(.*)$")
+PLOG_HINT = ("look in CANN's plog folder of the user msame ran as, ~/ascend/log (debug/plog and run/plog, "
+             "plog-<pid>_*.log; ASCEND_PROCESS_LOG_PATH moves it)")
 
 
 @dataclass
@@ -113,6 +141,40 @@ def classify_errors(lines: list[str]) -> MsameErrors:
         out.warnings.append(entry)
         out.reasons.append(reason)
     return out
+
+
+def null_acl_message(lines: list[str]) -> int | None:
+    """The index of the first `[ERROR]`/`[WARN]` line msame prints after ACL's message that came
+    without one: aclGetRecentErrMsg() returned NULL there, and every later cout line is missing.
+    An empty message (a blank line before it) is not null: cout still works."""
+    for i, line in enumerate(lines):
+        m = ACL_TAGGED_RE.match(line)
+        if not m or CANN_LOG_RE.search(line) or not m.group(2).startswith(ACL_MESSAGE_BEFORE):
+            continue
+        if i > 0 and (not lines[i - 1].strip() or _cause(lines, i)):
+            continue
+        return i
+    return None
+
+
+def silenced_calls(lines: list[str], since: int) -> int:
+    """Executes after lines[since] that printed `model execute success` but no `Inference time`
+    line (cout): how many per-call lines a null ACL message took away."""
+    executes = sum(1 for line in lines[since:] if line.strip() == "[INFO] model execute success")
+    calls = sum(1 for line in lines[since:] if CALL_RE.match(line))
+    return max(0, executes - calls)
+
+
+def null_acl_explained(lines: list[str], at: int) -> str:
+    """What a null ACL message did, for an error message or a perf note."""
+    lost = silenced_calls(lines, at)
+    text = (f"msame's `{lines[at].strip()}` came without ACL's message before it: aclGetRecentErrMsg() "
+            "returned null (or this msame predates 2022-03 and prints none), and msame's `cout << nullptr` "
+            "silences every later cout line of the run (the output-folder line, each 'Inference time', later "
+            "ACL messages; its [INFO]/[ERROR] lines and averages, printf, still come)")
+    if lost:
+        text += f"; {lost} execute(s) after it printed no 'Inference time' line"
+    return f"{text}; for ACL's cause {PLOG_HINT}"
 
 
 def printed_success(lines: list[str]) -> bool:

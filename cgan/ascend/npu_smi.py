@@ -12,8 +12,10 @@ Two table shapes occur (both parsed):
     | 0     910B3       | OK     | ...        order listed (logical ids are dense)
     | 0                 | 0000:C1:00.0 | ...
 
-msame's `--device` (aclrtSetDevice) takes the Device column, never the NPU column: an Atlas 300
-card lists NPU 2048 with devices 0..3, and inside a container the devices are renumbered from 0.
+msame's `--device` (aclrtSetDevice) takes an ACL id: on a bare host the Device column, never the
+NPU column (an Atlas 300 card lists NPU 2048 with devices 0..3; an Atlas 300I Duo lists each card's
+NPU row once per chip, both chips on one Bus-Id). Inside a container ACL renumbers from 0 while the
+Device column may show the host's ids: cgan.ascend.inventory reconciles them.
 
 soc_version = "Ascend" + Name (310P3 -> Ascend310P3). A Name that already starts with "Ascend"
 (A3 parts) needs the `<ChipName>_<NPUName>` form from `npu-smi info -t board`, so it yields None.
@@ -26,7 +28,6 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from cgan.ascend.errors import AscendError
 from cgan.ascend.validate import SOC_VERSION_RE
 
 ROW_RE = re.compile(r"^\|(.*)\|\s*$")
@@ -90,20 +91,6 @@ def soc_version_of(chips: list[NpuChip]) -> str | None:
     """The one soc_version of all chips, or None (no chips, A3 names, or mixed models)."""
     socs = {c.soc_version for c in chips}
     return socs.pop() if len(socs) == 1 and None not in socs else None
-
-
-def check_device_listed(device: int, chips: list[NpuChip]) -> int:
-    """`device` must be one of the Device ids npu-smi lists; AscendError naming them otherwise."""
-    ids = sorted({c.device_id for c in chips})
-    if device in ids:
-        return device
-    hint = (f" ({device} is in the NPU column, a card number; msame's --device takes the Device "
-            "column)") if device in {c.npu_id for c in chips} else ""
-    raise AscendError(
-        f"device {device} is not a device of this host: `npu-smi info` lists devices "
-        f"{', '.join(map(str, ids))}{hint}. Use ids from the Device column (inside a container "
-        "they are renumbered from 0)"
-    )
 
 
 def read_npu_smi(npu_smi: str = "npu-smi", timeout_s: float = 30,

@@ -1,15 +1,30 @@
-"""The CANN toolkit: its environment (from set_env.sh), the atc it holds, and its version.
+"""The CANN toolkit: where it is, its environment (from set_env.sh), the atc it holds, its version.
+
+Where (find_toolkit_home): an explicit folder (--toolkit-home, toolkit_home=), else the
+CGAN_ASCEND_TOOLKIT override, else the first of CANN_HOMES holding set_env.sh:
+  /usr/local/Ascend/cann            CANN 8.5+ (`cann` a link to the versioned `cann-8.5.0`;
+                                     hiascend CANN 8.5 install guide, File Paths; asc-devkit docs
+                                     `source /usr/local/Ascend/cann/set_env.sh`)
+  /usr/local/Ascend/ascend-toolkit  CANN <= 8.3 (`latest` a link to the version folder), and kept
+                                     by CANN 8.5+ images as a second entry (Ascend/cann-container-
+                                     image: ENTRYPOINT sources ascend-toolkit/set_env.sh, which sets
+                                     ASCEND_TOOLKIT_HOME=/usr/local/Ascend/cann-8.5.0)
 
 set_env.sh is sourced without handing user text to a shell: the path travels as a positional
 argument of a fixed script, `bash -c 'source "$1" >/dev/null && env -0' _ <path>`, and the
 NUL-separated environment it prints is parsed here.
 
-The version, part of the conversion cache key, is read from (first found):
-  <home>/latest/<arch>-linux/ascend_toolkit_install.info   `version=` (CANN <= 8.x layout)
-  <home>/<arch>-linux/ascend_toolkit_install.info          (home is a versioned install dir)
-  $ASCEND_TOOLKIT_HOME/<arch>-linux/ascend_toolkit_install.info (as set by set_env.sh)
-  <home>/latest/version.cfg                                 its `*version*=` lines
-then the first line of `atc --version`, else "unknown".
+The version, part of the conversion cache key, is read from (first found; the file it came from
+is recorded, Toolkit.version_source), <arch> this host's first:
+  <home>/latest/<arch>-linux/ascend_toolkit_install.info   `version=` (ascend-toolkit layout)
+  <home>/<arch>-linux/ascend_toolkit_install.info          (cann layout: /usr/local/Ascend/cann/...)
+  $ASCEND_TOOLKIT_HOME, $ASCEND_HOME_PATH /<arch>-linux/ascend_toolkit_install.info (set_env.sh's)
+  <home>/latest, <home>, $ASCEND_TOOLKIT_HOME, $ASCEND_HOME_PATH /share/info/runtime/version.info
+                                                            `Version=` (what ACL's own
+                                                            aclsysGetCANNVersion reads)
+  <home>/latest/version.cfg, <home>/version.cfg             its `*version*=` lines
+then the first line of `atc --version`, else "unknown" (the conversion cache then refuses to
+cache: cgan.ascend.atc_cache).
 
 CANN's Python: atc compiles operators with the `python3` on PATH and the packages CANN pins
 (numpy, protobuf, ...). Where CGAN_ASCEND_PYTHON names that interpreter (the Ascend image sets
@@ -20,17 +35,23 @@ it), the tools' environment has its folder first on PATH and no trace of this pr
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cgan.ascend.errors import ToolchainNotFound
 from cgan.ascend.validate import check_path
 
-DEFAULT_TOOLKIT_HOME = Path("/usr/local/Ascend/ascend-toolkit")
+# Where the toolkit is looked for when neither a folder nor CGAN_ASCEND_TOOLKIT names it, in order.
+CANN_HOMES: tuple[Path, ...] = (Path("/usr/local/Ascend/cann"), Path("/usr/local/Ascend/ascend-toolkit"))
+TOOLKIT_VAR = "CGAN_ASCEND_TOOLKIT"
 SET_ENV_NAME = "set_env.sh"
+UNKNOWN_VERSION = "unknown"
+RUNTIME_VERSION_INFO = Path("share/info/runtime/version.info")
 SOURCE_SCRIPT = 'source "$1" >/dev/null && env -0'
 INFO_NAME = "ascend_toolkit_install.info"
 CANN_PYTHON_VAR = "CGAN_ASCEND_PYTHON"
@@ -46,7 +67,7 @@ class Toolkit:
     notes: list[str] = field(default_factory=list)
 
 
-def tools_base_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+def tools_base_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment that atc and msame start from: `environ` (default os.environ), and where
     CGAN_ASCEND_PYTHON is set, CANN's Python first on PATH and the project's venv removed."""
     env = dict(os.environ if environ is None else environ)
@@ -112,6 +133,57 @@ def _missing(path: Path) -> ToolchainNotFound:
     )
 
 
+class ToolkitNotFound(ToolchainNotFound):
+    """No set_env.sh where the toolkit was looked for (`looked`: the set_env.sh paths tried)."""
+
+    def __init__(self, message: str, looked: list[Path]):
+        super().__init__(message)
+        self.looked = looked
+
+
+def _override_missing(value: str, set_env: Path) -> ToolkitNotFound:
+    return ToolkitNotFound(
+        f"{TOOLKIT_VAR}={value} is set but there is no {SET_ENV_NAME} at {set_env}: set {TOOLKIT_VAR} to "
+        f"the folder that holds {SET_ENV_NAME} (CANN 8.5+: {CANN_HOMES[0]}; older CANN: {CANN_HOMES[-1]}), "
+        f"or unset it so that the toolkit is found in {' or '.join(map(str, CANN_HOMES))}", [set_env])
+
+
+def _find_home(toolkit_home: str | os.PathLike | None, environ: Mapping[str, str] | None,
+               roots: tuple[Path, ...] | list[Path]) -> tuple[Path, str]:
+    if toolkit_home:
+        home = check_path(toolkit_home, "toolkit home")
+        if not (home / SET_ENV_NAME).is_file():
+            raise ToolkitNotFound(str(_missing(home / SET_ENV_NAME)), [home / SET_ENV_NAME])
+        return home, "given"
+    env = os.environ if environ is None else environ
+    value = (env.get(TOOLKIT_VAR) or "").strip()
+    if value:
+        home = check_path(value, TOOLKIT_VAR)
+        if not (home / SET_ENV_NAME).is_file():
+            raise _override_missing(value, home / SET_ENV_NAME)
+        return home, f"from {TOOLKIT_VAR}"
+    looked = [Path(root) / SET_ENV_NAME for root in roots]
+    for set_env in looked:
+        if set_env.is_file():
+            return set_env.parent, f"found (first of {', '.join(str(r) for r in roots)} with {SET_ENV_NAME})"
+    raise ToolkitNotFound(
+        f"CANN toolkit not found: no {SET_ENV_NAME} at {', '.join(map(str, looked))}, and {TOOLKIT_VAR} is "
+        f"not set. Install the CANN toolkit (CANN 8.5+ installs to {CANN_HOMES[0]}, older CANN to "
+        f"{CANN_HOMES[-1]}), set {TOOLKIT_VAR} (or --toolkit-home / toolkit_home) to the folder holding "
+        f"{SET_ENV_NAME}, or allow the atc on PATH (--atc-from-path / atc_from_path=True / "
+        "CGAN_ATC_FROM_PATH=true) on a host whose environment is set up", looked)
+
+
+def find_toolkit_home(toolkit_home: str | os.PathLike | None = None, *, environ: Mapping[str, str] | None = None,
+                      roots: tuple[Path, ...] | list[Path] = CANN_HOMES) -> Path:
+    """The CANN toolkit home, the folder holding set_env.sh: `toolkit_home` when given (it must
+    hold set_env.sh), else CGAN_ASCEND_TOOLKIT from `environ` (default os.environ) when set (an
+    override: it must hold set_env.sh), else the first of `roots` (default CANN_HOMES:
+    /usr/local/Ascend/cann, then /usr/local/Ascend/ascend-toolkit) that holds it. Raises
+    ToolkitNotFound (a ToolchainNotFound) naming every place looked and how to fix it."""
+    return _find_home(toolkit_home, environ, roots)[0]
+
+
 def _read_kv(path: Path) -> dict[str, str]:
     out = {}
     for line in path.read_text(errors="replace").splitlines():
@@ -121,7 +193,13 @@ def _read_kv(path: Path) -> dict[str, str]:
     return out
 
 
+def _host_arch_first(paths: list[Path]) -> list[Path]:
+    machine = platform.machine()
+    return sorted(paths, key=lambda p: (not p.parent.name.startswith(f"{machine}-"), str(p)))
+
+
 def version_candidates(home: Path | None, env: dict[str, str]) -> list[Path]:
+    """The version files read_toolkit_version tries, in order (see the module's docstring)."""
     roots = []
     if home is not None:
         roots += [home / "latest", home]
@@ -130,10 +208,11 @@ def version_candidates(home: Path | None, env: dict[str, str]) -> list[Path]:
             roots.append(Path(env[var]))
     found = []
     for root in roots:
-        found += sorted(root.glob(f"*-linux/{INFO_NAME}"))
+        found += _host_arch_first(list(root.glob(f"*-linux/{INFO_NAME}")))
+    found += [root / RUNTIME_VERSION_INFO for root in roots]
     if home is not None:
-        found.append(home / "latest" / "version.cfg")
-    return found
+        found += [home / "latest" / "version.cfg", home / "version.cfg"]
+    return list(dict.fromkeys(found))
 
 
 def read_toolkit_version(home: Path | None, env: dict[str, str], atc: str | None = None) -> tuple[str, str]:
@@ -142,10 +221,10 @@ def read_toolkit_version(home: Path | None, env: dict[str, str], atc: str | None
         if not path.is_file():
             continue
         values = _read_kv(path)
-        if "version" in values:
+        if values.get("version"):
             inner = values.get("innerversion")
             return (f"{values['version']} ({inner})" if inner else values["version"]), str(path)
-        versions = [f"{k}={v}" for k, v in sorted(values.items()) if "version" in k]
+        versions = [f"{k}={v}" for k, v in sorted(values.items()) if "version" in k and v]
         if versions:
             return "; ".join(versions), str(path)
     if atc:
@@ -158,34 +237,52 @@ def read_toolkit_version(home: Path | None, env: dict[str, str], atc: str | None
                 return first, f"{atc} --version"
         except (OSError, subprocess.SubprocessError):
             pass
-    return "unknown", "none"
+    return UNKNOWN_VERSION, "none"
 
 
-def runtime_env(toolkit_home: str | os.PathLike | None = None) -> tuple[dict[str, str], str]:
-    """The environment for msame: set_env.sh's when it exists (msame needs the ACL libraries on
-    LD_LIBRARY_PATH), else the current one. Returns (env, where it came from)."""
-    home = check_path(toolkit_home or DEFAULT_TOOLKIT_HOME, "toolkit home")
+def runtime_env(toolkit_home: str | os.PathLike | None = None, *, environ: Mapping[str, str] | None = None,
+                roots: tuple[Path, ...] | list[Path] = CANN_HOMES) -> tuple[dict[str, str], str]:
+    """The environment for msame (and the ais_bench checks): set_env.sh's of the toolkit home
+    (find_toolkit_home: `toolkit_home`, else CGAN_ASCEND_TOOLKIT, else found) when there is one
+    (msame needs the ACL libraries on LD_LIBRARY_PATH), else the current one. Returns (env, where
+    it came from). A CGAN_ASCEND_TOOLKIT without set_env.sh is an error, not a fallback."""
+    env_vars = os.environ if environ is None else environ
+    try:
+        home, how = _find_home(toolkit_home, env_vars, roots)
+    except ToolkitNotFound as exc:
+        if not toolkit_home and (env_vars.get(TOOLKIT_VAR) or "").strip():
+            raise
+        looked = " or ".join(map(str, exc.looked))
+        return tools_base_env(dict(env_vars)), f"{SET_ENV_NAME} not found at {looked}; the current environment is used"
     set_env = home / SET_ENV_NAME
-    if set_env.is_file():
-        return load_set_env(set_env), f"environment from {set_env}"
-    return tools_base_env(), f"{set_env} not found; the current environment is used"
+    return load_set_env(set_env, tools_base_env(dict(env_vars))), f"environment from {set_env} ({how})"
 
 
-def locate_toolkit(toolkit_home: str | os.PathLike | None = None, *, atc_from_path: bool = False) -> Toolkit:
-    """The toolkit's atc and environment: set_env.sh under toolkit_home (default
-    /usr/local/Ascend/ascend-toolkit); when it is missing and atc_from_path is set, the atc on
-    the current PATH with the current environment."""
-    home = check_path(toolkit_home or DEFAULT_TOOLKIT_HOME, "toolkit home")
-    set_env = home / SET_ENV_NAME
+def locate_toolkit(toolkit_home: str | os.PathLike | None = None, *, atc_from_path: bool = False,
+                   environ: Mapping[str, str] | None = None,
+                   roots: tuple[Path, ...] | list[Path] = CANN_HOMES) -> Toolkit:
+    """The toolkit's atc, environment and version: set_env.sh of the toolkit home
+    (find_toolkit_home: `toolkit_home`, else CGAN_ASCEND_TOOLKIT, else the first of
+    /usr/local/Ascend/cann and /usr/local/Ascend/ascend-toolkit holding it); when there is none
+    and atc_from_path is set, the atc on the current PATH with the current environment (a
+    CGAN_ASCEND_TOOLKIT without set_env.sh stays an error)."""
+    env_vars = os.environ if environ is None else environ
     notes = []
-    if set_env.is_file():
-        env = load_set_env(set_env)
-        notes.append(f"environment from {set_env}")
-    elif atc_from_path:
-        env = tools_base_env()
-        notes.append(f"{set_env} not found; using the atc on PATH with the current environment")
+    home: Path | None
+    try:
+        home, how = _find_home(toolkit_home, env_vars, roots)
+    except ToolkitNotFound as exc:
+        overridden = not toolkit_home and (env_vars.get(TOOLKIT_VAR) or "").strip()
+        if not atc_from_path or overridden:
+            raise
+        home = check_path(toolkit_home, "toolkit home") if toolkit_home else None
+        env = tools_base_env(dict(env_vars))
+        looked = " or ".join(map(str, exc.looked))
+        notes.append(f"{SET_ENV_NAME} not found at {looked}; using the atc on PATH with the current environment")
     else:
-        raise _missing(set_env)
+        set_env = home / SET_ENV_NAME
+        env = load_set_env(set_env, tools_base_env(dict(env_vars)))
+        notes.append(f"environment from {set_env} ({how})")
     atc = shutil.which("atc", path=env.get("PATH", ""))
     if atc is None:
         raise ToolchainNotFound(
@@ -193,4 +290,7 @@ def locate_toolkit(toolkit_home: str | os.PathLike | None = None, *, atc_from_pa
             "runtime) installed?"
         )
     version, source = read_toolkit_version(home, env, atc)
+    if version == UNKNOWN_VERSION:
+        notes.append(f"toolkit version unknown: none of {', '.join(map(str, version_candidates(home, env)))} "
+                     "holds a version and `atc --version` printed none")
     return Toolkit(atc=atc, env=env, version=version, version_source=source, home=home, notes=notes)

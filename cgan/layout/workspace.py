@@ -37,6 +37,7 @@ PERF_PREFIX = "perf"
 LOGS_PREFIX = "logs"
 
 ATC_LOG_KEY = f"{LOGS_PREFIX}/atc.log"
+UNCACHED_OM_PREFIX = "om"  # an om the conversion cache would not keep (toolkit version unknown)
 SHARD_PERF_NAME = "perf.json"
 RENDER_NAME = "render.json"
 STAGED_KEY = "staged.json"

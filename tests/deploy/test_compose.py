@@ -115,7 +115,7 @@ def test_ascend_worker_serves_queue_ascend_with_one_process_per_npu(ascend_confi
     assert command[command.index("-c") + 1] == OVERRIDES["CGAN_NPU_COUNT"]
     assert worker["build"]["dockerfile"] == "docker/ascend-worker.Dockerfile"
     assert worker["build"]["args"] == {"CANN_BASE_IMAGE": ""}  # no default that pretends
-    assert worker["environment"]["CGAN_ASCEND_TOOLKIT"] == "/usr/local/Ascend/ascend-toolkit"
+    assert worker["environment"]["CGAN_ASCEND_TOOLKIT"] == ""  # empty: the worker finds the CANN layout
     assert worker["environment"]["DUMB_INIT_SETSID"] == "0"
 
 
@@ -136,6 +136,17 @@ def test_ascend_worker_mounts_the_driver_read_only(ascend_config):
     assert "/opt/airflow/logs" in mounts
 
 
+def test_ascend_workers_share_one_host_lock_folder(ascend_config, npu_host_worker):
+    """Leases are flocks in CGAN_NPU_LOCK_DIR: a folder of the host, mounted into every Ascend
+    worker container of it (before: each container's own /tmp, so two containers given one NPU
+    both ran on it)."""
+    for service in (ascend_config["services"]["airflow-worker-ascend"], npu_host_worker):
+        folder = service["environment"]["CGAN_NPU_LOCK_DIR"]
+        mounts = {v["target"]: v for v in service["volumes"]}
+        assert mounts[folder]["type"] == "bind" and mounts[folder]["source"] == "/run/lock/cgan-npu"
+        assert not mounts[folder].get("read_only")
+
+
 def test_more_npus_through_compose_file_in_env(compose_bin, tmp_path):
     """The way .env.example documents: COMPOSE_FILE adds docker/compose.npu-extra.yaml."""
     env = write_env(tmp_path / ".env", FILLED,
@@ -145,6 +156,16 @@ def test_more_npus_through_compose_file_in_env(compose_bin, tmp_path):
     sources = [d["source"] for d in config["services"]["airflow-worker-ascend"]["devices"]]
     assert {"/dev/davinci0", "/dev/davinci1", "/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"} <= set(sources)
     assert "airflow-worker-ascend" not in resolved(compose_bin, env, files=())["services"]
+
+
+def test_a_310b_board_gets_its_own_device_nodes(compose_bin, tmp_path):
+    """docs/ascend.md checklist item 12: the 310B override replaces the 310P/910 nodes."""
+    env = write_env(tmp_path / ".env", FILLED,
+                    extra_lines=("COMPOSE_FILE=docker-compose.yaml:docker/compose.npu-310b.yaml",))
+    config = resolved(compose_bin, env, "--profile", "ascend", files=())
+    sources = [d["source"] for d in config["services"]["airflow-worker-ascend"]["devices"]]
+    assert sources == ["/dev/davinci0", "/dev/davinci_manager", "/dev/svm0", "/dev/ts_aisle", "/dev/log_drv"]
+    assert "compose.npu-310b.yaml" in (REPO / "docs" / "ascend.md").read_text()
 
 
 def test_default_worker_does_not_serve_ascend(ascend_config):
@@ -642,7 +663,7 @@ def test_ascend_dockerfile_requires_cann_base_image():
 def test_ascend_dockerfile_toolkit_and_msame_from_a_pinned_commit():
     steps = instructions(ASCEND_DOCKERFILE)
     env = " ".join(a for k, a in steps if k == "ENV")
-    assert "CGAN_ASCEND_TOOLKIT=/usr/local/Ascend/ascend-toolkit" in env
+    assert "CGAN_ASCEND_TOOLKIT=${CANN_TOOLKIT}" in env  # empty unless given: found (test_ascend_image.py)
     assert "set_env.sh" in steps[index_of(steps, "RUN", "command -v atc")][1]
     msame = steps[index_of(steps, "RUN", "MSAME_BINARY")][1]
     for needle in ("DDK_PATH=", "NPU_HOST_LIB=", "./build.sh g++", "/usr/local/bin/msame", "command -v msame"):

@@ -67,9 +67,9 @@ def host_env(private: Path, node: str, devices: list[int], usage: Path) -> dict[
         "CGAN_NPU_DEVICES": ids, "CGAN_NPU_HOST": node, "CGAN_NPU_LOCK_DIR": str(private / "locks"),
         "STANDIN_MSAME_DEVICES": ids, "STANDIN_NPU_HOST": node, "STANDIN_NPU_STATE_DIR": str(private / "npu"),
         "STANDIN_NPU_USAGE_LOG": str(usage), "STANDIN_MSAME_DELAY_S": "2",
-        # an npu-smi table that lists every device of the host (devices 0..7): the default sample
-        # lists 0 and 1 only, and msame's npu-smi check refuses a device the table does not list
-        "STANDIN_NPU_SMI_SAMPLE": "atlas300_310_x8.txt",
+        # an npu-smi table of 310P3 devices 0..7 (four Atlas 300I Duo cards): CGAN_NPU_DEVICES must
+        # name devices it lists, and the lease checks the om's chip (Ascend310P3) against it
+        "STANDIN_NPU_SMI_SAMPLE": "duo_x4.txt",
         "STANDIN_MSAME_CALLS": str(private / "msame.jsonl"), "STANDIN_ATC_CALLS": str(private / "atc.jsonl"),
     }
 

@@ -302,7 +302,7 @@ def test_ais_bench_backend_leases_any_npu_and_renders_while_inferring(tmp_path, 
     assert list(workspace_pngs(workspace, tmp_path)) == [f"grid_0000000{i}.png" for i in range(3)]
     perf = json.loads(workspace.get_bytes("outputs/shard_0000/perf.json"))
     assert perf["backend"] == "ais_bench" and perf["device"] == f"npu:1@{socket.gethostname()}"
-    assert any(line.startswith("leased NPU 1 on host") for line in task_log.lines)
+    assert any(line.startswith("leased NPU 1 (device1) on host") for line in task_log.lines)
 
 
 def test_no_free_npu_fails_naming_host_and_devices_and_keeps_retries(workspace, standin_om, task_log, monkeypatch):
@@ -318,8 +318,21 @@ def test_no_free_npu_fails_naming_host_and_devices_and_keeps_retries(workspace, 
 
 def test_a_restriction_the_host_cannot_meet_fails_at_once(workspace, standin_om, task_log, monkeypatch):
     monkeypatch.setenv("CGAN_NPU_DEVICES", "0,1")
-    with pytest.raises(AirflowFailException, match="has NPUs 0,1 .*allows only devices 2"):
+    with pytest.raises(AirflowFailException, match="has NPUs 0=device0, 1=device1 .*allows only devices 2"):
         msame_op(standin_om, task_id="m", workspace=workspace.uri, shard=SHARD).execute(context={})
+
+
+def test_an_om_for_another_chip_fails_at_once_naming_both(standins_on_path, calls, workspace, standin_om, task_log,
+                                                           monkeypatch):
+    """A mixed fleet: the om was built for a 310B, this host has 310P3 chips; no retry bounces."""
+    monkeypatch.setenv("STANDIN_NPU_SMI_SAMPLE", "duo_x4.txt")  # 310P3, devices 0..7
+    store = msame_ws(workspace, standin_om)
+    with pytest.raises(AirflowFailException, match="built for Ascend310B1 but host .* has Ascend310P3"):
+        msame_op(standin_om, task_id="m", workspace=store.uri, shard=SHARD,
+                 soc_version="Ascend310B1").execute(context={})
+    assert calls("msame") == []
+    op = msame_op(standin_om, task_id="m", workspace=store.uri, shard=SHARD, soc_version="Ascend310P3")
+    assert op.execute(context={})["device"] == 2
 
 
 def test_an_unknown_npu_tool_is_refused(workspace, standin_om):

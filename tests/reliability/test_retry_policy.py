@@ -80,6 +80,7 @@ RETRY_DECISIONS = {
     "cgan.ascend.errors.AtcError": False,  # but an instance killed by a signal (exit_code < 0) is retryable
     "cgan.ascend.errors.MsameError": True,
     "cgan.ascend.errors.NoFreeNpu": True,  # a retry may find a free NPU
+    "cgan.ascend.errors.OmNotForThisHost": False,  # one om per chip: configuration, not luck
     "cgan.ascend.errors.AisBenchError": True,
     "cgan.run.plan.ParamError": False,
     "cgan.run.shard.ShardError": False,

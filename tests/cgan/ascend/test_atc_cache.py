@@ -161,3 +161,64 @@ def test_missing_onnx_is_said_clearly(tmp_path, fake_toolkit, cache):
 
     with pytest.raises(AscendError, match="not found; create it with `cgan export`"):
         convert(tmp_path / "none.onnx", tmp_path / "a", OPTS, toolkit=locate_toolkit(fake_toolkit), cache=cache)
+
+
+def _unknown_version_toolkit(tmp_path, monkeypatch):
+    """A toolkit home with set_env.sh but no version file, whose atc prints no version."""
+    import os
+
+    from tests.standins.fixtures import STANDINS
+
+    home = tmp_path / "Ascend" / "cann"
+    home.mkdir(parents=True)
+    (home / "set_env.sh").write_text(f'export PATH="{STANDINS}:$PATH"\nexport ASCEND_OPP_PATH="{home}/opp"\n')
+    monkeypatch.setenv("STANDIN_ATC_VERSION", "no number here")
+    return locate_toolkit(home, environ={k: v for k, v in os.environ.items() if k != "CGAN_ASCEND_TOOLKIT"})
+
+
+def test_unknown_toolkit_version_refuses_to_cache(tmp_path, clean_env, calls, upstream_onnx, cache, monkeypatch):
+    """Before: an unknown version was cached under "unknown", so a toolkit upgrade reused the old
+    om. Now atc runs every time, nothing is looked up or stored, and the notes and log say so."""
+    toolkit = _unknown_version_toolkit(tmp_path, monkeypatch)
+    assert toolkit.version == "unknown" and any("version unknown" in n for n in toolkit.notes)
+    lines: list[str] = []
+    first = convert(upstream_onnx, tmp_path / "a", OPTS, toolkit=toolkit, cache=cache, on_line=lines.append)
+    second = convert(upstream_onnx, tmp_path / "b", OPTS, toolkit=toolkit, cache=cache)
+    assert not first.cache_hit and not second.cache_hit and first.cache_key == ""
+    assert len(atc_runs(calls)) == 2 and cache.store.list() == []
+    assert first.om_path.is_file()
+    assert any("conversion cache not used" in n and "unknown" in n for n in first.notes)
+    assert any("conversion cache not used" in line for line in lines)
+
+
+def test_an_entry_stored_under_unknown_is_not_reused(tmp_path, clean_env, calls, upstream_onnx, cache, monkeypatch):
+    """An old cache holding an "unknown" entry (as the code before stored it) is never a hit."""
+    from cgan.storage.files import sha256_file
+
+    toolkit = _unknown_version_toolkit(tmp_path, monkeypatch)
+    seeded = convert(upstream_onnx, tmp_path / "seed", OPTS, toolkit=toolkit)  # no cache: a key is computed
+    cache.put(seeded.cache_key, seeded.om_path, {"target": host_target(), "om_name": seeded.om_path.name,
+                                                 "om_bytes": seeded.om_path.stat().st_size,
+                                                 "om_sha256": sha256_file(seeded.om_path)})
+    again = convert(upstream_onnx, tmp_path / "a", OPTS, toolkit=toolkit, cache=cache)
+    assert not again.cache_hit and len(atc_runs(calls)) == 2
+
+
+def test_cann_85_layout_caches_under_its_real_version(tmp_path, clean_env, calls, upstream_onnx, cache):
+    """The cann/ layout (CANN 8.5+) puts a real version in the key, read from
+    cann/<arch>-linux/ascend_toolkit_install.info, and an upgrade there misses."""
+    from tests.cgan.ascend.test_toolkit_layout import ARCH, cann_85, host_env, roots
+
+    home = cann_85(tmp_path / "Ascend")
+    toolkit = locate_toolkit(environ=host_env(), roots=roots(tmp_path / "Ascend"))
+    first = convert(upstream_onnx, tmp_path / "a", OPTS, toolkit=toolkit, cache=cache)
+    meta = json.loads((tmp_path / "cache" / "atc-cache" / first.cache_key / "entry.json").read_text())
+    assert meta["toolkit_version"] == "8.5.0 (V100R001C25SPC001B212)"
+    assert meta["toolkit_version_source"] == str(home / f"{ARCH}-linux" / "ascend_toolkit_install.info")
+    assert convert(upstream_onnx, tmp_path / "b", OPTS, toolkit=toolkit, cache=cache).cache_hit
+    info = home / f"{ARCH}-linux" / "ascend_toolkit_install.info"
+    info.write_text(info.read_text().replace("version=8.5.0", "version=8.5.1"))
+    upgraded = convert(upstream_onnx, tmp_path / "c", OPTS, toolkit=locate_toolkit(environ=host_env(), roots=roots(
+        tmp_path / "Ascend")), cache=cache)
+    assert not upgraded.cache_hit and upgraded.toolkit_version.startswith("8.5.1")
+    assert len(atc_runs(calls)) == 2

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from cgan.ascend.errors import AscendError, NoFreeNpu
-from cgan.ascend.lease import host_name, inventory, lease_device
+from cgan.ascend.inventory import read_inventory
+from cgan.ascend.lease import host_name, lease_device
 
 HOLDER = """
 import sys, time
@@ -24,6 +25,7 @@ with lease_device(allowed=[int(sys.argv[1])], log=lambda m: None) as lease:
 def lock_env(tmp_path, clean_env):
     clean_env.setenv("CGAN_NPU_LOCK_DIR", str(tmp_path / "locks"))
     clean_env.delenv("CGAN_NPU_DEVICES", raising=False)
+    clean_env.setenv("CGAN_NPU_DEV_DIR", str(tmp_path / "dev"))  # no /dev/davinci<N> nodes
     return clean_env
 
 
@@ -35,22 +37,32 @@ def hold(device: int) -> subprocess.Popen:
     return proc
 
 
-def test_inventory_from_the_worker_setting_then_npu_smi(lock_env, standins_on_path):
-    lock_env.setenv("CGAN_NPU_DEVICES", "0,1,2")
-    assert inventory() == ([0, 1, 2], "CGAN_NPU_DEVICES")
-    lock_env.delenv("CGAN_NPU_DEVICES")
+def test_inventory_from_npu_smi_restricted_by_the_worker_setting(lock_env, standins_on_path):
     lock_env.setenv("STANDIN_NPU_SMI_SAMPLE", "atlas300_310_x8.txt")  # NPU 2048/2049, devices 0..7
-    assert inventory() == (list(range(8)), "npu-smi info")
+    inv = read_inventory()
+    assert (inv.acl_ids, inv.source) == (list(range(8)), "npu-smi info")
+    lock_env.setenv("CGAN_NPU_DEVICES", "0,1,2")
+    assert read_inventory().acl_ids == [0, 1, 2]
+    lock_env.setenv("CGAN_NPU_DEVICES", "0,9")
+    with pytest.raises(AscendError, match="CGAN_NPU_DEVICES=0,9 .* names ACL device.s. 9 this process does not have"):
+        read_inventory()
+
+
+def test_the_worker_setting_alone_is_the_inventory(lock_env):
+    lock_env.setenv("PATH", "/nonexistent")  # no npu-smi
+    lock_env.setenv("CGAN_NPU_DEVICES", "0,1,2")
+    inv = read_inventory()
+    assert (inv.acl_ids, inv.source, inv.npus[2].key) == ([0, 1, 2], "CGAN_NPU_DEVICES", "device2")
 
 
 def test_no_inventory_names_the_fix(lock_env):
     lock_env.setenv("PATH", "/nonexistent")
     with pytest.raises(AscendError, match="set CGAN_NPU_DEVICES on this worker") as err:
-        inventory()
+        read_inventory()
     assert host_name() in str(err.value)
     lock_env.setenv("CGAN_NPU_DEVICES", "0,x")
     with pytest.raises(AscendError, match="CGAN_NPU_DEVICES='0,x'"):
-        inventory()
+        read_inventory()
 
 
 def test_leases_are_exclusive_and_released(lock_env):
@@ -87,6 +99,7 @@ def test_no_free_device_waits_bounded_then_names_host_and_devices(lock_env):
         holder.wait()
     message = str(err.value)
     assert f"no free NPU on host {host_name()}" in message and "devices seen 3 (CGAN_NPU_DEVICES)" in message
+    assert "locks in " in message
     assert "ascend_npu pool" in message and any("waiting" in line for line in logged)
 
 
@@ -118,7 +131,7 @@ def test_a_tool_given_the_lock_keeps_the_device_after_its_task_ends(lock_env):
 
 def test_a_restriction_the_host_cannot_meet(lock_env):
     lock_env.setenv("CGAN_NPU_DEVICES", "0,1")
-    with pytest.raises(AscendError, match="has NPUs 0,1 .* allows only devices 5") as err, \
+    with pytest.raises(AscendError, match="has NPUs 0=device0, 1=device1 .* allows only devices 5") as err, \
             lease_device(allowed=[5], log=lambda m: None):
         pass
     assert host_name() in str(err.value)

@@ -3,12 +3,16 @@
 import json
 import os
 import re
+import shutil
+import signal
+import time
 
 import numpy as np
 import pytest
 
 from cgan.ascend.errors import AscendError, MsameError
 from cgan.ascend.msame import run_msame
+from cgan.ascend.msame_log import printed_success
 from cgan.layout.tensors import output_bin_bytes
 from cgan.recipe.bins import read_input_bin, write_dataset_info
 from cgan.recipe.outputs import find_run_dir, read_output_bin
@@ -48,7 +52,7 @@ def test_folder_run_outputs_perf_and_log(tmp_path, standins_on_path, calls, stan
     assert [p.name for p in (tmp_path / "out").iterdir()] == [run.output_dir.name]
     argv = calls("msame")[0]["argv"]
     assert argv[argv.index("--device") + 1] == "3" and argv[argv.index("--outfmt") + 1] == "BIN"
-    assert "device 3 is listed by npu-smi info (Device column)" in perf["notes"]
+    assert "device 3 is ACL device 3=bus-0000-06-00.0-chip3 (310, OK) (npu-smi info)" in perf["notes"]
 
 
 def test_single_file_input_with_loops(tmp_path, standins_on_path, standin_om, bins3):
@@ -335,8 +339,10 @@ def test_devices_are_checked_against_npu_smis_device_column(tmp_path, standins_o
     run = run_msame(standin_om, bins3, tmp_path / "out", device=7)
     assert len(run.outputs) == 3
     monkeypatch.setenv("STANDIN_NPU_SMI_SAMPLE", "310p3_x2.txt")  # devices 0, 1
-    with pytest.raises(AscendError, match=r"device 7 is not a device of this host: .* lists devices 0, 1"):
+    with pytest.raises(AscendError, match=r"device 7 is not an ACL device of this process .*: its devices are "
+                                          r"0=bus-0000-82-00.0-chip0 \(310P3, OK\), 1=bus-0000-89-00.0-chip0"):
         run_msame(standin_om, bins3, tmp_path / "out", device=7)
+    monkeypatch.setenv("STANDIN_NPU_SMI_SAMPLE", "atlas300_310_x8.txt")
     with pytest.raises(AscendError, match="the Device column of `npu-smi info`.*not the NPU column"):
         run_msame(standin_om, bins3, tmp_path / "out", device=2048)
     assert len(calls("msame")) == 1  # refused before msame ran
@@ -347,14 +353,15 @@ def test_an_npu_id_that_is_not_a_device_is_named_as_such(tmp_path, standins_on_p
     sample = (STANDINS / "npu_smi_samples" / "310p3_x2.txt").read_text().replace("| 1       310P3", "| 9       310P3")
     (tmp_path / "x.txt").write_text(sample)
     monkeypatch.setenv("STANDIN_NPU_SMI_SAMPLE", str(tmp_path / "x.txt"))  # an absolute path works too
-    with pytest.raises(AscendError, match="9 is in the NPU column, a card number"):
+    with pytest.raises(AscendError, match="9 is in npu-smi's NPU column, a card number"):
         run_msame(standin_om, bins3, tmp_path / "out", device=9)
 
 
 def test_without_npu_smi_the_device_is_not_checked(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
     monkeypatch.setenv("STANDIN_NPU_SMI_FAIL", "1")
     run = run_msame(standin_om, bins3, tmp_path / "out", device=6)
-    assert "npu-smi absent or unreadable: device id not checked before msame" in run.perf.notes
+    assert ("no NPU inventory (no device node, npu-smi or CGAN_NPU_DEVICES): device id not checked before msame"
+            in run.perf.notes)
 
 
 def test_an_om_built_for_another_architecture_is_refused(tmp_path, standins_on_path, calls, standin_om, bins3):
@@ -498,3 +505,116 @@ def test_the_timed_standin_computes_the_listed_grids_for_real_and_copies_the_oth
     np.testing.assert_allclose(read_output_bin(again.outputs[2]), truth[2], atol=1e-6)
     single = run_msame(om, bins3 / "grid_00000002.bin", tmp_path / "single", channels=1)  # file input too
     np.testing.assert_allclose(read_output_bin(single.outputs[0]), truth[2], atol=1e-6)
+
+
+# msame's stdout is C stdio's: fully buffered into a pipe. The stand-in is as unkind (4096-byte
+# blocks, flushed at exit, lost on a kill or a crash) unless stdbuf's _STDBUF_O says otherwise.
+needs_stdbuf = pytest.mark.skipif(shutil.which("stdbuf") is None, reason="GNU stdbuf (coreutils) not installed")
+
+
+@needs_stdbuf
+def test_the_standin_loses_its_unflushed_tail_when_it_crashes_unless_line_buffered(tmp_path, standins_on_path,
+                                                                                    standin_om, bins3, monkeypatch):
+    import subprocess
+
+    monkeypatch.setenv("STANDIN_MSAME_CRASH", "1")
+    argv = ["msame", "--model", str(standin_om), "--input", str(bins3), "--output", str(tmp_path / "o")]
+    bare = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    lined = subprocess.run(["stdbuf", "-oL", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bare.returncode == lined.returncode == -signal.SIGSEGV
+    assert bare.stdout == ""  # its lines were still in the 4 KB buffer
+    assert lined.stdout.splitlines()[-1].startswith("[INFO] start to process file:")
+
+
+@needs_stdbuf
+def test_a_crashed_msame_shows_its_last_lines(tmp_path, standins_on_path, calls, standin_om, bins3, monkeypatch):
+    monkeypatch.setenv("STANDIN_MSAME_CRASH", "1")
+    lines = []
+    with pytest.raises(MsameError, match="killed by signal SIGSEGV") as info:
+        run_msame(standin_om, bins3, tmp_path / "out", on_line=lines.append)
+    assert calls("msame")[0]["stdbuf_o"] == "L"  # run under stdbuf -oL
+    text = str(info.value)
+    assert "msame's last " in text and "  [INFO] start to process file:../in/grid_00000000.bin" in text
+    assert lines[-1] == "[INFO] start to process file:../in/grid_00000000.bin"  # in the task log too
+
+
+@needs_stdbuf
+def test_a_timed_out_msame_shows_its_last_lines(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
+    monkeypatch.setenv("STANDIN_MSAME_DELAY_S", "120")  # the first execute hangs
+    lines = []
+    with pytest.raises(MsameError, match="did not finish within 8 s") as info:
+        run_msame(standin_om, bins3, tmp_path / "out", on_line=lines.append, timeout_s=8)
+    tail = str(info.value).split("msame's last ", 1)[1]
+    assert "[INFO] create model output success" in tail
+    assert "[INFO] start to process file:../in/grid_00000000.bin" in tail
+    assert "[INFO] start to process file:../in/grid_00000000.bin" in lines
+
+
+@needs_stdbuf
+def test_msame_lines_arrive_as_they_are_printed(tmp_path, standins_on_path, calls, standin_om, bins3, monkeypatch):
+    monkeypatch.setenv("STANDIN_MSAME_DELAY_S", "0.5")  # each execute
+    seen = []
+    run_msame(standin_om, bins3, tmp_path / "out", on_line=lambda line: seen.append((time.monotonic(), line)))
+    assert calls("msame")[0]["stdbuf_o"] == "L"
+    at = {line: t for t, line in seen}
+    first = at["[INFO] start to process file:../in/grid_00000000.bin"]
+    third = at["[INFO] start to process file:../in/grid_00000002.bin"]
+    assert third - first >= 0.9  # two executes apart: not one burst at exit
+
+
+def test_without_stdbuf_msame_runs_and_the_log_says_so(tmp_path, clean_env, standin_om, bins3, caplog):
+    from tests.standins.fixtures import VENV_BIN
+
+    assert not (VENV_BIN / "stdbuf").exists()
+    clean_env.setenv("PATH", str(VENV_BIN))  # python3 for the stand-in, and no stdbuf
+    with caplog.at_level("WARNING", logger="cgan.ascend.msame"):
+        run = run_msame(standin_om, bins3, tmp_path / "out", msame=str(STANDINS / "msame"), npu_smi=None)
+    assert any(note.startswith("stdbuf not found on msame's PATH") for note in run.perf.notes)
+    assert any("stdbuf not found" in r.getMessage() for r in caplog.records)
+    assert "Execute sample success" in run.log_path.read_text()  # flushed at exit
+
+
+def test_a_null_acl_message_is_named_with_what_it_silenced(tmp_path, standins_on_path, standin_om, bins3,
+                                                           monkeypatch):
+    """aclGetRecentErrMsg() null: `cout << nullptr` silences msame's later cout lines (here the
+    'Inference time' of the next two files); printf lines (averages, success) still come."""
+    monkeypatch.setenv("STANDIN_MSAME_NULL_ACL_MSG", "1")
+    monkeypatch.setenv("STANDIN_MSAME_MODE", "output_error")  # aclrtMemcpy fails on every output
+    lines = []
+    with pytest.raises(MsameError) as info:
+        run_msame(standin_om, bins3, tmp_path / "out", channels=1, on_line=lines.append)
+    assert len([line for line in lines if line.startswith("Inference time")]) == 1  # the stand-in silenced 2
+    assert any(line.startswith("Inference average time") for line in lines) and printed_success(lines)
+    text = str(info.value)
+    assert "`[ERROR] aclrtMemcpy failed, ret[507899]` came without ACL's message" in text
+    assert "aclGetRecentErrMsg() returned null" in text and "2 execute(s) after it printed no 'Inference time'" in text
+    assert "~/ascend/log" in text
+
+
+def test_a_null_acl_message_in_a_good_run_is_noted_not_failed(tmp_path, standins_on_path, standin_om, bins3,
+                                                              monkeypatch, caplog):
+    monkeypatch.setenv("STANDIN_MSAME_NULL_ACL_MSG", "1")
+    monkeypatch.setenv("STANDIN_MSAME_UNLOAD_FAIL", "1")  # after the outputs: not a failure
+    with caplog.at_level("WARNING", logger="cgan.ascend.msame"):
+        run = run_msame(standin_om, bins3, tmp_path / "out", channels=1)
+    assert len(run.outputs) == 3 and run.warnings == ["[ERROR] unload model failed, modelId is 1"]
+    noted = [n for n in run.perf.notes if n.startswith("not a failure: msame's `[ERROR] unload model failed")]
+    assert noted and "aclGetRecentErrMsg() returned null" in noted[0]
+    assert any("came without ACL's message" in r.getMessage() for r in caplog.records)
+
+
+def test_float16_outputs_are_named_with_the_fix(tmp_path, standins_on_path, standin_om, bins3, monkeypatch):
+    monkeypatch.setenv("STANDIN_MSAME_FP16", "outputs")  # an om converted without --output_type=FP32
+    with pytest.raises(MsameError, match=r"grid_00000000_output_0.bin has 156,800 bytes, expected 313,600: "
+                       r"the om's outputs are float16 \(156,800 bytes, half of the 313,600 float32 bytes\).*"
+                       r"reconvert it with atc --output_type=FP32"):
+        run_msame(standin_om, bins3, tmp_path / "out", channels=1)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_half_written_float32_output_is_not_called_float16(tmp_path, standins_on_path, standin_om, bins3,
+                                                             monkeypatch):
+    monkeypatch.setenv("STANDIN_MSAME_MODE", "short_output")  # the first half of the float32 bytes
+    with pytest.raises(MsameError, match="has 156,800 bytes, expected 313,600") as info:
+        run_msame(standin_om, bins3, tmp_path / "out", channels=1)
+    assert "float16" not in str(info.value)

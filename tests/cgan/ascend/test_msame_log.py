@@ -91,3 +91,21 @@ def test_the_task_log_gets_a_progress_line_for_msames_per_file_lines():
     assert logged == ["msame: 2 file(s) computed, 2.500 ms per call on average",
                       "Inference average time : 2.50 ms", "[ERROR] unload model failed, modelId is 1",
                       "Execute sample success"]
+
+
+def test_a_null_acl_message_is_found_where_msame_prints_one():
+    from cgan.ascend.msame_log import null_acl_message, silenced_calls
+
+    with_message = ["[INFO] acl init success", "EE1001: [PID: 7] The argument is invalid.",
+                    "        TraceBack (most recent call last):", "[ERROR] acl open device 5 failed"]
+    assert null_acl_message(with_message) is None
+    assert null_acl_message(["[INFO] acl init success", "", "[ERROR] acl open device 5 failed"]) is None  # ""
+    assert null_acl_message(["[INFO] x", "[ERROR] load model from file failed"]) is None  # no cout before it
+    null = ["[INFO] create model output success", "/out/2023610_9_5_6_1",
+            "[INFO] start to process file:../in/a.bin", "[INFO] model execute success", "Inference time: 2.5ms",
+            "[INFO] get max dynamic batch size success", "[ERROR] aclrtMemcpy failed, ret[507899]",
+            "[INFO] start to process file:../in/b.bin", "[INFO] model execute success",
+            "[INFO] get max dynamic batch size success", "Inference average time : 2.50 ms"]
+    assert null_acl_message(null) == 6 and silenced_calls(null, 6) == 1
+    cann = ["[INFO] x", "[ERROR] RUNTIME(1,msame):2024-01-01-00:00:00.1.2 [x.cc:1]1 acl open device 0 failed"]
+    assert null_acl_message(cann) is None  # CANN's own log line, not msame's

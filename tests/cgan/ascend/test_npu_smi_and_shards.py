@@ -51,15 +51,19 @@ NPU5 = """\
 
 def test_atlas_300_npu_ids_are_not_device_ids():
     """Four 310 chips per card: NPU 2048/2049 (card numbers), Device 0..7 (what --device takes)."""
-    from cgan.ascend.errors import AscendError
-    from cgan.ascend.npu_smi import check_device_listed
-
     chips = parse_npu_smi_info((SAMPLES / "atlas300_310_x8.txt").read_text())
     assert [(c.npu_id, c.chip_id, c.device_id) for c in chips[3:5]] == [(2048, 3, 3), (2049, 0, 4)]
     assert [c.device_id for c in chips] == list(range(8)) and soc_version_of(chips) == "Ascend310"
-    assert check_device_listed(7, chips) == 7
-    with pytest.raises(AscendError, match="device 8 is not a device of this host: .* lists devices 0, 1, 2"):
-        check_device_listed(8, chips)
+
+
+def test_an_atlas_300i_duo_lists_its_card_once_per_chip():
+    """Two 310P3 chips per card: the NPU row repeated, chips 0 and 1, one Bus-Id; card ids 1, 2."""
+    chips = parse_npu_smi_info((SAMPLES / "duo_x2.txt").read_text())
+    assert [(c.npu_id, c.chip_id, c.device_id, c.bus_id) for c in chips] == [
+        (1, 0, 0, "0000:01:00.0"), (1, 1, 1, "0000:01:00.0"), (2, 0, 2, "0000:81:00.0"), (2, 1, 3, "0000:81:00.0")]
+    assert soc_version_of(chips) == "Ascend310P3"
+    health = parse_npu_smi_info((SAMPLES / "310p3_x4_health.txt").read_text())
+    assert [c.health for c in health] == ["OK", "Alarm", "Critical", "Warning"]
 
 
 def test_container_shows_npu_5_as_logical_device_0():

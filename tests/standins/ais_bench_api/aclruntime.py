@@ -6,14 +6,31 @@ backend/python/src/PyInferenceSession (InferenceSession(model, device, options),
 get_outputs, run(names, tensors), sumary().exec_time_list in ms, reset_sumaryinfo, finalize),
 session_options and BaseTensor(ptr, nbytes).
 
+ACL lives once per process, as in the real backend (Ascend/tools ais-bench_workload/tool/ais_bench
+backend, 2023-06): TensorContext is a process-wide singleton whose constructor calls aclInit once
+(DeviceManager::InitDevices); a session's finalize() runs TensorContext::Finalize ->
+DeviceManager::DestroyDevices -> aclFinalize, and nothing initialises ACL again (acl.h: "The
+aclInit interface can be called only once in a process"). So after one session's finalize() a
+second InferenceSession in the same process fails where it opens its device (SetContext ->
+aclrtSetDevice on a finalized ACL): "[ERROR] acl open device N failed" on stdout and
+RuntimeError(GetError(ret)), "[100001][ACL is not initialized] " (the code is inferred: ACL's
+ACL_ERROR_UNINITIALIZE, named by the backend's own error table; unverified on a host). A session
+dropped without finalize() (its destructor unloads the model, PyInferenceSession::Destroy)
+leaves ACL up for the next one; ACL is finalized at process exit (~TensorContext).
+
 Test controls (environment), shared with the stand-in msame:
-  STANDIN_MSAME_DEVICES  ACL devices this "host" has (default 0..7): others -> RuntimeError
-  STANDIN_NPU_STATE_DIR  per-host folder: the device is flocked from session to finalize/exit;
+  STANDIN_MSAME_DEVICES  ACL devices this "host" has (default 0..7): others -> RuntimeError;
+                         with STANDIN_NPU_PHYSICAL and ASCEND_RT_VISIBLE_DEVICES as the stand-in
+                         msame reads them (ACL renumbering; the detector keys on the host's id)
+  STANDIN_NPU_STATE_DIR  per-host folder: the device is flocked from session to finalize, the
+                         session's destruction or exit;
                          a second process on a busy device -> RuntimeError (a TEST DETECTOR of
                          double use, not ACL behaviour)
   STANDIN_NPU_USAGE_LOG  one JSON line per device use ({tool, host, device, pid, start, end});
                          host = STANDIN_NPU_HOST or the machine's hostname
   STANDIN_NPU_DELAY_S    seconds each execute takes (default 0)
+  STANDIN_AIS_BENCH_FP16=1  the om's outputs are float16 (atc without --output_type=FP32): run()
+                         returns float16 tensors, as aclruntime gives the om's output dtype
 """
 
 import atexit
@@ -23,8 +40,27 @@ import json
 import os
 import socket
 import time
+import weakref
 
 import numpy as np
+
+_ACL = {"state": "none"}  # none -> initialised (first session) -> finalized (a finalize()): never again
+_LIVE = weakref.WeakSet()  # sessions holding a device, released at exit (~TensorContext)
+
+
+@atexit.register
+def _process_exit():
+    for session in list(_LIVE):
+        session._release()
+
+
+def _acl_devices(env) -> dict[int, int]:
+    """{ACL id: the host's id}: STANDIN_MSAME_DEVICES, STANDIN_NPU_PHYSICAL, ASCEND_RT_VISIBLE_DEVICES."""
+    base = [int(d) for d in env.get("STANDIN_MSAME_DEVICES", "0,1,2,3,4,5,6,7").split(",")]
+    phys = [int(d) for d in env.get("STANDIN_NPU_PHYSICAL", "").split(",") if d.strip()] or base
+    physical = dict(zip(base, phys, strict=False))
+    rt = [int(d) for d in env.get("ASCEND_RT_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return {i: physical[v] for i, v in enumerate(rt) if v in physical} if rt else physical
 
 
 class session_options:  # noqa: N801 (the real class's name)
@@ -72,23 +108,29 @@ class _Meta:
 
 class InferenceSession:
     def __init__(self, model_path, device_id, options):
-        devices = {int(d) for d in os.environ.get("STANDIN_MSAME_DEVICES", "0,1,2,3,4,5,6,7").split(",")}
+        self._fd = None
+        if _ACL["state"] == "finalized":  # SetContext -> aclrtSetDevice after aclFinalize
+            print(f"[ERROR] acl open device {device_id} failed", flush=True)
+            raise RuntimeError("[100001][ACL is not initialized] ")
+        _ACL["state"] = "initialised"
+        devices = _acl_devices(os.environ)  # ACL id -> the host's id, as the stand-in msame
         if device_id not in devices:
             raise RuntimeError(f"[ERROR] acl open device {device_id} failed, runtime result = 107001 "
                                "(device id error)")
         if not os.path.isfile(model_path):
             raise RuntimeError(f"[ERROR] load model from file failed, model file is {model_path}")
         self.device_id, self.options, self._start = device_id, options, time.time()
-        self._fd = self._hold(device_id)
+        self._physical = devices[device_id]
+        self._fd = self._hold(devices[device_id])
+        _LIVE.add(self)
         import onnxruntime as ort
 
         try:
             self._ort = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            self.finalize()
+            self._release()
             raise RuntimeError(f"[ERROR] load model from file failed: {exc}") from None
         self._info = _Info()
-        atexit.register(self.finalize)
 
     def _hold(self, device):
         state = os.environ.get("STANDIN_NPU_STATE_DIR")
@@ -125,6 +167,8 @@ class InferenceSession:
             t0 = time.perf_counter()
             time.sleep(float(os.environ.get("STANDIN_NPU_DELAY_S") or 0))
             result = self._ort.run(names, feeds)
+            if os.environ.get("STANDIN_AIS_BENCH_FP16") == "1":  # the om's outputs are float16
+                result = [r.astype(np.float16) for r in result]
             self._info.exec_time_list.append((time.perf_counter() - t0) * 1000.0)
         return [Tensor(r) for r in result]
 
@@ -135,12 +179,21 @@ class InferenceSession:
         self._info = _Info()
 
     def finalize(self):
+        """PyInferenceSession::Finalize: Destroy(), then aclFinalize for the whole process."""
+        self._release()
+        _ACL["state"] = "finalized"
+
+    def __del__(self):  # ~PyInferenceSession: Destroy() (the model unloaded); ACL stays up
+        self._release()
+
+    def _release(self):
+        _LIVE.discard(self)
         fd, self._fd = getattr(self, "_fd", None), None
         if fd is None:
             return
         if os.environ.get("STANDIN_NPU_USAGE_LOG"):
             with open(os.environ["STANDIN_NPU_USAGE_LOG"], "a") as fh:
                 host = os.environ.get("STANDIN_NPU_HOST") or socket.gethostname()
-                fh.write(json.dumps({"tool": "ais_bench", "host": host, "device": self.device_id,
+                fh.write(json.dumps({"tool": "ais_bench", "host": host, "device": self._physical,
                                      "pid": os.getpid(), "start": self._start, "end": time.time()}) + "\n")
         os.close(fd)
