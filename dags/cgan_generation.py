@@ -235,6 +235,7 @@ with DAG(
     msame = AscendInferenceOperator.partial(
         task_id="msame_infer", workspace=PLAN("workspace"), om_uri=OUTPUT("atc_convert", "om_uri"),
         om_name=OUTPUT("atc_convert", "om_name"), soc_version=OUTPUT("atc_convert", "soc_version"),
+        om_cann_version=OUTPUT("atc_convert", "toolkit_version"),
         queue="ascend", pool="ascend_npu", msame_path=settings.msame(),
         toolkit_home=settings.ascend_toolkit(), aws_conn_id=settings.s3_conn_id(), execution_timeout=timedelta(hours=1),
         npu_tool="{{ params.npu_tool }}", bucket=settings.publish_bucket(), run_prefix=PLAN("run_prefix"),

@@ -13,6 +13,7 @@ or not, raises the cgan error quoting the tool's own error lines.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,8 @@ class AscendInferenceOperator(CganBaseOperator):
         from newer atc, checked against this host's architecture before the NPU is leased
     :param soc_version: the chip the om was built for (the atc task's XCom `soc_version`): only an
         NPU npu-smi names as that chip is leased; a host with none refuses (OmNotForThisHost)
+    :param om_cann_version: the CANN that built the om (the atc task's XCom `toolkit_version`),
+        logged and kept in perf.json beside this host's CANN and driver (a warning when they differ)
     :param device: an ACL device id (the Device column of `npu-smi info`, not the NPU column)
         this task must lease, overriding the shard's `devices` restriction (None: the shard's)
     :param msame_path: msame's path, or a name looked up on the worker's PATH
@@ -53,12 +56,12 @@ class AscendInferenceOperator(CganBaseOperator):
     """
 
     template_fields: Sequence[str] = (*CganBaseOperator.template_fields, "shard", "om_uri", "om_name", "soc_version",
-                                      "msame_path", "loop", "device", "toolkit_home", "npu_tool", "bucket",
-                                      "run_prefix")
+                                      "om_cann_version", "msame_path", "loop", "device", "toolkit_home", "npu_tool",
+                                      "bucket", "run_prefix")
     ui_color = "#fde7e9"
 
     def __init__(self, *, shard: dict, om_uri: str, om_name: str = "cgan.om", soc_version: str | None = None,
-                 msame_path: str = "msame", loop: int = 1,
+                 om_cann_version: str | None = None, msame_path: str = "msame", loop: int = 1,
                  device: int | None = None, channels: int | None = None, msame_timeout_s: float | None = None,
                  toolkit_home: str | None = None, queue: str = "ascend",
                  pool: str = "ascend_npu", npu_tool: str = "msame", bucket: str | None = None,
@@ -71,6 +74,8 @@ class AscendInferenceOperator(CganBaseOperator):
         self.om_uri = om_uri
         self.om_name = om_name
         self.soc_version = soc_version
+        self.om_cann_version = om_cann_version
+        self._versions: dict[str, str] = {}
         self.msame_path = msame_path
         self.loop = loop
         self.device = device
@@ -106,6 +111,7 @@ class AscendInferenceOperator(CganBaseOperator):
                     run, files = (self._ais_bench(om, bins, out, lease, on_output) if tool == "ais_bench"
                                   else self._msame(om, bins, out, lease, on_output))
                 run.perf.device = lease.label  # npu:<id>@<host>: the device and the host it belongs to
+                run.perf.tool.update(self._versions)
                 run.perf.write(run.output_dir)
                 return run, files
 
@@ -129,6 +135,7 @@ class AscendInferenceOperator(CganBaseOperator):
 
         env, where = runtime_env(self.toolkit_home)
         self.log.info("msame %s", where)
+        self._record_versions(env)
         run = run_msame_batches(om, bins, out, on_output=on_output, device=lease.device, loop=_int(self.loop, "loop"),
                                 msame=self.msame_path, channels=self.channels, env=env,
                                 on_line=TaskLogLines(self.log.info),  # per-file lines summed up; all in msame.log
@@ -143,7 +150,23 @@ class AscendInferenceOperator(CganBaseOperator):
         """ais_bench's Python API in this process; each grid rendered while the NPU computes the next."""
         from cgan.ascend.ais_bench import run_ais_bench
 
+        self._record_versions(os.environ)  # the API runs in this process, on its environment
         return run_ais_bench(om, bins, out, device=lease.device, progress=self._progress, on_output=on_output), []
+
+    def _record_versions(self, env) -> None:
+        """This host's CANN and driver, beside the om's CANN (perf.json `tool`, the task log)."""
+        from cgan.ascend.toolkit import UNKNOWN_VERSION, inference_host_versions
+
+        versions = inference_host_versions(env)
+        om = str(self.om_cann_version or UNKNOWN_VERSION)
+        self._versions = {"om_cann_version": om, **versions}
+        host = versions["host_cann_version"]
+        line = (f"om built with CANN {om}; this host loads CANN {host}, driver "
+                f"{versions['host_driver_version']}")
+        if UNKNOWN_VERSION not in (om, host) and om.split()[0] != host.split()[0]:
+            self.log.warning("%s: they differ; if the om fails to load, convert it again with this host's CANN", line)
+        else:
+            self.log.info("%s", line)
 
     def _progress(self, done: int, total: int) -> None:
         from cgan.progress import is_tenth

@@ -294,3 +294,23 @@ def locate_toolkit(toolkit_home: str | os.PathLike | None = None, *, atc_from_pa
         notes.append(f"toolkit version unknown: none of {', '.join(map(str, version_candidates(home, env)))} "
                      "holds a version and `atc --version` printed none")
     return Toolkit(atc=atc, env=env, version=version, version_source=source, home=home, notes=notes)
+
+
+DRIVER_VERSION_FILE = Path("/usr/local/Ascend/driver/version.info")
+
+
+def inference_host_versions(env: Mapping[str, str],
+                            driver_info: Path = DRIVER_VERSION_FILE) -> dict[str, str]:
+    """What an om meets on the NPU host: the CANN the tool's environment loads (read as for atc,
+    from ASCEND_TOOLKIT_HOME/ASCEND_HOME_PATH) and the driver (`Version=` of the driver's
+    version.info, mounted read-only by compose). Either is "unknown" where it cannot be read.
+    Recorded in perf.json's `tool`, beside the om's own CANN (the atc task's), so an om that
+    fails to load after a host upgrade shows both."""
+    cann, _ = read_toolkit_version(None, dict(env))
+    driver = UNKNOWN_VERSION
+    try:
+        values = _read_kv(driver_info)
+        driver = values.get("version") or values.get("innerversion") or UNKNOWN_VERSION
+    except OSError:
+        pass
+    return {"host_cann_version": cann, "host_driver_version": driver}

@@ -97,6 +97,23 @@ def test_atc_convert_leaves_the_om_in_the_cache_and_second_run_hits_it(tmp_path,
     assert json.loads(json.dumps(again)) == again  # XCom-serialisable
 
 
+def test_an_unknown_toolkit_version_keeps_the_om_in_the_run_not_the_cache(tmp_path, fake_toolkit, calls, workspace,
+                                                                          onnx_uri, task_log, monkeypatch):
+    """No version file and an `atc --version` without one: the cache refuses (an upgrade would not
+    invalidate it), so the om goes into the run's workspace and atc runs every time."""
+    for info in fake_toolkit.rglob("ascend_toolkit_install.info"):
+        info.unlink()
+    monkeypatch.setenv("STANDIN_ATC_VERSION", "ATC version unknown")
+    result = atc_op(workspace, tmp_path, fake_toolkit, onnx=onnx_uri).execute(context={})
+    assert result["cache_key"] == "" and result["toolkit_version"] == "unknown" and result["cache_hit"] is False
+    assert result["om_uri"] == f"{workspace.uri.rstrip('/')}/om/{result['om_name']}"
+    assert workspace.list("om") == [f"om/{result['om_name']}"] and not (tmp_path / "cache" / "atc-cache").exists()
+    assert any("unknown" in line and "cach" in line for line in task_log.lines)
+    again = atc_op(workspace, tmp_path, fake_toolkit, onnx=onnx_uri).execute(context={})
+    assert again["cache_hit"] is False
+    assert len([c for c in calls("atc") if c["argv"] != ["--version"]]) == 2
+
+
 def test_the_om_keeps_the_name_atc_gave_it_and_msame_runs_it(tmp_path, fake_toolkit, workspace, onnx_uri,
                                                               task_log, standins_on_path, monkeypatch):
     """Newer atc writes cgan_linux_<arch>.om (it runs only there): msame gets the om under that name."""
@@ -268,11 +285,35 @@ def test_msame_path_parameter(tmp_path, clean_env, workspace, standin_om, task_l
 def test_msame_gets_the_cann_environment_when_set_env_exists(tmp_path, fake_toolkit, calls, workspace,
                                                              standin_om, task_log):
     store = msame_ws(workspace, standin_om)
-    msame_op(standin_om, task_id="m", workspace=store.uri, shard=SHARD,
-                           toolkit_home=str(fake_toolkit)).execute(context={})
+    msame_op(standin_om, task_id="m", workspace=store.uri, shard=SHARD, om_cann_version="8.0.RC1",
+             toolkit_home=str(fake_toolkit)).execute(context={})
     (call,) = calls("msame")
     assert call["ascend_opp_path"] == f"{fake_toolkit}/latest/opp"
     assert any("environment from" in line for line in task_log.lines)
+    # the om's CANN beside the one this host loads and its driver: perf.json and a warning line
+    tool = json.loads(store.get_bytes("outputs/shard_0000/perf.json"))["tool"]
+    assert tool["om_cann_version"] == "8.0.RC1" and tool["host_cann_version"].startswith("7.0.0")
+    assert tool["host_driver_version"] in ("unknown", *[ln.split("=", 1)[1].strip() for ln in _driver_info()])
+    assert any(line.startswith("om built with CANN 8.0.RC1; this host loads CANN 7.0.0") and "they differ" in line
+               for line in task_log.lines)
+
+
+def _driver_info() -> list[str]:
+    from cgan.ascend.toolkit import DRIVER_VERSION_FILE
+
+    try:
+        return [ln for ln in DRIVER_VERSION_FILE.read_text().splitlines() if ln.lower().startswith("version=")]
+    except OSError:
+        return []
+
+
+def test_the_host_driver_version_is_read_from_its_version_info(tmp_path):
+    from cgan.ascend.toolkit import inference_host_versions
+
+    (tmp_path / "version.info").write_text("Version=24.1.rc2\nascendhal_version=7.35.23\n")
+    assert inference_host_versions({}, tmp_path / "version.info") == {
+        "host_cann_version": "unknown", "host_driver_version": "24.1.rc2"}
+    assert inference_host_versions({}, tmp_path / "absent")["host_driver_version"] == "unknown"
 
 
 def test_msame_without_set_env_uses_the_worker_environment(tmp_path, standins_on_path, calls, workspace,
