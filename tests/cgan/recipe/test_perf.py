@@ -54,3 +54,18 @@ def test_peak_rss_grows_with_touched_memory_and_never_falls():
     # a peak, not the current size (96 MiB lower once the block is freed); the kernel's RSS
     # counters are approximate per CPU, so the recorded peak may read a little under `during`
     assert after >= during - 4
+
+
+def test_the_latency_plot_ticks_whole_calls():
+    """Three calls: matplotlib's default ticks read 1.0, 1.25, 1.5, ... calls; a call is whole."""
+    import matplotlib.pyplot as plt
+
+    from cgan.recipe.perf_plot import latency_figure, latency_plot_png
+
+    records = [{"samples_ms": [2.5, 2.6, 2.55], "device": "npu:0@a", "batch": 100}]
+    fig = latency_figure(records)
+    left, right = fig.axes
+    for ticks in (left.get_xticks(), right.get_yticks()):
+        assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+    plt.close(fig)
+    assert latency_plot_png(records).startswith(b"\x89PNG")
