@@ -36,6 +36,7 @@ COMPONENTS = {
     "worker-ascend": "airflow-worker-ascend",
 }
 WORKER_COMPONENTS = {"worker-default", "worker-ascend"}
+NPU_HOST_COMPONENT = "worker-npu-host"  # docker/compose.npu-host.yaml's worker
 DB_KEYS = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC")
 REDIS_KEYS = ("AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND")
 SWAPPED = {
@@ -46,6 +47,7 @@ SWAPPED = {
     "CGAN_PUBLISH_BUCKET": "a bucket of this test run in the test's S3 server",
     "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": "a bucket of this test run in the test's S3 server",
     "CGAN_ASCEND_TOOLKIT": "the stand-in CANN toolkit (the image's path does not exist here)",
+    "CGAN_NPU_LOCK_DIR": "the host folder compose mounts there: one folder per simulated host (npu_lock_dir)",
 }
 # What the Dockerfiles set with ENV (the compose file builds on it); here the repository's paths.
 IMAGE_ENV = {"AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER", "CGAN_ASCEND_PYTHON"}
@@ -75,6 +77,7 @@ class TestDeployment:
     log_folder: str
     toolkit: str
     npu_count: str = "1"  # CGAN_NPU_COUNT: each Ascend worker's Celery concurrency
+    npu_lock_root: str = ""  # the simulated hosts' NPU lock folders are <npu_lock_root>/<component>
 
     def env_file_values(self) -> dict[str, str]:
         return {
@@ -102,7 +105,15 @@ def _swap_db(value: str, database_url: str) -> str:
     return make_url(database_url).set(drivername=compose_url.drivername).render_as_string(hide_password=False)
 
 
-def _swap(key: str, value: str, dep: TestDeployment) -> str:
+def npu_lock_dir(dep: TestDeployment, component: str) -> Path:
+    """The NPU lock folder of one simulated host (a compose component), as its host folder."""
+    assert dep.npu_lock_root, "TestDeployment.npu_lock_root is not set"
+    return Path(dep.npu_lock_root) / component
+
+
+def _swap(key: str, value: str, dep: TestDeployment, component: str) -> str:
+    if key == "CGAN_NPU_LOCK_DIR":
+        return str(npu_lock_dir(dep, component))
     if key in DB_KEYS:
         return _swap_db(value, dep.database_url)
     if key in REDIS_KEYS:
@@ -136,7 +147,7 @@ def compose_services(dep: TestDeployment, workdir: Path) -> ComposeServices:
         compose_env[component] = raw
         commands[component] = service.get("command") or []
         healthchecks[component] = (service.get("healthcheck") or {}).get("test") or []
-        env[component] = {k: _swap(k, v, dep) if k in SWAPPED else v for k, v in raw.items()}
+        env[component] = {k: _swap(k, v, dep, component) if k in SWAPPED else v for k, v in raw.items()}
         leftovers = [k for k, v in env[component].items() for s in UNUSED_SECRETS.values() if s in v]
         assert not leftovers, f"{service_name}: {leftovers} still hold a compose-only secret after the swaps"
         if component in WORKER_COMPONENTS:
@@ -179,7 +190,7 @@ def npu_host_service(dep: TestDeployment, workdir: Path) -> tuple[dict, dict, li
     env_file = write_env(workdir / "npu-host.env", values, template=NPU_HOST_ENV)
     service = resolved(compose_binary(), env_file, files=(NPU_HOST_COMPOSE,))["services"]["airflow-worker-ascend"]
     raw = {k: "" if v is None else str(v) for k, v in service["environment"].items()}
-    env = {k: _swap(k, v, dep) if k in SWAPPED else v for k, v in raw.items()}
+    env = {k: _swap(k, v, dep, NPU_HOST_COMPONENT) if k in SWAPPED else v for k, v in raw.items()}
     for which in (raw, env):
         held = worker_holds(which, dep)
         assert not held, f"docker/compose.npu-host.yaml's worker holds {held}"

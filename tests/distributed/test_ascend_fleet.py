@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.distributed.compose_env import NPU_HOST_COMPONENT, npu_lock_dir
 from tests.distributed.test_celery_topology import (  # noqa: F401 (services_or_skip: a fixture)
     DAG_ID,
     make_cann_python,
@@ -64,7 +65,7 @@ def host_env(private: Path, node: str, devices: list[int], usage: Path) -> dict[
     ids = ",".join(map(str, devices))
     return {
         "CGAN_ASCEND_PYTHON": str(make_cann_python(private / "cann-python" / "bin", private / "cann-python.log")),
-        "CGAN_NPU_DEVICES": ids, "CGAN_NPU_HOST": node, "CGAN_NPU_LOCK_DIR": str(private / "locks"),
+        "CGAN_NPU_DEVICES": ids, "CGAN_NPU_HOST": node,  # CGAN_NPU_LOCK_DIR: the compose file's, one per host
         "STANDIN_MSAME_DEVICES": ids, "STANDIN_NPU_HOST": node, "STANDIN_NPU_STATE_DIR": str(private / "npu"),
         "STANDIN_NPU_USAGE_LOG": str(usage), "STANDIN_MSAME_DELAY_S": "2",
         # an npu-smi table of 310P3 devices 0..7 (four Atlas 300I Duo cards): CGAN_NPU_DEVICES must
@@ -74,16 +75,16 @@ def host_env(private: Path, node: str, devices: list[int], usage: Path) -> dict[
     }
 
 
-def held_locks(folder: Path) -> dict[int, int]:
-    """{device: pid written in its lock file} for every lock some process holds now."""
+def held_locks(folder: Path) -> dict[str, int]:
+    """{lock file name: pid written in it} for every NPU lock some process holds now."""
     held = {}
-    for path in sorted(folder.glob("npu*.lock")) if folder.is_dir() else []:
+    for path in sorted(folder.glob("npu-*.lock")) if folder.is_dir() else []:
         fd = os.open(path, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
             text = path.read_text().strip()
-            held[int(path.stem[3:])] = int(text) if text.isdigit() else -1
+            held[path.name] = int(text) if text.isdigit() else -1
         finally:
             os.close(fd)
     return held
@@ -150,7 +151,9 @@ def test_two_ascend_hosts_lease_their_own_npus(local_s3, tmp_path):
         stack.start_npu_host_worker(nodes["b"], **envs["b"])
         wait_for_dag(stack)
         stack.api.json("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
-        killer = Killer(private["a"] / "locks")
+        locks = {"a": npu_lock_dir(stack.deployment, "worker-ascend"),
+                 "b": npu_lock_dir(stack.deployment, NPU_HOST_COMPONENT)}  # each host's folder, as compose mounts it
+        killer = Killer(locks["a"])
         killer.start()
         run_id = stack.api.json("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", ok=(200,),
                                 json={"logical_date": None, "conf": CONF})["dag_run_id"]
@@ -167,7 +170,7 @@ def test_two_ascend_hosts_lease_their_own_npus(local_s3, tmp_path):
         assert max(t["try_number"] for t in npu_tis.values()) >= 2, ti_table(tis)
         time.sleep(3)
         for h in HOSTS:
-            assert held_locks(private[h] / "locks") == {}, h
+            assert held_locks(locks[h]) == {}, h
 
         # every shard ran on a device of its own host (the worker that ran it)
         latest = json.loads(s3.get_object(Bucket=buckets["pub"], Key="latest.json")["Body"].read())

@@ -17,7 +17,7 @@ Where the services live (override for another machine):
 | variable | default |
 |---|---|
 | CGAN_TEST_POSTGRES | postgresql://postgres@127.0.0.1:5432/postgres (a role that may CREATE DATABASE) |
-| CGAN_TEST_REDIS | redis://127.0.0.1:6379/5 (this DB number is flushed; use one nothing else uses) |
+| CGAN_TEST_REDIS | redis://127.0.0.1:6379/5, flushed (use a DB nothing else uses); xdist worker gwN: DB + N |
 | CGAN_REQUIRE_SERVICES | unset: a missing service skips the test; 1 (CI): it fails it |
 """
 
@@ -84,10 +84,22 @@ def _redis_problem(url: str) -> str | None:
     return None
 
 
+def per_worker_db(redis_url: str) -> str:
+    """Under pytest-xdist, worker gwN's Redis DB is the configured number + N: two workers'
+    distributed tests never flush or lock each other's DB."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not worker[2:].isdigit() or worker == "gw0":
+        return redis_url
+    base, _, db = redis_url.rpartition("/")
+    if not db.isdigit():
+        return redis_url
+    return f"{base}/{int(db) + int(worker[2:])}"
+
+
 def check_services() -> tuple[Services, str | None]:
     """Where the services are, and what is wrong with them (None: both answer)."""
     found = Services(os.environ.get("CGAN_TEST_POSTGRES") or DEFAULT_POSTGRES,
-                     os.environ.get("CGAN_TEST_REDIS") or DEFAULT_REDIS)
+                     per_worker_db(os.environ.get("CGAN_TEST_REDIS") or DEFAULT_REDIS))
     problems = [p for p in (_postgres_problem(found.postgres), _redis_problem(found.redis)) if p]
     return found, "; ".join(problems) or None
 
@@ -398,7 +410,8 @@ class CeleryStack:
             jwt_secret=secrets.token_urlsafe(64),  # HS512 wants >= 64 bytes
             api_secret_key=secrets.token_urlsafe(32), admin_password=secrets.token_urlsafe(12),
             artifact_root=self.s3.artifact_root, publish_bucket=self.s3.publish_bucket,
-            log_folder=self.s3.log_folder, toolkit=self.toolkit, npu_count=str(self.npu_count))
+            log_folder=self.s3.log_folder, toolkit=self.toolkit, npu_count=str(self.npu_count),
+            npu_lock_root=str(self.root / "npu-locks"))
         self.compose = compose_services(self.deployment, self.root / "compose")
 
     def _test_only(self, name: str) -> dict[str, str]:
@@ -576,10 +589,10 @@ class CeleryStack:
     def start_npu_host_worker(self, node: str, **extra: str) -> tuple[Component, list]:
         """A worker as an extra NPU host runs it: docker/compose.npu-host.yaml's environment (no
         database, no Fernet key, no JWT secret) and command. Returns it (ready) and its healthcheck."""
-        from tests.distributed.compose_env import npu_host_service
+        from tests.distributed.compose_env import NPU_HOST_COMPONENT, npu_host_service
 
         raw, compose_env, command, test = npu_host_service(self.deployment, self.root / "compose-npu-host")
-        name = "worker-npu-host"
+        name = NPU_HOST_COMPONENT
         env = airflow_env(self.root / "homes" / name)
         env.update(compose_env)
         added = {**self._test_only(name), "CGAN_TEST_NODE": node, "AIRFLOW__CORE__HOSTNAME_CALLABLE": NODE_CALLABLE,
