@@ -77,6 +77,7 @@ RETRY_DECISIONS = {
     "cgan.storage.s3.S3PreconditionFailed": True,  # another writer won: read again
     "cgan.ascend.errors.AscendError": False,
     "cgan.ascend.errors.ToolchainNotFound": False,
+    "cgan.ascend.toolkit.ToolkitNotFound": False,  # no set_env.sh where looked: install CANN or set the override
     "cgan.ascend.errors.AtcError": False,  # but an instance killed by a signal (exit_code < 0) is retryable
     "cgan.ascend.errors.MsameError": True,
     "cgan.ascend.errors.NoFreeNpu": True,  # a retry may find a free NPU
