@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, required=True,
                    help="output root; each run gets a new timestamped folder in it")
     p.add_argument("--device", type=_non_negative_int, default=0, 
-                   help="msame, ais_bench: ACL device id 0..255, the Device column of `npu-smi info` (default 0)")
+                   help="msame, ais_bench: ACL device id 0..255 (this host's NPUs from 0; default 0)")
     p.add_argument("--msame", default="msame", help="msame: its path, or a name on PATH (default msame)")
     p.add_argument("--loop", type=_positive_int, default=1,
                    help="msame: --loop 1..100 for a single .bin input (ignored by msame for a folder)")

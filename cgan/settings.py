@@ -7,7 +7,7 @@
 | CGAN_S3_CONN_ID | cgan_s3 | Airflow connection of the object store |
 | CGAN_DEFAULT_TARGET | cpu | target of nightly runs: cpu or ascend |
 | CGAN_SOC_VERSION | Ascend310P3 | default --soc_version of atc |
-| CGAN_DEVICES | (none: any NPU) | the form's default devices (npu-smi's Device column), comma-separated |
+| CGAN_DEVICES | (none: any NPU) | the form's default devices (ACL ids), comma-separated |
 | CGAN_SCHEDULE | 0 2 * * * | cron of the nightly run |
 | CGAN_TIMEZONE | UTC | timezone of that cron |
 | CGAN_NUM_GRIDS | 100 | default grids per run |
@@ -123,7 +123,7 @@ def devices() -> list[int] | None:
         return [int(d) for d in raw.split(",") if d.strip()]
     except ValueError:
         raise ConfigError(f"CGAN_DEVICES={raw!r} must be comma-separated device ids "
-                          "(the Device column of `npu-smi info`) such as 0,1; fix it, or leave it "
+                          "(ACL ids: each worker's NPUs from 0) such as 0,1; fix it, or leave it "
                           "empty for any NPU of each Ascend worker") from None
 
 

@@ -71,8 +71,9 @@ PARAMS = {
                                                           "of `npu-smi info`, e.g. Ascend310P3."),
     "devices": Param(settings.devices(), type=["null", "array"], minItems=1, maxItems=64, uniqueItems=True,
                      items={"type": "integer", "minimum": 0, "maximum": 255}, title="Devices",
-                     description="Optional restriction: the ACL device ids (Device column of `npu-smi "
-                                 "info`) a shard may lease on its Ascend worker. Empty: any free NPU."),
+                     description="Optional restriction: the ACL device ids (the worker's NPUs counted from 0; "
+                                 "on a bare host the Device column of `npu-smi info`) a shard may lease on "
+                                 "its Ascend worker. Empty: any free NPU."),
     "npu_tool": Param(settings.npu_tool(), type="string", enum=list(NPU_TOOLS), title="NPU tool",
                       description="target ascend: msame (the recipe's tool, one process per shard) or "
                                   "ais_bench (current CANN's runner, through its Python API in the task)."),

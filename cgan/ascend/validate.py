@@ -41,7 +41,7 @@ def _int_in(value: object, name: str, lo: int, hi: int) -> int:
 
 
 def check_device(value: object) -> int:
-    """An ACL device id (msame --device): 0..255, the Device column of `npu-smi info`."""
+    """An ACL device id (msame --device): 0..255 (cgan.ascend.inventory says which exist)."""
     if isinstance(value, int) and not isinstance(value, bool) and value > MAX_DEVICE:
         raise AscendError(
             f"device must be an integer in 0..{MAX_DEVICE}, got {value}: use the Device column of "

@@ -118,7 +118,7 @@ def validate(conf: dict) -> RunParams:
     if p.devices is not None:
         if not isinstance(p.devices, list) or not 1 <= len(p.devices) <= MAX_DEVICES:
             raise ParamError(f"devices must be empty (any NPU of the worker's host) or a list of 1..{MAX_DEVICES} "
-                             f"device ids (the Device column of `npu-smi info`), got {p.devices!r}")
+                             f"ACL device ids (each worker's NPUs from 0), got {p.devices!r}")
         for d in p.devices:
             _int("each device id", d, 0, 255)
         if len(set(p.devices)) != len(p.devices):
