@@ -33,8 +33,10 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 demo: install
 	$(BIN)/python scripts/demo.py --num-grids $(DEMO_GRIDS) --seed $(DEMO_SEED) --out $(DEMO_DIR)
 
+# Two workers, one test file each (pytest-xdist --dist loadfile: a file's session fixtures start
+# once per worker); the 40 slowest tests are listed at the end.
 test: lint install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile -p no:cacheprovider --durations=40
 
 # The inner loop: lint and the domain library's fast unit tests (no Airflow, no S3 server), on
 # every core (pytest-xdist); the tests marked slow run in `make test`.
