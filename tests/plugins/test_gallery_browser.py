@@ -338,7 +338,10 @@ def test_gallery_in_chromium_after_airflow_login(server, ui_runs, dag_run, tmp_p
         time.sleep(0.3)
         _check_screenshot(page.screenshot(ARTIFACTS / "gallery-grid-where.png"))
         page.evaluate("document.querySelector('a[rel=next]').click()")
-        page.wait_for(f"location.pathname === '/cgan-gallery/runs/{newest}/zoom/1'", what="the next grid")
+        # the new URL shows before its document is parsed: wait for the pager's link itself
+        page.wait_for(f"location.pathname === '/cgan-gallery/runs/{newest}/zoom/1' && "
+                      "[...document.querySelectorAll('.pager a')].some(a => a.textContent === '3x')",
+                      what="the next grid")
         page.evaluate("[...document.querySelectorAll('.pager a')].find(a => a.textContent === '3x').click()")
         page.wait_for("location.search === '?zoom=3' && document.querySelector('img.zoomed') &&"
                       " document.querySelector('img.zoomed').complete", what="3x")
