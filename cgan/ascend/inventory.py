@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cgan.ascend.errors import AscendError
-from cgan.ascend.npu_smi import NpuChip, read_npu_smi
+from cgan.ascend.npu_smi import NpuChip, read_npu_smi, soc_of_name
 from cgan.ascend.shards import parse_devices
 
 ENV_DEVICES = "CGAN_NPU_DEVICES"
@@ -50,12 +50,7 @@ class Npu:
 
     @property
     def soc_version(self) -> str | None:
-        from cgan.ascend.validate import SOC_VERSION_RE
-
-        if not self.name or self.name.startswith("Ascend"):
-            return None
-        soc = f"Ascend{self.name}"
-        return soc if SOC_VERSION_RE.fullmatch(soc) else None
+        return soc_of_name(self.name)
 
     @property
     def usable(self) -> bool:

@@ -32,11 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cgan.ascend.errors import AscendError, NoFreeNpu, OmNotForThisHost
-from cgan.ascend.inventory import ENV_DEVICES, ENV_HOST, Inventory, Npu, host_name, read_inventory
+from cgan.ascend.inventory import Inventory, Npu, host_name, read_inventory
 from cgan.ascend.validate import check_device
 from cgan.checks import env_number
-
-__all__ = ["ENV_DEVICES", "ENV_HOST", "Lease", "host_name", "lease_device", "lock_dir"]
 
 ENV_LOCK_DIR = "CGAN_NPU_LOCK_DIR"
 ENV_WAIT_S = "CGAN_NPU_LEASE_WAIT_S"
@@ -64,12 +62,6 @@ class Lease:
 
 def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
     return os.environ if env is None else env
-
-
-def inventory(env: Mapping[str, str] | None = None, npu_smi: str = "npu-smi") -> tuple[list[int], str]:
-    """(ACL device ids of this process, where they came from): see cgan.ascend.inventory."""
-    inv = read_inventory(env, npu_smi)
-    return inv.acl_ids, inv.source
 
 
 def lock_dir(env: Mapping[str, str] | None = None) -> Path:

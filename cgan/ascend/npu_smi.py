@@ -34,6 +34,14 @@ ROW_RE = re.compile(r"^\|(.*)\|\s*$")
 CHIP_ROW_RE = re.compile(r"^(?:[0-9A-Fa-f]{4}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.\d|NA)\b")  # Bus-Id
 
 
+def soc_of_name(name: str | None) -> str | None:
+    """atc's --soc_version for npu-smi's Name: "Ascend" + Name; None for an A3 name or no name."""
+    if not name or name.startswith("Ascend"):
+        return None
+    soc = f"Ascend{name}"
+    return soc if SOC_VERSION_RE.fullmatch(soc) else None
+
+
 @dataclass(frozen=True)
 class NpuChip:
     npu_id: int
@@ -45,8 +53,7 @@ class NpuChip:
 
     @property
     def soc_version(self) -> str | None:
-        soc = f"Ascend{self.name}"
-        return soc if not self.name.startswith("Ascend") and SOC_VERSION_RE.fullmatch(soc) else None
+        return soc_of_name(self.name)
 
 
 def _cells(line: str) -> list[str] | None:

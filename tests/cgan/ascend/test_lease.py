@@ -9,8 +9,8 @@ import time
 import pytest
 
 from cgan.ascend.errors import AscendError, NoFreeNpu
-from cgan.ascend.inventory import read_inventory
-from cgan.ascend.lease import host_name, lease_device
+from cgan.ascend.inventory import host_name, read_inventory
+from cgan.ascend.lease import lease_device
 
 HOLDER = """
 import sys, time
