@@ -36,7 +36,7 @@ demo: install
 # Two workers, one test file each (pytest-xdist --dist loadfile: a file's session fixtures start
 # once per worker); the 40 slowest tests are listed at the end.
 test: lint install
-	$(BIN)/python -m pytest -n 2 --dist loadfile -p no:cacheprovider --durations=40
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -p no:cacheprovider --durations=40
 
 # The inner loop: lint and the domain library's fast unit tests (no Airflow, no S3 server), on
 # every core (pytest-xdist); the tests marked slow run in `make test`.

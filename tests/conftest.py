@@ -10,6 +10,29 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED_GENERATOR = REPO / "models" / "cgan_generator.pth"
 
+# The files that run real Airflow (whole DAG runs, services), longest first: seconds each on a
+# 2-core machine under two workers. `make test` hands whole files to its workers in collection
+# order (--dist loadfile --no-loadscope-reorder); starting the longest first (the longest-
+# processing-time rule) lets the workers finish together instead of one idling while the other
+# runs a long file it was handed last. Any other file keeps its place after these.
+LONGEST_FIRST = (
+    "tests/reliability/test_dag_faults.py",  # 295 s
+    "tests/dags/test_cgan_generation.py",  # 244 s
+    "tests/distributed/test_ascend_fleet.py",  # 133 s
+    "tests/dags/test_checkpoint_trigger.py",  # 104 s
+    "tests/reliability/test_load.py",  # 94 s
+    "tests/distributed/test_celery_topology.py",  # 90 s
+    "tests/cgan/ascend/test_msame.py",  # 56 s
+    "tests/reliability/test_storage_faults.py",  # 47 s
+    "tests/plugins/test_gallery_browser.py",  # 41 s
+    "tests/cgan/test_cli.py",  # 35 s
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: n for n, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: files stay whole
+
 
 def build_checkpoint(path: Path, channels: int, *, prefix: str = "", half: bool = False, seed: int = 0) -> Path:
     """A randomly initialised upstream generator saved as a state_dict (BN stats perturbed)."""
