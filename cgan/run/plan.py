@@ -42,6 +42,11 @@ DEFAULT_CHECKPOINT = "models/cgan_generator.pth"
 CHECKPOINT_ASSET = "cgan_checkpoint"
 
 
+# A seed given as text (the trigger form's Seed field; JSON numbers past 2**53 lose digits in a
+# browser, digits do not): 1 to 19 digits, then range-checked like an integer seed.
+SEED_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
 class ParamError(CganError):
     """A run parameter is missing, of the wrong type, out of range or unsafe."""
 
@@ -107,6 +112,12 @@ def validate(conf: dict) -> RunParams:
     unknown = sorted(set(conf) - known)
     if unknown:
         raise ParamError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    seed = conf.get("seed")
+    if isinstance(seed, str):  # the form's Seed field keeps what was typed, digits or not
+        if not SEED_DIGITS.fullmatch(seed):
+            raise ParamError(f"seed must be a whole number 0..{MAX_SEED} (digits only), or empty for one derived "
+                             f"from the logical date, got {seed!r}")
+        conf = dict(conf, seed=int(seed))
     p = RunParams(**{k: v for k, v in conf.items()
                      if v is not None or k in ("seed", "devices") or k.startswith("gate_")})
     _int("num_grids", p.num_grids, 1, MAX_GRIDS)

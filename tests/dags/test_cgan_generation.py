@@ -7,8 +7,10 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
+from urllib.parse import quote
 
 import pytest
 
@@ -93,6 +95,17 @@ def asset_events(env: dict[str, str], uri: str) -> list[dict]:
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("EVENTS")]
     assert line, proc.stderr[-3000:]
     return json.loads(line[0][len("EVENTS"):])
+
+
+def published_link(airflow_home, run_id: str) -> str | None:
+    """The publish task's stored "Published run" link (XCom `_link_PublishedRunLink`) of a run."""
+    db = sqlite3.connect(airflow_home / "airflow.db")
+    try:
+        rows = db.execute("select value from xcom where key = '_link_PublishedRunLink' and task_id = 'publish' "
+                          "and run_id = ?", (run_id,)).fetchall()
+    finally:
+        db.close()
+    return json.loads(rows[0][0]) if rows else None
 
 
 def task_states(env: dict[str, str]) -> dict[str, list[str]]:
@@ -296,6 +309,10 @@ def test_cpu_run_publishes_a_complete_run(airflow_home, local_s3, tmp_path):
     states = task_states(env)
     assert states["atc_convert"] == ["skipped"] and set(states["msame_infer"]) == {"skipped"}, states
     assert set(states["onnxruntime_infer"]) == {"success"} and states["publish"] == ["success"], states
+    # the "Published run" extra link as the task runner stored it (what the UI's Details tab shows,
+    # tests/plugins/test_gallery_browser.py): the run's Gallery tab
+    link = published_link(airflow_home, manifest["run_id"])
+    assert link == f"/dags/cgan_generation/runs/{quote(manifest['run_id'], safe='')}/plugin/cgan-gallery-run"
     # published, so its workspace is gone; the exported model stays in the model store, once
     root = tmp_path / "artifacts"
     assert not [p for p in (root / "runs").rglob("*") if p.is_file()]

@@ -1,6 +1,8 @@
 """The gallery in a real `airflow api-server` (plugin loaded from plugins/, mounted by Airflow)
-and, once, in headless Chromium through Airflow's own login page, asserting on what a person sees
-(rendered sizes, the text of tick labels and legends), not only on the HTML.
+and in headless Chromium through Airflow's own login page, asserting on what a person sees
+(rendered sizes, the text of tick labels and legends), not only on the HTML; with the two ways a
+person reaches it from Airflow's own pages: the trigger form (its refusals) and the publish
+task's "Published run" link.
 
 The screenshots stay in test-artifacts/:
 
@@ -13,7 +15,10 @@ The screenshots stay in test-artifacts/:
 - gallery-grid.png, gallery-grid-where.png: one grid zoomed 2x, and where it lives (pack, member,
   commands); gallery-grid-3x.png: 3x;
 - gallery-dag-run-tab.png: the DAG run page's Gallery tab in Airflow's own layout;
-- gallery-dag-run-tab-to-logs.png: the publish task's logs, opened from a link in that tab.
+- gallery-dag-run-tab-to-logs.png: the publish task's logs, opened from a link in that tab;
+- form-grids-0.png, form-seed-abc.png: the trigger form refusing Grids 0 and Seed `abc`, each
+  value kept as typed;
+- publish-extra-link.png: the publish task's Details tab with its "Published run" link.
 """
 
 from __future__ import annotations
@@ -386,3 +391,134 @@ def test_gallery_in_chromium_after_airflow_login(server, ui_runs, dag_run, tmp_p
         page.wait_for(f"location.pathname === '/dags/cgan_generation/runs/{run}/plugin/cgan-gallery-run' &&"
                       f" document.querySelector('iframe') && {FRAME}.querySelector('h1') &&"
                       f" {FRAME}.querySelector('h1').textContent === 'Run {MANUAL_RUN_ID}'", what="Back to the tab")
+
+
+DIALOG = "[...document.querySelectorAll('[role=dialog]')].find(d => d.innerText.includes('Trigger Dag'))"
+
+
+def _dag_runs(server, token) -> list[dict]:
+    import httpx
+
+    response = httpx.get(f"{server['url']}/api/v2/dags/cgan_generation/dagRuns",
+                         headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    return response.json()["dag_runs"]
+
+
+def _type_into(page, name: str, text: str) -> str:
+    """Replace a form field's text as a person would (select all, type), leave it; its value after."""
+    page.evaluate(f"(() => {{ const e = document.querySelector('[name=element_{name}]'); e.focus(); e.select() }})()")
+    page.call("Input.insertText", text=text)
+    page.evaluate("document.activeElement.blur()")
+    time.sleep(0.3)
+    return page.evaluate(f"document.querySelector('[name=element_{name}]').value")
+
+
+def _press_trigger(page) -> None:
+    page.evaluate(f"[...{DIALOG}.querySelectorAll('button')].filter(b => b.innerText.trim() === 'Trigger').pop()"
+                  ".click()")
+
+
+def _refusal(page) -> str:
+    """The text of the form's error box (Airflow shows the API's 400 detail at the top of the form)."""
+    return page.wait_for(
+        f"(() => {{ const p = [...{DIALOG}.querySelectorAll('p')].find(p => p.innerText.startsWith('Invalid input'));"
+        " return p ? p.innerText : '' })()", what="the form's refusal")
+
+
+def test_the_trigger_form_keeps_a_bad_value_and_its_refusal_names_it(server, token, dag_run, tmp_path):
+    """Grids 0 and Seed `abc` as a person types them into Airflow's trigger form: the field keeps
+    the value (0 is not clamped to 1; `abc` is not dropped, which ran a date-derived seed), Trigger
+    is refused with a message that names the param, the value and the bound, and no run starts.
+    Digits in Seed travel as typed."""
+    binary = find_chromium()
+    if not binary:
+        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
+    url = server["url"]
+    runs_before = {r["dag_run_id"] for r in _dag_runs(server, token)}
+    with chromium(binary, tmp_path / "chromium-profile") as page:
+        _login(page, url, server["password"], "/dags/cgan_generation")
+        page.wait_for("[...document.querySelectorAll('button')].some(b => b.innerText.trim() === 'Trigger')",
+                      timeout=90, what="the DAG page's Trigger button")
+        page.evaluate("[...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Trigger').click()")
+        page.wait_for("document.querySelector('[name=element_num_grids]') && document.querySelector("
+                      "'[name=element_seed]')", what="the trigger form")
+        help_text = page.evaluate(f"{DIALOG}.innerText")
+        assert "How many 10x10 grids (100 digits each) to generate: 1 to 10,000,000." in help_text
+        assert "Noise seed, a whole number 0 to 9,007,199,254,740,991; up to 9,223,372,036,854,775,807 in double" \
+               " quotes" in help_text
+
+        # -- Grids 0: kept as typed; the refusal names num_grids, 0 and the bound
+        assert _type_into(page, "num_grids", "0") == "0"
+        _press_trigger(page)
+        refusal = _refusal(page)
+        assert refusal.startswith("Invalid input for param num_grids: 0 is less than or equal to the minimum of 0")
+        assert page.evaluate("document.querySelector('[name=element_num_grids]').value") == "0"
+        page.evaluate(f"[...{DIALOG}.querySelectorAll('p')].find(p => p.innerText.startsWith('Invalid input'))"
+                      ".scrollIntoView()")
+        time.sleep(0.5)
+        _check_screenshot(page.screenshot(ARTIFACTS / "form-grids-0.png"))
+
+        # -- Seed abc: kept as typed (the number input it had dropped it); refused, naming seed and 'abc'
+        assert _type_into(page, "num_grids", "3") == "3"
+        assert _type_into(page, "seed", "abc") == "abc"
+        _press_trigger(page)
+        page.wait_for(f"{DIALOG}.innerText.includes(\"Invalid input for param seed: 'abc' does not match\")",
+                      what="the seed's refusal")
+        assert page.evaluate("document.querySelector('[name=element_seed]').value") == "abc"
+        page.evaluate("document.querySelector('[name=element_seed]').scrollIntoView({block: 'center'})")
+        time.sleep(0.3)
+        _check_screenshot(page.screenshot(ARTIFACTS / "form-seed-abc.png"))
+        assert {r["dag_run_id"] for r in _dag_runs(server, token)} == runs_before  # nothing started
+
+        # -- a seed past 2**53 - 1 as a number: the browser rounds it, so it is refused, never run;
+        # in double quotes it travels as typed
+        _type_into(page, "seed", "9007199254740993")
+        _press_trigger(page)
+        page.wait_for(f"{DIALOG}.innerText.includes('Invalid input for param seed: 9007199254740992 is greater than"
+                      " or equal to the maximum of 9007199254740992')", what="the rounded seed's refusal")
+        assert {r["dag_run_id"] for r in _dag_runs(server, token)} == runs_before
+        assert _type_into(page, "seed", '"9007199254740993"') == "9007199254740993"
+        _press_trigger(page)
+        page.wait_for("location.pathname.startsWith('/dags/cgan_generation/runs/manual__')", what="the new run's page")
+    (new,) = [r for r in _dag_runs(server, token) if r["dag_run_id"] not in runs_before]
+    assert new["conf"]["seed"] == "9007199254740993" and new["conf"]["num_grids"] == 3
+    from cgan.run.plan import validate
+
+    assert validate(new["conf"]).seed == 9007199254740993  # what plan runs with
+
+
+def test_the_publish_tasks_link_opens_the_runs_gallery_tab_inside_airflow(server, token, dag_run, tmp_path):
+    """The publish task's "Published run" extra link (Details -> Extra Links) opens the DAG run's
+    Gallery tab in Airflow's own window. The link's XCom is what the task runner stores at the end
+    of publish (`_link_PublishedRunLink`, from PublishedRunLink.get_link; the DAG test checks that
+    a real run stores it); here it is written through the REST API for the queued manual run."""
+    import httpx
+
+    binary = find_chromium()
+    if not binary:
+        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
+    url, auth = server["url"], {"Authorization": f"Bearer {token}"}
+    run = quote(MANUAL_RUN_ID, safe="")
+    tab = f"/dags/cgan_generation/runs/{run}/plugin/cgan-gallery-run"
+    response = httpx.post(f"{url}/api/v2/dags/cgan_generation/dagRuns/{run}/taskInstances/publish/xcomEntries",
+                          headers=auth, json={"key": "_link_PublishedRunLink", "value": tab})
+    assert response.status_code == 201, response.text
+    links = httpx.get(f"{url}/api/v2/dags/cgan_generation/dagRuns/{run}/taskInstances/publish/links", headers=auth)
+    assert links.json()["extra_links"] == {"Published run": tab}
+    with chromium(binary, tmp_path / "chromium-profile") as page:
+        _login(page, url, server["password"], f"/dags/cgan_generation/runs/{run}/tasks/publish/details")
+        link = page.wait_for("(() => { const a = [...document.querySelectorAll('a')].find(a => a.innerText.trim() ==="
+                             " 'Published run'); return a ? [a.getAttribute('href'), a.getAttribute('target')] :"
+                             " null })()", timeout=90, what="the Published run link")
+        assert link == [tab, "_self"]  # Airflow's own window, not a new one
+        page.evaluate("[...document.querySelectorAll('a')].find(a => a.innerText.trim() === 'Published run')"
+                      ".scrollIntoView()")
+        time.sleep(0.3)
+        _check_screenshot(page.screenshot(ARTIFACTS / "publish-extra-link.png"))
+        page.evaluate("[...document.querySelectorAll('a')].find(a => a.innerText.trim() === 'Published run').click()")
+        page.wait_for(f"location.pathname === {json.dumps(tab.replace('%3A', ':').replace('%2B', '+'))} ||"
+                      f" location.pathname === {json.dumps(tab)}", what="the Gallery tab")
+        page.wait_for(f"document.querySelector('iframe') && {FRAME}.querySelector('h1') && "
+                      f"{FRAME}.querySelector('h1').textContent === 'Run {MANUAL_RUN_ID}'", timeout=90,
+                      what="the run's gallery page inside Airflow")

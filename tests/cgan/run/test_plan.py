@@ -45,6 +45,27 @@ def test_bad_params_are_refused_with_the_fix(conf, message):
     assert message in str(err.value)
 
 
+def test_a_seed_typed_as_digits_runs_as_that_integer():
+    """The form's Seed field sends what was typed as text (a browser rounds numbers past 2**53 - 1)."""
+    assert validate({"seed": "42"}).seed == 42
+    assert validate({"seed": "9007199254740993"}).seed == 9007199254740993  # not ...992
+    assert validate({"seed": "9223372036854775807"}).seed == 2**63 - 1 and validate({"seed": "0"}).seed == 0
+
+
+@pytest.mark.parametrize("seed", ["abc", "-5", "", " 42", "4 2", "1e3", "42.0", "١٢", "9" * 20])
+def test_a_seed_typed_as_anything_but_digits_is_refused_not_replaced(seed):
+    with pytest.raises(ParamError) as err:
+        validate({"seed": seed})
+    assert "seed must be a whole number 0..9223372036854775807 (digits only), or empty for one derived from the " \
+           f"logical date, got {seed!r}" in str(err.value)
+
+
+def test_a_seed_of_19_digits_past_the_largest_is_refused():
+    with pytest.raises(ParamError) as err:
+        validate({"seed": "9" * 19})
+    assert "seed must be an integer in 0..9223372036854775807, got 9999999999999999999" in str(err.value)
+
+
 @pytest.mark.parametrize("soc", ["Ascend310", "Ascend310P3", "Ascend910B1", "Ascend310B4", "Ascend910_9391"])
 def test_real_soc_names_pass(soc):
     assert validate({"soc_version": soc}).soc_version == soc
