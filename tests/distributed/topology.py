@@ -270,22 +270,34 @@ class Component:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+# A SIGTERM can be lost: the dag-processor's handler raises SystemExit, and when the signal lands
+# while the process forks a parser, the handler runs inside logging's at-fork callback, where
+# CPython prints "Exception ignored in: <function _releaseLock>" and goes on (seen in a CI run:
+# the dag-processor parsed on for 45 s after "Exiting gracefully upon receiving signal 15").
+# So a component still running RESEND_SIGTERM_S after the last SIGTERM gets another one.
+RESEND_SIGTERM_S = 10.0
+
+
 def stop_components(components: list[Component], timeout: float = 45) -> list[str]:
-    """SIGTERM every process group, wait, SIGKILL what is left (descendants included).
-    Returns the names of components that had to be killed."""
+    """SIGTERM every process group (again every RESEND_SIGTERM_S to what still runs), wait,
+    SIGKILL what is left after `timeout` (descendants included). Returns the names of components
+    that had to be killed."""
     import psutil
 
     for comp in components:
         comp.remember_descendants()
         comp.signal_group(signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    for comp in components:
-        if comp.proc is None:
-            continue
-        try:
-            comp.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
+    resend = time.monotonic() + RESEND_SIGTERM_S
+    while time.monotonic() < deadline:
+        running = [c for c in components if c.proc is not None and c.proc.poll() is None]
+        if not running:
+            break
+        if time.monotonic() >= resend:
+            for comp in running:
+                comp.signal_group(signal.SIGTERM)
+            resend = time.monotonic() + RESEND_SIGTERM_S
+        time.sleep(0.2)
     killed = []
     for comp in components:
         if comp.proc is None:
