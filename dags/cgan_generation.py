@@ -36,6 +36,7 @@ from cgan.run.plan import (
     CHECKPOINT_RE,
     DEFAULT_CHECKPOINT,
     MAX_GRIDS_PER_SHARD,
+    MAX_NUMBER_SEED,
     NPU_TOOLS,
     PRECISION_MODES,
     SEED_DIGITS,
@@ -62,11 +63,11 @@ PARAMS = {
                        description=f"How many 10x10 grids (100 digits each) to generate: 1 to {MAX_GRIDS:,}."),
     # An integer, or digits as a string. With a string type the form keeps what was typed (its number
     # input drops "abc", which then ran a date-derived seed); the form parses a typed number in the
-    # browser, where integers past 2**53 - 1 lose digits, so a JSON integer seed stops there (a
+    # browser, where integers past MAX_NUMBER_SEED lose digits, so a JSON integer seed stops there (a
     # rounded one is refused, never run) and a larger one up to MAX_SEED goes as a string.
     "seed": Param(None, type=["null", "integer", "string"], pattern=f"^{SEED_DIGITS.pattern}$",
-                  exclusiveMinimum=-1, exclusiveMaximum=2**53, title="Seed",
-                  description=f"Noise seed, a whole number 0 to {2**53 - 1:,}; up to {MAX_SEED:,} in double "
+                  exclusiveMinimum=-1, exclusiveMaximum=MAX_NUMBER_SEED + 1, title="Seed",
+                  description=f"Noise seed, a whole number 0 to {MAX_NUMBER_SEED:,}; up to {MAX_SEED:,} in double "
                               'quotes ("...": a browser rounds larger numbers). Empty: derived from the run\'s '
                               "logical date (YYYYMMDDHHMMSS), so nightly runs differ and each can be reproduced."),
     "target": Param(settings.default_target(), type="string", enum=list(TARGETS), title="Target",

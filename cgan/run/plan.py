@@ -42,9 +42,10 @@ DEFAULT_CHECKPOINT = "models/cgan_generator.pth"
 CHECKPOINT_ASSET = "cgan_checkpoint"
 
 
-# A seed given as text (the trigger form's Seed field; JSON numbers past 2**53 lose digits in a
+# A seed given as text (the trigger form's Seed field; JSON numbers past 2**53 - 1 lose digits in a
 # browser, digits do not): 1 to 19 digits, then range-checked like an integer seed.
 SEED_DIGITS = re.compile(r"[0-9]{1,19}")
+MAX_NUMBER_SEED = 2**53 - 1  # the largest seed the form takes as a JSON number (larger: as digits)
 
 
 class ParamError(CganError):

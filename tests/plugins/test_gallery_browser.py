@@ -27,7 +27,7 @@ import io
 import json
 import secrets
 import time
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -144,6 +144,15 @@ def dag_run(server, token):
     return response.json()
 
 
+@pytest.fixture
+def binary() -> str:
+    """Headless Chromium's executable; the browser tests skip without it (CI installs it)."""
+    found = find_chromium()
+    if not found:
+        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
+    return found
+
+
 def test_api_server_mounts_the_gallery_behind_airflow_login(server, token, ui_runs):
     import httpx
 
@@ -238,10 +247,7 @@ def _two_runs():
     return [run("2026-05-01", 14.46, 0.955, "accepted"), run("2026-05-02", 9.8, 0.62, "rejected")]
 
 
-def test_gallery_in_chromium_after_airflow_login(server, ui_runs, dag_run, tmp_path):
-    binary = find_chromium()
-    if not binary:
-        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
+def test_gallery_in_chromium_after_airflow_login(server, ui_runs, dag_run, binary, tmp_path):
     url = server["url"]
     newest = quote(NEWEST, safe="")
     with chromium(binary, tmp_path / "chromium-profile") as page:
@@ -426,14 +432,12 @@ def _refusal(page) -> str:
         " return p ? p.innerText : '' })()", what="the form's refusal")
 
 
-def test_the_trigger_form_keeps_a_bad_value_and_its_refusal_names_it(server, token, dag_run, tmp_path):
+def test_the_trigger_form_keeps_a_bad_value_and_its_refusal_names_it(server, token, dag_run, binary,
+                                                                      tmp_path):
     """Grids 0 and Seed `abc` as a person types them into Airflow's trigger form: the field keeps
     the value (0 is not clamped to 1; `abc` is not dropped, which ran a date-derived seed), Trigger
     is refused with a message that names the param, the value and the bound, and no run starts.
     Digits in Seed travel as typed."""
-    binary = find_chromium()
-    if not binary:
-        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
     url = server["url"]
     runs_before = {r["dag_run_id"] for r in _dag_runs(server, token)}
     with chromium(binary, tmp_path / "chromium-profile") as page:
@@ -488,16 +492,14 @@ def test_the_trigger_form_keeps_a_bad_value_and_its_refusal_names_it(server, tok
     assert validate(new["conf"]).seed == 9007199254740993  # what plan runs with
 
 
-def test_the_publish_tasks_link_opens_the_runs_gallery_tab_inside_airflow(server, token, dag_run, tmp_path):
+def test_the_publish_tasks_link_opens_the_runs_gallery_tab_inside_airflow(server, token, dag_run, binary,
+                                                                          tmp_path):
     """The publish task's "Published run" extra link (Details -> Extra Links) opens the DAG run's
     Gallery tab in Airflow's own window. The link's XCom is what the task runner stores at the end
     of publish (`_link_PublishedRunLink`, from PublishedRunLink.get_link; the DAG test checks that
     a real run stores it); here it is written through the REST API for the queued manual run."""
     import httpx
 
-    binary = find_chromium()
-    if not binary:
-        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
     url, auth = server["url"], {"Authorization": f"Bearer {token}"}
     run = quote(MANUAL_RUN_ID, safe="")
     tab = f"/dags/cgan_generation/runs/{run}/plugin/cgan-gallery-run"
@@ -517,8 +519,7 @@ def test_the_publish_tasks_link_opens_the_runs_gallery_tab_inside_airflow(server
         time.sleep(0.3)
         _check_screenshot(page.screenshot(ARTIFACTS / "publish-extra-link.png"))
         page.evaluate("[...document.querySelectorAll('a')].find(a => a.innerText.trim() === 'Published run').click()")
-        page.wait_for(f"location.pathname === {json.dumps(tab.replace('%3A', ':').replace('%2B', '+'))} ||"
-                      f" location.pathname === {json.dumps(tab)}", what="the Gallery tab")
+        page.wait_for(f"decodeURIComponent(location.pathname) === {json.dumps(unquote(tab))}", what="the Gallery tab")
         page.wait_for(f"document.querySelector('iframe') && {FRAME}.querySelector('h1') && "
                       f"{FRAME}.querySelector('h1').textContent === 'Run {MANUAL_RUN_ID}'", timeout=90,
                       what="the run's gallery page inside Airflow")
