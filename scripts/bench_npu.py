@@ -31,6 +31,8 @@ sys.path.insert(0, str(REPO))
 
 NPU_MS_PER_GRID = 2.548  # the recipe's msame figure on an Ascend 310 (docs/performance.md)
 STANDIN_MSAME = REPO / "tests" / "standins" / "msame"
+STANDIN_AIS_BENCH = REPO / "tests" / "standins" / "ais_bench_api"
+MODES = ("ais_bench", "batched", "after")
 
 
 def worker(args: dict) -> dict:
@@ -62,14 +64,24 @@ def worker(args: dict) -> dict:
         runs.append(run)
         return run, [run.log_path]
 
+    def ais_bench(bins, out, on_output):
+        from cgan.ascend.ais_bench import run_ais_bench
+
+        run = run_ais_bench(args["om"], bins, out, device=args["device"], on_output=on_output)
+        runs.append(run)
+        return run, []
+
     def after(bins, out, on_output):
         run = run_msame(args["om"], bins, out, **common)
         runs.append(run)
         return run, [run.log_path]
 
+    if args["mode"] == "ais_bench":  # the stand-in ais_bench/aclruntime packages, timed
+        sys.path.insert(0, str(STANDIN_AIS_BENCH))
+        os.environ["STANDIN_AIS_BENCH_TIMED_MS"] = str(NPU_MS_PER_GRID)
+    runtime = {"batched": batched, "after": after, "ais_bench": ais_bench}[args["mode"]]
     t0 = time.perf_counter()
-    result = run_shard(store, shard, tmp / "work", batched if args["mode"] == "batched" else after,
-                       render_while_running=args["mode"] == "batched",
+    result = run_shard(store, shard, tmp / "work", runtime, render_while_running=args["mode"] != "after",
                        stager=BucketPacks(client, "cgan", f"runs/bench-npu-{args['device']}"), log=lambda _m: None)
     wall = time.perf_counter() - t0
     npu_s = shard.count * NPU_MS_PER_GRID / 1000
@@ -96,7 +108,7 @@ def bench_npu(npus: int = 2, grids: int = 4000) -> dict:
         shutil.copyfile(export_onnx(str(REPO / "models" / "cgan_generator.pth"), str(root / "m.onnx")).onnx_path, om)
         out: dict = {"npus": npus, "grids_per_npu": grids, "npu_ms_per_grid": NPU_MS_PER_GRID,
                      "cores": os.cpu_count()}
-        for mode in ("batched", "after"):
+        for mode in MODES:
             procs = []
             for device in range(npus):
                 job = {"tmp": str(root / f"{mode}-{device}"), "grids": grids, "seed": device, "device": device,
@@ -119,7 +131,8 @@ def bench_npu(npus: int = 2, grids: int = 4000) -> dict:
 def print_table(d: dict) -> None:
     print(f"\nSimulated NPUs (timed msame stand-in, {d['npu_ms_per_grid']} ms per grid, computes nothing): "
           f"{d['npus']} at once, {d['grids_per_npu']:,} grids each, {d['cores']} cores")
-    for mode, what in (("batched", "msame in batches, grids rendered while the next batch computes (now)"),
+    for mode, what in (("ais_bench", "ais_bench's Python API, grids rendered while the NPU computes the next"),
+                       ("batched", "msame in batches, grids rendered while the next batch computes (now)"),
                        ("after", "one msame per shard, grids rendered after it (before)")):
         rows = d.get(mode) or []
         busy = ", ".join(f"npu {r['device']} {100 * r['busy']:.0f}%" for r in rows)

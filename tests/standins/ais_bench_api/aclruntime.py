@@ -28,13 +28,20 @@ Test controls (environment), shared with the stand-in msame:
                          double use, not ACL behaviour)
   STANDIN_NPU_USAGE_LOG  one JSON line per device use ({tool, host, device, pid, start, end});
                          host = STANDIN_NPU_HOST or the machine's hostname
-  STANDIN_NPU_DELAY_S    seconds each execute takes (default 0)
+  STANDIN_NPU_DELAY_S    seconds each execute takes besides computing (default 0)
+  STANDIN_AIS_BENCH_TIMED_MS  a TIMED NPU for `make bench`: each execute lasts this many ms and
+                         computes nothing (the first computes with ONNX Runtime; every later
+                         output is a copy of it), so the host CPU is left to the task
+  Every wait holds the GIL, as the real run() does: pybind11 binds InferenceSession.run without
+  a gil_scoped_release (backend/python/src/PyInferenceSession/PyInferenceSession.cpp at
+  Ascend/tools 9d6da90), so no other thread of the process runs Python while the NPU computes.
   STANDIN_AIS_BENCH_FP16=1  the om's outputs are float16 (atc without --output_type=FP32): run()
                          returns float16 tensors, as aclruntime gives the om's output dtype
 """
 
 import atexit
 import ctypes
+import ctypes.util
 import fcntl
 import json
 import os
@@ -52,6 +59,27 @@ _LIVE = weakref.WeakSet()  # sessions holding a device, released at exit (~Tenso
 def _process_exit():
     for session in list(_LIVE):
         session._release()
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+_LIBC = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6")  # PyDLL: the GIL stays held
+_LIBC.clock_nanosleep.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Timespec), ctypes.c_void_p]
+_CLOCK_MONOTONIC, _TIMER_ABSTIME = 1, 1
+
+
+def _wait_holding_gil(seconds):
+    """Sleep `seconds` without releasing the GIL and without using the CPU (clock_nanosleep to an
+    absolute CLOCK_MONOTONIC deadline, called through ctypes.PyDLL), as a C++ call that blocks
+    on the device with the GIL held."""
+    if seconds <= 0:
+        return
+    deadline = time.clock_gettime(time.CLOCK_MONOTONIC) + seconds
+    spec = _Timespec(int(deadline), int((deadline % 1) * 1e9))
+    while _LIBC.clock_nanosleep(_CLOCK_MONOTONIC, _TIMER_ABSTIME, ctypes.byref(spec), None) == 4:  # EINTR
+        pass
 
 
 def _acl_devices(env) -> dict[int, int]:
@@ -131,6 +159,7 @@ class InferenceSession:
             self._release()
             raise RuntimeError(f"[ERROR] load model from file failed: {exc}") from None
         self._info = _Info()
+        self._timed = []  # STANDIN_AIS_BENCH_TIMED_MS: the one computed output, copied for later calls
 
     def _hold(self, device):
         state = os.environ.get("STANDIN_NPU_STATE_DIR")
@@ -163,10 +192,17 @@ class InferenceSession:
                 raise RuntimeError(f"[ERROR] arg0 tensorsize: {need} filesize: {len(tensor.data)} not match")
             feeds[m.name] = np.frombuffer(tensor.data, "<f4").reshape(m.shape)
         result = None
+        timed_s = float(os.environ.get("STANDIN_AIS_BENCH_TIMED_MS") or 0) / 1000.0
         for _ in range(max(1, self.options.loop)):
             t0 = time.perf_counter()
-            time.sleep(float(os.environ.get("STANDIN_NPU_DELAY_S") or 0))
-            result = self._ort.run(names, feeds)
+            _wait_holding_gil(float(os.environ.get("STANDIN_NPU_DELAY_S") or 0))
+            if timed_s and self._timed:
+                _wait_holding_gil(timed_s - (time.perf_counter() - t0))
+                result = [r.copy() for r in self._timed]
+            else:
+                result = self._ort.run(names, feeds)
+                if timed_s:
+                    self._timed = [r.copy() for r in result]
             if os.environ.get("STANDIN_AIS_BENCH_FP16") == "1":  # the om's outputs are float16
                 result = [r.astype(np.float16) for r in result]
             self._info.exec_time_list.append((time.perf_counter() - t0) * 1000.0)
