@@ -121,7 +121,7 @@ def _run_ais_bench(args):
 
     if args.model is None:
         raise CganError("--backend ais_bench needs --model X.om (make it with `cgan convert`)")
-    _say(f"ais_bench (Python API, in this process) on device {args.device}: {args.model} over {args.input}")
+    _say(f"ais_bench (Python API, in a process of its own) on device {args.device}: {args.model} over {args.input}")
     return run_ais_bench(args.model, args.input, args.output, device=args.device, warmup=args.warmup,
                          progress=_progress("infer"))
 

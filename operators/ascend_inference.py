@@ -6,8 +6,9 @@ Mapped over the run's shards (`.partial(...).expand(shard=...)`) as task `msame_
 own host (cgan.ascend.lease; the shard's `devices`, when the run names some, restrict the
 choice) and runs the shard through `npu_tool` on it (cgan.run.inference.run_shard): msame in
 batches of 1,000 bins (output streamed into the task log; each grid rendered and packed as
-soon as msame has written it, while msame computes the next) or ais_bench's Python API in this process (grids rendered
-while the NPU computes the next call). Every failure, exit 0
+soon as msame has written it, while msame computes the next) or ais_bench's Python API in a
+process of its own that only feeds the NPU (grids rendered here while the NPU computes the next
+call). Every failure, exit 0
 or not, raises the cgan error quoting the tool's own error lines.
 """
 
@@ -41,8 +42,8 @@ class AscendInferenceOperator(CganBaseOperator):
     :param loop: msame --loop, 1..100 (msame ignores it for folder input: one call per bin)
     :param channels: expected output channels (1 or 3); None accepts either, consistently
     :param msame_timeout_s: seconds before msame is killed (None: the task's execution_timeout only)
-    :param npu_tool: msame (a process per shard) or ais_bench (its Python API in this task's
-        process: the worker's environment must already hold the CANN libraries)
+    :param npu_tool: msame (a process per batch of bins) or ais_bench (its Python API in a process
+        of its own: the worker's environment must already hold the CANN libraries)
     :param toolkit_home: folder of the CANN set_env.sh, sourced for msame (msame needs the ACL
         libraries); None (default): the worker's CGAN_ASCEND_TOOLKIT, else the first of
         /usr/local/Ascend/cann and /usr/local/Ascend/ascend-toolkit holding one; with none, the
@@ -108,7 +109,8 @@ class AscendInferenceOperator(CganBaseOperator):
                     leases.append(lease)
                     self.log.info("Shard %d through %s on NPU %d of host %s", shard.index, tool, lease.device,
                                   lease.host)
-                    run, files = (self._ais_bench(om, bins, out, lease, on_output) if tool == "ais_bench"
+                    run, files = (self._ais_bench(om, bins, out, lease, on_output, shard.handed_stems)
+                                  if tool == "ais_bench"
                                   else self._msame(om, bins, out, lease, on_output))
                 run.perf.device = lease.label  # npu:<id>@<host>: the device and the host it belongs to
                 run.perf.tool.update(self._versions)
@@ -146,12 +148,15 @@ class AscendInferenceOperator(CganBaseOperator):
                              "notes and msame.log): %s", line)
         return run, [run.log_path]
 
-    def _ais_bench(self, om: Path, bins: Path, out: Path, lease, on_output):
-        """ais_bench's Python API in this process; each grid rendered while the NPU computes the next."""
+    def _ais_bench(self, om: Path, bins: Path, out: Path, lease, on_output, handed_stems):
+        """ais_bench's Python API in a process of its own (cgan.ascend.ais_bench); each grid rendered
+        here while the NPU computes the next."""
         from cgan.ascend.ais_bench import run_ais_bench
 
         self._record_versions(os.environ)  # the API runs in this process, on its environment
-        return run_ais_bench(om, bins, out, device=lease.device, progress=self._progress, on_output=on_output), []
+        return run_ais_bench(om, bins, out, device=lease.device, progress=self._progress, on_output=on_output,
+                             pass_fds=(lease.fd,),  # the lease's lock held by the NPU's process too
+                             write_stems=handed_stems if on_output is not None else None), []
 
     def _record_versions(self, env) -> None:
         """This host's CANN and driver, beside the om's CANN (perf.json `tool`, the task log)."""

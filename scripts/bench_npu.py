@@ -6,11 +6,14 @@ Each simulated NPU is one process running what the ascend inference task runs (c
 .run_shard: the shard's bins, the tool, the grids rendered and judged, packed, staged in the
 publish bucket of a local S3 server, the hand-over), with the TIMED msame stand-in
 (tests/standins/msame, STANDIN_MSAME_TIMED_MS=2.548: each call sleeps the recipe's 2.548 ms per
-grid on a 310P instead of computing, so the host CPU is left to the task). A stand-in: no NPU
-runs, and its grids are copies of one (the parity check would fail). Two ways side by side:
-`batched` (run_msame_batches: one msame per 1,000 bins, each batch's grids rendered while the
-next computes: what the DAG runs) and `after` (one msame over the shard, then the rendering: the
-layout before packs). Busy share = the NPU's compute time (grids x 2.548 ms) over the task's
+grid on a 310P instead of computing, so the host CPU is left to the task; the stand-in ais_bench
+API's STANDIN_AIS_BENCH_TIMED_MS likewise, holding the GIL while it waits as aclruntime's run()
+does). A stand-in: no NPU runs, and its grids are copies of one (the parity check would fail).
+Three ways side by side: `ais_bench` (run_ais_bench: the session in a process of its own that
+only feeds the NPU, the grids rendered in the task's process), `batched` (run_msame_batches: one
+msame per 1,000 bins, each grid rendered as soon as msame has written it: what the DAG runs with
+npu_tool=msame) and `after` (one msame over the shard, then the rendering: the layout before
+packs). Busy share = the NPU's compute time (grids x 2.548 ms) over the task's
 wall time from the shard's start to its hand-over (Airflow's task start-up not included).
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -57,7 +61,7 @@ def worker(args: dict) -> dict:
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     common = {"msame": str(STANDIN_MSAME), "channels": 1, "npu_smi": None, "device": args["device"], "env": env}
 
-    runs = []
+    runs: list = []  # MsameRun or InferenceRun: each has .perf
 
     def batched(bins, out, on_output):
         run = run_msame_batches(args["om"], bins, out, on_output=on_output, **common)
@@ -67,7 +71,8 @@ def worker(args: dict) -> dict:
     def ais_bench(bins, out, on_output):
         from cgan.ascend.ais_bench import run_ais_bench
 
-        run = run_ais_bench(args["om"], bins, out, device=args["device"], on_output=on_output)
+        run = run_ais_bench(args["om"], bins, out, device=args["device"], on_output=on_output,
+                            write_stems=shard.handed_stems)
         runs.append(run)
         return run, []
 
@@ -87,13 +92,17 @@ def worker(args: dict) -> dict:
     npu_s = shard.count * NPU_MS_PER_GRID / 1000
     tool_s = sum(r.perf.wall_s for r in runs)  # msame's processes, start to exit, one after another
     host = {k: v for k, v in result.cpu_s.items() if k in ("render", "pack", "upload", "judge")}
-    return {"device": args["device"], "mode": args["mode"], "grids": shard.count, "wall_s": round(wall, 2),
+    found = [re.search(r"open ([0-9.]+) s after its start; it waited ([0-9.]+) s", note) for r in runs
+             for note in r.perf.notes]  # ais_bench's NPU process: its start-up, its waits for the task
+    process = next(({"opened_s": float(m[1]), "waited_s": float(m[2])} for m in found if m), None)
+    return {"npu_process": process, "device": args["device"], "mode": args["mode"], "grids": shard.count,
+            "wall_s": round(wall, 2),
             "npu_s": round(npu_s, 2), "busy": round(npu_s / wall, 3), "tool_s": round(tool_s, 2),
             "tool_busy": round(tool_s / wall, 3), "npu_share_of_tool": round(npu_s / tool_s, 3),
             "host_cpu_ms_per_grid": {k: round(1000 * v / shard.count, 3) for k, v in host.items()}}
 
 
-def bench_npu(npus: int = 2, grids: int = 4000) -> dict:
+def bench_npu(npus: int = 2, grids: int = 4000, modes: tuple[str, ...] = MODES) -> dict:
     """K simulated NPUs at once, each one task of `grids` grids, in each mode."""
     from cgan.recipe.export import export_onnx
     from scripts import local_s3
@@ -108,7 +117,7 @@ def bench_npu(npus: int = 2, grids: int = 4000) -> dict:
         shutil.copyfile(export_onnx(str(REPO / "models" / "cgan_generator.pth"), str(root / "m.onnx")).onnx_path, om)
         out: dict = {"npus": npus, "grids_per_npu": grids, "npu_ms_per_grid": NPU_MS_PER_GRID,
                      "cores": os.cpu_count()}
-        for mode in MODES:
+        for mode in modes:
             procs = []
             for device in range(npus):
                 job = {"tmp": str(root / f"{mode}-{device}"), "grids": grids, "seed": device, "device": device,
@@ -142,22 +151,33 @@ def print_table(d: dict) -> None:
               f"{rows[0]['npu_s'] if rows else '?'} s of NPU work; host CPU ms per grid "
               + ", ".join(f"{k} {v}" for k, v in host.items())
               + f" = {sum(host.values()):.3f} (target <= 1.2)")
-        print("           msame running: " + ", ".join(f"{100 * r['tool_busy']:.0f}%" for r in rows)
+        if rows and rows[0].get("npu_process"):
+            opened = ", ".join(f"{r['npu_process']['opened_s']} s" for r in rows)
+            waited = ", ".join(f"{r['npu_process']['waited_s']} s" for r in rows)
+            print(f"           the NPU's process: session open after {opened}; waited for the task to take "
+                  f"outputs {waited}")
+        tool = "the NPU process" if mode == "ais_bench" else "msame"
+        print(f"           {tool} running: " + ", ".join(f"{100 * r['tool_busy']:.0f}%" for r in rows)
               + " of the task's wall (the rest: bins, start-up, the last grids' rendering, hand-over); "
               "the NPU computing: " + ", ".join(f"{100 * r['npu_share_of_tool']:.0f}%" for r in rows)
-              + " of msame's time (msame reads each input and writes each output between calls)")
+              + (" of its time (it reads each call's input between calls)" if mode == "ais_bench" else
+                 " of msame's time (msame reads each input and writes each output between calls)"))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--npus", type=int, default=2)
     parser.add_argument("--grids", type=int, default=4000, help="grids per simulated NPU")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)}")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
-    result = bench_npu(args.npus, args.grids)
+    modes = tuple(m for m in args.modes.split(",") if m)
+    if not modes or set(modes) - set(MODES):
+        parser.error(f"--modes takes a comma list of {', '.join(MODES)}, got {args.modes!r}")
+    result = bench_npu(args.npus, args.grids, modes)
     print_table(result)
     print(json.dumps(result))
     return 0

@@ -1,13 +1,15 @@
-"""ais_bench (msame's successor in current CANN) through its Python API, in this process.
+"""ais_bench (msame's successor in current CANN) through its Python API, in a process of its own.
 
     from ais_bench.infer.interface import InferSession
     session = InferSession(device_id, om_path, loop=1)
     outputs = session.infer([x])                # ndarrays
     session.sumary().exec_time_list             # ms per execute; newer releases: summary()
 
-(Ascend/tools ais-bench_workload/tool/ais_bench, infer/interface.py). Bins go through the loop
-every local runtime shares (cgan.runtimes.folder_runner): outputs are written and handed to
-`on_output` (the shard's grid renderer) on a second thread while the NPU computes the next call.
+(Ascend/tools ais-bench_workload/tool/ais_bench, infer/interface.py). aclruntime's run() holds
+the GIL while the NPU computes, so the session runs in a child process
+(cgan.ascend.ais_bench_process) that only feeds the NPU: outputs come back through a shared ring
+file, and this process writes them and hands them to `on_output` (the shard's grid renderer)
+while the NPU computes the next call. The protocol: docs/ascend.md, "ais_bench's NPU process".
 perf.json's latencies are ais_bench's own per-execute times (exec_time_list, host time around the
 synchronous execute, as msame's), warm-up calls excluded; the host's wall time around each
 call is the fallback, said in the notes, when a release reports no list.
@@ -19,24 +21,32 @@ values carrying float16 rounding (about 5e-4 near 1, under one pixel level of a 
 ACL once per process: aclruntime's TensorContext is a process-wide singleton that calls aclInit
 once; a session's finalize() calls aclFinalize, after which no session of the same process can
 open a device (backend/base DeviceManager, TensorContext; acl.h: aclInit only once per process).
-So a run never calls finalize(): it drops its session (whose destructor unloads the model) and
-ACL stays up for the next run in the process, finalized when the process exits. An Airflow task
-runs in a process of its own; `cgan infer` is one run per process. If something else finalized
-ACL in this process, opening the device fails with AisBenchError naming that constraint.
+Each run's session lives in a process of its own and is never finalized (ACL ends with that
+process), so runs in one task or one `cgan` process never meet a finalized ACL.
 """
 
 from __future__ import annotations
 
+import json
+import mmap
 import os
-from collections.abc import Callable
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 
 from cgan.ascend.errors import AisBenchError, AscendError
-from cgan.layout.tensors import SAMPLES_PER_GRID
+from cgan.errors import InferenceError
+from cgan.layout.tensors import BIN_DTYPE, IMAGE_SIZE, SAMPLES_PER_GRID, SUPPORTED_CHANNELS
+from cgan.recipe.outputs import new_run_dir, output_name
 from cgan.recipe.perf import make_record
-from cgan.runtimes.folder_runner import InferenceRun, OnOutput, Progress, run_folder
+from cgan.runtimes.folder_runner import InferenceRun, OnOutput, Progress, check_inputs
+from cgan.storage.files import atomic_write_bytes
 
 INSTALL_HINT = ("install the two wheels of Ascend/tools ais-bench_workload/tool/ais_bench on this worker: "
                 "aclruntime-<ver>-cp3X-...-linux_<arch>.whl (the C++ backend, built against this host's "
@@ -82,65 +92,133 @@ def run_ais_bench(
     warmup: int = 1,
     progress: Progress | None = None,
     on_output: OnOutput | None = None,
-    session_factory: Callable | None = None,
+    pass_fds: tuple[int, ...] = (),
+    write_stems: Collection[str] | None = None,
 ) -> InferenceRun:
-    """Every bin of input_dir through the om on NPU `device`; perf.json from ais_bench's timings."""
+    """Every bin of input_dir through the om on NPU `device`; perf.json from ais_bench's timings.
+
+    The session runs in a process of its own (cgan.ascend.ais_bench_process); this one writes
+    each output and hands it to `on_output` while the NPU computes the next. `pass_fds`: open
+    file descriptors that process keeps (the NPU lease's lock, held while it runs).
+    `write_stems`: the grid stems whose raw output bin is written (None: every one); the others
+    are only handed to `on_output`, with the path they would have had."""
     om = Path(om)
     if not om.is_file():
         raise AscendError(f"om model {om} not found")
-    factory = session_factory or load_session_class()
-    try:
-        live = {"session": factory(device, str(om), loop=1)}
-    except RuntimeError as exc:  # aclruntime: bad device id, model load failure, ACL finalized
-        hint = f": {ACL_FINALIZED}" if _acl_finalized(exc) else ""
-        raise AisBenchError(f"ais_bench could not open NPU {device} with {om.name}: {exc}{hint}") from None
-    calls: list[int] = []
-
-    def execute(x: np.ndarray) -> np.ndarray:
-        try:
-            outputs = live["session"].infer([np.ascontiguousarray(x, dtype=np.float32)])
-        except RuntimeError as exc:  # aclruntime: input size mismatch, execute failure
-            raise AisBenchError(f"ais_bench execute on NPU {device} failed: {exc}") from None
-        calls.append(1)
-        return np.asarray(outputs[0], dtype=np.float32)
-
-    try:
-        run = run_folder(execute, batch=batch, input_dir=input_dir, output_root=output_root,
-                         backend="ais_bench", device=f"npu:{device}", threads=None, warmup=warmup,
-                         progress=progress, on_output=on_output,
-                         tool={"ais_bench": _version(), "model": str(om)})
-        times = exec_times(live["session"])
-    finally:
-        # no finalize(): it would end ACL for this process (aclruntime cannot initialise it again);
-        # the last reference goes, the session's destructor unloads the model, ACL stays up
-        live.clear()
-    measured = len(calls) - warmup
-    perf = run.perf
-    if times is not None and len(times) == len(calls):
-        perf = make_record(
-            backend="ais_bench", device=perf.device, batch=perf.batch, latencies_ms=times[warmup:],
-            grids=perf.grids, warmup_calls=warmup, threads=None, wall_s=perf.wall_s, tool=perf.tool,
-            notes=[f"latency = ais_bench's exec_time_list: one execute of batch {perf.batch}, host time "
-                   "around the synchronous execute (as msame's)", f"{warmup} warm-up call(s) excluded"],
-        )
+    if not isinstance(batch, int) or batch <= 0 or batch % SAMPLES_PER_GRID:
+        raise InferenceError(f"model batch {batch!r} is not a positive multiple of {SAMPLES_PER_GRID}")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise InferenceError(f"warmup must be a non-negative integer, got {warmup!r}")
+    load_session_class()  # the packages are importable: the error and its fix before a process starts
+    bins = check_inputs(input_dir)
+    wall_start = time.perf_counter()
+    run_dir = new_run_dir(output_root)
+    latencies: list[float] = []
+    outputs: list[Path] = []
+    made = 0  # outputs written or only handed on
+    slot_bytes = batch * max(SUPPORTED_CHANNELS) * IMAGE_SIZE * IMAGE_SIZE * 4
+    with tempfile.TemporaryDirectory(prefix="cgan-ais-bench-") as tmp, \
+            NpuProcess(device, om, [str(b) for b in bins], batch, warmup, Path(tmp) / "ring", slot_bytes,
+                       pass_fds) as npu:
+        for start, y, ms in npu.outputs():
+            if y.shape[0] != batch or not np.all(np.isfinite(y)):
+                raise InferenceError(f"ais_bench returned a bad output for {bins[start].name}: shape {y.shape}")
+            latencies.append(ms)
+            for i, path in enumerate(bins[start : start + batch // SAMPLES_PER_GRID]):
+                chunk, out = y[i * SAMPLES_PER_GRID : (i + 1) * SAMPLES_PER_GRID], run_dir / output_name(path)
+                if write_stems is None or path.stem in write_stems:
+                    outputs.append(atomic_write_bytes(out, chunk.astype(BIN_DTYPE).tobytes()))
+                made += 1
+                if on_output is not None:
+                    on_output(out, chunk)
+            if progress is not None:
+                progress(made, len(bins))
+        times = npu.times
+        process_note = (f"the session ran in a process of its own, open {npu.opened_s:.2f} s after its start; it "
+                        f"waited {npu.waited_s:.2f} s for this process to take its outputs (the NPU idle meanwhile)")
+    if times is not None and len(times) == len(latencies) + warmup:
+        latencies = times[warmup:]
+        notes = [f"latency = ais_bench's exec_time_list: one execute of batch {batch}, host time around the "
+                 "synchronous execute (as msame's)"]
     else:
-        perf.notes.append(f"ais_bench reported {len(times) if times is not None else 'no'} execute time(s) for "
-                          f"{len(calls)} call(s): latencies are host wall time around each infer call")
-    assert perf.calls == measured
-    perf.write(run.output_dir)
-    return InferenceRun(output_dir=run.output_dir, outputs=run.outputs, perf=perf)
+        notes = [f"ais_bench reported {len(times) if times is not None else 'no'} execute time(s) for "
+                 f"{len(latencies) + warmup} call(s): latencies are host wall time around each infer call"]
+    perf = make_record(backend="ais_bench", device=f"npu:{device}", batch=batch, latencies_ms=latencies,
+                       grids=made, warmup_calls=warmup, threads=None,
+                       wall_s=time.perf_counter() - wall_start, tool={"ais_bench": _version(), "model": str(om)},
+                       notes=[*notes, f"{warmup} warm-up call(s) excluded", process_note])
+    perf.write(run_dir)
+    return InferenceRun(output_dir=run_dir, outputs=outputs, perf=perf)
 
 
-ACL_FINALIZED = ("ACL was finalized earlier in this process (an ais_bench session's finalize() calls "
-                 "aclFinalize), and aclruntime initialises ACL only once per process: run each ais_bench "
-                 "run in a process of its own (an Airflow task does; `cgan infer` is one run per process) "
-                 "and do not call finalize() between runs")
+class NpuProcess:
+    """The ais_bench session's process (cgan.ascend.ais_bench_process): its outputs, in order."""
 
+    SLOTS = 4  # outputs in flight: the NPU runs ahead of the caller by at most this many calls
 
-def _acl_finalized(exc: BaseException) -> bool:
-    """aclruntime's error for a device opened after aclFinalize: ACL_ERROR_UNINITIALIZE (100001)."""
-    text = str(exc)
-    return "100001" in text or "not initialized" in text.lower()
+    def __init__(self, device: int, om: Path, bins: list[str], batch: int, warmup: int, ring: Path,
+                 slot_bytes: int, pass_fds: tuple[int, ...] = ()):
+        self.device, self.slot_bytes = device, slot_bytes
+        self.times: list[float] | None = None
+        self.opened_s = self.waited_s = 0.0  # its start until the session was open; its waits for a free slot
+        with open(ring, "wb") as fh:
+            fh.truncate(self.SLOTS * slot_bytes)  # sparse: only the pages written are used
+        self._ring_file = open(ring, "r+b")  # noqa: SIM115 - closed in __exit__
+        self._ring = mmap.mmap(self._ring_file.fileno(), self.SLOTS * slot_bytes)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._proc = subprocess.Popen([sys.executable, "-m", "cgan.ascend.ais_bench_process"], env=env,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                      pass_fds=pass_fds)
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._to, self._from = self._proc.stdin, self._proc.stdout
+        config = {"parent": os.getpid(), "device": device, "om": str(om), "batch": batch, "warmup": warmup,
+                  "bins": bins, "slots": self.SLOTS, "slot_bytes": slot_bytes, "ring": str(ring)}
+        self._send(json.dumps(config))
+
+    def __enter__(self) -> NpuProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        proc = self._proc
+        if exc[0] is not None and proc.poll() is None:
+            proc.kill()  # the caller failed: the NPU is not fed on
+        for stream in (self._to, self._from):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        proc.wait()
+        self._ring.close()
+        self._ring_file.close()
+
+    def _send(self, line: str) -> None:
+        try:
+            self._to.write(line + "\n")
+        except BrokenPipeError:  # it has exited: its last message, or its exit code, says why
+            pass
+
+    def outputs(self):
+        """(first bin's index, output as float32, ms of the call) for each call, in order."""
+        for line in self._from:
+            message = json.loads(line)
+            if "error" in message:
+                raise AisBenchError(message["error"])
+            if message.get("done"):
+                times = message.get("times")
+                self.times = None if times is None else [float(t) for t in times]
+                self.opened_s, self.waited_s = float(message["opened_s"]), float(message["waited_s"])
+                return
+            if "slot" in message:
+                slot, shape = int(message["slot"]), tuple(int(n) for n in message["shape"])
+                view = np.frombuffer(self._ring, np.float32, int(np.prod(shape)), slot * self.slot_bytes)
+                y = view.reshape(shape).copy()  # the slot goes back to the NPU's process at once
+                del view  # no export of the ring outlives this step (mmap.close refuses otherwise)
+                self._send(str(slot))
+                yield int(message["start"]), y, float(message["ms"])
+        code = self._proc.wait()
+        why = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        raise AisBenchError(f"ais_bench's NPU process on NPU {self.device} ended ({why}) before its last output; "
+                            "what it printed is in the log above")
 
 
 def _version() -> str:

@@ -327,7 +327,7 @@ def test_msame_without_set_env_uses_the_worker_environment(tmp_path, standins_on
 
 def test_ais_bench_backend_leases_any_npu_and_renders_while_inferring(tmp_path, workspace, standin_om,
                                                                       ais_bench_api, task_log, monkeypatch):
-    """npu_tool=ais_bench: the stand-in ais_bench API in the task's process, on a leased NPU."""
+    """npu_tool=ais_bench: the stand-in ais_bench API in a process of its own, on a leased NPU."""
     from cgan.ascend.lease import lease_device
 
     monkeypatch.setenv("CGAN_NPU_DEVICES", "0,1")

@@ -2,6 +2,7 @@
 ais_bench_api: the "om" is the ONNX file, run with ONNX Runtime; no NPU runs)."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -63,20 +64,81 @@ def test_no_session_opens_after_finalize_in_one_process(ais_bench_api, clean_env
     assert "[ERROR] acl open device 1 failed" in capfd.readouterr().out
 
 
-def test_runs_in_one_process_keep_acl_up(ais_bench_api, clean_env, standin_om, bins3, tmp_path):
-    """Two runs in one process (the DAG test's in-process tasks, a bench): the wrapper never calls
-    finalize(), so the second opens its device; the device is released between them."""
+def test_each_run_feeds_its_npu_from_a_process_of_its_own(ais_bench_api, clean_env, standin_om, bins3, tmp_path):
+    """aclruntime's run() holds the GIL while the NPU computes, and ACL lives once per process: each
+    run's session is in a child process, never finalized, so a finalize() in the caller's process
+    stops no later run, and the device is free between runs."""
+    usage = tmp_path / "usage.jsonl"
     clean_env.setenv("STANDIN_NPU_STATE_DIR", str(tmp_path / "npu"))
+    clean_env.setenv("STANDIN_NPU_USAGE_LOG", str(usage))
     first = run_ais_bench(standin_om, bins3, tmp_path / "a", device=0)
-    second = run_ais_bench(standin_om, bins3, tmp_path / "b", device=0)
-    assert len(first.outputs) == len(second.outputs) == 3
     from ais_bench.infer.interface import InferSession
 
-    InferSession(0, str(standin_om)).finalize()  # the stand-in does refuse once ACL is finalized
+    InferSession(1, str(standin_om)).finalize()  # ACL finalized in this (the caller's) process
+    second = run_ais_bench(standin_om, bins3, tmp_path / "b", device=0)
+    assert len(first.outputs) == len(second.outputs) == 3
+    for a, b in zip(first.outputs, second.outputs, strict=True):
+        assert a.read_bytes() == b.read_bytes()
+    pids = [json.loads(line)["pid"] for line in usage.read_text().splitlines()]
+    uses = [json.loads(line) for line in usage.read_text().splitlines()]
+    assert [u["device"] for u in uses] == [0, 1, 0]  # run, the caller's probe, run
+    assert len(set(pids)) == 3 and os.getpid() == pids[1]  # each run's session in a process of its own
+
+
+def test_a_crash_of_the_npu_process_fails_the_run_with_the_signal(ais_bench_api, clean_env, standin_om, bins3,
+                                                                 tmp_path):
     from cgan.ascend.errors import AisBenchError
 
-    with pytest.raises(AisBenchError, match="ACL was finalized earlier in this process.*only once per process"):
-        run_ais_bench(standin_om, bins3, tmp_path / "c", device=0)
+    clean_env.setenv("STANDIN_AIS_BENCH_CRASH", "1")
+    with pytest.raises(AisBenchError, match="NPU process on NPU 2 ended \\(signal SIGSEGV\\) before its last output"):
+        run_ais_bench(standin_om, bins3, tmp_path / "out", device=2)
+
+
+def test_the_npu_process_dies_with_the_task(ais_bench_api, clean_env, standin_om, bins3, tmp_path):
+    """A SIGKILLed task (Airflow's execution_timeout, a lost worker) leaves no orphan feeding the NPU:
+    the NPU process gets SIGKILL with it (PR_SET_PDEATHSIG) and the device's lock is free at once."""
+    import fcntl
+    import subprocess
+    import sys
+    import time
+
+    state = tmp_path / "npu"
+    clean_env.setenv("STANDIN_NPU_STATE_DIR", str(state))
+    clean_env.setenv("STANDIN_AIS_BENCH_TIMED_MS", "3000")  # each call 3 s: an orphan would hold on
+    script = (f"from cgan.ascend.ais_bench import run_ais_bench\n"
+              f"run_ais_bench({str(standin_om)!r}, {str(bins3)!r}, {str(tmp_path / 'out')!r}, device=4)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ais_bench_api), os.getcwd()])}
+    task = subprocess.Popen([sys.executable, "-c", script], env=env)
+    lock = state / "device4.busy"
+    deadline = time.monotonic() + 60
+    while not (lock.exists() and _locked(lock)):  # the NPU process has opened the device
+        assert time.monotonic() < deadline and task.poll() is None, "the run never opened NPU 4"
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside the first timed calls
+    task.kill()
+    task.wait()
+    deadline = time.monotonic() + 2
+    while _locked(lock):
+        assert time.monotonic() < deadline, "the NPU process outlived its task"
+        time.sleep(0.05)
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
+def _locked(path) -> bool:
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def test_float16_outputs_of_an_fp16_om_render_as_float32_ones(ais_bench_api, clean_env, standin_om, bins3,

@@ -32,6 +32,7 @@ Test controls (environment), shared with the stand-in msame:
   STANDIN_AIS_BENCH_TIMED_MS  a TIMED NPU for `make bench`: each execute lasts this many ms and
                          computes nothing (the first computes with ONNX Runtime; every later
                          output is a copy of it), so the host CPU is left to the task
+  STANDIN_AIS_BENCH_CRASH=1  SIGSEGV in the first execute (a driver fault): the process dies at once
   Every wait holds the GIL, as the real run() does: pybind11 binds InferenceSession.run without
   a gil_scoped_release (backend/python/src/PyInferenceSession/PyInferenceSession.cpp at
   Ascend/tools 9d6da90), so no other thread of the process runs Python while the NPU computes.
@@ -45,6 +46,7 @@ import ctypes.util
 import fcntl
 import json
 import os
+import signal
 import socket
 import time
 import weakref
@@ -71,14 +73,17 @@ _CLOCK_MONOTONIC, _TIMER_ABSTIME = 1, 1
 
 
 def _wait_holding_gil(seconds):
-    """Sleep `seconds` without releasing the GIL and without using the CPU (clock_nanosleep to an
-    absolute CLOCK_MONOTONIC deadline, called through ctypes.PyDLL), as a C++ call that blocks
-    on the device with the GIL held."""
-    if seconds <= 0:
-        return
+    """Wait `seconds` without releasing the GIL, as a C++ call that blocks on the device with the
+    GIL held: clock_nanosleep to an absolute CLOCK_MONOTONIC deadline through ctypes.PyDLL (no
+    CPU), waking 0.1 ms early (Linux timer slack and wake-up latency) and spinning to the
+    deadline, so a call lasts what the NPU would take and not more."""
     deadline = time.clock_gettime(time.CLOCK_MONOTONIC) + seconds
-    spec = _Timespec(int(deadline), int((deadline % 1) * 1e9))
-    while _LIBC.clock_nanosleep(_CLOCK_MONOTONIC, _TIMER_ABSTIME, ctypes.byref(spec), None) == 4:  # EINTR
+    early = deadline - 0.0001
+    if early > time.clock_gettime(time.CLOCK_MONOTONIC):
+        spec = _Timespec(int(early), int((early % 1) * 1e9))
+        while _LIBC.clock_nanosleep(_CLOCK_MONOTONIC, _TIMER_ABSTIME, ctypes.byref(spec), None) == 4:  # EINTR
+            pass
+    while time.clock_gettime(time.CLOCK_MONOTONIC) < deadline:
         pass
 
 
@@ -182,6 +187,7 @@ class InferenceSession:
         return [_Meta(o.name, o.shape) for o in self._ort.get_outputs()]
 
     def run(self, names, inputs):
+        called = time.perf_counter()  # TIMED: the whole call lasts the NPU's time
         meta = self._ort.get_inputs()
         if len(inputs) != len(meta):
             raise RuntimeError(f"[ERROR] input count {len(inputs)} does not match the model's {len(meta)}")
@@ -193,11 +199,14 @@ class InferenceSession:
             feeds[m.name] = np.frombuffer(tensor.data, "<f4").reshape(m.shape)
         result = None
         timed_s = float(os.environ.get("STANDIN_AIS_BENCH_TIMED_MS") or 0) / 1000.0
+        if os.environ.get("STANDIN_AIS_BENCH_CRASH") == "1":
+            os.kill(os.getpid(), signal.SIGSEGV)
         for _ in range(max(1, self.options.loop)):
             t0 = time.perf_counter()
             _wait_holding_gil(float(os.environ.get("STANDIN_NPU_DELAY_S") or 0))
             if timed_s and self._timed:
-                _wait_holding_gil(timed_s - (time.perf_counter() - t0))
+                _wait_holding_gil(timed_s - (time.perf_counter() - min(t0, called)))
+                called = float("inf")  # loop > 1: each further execute from its own start
                 result = [r.copy() for r in self._timed]
             else:
                 result = self._ort.run(names, feeds)

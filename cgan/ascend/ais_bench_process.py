@@ -1,0 +1,117 @@
+"""The NPU loop of an ais_bench run, in a process of its own (started by cgan.ascend.ais_bench).
+
+aclruntime's `run()` holds the GIL while the NPU computes (pybind11 binds it without a
+gil_scoped_release), so no thread of the process that calls it runs Python meanwhile: a task
+that rendered its grids in threads beside the session would leave its NPU idle for every grid
+it renders. This process only feeds the NPU: it reads the bins, calls `session.infer` and puts
+each output, as float32, in a slot of a ring file shared with the task's process, which renders.
+The protocol (JSON lines, the ring): docs/ascend.md, "ais_bench's NPU process".
+
+    python -m cgan.ascend.ais_bench_process     # config on stdin; never by hand
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import mmap
+import os
+import signal
+import sys
+import time
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when the task's process dies (Linux prctl), so an NPU is never fed
+    by an orphan after its lease ended."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the parent's EOF still stops the loop
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def main() -> int:
+    started = time.perf_counter()
+    proto = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol's channel, line by line
+    os.dup2(2, 1)  # what aclruntime and ACL print goes to stderr: the task's log
+
+    def say(**message) -> None:
+        proto.write(json.dumps(message) + "\n")
+
+    config = json.loads(sys.stdin.readline())
+    _die_with_parent(int(config["parent"]))
+    import numpy as np
+
+    from cgan.ascend.ais_bench import load_session_class
+    from cgan.ascend.errors import AscendError
+    from cgan.layout.tensors import INPUT_BIN_BYTES, INPUT_DIM, SAMPLES_PER_GRID
+
+    device, om, batch = int(config["device"]), config["om"], int(config["batch"])
+    slots, slot_bytes = int(config["slots"]), int(config["slot_bytes"])
+    try:
+        session = load_session_class()(device, om, loop=1)
+    except AscendError as exc:
+        say(error=str(exc))
+        return 1
+    except RuntimeError as exc:  # aclruntime: bad device id, model load failure
+        say(error=f"ais_bench could not open NPU {device} with {os.path.basename(om)}: {exc}")
+        return 1
+
+    def execute(x):
+        try:
+            y = session.infer([x])[0]
+        except RuntimeError as exc:  # aclruntime: input size mismatch, execute failure
+            say(error=f"ais_bench execute on NPU {device} failed: {exc}")
+            raise SystemExit(1) from None
+        return np.ascontiguousarray(y, dtype=np.float32)  # float16 outputs: exact in float32
+
+    say(ready=True)
+    waited = 0.0  # seconds with every slot taken: the NPU idle because the caller is behind
+    opened = time.perf_counter() - started
+    for _ in range(int(config["warmup"])):
+        execute(np.zeros((batch, INPUT_DIM), dtype=np.float32))
+    bins, per_call = config["bins"], batch // SAMPLES_PER_GRID
+    free = list(range(slots))
+    x = np.zeros((batch, INPUT_DIM), dtype=np.float32)
+    rows = x.data.cast("B")  # the call's input, filled straight from the bins' bytes
+    with open(config["ring"], "r+b") as fh, mmap.mmap(fh.fileno(), slots * slot_bytes) as ring:
+        for start in range(0, len(bins), per_call):
+            group = bins[start : start + per_call]
+            for i, path in enumerate(group):  # sizes checked by the caller; a short read is refused here
+                with open(path, "rb", buffering=0) as bin_file:
+                    got = bin_file.readinto(rows[i * INPUT_BIN_BYTES : (i + 1) * INPUT_BIN_BYTES])
+                if got != INPUT_BIN_BYTES:
+                    say(error=f"input bin {path} has {got:,} bytes, not {INPUT_BIN_BYTES:,}: it changed during the run")
+                    return 1
+            if len(group) < per_call:
+                x[len(group) * SAMPLES_PER_GRID :] = 0  # a short last call: padding rows, outputs dropped
+            w0 = time.perf_counter()
+            while not free:  # every slot holds an output the task has not taken yet
+                line = sys.stdin.readline()
+                if not line:
+                    return 1  # the task's process is gone
+                free.append(int(line))
+            waited += time.perf_counter() - w0
+            t0 = time.perf_counter()
+            y = execute(x)
+            ms = (time.perf_counter() - t0) * 1000.0
+            if y.nbytes > slot_bytes:
+                say(error=f"ais_bench returned {y.nbytes:,} bytes for one call, more than the "
+                          f"{slot_bytes:,} of a [{batch}, 3, 28, 28] output: not the CGAN generator's om")
+                return 1
+            slot = free.pop(0)
+            ring[slot * slot_bytes : slot * slot_bytes + y.nbytes] = y.data.cast("B")
+            say(slot=slot, start=start, shape=list(y.shape), ms=ms)
+    from cgan.ascend.ais_bench import exec_times
+
+    say(done=True, times=exec_times(session), opened_s=round(opened, 3), waited_s=round(waited, 3))
+    # no finalize(): ACL ends with this process (aclruntime initialises it once per process)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
