@@ -82,8 +82,9 @@ PARAMS = {
                                  "on a bare host the Device column of `npu-smi info`) a shard may lease on "
                                  "its Ascend worker. Empty: any free NPU."),
     "npu_tool": Param(settings.npu_tool(), type="string", enum=list(NPU_TOOLS), title="NPU tool",
-                      description="target ascend: msame (the recipe's tool, one process per shard) or "
-                                  "ais_bench (current CANN's runner, through its Python API in the task)."),
+                      description="target ascend: msame (the recipe's tool, a process per 1,000 bins) or "
+                                  "ais_bench (current CANN's runner, through its Python API in a process "
+                                  "that only feeds the NPU: the busier NPU)."),
     "checkpoint": Param(DEFAULT_CHECKPOINT, type="string", pattern=CHECKPOINT_RE.pattern,
                         title="Checkpoint", description="Generator state_dict: a path (relative to the "
                         "project root) or s3://bucket/key. Default: the committed demo model."),

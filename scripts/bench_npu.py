@@ -96,7 +96,8 @@ def worker(args: dict) -> dict:
              for note in r.perf.notes]  # ais_bench's NPU process: its start-up, its waits for the task
     process = next(({"opened_s": float(m[1]), "waited_s": float(m[2])} for m in found if m), None)
     return {"npu_process": process, "device": args["device"], "mode": args["mode"], "grids": shard.count,
-            "wall_s": round(wall, 2),
+            "wall_s": round(wall, 2), "call_ms": round(sum(r.perf.latency_ms["mean"] * r.perf.calls for r in runs)
+                                                       / max(1, sum(r.perf.calls for r in runs)), 3),
             "npu_s": round(npu_s, 2), "busy": round(npu_s / wall, 3), "tool_s": round(tool_s, 2),
             "tool_busy": round(tool_s / wall, 3), "npu_share_of_tool": round(npu_s / tool_s, 3),
             "host_cpu_ms_per_grid": {k: round(1000 * v / shard.count, 3) for k, v in host.items()}}
