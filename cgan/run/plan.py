@@ -29,11 +29,14 @@ CHECKPOINT_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/)?[A-Za-z0-
 MAX_GRIDS_PER_SHARD = 10_000  # no shard larger, automatic or typed: a retry redoes at most this much
 MAX_SHARDS = 1024  # Airflow's [core] max_map_length default: a plan never has more
 # Automatic sizing per target, (smallest, largest) shard before MAX_SHARDS forces larger ones:
-# cpu, ~13 s of inference per 1,000 grids at 1 thread, so Airflow's ~1 s per task instance stays
-# under 10%; ascend, 2.548 ms per grid on a 310P (the recipe), so 10,000 grids keep an NPU
-# busy up to 25 s per task (a large run), against a few seconds of task start, model load and
-# hand-over, while a small run still spreads over the NPUs (shards of 500 and up).
-AUTO_SHARD_SIZES = {"cpu": (100, 1000), "ascend": (500, MAX_GRIDS_PER_SHARD)}
+# cpu, 2,500 grids (about 45-75 s of inference at 1 thread), so the 4-5 s an inference task
+# instance costs besides (its start, the model's session, the bins, the hand-over, the
+# scheduler's next loop) stays under 10%: at 10,000 grids on 2 cores, shards of 2,500 made the
+# run 1.32x the pure inference time, shards of 1,000 1.45x (docs/perf/scheduler.md); ascend,
+# 2.548 ms per grid on a 310P (the recipe), so 10,000 grids keep an NPU busy up to 25 s per
+# task (a large run), against a few seconds of task start, model load and hand-over, while a
+# small run still spreads over the NPUs (shards of 500 and up).
+AUTO_SHARD_SIZES = {"cpu": (100, 2500), "ascend": (500, MAX_GRIDS_PER_SHARD)}
 MAX_AUTO_GRIDS_PER_SHARD = AUTO_SHARD_SIZES["cpu"][1]  # the form's hint
 MAX_DEVICES = 64
 DEFAULT_CHECKPOINT = "models/cgan_generator.pth"
@@ -202,7 +205,7 @@ def auto_shard_count(num_grids: int, slots: int | None, target: str = "cpu") -> 
     few as keep every shard at most the target's largest automatic size, and no more than leave
     each at least its smallest (a small run does not fill every slot), never over MAX_SHARDS
     (then shards grow, up to MAX_GRIDS_PER_SHARD). Unknown slots: shards of the largest size.
-    E.g. cpu, 2,500 grids on 2 slots: 4 shards of 625 (not 1000 + 1000 + 500, whose last round
+    E.g. cpu, 6,000 grids on 2 slots: 4 shards of 1,500 (not 2500 + 2500 + 1000, whose last round
     leaves a slot idle); ascend, 100,000 grids on 8 NPUs: 16 shards of 6,250."""
     smallest, largest = AUTO_SHARD_SIZES[target]
     need = math.ceil(num_grids / largest)

@@ -247,15 +247,17 @@ def test_checkpoints_only_from_the_configured_roots(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("grids,slots,sizes", [
-    (2500, 2, [625] * 4),  # not 1000 + 1000 + 500: every slot gets the same share
-    (10_000, 2, [1000] * 10),
+    (6000, 2, [1500] * 4),  # not 2500 + 2500 + 1000: every slot gets the same share
+    (2500, 2, [1250] * 2),
+    (10_000, 2, [2500] * 4),
+    (10_001, 2, [1667] * 5 + [1666]),
     (10_000, 16, [625] * 16),
-    (10_000, 3, [834] * 4 + [833] * 8),  # a multiple of the slots, none over 1000
+    (10_000, 3, [1667] * 4 + [1666] * 2),  # a multiple of the slots, none over 2500
     (2000, 4, [500] * 4),
     (250, 4, [125] * 2),  # a small run does not split below 100 grids a shard to fill the slots
     (100, 2, [100]),
     (7, 4, [7]),
-    (2500, None, [834, 833, 833]),  # slots unknown: shards of at most 1000
+    (6000, None, [2000] * 3),  # slots unknown: shards of at most 2500
 ])
 def test_automatic_shards_are_balanced_over_the_inference_slots(grids, slots, sizes):
     shards = plan_shards(grids, "cpu", None, None, slots=slots)
@@ -268,9 +270,9 @@ def test_automatic_shard_sizing_is_the_default_and_reads_the_slots(monkeypatch):
 
     monkeypatch.setenv("CGAN_CPU_INFER_TASKS", "2")
     assert validate({}).grids_per_shard is None
-    plan = make_plan({"num_grids": 2500}, run_id="r", logical_date=datetime(2026, 1, 1, tzinfo=UTC),
+    plan = make_plan({"num_grids": 6000}, run_id="r", logical_date=datetime(2026, 1, 1, tzinfo=UTC),
                      artifact_root="file:///x", cpu_slots=settings.cpu_infer_tasks())
-    assert [s["count"] for s in plan["shards"]] == [625] * 4
+    assert [s["count"] for s in plan["shards"]] == [1500] * 4
     # ascend: balanced over the NPUs the run names, else the pool's (npu_slots, CGAN_NPU_SLOTS), in
     # shards of 500..10,000 grids: an NPU computes 10,000 grids in about 25 s
     assert len(plan_shards(2500, "ascend", [0, 1, 2], None)) == 3
