@@ -49,6 +49,7 @@ def local_env(endpoint: str) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",  # as docker-compose.yaml, which says why
         "AIRFLOW__API__PORT": str(API_PORT),
         # Airflow's [api] host defaults to 0.0.0.0 (every interface): the local stack serves this machine only
         "AIRFLOW__API__HOST": env.get("CGAN_UI_HOST") or "127.0.0.1",

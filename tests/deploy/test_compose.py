@@ -202,6 +202,8 @@ def test_every_airflow_service_shares_jwt_secret_fernet_key_and_execution_api(as
         assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false", name
         # a worker's slot is free within 1 s of its task's end, not up to 5 s (docs/perf/scheduler.md)
         assert env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1", name
+        if name == "airflow-scheduler":  # each step of the DAG's chain seen within 0.5 s, not 1 s
+            assert env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "0.5"
         assert env["AIRFLOW__API__SECRET_KEY"] == OVERRIDES["AIRFLOW__API__SECRET_KEY"], name
         # psycopg (v3), the driver in requirements.lock, everywhere: no psycopg2, no derived asyncpg;
         # the Celery workers have no database at all (test_no_celery_worker_holds_a_database_url...)
