@@ -32,7 +32,7 @@ MAX_SHARDS = 1024  # Airflow's [core] max_map_length default: a plan never has m
 # cpu, 2,500 grids (about 45-75 s of inference at 1 thread), so the 4-5 s an inference task
 # instance costs besides (its start, the model's session, the bins, the hand-over, the
 # scheduler's next loop) stays under 10%: at 10,000 grids on 2 cores, shards of 2,500 made the
-# run 1.32x the pure inference time, shards of 1,000 1.45x (docs/perf/scheduler.md); ascend,
+# run 1.32x the pure inference time, shards of 1,000 1.45x (scheduler.md in docs/perf); ascend,
 # 2.548 ms per grid on a 310P (the recipe), so 10,000 grids keep an NPU busy up to 25 s per
 # task (a large run), against a few seconds of task start, model load and hand-over, while a
 # small run still spreads over the NPUs (shards of 500 and up).
