@@ -41,12 +41,18 @@ from pathlib import Path
 import numpy as np
 
 from cgan.ascend.errors import AisBenchError, AscendError
-from cgan.errors import InferenceError
-from cgan.layout.tensors import BIN_DTYPE, IMAGE_SIZE, SAMPLES_PER_GRID, SUPPORTED_CHANNELS
-from cgan.recipe.outputs import new_run_dir, output_name
+from cgan.layout.tensors import IMAGE_SIZE, SAMPLES_PER_GRID, SUPPORTED_CHANNELS
+from cgan.recipe.outputs import new_run_dir
 from cgan.recipe.perf import make_record
-from cgan.runtimes.folder_runner import InferenceRun, OnOutput, Progress, check_inputs
-from cgan.storage.files import atomic_write_bytes
+from cgan.runtimes.folder_runner import (
+    InferenceRun,
+    OnOutput,
+    OutputWriter,
+    Progress,
+    check_batch,
+    check_inputs,
+    check_output,
+)
 
 INSTALL_HINT = ("install the two wheels of Ascend/tools ais-bench_workload/tool/ais_bench on this worker: "
                 "aclruntime-<ver>-cp3X-...-linux_<arch>.whl (the C++ backend, built against this host's "
@@ -105,34 +111,21 @@ def run_ais_bench(
     om = Path(om)
     if not om.is_file():
         raise AscendError(f"om model {om} not found")
-    if not isinstance(batch, int) or batch <= 0 or batch % SAMPLES_PER_GRID:
-        raise InferenceError(f"model batch {batch!r} is not a positive multiple of {SAMPLES_PER_GRID}")
-    if not isinstance(warmup, int) or warmup < 0:
-        raise InferenceError(f"warmup must be a non-negative integer, got {warmup!r}")
+    check_batch(batch, warmup)
     load_session_class()  # the packages are importable: the error and its fix before a process starts
     bins = check_inputs(input_dir)
     wall_start = time.perf_counter()
     run_dir = new_run_dir(output_root)
     latencies: list[float] = []
-    outputs: list[Path] = []
-    made = 0  # outputs written or only handed on
+    writer = OutputWriter(run_dir, len(bins), write_stems, on_output, progress)
     slot_bytes = batch * max(SUPPORTED_CHANNELS) * IMAGE_SIZE * IMAGE_SIZE * 4
     with tempfile.TemporaryDirectory(prefix="cgan-ais-bench-") as tmp, \
             NpuProcess(device, om, [str(b) for b in bins], batch, warmup, Path(tmp) / "ring", slot_bytes,
                        pass_fds) as npu:
         for start, y, ms in npu.outputs():
-            if y.shape[0] != batch or not np.all(np.isfinite(y)):
-                raise InferenceError(f"ais_bench returned a bad output for {bins[start].name}: shape {y.shape}")
+            check_output(y, batch, "ais_bench", bins[start])
             latencies.append(ms)
-            for i, path in enumerate(bins[start : start + batch // SAMPLES_PER_GRID]):
-                chunk, out = y[i * SAMPLES_PER_GRID : (i + 1) * SAMPLES_PER_GRID], run_dir / output_name(path)
-                if write_stems is None or path.stem in write_stems:
-                    outputs.append(atomic_write_bytes(out, chunk.astype(BIN_DTYPE).tobytes()))
-                made += 1
-                if on_output is not None:
-                    on_output(out, chunk)
-            if progress is not None:
-                progress(made, len(bins))
+            writer.group(bins[start : start + batch // SAMPLES_PER_GRID], y)
         times = npu.times
         process_note = (f"the session ran in a process of its own, open {npu.opened_s:.2f} s after its start; it "
                         f"waited {npu.waited_s:.2f} s for this process to take its outputs (the NPU idle meanwhile)")
@@ -144,11 +137,11 @@ def run_ais_bench(
         notes = [f"ais_bench reported {len(times) if times is not None else 'no'} execute time(s) for "
                  f"{len(latencies) + warmup} call(s): latencies are host wall time around each infer call"]
     perf = make_record(backend="ais_bench", device=f"npu:{device}", batch=batch, latencies_ms=latencies,
-                       grids=made, warmup_calls=warmup, threads=None,
+                       grids=writer.made, warmup_calls=warmup, threads=None,
                        wall_s=time.perf_counter() - wall_start, tool={"ais_bench": _version(), "model": str(om)},
                        notes=[*notes, f"{warmup} warm-up call(s) excluded", process_note])
     perf.write(run_dir)
-    return InferenceRun(output_dir=run_dir, outputs=outputs, perf=perf)
+    return InferenceRun(output_dir=run_dir, outputs=writer.outputs, perf=perf)
 
 
 class NpuProcess:

@@ -55,6 +55,45 @@ def check_inputs(input_dir: str | os.PathLike) -> list[Path]:
     return bins
 
 
+def check_batch(batch, warmup) -> None:
+    """A model batch of whole grids and a warm-up count: InferenceError naming the bad one."""
+    if not isinstance(batch, int) or batch <= 0 or batch % SAMPLES_PER_GRID:
+        raise InferenceError(f"model batch {batch!r} is not a positive multiple of {SAMPLES_PER_GRID}")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise InferenceError(f"warmup must be a non-negative integer, got {warmup!r}")
+
+
+def check_output(y: np.ndarray, batch: int, backend: str, first_bin: Path) -> None:
+    """One call's output: `batch` rows, every value finite."""
+    if y.shape[0] != batch or not np.all(np.isfinite(y)):
+        raise InferenceError(f"{backend} returned a bad output for {first_bin.name}: shape {y.shape}")
+
+
+class OutputWriter:
+    """Each call's outputs into the run folder (only `write_stems`' when given, None: every one),
+    then to `on_output` with the path each has or would have had, and `progress`."""
+
+    def __init__(self, run_dir: Path, total: int, write_stems: Collection[str] | None = None,
+                 on_output: OnOutput | None = None, progress: Progress | None = None):
+        self.run_dir, self.total, self.write_stems = run_dir, total, write_stems
+        self.on_output, self.progress = on_output, progress
+        self.outputs: list[Path] = []  # the raw output bins written
+        self.made = 0  # outputs written or only handed on
+
+    def group(self, bins: list[Path], y: np.ndarray) -> None:
+        """The outputs of one call over `bins` (SAMPLES_PER_GRID rows of `y` each)."""
+        for i, path in enumerate(bins):
+            chunk = y[i * SAMPLES_PER_GRID : (i + 1) * SAMPLES_PER_GRID]
+            out = self.run_dir / output_name(path)
+            if self.write_stems is None or path.stem in self.write_stems:
+                self.outputs.append(atomic_write_bytes(out, chunk.astype(BIN_DTYPE).tobytes()))
+            self.made += 1
+            if self.on_output is not None:
+                self.on_output(out, chunk)
+        if self.progress is not None:
+            self.progress(self.made, self.total)
+
+
 def run_folder(
     execute: Callable[[np.ndarray], np.ndarray],
     *,
@@ -76,10 +115,7 @@ def run_folder(
     one). The others are only handed to `on_output` (with the path they would have had): a
     task that renders its grids as they come and hands over only the parity sample's raw outputs
     skips writing 313 KB per grid it would delete unread."""
-    if batch % SAMPLES_PER_GRID:
-        raise InferenceError(f"model batch {batch} is not a multiple of {SAMPLES_PER_GRID}")
-    if not isinstance(warmup, int) or warmup < 0:
-        raise InferenceError(f"warmup must be a non-negative integer, got {warmup!r}")
+    check_batch(batch, warmup)
     bins = check_inputs(input_dir)
     per_call = batch // SAMPLES_PER_GRID
     wall_start = time.perf_counter()
@@ -88,20 +124,7 @@ def run_folder(
     for _ in range(warmup):
         execute(first)
     latencies: list[float] = []
-    outputs: list[Path] = []
-    done = [0]  # outputs made (written or only handed on), counted on the writer thread
-
-    def write_group(group: list[Path], y: np.ndarray) -> None:
-        for i, path in enumerate(group):
-            chunk = y[i * SAMPLES_PER_GRID : (i + 1) * SAMPLES_PER_GRID]
-            out = run_dir / output_name(path)
-            if write_stems is None or path.stem in write_stems:
-                outputs.append(atomic_write_bytes(out, chunk.astype(BIN_DTYPE).tobytes()))
-            done[0] += 1
-            if on_output is not None:
-                on_output(out, chunk)
-        if progress is not None:
-            progress(done[0], len(bins))
+    writer_of = OutputWriter(run_dir, len(bins), write_stems, on_output, progress)  # used on the writer thread
 
     # Outputs are written (and handed to on_output) on one background thread while the next
     # call runs; at most WRITE_AHEAD calls wait, so memory stays flat.
@@ -116,11 +139,10 @@ def run_folder(
             t0 = time.perf_counter()
             y = execute(x)
             latencies.append((time.perf_counter() - t0) * 1000.0)
-            if y.shape[0] != batch or not np.all(np.isfinite(y)):
-                raise InferenceError(f"{backend} returned a bad output for {group[0].name}: shape {y.shape}")
+            check_output(y, batch, backend, group[0])
             _raise_first_error(pending)
             slots.acquire()
-            future = writer.submit(write_group, group, y)
+            future = writer.submit(writer_of.group, group, y)
             future.add_done_callback(lambda _: slots.release())
             pending.append(future)
     _raise_first_error(pending, wait=True)
@@ -130,9 +152,9 @@ def run_folder(
         f"{warmup} warm-up call(s) excluded",
     ]
     perf = make_record(
-        backend=backend, device=device, batch=batch, latencies_ms=latencies, grids=done[0],
+        backend=backend, device=device, batch=batch, latencies_ms=latencies, grids=writer_of.made,
         warmup_calls=warmup, threads=threads, wall_s=time.perf_counter() - wall_start,
         notes=notes, tool=tool,
     )
     perf.write(run_dir)
-    return InferenceRun(output_dir=run_dir, outputs=outputs, perf=perf)
+    return InferenceRun(output_dir=run_dir, outputs=writer_of.outputs, perf=perf)
