@@ -3,13 +3,15 @@
     from ais_bench.infer.interface import InferSession
     session = InferSession(device_id, om_path, loop=1)
     outputs = session.infer([x])                # ndarrays
+    calls = session.infer_pipeline([[x1], [x2]])  # releases after 2023-06: one list per call
     session.sumary().exec_time_list             # ms per execute; newer releases: summary()
 
 (Ascend/tools ais-bench_workload/tool/ais_bench, infer/interface.py). aclruntime's run() holds
 the GIL while the NPU computes, so the session runs in a child process
 (cgan.ascend.ais_bench_process) that only feeds the NPU: outputs come back through a shared ring
 file, and this process writes them and hands them to `on_output` (the shard's grid renderer)
-while the NPU computes the next call. The protocol: docs/ascend.md, "ais_bench's NPU process".
+while the NPU computes the next call; where ais_bench has infer_pipeline, 16 calls at a time
+reach the NPU back to back. The protocol: docs/ascend.md, "ais_bench's NPU process".
 perf.json's latencies are ais_bench's own per-execute times (exec_time_list, host time around the
 synchronous execute, as msame's), warm-up calls excluded; the host's wall time around each
 call is the fallback, said in the notes, when a release reports no list.
@@ -112,7 +114,8 @@ def run_ais_bench(
     if not om.is_file():
         raise AscendError(f"om model {om} not found")
     check_batch(batch, warmup)
-    load_session_class()  # the packages are importable: the error and its fix before a process starts
+    session_class = load_session_class()  # importable: the error and its fix before a process starts
+    chunk = NpuProcess.PIPELINE_CALLS if callable(getattr(session_class, "infer_pipeline", None)) else 1
     bins = check_inputs(input_dir)
     wall_start = time.perf_counter()
     run_dir = new_run_dir(output_root)
@@ -121,14 +124,16 @@ def run_ais_bench(
     slot_bytes = batch * max(SUPPORTED_CHANNELS) * IMAGE_SIZE * IMAGE_SIZE * 4
     with tempfile.TemporaryDirectory(prefix="cgan-ais-bench-") as tmp, \
             NpuProcess(device, om, [str(b) for b in bins], batch, warmup, Path(tmp) / "ring", slot_bytes,
-                       pass_fds) as npu:
+                       pass_fds, chunk) as npu:
         for start, y, ms in npu.outputs():
             check_output(y, batch, "ais_bench", bins[start])
             latencies.append(ms)
             writer.group(bins[start : start + batch // SAMPLES_PER_GRID], y)
         times = npu.times
         process_note = (f"the session ran in a process of its own, open {npu.opened_s:.2f} s after its start; it "
-                        f"waited {npu.waited_s:.2f} s for this process to take its outputs (the NPU idle meanwhile)")
+                        f"waited {npu.waited_s:.2f} s for this process to take its outputs (the NPU idle meanwhile); "
+                        + (f"calls went to the NPU {chunk} at a time through infer_pipeline" if chunk > 1 else
+                           "one call at a time through infer (this ais_bench has no infer_pipeline)"))
     if times is not None and len(times) == len(latencies) + warmup:
         latencies = times[warmup:]
         notes = [f"latency = ais_bench's exec_time_list: one execute of batch {batch}, host time around the "
@@ -147,17 +152,20 @@ def run_ais_bench(
 class NpuProcess:
     """The ais_bench session's process (cgan.ascend.ais_bench_process): its outputs, in order."""
 
-    SLOTS = 4  # outputs in flight: the NPU runs ahead of the caller by at most this many calls
+    SLOTS = 4  # outputs in flight, one call at a time: the NPU runs ahead of the caller by at most 4 calls
+    PIPELINE_CALLS = 16  # calls per infer_pipeline; twice as many slots, so one chunk computes while
+    # the caller takes the last one's outputs
 
     def __init__(self, device: int, om: Path, bins: list[str], batch: int, warmup: int, ring: Path,
-                 slot_bytes: int, pass_fds: tuple[int, ...] = ()):
+                 slot_bytes: int, pass_fds: tuple[int, ...] = (), chunk: int = 1):
         self.device, self.slot_bytes = device, slot_bytes
+        slots = max(self.SLOTS, 2 * chunk)
         self.times: list[float] | None = None
         self.opened_s = self.waited_s = 0.0  # its start until the session was open; its waits for a free slot
         with open(ring, "wb") as fh:
-            fh.truncate(self.SLOTS * slot_bytes)  # sparse: only the pages written are used
+            fh.truncate(slots * slot_bytes)  # sparse: only the pages written are used
         self._ring_file = open(ring, "r+b")  # noqa: SIM115 - closed in __exit__
-        self._ring = mmap.mmap(self._ring_file.fileno(), self.SLOTS * slot_bytes)
+        self._ring = mmap.mmap(self._ring_file.fileno(), slots * slot_bytes)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self._proc = subprocess.Popen([sys.executable, "-m", "cgan.ascend.ais_bench_process"], env=env,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
@@ -165,7 +173,7 @@ class NpuProcess:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._to, self._from = self._proc.stdin, self._proc.stdout
         config = {"parent": os.getpid(), "device": device, "om": str(om), "batch": batch, "warmup": warmup,
-                  "bins": bins, "slots": self.SLOTS, "slot_bytes": slot_bytes, "ring": str(ring)}
+                  "bins": bins, "slots": slots, "slot_bytes": slot_bytes, "ring": str(ring), "chunk": chunk}
         self._send(json.dumps(config))
 
     def __enter__(self) -> NpuProcess:

@@ -3,9 +3,13 @@
 aclruntime's `run()` holds the GIL while the NPU computes (pybind11 binds it without a
 gil_scoped_release), so no thread of the process that calls it runs Python meanwhile: a task
 that rendered its grids in threads beside the session would leave its NPU idle for every grid
-it renders. This process only feeds the NPU: it reads the bins, calls `session.infer` and puts
-each output, as float32, in a slot of a ring file shared with the task's process, which renders.
-The protocol (JSON lines, the ring): docs/ascend.md, "ais_bench's NPU process".
+it renders. This process only feeds the NPU: it reads the bins, calls ais_bench and puts each
+output, as float32, in a slot of a ring file shared with the task's process, which renders.
+Where the installed ais_bench has `infer_pipeline` (releases after 2023-06), `chunk` calls go in
+one: aclruntime's run_pipeline copies the next call's input and the last call's output on threads
+of its own while the NPU computes, so the calls of a chunk reach the NPU back to back; older
+releases get one `session.infer` per call. The protocol (JSON lines, the ring): docs/ascend.md,
+"ais_bench's NPU process".
 
     python -m cgan.ascend.ais_bench_process     # config on stdin; never by hand
 """
@@ -61,51 +65,66 @@ def main() -> int:
         say(error=f"ais_bench could not open NPU {device} with {os.path.basename(om)}: {exc}")
         return 1
 
-    def execute(x):
+    def failed(exc: RuntimeError) -> SystemExit:  # aclruntime: input size mismatch, execute failure
+        say(error=f"ais_bench execute on NPU {device} failed: {exc}")
+        return SystemExit(1)
+
+    def execute(xs: list) -> list:
+        """One output per input, float32 (float16 outputs are exact in float32)."""
         try:
-            y = session.infer([x])[0]
-        except RuntimeError as exc:  # aclruntime: input size mismatch, execute failure
-            say(error=f"ais_bench execute on NPU {device} failed: {exc}")
-            raise SystemExit(1) from None
-        return np.ascontiguousarray(y, dtype=np.float32)  # float16 outputs: exact in float32
+            if chunk > 1:
+                ys = [call[0] for call in session.infer_pipeline([[x] for x in xs])]
+            else:
+                ys = [session.infer(xs)[0]]
+        except RuntimeError as exc:
+            raise failed(exc) from None
+        return [np.ascontiguousarray(y, dtype=np.float32) for y in ys]
 
     say(ready=True)
-    waited = 0.0  # seconds with every slot taken: the NPU idle because the caller is behind
+    waited = 0.0  # seconds with too few free slots: the NPU idle because the caller is behind
     opened = time.perf_counter() - started
+    chunk = 1  # the warm-up: one call at a time
     for _ in range(int(config["warmup"])):
-        execute(np.zeros((batch, INPUT_DIM), dtype=np.float32))
+        execute([np.zeros((batch, INPUT_DIM), dtype=np.float32)])
+    chunk = int(config["chunk"])
     bins, per_call = config["bins"], batch // SAMPLES_PER_GRID
+    starts = list(range(0, len(bins), per_call))
     free = list(range(slots))
-    x = np.zeros((batch, INPUT_DIM), dtype=np.float32)
-    rows = x.data.cast("B")  # the call's input, filled straight from the bins' bytes
+    xs = [np.zeros((batch, INPUT_DIM), dtype=np.float32) for _ in range(chunk)]
+    rows = [x.data.cast("B") for x in xs]  # each call's input, filled straight from the bins' bytes
     with open(config["ring"], "r+b") as fh, mmap.mmap(fh.fileno(), slots * slot_bytes) as ring:
-        for start in range(0, len(bins), per_call):
-            group = bins[start : start + per_call]
-            for i, path in enumerate(group):  # sizes checked by the caller; a short read is refused here
-                with open(path, "rb", buffering=0) as bin_file:
-                    got = bin_file.readinto(rows[i * INPUT_BIN_BYTES : (i + 1) * INPUT_BIN_BYTES])
-                if got != INPUT_BIN_BYTES:
-                    say(error=f"input bin {path} has {got:,} bytes, not {INPUT_BIN_BYTES:,}: it changed during the run")
-                    return 1
-            if len(group) < per_call:
-                x[len(group) * SAMPLES_PER_GRID :] = 0  # a short last call: padding rows, outputs dropped
+        for first in range(0, len(starts), chunk):
+            calls = starts[first : first + chunk]
+            for x, into, start in zip(xs, rows, calls, strict=False):
+                group = bins[start : start + per_call]
+                for i, path in enumerate(group):  # sizes checked by the caller; a short read is refused here
+                    with open(path, "rb", buffering=0) as bin_file:
+                        got = bin_file.readinto(into[i * INPUT_BIN_BYTES : (i + 1) * INPUT_BIN_BYTES])
+                    if got != INPUT_BIN_BYTES:
+                        say(error=f"input bin {path} has {got:,} bytes, not {INPUT_BIN_BYTES:,}: it changed "
+                                  "during the run")
+                        return 1
+                if len(group) < per_call:
+                    x[len(group) * SAMPLES_PER_GRID :] = 0  # a short last call: padding rows, outputs dropped
             w0 = time.perf_counter()
-            while not free:  # every slot holds an output the task has not taken yet
+            while len(free) < len(calls):  # the slots hold outputs the task has not taken yet
                 line = sys.stdin.readline()
                 if not line:
                     return 1  # the task's process is gone
                 free.append(int(line))
             waited += time.perf_counter() - w0
             t0 = time.perf_counter()
-            y = execute(x)
-            ms = (time.perf_counter() - t0) * 1000.0
-            if y.nbytes > slot_bytes:
-                say(error=f"ais_bench returned {y.nbytes:,} bytes for one call, more than the "
-                          f"{slot_bytes:,} of a [{batch}, 3, 28, 28] output: not the CGAN generator's om")
-                return 1
-            slot = free.pop(0)
-            ring[slot * slot_bytes : slot * slot_bytes + y.nbytes] = y.data.cast("B")
-            say(slot=slot, start=start, shape=list(y.shape), ms=ms)
+            ys = execute(xs[: len(calls)])
+            ms = (time.perf_counter() - t0) * 1000.0 / len(calls)
+
+            for start, y in zip(calls, ys, strict=True):
+                if y.nbytes > slot_bytes:
+                    say(error=f"ais_bench returned {y.nbytes:,} bytes for one call, more than the "
+                              f"{slot_bytes:,} of a [{batch}, 3, 28, 28] output: not the CGAN generator's om")
+                    return 1
+                slot = free.pop(0)
+                ring[slot * slot_bytes : slot * slot_bytes + y.nbytes] = y.data.cast("B")
+                say(slot=slot, start=start, shape=list(y.shape), ms=ms)
     from cgan.ascend.ais_bench import exec_times
 
     say(done=True, times=exec_times(session), opened_s=round(opened, 3), waited_s=round(waited, 3))

@@ -38,6 +38,19 @@ Test controls (environment), shared with the stand-in msame:
   Ascend/tools 9d6da90), so no other thread of the process runs Python while the NPU computes.
   STANDIN_AIS_BENCH_FP16=1  the om's outputs are float16 (atc without --output_type=FP32): run()
                          returns float16 tensors, as aclruntime gives the om's output dtype
+
+run_pipeline(names, inputs_list, shapes_list, auto_dym_shape, auto_dym_dims) follows
+InferPipelineBaseTensor of later releases (PyInferenceSession.cpp and base/module/ModelInfer/
+pipeline.cpp, 2023-2024, behind interface.py's infer_pipeline): the calling thread queues the
+inputs, and threads of their own copy each input to the device, execute (one OnlyInfer after
+another), copy each output back and collect it, so the NPU computes the calls back to back while
+the copies of the neighbouring calls run; it returns every call's outputs, in order, as host
+tensors, when the last is done, holding the GIL throughout (no gil_scoped_release there either).
+The stand-in does the same on one thread: while call i "executes" (the timed wait, GIL held) it
+checks call i+1's input and copies call i-1's output; call i+1 starts when the wait for call i
+ends, so a call's start still pays the wake-up after the previous one, as the compute thread's
+next OnlyInfer does. Without STANDIN_AIS_BENCH_TIMED_MS the calls run one after another through
+run(). The 2023-06 interface has no infer_pipeline: STANDIN_AIS_BENCH_NO_PIPELINE=1 (interface.py).
 """
 
 import atexit
@@ -216,6 +229,38 @@ class InferenceSession:
                 result = [r.astype(np.float16) for r in result]
             self._info.exec_time_list.append((time.perf_counter() - t0) * 1000.0)
         return [Tensor(r) for r in result]
+
+    def run_pipeline(self, names, inputs_list, shapes_list, auto_dym_shape=False, auto_dym_dims=False):
+        if len(inputs_list) != len(shapes_list):
+            raise RuntimeError("input list len not equal to shapes list len")
+        timed_s = float(os.environ.get("STANDIN_AIS_BENCH_TIMED_MS") or 0) / 1000.0
+        if not timed_s or not self._timed or self.options.loop != 1:
+            results = [self.run(names, inputs) for inputs in inputs_list]  # the first call computes
+            for outputs in results:
+                for tensor in outputs:
+                    tensor.to_host()  # FuncD2h: TensorToHost
+            return results
+        meta = self._ort.get_inputs()
+        fp16 = os.environ.get("STANDIN_AIS_BENCH_FP16") == "1"
+        delay = float(os.environ.get("STANDIN_NPU_DELAY_S") or 0)
+        results, previous = [], None  # previous: when the call now executing started
+        for inputs in [*inputs_list, None]:
+            if inputs is not None:  # H2D of this call, while the previous one executes
+                for m, tensor in zip(meta, inputs, strict=True):
+                    need = int(np.prod(m.shape)) * 4
+                    if len(tensor.data) != need:
+                        raise RuntimeError(f"[ERROR] arg0 tensorsize: {need} filesize: {len(tensor.data)} not match")
+            if previous is not None:  # the compute thread waits for its execute to end
+                _wait_holding_gil(timed_s + delay - (time.perf_counter() - previous))
+                self._info.exec_time_list.append((time.perf_counter() - previous) * 1000.0)
+            started = time.perf_counter() if inputs is not None else None  # this call's execute begins
+            if previous is not None:  # D2H of the previous call, while this one executes
+                outputs = [Tensor(r.astype(np.float16) if fp16 else r.copy()) for r in self._timed]
+                for tensor in outputs:
+                    tensor.to_host()
+                results.append(outputs)
+            previous = started
+        return results
 
     def sumary(self):
         return self._info

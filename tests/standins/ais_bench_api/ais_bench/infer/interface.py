@@ -2,7 +2,9 @@
 ais-bench_workload/tool/ais_bench/ais_bench/infer/interface.py: the same InferSession surface
 (constructor, get_inputs/get_outputs, run, infer, sumary/reset_sumaryinfo, finalize) over the
 stand-in aclruntime, which computes with ONNX Runtime. Newer releases renamed sumary() to
-summary(): STANDIN_AIS_BENCH_SUMMARY=summary gives that spelling (and no sumary)."""
+summary(): STANDIN_AIS_BENCH_SUMMARY=summary gives that spelling (and no sumary). Later releases
+add infer_pipeline(feeds_list) (many calls in one, aclruntime's run_pipeline: see the stand-in
+aclruntime); STANDIN_AIS_BENCH_NO_PIPELINE=1 gives the 2023-06 interface, which has none."""
 
 import os
 
@@ -57,6 +59,30 @@ class InferSession:
             else:
                 raise RuntimeError(f"type:{type(feed)} invalid")
         return self.run(inputs, out_array=True)
+
+
+def _infer_pipeline(self, feeds_list, mode="static", custom_sizes=100000):
+    """Later releases' InferSession.infer_pipeline: one list of ndarrays per call in, one list of
+    output arrays per call out, in order (aclruntime's run_pipeline)."""
+    inputs_list, shapes_list = [], []
+    for feeds in feeds_list:
+        inputs, shapes = [], []
+        for feed in feeds:
+            if type(feed) is not np.ndarray:
+                raise RuntimeError(f"type:{type(feed)} invalid")
+            feed = feed if feed.flags.c_contiguous else np.ascontiguousarray(feed)
+            inputs.append(aclruntime.BaseTensor(feed.__array_interface__["data"][0], feed.nbytes))
+            shapes.append(feed.shape)
+        inputs_list.append(inputs)
+        shapes_list.append(shapes)
+    if mode != "static":
+        raise RuntimeError(f"the stand-in runs static models only, not {mode!r}")
+    outputs = self.session.run_pipeline(self.outputs_names, inputs_list, shapes_list, False, False)
+    return [[np.array(tensor) for tensor in call] for call in outputs]
+
+
+if os.environ.get("STANDIN_AIS_BENCH_NO_PIPELINE") != "1":
+    InferSession.infer_pipeline = _infer_pipeline
 
 
 def _sumary(self):
