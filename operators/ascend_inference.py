@@ -119,7 +119,8 @@ class AscendInferenceOperator(CganBaseOperator):
 
             result = run_shard(self.store, shard, tmp, on_npu,
                                stager=open_pack_stager(self.bucket, self.run_prefix, self.aws_conn_id),
-                               progress=self._progress, log=self.log.info)
+                               progress=self._progress, log=self.log.info,
+                               bins_pack=tool == "ais_bench")  # read in place, not split per grid
         perf, lease = result.perf, leases[0]
         self.log.info("Shard %d done on %s with %s: %.3f ms per call (median %.3f, p99 %.3f), %.1f grids/s; "
                       "%d grid PNG(s) rendered here, %d raw output(s) kept", shard.index, lease.label, tool,
@@ -148,9 +149,9 @@ class AscendInferenceOperator(CganBaseOperator):
                              "notes and msame.log): %s", line)
         return run, [run.log_path]
 
-    def _ais_bench(self, om: Path, bins: Path, out: Path, lease, on_output, handed_stems):
-        """ais_bench's Python API in a process of its own (cgan.ascend.ais_bench); each grid rendered
-        here while the NPU computes the next."""
+    def _ais_bench(self, om: Path, bins, out: Path, lease, on_output, handed_stems):
+        """ais_bench's Python API in a process of its own (cgan.ascend.ais_bench), reading the shard's
+        bins pack in place; each grid rendered here while the NPU computes the next."""
         from cgan.ascend.ais_bench import run_ais_bench
 
         self._record_versions(os.environ)  # the API runs in this process, on its environment

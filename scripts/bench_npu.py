@@ -87,7 +87,8 @@ def worker(args: dict) -> dict:
     runtime = {"batched": batched, "after": after, "ais_bench": ais_bench}[args["mode"]]
     t0 = time.perf_counter()
     result = run_shard(store, shard, tmp / "work", runtime, render_while_running=args["mode"] != "after",
-                       stager=BucketPacks(client, "cgan", f"runs/bench-npu-{args['device']}"), log=lambda _m: None)
+                       stager=BucketPacks(client, "cgan", f"runs/bench-npu-{args['device']}"), log=lambda _m: None,
+                       bins_pack=args["mode"] == "ais_bench")
     wall = time.perf_counter() - t0
     npu_s = shard.count * NPU_MS_PER_GRID / 1000
     tool_s = sum(r.perf.wall_s for r in runs)  # msame's processes, start to exit, one after another

@@ -44,6 +44,7 @@ import numpy as np
 
 from cgan.ascend.errors import AisBenchError, AscendError
 from cgan.layout.tensors import IMAGE_SIZE, SAMPLES_PER_GRID, SUPPORTED_CHANNELS
+from cgan.recipe.bins import BinsPack
 from cgan.recipe.outputs import new_run_dir
 from cgan.recipe.perf import make_record
 from cgan.runtimes.folder_runner import (
@@ -92,7 +93,7 @@ def exec_times(session) -> list[float] | None:
 
 def run_ais_bench(
     om: str | os.PathLike,
-    input_dir: str | os.PathLike,
+    input_dir: str | os.PathLike | BinsPack,
     output_root: str | os.PathLike,
     *,
     device: int,
@@ -104,6 +105,8 @@ def run_ais_bench(
     write_stems: Collection[str] | None = None,
 ) -> InferenceRun:
     """Every bin of input_dir through the om on NPU `device`; perf.json from ais_bench's timings.
+    `input_dir` may be a shard's BinsPack instead of a folder: the NPU's process then reads each
+    call's inputs from the pack at their offset, and outputs are named as the split bins would be.
 
     The session runs in a process of its own (cgan.ascend.ais_bench_process); this one writes
     each output and hands it to `on_output` while the NPU computes the next. `pass_fds`: open
@@ -116,14 +119,18 @@ def run_ais_bench(
     check_batch(batch, warmup)
     session_class = load_session_class()  # importable: the error and its fix before a process starts
     chunk = NpuProcess.PIPELINE_CALLS if callable(getattr(session_class, "infer_pipeline", None)) else 1
-    bins = check_inputs(input_dir)
+    if isinstance(input_dir, BinsPack):
+        bins, source = input_dir.check().names(input_dir.path.parent), {"pack": str(input_dir.path)}
+    else:
+        bins = check_inputs(input_dir)
+        source = {"bins": [str(b) for b in bins]}
     wall_start = time.perf_counter()
     run_dir = new_run_dir(output_root)
     latencies: list[float] = []
     writer = OutputWriter(run_dir, len(bins), write_stems, on_output, progress)
     slot_bytes = batch * max(SUPPORTED_CHANNELS) * IMAGE_SIZE * IMAGE_SIZE * 4
     with tempfile.TemporaryDirectory(prefix="cgan-ais-bench-") as tmp, \
-            NpuProcess(device, om, [str(b) for b in bins], batch, warmup, Path(tmp) / "ring", slot_bytes,
+            NpuProcess(device, om, source, len(bins), batch, warmup, Path(tmp) / "ring", slot_bytes,
                        pass_fds, chunk) as npu:
         for start, y, ms in npu.outputs():
             check_output(y, batch, "ais_bench", bins[start])
@@ -156,8 +163,9 @@ class NpuProcess:
     PIPELINE_CALLS = 16  # calls per infer_pipeline; twice as many slots, so one chunk computes while
     # the caller takes the last one's outputs
 
-    def __init__(self, device: int, om: Path, bins: list[str], batch: int, warmup: int, ring: Path,
+    def __init__(self, device: int, om: Path, source: dict, count: int, batch: int, warmup: int, ring: Path,
                  slot_bytes: int, pass_fds: tuple[int, ...] = (), chunk: int = 1):
+        """source: {"bins": [path, ...]} (a file per grid) or {"pack": path} (`count` bins back to back)."""
         self.device, self.slot_bytes = device, slot_bytes
         slots = max(self.SLOTS, 2 * chunk)
         self.times: list[float] | None = None
@@ -173,7 +181,7 @@ class NpuProcess:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._to, self._from = self._proc.stdin, self._proc.stdout
         config = {"parent": os.getpid(), "device": device, "om": str(om), "batch": batch, "warmup": warmup,
-                  "bins": bins, "slots": slots, "slot_bytes": slot_bytes, "ring": str(ring), "chunk": chunk}
+                  **source, "count": count, "slots": slots, "slot_bytes": slot_bytes, "ring": str(ring), "chunk": chunk}
         self._send(json.dumps(config))
 
     def __enter__(self) -> NpuProcess:

@@ -87,8 +87,10 @@ def main() -> int:
     for _ in range(int(config["warmup"])):
         execute([np.zeros((batch, INPUT_DIM), dtype=np.float32)])
     chunk = int(config["chunk"])
-    bins, per_call = config["bins"], batch // SAMPLES_PER_GRID
-    starts = list(range(0, len(bins), per_call))
+    per_call, count = batch // SAMPLES_PER_GRID, int(config["count"])
+    starts = list(range(0, count, per_call))
+    bins, pack = config.get("bins"), config.get("pack")
+    source = open(pack, "rb", buffering=0) if pack else None  # noqa: SIM115 - lives as long as the process
     free = list(range(slots))
     xs = [np.zeros((batch, INPUT_DIM), dtype=np.float32) for _ in range(chunk)]
     rows = [x.data.cast("B") for x in xs]  # each call's input, filled straight from the bins' bytes
@@ -96,16 +98,23 @@ def main() -> int:
         for first in range(0, len(starts), chunk):
             calls = starts[first : first + chunk]
             for x, into, start in zip(xs, rows, calls, strict=False):
-                group = bins[start : start + per_call]
-                for i, path in enumerate(group):  # sizes checked by the caller; a short read is refused here
-                    with open(path, "rb", buffering=0) as bin_file:
-                        got = bin_file.readinto(into[i * INPUT_BIN_BYTES : (i + 1) * INPUT_BIN_BYTES])
-                    if got != INPUT_BIN_BYTES:
-                        say(error=f"input bin {path} has {got:,} bytes, not {INPUT_BIN_BYTES:,}: it changed "
-                                  "during the run")
-                        return 1
-                if len(group) < per_call:
-                    x[len(group) * SAMPLES_PER_GRID :] = 0  # a short last call: padding rows, outputs dropped
+                n = min(per_call, count - start)  # sizes checked by the caller; a short read is refused here
+                if source is not None:  # the shard's pack: this call's bins are back to back at their offset
+                    source.seek(start * INPUT_BIN_BYTES)
+                    got, want, what = source.readinto(into[: n * INPUT_BIN_BYTES]), n * INPUT_BIN_BYTES, pack
+                else:
+                    got = want = 0
+                    for i, path in enumerate(bins[start : start + n]):
+                        with open(path, "rb", buffering=0) as bin_file:
+                            got = bin_file.readinto(into[i * INPUT_BIN_BYTES : (i + 1) * INPUT_BIN_BYTES])
+                        want, what = INPUT_BIN_BYTES, path
+                        if got != want:
+                            break
+                if got != want:
+                    say(error=f"input {what} gave {got:,} bytes, not {want:,}: it changed during the run")
+                    return 1
+                if n < per_call:
+                    x[n * SAMPLES_PER_GRID :] = 0  # a short last call: padding rows, outputs dropped
             w0 = time.perf_counter()
             while len(free) < len(calls):  # the slots hold outputs the task has not taken yet
                 line = sys.stdin.readline()

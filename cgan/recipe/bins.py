@@ -8,6 +8,7 @@ shards can be written independently. Noise is U[0, 1) like upstream `torch.rand`
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,22 +87,36 @@ def write_bins_pack(path: str | os.PathLike, num_grids: int, seed: int, start: i
     return path
 
 
+@dataclass(frozen=True)
+class BinsPack:
+    """A local pack of grids start..start+count-1 (write_bins_pack), read in place: ais_bench's NPU
+    process reads each call's inputs from it at their offset instead of from one file per grid."""
+
+    path: Path
+    start: int
+    count: int
+
+    def check(self) -> BinsPack:
+        """InputBinError unless the file holds exactly `count` bins."""
+        size = self.path.stat().st_size
+        if size != self.count * INPUT_BIN_BYTES:
+            raise InputBinError(f"{self.path.name} has {size} bytes, not the {self.count} x {INPUT_BIN_BYTES} of "
+                                f"grids {self.start}..{self.start + self.count - 1}: re-run input_bins")
+        return self
+
+    def names(self, folder: str | os.PathLike) -> list[Path]:
+        """The path each grid's bin would have in `folder` (split_bins_pack's names), in grid order."""
+        return [Path(folder) / bin_name(g) for g in range(self.start, self.start + self.count)]
+
+
 def split_bins_pack(pack: str | os.PathLike, out_dir: str | os.PathLike, start: int, count: int) -> list[Path]:
     """A pack of grids start..start+count-1 back into one bin per grid in out_dir (the folder
     msame and the runtimes read); refuses a pack of another size."""
-    pack = Path(pack)
-    size = pack.stat().st_size
-    if size != count * INPUT_BIN_BYTES:
-        raise InputBinError(f"{pack.name} has {size} bytes, not the {count} x {INPUT_BIN_BYTES} of grids "
-                            f"{start}..{start + count - 1}: re-run input_bins")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths = BinsPack(Path(pack), start, count).check().names(out_dir)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     with open(pack, "rb") as fh:
-        for g in range(start, start + count):
-            path = out / bin_name(g)
+        for path in paths:
             path.write_bytes(fh.read(INPUT_BIN_BYTES))
-            paths.append(path)
     return paths
 
 

@@ -17,13 +17,15 @@ from pathlib import Path
 from cgan.recipe.outputs import list_outputs
 from cgan.recipe.perf import PERF_NAME, PerfRecord, peak_rss_mb
 from cgan.run.shard import Shard
-from cgan.run.shard_inputs import fetch_shard_bins
+from cgan.recipe.bins import BinsPack
+from cgan.run.shard_inputs import fetch_shard_bins, fetch_shard_pack
 from cgan.run.shard_render import ShardRenderer, hand_over, render_outputs
 from cgan.run.staging import ShardPacker, WorkspacePacks
 from cgan.runtimes.folder_runner import InferenceRun, OnOutput, Progress
 
-# (input bins folder, output root, on_output or None) -> the run, and files to hand over beside it
-Runtime = Callable[[Path, Path, OnOutput | None], tuple[InferenceRun, Sequence[Path]]]
+# (input bins folder, or the shard's BinsPack with bins_pack=True; output root; on_output or None)
+# -> the run, and files to hand over beside it
+Runtime = Callable[[Path | BinsPack, Path, OnOutput | None], tuple[InferenceRun, Sequence[Path]]]
 
 
 @dataclass
@@ -45,23 +47,31 @@ class ShardResult:
 
 
 def run_shard(store, shard: Shard, work_dir: Path, runtime: Runtime, *, render_while_running: bool = True,
-              stager=None, progress: Progress | None = None, log: Callable[[str], object] = print) -> ShardResult:
+              stager=None, progress: Progress | None = None, log: Callable[[str], object] = print,
+              bins_pack: bool = False) -> ShardResult:
     """The shard's grids made by `runtime`, rendered into packs (staged in the publish bucket
-    with a `stager`, cgan.run.staging.BucketPacks, else into the workspace) and handed over."""
+    with a `stager`, cgan.run.staging.BucketPacks, else into the workspace) and handed over.
+    `bins_pack`: the runtime reads the shard's bins pack in place (ais_bench), so it is not split
+    into a file per grid first."""
     store.delete_prefix(shard.outputs_prefix)  # no render.json of an earlier try survives this one
-    bins = fetch_shard_bins(store, shard, work_dir / "bins")
+    inputs: Path | BinsPack
+    if bins_pack:
+        inputs = fetch_shard_pack(store, shard, work_dir / "shard-bins")
+    else:
+        fetch_shard_bins(store, shard, work_dir / "bins")
+        inputs = work_dir / "bins"
     sink = stager or WorkspacePacks(store)
     packer = ShardPacker(sink, shard.start, shard.count, work_dir / "packs")
-    log(f"shard {shard.index}: {len(bins)} grid(s) in {len(packer.ranges)} pack(s), uploaded to {sink.where()} "
+    log(f"shard {shard.index}: {shard.count} grid(s) in {len(packer.ranges)} pack(s), uploaded to {sink.where()} "
         "as each fills")
     cpu0 = time.process_time()
     if render_while_running:
         with ShardRenderer(packer, judge=shard.judged_stems) as renderer:
-            run, files = runtime(work_dir / "bins", work_dir / "out", renderer.submit)
+            run, files = runtime(inputs, work_dir / "out", renderer.submit)
             tally = renderer.finish()
         parts = {**renderer.cpu_s, **packer.cpu_s}
     else:
-        run, files = runtime(work_dir / "bins", work_dir / "out", None)
+        run, files = runtime(inputs, work_dir / "out", None)
         render0 = time.process_time()
         tally = render_outputs(packer, list_outputs(run.output_dir), progress=progress, judge=shard.judged_stems)
         parts = {"render": time.process_time() - render0}

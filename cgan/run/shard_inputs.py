@@ -13,23 +13,28 @@ from pathlib import Path
 from cgan.errors import InputBinError
 from cgan.layout.tensors import INPUT_BIN_BYTES
 from cgan.layout.workspace import BINS_PACK_NAME, bins_pack_key
-from cgan.recipe.bins import split_bins_pack
+from cgan.recipe.bins import BinsPack, split_bins_pack
 from cgan.run.shard import Shard
 
 
 def fetch_shard_bins(store, shard: Shard, local_dir: str | os.PathLike) -> list[Path]:
     """The shard's input bins, one file per grid in local_dir (sorted by grid); InputBinError
     when the workspace has no pack for it."""
-    pack = bins_pack_key(shard.index)
-    if not store.exists(pack):
+    local_dir = Path(local_dir)
+    pack = fetch_shard_pack(store, shard, local_dir.with_name(f"{local_dir.name}.{BINS_PACK_NAME}"))
+    try:
+        return split_bins_pack(pack.path, local_dir, shard.start, shard.count)
+    finally:
+        pack.path.unlink(missing_ok=True)
+
+
+def fetch_shard_pack(store, shard: Shard, local: str | os.PathLike) -> BinsPack:
+    """The shard's input bins as its one pack, at `local`, size checked (no file per grid)."""
+    key = bins_pack_key(shard.index)
+    if not store.exists(key):
         raise InputBinError(f"shard {shard.index}: no input bins under {shard.bins_prefix}/ in {store.uri}: "
                             "re-run input_bins")
-    local_dir = Path(local_dir)
-    local_pack = store.get_file(pack, local_dir.with_name(f"{local_dir.name}.{BINS_PACK_NAME}"))
-    try:
-        return split_bins_pack(local_pack, local_dir, shard.start, shard.count)
-    finally:
-        local_pack.unlink(missing_ok=True)
+    return BinsPack(Path(store.get_file(key, Path(local))), shard.start, shard.count).check()
 
 
 def fetch_input_bin(store, shard: Shard, grid: int, local: str | os.PathLike) -> Path:

@@ -187,3 +187,81 @@ def test_missing_aclruntime_names_it(clean_env, monkeypatch, standin_om, bins3, 
         run_ais_bench(standin_om, bins3, tmp_path / "out", device=0)
     for name in [m for m in sys.modules if m.split(".")[0] == "ais_bench"]:
         del sys.modules[name]
+
+
+@pytest.mark.parametrize("pipeline", [True, False], ids=["infer_pipeline", "infer-per-call"])
+def test_calls_go_16_at_a_time_through_infer_pipeline_where_ais_bench_has_it(
+        pipeline, ais_bench_api, clean_env, standin_om, tmp_path):
+    """40 grids: chunks of 16, 16 and 8 calls (infer_pipeline), or 40 infer calls (the 2023-06
+    interface, which has none); a slow renderer makes the NPU's process wait for free slots."""
+    import time
+
+    from cgan.recipe.bins import write_bins
+
+    if not pipeline:
+        clean_env.setenv("STANDIN_AIS_BENCH_NO_PIPELINE", "1")
+    bins = tmp_path / "bins"
+    write_bins(bins, 40, seed=11)
+    seen = []
+    run = run_ais_bench(standin_om, bins, tmp_path / "out", device=0,
+                        on_output=lambda p, s: (seen.append(p.name), time.sleep(0.005)))
+    reference = run_onnxruntime(standin_om, bins, tmp_path / "ort")
+    assert seen == [p.name for p in list_outputs(reference.output_dir)]  # every grid once, in order
+    for ours, theirs in zip(run.outputs, list_outputs(reference.output_dir), strict=True):
+        np.testing.assert_allclose(np.fromfile(ours, "<f4"), np.fromfile(theirs, "<f4"), atol=1e-5)
+    perf = json.loads((run.output_dir / "perf.json").read_text())
+    assert perf["calls"] == 40 and len(perf["samples_ms"]) == 40  # exec_time_list: one per execute
+    said = "calls went to the NPU 16 at a time through infer_pipeline" if pipeline else "this ais_bench has no infer_pipeline"
+    assert any(said in note for note in perf["notes"]), perf["notes"]
+
+
+def test_the_standin_pipeline_runs_the_calls_back_to_back_holding_the_gil(ais_bench_api, clean_env, standin_om):
+    """The timed stand-in's run_pipeline: 20 calls of 5 ms take 100 ms, not 20 x (5 ms + the
+    copies), and no other thread of the process runs Python meanwhile (the binding holds the GIL)."""
+    import threading
+    import time
+
+    clean_env.setenv("STANDIN_AIS_BENCH_TIMED_MS", "5")
+    from ais_bench.infer.interface import InferSession
+
+    session = InferSession(0, str(standin_om))
+    x = np.zeros((100, 72), np.float32)
+    first = session.infer([x])[0]  # the one computed output
+    ticks, stop = [], threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    time.sleep(0.01)
+    t0 = time.perf_counter()
+    calls = session.infer_pipeline([[x]] * 20)
+    wall = time.perf_counter() - t0
+    stop.set()
+    thread.join()
+    assert len(calls) == 20 and all(np.array_equal(c[0], first) for c in calls)
+    assert 0.1 <= wall < 0.13, wall  # back to back: 20 x 5 ms, and at most 1.5 ms more per call
+    assert not [t for t in ticks if t0 + 0.01 < t < t0 + wall - 0.01]  # no tick while the call ran
+    times = session.sumary().exec_time_list[1:]
+    assert len(times) == 20 and min(times) >= 5.0
+
+
+def test_a_shards_bins_pack_is_read_in_place(ais_bench_api, clean_env, standin_om, tmp_path):
+    """The ascend task's input: the shard's pack (grids 30..34), not a file per grid. Outputs are
+    those of the split bins, named by grid; a pack of the wrong size is refused with the fix."""
+    from cgan.errors import InputBinError
+    from cgan.recipe.bins import BinsPack, split_bins_pack, write_bins_pack
+
+    pack = write_bins_pack(tmp_path / "shard.pack", 5, seed=3, start=30)
+    run = run_ais_bench(standin_om, BinsPack(pack, 30, 5), tmp_path / "out", device=0)
+    split = split_bins_pack(pack, tmp_path / "split", 30, 5)
+    reference = run_onnxruntime(standin_om, tmp_path / "split", tmp_path / "ort")
+    assert [p.name for p in run.outputs] == [p.name for p in list_outputs(reference.output_dir)]
+    assert run.outputs[0].name.startswith(split[0].stem)
+    for ours, theirs in zip(run.outputs, list_outputs(reference.output_dir), strict=True):
+        np.testing.assert_allclose(np.fromfile(ours, "<f4"), np.fromfile(theirs, "<f4"), atol=1e-5)
+    with pytest.raises(InputBinError, match=r"shard.pack has .* not the 6 x .*re-run input_bins"):
+        run_ais_bench(standin_om, BinsPack(pack, 30, 6), tmp_path / "out2", device=0)
