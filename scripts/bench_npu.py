@@ -10,7 +10,8 @@ grid on a 310P instead of computing, so the host CPU is left to the task; the st
 API's STANDIN_AIS_BENCH_TIMED_MS likewise, holding the GIL while it waits as aclruntime's run()
 does). A stand-in: no NPU runs, and its grids are copies of one (the parity check would fail).
 Three ways side by side: `ais_bench` (run_ais_bench: the session in a process of its own that
-only feeds the NPU, the grids rendered in the task's process), `batched` (run_msame_batches: one
+only feeds the NPU, 16 calls per infer_pipeline, the shard's bins pack read in place; the grids
+rendered in the task's process), `batched` (run_msame_batches: one
 msame per 1,000 bins, each grid rendered as soon as msame has written it: what the DAG runs with
 npu_tool=msame) and `after` (one msame over the shard, then the rendering: the layout before
 packs). Busy share = the NPU's compute time (grids x 2.548 ms) over the task's
@@ -142,10 +143,13 @@ def bench_npu(npus: int = 2, grids: int = 4000, modes: tuple[str, ...] = MODES) 
 def print_table(d: dict) -> None:
     print(f"\nSimulated NPUs (timed msame stand-in, {d['npu_ms_per_grid']} ms per grid, computes nothing): "
           f"{d['npus']} at once, {d['grids_per_npu']:,} grids each, {d['cores']} cores")
-    for mode, what in (("ais_bench", "ais_bench's Python API, grids rendered while the NPU computes the next"),
+    for mode, what in (("ais_bench", "ais_bench's Python API in a process of its own (infer_pipeline, the "
+                                     "shard's bins pack read in place), grids rendered while the NPU computes"),
                        ("batched", "msame in batches, grids rendered while the next batch computes (now)"),
                        ("after", "one msame per shard, grids rendered after it (before)")):
-        rows = d.get(mode) or []
+        if mode not in d:  # not run (--modes)
+            continue
+        rows = d[mode]
         busy = ", ".join(f"npu {r['device']} {100 * r['busy']:.0f}%" for r in rows)
         host = rows[0]["host_cpu_ms_per_grid"] if rows else {}
         print(f"  {mode:<8} NPU busy share of its task's wall time: {busy}  (target >= 90%)  — {what}")
@@ -162,7 +166,8 @@ def print_table(d: dict) -> None:
         print(f"           {tool} running: " + ", ".join(f"{100 * r['tool_busy']:.0f}%" for r in rows)
               + " of the task's wall (the rest: bins, start-up, the last grids' rendering, hand-over); "
               "the NPU computing: " + ", ".join(f"{100 * r['npu_share_of_tool']:.0f}%" for r in rows)
-              + (" of its time (it reads each call's input between calls)" if mode == "ais_bench" else
+              + (" of its time (the rest: each call's wake-up on shared cores, the outputs put in the ring "
+                 "between chunks)" if mode == "ais_bench" else
                  " of msame's time (msame reads each input and writes each output between calls)"))
 
 

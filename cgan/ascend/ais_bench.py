@@ -119,6 +119,7 @@ def run_ais_bench(
     check_batch(batch, warmup)
     session_class = load_session_class()  # importable: the error and its fix before a process starts
     chunk = NpuProcess.PIPELINE_CALLS if callable(getattr(session_class, "infer_pipeline", None)) else 1
+    source: dict[str, object]
     if isinstance(input_dir, BinsPack):
         bins, source = input_dir.check().names(input_dir.path.parent), {"pack": str(input_dir.path)}
     else:
@@ -163,8 +164,8 @@ class NpuProcess:
     PIPELINE_CALLS = 16  # calls per infer_pipeline; twice as many slots, so one chunk computes while
     # the caller takes the last one's outputs
 
-    def __init__(self, device: int, om: Path, source: dict, count: int, batch: int, warmup: int, ring: Path,
-                 slot_bytes: int, pass_fds: tuple[int, ...] = (), chunk: int = 1):
+    def __init__(self, device: int, om: Path, source: dict[str, object], count: int, batch: int, warmup: int,
+                 ring: Path, slot_bytes: int, pass_fds: tuple[int, ...] = (), chunk: int = 1):
         """source: {"bins": [path, ...]} (a file per grid) or {"pack": path} (`count` bins back to back)."""
         self.device, self.slot_bytes = device, slot_bytes
         slots = max(self.SLOTS, 2 * chunk)

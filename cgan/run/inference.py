@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from cgan.recipe.bins import BinsPack
 from cgan.recipe.outputs import list_outputs
 from cgan.recipe.perf import PERF_NAME, PerfRecord, peak_rss_mb
 from cgan.run.shard import Shard
-from cgan.recipe.bins import BinsPack
 from cgan.run.shard_inputs import fetch_shard_bins, fetch_shard_pack
 from cgan.run.shard_render import ShardRenderer, hand_over, render_outputs
 from cgan.run.staging import ShardPacker, WorkspacePacks
@@ -25,7 +26,7 @@ from cgan.runtimes.folder_runner import InferenceRun, OnOutput, Progress
 
 # (input bins folder, or the shard's BinsPack with bins_pack=True; output root; on_output or None)
 # -> the run, and files to hand over beside it
-Runtime = Callable[[Path | BinsPack, Path, OnOutput | None], tuple[InferenceRun, Sequence[Path]]]
+Runtime = Callable[[Any, Path, OnOutput | None], tuple[InferenceRun, Sequence[Path]]]  # Any: Path or BinsPack
 
 
 @dataclass

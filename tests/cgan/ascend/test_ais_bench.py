@@ -211,7 +211,8 @@ def test_calls_go_16_at_a_time_through_infer_pipeline_where_ais_bench_has_it(
         np.testing.assert_allclose(np.fromfile(ours, "<f4"), np.fromfile(theirs, "<f4"), atol=1e-5)
     perf = json.loads((run.output_dir / "perf.json").read_text())
     assert perf["calls"] == 40 and len(perf["samples_ms"]) == 40  # exec_time_list: one per execute
-    said = "calls went to the NPU 16 at a time through infer_pipeline" if pipeline else "this ais_bench has no infer_pipeline"
+    said = ("calls went to the NPU 16 at a time through infer_pipeline" if pipeline
+            else "this ais_bench has no infer_pipeline")
     assert any(said in note for note in perf["notes"]), perf["notes"]
 
 

@@ -346,3 +346,26 @@ def test_run_shard_packs_into_the_workspace_without_a_publish_bucket(tmp_path, u
     assert [k.rsplit("/", 1)[1] for k in store.list(shard.outputs_prefix) if k.endswith(".bin")] == [
         "grid_00000000_output_0.bin"]  # the parity sample only
     assert result.cpu_s["render"] > 0 and (not while_running or {"judge", "pack", "upload"} <= set(result.cpu_s))
+
+
+def test_run_shard_hands_a_runtime_that_reads_packs_the_shards_pack_unsplit(tmp_path, upstream_onnx):
+    """bins_pack=True (the ascend task with ais_bench): the runtime gets the shard's BinsPack,
+    size checked, and no file per grid is written; the grids are those of the split bins."""
+    from cgan.recipe.bins import BinsPack, split_bins_pack
+
+    store = open_store((tmp_path / "ws").as_uri())
+    (shard,) = plan_shards(3, "cpu", [0], 3, parity_grids=1)
+    write_bins(tmp_path / "bins0", shard.count, 9, start=shard.start)
+    upload_pack(store, shard, tmp_path / "bins0")
+    given = []
+
+    def runtime(inputs, out, on_output):
+        given.append(inputs)
+        assert isinstance(inputs, BinsPack) and (inputs.start, inputs.count) == (shard.start, shard.count)
+        assert not (tmp_path / "work" / "bins").exists()  # never split
+        split = split_bins_pack(inputs.path, tmp_path / "split", inputs.start, inputs.count)
+        assert [p.read_bytes() for p in split] == [p.read_bytes() for p in sorted((tmp_path / "bins0").glob("*.bin"))]
+        return run_onnxruntime(upstream_onnx, tmp_path / "split", out, on_output=on_output), []
+
+    result = run_shard(store, shard, tmp_path / "work", runtime, log=lambda m: None, bins_pack=True)
+    assert len(given) == 1 and result.tally["grids"] == 3 and len(_grids(store)) == 3
