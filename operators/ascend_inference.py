@@ -120,7 +120,7 @@ class AscendInferenceOperator(CganBaseOperator):
             result = run_shard(self.store, shard, tmp, on_npu,
                                stager=open_pack_stager(self.bucket, self.run_prefix, self.aws_conn_id),
                                progress=self._progress, log=self.log.info,
-                               bins_pack=tool == "ais_bench")  # read in place, not split per grid
+                               bins_pack=tool == "ais_bench")  # read in place; msame reads a folder
         perf, lease = result.perf, leases[0]
         self.log.info("Shard %d done on %s with %s: %.3f ms per call (median %.3f, p99 %.3f), %.1f grids/s; "
                       "%d grid PNG(s) rendered here, %d raw output(s) kept", shard.index, lease.label, tool,

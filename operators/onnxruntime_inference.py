@@ -63,13 +63,13 @@ class OnnxRuntimeInferenceOperator(CganBaseOperator):
             tmp = Path(tmp_dir)
             model = self.fetch(self.onnx_uri, tmp / "cgan.onnx")
 
-            def onnxruntime(bins: Path, out: Path, on_output):
+            def onnxruntime(bins, out: Path, on_output):  # bins: the shard's BinsPack, read in place
                 return run_onnxruntime(model, bins, out, threads=int(self.threads), progress=self._progress,
                                        precision=self.precision, on_output=on_output, write_stems=shard.handed_stems,
                                        split_deconv=split_deconv), []
 
             self.log.info("Shard %d through ONNX Runtime, %s thread(s), %s", shard.index, self.threads, self.precision)
-            result = run_shard(self.store, shard, tmp, onnxruntime, log=self.log.info,
+            result = run_shard(self.store, shard, tmp, onnxruntime, log=self.log.info, bins_pack=True,
                                stager=open_pack_stager(self.bucket, self.run_prefix, self.aws_conn_id))
         perf = result.perf
         self.log.info("Shard %d done: %.2f ms per call (p99 %.2f), %.1f grids/s; %d grid PNG(s) rendered during "

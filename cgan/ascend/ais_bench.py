@@ -53,8 +53,8 @@ from cgan.runtimes.folder_runner import (
     OutputWriter,
     Progress,
     check_batch,
-    check_inputs,
     check_output,
+    resolve_inputs,
 )
 
 INSTALL_HINT = ("install the two wheels of Ascend/tools ais-bench_workload/tool/ais_bench on this worker: "
@@ -119,12 +119,8 @@ def run_ais_bench(
     check_batch(batch, warmup)
     session_class = load_session_class()  # importable: the error and its fix before a process starts
     chunk = NpuProcess.PIPELINE_CALLS if callable(getattr(session_class, "infer_pipeline", None)) else 1
-    source: dict[str, object]
-    if isinstance(input_dir, BinsPack):
-        bins, source = input_dir.check().names(input_dir.path.parent), {"pack": str(input_dir.path)}
-    else:
-        bins = check_inputs(input_dir)
-        source = {"bins": [str(b) for b in bins]}
+    bins, pack = resolve_inputs(input_dir)
+    source: dict[str, object] = {"pack": str(pack)} if pack else {"bins": [str(b) for b in bins]}
     wall_start = time.perf_counter()
     run_dir = new_run_dir(output_root)
     latencies: list[float] = []

@@ -52,7 +52,9 @@ def main() -> int:
 
     from cgan.ascend.ais_bench import load_session_class
     from cgan.ascend.errors import AscendError
+    from cgan.errors import InputBinError
     from cgan.layout.tensors import INPUT_BIN_BYTES, INPUT_DIM, SAMPLES_PER_GRID
+    from cgan.runtimes.folder_runner import read_pack_rows
 
     device, om, batch = int(config["device"]), config["om"], int(config["batch"])
     slots, slot_bytes = int(config["slots"]), int(config["slot_bytes"])
@@ -100,19 +102,18 @@ def main() -> int:
             for x, into, start in zip(xs, rows, calls, strict=False):
                 n = min(per_call, count - start)  # sizes checked by the caller; a short read is refused here
                 if source is not None:  # the shard's pack: this call's bins are back to back at their offset
-                    source.seek(start * INPUT_BIN_BYTES)
-                    got, want, what = source.readinto(into[: n * INPUT_BIN_BYTES]), n * INPUT_BIN_BYTES, pack
-                else:
-                    got = want = 0
-                    for i, path in enumerate(bins[start : start + n]):
-                        with open(path, "rb", buffering=0) as bin_file:
-                            got = bin_file.readinto(into[i * INPUT_BIN_BYTES : (i + 1) * INPUT_BIN_BYTES])
-                        want, what = INPUT_BIN_BYTES, path
-                        if got != want:
-                            break
-                if got != want:
-                    say(error=f"input {what} gave {got:,} bytes, not {want:,}: it changed during the run")
-                    return 1
+                    try:
+                        read_pack_rows(source, start, n, x)
+                    except InputBinError as exc:
+                        say(error=str(exc))
+                        return 1
+                for i, path in enumerate(bins[start : start + n] if source is None else ()):
+                    with open(path, "rb", buffering=0) as bin_file:
+                        got = bin_file.readinto(into[i * INPUT_BIN_BYTES : (i + 1) * INPUT_BIN_BYTES])
+                    if got != INPUT_BIN_BYTES:
+                        say(error=f"input bin {path} has {got:,} bytes, not {INPUT_BIN_BYTES:,}: it changed during "
+                                  "the run")
+                        return 1
                 if n < per_call:
                     x[n * SAMPLES_PER_GRID :] = 0  # a short last call: padding rows, outputs dropped
             w0 = time.perf_counter()
@@ -125,7 +126,7 @@ def main() -> int:
             t0 = time.perf_counter()
             ys = execute(xs[: len(calls)])
             ms = (time.perf_counter() - t0) * 1000.0 / len(calls)
-
+            placed = []
             for start, y in zip(calls, ys, strict=True):
                 if y.nbytes > slot_bytes:
                     say(error=f"ais_bench returned {y.nbytes:,} bytes for one call, more than the "
@@ -133,7 +134,8 @@ def main() -> int:
                     return 1
                 slot = free.pop(0)
                 ring[slot * slot_bytes : slot * slot_bytes + y.nbytes] = y.data.cast("B")
-                say(slot=slot, start=start, shape=list(y.shape), ms=ms)
+                placed.append(json.dumps({"slot": slot, "start": start, "shape": list(y.shape), "ms": ms}))
+            proto.write("\n".join(placed) + "\n")  # the chunk's lines in one write: one wake-up of the task
     from cgan.ascend.ais_bench import exec_times
 
     say(done=True, times=exec_times(session), opened_s=round(opened, 3), waited_s=round(waited, 3))

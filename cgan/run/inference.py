@@ -52,8 +52,8 @@ def run_shard(store, shard: Shard, work_dir: Path, runtime: Runtime, *, render_w
               bins_pack: bool = False) -> ShardResult:
     """The shard's grids made by `runtime`, rendered into packs (staged in the publish bucket
     with a `stager`, cgan.run.staging.BucketPacks, else into the workspace) and handed over.
-    `bins_pack`: the runtime reads the shard's bins pack in place (ais_bench), so it is not split
-    into a file per grid first."""
+    `bins_pack`: the runtime reads the shard's bins pack in place (the tasks' ONNX Runtime and
+    ais_bench), so it is not split into a file per grid first; msame reads a folder."""
     store.delete_prefix(shard.outputs_prefix)  # no render.json of an earlier try survives this one
     inputs: Path | BinsPack
     if bins_pack:

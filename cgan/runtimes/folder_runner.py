@@ -1,5 +1,8 @@
 """The loop every local runtime shares: bins in, msame-layout outputs and perf.json out.
 
+The bins are a folder (one file per grid) or a shard's BinsPack, read in place (the inference
+tasks: the pack input_bins wrote is not split into a file per grid).
+
 A runtime supplies `execute(batch [B, 72]) -> [B, C, 28, 28]`. Each call takes B/100 bins;
 a short last group is padded with zero rows whose outputs are dropped. Every input is checked
 before any work; every output is written atomically; perf.json is written last, so a run
@@ -8,6 +11,7 @@ folder with perf.json is complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -20,7 +24,7 @@ import numpy as np
 
 from cgan.errors import InferenceError, InputBinError
 from cgan.layout.tensors import BIN_DTYPE, INPUT_BIN_BYTES, INPUT_DIM, SAMPLES_PER_GRID
-from cgan.recipe.bins import list_bins, read_input_bin
+from cgan.recipe.bins import BinsPack, list_bins, read_input_bin
 from cgan.recipe.outputs import new_run_dir, output_name
 from cgan.recipe.perf import PerfRecord, make_record
 from cgan.storage.files import atomic_write_bytes
@@ -43,6 +47,25 @@ def _raise_first_error(futures: list[Future], wait: bool = False) -> None:
         if wait or future.done():
             future.result()
             futures.remove(future)
+
+
+def resolve_inputs(inputs: str | os.PathLike | BinsPack) -> tuple[list[Path], Path | None]:
+    """(each grid's bin, the pack or None): a folder's bins, checked, or a BinsPack's grids,
+    named as its split bins would be (in the pack's folder), the pack's size checked."""
+    if isinstance(inputs, BinsPack):
+        return inputs.check().names(inputs.path.parent), inputs.path
+    return check_inputs(inputs), None
+
+
+def read_pack_rows(pack, first: int, n: int, into: np.ndarray) -> None:
+    """Bins first..first+n-1 of an open pack (counted from its first grid) into the rows of
+    `into`, float32 [>= n x 100, 72]; InputBinError when the file is shorter than it was."""
+    want = n * INPUT_BIN_BYTES
+    pack.seek(first * INPUT_BIN_BYTES)
+    got = pack.readinto(into.data.cast("B")[:want])
+    if got != want:
+        raise InputBinError(f"{pack.name} gave {got:,} bytes at grid {first}, not {want:,}: it changed during the "
+                            "run; re-run input_bins")
 
 
 def check_inputs(input_dir: str | os.PathLike) -> list[Path]:
@@ -98,7 +121,7 @@ def run_folder(
     execute: Callable[[np.ndarray], np.ndarray],
     *,
     batch: int,
-    input_dir: str | os.PathLike,
+    input_dir: str | os.PathLike | BinsPack,
     output_root: str | os.PathLike,
     backend: str,
     device: str,
@@ -116,7 +139,7 @@ def run_folder(
     task that renders its grids as they come and hands over only the parity sample's raw outputs
     skips writing 313 KB per grid it would delete unread."""
     check_batch(batch, warmup)
-    bins = check_inputs(input_dir)
+    bins, pack_path = resolve_inputs(input_dir)
     per_call = batch // SAMPLES_PER_GRID
     wall_start = time.perf_counter()
     run_dir = new_run_dir(output_root)
@@ -130,11 +153,14 @@ def run_folder(
     # call runs; at most WRITE_AHEAD calls wait, so memory stays flat.
     slots = threading.BoundedSemaphore(WRITE_AHEAD)
     pending: list[Future] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outputs") as writer:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outputs") as writer, \
+            (open(pack_path, "rb", buffering=0) if pack_path else contextlib.nullcontext()) as pack:
         for start in range(0, len(bins), per_call):
             group = bins[start : start + per_call]
             x = np.zeros((batch, INPUT_DIM), dtype=np.float32)
-            for i, path in enumerate(group):
+            if pack is not None:
+                read_pack_rows(pack, start, len(group), x)
+            for i, path in enumerate(group if pack is None else ()):
                 x[i * SAMPLES_PER_GRID : (i + 1) * SAMPLES_PER_GRID] = read_input_bin(path)
             t0 = time.perf_counter()
             y = execute(x)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cgan.errors import InferenceError
 from cgan.layout.tensors import INPUT_DIM, INPUT_NAME, SAMPLES_PER_GRID
+from cgan.recipe.bins import BinsPack
 from cgan.runtimes.folder_runner import InferenceRun, OnOutput, Progress, run_folder
 
 
@@ -67,7 +68,7 @@ def model_batch(session) -> int:
 
 def run_onnxruntime(
     model_path: str | os.PathLike,
-    input_dir: str | os.PathLike,
+    input_dir: str | os.PathLike | BinsPack,
     output_root: str | os.PathLike,
     *,
     threads: int = 1,
@@ -79,8 +80,9 @@ def run_onnxruntime(
     write_stems: Collection[str] | None = None,
     split_deconv: bool | None = None,
 ) -> InferenceRun:
-    """Every bin of input_dir through ONNX Runtime at `precision` (fp32 or int8, see make_session);
-    `write_stems`: whose raw outputs are written (None: all; see run_folder)."""
+    """Every bin of input_dir (a folder, or a shard's BinsPack read in place) through ONNX Runtime
+    at `precision` (fp32 or int8, see make_session); `write_stems`: whose raw outputs are written
+    (None: all; see run_folder)."""
     import onnxruntime as ort
 
     session = make_session(model_path, threads, precision=precision, int8_cache=int8_cache,

@@ -120,3 +120,37 @@ def test_a_failing_output_consumer_fails_the_run_without_perf_json(tmp_path, ups
     with pytest.raises(OSError, match="no space left"):
         run_onnxruntime(upstream_onnx, bins, tmp_path / "out", on_output=on_output)
     assert not list((tmp_path / "out").rglob("perf.json"))  # the run folder does not read as complete
+
+
+@pytest.mark.parametrize("batch", [100, 200], ids=["one-grid-calls", "two-grid-calls-padded"])
+def test_a_bins_pack_is_read_in_place_as_its_split_bins(tmp_path, upstream_checkpoint, upstream_onnx, batch):
+    """A shard's BinsPack (grids 40..42) gives the outputs, names and bytes of its split bins; a
+    pack cut short during the run is refused naming it and the fix."""
+    from cgan.recipe.bins import BinsPack, split_bins_pack, write_bins_pack
+
+    model = upstream_onnx if batch == 100 else export_onnx(upstream_checkpoint, tmp_path / "b200.onnx",
+                                                           batch=200).onnx_path
+    pack = write_bins_pack(tmp_path / "shard.pack", 3, seed=5, start=40)
+    ours = run_onnxruntime(model, BinsPack(pack, 40, 3), tmp_path / "pack-out")
+    split_bins_pack(pack, tmp_path / "split", 40, 3)
+    theirs = run_onnxruntime(model, tmp_path / "split", tmp_path / "split-out")
+    assert [p.name for p in ours.outputs] == [p.name for p in theirs.outputs] == [
+        "grid_00000040_output_0.bin", "grid_00000041_output_0.bin", "grid_00000042_output_0.bin"]
+    assert [p.read_bytes() for p in ours.outputs] == [p.read_bytes() for p in theirs.outputs]
+    with pytest.raises(InputBinError, match=r"shard.pack has .* not the 4 x .*re-run input_bins"):
+        run_onnxruntime(model, BinsPack(pack, 40, 4), tmp_path / "bad")
+
+
+def test_a_pack_cut_short_during_the_run_is_refused(tmp_path):
+    from cgan.recipe.bins import write_bins_pack
+    from cgan.runtimes.folder_runner import read_pack_rows
+
+    pack = write_bins_pack(tmp_path / "shard.pack", 2, seed=5, start=0)
+    x = np.zeros((200, 72), np.float32)
+    with open(pack, "rb", buffering=0) as fh:
+        read_pack_rows(fh, 0, 2, x)
+        assert x[100:].any()
+        with open(pack, "r+b") as cut:
+            cut.truncate(40_000)
+        with pytest.raises(InputBinError, match=r"shard.pack gave 11,200 bytes at grid 1, not 28,800: it changed"):
+            read_pack_rows(fh, 1, 1, x)
