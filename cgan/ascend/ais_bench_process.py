@@ -4,7 +4,7 @@ aclruntime's `run()` holds the GIL while the NPU computes (pybind11 binds it wit
 gil_scoped_release), so no thread of the process that calls it runs Python meanwhile: a task
 that rendered its grids in threads beside the session would leave its NPU idle for every grid
 it renders. This process only feeds the NPU: it reads the bins, calls ais_bench and puts each
-output, as float32, in a slot of a ring file shared with the task's process, which renders.
+output, as float32, in a slot of a ring (a memfd) shared with the task's process, which renders.
 Where the installed ais_bench has `infer_pipeline` (releases after 2023-06), `chunk` calls go in
 one: aclruntime's run_pipeline copies the next call's input and the last call's output on threads
 of its own while the NPU computes, so the calls of a chunk reach the NPU back to back; older
@@ -20,6 +20,7 @@ import ctypes
 import json
 import mmap
 import os
+import platform
 import signal
 import sys
 import time
@@ -38,6 +39,33 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+class _SchedAttr(ctypes.Structure):  # struct sched_attr (include/uapi/linux/sched/types.h)
+    _fields_ = [("size", ctypes.c_uint32), ("sched_policy", ctypes.c_uint32), ("sched_flags", ctypes.c_uint64),
+                ("sched_nice", ctypes.c_int32), ("sched_priority", ctypes.c_uint32),
+                ("sched_runtime", ctypes.c_uint64), ("sched_deadline", ctypes.c_uint64),
+                ("sched_period", ctypes.c_uint64)]
+
+
+SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}  # the syscall's number on the workers' architectures
+SLICE_NS = 100_000  # EEVDF's shortest request (the kernel clamps to 0.1..100 ms)
+
+
+def _short_slice() -> bool:
+    """Ask the scheduler for 0.1 ms slices (sched_setattr, SCHED_OTHER at this process's nice:
+    no privilege, no priority change). Linux 6.12+ (EEVDF) lets a task with a shorter slice
+    preempt a longer one when it wakes, so each wake-up after an execute, on cores the task's
+    renderers keep busy, starts the next call sooner; threads and processes started from here
+    (aclruntime's pipeline threads) inherit it. Older kernels ignore it; a refusal changes nothing."""
+    number = SCHED_SETATTR.get(platform.machine())
+    if number is None:
+        return False
+    attr = _SchedAttr(ctypes.sizeof(_SchedAttr), 0, 0, os.getpriority(os.PRIO_PROCESS, 0), 0, SLICE_NS, 0, 0)
+    try:
+        return ctypes.CDLL(None, use_errno=True).syscall(number, 0, ctypes.byref(attr), 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def main() -> int:
     started = time.perf_counter()
     proto = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol's channel, line by line
@@ -48,6 +76,7 @@ def main() -> int:
 
     config = json.loads(sys.stdin.readline())
     _die_with_parent(int(config["parent"]))
+    _short_slice()
     import numpy as np
 
     from cgan.ascend.ais_bench import load_session_class
@@ -96,7 +125,7 @@ def main() -> int:
     free = list(range(slots))
     xs = [np.zeros((batch, INPUT_DIM), dtype=np.float32) for _ in range(chunk)]
     rows = [x.data.cast("B") for x in xs]  # each call's input, filled straight from the bins' bytes
-    with open(config["ring"], "r+b") as fh, mmap.mmap(fh.fileno(), slots * slot_bytes) as ring:
+    with mmap.mmap(int(config["ring_fd"]), slots * slot_bytes) as ring:  # the task's memfd
         for first in range(0, len(starts), chunk):
             calls = starts[first : first + chunk]
             for x, into, start in zip(xs, rows, calls, strict=False):

@@ -266,3 +266,36 @@ def test_a_shards_bins_pack_is_read_in_place(ais_bench_api, clean_env, standin_o
         np.testing.assert_allclose(np.fromfile(ours, "<f4"), np.fromfile(theirs, "<f4"), atol=1e-5)
     with pytest.raises(InputBinError, match=r"shard.pack has .* not the 6 x .*re-run input_bins"):
         run_ais_bench(standin_om, BinsPack(pack, 30, 6), tmp_path / "out2", device=0)
+
+
+def test_the_npu_process_asks_for_short_slices_that_its_threads_inherit():
+    """sched_setattr(SCHED_OTHER, sched_runtime = 0.1 ms): unprivileged, read back with
+    sched_getattr in the process and in a thread it starts (aclruntime's pipeline threads);
+    kernels before 6.12 (no EEVDF slices) keep their default, and nothing fails."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.machine() not in ("x86_64", "aarch64"):
+        pytest.skip("sched_setattr's number is known for x86_64 and aarch64 only")
+    probe = """
+import ctypes, threading
+from cgan.ascend.ais_bench_process import _SchedAttr, _short_slice
+GET = {"x86_64": 315, "aarch64": 275}[__import__("platform").machine()]
+def slice_ns():
+    attr = _SchedAttr()
+    ctypes.CDLL(None).syscall(GET, 0, ctypes.byref(attr), ctypes.sizeof(attr), 0)
+    return attr.sched_runtime
+before, ok = slice_ns(), _short_slice()
+seen = []
+thread = threading.Thread(target=lambda: seen.append(slice_ns()))
+thread.start(); thread.join()
+print(before, ok, slice_ns(), seen[0])
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    before, ok, after, in_thread = int(out[0]), out[1] == "True", int(out[2]), int(out[3])
+    release = tuple(int(n) for n in platform.release().split("-")[0].split(".")[:2])
+    if release >= (6, 12):
+        assert ok and before > 100_000 and after == in_thread == 100_000
+    else:
+        assert after == in_thread  # accepted or refused, the process runs on as it was
