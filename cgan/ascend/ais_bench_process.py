@@ -96,25 +96,22 @@ def main() -> int:
         say(error=f"ais_bench could not open NPU {device} with {os.path.basename(om)}: {exc}")
         return 1
 
-    def failed(exc: RuntimeError) -> SystemExit:  # aclruntime: input size mismatch, execute failure
-        say(error=f"ais_bench execute on NPU {device} failed: {exc}")
-        return SystemExit(1)
-
     def execute(xs: list) -> list:
-        """One output per input, float32 (float16 outputs are exact in float32)."""
+        """One output per input, float32 (float16 outputs are exact in float32); several inputs go
+        in one infer_pipeline (the caller sends several only where ais_bench has it)."""
         try:
-            if chunk > 1:
+            if len(xs) > 1:
                 ys = [call[0] for call in session.infer_pipeline([[x] for x in xs])]
             else:
                 ys = [session.infer(xs)[0]]
-        except RuntimeError as exc:
-            raise failed(exc) from None
+        except RuntimeError as exc:  # aclruntime: input size mismatch, execute failure
+            say(error=f"ais_bench execute on NPU {device} failed: {exc}")
+            raise SystemExit(1) from None
         return [np.ascontiguousarray(y, dtype=np.float32) for y in ys]
 
     say(ready=True)
     waited = 0.0  # seconds with too few free slots: the NPU idle because the caller is behind
     opened = time.perf_counter() - started
-    chunk = 1  # the warm-up: one call at a time
     for _ in range(int(config["warmup"])):
         execute([np.zeros((batch, INPUT_DIM), dtype=np.float32)])
     chunk = int(config["chunk"])
@@ -136,13 +133,14 @@ def main() -> int:
                     except InputBinError as exc:
                         say(error=str(exc))
                         return 1
-                for i, path in enumerate(bins[start : start + n] if source is None else ()):
-                    with open(path, "rb", buffering=0) as bin_file:
-                        got = bin_file.readinto(into[i * INPUT_BIN_BYTES : (i + 1) * INPUT_BIN_BYTES])
-                    if got != INPUT_BIN_BYTES:
-                        say(error=f"input bin {path} has {got:,} bytes, not {INPUT_BIN_BYTES:,}: it changed during "
-                                  "the run")
-                        return 1
+                else:
+                    for i, path in enumerate(bins[start : start + n]):
+                        with open(path, "rb", buffering=0) as bin_file:
+                            got = bin_file.readinto(into[i * INPUT_BIN_BYTES : (i + 1) * INPUT_BIN_BYTES])
+                        if got != INPUT_BIN_BYTES:
+                            say(error=f"input bin {path} has {got:,} bytes, not {INPUT_BIN_BYTES:,}: it changed "
+                                      "during the run")
+                            return 1
                 if n < per_call:
                     x[n * SAMPLES_PER_GRID :] = 0  # a short last call: padding rows, outputs dropped
             w0 = time.perf_counter()

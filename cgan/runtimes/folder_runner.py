@@ -160,8 +160,9 @@ def run_folder(
             x = np.zeros((batch, INPUT_DIM), dtype=np.float32)
             if pack is not None:
                 read_pack_rows(pack, start, len(group), x)
-            for i, path in enumerate(group if pack is None else ()):
-                x[i * SAMPLES_PER_GRID : (i + 1) * SAMPLES_PER_GRID] = read_input_bin(path)
+            else:
+                for i, path in enumerate(group):
+                    x[i * SAMPLES_PER_GRID : (i + 1) * SAMPLES_PER_GRID] = read_input_bin(path)
             t0 = time.perf_counter()
             y = execute(x)
             latencies.append((time.perf_counter() - t0) * 1000.0)
