@@ -118,14 +118,16 @@ def run_ais_bench(
     check_batch(batch, warmup)
     session_class = load_session_class()  # importable: the error and its fix before a process starts
     chunk = NpuProcess.PIPELINE_CALLS if callable(getattr(session_class, "infer_pipeline", None)) else 1
-    bins, pack = resolve_inputs(input_dir)
-    source: dict[str, object] = {"pack": str(pack)} if pack else {"bins": [str(b) for b in bins]}
+    # a pack still on its way (run_shard fetches it meanwhile) is waited for once the session opens
+    early = None if isinstance(input_dir, BinsPack) and input_dir.arriving else resolve_inputs(input_dir)
     wall_start = time.perf_counter()
     run_dir = new_run_dir(output_root)
     latencies: list[float] = []
-    writer = OutputWriter(run_dir, len(bins), write_stems, on_output, progress)
     slot_bytes = batch * max(SUPPORTED_CHANNELS) * IMAGE_SIZE * IMAGE_SIZE * 4
-    with NpuProcess(device, om, source, len(bins), batch, warmup, slot_bytes, pass_fds, chunk) as npu:
+    with NpuProcess(device, om, batch, warmup, slot_bytes, pass_fds, chunk) as npu:
+        bins, pack = early or resolve_inputs(input_dir)
+        npu.feed({"pack": str(pack)} if pack else {"bins": [str(b) for b in bins]}, len(bins))
+        writer = OutputWriter(run_dir, len(bins), write_stems, on_output, progress)
         for start, y, ms in npu.outputs():
             check_output(y, batch, "ais_bench", bins[start])
             latencies.append(ms)
@@ -154,17 +156,17 @@ class NpuProcess:
     """The ais_bench session's process (cgan.ascend.ais_bench_process): its outputs, in order."""
 
     SLOTS = 4  # outputs in flight, one call at a time: the NPU runs ahead of the caller by at most 4 calls
-    PIPELINE_CALLS = 16  # calls per infer_pipeline; twice as many slots, so one chunk computes while
-    # the caller takes the last one's outputs
+    PIPELINE_CALLS = 16  # calls per infer_pipeline; three times as many slots: one chunk computes while
+    # the last one is put in the ring and the one before it is taken by the caller
 
-    def __init__(self, device: int, om: Path, source: dict[str, object], count: int, batch: int, warmup: int,
-                 slot_bytes: int, pass_fds: tuple[int, ...] = (), chunk: int = 1):
-        """source: {"bins": [path, ...]} (a file per grid) or {"pack": path} (`count` bins back to back).
-        The ring is a memfd (anonymous shared memory, passed to the process as an open file): a ring
-        in a file on disk had its dirty pages written back under it, and every slot written after a
-        writeback faulted again (0.15 ms per output, measured)."""
-        self.device, self.slot_bytes = device, slot_bytes
-        slots = max(self.SLOTS, 2 * chunk)
+    def __init__(self, device: int, om: Path, batch: int, warmup: int, slot_bytes: int,
+                 pass_fds: tuple[int, ...] = (), chunk: int = 1):
+        """Starts the process, which opens the session and runs the warm-up calls while the caller
+        gets its inputs (feed). The ring is a memfd (anonymous shared memory, passed to the process
+        as an open file): a ring in a file on disk had its dirty pages written back under it, and
+        every slot written after a writeback faulted again (0.15 ms per output, measured)."""
+        self.device = device
+        slots = max(self.SLOTS, 3 * chunk)
         self.times: list[float] | None = None
         self.opened_s = self.waited_s = 0.0  # its start until the session was open; its waits for a free slot
         self._ring_fd = os.memfd_create("cgan-ais-bench-ring")  # closed in __exit__
@@ -177,9 +179,13 @@ class NpuProcess:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._to, self._from = self._proc.stdin, self._proc.stdout
         config = {"parent": os.getpid(), "device": device, "om": str(om), "batch": batch, "warmup": warmup,
-                  **source, "count": count, "slots": slots, "slot_bytes": slot_bytes, "ring_fd": self._ring_fd,
-                  "chunk": chunk}
+                  "slots": slots, "slot_bytes": slot_bytes, "ring_fd": self._ring_fd, "chunk": chunk}
         self._send(json.dumps(config))
+
+    def feed(self, source: dict[str, object], count: int) -> None:
+        """The run's inputs: {"bins": [path, ...]} (a file per grid) or {"pack": path} (`count`
+        bins back to back)."""
+        self._send(json.dumps({**source, "count": count}))
 
     def __enter__(self) -> NpuProcess:
         return self
@@ -216,7 +222,7 @@ class NpuProcess:
                 return
             if "slot" in message:
                 slot, shape = int(message["slot"]), tuple(int(n) for n in message["shape"])
-                view = np.frombuffer(self._ring, np.float32, int(np.prod(shape)), slot * self.slot_bytes)
+                view = np.frombuffer(self._ring, np.float32, int(np.prod(shape)), int(message["offset"]))
                 y = view.reshape(shape).copy()  # the slot goes back to the NPU's process at once
                 del view  # no export of the ring outlives this step (mmap.close refuses otherwise)
                 self._send(str(slot))

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import ctypes
 import json
-import mmap
 import os
 import platform
+import queue
 import signal
 import sys
+import threading
 import time
 
 PR_SET_PDEATHSIG = 1
@@ -66,13 +67,30 @@ def _short_slice() -> bool:
         return False
 
 
+def _write_all(fd: int, buffers: list, offset: int) -> None:
+    """pwritev, resumed after a short write (a signal)."""
+    views = [memoryview(b).cast("B") for b in buffers]
+    while views:
+        done = os.pwritev(fd, views, offset)
+        offset += done
+        while views and done >= len(views[0]):
+            done -= len(views.pop(0))
+        if done:
+            views[0] = views[0][done:]
+
+
 def main() -> int:
     started = time.perf_counter()
     proto = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol's channel, line by line
     os.dup2(2, 1)  # what aclruntime and ACL print goes to stderr: the task's log
+    speaking = threading.Lock()  # the loop and the placer both write lines
+
+    def send(text: str) -> None:
+        with speaking:
+            proto.write(text)
 
     def say(**message) -> None:
-        proto.write(json.dumps(message) + "\n")
+        send(json.dumps(message) + "\n")
 
     config = json.loads(sys.stdin.readline())
     _die_with_parent(int(config["parent"]))
@@ -86,7 +104,7 @@ def main() -> int:
     from cgan.runtimes.folder_runner import read_pack_rows
 
     device, om, batch = int(config["device"]), config["om"], int(config["batch"])
-    slots, slot_bytes = int(config["slots"]), int(config["slot_bytes"])
+    slots, slot_bytes, ring_fd = int(config["slots"]), int(config["slot_bytes"]), int(config["ring_fd"])
     try:
         session = load_session_class()(device, om, loop=1)
     except AscendError as exc:
@@ -110,59 +128,89 @@ def main() -> int:
         return [np.ascontiguousarray(y, dtype=np.float32) for y in ys]
 
     say(ready=True)
-    waited = 0.0  # seconds with too few free slots: the NPU idle because the caller is behind
     opened = time.perf_counter() - started
     for _ in range(int(config["warmup"])):
         execute([np.zeros((batch, INPUT_DIM), dtype=np.float32)])
+    line = sys.stdin.readline()  # the inputs: sent once the task has them (its pack may arrive during the opening)
+    if not line:
+        return 1  # the task's process is gone, or it failed before it had the inputs
+    inputs = json.loads(line)
     chunk = int(config["chunk"])
-    per_call, count = batch // SAMPLES_PER_GRID, int(config["count"])
+    per_call, count = batch // SAMPLES_PER_GRID, int(inputs["count"])
     starts = list(range(0, count, per_call))
-    bins, pack = config.get("bins"), config.get("pack")
+    bins, pack = inputs.get("bins"), inputs.get("pack")
     source = open(pack, "rb", buffering=0) if pack else None  # noqa: SIM115 - lives as long as the process
-    free = list(range(slots))
-    xs = [np.zeros((batch, INPUT_DIM), dtype=np.float32) for _ in range(chunk)]
-    rows = [x.data.cast("B") for x in xs]  # each call's input, filled straight from the bins' bytes
-    with mmap.mmap(int(config["ring_fd"]), slots * slot_bytes) as ring:  # the task's memfd
-        for first in range(0, len(starts), chunk):
-            calls = starts[first : first + chunk]
-            for x, into, start in zip(xs, rows, calls, strict=False):
-                n = min(per_call, count - start)  # sizes checked by the caller; a short read is refused here
-                if source is not None:  # the shard's pack: this call's bins are back to back at their offset
-                    try:
-                        read_pack_rows(source, start, n, x)
-                    except InputBinError as exc:
-                        say(error=str(exc))
-                        return 1
-                else:
-                    for i, path in enumerate(bins[start : start + n]):
-                        with open(path, "rb", buffering=0) as bin_file:
-                            got = bin_file.readinto(into[i * INPUT_BIN_BYTES : (i + 1) * INPUT_BIN_BYTES])
-                        if got != INPUT_BIN_BYTES:
-                            say(error=f"input bin {path} has {got:,} bytes, not {INPUT_BIN_BYTES:,}: it changed "
-                                      "during the run")
-                            return 1
-                if n < per_call:
-                    x[n * SAMPLES_PER_GRID :] = 0  # a short last call: padding rows, outputs dropped
-            w0 = time.perf_counter()
-            while len(free) < len(calls):  # the slots hold outputs the task has not taken yet
-                line = sys.stdin.readline()
-                if not line:
-                    return 1  # the task's process is gone
-                free.append(int(line))
-            waited += time.perf_counter() - w0
-            t0 = time.perf_counter()
-            ys = execute(xs[: len(calls)])
-            ms = (time.perf_counter() - t0) * 1000.0 / len(calls)
-            placed = []
-            for start, y in zip(calls, ys, strict=True):
-                if y.nbytes > slot_bytes:
-                    say(error=f"ais_bench returned {y.nbytes:,} bytes for one call, more than the "
-                              f"{slot_bytes:,} of a [{batch}, 3, 28, 28] output: not the CGAN generator's om")
+    xs = np.zeros((chunk, batch, INPUT_DIM), dtype=np.float32)  # a chunk's inputs, back to back as in the pack
+
+    handoff: queue.Queue = queue.Queue(maxsize=1)  # one chunk's outputs; the next one computes meanwhile
+
+    def place() -> None:
+        """The outputs into free slots of the ring, while the NPU computes the next chunk: one
+        pwritev per run of adjacent slots, which leaves the GIL for the whole copy (the loop's
+        infer_pipeline holds it). The chunk's lines go out in one write: one wake-up of the task."""
+        free = list(range(slots))
+        try:
+            while (item := handoff.get()) is not None:
+                calls, ys, ms = item
+                while len(free) < len(calls):  # the slots hold outputs the task has not taken yet
+                    returned = sys.stdin.readline()
+                    if not returned:
+                        os._exit(1)  # the task's process is gone
+                    free.append(int(returned))
+                taken, stride = [free.pop(0) for _ in calls], ys[0].nbytes  # every output of the om: one size
+                first = 0
+                for i in range(1, len(taken) + 1):
+                    if i == len(taken) or taken[i] != taken[i - 1] + 1:
+                        _write_all(ring_fd, ys[first:i], taken[first] * stride)
+                        first = i
+                send("\n".join(json.dumps({"slot": slot, "offset": slot * stride, "start": start,
+                                            "shape": list(y.shape), "ms": ms})
+                               for slot, start, y in zip(taken, calls, ys, strict=True)) + "\n")
+        except BaseException as exc:  # noqa: BLE001 - said to the task, whatever it was
+            say(error=f"ais_bench's NPU process could not hand over outputs on NPU {device}: {exc!r}")
+            os._exit(1)
+
+    placer = threading.Thread(target=place, name="ring", daemon=True)
+    placer.start()
+    waited = 0.0  # seconds the NPU idled because the ring was full: the task behind
+    stride = None
+    for first in range(0, len(starts), chunk):
+        calls = starts[first : first + chunk]
+        n = min(len(calls) * per_call, count - calls[0])  # sizes checked by the caller; a short read is refused
+        if source is not None:  # the shard's pack: the chunk's bins are back to back at their offset
+            try:
+                read_pack_rows(source, calls[0], n, xs)
+            except InputBinError as exc:
+                say(error=str(exc))
+                return 1
+        else:
+            into = xs.data.cast("B")
+            for i, path in enumerate(bins[calls[0] : calls[0] + n]):
+                with open(path, "rb", buffering=0) as bin_file:
+                    got = bin_file.readinto(into[i * INPUT_BIN_BYTES : (i + 1) * INPUT_BIN_BYTES])
+                if got != INPUT_BIN_BYTES:
+                    say(error=f"input bin {path} has {got:,} bytes, not {INPUT_BIN_BYTES:,}: it changed "
+                              "during the run")
                     return 1
-                slot = free.pop(0)
-                ring[slot * slot_bytes : slot * slot_bytes + y.nbytes] = y.data.cast("B")
-                placed.append(json.dumps({"slot": slot, "start": start, "shape": list(y.shape), "ms": ms}))
-            proto.write("\n".join(placed) + "\n")  # the chunk's lines in one write: one wake-up of the task
+        xs.reshape(-1, INPUT_DIM)[n * SAMPLES_PER_GRID :] = 0  # a short last call: padding rows, outputs dropped
+        t0 = time.perf_counter()
+        ys = execute(list(xs[: len(calls)]))
+        ms = (time.perf_counter() - t0) * 1000.0 / len(calls)
+        stride = stride or ys[0].nbytes
+        for y in ys:
+            if y.nbytes > slot_bytes:
+                say(error=f"ais_bench returned {y.nbytes:,} bytes for one call, more than the {slot_bytes:,} of a "
+                          f"[{batch}, 3, 28, 28] output: not the CGAN generator's om")
+                return 1
+            if y.nbytes != stride:
+                say(error=f"ais_bench returned {y.nbytes:,} bytes for one call, not the {stride:,} of the calls "
+                          "before: not the CGAN generator's static om")
+                return 1
+        w0 = time.perf_counter()
+        handoff.put((calls, ys, ms))
+        waited += time.perf_counter() - w0
+    handoff.put(None)
+    placer.join()
     from cgan.ascend.ais_bench import exec_times
 
     say(done=True, times=exec_times(session), opened_s=round(opened, 3), waited_s=round(waited, 3))

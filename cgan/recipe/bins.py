@@ -8,7 +8,8 @@ shards can be written independently. Noise is U[0, 1) like upstream `torch.rand`
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -90,14 +91,20 @@ def write_bins_pack(path: str | os.PathLike, num_grids: int, seed: int, start: i
 @dataclass(frozen=True)
 class BinsPack:
     """A local pack of grids start..start+count-1 (write_bins_pack), read in place: ais_bench's NPU
-    process reads each call's inputs from it at their offset instead of from one file per grid."""
+    process reads each call's inputs from it at their offset instead of from one file per grid.
+    `arriving`: the download still writing it (a Future), which check() waits for, so a runtime
+    can open its session meanwhile."""
 
     path: Path
     start: int
     count: int
+    arriving: Future | None = field(default=None, compare=False)
 
     def check(self) -> BinsPack:
-        """InputBinError unless the file holds exactly `count` bins."""
+        """InputBinError unless the file holds exactly `count` bins (once it has arrived: the
+        download's own error is raised as it is)."""
+        if self.arriving is not None:
+            self.arriving.result()
         size = self.path.stat().st_size
         if size != self.count * INPUT_BIN_BYTES:
             raise InputBinError(f"{self.path.name} has {size} bytes, not the {self.count} x {INPUT_BIN_BYTES} of "

@@ -8,6 +8,7 @@ workspace is one request instead of a thousand.
 from __future__ import annotations
 
 import os
+from concurrent.futures import Executor
 from pathlib import Path
 
 from cgan.errors import InputBinError
@@ -35,6 +36,13 @@ def fetch_shard_pack(store, shard: Shard, local: str | os.PathLike) -> BinsPack:
         raise InputBinError(f"shard {shard.index}: no input bins under {shard.bins_prefix}/ in {store.uri}: "
                             "re-run input_bins")
     return BinsPack(Path(store.get_file(key, Path(local))), shard.start, shard.count).check()
+
+
+def start_shard_pack(store, shard: Shard, local: str | os.PathLike, fetching: Executor) -> BinsPack:
+    """fetch_shard_pack on `fetching` (a thread): the pack comes back at once, `arriving`, so the
+    runtime opens its session while it downloads; its check() waits for it and raises its error."""
+    local = Path(local)
+    return BinsPack(local, shard.start, shard.count, arriving=fetching.submit(fetch_shard_pack, store, shard, local))
 
 
 def fetch_input_bin(store, shard: Shard, grid: int, local: str | os.PathLike) -> Path:

@@ -299,3 +299,102 @@ print(before, ok, slice_ns(), seen[0])
         assert ok and before > 100_000 and after == in_thread == 100_000
     else:
         assert after == in_thread  # accepted or refused, the process runs on as it was
+
+
+def _device_held(state, device: int) -> bool:
+    """The stand-in session holds flock(device<N>.busy) in STANDIN_NPU_STATE_DIR while it is open."""
+    import fcntl
+
+    path = state / f"device{device}.busy"
+    if not path.exists():
+        return False
+    with open(path, "rb") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+def test_the_session_opens_while_the_shards_pack_arrives(ais_bench_api, clean_env, standin_om, tmp_path):
+    """run_shard hands the runtime the pack while it downloads (BinsPack.arriving): the NPU's
+    process opens its session meanwhile. Here the "download" writes the pack only once the
+    stand-in has the device open: a run that waited for its inputs before starting the process
+    would never get them (the download gives up after 30 s and the run fails)."""
+    import threading
+    import time
+    from concurrent.futures import Future
+
+    from cgan.recipe.bins import BinsPack, write_bins_pack
+
+    state = tmp_path / "npu-state"
+    clean_env.setenv("STANDIN_NPU_STATE_DIR", str(state))
+    arriving: Future = Future()
+    final = tmp_path / "shard.pack"
+
+    def download():
+        deadline = time.monotonic() + 30
+        while not _device_held(state, 0):
+            if time.monotonic() > deadline:
+                arriving.set_exception(TimeoutError("the session did not open before the pack arrived"))
+                return
+            time.sleep(0.01)
+        write_bins_pack(final, 20, seed=4, start=40)
+        arriving.set_result(None)
+
+    threading.Thread(target=download).start()
+    run = run_ais_bench(standin_om, BinsPack(final, 40, 20, arriving=arriving), tmp_path / "out", device=0)
+    reference = run_onnxruntime(standin_om, BinsPack(final, 40, 20), tmp_path / "ort")
+    assert [p.name for p in run.outputs] == [p.name for p in reference.outputs]
+    for ours, theirs in zip(run.outputs, reference.outputs, strict=True):
+        np.testing.assert_allclose(np.fromfile(ours, "<f4"), np.fromfile(theirs, "<f4"), atol=1e-5)
+    assert not _device_held(state, 0)  # the process is gone with its session
+
+
+def test_a_download_that_fails_ends_the_opened_session_with_its_error(ais_bench_api, clean_env, standin_om,
+                                                                      tmp_path):
+    from concurrent.futures import Future
+
+    from cgan.errors import InputBinError
+    from cgan.recipe.bins import BinsPack
+
+    state = tmp_path / "npu-state"
+    clean_env.setenv("STANDIN_NPU_STATE_DIR", str(state))
+    arriving: Future = Future()
+    arriving.set_exception(InputBinError("shard 3: no input bins under bins/3/ in file:///ws: re-run input_bins"))
+    with pytest.raises(InputBinError, match="re-run input_bins"):
+        run_ais_bench(standin_om, BinsPack(tmp_path / "never.pack", 0, 5, arriving=arriving), tmp_path / "out",
+                      device=0)
+    assert not _device_held(state, 0)
+
+
+def test_outputs_go_into_the_ring_whole_after_short_writes(monkeypatch):
+    """The ring's writer: one pwritev per run of adjacent slots, resumed where a short write
+    (a signal) left it; here every pwritev writes at most 1,000 bytes."""
+    from cgan.ascend import ais_bench_process
+
+    real = os.pwritev
+    calls = []
+
+    def short(fd, buffers, offset):
+        calls.append(offset)
+        budget, cut = 1000, []
+        for b in buffers:
+            cut.append(memoryview(b)[:budget])
+            budget -= len(cut[-1])
+            if not budget:
+                break
+        return real(fd, cut, offset)
+
+    monkeypatch.setattr(ais_bench_process.os, "pwritev", short)
+    ys = [np.full((3, 700), i, np.float32) for i in range(1, 4)]  # 8,400 bytes each
+    fd = os.memfd_create("test-ring")
+    try:
+        os.ftruncate(fd, 64 * 1024)
+        ais_bench_process._write_all(fd, ys, 8400 * 2)
+        got = np.frombuffer(os.pread(fd, 8400 * 5, 0), np.float32).reshape(5, 3, 700)
+    finally:
+        os.close(fd)
+    assert len(calls) == 26  # 25,200 bytes, 1,000 at a time
+    assert not got[:2].any() and all((got[2 + i] == i + 1).all() for i in range(3))
