@@ -142,38 +142,44 @@ def main() -> int:
     source = open(pack, "rb", buffering=0) if pack else None  # noqa: SIM115 - lives as long as the process
     xs = np.zeros((chunk, batch, INPUT_DIM), dtype=np.float32)  # a chunk's inputs, back to back as in the pack
 
-    handoff: queue.Queue = queue.Queue(maxsize=1)  # one chunk's outputs; the next one computes meanwhile
+    handoff: queue.Queue = queue.Queue(maxsize=1)  # one chunk's outputs, to the ring's thread
+    placed: queue.Queue = queue.Queue()  # the slots they went into, back to the loop
+    copying = threading.Semaphore(0)  # released as the copy begins: an execute begun before it would hold the
+    # GIL and keep the copy from starting until the chunk ends
 
     def place() -> None:
-        """The outputs into free slots of the ring, while the NPU computes the next chunk: one
-        pwritev per run of adjacent slots, which leaves the GIL for the whole copy (the loop's
-        infer_pipeline holds it). The chunk's lines go out in one write: one wake-up of the task."""
+        """Each chunk's outputs into free slots of the ring while the NPU computes the next chunk:
+        one pwritev per run of adjacent slots, which leaves the GIL for the whole copy (the loop's
+        infer_pipeline holds it). The loop announces them, so this thread needs the GIL only for
+        a moment per chunk."""
         free = list(range(slots))
         try:
             while (item := handoff.get()) is not None:
-                calls, ys, ms = item
+                calls, ys, stride = item
                 while len(free) < len(calls):  # the slots hold outputs the task has not taken yet
                     returned = sys.stdin.readline()
                     if not returned:
                         os._exit(1)  # the task's process is gone
                     free.append(int(returned))
-                taken, stride = [free.pop(0) for _ in calls], ys[0].nbytes  # every output of the om: one size
-                first = 0
-                for i in range(1, len(taken) + 1):
-                    if i == len(taken) or taken[i] != taken[i - 1] + 1:
-                        _write_all(ring_fd, ys[first:i], taken[first] * stride)
-                        first = i
-                send("\n".join(json.dumps({"slot": slot, "offset": slot * stride, "start": start,
-                                            "shape": list(y.shape), "ms": ms})
-                               for slot, start, y in zip(taken, calls, ys, strict=True)) + "\n")
+                taken = [free.pop(0) for _ in calls]
+                cuts = [i for i in range(1, len(taken)) if taken[i] != taken[i - 1] + 1]  # runs of adjacent slots
+                copying.release()  # the loop's next execute may begin: this thread is about to leave the GIL
+                for a, b in zip([0, *cuts], [*cuts, len(taken)], strict=True):
+                    _write_all(ring_fd, ys[a:b], taken[a] * stride)
+                placed.put(taken)
         except BaseException as exc:  # noqa: BLE001 - said to the task, whatever it was
             say(error=f"ais_bench's NPU process could not hand over outputs on NPU {device}: {exc!r}")
             os._exit(1)
 
+    def announce(calls: list[int], shape: list[int], stride: int, ms: float) -> None:
+        """The lines of a chunk in the ring, in one write: one wake-up of the task."""
+        send("\n".join(json.dumps({"slot": slot, "offset": slot * stride, "start": start, "shape": shape, "ms": ms})
+                       for slot, start in zip(placed.get(), calls, strict=True)) + "\n")
+
     placer = threading.Thread(target=place, name="ring", daemon=True)
     placer.start()
     waited = 0.0  # seconds the NPU idled because the ring was full: the task behind
-    stride = None
+    stride, last = 0, None  # every output of the om has one size; the chunk being put in the ring
     for first in range(0, len(starts), chunk):
         calls = starts[first : first + chunk]
         n = min(len(calls) * per_call, count - calls[0])  # sizes checked by the caller; a short read is refused
@@ -207,8 +213,14 @@ def main() -> int:
                           "before: not the CGAN generator's static om")
                 return 1
         w0 = time.perf_counter()
-        handoff.put((calls, ys, ms))
+        if last is not None:
+            announce(*last)  # its copy ran during this chunk's execute
+        handoff.put((calls, ys, stride))
+        copying.acquire()  # until slots are free: the task is behind, the NPU idles
         waited += time.perf_counter() - w0
+        last = (calls, list(ys[0].shape), stride, ms)
+    if last is not None:
+        announce(*last)
     handoff.put(None)
     placer.join()
     from cgan.ascend.ais_bench import exec_times

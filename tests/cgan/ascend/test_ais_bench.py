@@ -189,17 +189,24 @@ def test_missing_aclruntime_names_it(clean_env, monkeypatch, standin_om, bins3, 
         del sys.modules[name]
 
 
-@pytest.mark.parametrize("pipeline", [True, False], ids=["infer_pipeline", "infer-per-call"])
+@pytest.mark.parametrize("pipeline", [True, False, "wrapping"], ids=["infer_pipeline", "infer-per-call",
+                                                                     "chunks-across-the-ring's-end"])
 def test_calls_go_16_at_a_time_through_infer_pipeline_where_ais_bench_has_it(
         pipeline, ais_bench_api, clean_env, standin_om, tmp_path):
     """40 grids: chunks of 16, 16 and 8 calls (infer_pipeline), or 40 infer calls (the 2023-06
-    interface, which has none); a slow renderer makes the NPU's process wait for free slots."""
+    interface, which has none); a slow renderer makes the NPU's process wait for free slots.
+    "wrapping": chunks of 5 in a ring of 16 slots, so chunks run across the ring's end and go in
+    as two writes."""
     import time
 
+    from cgan.ascend.ais_bench import NpuProcess
     from cgan.recipe.bins import write_bins
 
     if not pipeline:
         clean_env.setenv("STANDIN_AIS_BENCH_NO_PIPELINE", "1")
+    if pipeline == "wrapping":
+        clean_env.setattr(NpuProcess, "PIPELINE_CALLS", 5)
+        clean_env.setattr(NpuProcess, "SLOTS", 16)
     bins = tmp_path / "bins"
     write_bins(bins, 40, seed=11)
     seen = []
@@ -211,8 +218,8 @@ def test_calls_go_16_at_a_time_through_infer_pipeline_where_ais_bench_has_it(
         np.testing.assert_allclose(np.fromfile(ours, "<f4"), np.fromfile(theirs, "<f4"), atol=1e-5)
     perf = json.loads((run.output_dir / "perf.json").read_text())
     assert perf["calls"] == 40 and len(perf["samples_ms"]) == 40  # exec_time_list: one per execute
-    said = ("calls went to the NPU 16 at a time through infer_pipeline" if pipeline
-            else "this ais_bench has no infer_pipeline")
+    said = ("calls went to the NPU 16 at a time through infer_pipeline" if pipeline is True
+            else "calls went to the NPU 5 at a time" if pipeline else "this ais_bench has no infer_pipeline")
     assert any(said in note for note in perf["notes"]), perf["notes"]
 
 
