@@ -213,11 +213,11 @@ def main() -> int:
                           "before: not the CGAN generator's static om")
                 return 1
         w0 = time.perf_counter()
-        if last is not None:
-            announce(*last)  # its copy ran during this chunk's execute
         handoff.put((calls, ys, stride))
-        copying.acquire()  # until slots are free: the task is behind, the NPU idles
+        copying.acquire()  # until slots are free (the task is behind: the NPU idles) and the copy begins
         waited += time.perf_counter() - w0
+        if last is not None:
+            announce(*last)  # its copy ran during this chunk's execute (the thread says so before it takes the next)
         last = (calls, list(ys[0].shape), stride, ms)
     if last is not None:
         announce(*last)
