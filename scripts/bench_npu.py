@@ -166,8 +166,8 @@ def print_table(d: dict) -> None:
         print(f"           {tool} running: " + ", ".join(f"{100 * r['tool_busy']:.0f}%" for r in rows)
               + " of the task's wall (the rest: bins, start-up, the last grids' rendering, hand-over); "
               "the NPU computing: " + ", ".join(f"{100 * r['npu_share_of_tool']:.0f}%" for r in rows)
-              + (" of its time (the rest: each call's wake-up on shared cores, the outputs put in the ring "
-                 "between chunks)" if mode == "ais_bench" else
+              + (" of its time (the rest: each call's wake-up on shared cores, one hand-over per chunk to the "
+                 "thread that puts its outputs in the ring)" if mode == "ais_bench" else
                  " of msame's time (msame reads each input and writes each output between calls)"))
 
 
