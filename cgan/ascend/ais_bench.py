@@ -8,8 +8,8 @@
 
 (Ascend/tools ais-bench_workload/tool/ais_bench, infer/interface.py). aclruntime's run() holds
 the GIL while the NPU computes, so the session runs in a child process
-(cgan.ascend.ais_bench_process) that only feeds the NPU: outputs come back through a shared ring
-file, and this process writes them and hands them to `on_output` (the shard's grid renderer)
+(cgan.ascend.ais_bench_process) that only feeds the NPU: outputs come back through a ring in
+shared memory (a memfd), and this process writes them and hands them to `on_output` (the shard's grid renderer)
 while the NPU computes the next call; where ais_bench has infer_pipeline, 16 calls at a time
 reach the NPU back to back. The protocol: docs/ascend.md, "ais_bench's NPU process".
 perf.json's latencies are ais_bench's own per-execute times (exec_time_list, host time around the
@@ -105,7 +105,8 @@ def run_ais_bench(
 ) -> InferenceRun:
     """Every bin of input_dir through the om on NPU `device`; perf.json from ais_bench's timings.
     `input_dir` may be a shard's BinsPack instead of a folder: the NPU's process then reads each
-    call's inputs from the pack at their offset, and outputs are named as the split bins would be.
+    call's inputs from the pack at their offset, and outputs are named as the split bins would be;
+    a pack still `arriving` is waited for while that process opens its session.
 
     The session runs in a process of its own (cgan.ascend.ais_bench_process); this one writes
     each output and hands it to `on_output` while the NPU computes the next. `pass_fds`: open
@@ -118,7 +119,8 @@ def run_ais_bench(
     check_batch(batch, warmup)
     session_class = load_session_class()  # importable: the error and its fix before a process starts
     chunk = NpuProcess.PIPELINE_CALLS if callable(getattr(session_class, "infer_pipeline", None)) else 1
-    # a pack still on its way (run_shard fetches it meanwhile) is waited for once the session opens
+    # a pack still on its way (run_shard downloads it meanwhile) is waited for after the NPU process starts,
+    # so its session opens during the download
     early = None if isinstance(input_dir, BinsPack) and input_dir.arriving else resolve_inputs(input_dir)
     wall_start = time.perf_counter()
     run_dir = new_run_dir(output_root)

@@ -25,7 +25,8 @@ from cgan.run.shard_render import ShardRenderer, hand_over, render_outputs
 from cgan.run.staging import ShardPacker, WorkspacePacks
 from cgan.runtimes.folder_runner import InferenceRun, OnOutput, Progress
 
-# (input bins folder, or the shard's BinsPack with bins_pack=True; output root; on_output or None)
+# (input bins folder, or the shard's BinsPack with bins_pack=True, possibly still `arriving`: its
+# check() waits for it; output root; on_output or None)
 # -> the run, and files to hand over beside it
 Runtime = Callable[[Any, Path, OnOutput | None], tuple[InferenceRun, Sequence[Path]]]  # Any: Path or BinsPack
 

@@ -349,8 +349,9 @@ def test_run_shard_packs_into_the_workspace_without_a_publish_bucket(tmp_path, u
 
 
 def test_run_shard_hands_a_runtime_that_reads_packs_the_shards_pack_unsplit(tmp_path, upstream_onnx):
-    """bins_pack=True (the ascend task with ais_bench): the runtime gets the shard's BinsPack,
-    size checked, and no file per grid is written; the grids are those of the split bins."""
+    """bins_pack=True (the ascend task with ais_bench, the cpu task): the runtime gets the
+    shard's BinsPack while it downloads (check() waits for it, size checked), and no file per
+    grid is written; the grids are those of the split bins."""
     from cgan.recipe.bins import BinsPack, split_bins_pack
 
     store = open_store((tmp_path / "ws").as_uri())
@@ -362,6 +363,8 @@ def test_run_shard_hands_a_runtime_that_reads_packs_the_shards_pack_unsplit(tmp_
     def runtime(inputs, out, on_output):
         given.append(inputs)
         assert isinstance(inputs, BinsPack) and (inputs.start, inputs.count) == (shard.start, shard.count)
+        assert inputs.arriving is not None  # handed over before the download ends
+        inputs = inputs.check()
         assert not (tmp_path / "work" / "bins").exists()  # never split
         split = split_bins_pack(inputs.path, tmp_path / "split", inputs.start, inputs.count)
         assert [p.read_bytes() for p in split] == [p.read_bytes() for p in sorted((tmp_path / "bins0").glob("*.bin"))]
